@@ -1,0 +1,373 @@
+//! The device configuration, stored as `/config.json` in the flash image.
+//!
+//! This is the one definition of the format: the `certs` tool writes it (with
+//! `serde_json`), the firmware and the virtual device read it with [`DeviceConfig::from_json`]
+//! (with `serde-json-core`, no allocator). Limits follow AWS IoT Core's quotas so a
+//! configuration that parses here is one AWS will accept.
+//!
+//! ```json
+//! {
+//!   "wifi": { "ssid": "bench-ap", "password": "..." },
+//!   "endpoint": { "host": "xxxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com", "port": 8883 },
+//!   "ntp": { "host": "pool.ntp.org", "port": 123 },
+//!   "client_id": "ESPthing",
+//!   "pub_topic": "outTopic",
+//!   "sub_topic": "inTopic",
+//!   "period_ms": 2000,
+//!   "keepalive_s": 60,
+//!   "qos": 1
+//! }
+//! ```
+
+use core::fmt;
+
+use heapless::String;
+use serde::{Deserialize, Serialize};
+
+/// Longest WiFi SSID (IEEE 802.11).
+pub const MAX_SSID: usize = 32;
+/// Longest WPA2 passphrase.
+pub const MAX_PASSWORD: usize = 64;
+/// Longest DNS name.
+pub const MAX_HOST: usize = 253;
+/// AWS IoT Core's client id limit, in bytes.
+pub const MAX_CLIENT_ID: usize = 128;
+/// AWS IoT Core's topic limit, in bytes.
+pub const MAX_TOPIC: usize = 256;
+/// AWS IoT Core allows at most 7 forward slashes in a topic.
+pub const MAX_TOPIC_SLASHES: usize = 7;
+/// AWS IoT Core clamps keep-alive to this range (seconds).
+pub const KEEPALIVE_RANGE_S: core::ops::RangeInclusive<u16> = 30..=1200;
+/// Largest `/config.json` the device reads.
+pub const MAX_CONFIG_JSON: usize = 2048;
+
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+pub const DEFAULT_NTP_HOST: &str = "pool.ntp.org";
+pub const DEFAULT_NTP_PORT: u16 = 123;
+pub const DEFAULT_PUB_TOPIC: &str = "outTopic";
+pub const DEFAULT_SUB_TOPIC: &str = "inTopic";
+pub const DEFAULT_PERIOD_MS: u32 = 2000;
+pub const DEFAULT_KEEPALIVE_S: u16 = 60;
+pub const DEFAULT_QOS: u8 = 1;
+
+/// WiFi station credentials. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Wifi {
+    pub ssid: String<MAX_SSID>,
+    #[serde(default)]
+    pub password: String<MAX_PASSWORD>,
+}
+
+impl fmt::Debug for Wifi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wifi")
+            .field("ssid", &self.ssid)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// The MQTT broker: AWS IoT Core's device data endpoint, or the mock broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub host: String<MAX_HOST>,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+}
+
+/// The SNTP server the device syncs its clock with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NtpServer {
+    pub host: String<MAX_HOST>,
+    #[serde(default = "default_ntp_port")]
+    pub port: u16,
+}
+
+impl Default for NtpServer {
+    fn default() -> Self {
+        Self {
+            host: bounded(DEFAULT_NTP_HOST),
+            port: DEFAULT_NTP_PORT,
+        }
+    }
+}
+
+/// Everything a device needs besides its credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    #[serde(default)]
+    pub wifi: Wifi,
+    pub endpoint: Endpoint,
+    #[serde(default)]
+    pub ntp: NtpServer,
+    pub client_id: String<MAX_CLIENT_ID>,
+    #[serde(default = "default_pub_topic")]
+    pub pub_topic: String<MAX_TOPIC>,
+    #[serde(default = "default_sub_topic")]
+    pub sub_topic: String<MAX_TOPIC>,
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u32,
+    #[serde(default = "default_keepalive_s")]
+    pub keepalive_s: u16,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+fn default_mqtt_port() -> u16 {
+    DEFAULT_MQTT_PORT
+}
+fn default_ntp_port() -> u16 {
+    DEFAULT_NTP_PORT
+}
+fn default_pub_topic() -> String<MAX_TOPIC> {
+    bounded(DEFAULT_PUB_TOPIC)
+}
+fn default_sub_topic() -> String<MAX_TOPIC> {
+    bounded(DEFAULT_SUB_TOPIC)
+}
+fn default_period_ms() -> u32 {
+    DEFAULT_PERIOD_MS
+}
+fn default_keepalive_s() -> u16 {
+    DEFAULT_KEEPALIVE_S
+}
+fn default_qos() -> u8 {
+    DEFAULT_QOS
+}
+
+/// A compile-time default that is known to fit.
+fn bounded<const N: usize>(s: &str) -> String<N> {
+    let mut out = String::new();
+    // Defaults are short constants; a failure here is a programming error caught by tests.
+    let _ = out.push_str(s);
+    out
+}
+
+/// What is wrong with a configuration, naming the field at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigError {
+    /// JSON path of the field (`endpoint.host`), or `config.json` for a syntax error.
+    pub field: &'static str,
+    pub problem: Problem,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    /// Not valid JSON, a wrong type, an unknown or missing field.
+    Syntax(&'static str),
+    Empty,
+    TooLong {
+        max: usize,
+    },
+    TooManySlashes,
+    Wildcard,
+    OutOfRange {
+        min: u32,
+        max: u32,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.field)?;
+        match self.problem {
+            Problem::Syntax(what) => write!(f, "{what}"),
+            Problem::Empty => write!(f, "must not be empty"),
+            Problem::TooLong { max } => write!(f, "longer than {max} bytes"),
+            Problem::TooManySlashes => {
+                write!(f, "more than {MAX_TOPIC_SLASHES} '/' (AWS IoT limit)")
+            }
+            Problem::Wildcard => write!(f, "publish topic must not contain '+' or '#'"),
+            Problem::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// A configuration with the tutorial's defaults for everything but the broker and
+    /// the client id.
+    pub fn new(host: &str, client_id: &str) -> Result<Self, ConfigError> {
+        let config = Self {
+            wifi: Wifi::default(),
+            endpoint: Endpoint {
+                host: set_str("endpoint.host", host)?,
+                port: DEFAULT_MQTT_PORT,
+            },
+            ntp: NtpServer::default(),
+            client_id: set_str("client_id", client_id)?,
+            pub_topic: default_pub_topic(),
+            sub_topic: default_sub_topic(),
+            period_ms: DEFAULT_PERIOD_MS,
+            keepalive_s: DEFAULT_KEEPALIVE_S,
+            qos: DEFAULT_QOS,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse and validate `/config.json`. Needs no allocator.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        // Big enough for the longest escaped string field (a topic).
+        let mut scratch = [0u8; MAX_TOPIC];
+        let (config, _) =
+            serde_json_core::from_slice_escaped::<Self>(json, &mut scratch).map_err(|e| {
+                ConfigError {
+                    field: "config.json",
+                    problem: Problem::Syntax(json_error(&e)),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check every field against the device's and AWS IoT Core's limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        non_empty("endpoint.host", &self.endpoint.host)?;
+        non_empty("ntp.host", &self.ntp.host)?;
+        non_empty("client_id", &self.client_id)?;
+        topic("pub_topic", &self.pub_topic, false)?;
+        topic("sub_topic", &self.sub_topic, true)?;
+        range("endpoint.port", self.endpoint.port.into(), 1, 65535)?;
+        range("ntp.port", self.ntp.port.into(), 1, 65535)?;
+        range("period_ms", self.period_ms, 100, 3_600_000)?;
+        range(
+            "keepalive_s",
+            self.keepalive_s.into(),
+            (*KEEPALIVE_RANGE_S.start()).into(),
+            (*KEEPALIVE_RANGE_S.end()).into(),
+        )?;
+        range("qos", self.qos.into(), 0, 1)?;
+        Ok(())
+    }
+}
+
+/// Set a bounded string field, naming the field if the value does not fit.
+pub fn set_str<const N: usize>(field: &'static str, value: &str) -> Result<String<N>, ConfigError> {
+    let mut out = String::new();
+    out.push_str(value).map_err(|_| ConfigError {
+        field,
+        problem: Problem::TooLong { max: N },
+    })?;
+    Ok(out)
+}
+
+fn non_empty(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError {
+            field,
+            problem: Problem::Empty,
+        });
+    }
+    Ok(())
+}
+
+fn topic(field: &'static str, value: &str, filter: bool) -> Result<(), ConfigError> {
+    non_empty(field, value)?;
+    let fail = |problem| Err(ConfigError { field, problem });
+    if value.bytes().filter(|&b| b == b'/').count() > MAX_TOPIC_SLASHES {
+        return fail(Problem::TooManySlashes);
+    }
+    if !filter && value.bytes().any(|b| b == b'+' || b == b'#') {
+        return fail(Problem::Wildcard);
+    }
+    Ok(())
+}
+
+fn range(field: &'static str, value: u32, min: u32, max: u32) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError {
+            field,
+            problem: Problem::OutOfRange { min, max },
+        });
+    }
+    Ok(())
+}
+
+fn json_error(e: &serde_json_core::de::Error) -> &'static str {
+    use serde_json_core::de::Error as E;
+    match e {
+        E::EofWhileParsingList
+        | E::EofWhileParsingObject
+        | E::EofWhileParsingString
+        | E::EofWhileParsingNumber
+        | E::EofWhileParsingValue => "truncated JSON",
+        E::InvalidNumber | E::InvalidType => "a field has the wrong type",
+        E::InvalidEscapeSequence | E::EscapedStringIsTooLong => "bad string escape",
+        E::InvalidUnicodeCodePoint => "invalid unicode",
+        E::TrailingCharacters => "trailing characters after the object",
+        E::ExpectedSomeValue | E::ExpectedSomeIdent | E::ExpectedColon => "malformed JSON",
+        E::ExpectedListCommaOrEnd | E::ExpectedObjectCommaOrEnd => "malformed JSON",
+        E::KeyMustBeAString => "object key is not a string",
+        E::CustomError => "unknown field, missing field or value too long",
+        _ => "malformed JSON",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DeviceConfig {
+        let mut c = DeviceConfig::new("localhost", "ESPthing").unwrap();
+        c.wifi.ssid = set_str("wifi.ssid", "bench").unwrap();
+        c.wifi.password = set_str("wifi.password", "p\"a\\ss").unwrap();
+        c
+    }
+
+    #[test]
+    fn round_trips_through_serde_json_writer() {
+        let c = sample();
+        let json = serde_json::to_string_pretty(&c).unwrap();
+        assert_eq!(DeviceConfig::from_json(json.as_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn minimal_config_takes_tutorial_defaults() {
+        let c = DeviceConfig::from_json(br#"{"endpoint":{"host":"h"},"client_id":"ESPthing"}"#)
+            .unwrap();
+        assert_eq!(c.endpoint.port, 8883);
+        assert_eq!(c.pub_topic.as_str(), "outTopic");
+        assert_eq!(c.sub_topic.as_str(), "inTopic");
+        assert_eq!(c.period_ms, 2000);
+        assert_eq!(c.ntp.port, 123);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e =
+            DeviceConfig::from_json(br#"{"endpoint":{"host":"h"},"client_id":""}"#).unwrap_err();
+        assert_eq!(e.field, "client_id");
+        let e = DeviceConfig::from_json(
+            br#"{"endpoint":{"host":"h"},"client_id":"c","pub_topic":"a/b/c/d/e/f/g/h/i"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "pub_topic: more than 7 '/' (AWS IoT limit)");
+        let e = DeviceConfig::from_json(br#"{"endpoint":{"host":"h"},"client_id":"c","qos":2}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "qos");
+        let e = DeviceConfig::from_json(br#"{"endpoint":{"host":"h"},"client_id":"c","x":1}"#)
+            .unwrap_err();
+        assert_eq!(e.field, "config.json");
+        let e = DeviceConfig::from_json(br#"{"endpoint":{"host":"h"#).unwrap_err();
+        assert_eq!(e.problem, Problem::Syntax("truncated JSON"));
+    }
+
+    #[test]
+    fn debug_never_shows_the_wifi_password() {
+        let c = sample();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("ss\""), "{shown}");
+        assert!(shown.contains("***"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = DeviceConfig::from_json(&bytes);
+        }
+    }
+}

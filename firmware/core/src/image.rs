@@ -1,0 +1,1 @@
+//! The LittleFS flash image (written below).

@@ -1,0 +1,14 @@
+//! The AWS IoT thing's device logic, shared by every board.
+//!
+//! # Layout
+//! - [`config`]: `/config.json` from the flash image — the one definition of its format.
+//! - [`image`] (feature `flash-image`): the LittleFS flash image holding the credentials
+//!   and config, read on the device and written by the `certs` tool.
+//!
+//! The crate is `no_std` and sans-IO: it never reads a clock or touches a socket, so
+//! every behaviour is testable on the host with explicit time.
+#![cfg_attr(not(test), no_std)]
+
+pub mod config;
+#[cfg(feature = "flash-image")]
+pub mod image;
