@@ -95,11 +95,16 @@ impl Flash for &mut [u8] {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
     /// The flash size is not a whole number of blocks, or too few of them.
-    Geometry { capacity: usize },
+    Geometry {
+        capacity: usize,
+    },
     /// No LittleFS superblock, or a damaged one: not an image, or a corrupted image.
     Corrupt,
     /// The image claims more blocks than the flash holds.
-    Truncated { image_bytes: usize, capacity: usize },
+    Truncated {
+        image_bytes: usize,
+        capacity: usize,
+    },
     /// The files do not fit.
     NoSpace,
     NotFound(String<MAX_PATH>),
@@ -204,7 +209,9 @@ unsafe extern "C" fn erase_cb<F: Flash>(
     // SAFETY: as in `read_cb`.
     let ctx = unsafe { &mut *((*c).context as *mut Context<F>) };
     let offset = block as usize * BLOCK_SIZE;
-    io_result(ctx, offset, BLOCK_SIZE, |flash| flash.erase(offset, BLOCK_SIZE))
+    io_result(ctx, offset, BLOCK_SIZE, |flash| {
+        flash.erase(offset, BLOCK_SIZE)
+    })
 }
 
 unsafe extern "C" fn sync_cb(_c: *const lfs::lfs_config) -> c_int {
@@ -235,7 +242,11 @@ fn io_result<F: Flash>(
     }
 }
 
-fn config<F: Flash>(ctx: &mut Context<'_, F>, bufs: &mut Buffers, blocks: usize) -> lfs::lfs_config {
+fn config<F: Flash>(
+    ctx: &mut Context<'_, F>,
+    bufs: &mut Buffers,
+    blocks: usize,
+) -> lfs::lfs_config {
     lfs::lfs_config {
         context: ctx as *mut Context<'_, F> as *mut c_void,
         read: Some(read_cb::<F>),
@@ -458,13 +469,22 @@ impl<F> Mounted<'_, F> {
                 max: buf.len(),
             });
         }
-        let read = self.with_file(path, lfs::lfs_open_flags_LFS_O_RDONLY as c_int, |this, file| {
-            // SAFETY: buf holds at least `len` bytes; file is open for reading.
-            let n = unsafe {
-                lfs::lfs_file_read(this.state, file, buf.as_mut_ptr() as *mut c_void, len as u32)
-            };
-            this.check(n, path)
-        })? as usize;
+        let read = self.with_file(
+            path,
+            lfs::lfs_open_flags_LFS_O_RDONLY as c_int,
+            |this, file| {
+                // SAFETY: buf holds at least `len` bytes; file is open for reading.
+                let n = unsafe {
+                    lfs::lfs_file_read(
+                        this.state,
+                        file,
+                        buf.as_mut_ptr() as *mut c_void,
+                        len as u32,
+                    )
+                };
+                this.check(n, path)
+            },
+        )? as usize;
         if read != len {
             return Err(ImageError::Corrupt);
         }
@@ -491,9 +511,8 @@ impl<F> Mounted<'_, F> {
             }
             let name_len = info.name.iter().position(|&c| c == 0).unwrap_or(0);
             // SAFETY: c_char and u8 have the same layout.
-            let name = unsafe {
-                core::slice::from_raw_parts(info.name.as_ptr() as *const u8, name_len)
-            };
+            let name =
+                unsafe { core::slice::from_raw_parts(info.name.as_ptr() as *const u8, name_len) };
             match core::str::from_utf8(name) {
                 Ok(name) => f(name, info.size as usize),
                 Err(_) => break Err(ImageError::Corrupt),
@@ -679,7 +698,10 @@ mod tests {
             fs.read_file(CERT_PATH, &mut [0u8; MAX_CERT]).map(drop)
         })
         .unwrap_err();
-        assert_eq!(err.to_string(), "/cert.der: 5000 bytes, the device reads at most 4096");
+        assert_eq!(
+            err.to_string(),
+            "/cert.der: 5000 bytes, the device reads at most 4096"
+        );
     }
 
     #[test]
