@@ -1,0 +1,64 @@
+# The verbs people type. `.ci/run` calls the README's test command: make deps && make test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+DEV_DIR := certs/dev
+THING ?= ESPthing
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
+	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+RISCV := riscv32imc-unknown-none-elf
+
+# Cross-compiling littlefs (C) for the ESP32-C3: gcc from Debian with picolibc headers,
+# and bindgen pointed at the same headers.
+CLANG_INCLUDE = $(lastword $(sort $(wildcard /usr/lib/llvm-*/lib/clang/*/include)))
+export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
+export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
+export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
+
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs
+
+help:
+	@echo "make deps    install system packages and rustup targets (idempotent)"
+	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
+	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
+
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "system packages: all present"; fi
+	rustup target add $(RISCV)
+	rustup component add rustfmt clippy
+
+test: fmt clippy host-test core-riscv
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+host-test:
+	$(CARGO) test --workspace --all-features --locked
+
+# The core must build without std for the board's target, with every optional part.
+core-riscv:
+	$(CARGO) build -p firmware-core --target $(RISCV) --locked
+	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image --locked
+
+certs: $(DEV_DIR)/flash.img
+
+$(DEV_DIR)/flash.img:
+	@if [ ! -f $(DEV_DIR)/ca.pem ]; then \
+		$(CARGO) run -q -p certs -- init --out $(DEV_DIR) --thing $(THING); \
+	fi
+	$(CARGO) run -q -p certs -- image --creds $(DEV_DIR)/device --out $@
+
+clean-certs:
+	rm -rf $(DEV_DIR)
