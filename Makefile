@@ -6,6 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEV_DIR := certs/dev
 THING ?= ESPthing
+AWS_DIR ?= certs/aws
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
@@ -19,12 +20,14 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image
 
 help:
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
+	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [WIFI_SSID=s WIFI_PASSWORD=p]"
+	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -62,3 +65,15 @@ $(DEV_DIR)/flash.img:
 
 clean-certs:
 	rm -rf $(DEV_DIR)
+
+# The AWS console's three downloads -> DER files -> flash image, in one command.
+aws-image:
+	@test -n "$(DOWNLOADS)" || { echo "aws-image: set DOWNLOADS=<folder with the console downloads>" >&2; exit 2; }
+	@test -n "$(ENDPOINT)" || { echo "aws-image: set ENDPOINT=<xxxx-ats.iot.REGION.amazonaws.com>" >&2; exit 2; }
+	@pick() { ls -1 $(DOWNLOADS)/$$1 2>/dev/null | head -1; }; \
+	cert=$$(pick '*-certificate.pem.crt*'); key=$$(pick '*-private.pem.key*'); ca=$$(pick 'AmazonRootCA1.pem*'); \
+	for f in "cert:$$cert" "key:$$key" "ca:$$ca"; do \
+		[ -n "$${f#*:}" ] || { echo "aws-image: no $${f%%:*} file in $(DOWNLOADS)" >&2; exit 2; }; done; \
+	$(CARGO) run -q -p certs -- import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
+	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --endpoint "$(ENDPOINT)" \
+		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")
