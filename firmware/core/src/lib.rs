@@ -4,6 +4,8 @@
 //! - [`config`]: `/config.json` from the flash image — the one definition of its format.
 //! - [`image`] (feature `flash-image`): the LittleFS flash image holding the credentials
 //!   and config, read on the device and written by the `certs` tool.
+//! - [`log`]: the serial log line — one type formats it on the device and parses it in
+//!   the test rig; typed constructors for every event, escaping and truncation.
 //!
 //! The crate is `no_std` and sans-IO: it never reads a clock or touches a socket, so
 //! every behaviour is testable on the host with explicit time.
@@ -12,3 +14,4 @@
 pub mod config;
 #[cfg(feature = "flash-image")]
 pub mod image;
+pub mod log;
