@@ -6,6 +6,7 @@
 //!   and config, read on the device and written by the `certs` tool.
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
 //!   the test rig; typed constructors for every event, escaping and truncation.
+//! - [`sntp`]: SNTPv4 request/reply codec (anti-spoof originate check, 2036 rollover).
 //!
 //! The crate is `no_std` and sans-IO: it never reads a clock or touches a socket, so
 //! every behaviour is testable on the host with explicit time.
@@ -15,3 +16,4 @@ pub mod config;
 #[cfg(feature = "flash-image")]
 pub mod image;
 pub mod log;
+pub mod sntp;
