@@ -1,0 +1,125 @@
+//! The command line. `main.rs` parses it; [`crate::run`] executes it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::pki::KeyAlgorithm;
+
+/// Test PKI, AWS IoT console import, flash image builder and inspector for the thing.
+#[derive(Debug, Parser)]
+#[command(name = "certs", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make a self-signed test PKI: CA, broker server cert, device cert, observer cert,
+    /// AWS IoT policy.
+    Init(InitArgs),
+    /// Turn AWS IoT console downloads into the DER files the device reads.
+    Import(ImportArgs),
+    /// Build the LittleFS flash image holding the credentials and /config.json.
+    Image(ImageArgs),
+    /// Describe certificates, keys and flash images (never prints secrets).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// AWS IoT thing name: the device certificate's CN and the client id.
+    #[arg(long, value_name = "NAME", default_value = "ESPthing")]
+    pub thing: String,
+    /// Key algorithm for every key of the PKI.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcP256)]
+    pub key: KeyAlgorithm,
+    /// The broker's host name (server certificate CN and SAN).
+    #[arg(long, value_name = "HOST", default_value = "localhost")]
+    pub endpoint: String,
+    /// Extra server certificate SAN (DNS name or IP address); repeatable.
+    #[arg(long = "san", value_name = "NAME|IP")]
+    pub sans: Vec<String>,
+    /// Validity in days.
+    #[arg(long, value_name = "N", default_value_t = 365)]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Device certificate from the console (`xxxx-certificate.pem.crt[.txt]`).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// Device private key from the console (`xxxx-private.pem.key`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Root CA the broker chains to (`AmazonRootCA1.pem`).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+    /// Output directory for cert.der, private.der, ca.der.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Directory with cert.der, private.der, ca.der (`certs import` output, or the
+    /// `device/` folder of `certs init`).
+    #[arg(long, value_name = "DIR")]
+    pub creds: PathBuf,
+    /// Image file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// A device.json to start from (the /config.json format); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "S")]
+    pub wifi_ssid: Option<String>,
+    #[arg(long, value_name = "P")]
+    pub wifi_password: Option<String>,
+    /// MQTT broker, default port 8883.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub endpoint: Option<String>,
+    /// Default: the device certificate's CN.
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub pub_topic: Option<String>,
+    #[arg(long, value_name = "T")]
+    pub sub_topic: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub period_ms: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keepalive_s: Option<u16>,
+    #[arg(long, value_name = "0|1")]
+    pub qos: Option<u8>,
+    /// SNTP server, default port 123.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub ntp: Option<String>,
+    /// Image size in bytes, a multiple of 4096.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    pub size: usize,
+    /// Overwrite an existing image.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Certificates, keys (PEM or DER) or flash images.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Certificate to match keys against.
+    #[arg(long, value_name = "CERT")]
+    pub cert: Option<PathBuf>,
+}

@@ -1,0 +1,125 @@
+//! The device's three credential files, checked together: what `certs import` writes and
+//! `certs image` reads.
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::error::{CertsError, InputProblem};
+use crate::keys::PrivateKey;
+use crate::output::{self, OutFile};
+use crate::x509::{self, CertInfo};
+
+/// File names in a credentials directory (and, with a leading `/`, in the flash image).
+pub const CERT_FILE: &str = "cert.der";
+pub const KEY_FILE: &str = "private.der";
+pub const CA_FILE: &str = "ca.der";
+
+/// A device certificate, its private key and the root CA of the broker.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub cert_der: Vec<u8>,
+    pub cert: CertInfo,
+    pub key: PrivateKey,
+    pub ca_der: Vec<u8>,
+    pub ca: CertInfo,
+}
+
+impl Credentials {
+    /// Read and check the three files (PEM or DER each). Errors name the file at fault;
+    /// the returned warnings (certificates close to expiry) do too.
+    ///
+    /// Checks: well-formed; the key is of a type the firmware supports and matches the
+    /// certificate; both certificates are valid at `now`; the CA is a CA.
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        ca_path: &Path,
+        now: OffsetDateTime,
+    ) -> Result<(Self, Vec<String>), CertsError> {
+        let mut warnings = Vec::new();
+        let (cert_der, cert) = x509::read_certificate(cert_path)?;
+        let key = x509::read_private_key(key_path)?;
+        let (ca_der, ca) = x509::read_certificate(ca_path)?;
+
+        if !cert.public_key.key_type().firmware_supported() {
+            return Err(CertsError::input(
+                cert_path,
+                InputProblem::UnsupportedKey(cert.public_key.key_type().to_string()),
+            ));
+        }
+        if !key.matches(&cert.public_key) {
+            return Err(CertsError::input(
+                key_path,
+                InputProblem::KeyMismatch(cert_path.to_path_buf()),
+            ));
+        }
+        for (path, info) in [(cert_path, &cert), (ca_path, &ca)] {
+            match info.check_validity(now) {
+                Ok(Some(warning)) => warnings.push(format!("{}: {warning}", path.display())),
+                Ok(None) => {}
+                Err(problem) => return Err(CertsError::input(path, problem)),
+            }
+        }
+        if !ca.usable_as_ca() {
+            return Err(CertsError::input(ca_path, InputProblem::NotCa));
+        }
+        Ok((
+            Self {
+                cert_der,
+                cert,
+                key,
+                ca_der,
+                ca,
+            },
+            warnings,
+        ))
+    }
+
+    /// Load `cert.der`, `private.der`, `ca.der` from a directory. Given the root of a
+    /// `certs init` output, use its `device/` folder.
+    pub fn load_dir(dir: &Path, now: OffsetDateTime) -> Result<(Self, Vec<String>), CertsError> {
+        let dir = Self::resolve_dir(dir)?;
+        Self::load(
+            &dir.join(CERT_FILE),
+            &dir.join(KEY_FILE),
+            &dir.join(CA_FILE),
+            now,
+        )
+    }
+
+    fn resolve_dir(dir: &Path) -> Result<PathBuf, CertsError> {
+        if !dir.exists() {
+            return Err(CertsError::input(dir, InputProblem::Missing));
+        }
+        if !dir.is_dir() {
+            return Err(CertsError::input(
+                dir,
+                InputProblem::Other("not a directory".into()),
+            ));
+        }
+        if !dir.join(CERT_FILE).exists() && dir.join("device").join(CERT_FILE).exists() {
+            return Ok(dir.join("device"));
+        }
+        Ok(dir.to_path_buf())
+    }
+
+    /// The private key as the device stores it.
+    pub fn key_der(&self) -> Vec<u8> {
+        self.key.to_traditional_der().to_vec()
+    }
+
+    /// `cert.der`, `private.der` (mode 0600), `ca.der`.
+    pub fn files(&self) -> Vec<OutFile> {
+        vec![
+            OutFile::public(CERT_FILE, self.cert_der.clone()),
+            OutFile::secret(KEY_FILE, self.key_der()),
+            OutFile::public(CA_FILE, self.ca_der.clone()),
+        ]
+    }
+
+    /// Write the three files atomically as a set.
+    pub fn write(&self, dir: &Path, force: bool) -> Result<(), CertsError> {
+        output::write_set(dir, &self.files(), force)
+    }
+}

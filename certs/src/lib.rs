@@ -1,0 +1,208 @@
+//! `certs`: the thing's certificate tool.
+//!
+//! - `certs init` makes a self-signed test PKI for the mock broker and the rig.
+//! - `certs import` turns the AWS IoT console's downloads into the DER files the device
+//!   reads, replacing the tutorial's three openssl commands.
+//! - `certs image` builds the LittleFS flash image (DESIGN.md section 3).
+//! - `certs inspect` describes certificates, keys and images, never printing secrets.
+//!
+//! Bad input ends with exit status 2 and one line on stderr naming the file and the
+//! problem. Outputs are all-or-nothing: files are written under temporary names and
+//! renamed into place once everything is written, private keys with mode 0600.
+//!
+//! # Layout
+//!
+//! `certs init --out DIR` writes:
+//!
+//! ```text
+//! DIR/
+//!   ca.pem ca.der ca.key.pem ca.key.der                  self-signed CA ("<thing> test CA")
+//!   server.pem server.der server.key.pem server.key.der  broker: CN=endpoint, SANs endpoint,
+//!                                                        localhost, 127.0.0.1, --san ...
+//!   device.pem device.der device.key.pem device.key.der  the thing: CN=<thing>, no O=
+//!   observer.pem observer.der observer.key.pem ...       the rig's client: CN=observer
+//!   policy.json                                          AWS IoT policy, least privilege
+//!   device/cert.der device/private.der device/ca.der     exactly what the flash image holds
+//!   device/cert.pem device/private.pem                   PEM copies of the same
+//! ```
+//!
+//! `*.key.pem`/`*.key.der` are PKCS#8. `device/private.der` is the form the device reads
+//! and `certs import` writes: SEC1 `ECPrivateKey` (as `openssl ec -outform DER`) or
+//! PKCS#1 `RSAPrivateKey` (as `openssl rsa -traditional -outform DER`).
+//!
+//! `certs import --out DIR` writes `DIR/cert.der DIR/private.der DIR/ca.der`; `certs
+//! image --creds DIR` reads them (or `DIR/device/` of an init output).
+//!
+//! # Library
+//!
+//! - [`pki`]: test PKIs from Rust — [`pki::Pki::generate`], [`pki::CertificateAuthority`],
+//!   [`pki::aws_like_chain`], [`pki::server_cert_expired`], [`pki::server_cert_untrusted`].
+//! - [`keys`]: private keys in every form and their conversion to the device's.
+//! - [`creds`]: the three credential files, checked together.
+//! - [`image`]: build and read flash images.
+//! - [`x509`]: certificate facts and PEM/DER input.
+
+pub mod cli;
+pub mod creds;
+pub mod error;
+pub mod image;
+pub mod inspect;
+pub mod keys;
+pub mod output;
+pub mod pki;
+pub mod x509;
+
+use std::io::Write;
+
+use time::OffsetDateTime;
+
+pub use cli::Cli;
+pub use error::{CertsError, InputProblem, OutputProblem};
+
+use cli::{Command, ImportArgs, InitArgs};
+use creds::Credentials;
+use pki::{InitOptions, Pki};
+
+/// Run a parsed command line. Summaries go to stdout, warnings to stderr; the error, if
+/// any, is for the caller to print (one line) and turn into an exit status.
+pub fn run(cli: Cli) -> Result<(), CertsError> {
+    let now = OffsetDateTime::now_utc();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let warnings = match cli.command {
+        Command::Init(args) => run_init(&args, &mut out)?,
+        Command::Import(args) => run_import(&args, now, &mut out)?,
+        Command::Image(args) => image::run_image(&args, now, &mut out)?,
+        Command::Inspect(args) => {
+            inspect::run_inspect(&args.files, args.cert.as_deref(), now, &mut out)?;
+            Vec::new()
+        }
+    };
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+/// `certs init`: generate everything in memory, check the output, then write it all.
+pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, CertsError> {
+    if args.days == 0 {
+        return Err(CertsError::argument("--days", "must be at least 1"));
+    }
+    if args.thing.is_empty() {
+        return Err(CertsError::argument("--thing", "must not be empty"));
+    }
+    // The thing name is the MQTT client id: hold it to the device's limits up front.
+    firmware_core::config::set_str::<{ firmware_core::config::MAX_CLIENT_ID }>(
+        "client_id",
+        &args.thing,
+    )
+    .map_err(|e| CertsError::argument("--thing", e))?;
+    for san in &args.sans {
+        if san.is_empty() || san.contains(char::is_whitespace) {
+            return Err(CertsError::argument(
+                "--san",
+                format!("{san:?} is not a DNS name or IP address"),
+            ));
+        }
+    }
+    let options = InitOptions {
+        thing: args.thing.clone(),
+        key: args.key,
+        endpoint: args.endpoint.clone(),
+        extra_sans: args.sans.clone(),
+        days: args.days,
+        ..InitOptions::default()
+    };
+    let files_probe = placeholder_layout();
+    // Refuse before spending seconds on RSA key generation.
+    output::check_set(&args.out, &files_probe, args.force)?;
+    let pki = Pki::generate(&options).map_err(|e| match e {
+        pki::PkiError::InvalidName(msg) => CertsError::argument("--endpoint/--san", msg),
+        other => CertsError::internal(other),
+    })?;
+    let files = pki.files();
+    output::write_set(&args.out, &files, args.force)?;
+    let dir = args.out.display();
+    writeln!(out, "wrote test PKI ({}) to {dir}/", options.key).ok();
+    writeln!(out, "  ca.pem        CA \"{} test CA\"", options.thing).ok();
+    writeln!(
+        out,
+        "  server.pem    broker, SANs {}",
+        options.server_names().join(", ")
+    )
+    .ok();
+    writeln!(out, "  device.pem    thing CN={}", options.thing).ok();
+    writeln!(out, "  observer.pem  rig client CN={}", options.observer).ok();
+    writeln!(out, "  policy.json   AWS IoT policy for the thing").ok();
+    writeln!(
+        out,
+        "  device/       cert.der private.der ca.der for `certs image --creds {dir}/device`"
+    )
+    .ok();
+    writeln!(
+        out,
+        "  (private keys *.key.*, device/private.* are mode 0600)"
+    )
+    .ok();
+    Ok(Vec::new())
+}
+
+/// The names `certs init` writes, for the overwrite check before generating anything.
+fn placeholder_layout() -> Vec<output::OutFile> {
+    let mut names: Vec<String> = Vec::new();
+    for who in ["ca", "server", "device", "observer"] {
+        for ext in ["pem", "der", "key.pem", "key.der"] {
+            names.push(format!("{who}.{ext}"));
+        }
+    }
+    names.push("policy.json".into());
+    for file in [
+        "cert.der",
+        "private.der",
+        "ca.der",
+        "cert.pem",
+        "private.pem",
+    ] {
+        names.push(format!("device/{file}"));
+    }
+    names
+        .into_iter()
+        .map(|n| output::OutFile::public(n, Vec::new()))
+        .collect()
+}
+
+/// `certs import`: check the three downloads together, then write the DER set.
+pub fn run_import(
+    args: &ImportArgs,
+    now: OffsetDateTime,
+    out: &mut dyn Write,
+) -> Result<Vec<String>, CertsError> {
+    let (creds, warnings) = Credentials::load(&args.cert, &args.key, &args.ca, now)?;
+    creds.write(&args.out, args.force)?;
+    let dir = args.out.display();
+    writeln!(
+        out,
+        "wrote {dir}/cert.der ({} B, {}, {}, until {})",
+        creds.cert_der.len(),
+        creds.cert.subject,
+        creds.cert.public_key.key_type(),
+        x509::format_time(creds.cert.not_after)
+    )
+    .ok();
+    writeln!(
+        out,
+        "wrote {dir}/private.der ({} B, {}, matches the certificate, mode 0600)",
+        creds.key_der().len(),
+        creds.key.key_type()
+    )
+    .ok();
+    writeln!(
+        out,
+        "wrote {dir}/ca.der ({} B, {})",
+        creds.ca_der.len(),
+        creds.ca.subject
+    )
+    .ok();
+    Ok(warnings)
+}

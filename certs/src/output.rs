@@ -1,0 +1,177 @@
+//! All-or-nothing output: every file is written to a temporary name in the target
+//! directory and renamed into place only once the whole set is written, so an error never
+//! leaves a half-written file or a partial set behind.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use crate::error::{CertsError, OutputProblem};
+
+/// One file of an output set.
+pub struct OutFile {
+    /// Path relative to the output directory (may contain one level of subdirectory).
+    pub name: PathBuf,
+    pub contents: Zeroizing<Vec<u8>>,
+    /// Private keys are created with mode 0600; everything else 0644.
+    pub secret: bool,
+}
+
+impl OutFile {
+    pub fn public(name: impl Into<PathBuf>, contents: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            contents: Zeroizing::new(contents.into()),
+            secret: false,
+        }
+    }
+
+    pub fn secret(name: impl Into<PathBuf>, contents: impl Into<Vec<u8>>) -> Self {
+        Self {
+            name: name.into(),
+            contents: Zeroizing::new(contents.into()),
+            secret: true,
+        }
+    }
+
+    fn mode(&self) -> u32 {
+        if self.secret { 0o600 } else { 0o644 }
+    }
+}
+
+/// Refuse to touch anything if `dir` is not a directory, or (without `force`) if any
+/// file of the set already exists.
+pub fn check_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), CertsError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(CertsError::output(dir, OutputProblem::NotADirectory));
+    }
+    if !force {
+        for file in files {
+            let path = dir.join(&file.name);
+            if path.exists() {
+                return Err(CertsError::output(&path, OutputProblem::Exists));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write a set of files under `dir` (created if needed).
+///
+/// Files go to a staging directory inside `dir` first; only when all are written and
+/// synced are they renamed into place, each rename atomic.
+pub fn write_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), CertsError> {
+    check_set(dir, files, force)?;
+    let created_dir = !dir.exists();
+    fs::create_dir_all(dir).map_err(|e| CertsError::io(dir, e))?;
+    if created_dir {
+        set_mode(dir, 0o755)?;
+    }
+    let result = stage_and_rename(dir, files);
+    if result.is_err() && created_dir {
+        // Leave no empty directory behind either; ignore failure, the error is what matters.
+        let _ = fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn stage_and_rename(dir: &Path, files: &[OutFile]) -> Result<(), CertsError> {
+    let staging = tempfile::Builder::new()
+        .prefix(".certs-staging-")
+        .tempdir_in(dir)
+        .map_err(|e| CertsError::io(dir, e))?;
+    for file in files {
+        let path = staging.path().join(&file.name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
+        }
+        write_new(&path, &file.contents, file.mode())?;
+    }
+    for file in files {
+        let target = dir.join(&file.name);
+        if let Some(parent) = target.parent()
+            && !parent.exists()
+        {
+            fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
+            set_mode(parent, 0o755)?;
+        }
+        fs::rename(staging.path().join(&file.name), &target)
+            .map_err(|e| CertsError::io(&target, e))?;
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Write one file atomically: temporary file in the same directory, then rename.
+/// Without `force` an existing file is an error (checked again at the rename, so a race
+/// cannot clobber it).
+pub fn write_file(
+    path: &Path,
+    contents: &[u8],
+    secret: bool,
+    force: bool,
+) -> Result<(), CertsError> {
+    if path.is_dir() {
+        return Err(CertsError::output(path, OutputProblem::IsADirectory));
+    }
+    if !force && path.exists() {
+        return Err(CertsError::output(path, OutputProblem::Exists));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| CertsError::io(&parent, e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".certs-tmp-")
+        .tempfile_in(&parent)
+        .map_err(|e| CertsError::io(&parent, e))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| CertsError::io(tmp.path(), e))?;
+    let mode = if secret { 0o600 } else { 0o644 };
+    set_mode(tmp.path(), mode)?;
+    let persisted = if force {
+        tmp.persist(path).map(|_| ())
+    } else {
+        tmp.persist_noclobber(path).map(|_| ())
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            CertsError::output(path, OutputProblem::Exists)
+        } else {
+            CertsError::io(path, e.error)
+        }
+    })?;
+    sync_dir(&parent);
+    Ok(())
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), CertsError> {
+    // The mode is set at creation so a key is never readable by others, even briefly.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| CertsError::io(path, e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| CertsError::io(path, e))?;
+    // The umask may have narrowed the mode; public files should be world-readable.
+    set_mode(path, mode)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), CertsError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| CertsError::io(path, e))
+}
+
+fn sync_dir(dir: &Path) {
+    // Best effort: makes the renames durable; not all filesystems support it.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
