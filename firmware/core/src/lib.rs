@@ -6,6 +6,9 @@
 //!   and config, read on the device and written by the `certs` tool.
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
 //!   the test rig; typed constructors for every event, escaping and truncation.
+//! - [`session`]: the sans-IO session state machine — events in, actions out, with
+//!   explicit time: boot phases, publish cadence, reconnect backoff, keep-alive, QoS 1
+//!   retries.
 //! - [`sntp`]: SNTPv4 request/reply codec (anti-spoof originate check, 2036 rollover).
 //!
 //! The crate is `no_std` and sans-IO: it never reads a clock or touches a socket, so
@@ -16,4 +19,5 @@ pub mod config;
 #[cfg(feature = "flash-image")]
 pub mod image;
 pub mod log;
+pub mod session;
 pub mod sntp;

@@ -1,0 +1,950 @@
+//! The device session: a sans-IO state machine (DESIGN contract 1).
+//!
+//! The driver (the ESP32-C3 firmware, the virtual device) owns the clock and the I/O.
+//! It feeds [`Event`]s, each with the current [`Instant`], into [`Session::handle`], and
+//! carries out the [`Action`]s handed to its callback, in order:
+//!
+//! ```ignore
+//! session.handle(now, Event::Start, &mut |action| queue.push(action.into_owned_form()));
+//! loop {
+//!     // wait for I/O or until the last `Action::Sleep(until)` (= `next_deadline()`)
+//!     let event = select(io_event, sleep_until(deadline)).await;  // Tick on timeout
+//!     session.handle(now(), event, &mut |action| ...);
+//! }
+//! ```
+//!
+//! Every call ends with `Action::Sleep(deadline)` when the session has a deadline; the
+//! driver must send `Event::Tick` at (or after) that time if nothing else happened.
+//! Every deadline is strictly in the future when handed out, so a driver that follows
+//! this never spins. `Action::Log` lines are printed to the serial port as they come.
+//!
+//! # Phases
+//! `Start` → load config (`LoadConfig`) → load credentials (`LoadCredentials`) → network
+//! (`JoinNetwork`) → SNTP (`SyncTime`; TLS needs a valid clock to check certificate
+//! dates, so nothing connects before it) → `Connect` → `Subscribe` → run (publish on the
+//! cadence). Each request has a timeout; a failure or timeout is logged and retried after
+//! a backoff. A lost connection goes back to `Connect` (or to the network phase if the
+//! network went down), after the reconnect backoff.
+//!
+//! # Contract for the driver
+//! - Report each request's outcome: `ConfigLoaded`/`ConfigFailed`,
+//!   `CredsLoaded`/`CredsFailed`, `NetUp`/`NetDown`, `TimeSynced`/`TimeSyncFailed`,
+//!   `Connected`/`ConnectFailed`, `Subscribed`/`SubscribeFailed`.
+//! - Report `Disconnected(reason)` when the client reports the connection lost, and
+//!   carry out `Disconnect` by closing the transport (no event needed afterwards).
+//! - Keep-alive: report every packet from the broker — `Inbound`, `PublishAcked`,
+//!   `Subscribed`, and `Received` for anything else (PINGRESP…). The session asks for
+//!   `Ping` when the link has been quiet for 3/4 of the keep-alive and declares the link
+//!   dead (`Disconnect` + reconnect) after 1.5x keep-alive without anything received. A
+//!   client that pings on its own (minimq) may ignore `Ping`, but must still report
+//!   received traffic.
+//! - QoS 1: each new publish carries a proposed `packet_id`. If the client assigns its
+//!   own ids (minimq 0.13 does), report the id it used with `PublishSent { seq,
+//!   packet_id }`; the session then uses that id. Report `PublishAcked(id)` on PUBACK.
+//!   Without PUBACK within `publish_retry`, and on every reconnect, the session asks again
+//!   with the same `seq`, payload and `packet_id` and `dup: true`: send a DUP PUBLISH with
+//!   that id. A client that keeps the packet and replays it itself (minimq replays its
+//!   retained publishes with DUP on reconnect) satisfies a reconnect retransmit by doing
+//!   nothing new; for a timeout retransmit it must put the same packet on the wire again.
+//! - `Connect` means: open TCP + TLS to the configured endpoint and send CONNECT with the
+//!   configured client id and keep-alive; the session needs the broker's answer within
+//!   `connect_timeout`.
+
+pub mod backoff;
+pub mod cadence;
+pub mod time;
+
+#[cfg(test)]
+mod tests;
+
+use core::fmt::Write as _;
+use core::net::IpAddr;
+
+use heapless::{String, Vec};
+
+pub use backoff::{Backoff, BackoffConfig, RandomSource};
+pub use cadence::{CadenceSchedule, Fire};
+pub use time::{Duration, Instant};
+
+use crate::config::{DeviceConfig, MAX_HOST, MAX_TOPIC};
+use crate::log::{
+    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Line,
+    LoadError, NetError, ShutdownReason, SkipReason, Stage, SubscribeError, TimeError,
+};
+
+/// QoS 1 publishes that may wait for PUBACK at once; a slot that finds them all busy is
+/// skipped (logged) rather than queued, so memory stays fixed.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Longest publish payload: `{"message": "hello world #4294967295"}` is 39 bytes.
+pub const MAX_PAYLOAD: usize = 48;
+
+/// MQTT quality of service; QoS 2 is not supported by AWS IoT Core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qos {
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+impl Qos {
+    /// 0 or 1; anything else (rejected by config validation) is taken as 1.
+    pub const fn from_u8(q: u8) -> Self {
+        if q == 0 {
+            Qos::AtMostOnce
+        } else {
+            Qos::AtLeastOnce
+        }
+    }
+
+    pub const fn as_u8(self) -> u8 {
+        match self {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+        }
+    }
+}
+
+/// Everything that is not in `/config.json`: who we are and the timing policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Firmware version for the boot line.
+    pub firmware: &'static str,
+    /// Board name for the boot line (`virtual`, `esp32c3`).
+    pub board: &'static str,
+    /// Reconnect backoff (also used, separately counted, for boot-phase retries).
+    pub backoff: BackoffConfig,
+    /// A connection that stayed up this long resets the reconnect backoff.
+    pub stable_after: Duration,
+    /// Time allowed for TCP + TLS + CONNACK.
+    pub connect_timeout: Duration,
+    /// Time allowed for SUBACK.
+    pub subscribe_timeout: Duration,
+    /// Time allowed for the driver to load files, bring the network up, sync the clock.
+    pub request_timeout: Duration,
+    /// QoS 1 publishes without PUBACK are sent again (DUP, same id) after this long.
+    pub publish_retry: Duration,
+}
+
+impl Settings {
+    pub const fn new(firmware: &'static str, board: &'static str) -> Self {
+        Self {
+            firmware,
+            board,
+            backoff: BackoffConfig {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(60),
+                floor: Duration::from_millis(100),
+            },
+            stable_after: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            subscribe_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            publish_retry: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the driver reports. Each comes with `now` in [`Session::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// Power on: start the boot sequence.
+    Start,
+    /// A deadline passed (or the driver just wants the session to look at the time).
+    Tick,
+    ConfigLoaded(&'a DeviceConfig),
+    ConfigFailed(ConfigFailure),
+    /// Sizes of the DER files read; the bytes stay with the driver.
+    CredsLoaded {
+        cert: usize,
+        key: usize,
+        ca: usize,
+        source: CredSource,
+    },
+    CredsFailed {
+        file: FlashFile,
+        error: LoadError,
+    },
+    NetUp {
+        local_addr: IpAddr,
+    },
+    NetDown(NetError),
+    /// Unix time in seconds from SNTP.
+    TimeSynced(u64),
+    TimeSyncFailed(TimeError),
+    /// CONNACK accepted.
+    Connected {
+        session_present: bool,
+        /// TCP + TLS + CONNACK time, if the driver measured it.
+        handshake_ms: Option<u32>,
+    },
+    ConnectFailed(ConnectFailure),
+    /// SUBACK granted the subscription.
+    Subscribed,
+    SubscribeFailed(SubscribeError),
+    Disconnected(DisconnectReason),
+    Inbound {
+        topic: &'a str,
+        payload: &'a [u8],
+    },
+    /// The client sent publish `seq` with this packet id (when it differs from the
+    /// proposed one).
+    PublishSent {
+        seq: u32,
+        packet_id: u16,
+    },
+    /// PUBACK for this packet id.
+    PublishAcked(u16),
+    /// Any other packet from the broker (PINGRESP…): proof the link is alive.
+    Received,
+    /// Heap figures to log.
+    Heap {
+        free: usize,
+        min_free: usize,
+    },
+    Shutdown(ShutdownReason),
+}
+
+/// One publish to put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: Qos,
+    /// The message's sequence number (`hello world #seq`).
+    pub seq: u32,
+    /// QoS 1: the packet id to use (proposed on the first send, the same on retries).
+    pub packet_id: Option<u16>,
+    /// A retransmission of an unacknowledged QoS 1 publish.
+    pub dup: bool,
+}
+
+/// What the session asks the driver to do, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Print this line on the serial port.
+    Log(&'a Line),
+    /// Read and parse `/config.json`; answer `ConfigLoaded` or `ConfigFailed`.
+    LoadConfig,
+    /// Read the three DER files; answer `CredsLoaded` or `CredsFailed`.
+    LoadCredentials,
+    /// Bring the network up; answer `NetUp` or `NetDown`.
+    JoinNetwork,
+    /// Query SNTP; answer `TimeSynced` or `TimeSyncFailed`.
+    SyncTime,
+    /// Open TCP + TLS + MQTT; answer `Connected` or `ConnectFailed`.
+    Connect,
+    /// Answer `Subscribed` or `SubscribeFailed`.
+    Subscribe {
+        topic: &'a str,
+        qos: Qos,
+    },
+    Publish(Publish<'a>),
+    /// Send PINGREQ (clients that ping on their own may ignore this).
+    Ping,
+    /// Close the connection (no `Disconnected` event needed).
+    Disconnect,
+    /// Send `Tick` at this time unless another event comes first. Always the last action.
+    Sleep(Instant),
+}
+
+/// Which phase the session is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Before `Start`.
+    Idle,
+    Config,
+    Creds,
+    Network,
+    Time,
+    Connect,
+    Subscribe,
+    Run,
+    Stopped,
+}
+
+/// The phase's request: due to be sent at a time, or sent and awaited until a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    None,
+    Due(Instant),
+    Awaiting(Instant),
+}
+
+/// What the session keeps from `/config.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Profile {
+    host: String<MAX_HOST>,
+    port: u16,
+    pub_topic: String<MAX_TOPIC>,
+    sub_topic: String<MAX_TOPIC>,
+    qos: Qos,
+    keepalive: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InFlight {
+    seq: u32,
+    packet_id: u16,
+    payload: String<MAX_PAYLOAD>,
+    sent_at: Instant,
+    sends: u32,
+}
+
+/// Link liveness while connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link {
+    last_rx: Instant,
+    last_tx: Instant,
+    ping_sent: Option<Instant>,
+}
+
+type Out<'o> = dyn FnMut(Action<'_>) + 'o;
+
+/// The device session. See the module docs for the driver contract.
+pub struct Session<R> {
+    settings: Settings,
+    rng: R,
+    phase: Phase,
+    request: Request,
+    /// Boot-phase retries (config, creds, network, time); reset when a phase succeeds.
+    retry: Backoff,
+    /// Reconnects; reset only after a stable connection.
+    reconnect: Backoff,
+    /// No connect attempt before this (the reconnect backoff survives a network drop).
+    connect_not_before: Instant,
+    profile: Option<Profile>,
+    net_up: bool,
+    /// (Unix seconds, instant) of the last SNTP sync.
+    clock: Option<(u64, Instant)>,
+    connected_since: Option<Instant>,
+    link: Link,
+    cadence: CadenceSchedule,
+    seq: u32,
+    next_packet_id: u16,
+    in_flight: Vec<InFlight, MAX_IN_FLIGHT>,
+    now: Instant,
+}
+
+impl<R: RandomSource> Session<R> {
+    /// Zero durations in `settings` are raised to 1 ms, so no deadline can equal `now`.
+    pub fn new(settings: Settings, rng: R) -> Self {
+        let at_least_1ms = |d: Duration| d.max(Duration::from_millis(1));
+        let mut settings = settings;
+        settings.backoff.floor = at_least_1ms(settings.backoff.floor);
+        settings.backoff.base = at_least_1ms(settings.backoff.base);
+        settings.connect_timeout = at_least_1ms(settings.connect_timeout);
+        settings.subscribe_timeout = at_least_1ms(settings.subscribe_timeout);
+        settings.request_timeout = at_least_1ms(settings.request_timeout);
+        settings.publish_retry = at_least_1ms(settings.publish_retry);
+        Self {
+            settings,
+            rng,
+            phase: Phase::Idle,
+            request: Request::None,
+            retry: Backoff::new(settings.backoff),
+            reconnect: Backoff::new(settings.backoff),
+            connect_not_before: Instant::ZERO,
+            profile: None,
+            net_up: false,
+            clock: None,
+            connected_since: None,
+            link: Link {
+                last_rx: Instant::ZERO,
+                last_tx: Instant::ZERO,
+                ping_sent: None,
+            },
+            cadence: CadenceSchedule::new(Duration::from_millis(
+                crate::config::DEFAULT_PERIOD_MS.into(),
+            )),
+            seq: 0,
+            next_packet_id: 1,
+            in_flight: Vec::new(),
+            now: Instant::ZERO,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether an MQTT connection is up (subscribing or running).
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Subscribe | Phase::Run)
+    }
+
+    /// Sequence number of the last publish (0 before the first).
+    pub fn last_seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// QoS 1 publishes waiting for PUBACK.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Reconnect attempts since the last stable connection.
+    pub fn reconnect_attempts(&self) -> u32 {
+        self.reconnect.attempt()
+    }
+
+    /// Wall-clock Unix seconds at `now`, once SNTP has synced (for certificate checks).
+    pub fn unix_time(&self, now: Instant) -> Option<u64> {
+        self.clock
+            .map(|(epoch, at)| epoch.saturating_add((now - at).as_millis() / 1000))
+    }
+
+    /// The earliest time the session needs a `Tick`; always after the last `now`.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        match self.request {
+            Request::Due(t) | Request::Awaiting(t) => consider(t),
+            Request::None => {}
+        }
+        if self.is_connected()
+            && let Some(profile) = &self.profile
+        {
+            consider(self.link.last_rx + dead_after(profile.keepalive));
+            if self.link.ping_sent.is_none() {
+                consider(self.ping_due(profile.keepalive));
+            }
+        }
+        if self.phase == Phase::Run {
+            if let Some(t) = self.cadence.next_deadline() {
+                consider(t);
+            }
+            for f in &self.in_flight {
+                consider(f.sent_at + self.settings.publish_retry);
+            }
+        }
+        next
+    }
+
+    fn ping_due(&self, keepalive: Duration) -> Instant {
+        self.link.last_rx.min(self.link.last_tx) + keepalive.mul_div(3, 4)
+    }
+
+    /// Feed one event at `now`; actions go to `out` in order, the last being
+    /// `Action::Sleep` when there is a deadline.
+    pub fn handle(&mut self, now: Instant, event: Event<'_>, out: &mut impl FnMut(Action<'_>)) {
+        self.handle_dyn(now, event, out);
+    }
+
+    fn handle_dyn(&mut self, now: Instant, event: Event<'_>, out: &mut Out<'_>) {
+        // A clock that steps back is treated as standing still.
+        let now = now.max(self.now);
+        self.now = now;
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        self.on_event(now, event, out);
+        self.service(now, out);
+        if let Some(deadline) = self.next_deadline() {
+            out(Action::Sleep(deadline));
+        }
+    }
+
+    fn log(out: &mut Out<'_>, line: Line) {
+        out(Action::Log(&line));
+    }
+
+    fn t(now: Instant) -> u64 {
+        now.as_millis()
+    }
+
+    fn on_event(&mut self, now: Instant, event: Event<'_>, out: &mut Out<'_>) {
+        let t = Self::t(now);
+        match event {
+            Event::Start => {
+                if self.phase == Phase::Idle {
+                    self.enter(Phase::Config, now);
+                }
+            }
+            Event::Tick => {}
+            Event::ConfigLoaded(config) => {
+                if self.phase != Phase::Config {
+                    return;
+                }
+                if let Err(e) = config.validate() {
+                    Self::log(out, Line::config_failed(t, ConfigFailure::Invalid(e)));
+                    self.schedule_retry(now, Stage::Config, out);
+                    return;
+                }
+                self.load_profile(config);
+                Self::log(
+                    out,
+                    Line::boot(
+                        t,
+                        self.settings.firmware,
+                        self.settings.board,
+                        &config.client_id,
+                    ),
+                );
+                Self::log(out, Line::config_loaded(t, config));
+                self.retry.reset();
+                self.enter(Phase::Creds, now);
+            }
+            Event::ConfigFailed(failure) => {
+                Self::log(out, Line::config_failed(t, failure));
+                if self.phase == Phase::Config {
+                    self.schedule_retry(now, Stage::Config, out);
+                }
+            }
+            Event::CredsLoaded {
+                cert,
+                key,
+                ca,
+                source,
+            } => {
+                if self.phase != Phase::Creds {
+                    return;
+                }
+                Self::log(out, Line::creds(t, cert, key, ca, source));
+                self.retry.reset();
+                self.after_creds(now);
+            }
+            Event::CredsFailed { file, error } => {
+                Self::log(out, Line::creds_failed(t, file, error));
+                if self.phase == Phase::Creds {
+                    self.schedule_retry(now, Stage::Creds, out);
+                }
+            }
+            Event::NetUp { local_addr } => {
+                self.net_up = true;
+                Self::log(out, Line::wifi_up(t, local_addr));
+                if self.phase == Phase::Network {
+                    self.retry.reset();
+                    self.after_network(now);
+                }
+            }
+            Event::NetDown(reason) => {
+                self.net_up = false;
+                Self::log(out, Line::wifi_down(t, reason));
+                match self.phase {
+                    Phase::Subscribe | Phase::Run => {
+                        out(Action::Disconnect);
+                        self.connection_lost(now, DisconnectReason::NetworkDown, out);
+                    }
+                    Phase::Connect => {
+                        if matches!(self.request, Request::Awaiting(_)) {
+                            out(Action::Disconnect);
+                        }
+                        self.enter(Phase::Network, now);
+                    }
+                    Phase::Time => self.enter(Phase::Network, now),
+                    Phase::Network => self.schedule_retry(now, Stage::Wifi, out),
+                    _ => {}
+                }
+            }
+            Event::TimeSynced(epoch) => {
+                self.clock = Some((epoch, now));
+                Self::log(out, Line::time_synced(t, epoch));
+                if self.phase == Phase::Time {
+                    self.retry.reset();
+                    self.enter(Phase::Connect, now);
+                }
+            }
+            Event::TimeSyncFailed(error) => {
+                Self::log(out, Line::time_sync_failed(t, error));
+                if self.phase == Phase::Time {
+                    self.schedule_retry(now, Stage::Time, out);
+                }
+            }
+            Event::Connected {
+                session_present,
+                handshake_ms,
+            } => {
+                if self.phase != Phase::Connect {
+                    return;
+                }
+                if let Some(p) = &self.profile {
+                    Self::log(
+                        out,
+                        Line::mqtt_connected(t, &p.host, p.port, session_present, handshake_ms),
+                    );
+                }
+                self.connected_since = Some(now);
+                self.link = Link {
+                    last_rx: now,
+                    last_tx: now,
+                    ping_sent: None,
+                };
+                self.enter(Phase::Subscribe, now);
+            }
+            Event::ConnectFailed(failure) => {
+                if self.phase == Phase::Connect {
+                    self.connect_failed(now, failure, out);
+                }
+            }
+            Event::Subscribed => {
+                if self.phase != Phase::Subscribe {
+                    return;
+                }
+                self.received(now);
+                if let Some(p) = &self.profile {
+                    Self::log(out, Line::mqtt_subscribed(t, &p.sub_topic, p.qos.as_u8()));
+                }
+                self.request = Request::None;
+                self.phase = Phase::Run;
+                self.cadence.start(now);
+                self.retransmit_all(now, out);
+            }
+            Event::SubscribeFailed(error) => {
+                if self.phase != Phase::Subscribe {
+                    return;
+                }
+                self.subscribe_failed(now, error, out);
+            }
+            Event::Disconnected(reason) => match self.phase {
+                Phase::Subscribe | Phase::Run => self.connection_lost(now, reason, out),
+                Phase::Connect if matches!(self.request, Request::Awaiting(_)) => {
+                    self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Io), out);
+                }
+                _ => {}
+            },
+            Event::Inbound { topic, payload } => {
+                self.received(now);
+                Self::log(out, Line::inbound(t, topic, payload));
+            }
+            Event::PublishSent { seq, packet_id } => {
+                if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
+                    f.packet_id = packet_id;
+                }
+            }
+            Event::PublishAcked(packet_id) => {
+                self.received(now);
+                if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
+                    self.in_flight.remove(i);
+                }
+            }
+            Event::Received => self.received(now),
+            Event::Heap { free, min_free } => Self::log(out, Line::heap(t, free, min_free)),
+            Event::Shutdown(reason) => {
+                Self::log(out, Line::shutdown(t, reason));
+                if self.is_connected() || matches!(self.request, Request::Awaiting(_)) {
+                    out(Action::Disconnect);
+                }
+                self.phase = Phase::Stopped;
+                self.request = Request::None;
+            }
+        }
+    }
+
+    fn load_profile(&mut self, config: &DeviceConfig) {
+        self.profile = Some(Profile {
+            host: config.endpoint.host.clone(),
+            port: config.endpoint.port,
+            pub_topic: config.pub_topic.clone(),
+            sub_topic: config.sub_topic.clone(),
+            qos: Qos::from_u8(config.qos),
+            keepalive: Duration::from_secs(config.keepalive_s.max(1).into()),
+        });
+        // The grid is anchored on the first subscribe, so a new period applies cleanly.
+        if !self.cadence.is_started() {
+            self.cadence = CadenceSchedule::new(Duration::from_millis(config.period_ms.into()));
+        }
+    }
+
+    /// Enter a phase whose request goes out now.
+    fn enter(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.request = match phase {
+            Phase::Connect => Request::Due(now.max(self.connect_not_before)),
+            Phase::Idle | Phase::Run | Phase::Stopped => Request::None,
+            _ => Request::Due(now),
+        };
+    }
+
+    fn after_creds(&mut self, now: Instant) {
+        if self.net_up {
+            self.after_network(now);
+        } else {
+            self.enter(Phase::Network, now);
+        }
+    }
+
+    fn after_network(&mut self, now: Instant) {
+        if self.clock.is_some() {
+            self.enter(Phase::Connect, now);
+        } else {
+            self.enter(Phase::Time, now);
+        }
+    }
+
+    /// A boot-phase request failed: try it again after a backoff.
+    fn schedule_retry(&mut self, now: Instant, stage: Stage, out: &mut Out<'_>) {
+        let delay = self.retry.next_delay(&mut self.rng);
+        Self::log(
+            out,
+            Line::backoff(Self::t(now), stage, self.retry.attempt(), delay.as_millis()),
+        );
+        self.request = Request::Due(now + delay);
+    }
+
+    fn schedule_reconnect(&mut self, now: Instant, out: &mut Out<'_>) {
+        let delay = self.reconnect.next_delay(&mut self.rng);
+        Self::log(
+            out,
+            Line::backoff(
+                Self::t(now),
+                Stage::Mqtt,
+                self.reconnect.attempt(),
+                delay.as_millis(),
+            ),
+        );
+        self.connect_not_before = now + delay;
+        if self.net_up {
+            self.phase = Phase::Connect;
+            self.request = Request::Due(self.connect_not_before);
+        } else {
+            self.enter(Phase::Network, now);
+        }
+    }
+
+    fn connect_failed(&mut self, now: Instant, failure: ConnectFailure, out: &mut Out<'_>) {
+        Self::log(out, Line::connect_failed(Self::t(now), failure));
+        self.schedule_reconnect(now, out);
+    }
+
+    fn subscribe_failed(&mut self, now: Instant, error: SubscribeError, out: &mut Out<'_>) {
+        if let Some(p) = &self.profile {
+            Self::log(
+                out,
+                Line::mqtt_subscribe_failed(Self::t(now), &p.sub_topic, error),
+            );
+        }
+        out(Action::Disconnect);
+        let reason = match error {
+            SubscribeError::Timeout => DisconnectReason::SubscribeTimeout,
+            SubscribeError::Refused => DisconnectReason::SubscribeRefused,
+        };
+        self.connection_lost(now, reason, out);
+    }
+
+    /// The connection is gone (already closed, or `Disconnect` was just asked for).
+    fn connection_lost(&mut self, now: Instant, reason: DisconnectReason, out: &mut Out<'_>) {
+        if let Some(since) = self.connected_since.take()
+            && now - since >= self.settings.stable_after
+        {
+            self.reconnect.reset();
+        }
+        self.link.ping_sent = None;
+        Self::log(out, Line::mqtt_disconnected(Self::t(now), reason));
+        self.schedule_reconnect(now, out);
+    }
+
+    fn received(&mut self, now: Instant) {
+        if self.is_connected() {
+            self.link.last_rx = now;
+            self.link.ping_sent = None;
+        }
+    }
+
+    /// Act on every deadline that has passed at `now`.
+    fn service(&mut self, now: Instant, out: &mut Out<'_>) {
+        self.service_connection(now, out);
+        // A timeout can lead to a request that is due at once (e.g. rejoin the network);
+        // settle here so every deadline handed out is in the future. Each round either
+        // stops or sends a request awaited for a non-zero timeout, so two rounds suffice.
+        for _ in 0..3 {
+            match self.request {
+                Request::Due(t) if now >= t => self.issue(now, out),
+                Request::Awaiting(t) if now >= t => self.timed_out(now, out),
+                _ => break,
+            }
+        }
+    }
+
+    fn service_connection(&mut self, now: Instant, out: &mut Out<'_>) {
+        if self.is_connected()
+            && let Some(keepalive) = self.profile.as_ref().map(|p| p.keepalive)
+        {
+            if now >= self.link.last_rx + dead_after(keepalive) {
+                out(Action::Disconnect);
+                self.connection_lost(now, DisconnectReason::KeepaliveTimeout, out);
+                return;
+            }
+            if self.link.ping_sent.is_none() && now >= self.ping_due(keepalive) {
+                out(Action::Ping);
+                self.link.ping_sent = Some(now);
+                self.link.last_tx = now;
+            }
+        }
+        if self.phase == Phase::Run {
+            self.retransmit_due(now, out);
+            if let Some(fire) = self.cadence.poll(now) {
+                if fire.skipped > 0 {
+                    Self::log(
+                        out,
+                        Line::publish_skipped(Self::t(now), fire.skipped, SkipReason::Late),
+                    );
+                }
+                self.publish_next(now, out);
+            }
+        }
+    }
+
+    /// Send the current phase's request.
+    fn issue(&mut self, now: Instant, out: &mut Out<'_>) {
+        let timeout = match self.phase {
+            Phase::Config => {
+                out(Action::LoadConfig);
+                self.settings.request_timeout
+            }
+            Phase::Creds => {
+                out(Action::LoadCredentials);
+                self.settings.request_timeout
+            }
+            Phase::Network => {
+                out(Action::JoinNetwork);
+                self.settings.request_timeout
+            }
+            Phase::Time => {
+                out(Action::SyncTime);
+                self.settings.request_timeout
+            }
+            Phase::Connect => {
+                if let Some(p) = &self.profile {
+                    Self::log(out, Line::mqtt_connecting(Self::t(now), &p.host, p.port));
+                }
+                out(Action::Connect);
+                self.settings.connect_timeout
+            }
+            Phase::Subscribe => {
+                if let Some(p) = &self.profile {
+                    out(Action::Subscribe {
+                        topic: &p.sub_topic,
+                        qos: p.qos,
+                    });
+                }
+                self.link.last_tx = now;
+                self.settings.subscribe_timeout
+            }
+            Phase::Idle | Phase::Run | Phase::Stopped => {
+                self.request = Request::None;
+                return;
+            }
+        };
+        self.request = Request::Awaiting(now + timeout);
+    }
+
+    /// The driver did not answer the current request in time.
+    fn timed_out(&mut self, now: Instant, out: &mut Out<'_>) {
+        let t = Self::t(now);
+        match self.phase {
+            Phase::Config => {
+                Self::log(
+                    out,
+                    Line::config_failed(t, ConfigFailure::Load(LoadError::Io)),
+                );
+                self.schedule_retry(now, Stage::Config, out);
+            }
+            Phase::Creds => {
+                Self::log(out, Line::creds_failed(t, FlashFile::Image, LoadError::Io));
+                self.schedule_retry(now, Stage::Creds, out);
+            }
+            Phase::Network => {
+                Self::log(out, Line::wifi_down(t, NetError::Timeout));
+                self.schedule_retry(now, Stage::Wifi, out);
+            }
+            Phase::Time => {
+                Self::log(out, Line::time_sync_failed(t, TimeError::Timeout));
+                self.schedule_retry(now, Stage::Time, out);
+            }
+            Phase::Connect => {
+                out(Action::Disconnect);
+                self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Timeout), out);
+            }
+            Phase::Subscribe => self.subscribe_failed(now, SubscribeError::Timeout, out),
+            Phase::Idle | Phase::Run | Phase::Stopped => self.request = Request::None,
+        }
+    }
+
+    fn publish_next(&mut self, now: Instant, out: &mut Out<'_>) {
+        let Some(p) = &self.profile else { return };
+        let t = Self::t(now);
+        if p.qos == Qos::AtLeastOnce && self.in_flight.is_full() {
+            Self::log(out, Line::publish_skipped(t, 1, SkipReason::InFlightFull));
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let seq = self.seq;
+        let mut payload: String<MAX_PAYLOAD> = String::new();
+        // Fits: at most 39 bytes (see MAX_PAYLOAD).
+        let _ = write!(payload, "{{\"message\": \"hello world #{seq}\"}}");
+        Self::log(out, Line::publish(t, &p.pub_topic, seq, payload.as_bytes()));
+        let packet_id = match p.qos {
+            Qos::AtMostOnce => None,
+            Qos::AtLeastOnce => {
+                let id = next_free_id(&mut self.next_packet_id, &self.in_flight);
+                let _ = self.in_flight.push(InFlight {
+                    seq,
+                    packet_id: id,
+                    payload: payload.clone(),
+                    sent_at: now,
+                    sends: 1,
+                });
+                Some(id)
+            }
+        };
+        out(Action::Publish(Publish {
+            topic: &p.pub_topic,
+            payload: payload.as_bytes(),
+            qos: p.qos,
+            seq,
+            packet_id,
+            dup: false,
+        }));
+        self.link.last_tx = now;
+    }
+
+    fn retransmit_due(&mut self, now: Instant, out: &mut Out<'_>) {
+        let retry = self.settings.publish_retry;
+        self.retransmit(now, out, |f| now >= f.sent_at + retry);
+    }
+
+    fn retransmit_all(&mut self, now: Instant, out: &mut Out<'_>) {
+        self.retransmit(now, out, |_| true);
+    }
+
+    fn retransmit(&mut self, now: Instant, out: &mut Out<'_>, due: impl Fn(&InFlight) -> bool) {
+        let Some(p) = &self.profile else { return };
+        let mut sent = false;
+        for f in self.in_flight.iter_mut().filter(|f| due(f)) {
+            f.sends = f.sends.saturating_add(1);
+            f.sent_at = now;
+            Self::log(
+                out,
+                Line::publish_retry(Self::t(now), &p.pub_topic, f.seq, f.packet_id, f.sends),
+            );
+            out(Action::Publish(Publish {
+                topic: &p.pub_topic,
+                payload: f.payload.as_bytes(),
+                qos: Qos::AtLeastOnce,
+                seq: f.seq,
+                packet_id: Some(f.packet_id),
+                dup: true,
+            }));
+            sent = true;
+        }
+        if sent {
+            self.link.last_tx = now;
+        }
+    }
+}
+
+/// No traffic from the broker for this long means the link is dead: 1.5x keep-alive.
+fn dead_after(keepalive: Duration) -> Duration {
+    keepalive.mul_div(3, 2)
+}
+
+/// The next packet id (1..=65535) not used by an in-flight publish.
+fn next_free_id(next: &mut u16, in_flight: &[InFlight]) -> u16 {
+    loop {
+        let id = (*next).max(1);
+        *next = id.wrapping_add(1).max(1);
+        // At most MAX_IN_FLIGHT ids are taken, so this ends within a few rounds.
+        if !in_flight.iter().any(|f| f.packet_id == id) {
+            return id;
+        }
+    }
+}

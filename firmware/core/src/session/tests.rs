@@ -1,0 +1,831 @@
+use super::*;
+use crate::config::DeviceConfig;
+use crate::log::TlsError;
+use core::net::{IpAddr, Ipv4Addr};
+use proptest::prelude::*;
+use std::string::String;
+use std::vec::Vec;
+
+/// xorshift32: deterministic, seeded per test.
+struct Rng(u32);
+
+impl RandomSource for Rng {
+    fn next_u32(&mut self) -> u32 {
+        let mut x = self.0.max(1);
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.0 = x;
+        x
+    }
+}
+
+/// Always the same draw.
+struct Fixed(u32);
+
+impl RandomSource for Fixed {
+    fn next_u32(&mut self) -> u32 {
+        self.0
+    }
+}
+
+/// An owned copy of an action, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Act {
+    Log(String),
+    LoadConfig,
+    LoadCredentials,
+    JoinNetwork,
+    SyncTime,
+    Connect,
+    Subscribe(String, Qos),
+    Publish {
+        payload: String,
+        seq: u32,
+        id: Option<u16>,
+        dup: bool,
+    },
+    Ping,
+    Disconnect,
+    Sleep(u64),
+}
+
+impl Act {
+    fn from(a: Action<'_>) -> Self {
+        match a {
+            Action::Log(line) => {
+                // Every line the session prints parses back to itself.
+                let text = line.to_string();
+                assert_eq!(&text.parse::<Line>().unwrap(), line, "{text}");
+                Act::Log(text)
+            }
+            Action::LoadConfig => Act::LoadConfig,
+            Action::LoadCredentials => Act::LoadCredentials,
+            Action::JoinNetwork => Act::JoinNetwork,
+            Action::SyncTime => Act::SyncTime,
+            Action::Connect => Act::Connect,
+            Action::Subscribe { topic, qos } => Act::Subscribe(topic.into(), qos),
+            Action::Publish(p) => Act::Publish {
+                payload: String::from_utf8(p.payload.to_vec()).unwrap(),
+                seq: p.seq,
+                id: p.packet_id,
+                dup: p.dup,
+            },
+            Action::Ping => Act::Ping,
+            Action::Disconnect => Act::Disconnect,
+            Action::Sleep(t) => Act::Sleep(t.as_millis()),
+        }
+    }
+}
+
+fn config(qos: u8) -> DeviceConfig {
+    let mut c = DeviceConfig::new("localhost", "ESPthing").unwrap();
+    c.qos = qos;
+    c
+}
+
+const KEEPALIVE_MS: u64 = 60_000;
+
+struct Rig<R> {
+    s: Session<R>,
+    now: u64,
+    config: DeviceConfig,
+    acts: Vec<Act>,
+}
+
+impl<R: RandomSource> Rig<R> {
+    fn new(rng: R, qos: u8) -> Self {
+        Self {
+            s: Session::new(Settings::new("0.1.0", "virtual"), rng),
+            now: 0,
+            config: config(qos),
+            acts: Vec::new(),
+        }
+    }
+
+    /// Feed an event at `at` ms; returns the actions (the sleep included).
+    fn at(&mut self, at: u64, event: Event<'_>) -> Vec<Act> {
+        assert!(at >= self.now);
+        self.now = at;
+        let mut acts = Vec::new();
+        self.s.handle(Instant::from_millis(at), event, &mut |a| {
+            acts.push(Act::from(a))
+        });
+        // The sleep is last, strictly in the future, and equals next_deadline().
+        let deadline = self.s.next_deadline().map(Instant::as_millis);
+        match acts.last() {
+            Some(Act::Sleep(t)) => {
+                assert!(*t > at, "deadline {t} not after {at}: {acts:?}");
+                assert_eq!(Some(*t), deadline);
+            }
+            _ => assert_eq!(deadline, None),
+        }
+        assert_eq!(
+            acts.iter().filter(|a| matches!(a, Act::Sleep(_))).count(),
+            usize::from(deadline.is_some())
+        );
+        self.acts.extend(acts.iter().cloned());
+        acts
+    }
+
+    fn ev(&mut self, event: Event<'_>) -> Vec<Act> {
+        self.at(self.now, event)
+    }
+
+    fn deadline(&self) -> u64 {
+        self.s.next_deadline().unwrap().as_millis()
+    }
+
+    /// Tick at the next deadline.
+    fn tick(&mut self) -> Vec<Act> {
+        let d = self.deadline();
+        self.at(d, Event::Tick)
+    }
+
+    /// Boot through config, creds, network, time; up to the `Connect` action.
+    fn boot(&mut self) {
+        assert!(self.ev(Event::Start).contains(&Act::LoadConfig));
+        let config = self.config.clone();
+        assert!(
+            self.ev(Event::ConfigLoaded(&config))
+                .contains(&Act::LoadCredentials)
+        );
+        let creds = Event::CredsLoaded {
+            cert: 812,
+            key: 121,
+            ca: 837,
+            source: CredSource::Flash,
+        };
+        assert!(self.ev(creds).contains(&Act::JoinNetwork));
+        let up = Event::NetUp {
+            local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        };
+        assert!(self.ev(up).contains(&Act::SyncTime));
+        assert!(
+            self.ev(Event::TimeSynced(1_795_000_000))
+                .contains(&Act::Connect)
+        );
+    }
+
+    /// Answer the pending `Connect` and `Subscribe`.
+    fn connect(&mut self) {
+        let acts = self.ev(Event::Connected {
+            session_present: false,
+            handshake_ms: Some(38),
+        });
+        assert!(
+            acts.contains(&Act::Subscribe("inTopic".into(), self.qos())),
+            "{acts:?}"
+        );
+        self.ev(Event::Subscribed);
+        assert_eq!(self.s.phase(), Phase::Run);
+    }
+
+    fn qos(&self) -> Qos {
+        Qos::from_u8(self.config.qos)
+    }
+
+    /// Tick until the next `Connect` action (waiting out the backoff).
+    fn wait_for_connect(&mut self) -> u64 {
+        for _ in 0..10 {
+            if self.tick().contains(&Act::Connect) {
+                return self.now;
+            }
+        }
+        panic!("no Connect: {:?}", self.acts);
+    }
+}
+
+fn publishes(acts: &[Act]) -> Vec<(u32, Option<u16>, bool)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Act::Publish { seq, id, dup, .. } => Some((*seq, *id, *dup)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logs(acts: &[Act]) -> Vec<String> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Act::Log(l) => Some(l.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `attempt=` and `delay_ms=` of the `mqtt: backoff` lines.
+fn mqtt_backoffs(acts: &[Act]) -> Vec<(u32, u64)> {
+    logs(acts)
+        .iter()
+        .map(|l| l.parse::<Line>().unwrap())
+        .filter(|l| l.tag() == "mqtt" && l.message() == "backoff")
+        .map(|l| {
+            (
+                l.field_as("attempt").unwrap(),
+                l.field_as("delay_ms").unwrap(),
+            )
+        })
+        .collect()
+}
+
+// ---- cadence ----
+
+#[test]
+fn cadence_has_zero_drift_over_10_000_periods() {
+    let period = 2000;
+    let mut c = CadenceSchedule::new(Duration::from_millis(period));
+    let anchor = 12_345;
+    c.start(Instant::from_millis(anchor));
+    let mut rng = Rng(7);
+    for k in 1..=10_000u64 {
+        let slot = anchor + k * period;
+        assert_eq!(c.next_deadline(), Some(Instant::from_millis(slot)));
+        // Ticks come late by up to just under a period: still one fire per slot.
+        let late = u64::from(rng.next_u32()) % period;
+        assert_eq!(c.poll(Instant::from_millis(slot - 1)), None);
+        let fire = c.poll(Instant::from_millis(slot + late)).unwrap();
+        assert_eq!(fire.slot.as_millis(), slot);
+        assert_eq!(fire.skipped, 0);
+    }
+}
+
+#[test]
+fn late_tick_publishes_once_and_skips_missed_slots() {
+    let mut c = CadenceSchedule::new(Duration::from_millis(2000));
+    c.start(Instant::from_millis(0));
+    let fire = c.poll(Instant::from_millis(2000 + 4 * 2000 + 500)).unwrap();
+    assert_eq!(fire.skipped, 4);
+    assert_eq!(c.next_deadline(), Some(Instant::from_millis(12_000)));
+    assert_eq!(c.poll(Instant::from_millis(10_600)), None);
+
+    // The same through the session: one publish, a `skipped` line, the grid kept.
+    let mut rig = Rig::new(Rng(1), 1);
+    rig.boot();
+    rig.connect();
+    let anchor = rig.now;
+    let acts = rig.at(anchor + 2000, Event::Tick);
+    assert_eq!(publishes(&acts), [(1, Some(1), false)]);
+    rig.ev(Event::PublishAcked(1));
+    let acts = rig.at(anchor + 9_100, Event::Tick);
+    assert_eq!(publishes(&acts), [(2, Some(2), false)]);
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("publish: skipped slots=2 reason=late"))
+    );
+    assert_eq!(rig.deadline(), anchor + 10_000);
+}
+
+#[test]
+fn session_publishes_on_the_grid_with_the_exact_payload() {
+    let mut rig = Rig::new(Rng(3), 0);
+    rig.boot();
+    rig.connect();
+    let anchor = rig.now;
+    let mut rng = Rng(99);
+    let mut keepalive_answers = 0;
+    for k in 1..=10_000u64 {
+        // Wake up late by a random amount; stay on the grid regardless.
+        let slot = anchor + k * 2000;
+        let late = u64::from(rng.next_u32()) % 1500;
+        let acts = rig.at(slot + late, Event::Tick);
+        if acts.contains(&Act::Ping) {
+            rig.ev(Event::Received);
+            keepalive_answers += 1;
+        }
+        let p: Vec<_> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Act::Publish { payload, seq, .. } => Some((payload.clone(), *seq)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            p,
+            [(format!("{{\"message\": \"hello world #{k}\"}}"), k as u32)]
+        );
+    }
+    assert!(keepalive_answers > 0);
+    assert_eq!(rig.s.last_seq(), 10_000);
+}
+
+// ---- backoff ----
+
+proptest! {
+    #[test]
+    fn backoff_delays_stay_within_full_jitter_bounds(seed in any::<u32>(), draws in 1usize..40) {
+        let config = BackoffConfig::default();
+        let mut b = Backoff::new(config);
+        let mut rng = Rng(seed);
+        let mut seen = Vec::new();
+        for n in 0..draws {
+            let ceiling = (1000u64 << n.min(20)).min(60_000);
+            prop_assert_eq!(b.ceiling().as_millis(), ceiling);
+            let d = b.next_delay(&mut rng).as_millis();
+            prop_assert!(d <= ceiling, "attempt {} delay {} > {}", n, d, ceiling);
+            prop_assert!(d >= config.floor.as_millis());
+            seen.push(d);
+        }
+        if draws >= 8 {
+            seen.dedup();
+            prop_assert!(seen.len() > 1, "constant delays {:?}", seen);
+        }
+    }
+
+    #[test]
+    fn backoff_never_overflows(base in any::<u64>(), cap in any::<u64>(), floor in any::<u64>(), r in any::<u32>()) {
+        let config = BackoffConfig {
+            base: Duration::from_millis(base),
+            cap: Duration::from_millis(cap),
+            floor: Duration::from_millis(floor),
+        };
+        let mut b = Backoff::new(config);
+        for _ in 0..70 {
+            let c = b.ceiling();
+            prop_assert!(b.next_delay(&mut Fixed(r)) <= c);
+        }
+    }
+}
+
+#[test]
+fn zero_draws_are_floored_and_max_draws_hit_the_ceiling() {
+    let mut b = Backoff::new(BackoffConfig::default());
+    assert_eq!(b.next_delay(&mut Fixed(0)), Duration::from_millis(100));
+    assert_eq!(
+        b.next_delay(&mut Fixed(u32::MAX)),
+        Duration::from_millis(2000)
+    );
+    b.reset();
+    assert_eq!(b.attempt(), 0);
+}
+
+#[test]
+fn reconnect_backoff_grows_and_resets_only_after_a_stable_connection() {
+    let mut rig = Rig::new(Rng(11), 1);
+    rig.boot();
+    // Three quick failures: attempts 1, 2, 3.
+    for _ in 0..3 {
+        rig.ev(Event::ConnectFailed(ConnectFailure::Tls(
+            TlsError::CertificateExpired,
+        )));
+        rig.wait_for_connect();
+    }
+    // Up for 5 s only: no reset, the next is attempt 4.
+    rig.connect();
+    rig.at(
+        rig.now + 5_000,
+        Event::Disconnected(DisconnectReason::PeerClosed),
+    );
+    rig.wait_for_connect();
+    // Up for 31 s: reset, attempt 1 again.
+    rig.connect();
+    let mut t = rig.now;
+    for _ in 0..16 {
+        t += 2000;
+        rig.at(t, Event::Tick);
+        rig.ev(Event::PublishAcked(rig.s.next_packet_id.wrapping_sub(1)));
+    }
+    rig.at(t, Event::Disconnected(DisconnectReason::PeerClosed));
+    let attempts: Vec<u32> = mqtt_backoffs(&rig.acts).iter().map(|b| b.0).collect();
+    assert_eq!(attempts, [1, 2, 3, 4, 1]);
+    assert!(
+        logs(&rig.acts)
+            .iter()
+            .any(|l| l.contains("tls: handshake failed error=certificate-expired"))
+    );
+}
+
+#[test]
+fn reconnect_delays_respect_the_backoff_and_vary() {
+    let mut rig = Rig::new(Rng(5), 1);
+    rig.boot();
+    let mut last = rig.now;
+    for _ in 0..12 {
+        rig.ev(Event::ConnectFailed(ConnectFailure::Mqtt(
+            ConnectError::Tcp,
+        )));
+        let at = rig.wait_for_connect();
+        let (attempt, delay) = *mqtt_backoffs(&rig.acts).last().unwrap();
+        assert_eq!(at - last, delay, "connect exactly after the logged delay");
+        let ceiling = (1000u64 << (attempt - 1)).min(60_000);
+        assert!((100..=ceiling).contains(&delay), "{attempt}: {delay}");
+        last = at;
+    }
+    let mut delays: Vec<u64> = mqtt_backoffs(&rig.acts).iter().map(|b| b.1).collect();
+    delays.dedup();
+    assert!(delays.len() > 1);
+}
+
+// ---- keep-alive ----
+
+#[test]
+fn dead_link_is_detected_within_1_5x_keepalive() {
+    let mut rig = Rig::new(Rng(2), 1);
+    rig.boot();
+    rig.connect();
+    let last_rx = rig.now;
+    // Publishes go out but nothing comes back: no PUBACK, no PINGRESP.
+    let mut pinged = false;
+    loop {
+        let acts = rig.tick();
+        pinged |= acts.contains(&Act::Ping);
+        if acts.contains(&Act::Disconnect) {
+            assert!(rig.now <= last_rx + KEEPALIVE_MS * 3 / 2);
+            assert!(rig.now >= last_rx + KEEPALIVE_MS);
+            assert!(
+                logs(&acts)
+                    .iter()
+                    .any(|l| l.contains("reason=keepalive-timeout"))
+            );
+            break;
+        }
+        assert!(rig.now < last_rx + KEEPALIVE_MS * 3 / 2, "not detected");
+    }
+    assert!(pinged);
+    assert!(!rig.s.is_connected());
+    rig.wait_for_connect();
+}
+
+#[test]
+fn healthy_quiet_link_pings_and_stays_up() {
+    let mut rig = Rig::new(Rng(2), 0);
+    rig.boot();
+    rig.connect();
+    let start = rig.now;
+    let mut pings = 0;
+    while rig.now < start + 10 * KEEPALIVE_MS {
+        if rig.tick().contains(&Act::Ping) {
+            pings += 1;
+            rig.at(rig.now + 40, Event::Received);
+        }
+        assert!(rig.s.is_connected());
+    }
+    assert!(pings >= 10, "{pings}");
+}
+
+// ---- reconnect, sequence, QoS 1 ----
+
+#[test]
+fn reconnect_resubscribes_and_seq_continues() {
+    let mut rig = Rig::new(Rng(8), 0);
+    rig.boot();
+    rig.connect();
+    for _ in 0..3 {
+        rig.tick();
+    }
+    assert_eq!(rig.s.last_seq(), 3);
+    rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+    // No publishing while disconnected.
+    let acts = rig.tick();
+    assert!(acts.contains(&Act::Connect), "{acts:?}");
+    assert!(publishes(&acts).is_empty());
+    let acts = rig.ev(Event::Connected {
+        session_present: true,
+        handshake_ms: None,
+    });
+    assert!(acts.contains(&Act::Subscribe("inTopic".into(), Qos::AtMostOnce)));
+    rig.ev(Event::Subscribed);
+    let mut seqs = Vec::new();
+    while seqs.len() < 2 {
+        seqs.extend(publishes(&rig.tick()).iter().map(|p| p.0));
+    }
+    assert_eq!(seqs, [4, 5]);
+}
+
+#[test]
+fn qos1_publish_is_retried_with_the_same_packet_id_until_acked() {
+    let mut rig = Rig::new(Rng(4), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.tick();
+    assert_eq!(publishes(&acts), [(1, Some(1), false)]);
+    // The client used its own id 17: the session adopts it.
+    rig.ev(Event::PublishSent {
+        seq: 1,
+        packet_id: 17,
+    });
+    let sent = rig.now;
+    let mut retries = Vec::new();
+    while rig.now < sent + 12_000 {
+        let acts = rig.tick();
+        retries.extend(publishes(&acts).into_iter().filter(|p| p.2));
+        if publishes(&acts).iter().any(|p| !p.2) {
+            let new = publishes(&acts).into_iter().find(|p| !p.2).unwrap();
+            rig.ev(Event::PublishAcked(new.1.unwrap()));
+        }
+    }
+    assert_eq!(retries, [(1, Some(17), true), (1, Some(17), true)]);
+    assert!(
+        logs(&rig.acts)
+            .iter()
+            .any(|l| l.contains("publish: retry topic=outTopic seq=1 id=17 attempt=3"))
+    );
+    rig.ev(Event::PublishAcked(17));
+    assert_eq!(rig.s.in_flight(), 0);
+    let until = rig.now + 20_000;
+    while rig.now < until {
+        let acts = rig.tick();
+        for p in publishes(&acts) {
+            assert!(!p.2, "retry after ack: {p:?}");
+            rig.ev(Event::PublishAcked(p.1.unwrap()));
+        }
+    }
+}
+
+#[test]
+fn unacked_qos1_publishes_are_resent_after_reconnect_and_bounded() {
+    let mut rig = Rig::new(Rng(6), 1);
+    rig.boot();
+    rig.connect();
+    // Never acked: the in-flight window fills, then slots are skipped (seq not used).
+    let mut seqs = Vec::new();
+    for _ in 0..6 {
+        seqs.extend(
+            publishes(&rig.at(rig.now + 2000, Event::Tick))
+                .iter()
+                .filter(|p| !p.2)
+                .map(|p| p.0),
+        );
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(rig.s.in_flight(), MAX_IN_FLIGHT);
+    assert!(
+        logs(&rig.acts)
+            .iter()
+            .any(|l| l.contains("reason=in-flight-full"))
+    );
+    rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+    rig.wait_for_connect();
+    rig.ev(Event::Connected {
+        session_present: true,
+        handshake_ms: None,
+    });
+    let acts = rig.ev(Event::Subscribed);
+    let resent = publishes(&acts);
+    assert_eq!(
+        resent,
+        [
+            (1, Some(1), true),
+            (2, Some(2), true),
+            (3, Some(3), true),
+            (4, Some(4), true)
+        ]
+    );
+    for id in 1..=4 {
+        rig.ev(Event::PublishAcked(id));
+    }
+    let mut next = Vec::new();
+    while next.is_empty() {
+        next = publishes(&rig.tick());
+    }
+    assert_eq!(next, [(5, Some(5), false)]);
+}
+
+// ---- boot phases ----
+
+#[test]
+fn boot_logs_and_never_connects_before_time_sync() {
+    let mut rig = Rig::new(Rng(12), 1);
+    rig.ev(Event::Start);
+    let config = rig.config.clone();
+    rig.at(10, Event::ConfigLoaded(&config));
+    rig.at(
+        15,
+        Event::CredsLoaded {
+            cert: 812,
+            key: 121,
+            ca: 837,
+            source: CredSource::Flash,
+        },
+    );
+    let up = Event::NetUp {
+        local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+    };
+    assert!(rig.at(700, up).contains(&Act::SyncTime));
+    // SNTP fails twice (once by timeout): retried with backoff, no Connect meanwhile.
+    let acts = rig.at(800, Event::TimeSyncFailed(TimeError::Timeout));
+    assert!(!acts.contains(&Act::SyncTime));
+    let acts = rig.tick();
+    assert!(acts.contains(&Act::SyncTime), "{acts:?}");
+    let sent = rig.now;
+    let acts = rig.tick();
+    assert_eq!(rig.now, sent + 30_000, "request timeout");
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("time: sync failed error=timeout"))
+    );
+    assert!(rig.tick().contains(&Act::SyncTime));
+    assert!(!rig.acts.contains(&Act::Connect));
+    assert!(
+        rig.ev(Event::TimeSynced(1_795_000_000))
+            .contains(&Act::Connect)
+    );
+    assert_eq!(
+        rig.s.unix_time(Instant::from_millis(rig.now + 5_500)),
+        Some(1_795_000_005)
+    );
+    let logs = logs(&rig.acts);
+    assert!(
+        logs[0].starts_with("I (      10) boot: firmware=0.1.0 board=virtual client_id=ESPthing")
+    );
+    assert!(logs[1].starts_with("I (      10) config: loaded endpoint=localhost:8883"));
+    assert_eq!(
+        logs[2],
+        "I (      15) creds: cert=812B key=121B ca=837B source=flash"
+    );
+    assert_eq!(logs[3], "I (     700) wifi: up ip=10.0.0.2");
+    assert!(logs.iter().any(|l| l.contains("time: backoff attempt=2")));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("mqtt: connecting endpoint=localhost:8883"))
+    );
+}
+
+#[test]
+fn bad_config_and_missing_creds_are_logged_and_retried() {
+    let mut rig = Rig::new(Rng(13), 1);
+    rig.ev(Event::Start);
+    let e = DeviceConfig::from_json(b"{}").unwrap_err();
+    let acts = rig.at(5, Event::ConfigFailed(ConfigFailure::Invalid(e)));
+    assert!(logs(&acts)[0].starts_with("E (       5) config: invalid field=config.json"));
+    assert!(rig.tick().contains(&Act::LoadConfig));
+    let config = rig.config.clone();
+    rig.ev(Event::ConfigLoaded(&config));
+    let acts = rig.ev(Event::CredsFailed {
+        file: FlashFile::Key,
+        error: LoadError::Missing,
+    });
+    assert!(logs(&acts)[0].contains("creds: load failed file=/private.der error=missing"));
+    assert!(logs(&acts)[1].contains("creds: backoff attempt=1"));
+    assert!(rig.tick().contains(&Act::LoadCredentials));
+}
+
+#[test]
+fn withheld_connack_and_suback_time_out_into_a_reconnect() {
+    let mut rig = Rig::new(Rng(14), 1);
+    rig.boot();
+    let acts = rig.tick();
+    assert!(acts.contains(&Act::Disconnect), "{acts:?}");
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("mqtt: connect failed error=timeout"))
+    );
+    rig.wait_for_connect();
+    rig.ev(Event::Connected {
+        session_present: false,
+        handshake_ms: None,
+    });
+    let acts = rig.tick();
+    assert!(acts.contains(&Act::Disconnect));
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("subscribe failed topic=inTopic error=timeout"))
+    );
+    rig.wait_for_connect();
+}
+
+#[test]
+fn network_loss_goes_back_to_joining_and_keeps_the_clock() {
+    let mut rig = Rig::new(Rng(15), 0);
+    rig.boot();
+    rig.connect();
+    let acts = rig.ev(Event::NetDown(NetError::LinkLost));
+    assert!(acts.contains(&Act::Disconnect));
+    assert!(acts.contains(&Act::JoinNetwork));
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("mqtt: disconnected reason=network-down"))
+    );
+    let up = Event::NetUp {
+        local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)),
+    };
+    let acts = rig.at(rig.now + 50, up);
+    assert!(!acts.contains(&Act::SyncTime));
+    rig.wait_for_connect();
+}
+
+#[test]
+fn inbound_is_logged_escaped_and_shutdown_stops() {
+    let mut rig = Rig::new(Rng(16), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.ev(Event::Inbound {
+        topic: "inTopic",
+        payload: &[b'x'; 5000],
+    });
+    let line: Line = logs(&acts)[0].parse().unwrap();
+    assert_eq!(line.tag(), "inbound");
+    assert_eq!(line.payload_size(), Some(5000));
+    assert!(line.is_truncated());
+    let acts = rig.ev(Event::Shutdown(ShutdownReason::Requested));
+    assert_eq!(acts[1], Act::Disconnect);
+    assert_eq!(rig.s.next_deadline(), None);
+    assert!(rig.ev(Event::Tick).is_empty());
+}
+
+// ---- arbitrary event sequences ----
+
+fn arb_event() -> impl Strategy<Value = (u64, u8, u16)> {
+    (0u64..120_000, 0u8..20, any::<u16>())
+}
+
+fn event_for(kind: u8, n: u16, config: &DeviceConfig) -> Event<'_> {
+    let up = Event::NetUp {
+        local_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    match kind {
+        0 => Event::Start,
+        1 => Event::ConfigLoaded(config),
+        2 => Event::CredsLoaded {
+            cert: 1,
+            key: 2,
+            ca: 3,
+            source: CredSource::Flash,
+        },
+        3 => up,
+        4 => Event::NetDown(NetError::LinkLost),
+        5 => Event::TimeSynced(n.into()),
+        6 => Event::TimeSyncFailed(TimeError::Timeout),
+        7 => Event::Connected {
+            session_present: n.is_multiple_of(2),
+            handshake_ms: None,
+        },
+        8 => Event::ConnectFailed(ConnectFailure::Tls(TlsError::UnknownCa)),
+        9 => Event::Subscribed,
+        10 => Event::SubscribeFailed(SubscribeError::Refused),
+        11 => Event::Disconnected(DisconnectReason::PeerClosed),
+        12 => Event::Inbound {
+            topic: "inTopic",
+            payload: b"\x00hi\xff",
+        },
+        13 => Event::PublishAcked(n % 8),
+        14 => Event::PublishSent {
+            seq: (n % 8).into(),
+            packet_id: n,
+        },
+        15 => Event::Received,
+        16 => Event::ConfigFailed(ConfigFailure::Load(LoadError::Missing)),
+        17 => Event::CredsFailed {
+            file: FlashFile::Ca,
+            error: LoadError::Malformed,
+        },
+        _ => Event::Tick,
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_event_sequence_keeps_the_invariants(
+        seed in any::<u32>(),
+        qos in 0u8..2,
+        steps in proptest::collection::vec(arb_event(), 1..200),
+    ) {
+        let mut rig = Rig::new(Rng(seed), qos);
+        let config = rig.config.clone();
+        let mut last_seq = 0;
+        for (dt, kind, n) in steps {
+            // Half the time follow the deadline, as a driver would.
+            let at = if dt.is_multiple_of(2) { rig.s.next_deadline().map_or(rig.now + dt, Instant::as_millis) } else { rig.now + dt };
+            let acts = rig.at(at, event_for(kind, n, &config));
+            for (seq, id, dup) in publishes(&acts) {
+                if !dup {
+                    prop_assert_eq!(seq, last_seq + 1);
+                    last_seq = seq;
+                }
+                prop_assert_eq!(id.is_some(), qos == 1);
+            }
+            prop_assert!(rig.s.in_flight() <= MAX_IN_FLIGHT);
+            if !acts.is_empty() && rig.s.phase() != Phase::Idle {
+                // Connect only with a synced clock.
+                if acts.contains(&Act::Connect) {
+                    prop_assert!(rig.s.unix_time(Instant::from_millis(rig.now)).is_some());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn settings_of_zero_cannot_make_the_session_spin() {
+    let mut settings = Settings::new("0", "b");
+    settings.backoff.floor = Duration::ZERO;
+    settings.request_timeout = Duration::ZERO;
+    let mut s = Session::new(settings, Fixed(0));
+    let mut now = 0;
+    let mut n = 0;
+    s.handle(Instant::from_millis(now), Event::Start, &mut |_| {});
+    for _ in 0..100 {
+        let d = s.next_deadline().unwrap().as_millis();
+        assert!(d > now);
+        now = d;
+        s.handle(Instant::from_millis(now), Event::Tick, &mut |a| {
+            n += usize::from(matches!(a, Action::LoadConfig));
+        });
+    }
+    assert!(n > 10);
+}
