@@ -1,0 +1,92 @@
+//! The embedded-tls [`CryptoProvider`] of a device: its RNG, its key and certificate
+//! for mutual TLS, and the [`CertVerifier`] for the server.
+//!
+//! Rules: the RNG is injected (the board's TRNG, `OsRng` on the host); the provider
+//! reads no clock and does no I/O. Pass it as `&mut provider` to `TlsContext::new` to
+//! keep it, so [`DeviceProvider::verify_error`] can tell why a handshake failed.
+
+use core::marker::PhantomData;
+
+use embedded_tls::{
+    Aes128GcmSha256, Certificate, CryptoProvider, SignatureScheme, TlsCipherSuite, TlsError,
+    TlsVerifier,
+};
+use p256::ecdsa::signature::SignerMut;
+use rand_core::{CryptoRng, CryptoRngCore, RngCore};
+
+use super::error::VerifyError;
+use super::key::{DeviceKey, DeviceSignature, DeviceSigner};
+use super::verifier::CertVerifier;
+
+/// Device credentials and server verification for one TLS 1.3 client.
+///
+/// `CipherSuite` defaults to TLS_AES_128_GCM_SHA256, which every TLS 1.3 server
+/// (AWS IoT, rustls, OpenSSL, mosquitto) must support.
+pub struct DeviceProvider<'a, R, CipherSuite = Aes128GcmSha256> {
+    rng: R,
+    key: DeviceKey,
+    certificate: &'a [u8],
+    verifier: CertVerifier<'a>,
+    _cipher_suite: PhantomData<CipherSuite>,
+}
+
+impl<'a, R: CryptoRng + RngCore, CipherSuite: TlsCipherSuite> DeviceProvider<'a, R, CipherSuite> {
+    /// `certificate` is the device certificate DER (`/cert.der`), `key` its private key
+    /// (see [`DeviceKey::from_der`]), `verifier` checks the server.
+    pub fn new(rng: R, key: DeviceKey, certificate: &'a [u8], verifier: CertVerifier<'a>) -> Self {
+        Self {
+            rng,
+            key,
+            certificate,
+            verifier,
+            _cipher_suite: PhantomData,
+        }
+    }
+
+    /// Why the server was refused in the last handshake, if the verifier refused it.
+    #[must_use]
+    pub fn verify_error(&self) -> Option<VerifyError> {
+        self.verifier.last_error()
+    }
+
+    /// The verifier, e.g. to [`CertVerifier::set_now`] before reconnecting.
+    pub fn verifier_mut(&mut self) -> &mut CertVerifier<'a> {
+        &mut self.verifier
+    }
+
+    /// The device key.
+    #[must_use]
+    pub fn key(&self) -> &DeviceKey {
+        &self.key
+    }
+}
+
+impl<R: CryptoRng + RngCore, CipherSuite: TlsCipherSuite> CryptoProvider
+    for DeviceProvider<'_, R, CipherSuite>
+{
+    type CipherSuite = CipherSuite;
+    type Signature = DeviceSignature;
+
+    fn rng(&mut self) -> impl CryptoRngCore {
+        &mut self.rng
+    }
+
+    fn verifier(&mut self) -> Result<&mut impl TlsVerifier<CipherSuite>, TlsError> {
+        Ok(&mut self.verifier)
+    }
+
+    fn signer(&mut self) -> Result<(impl SignerMut<DeviceSignature>, SignatureScheme), TlsError> {
+        let scheme = self.key.signature_scheme();
+        Ok((
+            DeviceSigner {
+                key: &self.key,
+                rng: &mut self.rng,
+            },
+            scheme,
+        ))
+    }
+
+    fn client_cert(&mut self) -> Option<Certificate<impl AsRef<[u8]>>> {
+        Some(Certificate::X509(self.certificate))
+    }
+}
