@@ -6,6 +6,9 @@
 //!   and config, read on the device and written by the `certs` tool.
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
 //!   the test rig; typed constructors for every event, escaping and truncation.
+//! - [`session`]: the sans-IO session state machine — events in, actions out, with
+//!   explicit time: boot phases, publish cadence, reconnect backoff, keep-alive, QoS 1
+//!   retries.
 //! - [`sntp`]: SNTPv4 request/reply codec (anti-spoof originate check, 2036 rollover).
 //! - [`tls`] (features `tls`, `tls-rsa`): embedded-tls crypto provider with the device
 //!   key, the server-certificate verifier, and the record-atomic transport under TLS.
@@ -18,6 +21,7 @@ pub mod config;
 #[cfg(feature = "flash-image")]
 pub mod image;
 pub mod log;
+pub mod session;
 pub mod sntp;
 #[cfg(feature = "tls")]
 pub mod tls;
