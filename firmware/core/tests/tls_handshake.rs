@@ -405,3 +405,148 @@ mod rsa {
         connect_aws(&mut aws, &[&inter, &cross], Alg::P256, "pkcs8").await;
     }
 }
+
+/// Forwards a TCP connection to `upstream`. Once `armed`, every chunk from the server is
+/// cut in two and the second half is held until the client signals `release`: the
+/// device's read deadline always fires in the middle of a record.
+async fn half_record_proxy(
+    upstream: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+) -> u16 {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let port = listener.local_addr().expect("proxy addr").port();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.expect("accept device");
+        let server = TcpStream::connect(("127.0.0.1", upstream))
+            .await
+            .expect("connect upstream");
+        let (mut client_rx, mut client_tx) = client.into_split();
+        let (mut server_rx, mut server_tx) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_rx, &mut server_tx).await;
+        });
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if armed.load(Ordering::SeqCst) && n >= 2 {
+                let half = n / 2;
+                if client_tx.write_all(&buf[..half]).await.is_err() {
+                    break;
+                }
+                release.notified().await;
+                if client_tx.write_all(&buf[half..n]).await.is_err() {
+                    break;
+                }
+            } else if client_tx.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    port
+}
+
+/// Handshakes through the proxy, then reads the reply with a short deadline that
+/// cancels the read mid-record, as minimq's `poll()` does. Returns the reply and how
+/// many reads were cancelled; or why the reply never came (a TLS error, or a stream
+/// so out of step that it waits for bytes that will never arrive).
+async fn reply_with_cancelled_reads(atomic: bool) -> Result<(String, usize), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut pki = Pki::new();
+    let root = pki.root("Test Root Cancel", Alg::P256);
+    let leaf = pki.issue(
+        &Spec::leaf("broker.test", Alg::P256, "DNS:broker.test"),
+        Some(&root),
+    );
+    let (client_ca, device) = device_identity(&mut pki, Alg::P256);
+    let server = Server::start(&pki, &leaf, &[], &client_ca).await;
+    let armed = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let port = half_record_proxy(server.port, armed.clone(), release.clone()).await;
+
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let key_der = pki.key_der(&device.key, "pkcs8");
+    let key = DeviceKey::from_der(&key_der).expect("key");
+    let mut provider: DeviceProvider<'_, _> = DeviceProvider::new(
+        OsRng,
+        key,
+        &device.der,
+        CertVerifier::new(&root.der, Some(now())),
+    );
+    let config = TlsConfig::new().with_server_name("broker.test");
+    let mut rx = vec![0; 16640];
+    let mut tx = vec![0; 16640];
+    let mut record_buf = vec![0; MAX_RECORD_LEN];
+
+    // The same client code over either transport.
+    macro_rules! run {
+        ($transport:expr) => {{
+            let mut tls: TlsConnection<'_, _, Aes128GcmSha256> =
+                TlsConnection::new($transport, &mut rx, &mut tx);
+            timeout(STEP, tls.open(TlsContext::new(&config, &mut provider)))
+                .await
+                .expect("handshake in time")
+                .map_err(|e| format!("handshake: {e:?}"))?;
+            armed.store(true, Ordering::SeqCst);
+            tls.write(b"hello device\n")
+                .await
+                .map_err(|e| format!("write: {e:?}"))?;
+            tls.flush().await.map_err(|e| format!("flush: {e:?}"))?;
+            let mut reply = Vec::new();
+            let mut cancelled = 0;
+            let mut buf = [0u8; 256];
+            while !reply.ends_with(b"\n") {
+                match timeout(Duration::from_millis(50), tls.read(&mut buf)).await {
+                    // The deadline dropped the read future mid-record: let the rest through.
+                    Err(_) => {
+                        cancelled += 1;
+                        if cancelled > 20 {
+                            return Err(format!("stuck after {cancelled} cancelled reads"));
+                        }
+                        release.notify_one();
+                    }
+                    Ok(read) => {
+                        let n = read.map_err(|e| format!("read: {e:?}"))?;
+                        assert!(n > 0, "server closed before replying");
+                        reply.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+            Ok((String::from_utf8(reply).expect("utf-8"), cancelled))
+        }};
+    }
+    if atomic {
+        run!(RecordAtomic::new(FromTokio::new(stream), &mut record_buf))
+    } else {
+        run!(FromTokio::new(stream))
+    }
+}
+
+#[tokio::test]
+async fn cancelled_reads_mid_record_keep_the_stream_in_sync() {
+    let (reply, cancelled) = reply_with_cancelled_reads(true)
+        .await
+        .expect("reply through the record-atomic layer");
+    assert_eq!(reply, REPLY);
+    assert!(cancelled > 0, "no read was cancelled");
+}
+
+#[tokio::test]
+async fn without_the_layer_cancelled_reads_desynchronise() {
+    // The control: the same cancellations straight over the socket break embedded-tls.
+    let result = reply_with_cancelled_reads(false).await;
+    assert!(
+        result.is_err(),
+        "expected a desynchronised stream, got {result:?}"
+    );
+}
