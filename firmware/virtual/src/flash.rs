@@ -1,0 +1,213 @@
+//! The flash image: the very file `certs image` writes and the ESP32-C3 reads from its
+//! data partition, loaded with `firmware_core::image`.
+
+use std::path::Path;
+
+use firmware_core::config::DeviceConfig;
+use firmware_core::image::{self, CredentialBuffers, ImageError};
+use firmware_core::log::{self, ConfigFailure, FlashFile, Line};
+
+/// The device's identity and settings, owned. `Debug` shows sizes only.
+pub struct Identity {
+    pub cert: Vec<u8>,
+    pub key: SecretBytes,
+    pub ca: Vec<u8>,
+    pub config: DeviceConfig,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("cert_bytes", &self.cert.len())
+            .field("key_bytes", &self.key.len())
+            .field("ca_bytes", &self.ca.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Private key bytes: never printed, wiped on drop.
+pub struct SecretBytes(Vec<u8>);
+
+impl SecretBytes {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBytes({} bytes)", self.0.len())
+    }
+}
+
+impl Drop for SecretBytes {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // Volatile so the wipe is not optimised away as a dead store.
+            // SAFETY: `b` is a valid, aligned &mut u8.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+/// Why the image could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// The file could not be read (missing, permissions).
+    Read(std::io::Error),
+    Image(ImageError),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Read(e) => write!(f, "cannot read image: {e}"),
+            Self::Image(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl LoadError {
+    /// The serial log line for this failure: `config` lines for `/config.json`, `creds`
+    /// lines for everything else, as on the board.
+    pub fn log_line(&self, uptime_ms: u64) -> Line {
+        use log::LoadError as L;
+        let (file, error) = match self {
+            Self::Read(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (FlashFile::Image, L::Missing)
+            }
+            Self::Read(_) => (FlashFile::Image, L::Io),
+            Self::Image(e) => match e {
+                ImageError::Config(c) => {
+                    return Line::config_failed(uptime_ms, ConfigFailure::Invalid(*c));
+                }
+                ImageError::NotFound(path) => match flash_file(path) {
+                    Some(FlashFile::Config) => {
+                        return Line::config_failed(uptime_ms, ConfigFailure::Load(L::Missing));
+                    }
+                    Some(f) => (f, L::Missing),
+                    None => (FlashFile::Image, L::Missing),
+                },
+                ImageError::TooLarge { path, .. } => {
+                    (flash_file(path).unwrap_or(FlashFile::Image), L::TooLarge)
+                }
+                ImageError::Flash(_) => (FlashFile::Image, L::Io),
+                _ => (FlashFile::Image, L::Malformed),
+            },
+        };
+        Line::creds_failed(uptime_ms, file, error)
+    }
+}
+
+fn flash_file(path: &str) -> Option<FlashFile> {
+    Some(match path {
+        image::CONFIG_PATH => FlashFile::Config,
+        image::CERT_PATH => FlashFile::Cert,
+        image::KEY_PATH => FlashFile::Key,
+        image::CA_PATH => FlashFile::Ca,
+        _ => return None,
+    })
+}
+
+/// Read and mount the image file and load the credentials and config from it.
+pub fn load(path: &Path) -> Result<Identity, LoadError> {
+    let mut bytes = std::fs::read(path).map_err(LoadError::Read)?;
+    load_bytes(&mut bytes)
+}
+
+/// Load from an image already in memory (mounting may write to it, as on flash).
+pub fn load_bytes(bytes: &mut [u8]) -> Result<Identity, LoadError> {
+    let mut bufs = Box::new(CredentialBuffers::new());
+    let mut flash = bytes;
+    let identity = image::mount(&mut flash, |fs| {
+        let creds = fs.load_credentials(&mut bufs)?;
+        Ok(Identity {
+            cert: creds.cert.to_vec(),
+            key: SecretBytes::new(creds.key.to_vec()),
+            ca: creds.ca.to_vec(),
+            config: creds.config,
+        })
+    })
+    .map_err(LoadError::Image);
+    // The key passed through this buffer too.
+    bufs.key.iter_mut().for_each(|b| {
+        // SAFETY: valid, aligned &mut u8.
+        unsafe { std::ptr::write_volatile(b, 0) }
+    });
+    identity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::image::build_image;
+
+    const CONFIG: &str = r#"{"endpoint":{"host":"localhost","port":8883},"client_id":"ESPthing"}"#;
+
+    #[test]
+    fn loads_a_good_image() {
+        let mut img = build_image(&[
+            ("/config.json", CONFIG.as_bytes()),
+            ("/cert.der", b"cert"),
+            ("/private.der", b"secret-key"),
+            ("/ca.der", b"ca!"),
+        ]);
+        let id = load_bytes(&mut img).unwrap();
+        assert_eq!(id.cert, b"cert");
+        assert_eq!(id.key.expose(), b"secret-key");
+        assert_eq!(id.config.client_id.as_str(), "ESPthing");
+        let debug = format!("{id:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("key_bytes: 10"), "{debug}");
+    }
+
+    #[test]
+    fn missing_file_and_garbage_give_log_lines_not_panics() {
+        let err = load(Path::new("/nonexistent/flash.img")).unwrap_err();
+        let line = err.log_line(5).to_string();
+        assert!(
+            line.contains("creds: load failed file=image error=missing"),
+            "{line}"
+        );
+
+        let mut garbage = vec![0x5Au8; 8 * 4096];
+        let line = load_bytes(&mut garbage)
+            .unwrap_err()
+            .log_line(5)
+            .to_string();
+        assert!(line.contains("file=image error=malformed"), "{line}");
+
+        let mut odd = vec![0u8; 1000];
+        assert!(load_bytes(&mut odd).is_err());
+
+        let mut no_key = build_image(&[("/config.json", CONFIG.as_bytes()), ("/cert.der", b"c")]);
+        let line = load_bytes(&mut no_key).unwrap_err().log_line(5).to_string();
+        assert!(line.contains("file=/private.der error=missing"), "{line}");
+
+        let mut no_config = build_image(&[("/cert.der", b"c")]);
+        let line = load_bytes(&mut no_config)
+            .unwrap_err()
+            .log_line(5)
+            .to_string();
+        assert!(line.contains("config: load failed error=missing"), "{line}");
+
+        let mut bad_config = build_image(&[("/config.json", b"{\"endpoint\":")]);
+        let line = load_bytes(&mut bad_config)
+            .unwrap_err()
+            .log_line(5)
+            .to_string();
+        assert!(line.contains("config: invalid"), "{line}");
+    }
+}

@@ -1,0 +1,31 @@
+//! The virtual device: the AWS IoT thing's firmware on the host, over real TCP + TLS.
+//!
+//! It reads the same flash image as the ESP32-C3, prints the same serial log (to stdout
+//! or a pseudo-terminal), and talks to the broker through the same TLS and MQTT crates
+//! (embedded-tls, minimq) with the board's buffer sizes.
+//!
+//! # Layout
+//! - [`cli`]: the command line (`--flash`, `--serial`).
+//! - [`flash`]: load the flash image with `firmware_core::image`; failures become log lines.
+//! - [`serial`]: the serial port: CRLF lines to stdout or a (pseudo-)terminal.
+//! - [`net`]: the "wifi" step: resolve the endpoint, find the local address.
+//! - [`sntp`]: SNTP client over tokio UDP (`firmware_core::sntp` codec), timeout + retries.
+//! - [`transport`]: tokio TCP + embedded-tls + minimq; buffer sizes, crypto provider choice.
+//! - [`heap`]: counting global allocator for the `heap:` line.
+//! - [`shutdown`]: a clean stop on Ctrl-C or SIGTERM, with a final log line.
+//! - [`device`]: the main-loop wiring; a stand-in until `firmware_core::session` drives it.
+//! - [`testing`] (feature `test-support`): mosquitto harness, openssl test PKI, image
+//!   builder — for this crate's tests and for other crates' integration tests.
+
+pub mod cli;
+pub mod device;
+pub mod flash;
+pub mod heap;
+pub mod net;
+pub mod serial;
+pub mod shutdown;
+pub mod sntp;
+pub mod transport;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;

@@ -1,0 +1,469 @@
+//! Debian's mosquitto as a TLS 1.3 broker for tests, with an observer (`mosquitto_sub`)
+//! and a publisher (`mosquitto_pub`).
+//!
+//! Every broker gets its own temp dir and a free port; readiness and client activity are
+//! observed in mosquitto's log (stderr, `log_type all`), never guessed with sleeps. The
+//! broker is killed on drop.
+
+use std::io::{self, BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::pki::TestPki;
+
+/// Longest a broker may take to report that it is running.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// mosquitto's log, shared with the thread that reads its stderr.
+#[derive(Default)]
+struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    /// Generation (start count) of the last process whose stderr reached EOF.
+    exited: Option<u32>,
+}
+
+/// A running (or stopped) mosquitto.
+pub struct Mosquitto {
+    dir: tempfile::TempDir,
+    port: u16,
+    pki: TestPki,
+    child: Option<Child>,
+    generation: u32,
+    log: Arc<Log>,
+}
+
+impl Mosquitto {
+    /// Start a broker on a free port: TLS 1.3 only, client certificates required and
+    /// their CN used as the username.
+    pub fn start(pki: &TestPki) -> io::Result<Self> {
+        let mut broker = Self {
+            dir: tempfile::tempdir()?,
+            port: 0,
+            pki: pki.clone(),
+            child: None,
+            generation: 0,
+            log: Arc::default(),
+        };
+        let mut last = io::Error::other("no attempt");
+        // A free port can be taken between our probe and mosquitto's bind; try another.
+        for _ in 0..10 {
+            broker.port = free_port()?;
+            match broker.spawn() {
+                Ok(()) => return Ok(broker),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pki(&self) -> &TestPki {
+        &self.pki
+    }
+
+    /// Kill the broker (as a crash would: no DISCONNECT, sockets reset) and reap it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same port.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        let mut last = io::Error::other("no attempt");
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // Only a just-closed socket can hold the port; try again at once.
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Every log line so far, across restarts.
+    pub fn log(&self) -> Vec<String> {
+        self.log
+            .state
+            .lock()
+            .map(|s| s.lines.clone())
+            .unwrap_or_default()
+    }
+
+    /// Wait until a log line (from the start, across restarts) contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_from(0, needle, timeout)
+    }
+
+    /// Index of the next log line, to wait for lines after an action.
+    pub fn log_mark(&self) -> usize {
+        self.log.state.lock().map(|s| s.lines.len()).unwrap_or(0)
+    }
+
+    /// Like [`Self::wait_for_log`], looking only at lines from index `from` on.
+    pub fn wait_for_log_from(
+        &self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        Probe {
+            log: self.log.clone(),
+        }
+        .wait(from, needle, timeout)
+    }
+
+    /// [`Self::wait_for_log`] from async code, without blocking the runtime.
+    pub async fn wait_for_log_async(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_for_log_from_async(0, needle, timeout).await
+    }
+
+    pub async fn wait_for_log_from_async(
+        &self,
+        from: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Option<String> {
+        let log = self.log.clone();
+        let needle = needle.to_owned();
+        tokio::task::spawn_blocking(move || Probe { log }.wait(from, &needle, timeout))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn write_config(&self) -> io::Result<PathBuf> {
+        let p = &self.pki;
+        let conf = format!(
+            "per_listener_settings false\n\
+             listener {port} 127.0.0.1\n\
+             tls_version tlsv1.3\n\
+             cafile {ca}\n\
+             certfile {cert}\n\
+             keyfile {key}\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             persistence false\n\
+             log_dest stderr\n\
+             log_type all\n\
+             connection_messages true\n\
+             user root\n",
+            port = self.port,
+            ca = p.ca_pem.display(),
+            cert = p.server_cert_pem.display(),
+            key = p.server_key_pem.display(),
+        );
+        let path = self.dir.path().join("mosquitto.conf");
+        std::fs::write(&path, conf)?;
+        Ok(path)
+    }
+
+    /// Spawn mosquitto and wait until it runs; `AddrInUse` if the port was taken.
+    fn spawn(&mut self) -> io::Result<()> {
+        let conf = self.write_config()?;
+        self.generation += 1;
+        let generation = self.generation;
+        let from = self.log_mark();
+        let mut child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut s) = log.state.lock() {
+                    s.lines.push(line);
+                }
+                log.changed.notify_all();
+            }
+            if let Ok(mut s) = log.state.lock() {
+                s.exited = Some(generation);
+            }
+            log.changed.notify_all();
+        });
+        self.child = Some(child);
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut state = self
+            .log
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        loop {
+            let new = || state.lines.iter().skip(from);
+            if new().any(|l| l.contains(" running")) {
+                return Ok(());
+            }
+            if state.exited == Some(generation) {
+                let text: Vec<String> = new().cloned().collect();
+                drop(state);
+                self.stop();
+                let kind = if text.iter().any(|l| l.contains("Address already in use")) {
+                    io::ErrorKind::AddrInUse
+                } else {
+                    io::ErrorKind::Other
+                };
+                return Err(io::Error::new(kind, format!("mosquitto exited: {text:?}")));
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                drop(state);
+                self.stop();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "mosquitto did not start",
+                ));
+            };
+            state = self
+                .log
+                .changed
+                .wait_timeout(state, left)
+                .map_err(|_| io::Error::other("poisoned"))?
+                .0;
+        }
+    }
+
+    /// Arguments every mosquitto client needs, with the observer identity.
+    fn client_args(&self) -> Vec<String> {
+        let p = &self.pki;
+        vec![
+            "-V".into(),
+            "mqttv5".into(),
+            "-h".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+            "--cafile".into(),
+            p.ca_pem.display().to_string(),
+            "--cert".into(),
+            p.observer_cert_pem.display().to_string(),
+            "--key".into(),
+            p.observer_key_pem.display().to_string(),
+        ]
+    }
+
+    /// Publish `payload` to `topic` as the observer identity; returns when the broker
+    /// acknowledged it (QoS 1) and mosquitto_pub exited.
+    pub async fn publish(&self, topic: &str, payload: &[u8], qos: u8) -> io::Result<()> {
+        let mut child = tokio::process::Command::new("mosquitto_pub")
+            .args(self.client_args())
+            .args(["-t", topic, "-q", &qos.to_string(), "-s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(payload).await?;
+        }
+        let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "mosquitto_pub hung"))??;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "mosquitto_pub failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Subscribe an observer to `topics`; returns once the broker acknowledged the
+    /// subscription, so nothing published afterwards is missed.
+    pub async fn observe(&self, topics: &[&str]) -> io::Result<Observer> {
+        Observer::start(self, topics).await
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A log waiter usable off the broker's thread.
+struct Probe {
+    log: Arc<Log>,
+}
+
+impl Probe {
+    fn wait(&self, from: usize, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.log.state.lock().ok()?;
+        loop {
+            if let Some(line) = state.lines.iter().skip(from).find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            state = self.log.changed.wait_timeout(state, left).ok()?.0;
+        }
+    }
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A message the observer received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Host wall-clock time at which mosquitto_sub received it.
+    pub at: SystemTime,
+    /// Host monotonic time at which the harness read it (just after `at`).
+    pub read_at: Instant,
+}
+
+impl Received {
+    pub fn payload_str(&self) -> &str {
+        std::str::from_utf8(&self.payload).unwrap_or("<binary>")
+    }
+}
+
+/// `mosquitto_sub` with the observer identity; killed on drop.
+pub struct Observer {
+    _child: tokio::process::Child,
+    rx: mpsc::UnboundedReceiver<Received>,
+}
+
+/// Marks message lines among mosquitto_sub's debug output.
+const MSG_PREFIX: &str = "MSG ";
+
+impl Observer {
+    async fn start(broker: &Mosquitto, topics: &[&str]) -> io::Result<Self> {
+        let mut cmd = tokio::process::Command::new("mosquitto_sub");
+        // -d prints "received SUBACK", the readiness signal; -F tags message lines with
+        // the arrival time and hex payload, so any payload survives the line format.
+        cmd.args(broker.client_args())
+            .args(["-d", "-F", "MSG %U %x %t"]);
+        for topic in topics {
+            cmd.args(["-t", topic]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let subscribed = async {
+            let mut acks = 0;
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("received SUBACK") {
+                    acks += 1;
+                    // mosquitto_sub sends one SUBSCRIBE for all topics.
+                    if acks >= 1 {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(io::Error::other("mosquitto_sub exited before SUBACK"))
+        };
+        match tokio::time::timeout(START_TIMEOUT, subscribed).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    use tokio::io::AsyncReadExt;
+                    let _ = stderr.read_to_string(&mut err).await;
+                }
+                return Err(io::Error::other(format!("{e}: {err}")));
+            }
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no SUBACK")),
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(msg) = parse_line(&line)
+                    && tx.send(msg).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Self { _child: child, rx })
+    }
+
+    /// The next message, or `None` after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// `MSG <secs>.<nanos> <hex payload> <topic>`
+fn parse_line(line: &str) -> Option<Received> {
+    let rest = line.strip_prefix(MSG_PREFIX)?;
+    let mut parts = rest.splitn(3, ' ');
+    let (time, hex, topic) = (parts.next()?, parts.next()?, parts.next()?);
+    let (secs, nanos) = time.split_once('.')?;
+    let at = SystemTime::UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+    let payload = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    Some(Received {
+        topic: topic.to_owned(),
+        payload,
+        at,
+        read_at: Instant::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_observer_lines() {
+        let r = parse_line("MSG 1795813701.816964070 6869207468657265 out topic").unwrap();
+        assert_eq!(r.topic, "out topic");
+        assert_eq!(r.payload, b"hi there");
+        assert_eq!(
+            r.at,
+            SystemTime::UNIX_EPOCH + Duration::new(1_795_813_701, 816_964_070)
+        );
+        // An empty payload prints as an empty hex field.
+        assert_eq!(parse_line("MSG 1.5 t").map(|r| r.topic), None);
+        assert_eq!(parse_line("MSG 1.000000005  t").unwrap().payload, b"");
+        assert!(parse_line("Client x received PUBLISH").is_none());
+        assert!(parse_line("MSG x.y 00 t").is_none());
+    }
+}
