@@ -83,27 +83,34 @@ pub struct ImageArgs {
     /// A device.json to start from (the /config.json format); flags override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// WiFi network name.
     #[arg(long, value_name = "S")]
     pub wifi_ssid: Option<String>,
+    /// WiFi passphrase (stored in the image, never printed).
     #[arg(long, value_name = "P")]
     pub wifi_password: Option<String>,
-    /// MQTT broker, default port 8883.
+    /// MQTT broker [default: localhost:8883; port 8883 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub endpoint: Option<String>,
-    /// Default: the device certificate's CN.
+    /// MQTT client id [default: the device certificate's CN].
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
+    /// Topic the device publishes to [default: outTopic].
     #[arg(long, value_name = "T")]
     pub pub_topic: Option<String>,
+    /// Topic filter the device subscribes to [default: inTopic].
     #[arg(long, value_name = "T")]
     pub sub_topic: Option<String>,
+    /// Publish period in milliseconds [default: 2000].
     #[arg(long, value_name = "N")]
     pub period_ms: Option<u32>,
+    /// MQTT keep-alive in seconds, 30..=1200 [default: 60].
     #[arg(long, value_name = "N")]
     pub keepalive_s: Option<u16>,
+    /// QoS of publishes and the subscription [default: 1].
     #[arg(long, value_name = "0|1")]
     pub qos: Option<u8>,
-    /// SNTP server, default port 123.
+    /// SNTP server [default: pool.ntp.org:123; port 123 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
     /// Image size in bytes, a multiple of 4096.

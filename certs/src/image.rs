@@ -364,3 +364,43 @@ pub fn masked_config(config: &DeviceConfig) -> String {
     }
     serde_json::to_string_pretty(&value).expect("a JSON value always serialises")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        let ok = |s| split_host_port("--endpoint", s).unwrap();
+        assert_eq!(ok("example.com"), ("example.com", None));
+        assert_eq!(ok("example.com:8883"), ("example.com", Some(8883)));
+        assert_eq!(ok("127.0.0.1:1883"), ("127.0.0.1", Some(1883)));
+        assert_eq!(ok("[::1]:8883"), ("::1", Some(8883)));
+        assert_eq!(ok("[::1]"), ("::1", None));
+        assert_eq!(ok("::1"), ("::1", None));
+        for bad in ["h:0", "h:70000", "h:x", "[::1", "[::1]x"] {
+            assert!(split_host_port("--endpoint", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn masked_config_hides_the_password() {
+        let mut config = DeviceConfig::new("h", "c").unwrap();
+        config.wifi.password = config::set_str("wifi.password", "s3cret-pass").unwrap();
+        let shown = masked_config(&config);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("\"***\""), "{shown}");
+        config.wifi.password.clear();
+        assert!(masked_config(&config).contains("(empty)"));
+    }
+
+    #[test]
+    fn image_round_trips_through_the_firmware_reader() {
+        let image =
+            build_image_files(&[("/a.txt", b"hello"), ("/b.bin", &[0u8; 5000])], 65536).unwrap();
+        let contents = read_image(&image).unwrap();
+        assert_eq!(contents.blocks, 16);
+        assert_eq!(contents.file("/a.txt"), Some(&b"hello"[..]));
+        assert_eq!(contents.file("/b.bin").map(<[u8]>::len), Some(5000));
+    }
+}

@@ -32,7 +32,10 @@ pub fn run_inspect(
     for path in files {
         let path = path.as_ref();
         if let Err(e) = inspect_file(path, reference.as_ref(), now, out) {
-            writeln!(out, "  problem: {e}").ok();
+            // Only the first problem reaches stderr; list every one next to its file.
+            if files.len() > 1 {
+                writeln!(out, "  problem: {e}").ok();
+            }
             first_problem.get_or_insert(e);
         }
     }

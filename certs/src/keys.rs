@@ -398,3 +398,62 @@ pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::KeyAlgorithm;
+
+    #[test]
+    fn ec_forms_round_trip() {
+        let key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+        let sec1 = key.to_traditional_der();
+        assert_eq!(sec1.len(), 121);
+        let from_sec1 = PrivateKey::from_sec1_der(&sec1).unwrap();
+        let from_pkcs8 = PrivateKey::from_pkcs8_der(&key.to_pkcs8_der()).unwrap();
+        assert_eq!(from_sec1.to_traditional_der(), sec1);
+        assert_eq!(from_pkcs8.to_traditional_der(), sec1);
+        assert!(from_pkcs8.matches(&key.public_key()));
+        assert_eq!(parse_der_key(&sec1).unwrap().key_type(), KeyType::EcP256);
+    }
+
+    #[test]
+    fn rsa_forms_round_trip() {
+        let key = PrivateKey::generate(KeyAlgorithm::Rsa2048).unwrap();
+        assert_eq!(key.key_type(), KeyType::Rsa { bits: 2048 });
+        let pkcs1 = key.to_traditional_der();
+        let from_pkcs8 = PrivateKey::from_pkcs8_der(&key.to_pkcs8_der()).unwrap();
+        assert_eq!(from_pkcs8.to_traditional_der(), pkcs1);
+        assert!(parse_der_key(&pkcs1).unwrap().matches(&key.public_key()));
+        assert!(
+            key.to_traditional_pem()
+                .starts_with("-----BEGIN RSA PRIVATE KEY-----\n")
+        );
+    }
+
+    #[test]
+    fn keys_of_different_kinds_never_match() {
+        let ec = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+        let other = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+        assert!(!ec.matches(&other.public_key()));
+        assert!(!ec.matches(&PublicKey::Rsa {
+            n: vec![1],
+            e: vec![3]
+        }));
+    }
+
+    #[test]
+    fn debug_never_shows_key_material() {
+        let key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+        assert_eq!(format!("{key:?}"), "PrivateKey(EC P-256)");
+    }
+
+    #[test]
+    fn garbage_is_not_a_key_and_not_encrypted() {
+        assert!(!is_encrypted_pkcs8(&[0x30, 0x03, 0x02, 0x01, 0x00]));
+        assert!(matches!(
+            parse_der_key(&[0x30, 0x03, 0x02, 0x01, 0x00]),
+            Err(KeyError::Malformed(_))
+        ));
+    }
+}

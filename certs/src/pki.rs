@@ -20,7 +20,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use crate::keys::{KeyError, PrivateKey, pem_encode};
+use crate::keys::{KeyError, PrivateKey};
 use crate::output::OutFile;
 
 /// The key algorithms the firmware supports.
@@ -112,7 +112,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn cert_pem(&self) -> String {
-        pem_encode("CERTIFICATE", &self.cert_der)
+        crate::x509::cert_pem(&self.cert_der)
     }
 
     /// PKCS#8 PEM, which rustls, mosquitto and openssl all read.

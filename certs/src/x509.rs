@@ -177,6 +177,11 @@ pub fn format_time(t: OffsetDateTime) -> String {
     )
 }
 
+/// PEM text of a DER certificate.
+pub fn cert_pem(der: &[u8]) -> String {
+    keys::pem_encode("CERTIFICATE", der)
+}
+
 /// One object found in an input file.
 #[derive(Debug, Clone)]
 pub enum Object {
