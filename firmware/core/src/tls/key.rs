@@ -10,6 +10,10 @@
 //!   (`rsa_pss_rsae_sha256`): TLS 1.3 forbids PKCS#1 v1.5 in CertificateVerify, and
 //!   AWS IoT, rustls, OpenSSL and mosquitto all accept PSS. 2048 to 4096 bits;
 //! - key bytes never reach `Debug` output or the log.
+//!
+//! RSA signing uses the `rsa` crate with blinding; its private-key arithmetic is not
+//! constant-time (RUSTSEC-2023-0071), the known limit of RSA in pure-Rust `no_std`.
+//! Prefer P-256 device keys where the choice is free.
 
 use core::fmt;
 

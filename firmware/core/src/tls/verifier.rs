@@ -185,7 +185,9 @@ impl<'a> CertVerifier<'a> {
         self.now = now;
     }
 
-    /// Why the last handshake's verification failed, if it did.
+    /// Why the last handshake's verification failed, if it did. Cleared when a
+    /// handshake starts with a server name from `TlsConfig` (the usual path, since the
+    /// name is also the SNI) and when a new Certificate arrives.
     #[must_use]
     pub fn last_error(&self) -> Option<VerifyError> {
         self.last_error
@@ -232,6 +234,7 @@ impl<CipherSuite: TlsCipherSuite> TlsVerifier<CipherSuite> for CertVerifier<'_> 
         cert: CertificateRef<'_>,
     ) -> Result<(), TlsError> {
         self.leaf_key = None;
+        self.last_error = None;
         let key = self.check_chain(&cert).map_err(|e| self.fail(e))?;
         let hash = transcript.clone().finalize();
         self.transcript = Vec::from_slice(&hash).map_err(|_| self.fail(VerifyError::OutOfOrder))?;
