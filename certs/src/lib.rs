@@ -114,9 +114,8 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
         days: args.days,
         ..InitOptions::default()
     };
-    let files_probe = placeholder_layout();
-    // Refuse before spending seconds on RSA key generation.
-    output::check_set(&args.out, &files_probe, args.force)?;
+    // Refuse before generating anything.
+    output::check_names(&args.out, &pki::layout(), args.force)?;
     let pki = Pki::generate(&options).map_err(|e| match e {
         pki::PkiError::InvalidName(msg) => CertsError::argument("--endpoint/--san", msg),
         other => CertsError::internal(other),
@@ -146,30 +145,6 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
     )
     .ok();
     Ok(Vec::new())
-}
-
-/// The names `certs init` writes, for the overwrite check before generating anything.
-fn placeholder_layout() -> Vec<output::OutFile> {
-    let mut names: Vec<String> = Vec::new();
-    for who in ["ca", "server", "device", "observer"] {
-        for ext in ["pem", "der", "key.pem", "key.der"] {
-            names.push(format!("{who}.{ext}"));
-        }
-    }
-    names.push("policy.json".into());
-    for file in [
-        "cert.der",
-        "private.der",
-        "ca.der",
-        "cert.pem",
-        "private.pem",
-    ] {
-        names.push(format!("device/{file}"));
-    }
-    names
-        .into_iter()
-        .map(|n| output::OutFile::public(n, Vec::new()))
-        .collect()
 }
 
 /// `certs import`: check the three downloads together, then write the DER set.

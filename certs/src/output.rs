@@ -43,14 +43,14 @@ impl OutFile {
 }
 
 /// Refuse to touch anything if `dir` is not a directory, or (without `force`) if any
-/// file of the set already exists.
-pub fn check_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), CertsError> {
+/// of `names` already exists under it.
+pub fn check_names(dir: &Path, names: &[PathBuf], force: bool) -> Result<(), CertsError> {
     if dir.exists() && !dir.is_dir() {
         return Err(CertsError::output(dir, OutputProblem::NotADirectory));
     }
     if !force {
-        for file in files {
-            let path = dir.join(&file.name);
+        for name in names {
+            let path = dir.join(name);
             if path.exists() {
                 return Err(CertsError::output(&path, OutputProblem::Exists));
             }
@@ -64,7 +64,8 @@ pub fn check_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), Certs
 /// Files go to a staging directory inside `dir` first; only when all are written and
 /// synced are they renamed into place, each rename atomic.
 pub fn write_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), CertsError> {
-    check_set(dir, files, force)?;
+    let names: Vec<PathBuf> = files.iter().map(|f| f.name.clone()).collect();
+    check_names(dir, &names, force)?;
     let created_dir = !dir.exists();
     fs::create_dir_all(dir).map_err(|e| CertsError::io(dir, e))?;
     if created_dir {

@@ -12,6 +12,7 @@
 //! ```
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -434,6 +435,28 @@ impl Pki {
     }
 }
 
+/// The files [`Pki::files`] writes, relative to the output directory (see the crate
+/// docs' layout).
+pub fn layout() -> Vec<PathBuf> {
+    let mut names = Vec::new();
+    for who in ["ca", "server", "device", "observer"] {
+        for ext in ["pem", "der", "key.pem", "key.der"] {
+            names.push(PathBuf::from(format!("{who}.{ext}")));
+        }
+    }
+    names.push("policy.json".into());
+    for file in [
+        "cert.der",
+        "private.der",
+        "ca.der",
+        "cert.pem",
+        "private.pem",
+    ] {
+        names.push(Path::new("device").join(file));
+    }
+    names
+}
+
 /// The policy variable AWS IoT substitutes with the connecting thing's name.
 pub const THING_NAME_CLIENT: &str = "${iot:Connection.Thing.ThingName}";
 
@@ -558,4 +581,32 @@ pub fn server_cert_wrong_name(ca: &CertificateAuthority) -> Result<Identity, Pki
         KeyAlgorithm::EcP256,
         Validity::days(30),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_lists_exactly_the_files_written() {
+        let pki = Pki::generate(&InitOptions::default()).unwrap();
+        let mut written: Vec<PathBuf> = pki.files().into_iter().map(|f| f.name).collect();
+        let mut listed = layout();
+        written.sort();
+        listed.sort();
+        assert_eq!(written, listed);
+    }
+
+    #[test]
+    fn server_names_are_deduplicated_in_order() {
+        let options = InitOptions {
+            endpoint: "LOCALHOST".into(),
+            extra_sans: vec!["127.0.0.1".into(), "10.0.0.1".into()],
+            ..InitOptions::default()
+        };
+        assert_eq!(
+            options.server_names(),
+            ["LOCALHOST", "127.0.0.1", "10.0.0.1"]
+        );
+    }
 }
