@@ -53,7 +53,7 @@ host-test:
 # The core must build without std for the board's target, with every optional part.
 core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --locked
-	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image --locked
+	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls --locked
 
 certs: $(DEV_DIR)/flash.img
 
