@@ -26,6 +26,30 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// Assemble credentials without the checks of [`Self::load`], so tests can put
+    /// deliberately bad ones (expired, mismatched) in an image. Fails only if a
+    /// certificate does not parse.
+    pub fn new(cert_der: Vec<u8>, key: PrivateKey, ca_der: Vec<u8>) -> Result<Self, String> {
+        let cert = CertInfo::from_der(&cert_der).map_err(|e| format!("device certificate: {e}"))?;
+        let ca = CertInfo::from_der(&ca_der).map_err(|e| format!("CA certificate: {e}"))?;
+        Ok(Self {
+            cert_der,
+            cert,
+            key,
+            ca_der,
+            ca,
+        })
+    }
+
+    /// The device identity of a generated PKI, e.g. `Credentials::from_pki(&pki)`.
+    pub fn from_pki(pki: &crate::pki::Pki) -> Result<Self, String> {
+        Self::new(
+            pki.device.cert_der.clone(),
+            pki.device.key.clone(),
+            pki.ca.cert_der().to_vec(),
+        )
+    }
+
     /// Read and check the three files (PEM or DER each). Errors name the file at fault;
     /// the returned warnings (certificates close to expiry) do too.
     ///

@@ -33,6 +33,19 @@ pub fn build_image_files(files: &[(&str, &[u8])], size: usize) -> Result<Vec<u8>
 }
 
 /// The device's image: `/cert.der`, `/private.der`, `/ca.der`, `/config.json`.
+///
+/// ```no_run
+/// use certs::{creds::Credentials, image, pki::{InitOptions, Pki}};
+/// use firmware_core::config::DeviceConfig;
+///
+/// let pki = Pki::generate(&InitOptions::default())?;
+/// let creds = Credentials::from_pki(&pki)?;
+/// let mut config = DeviceConfig::new("localhost", "ESPthing").map_err(|e| e.to_string())?;
+/// config.endpoint.port = 18883;
+/// let bytes = image::build_image(&creds, &config, image::DEFAULT_IMAGE_SIZE)
+///     .map_err(|e| e.to_string())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn build_image(
     creds: &Credentials,
     config: &DeviceConfig,

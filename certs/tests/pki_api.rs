@@ -163,3 +163,33 @@ fn pki_generate_matches_the_documented_defaults() {
     let shown = format!("{:?}", pki.device.key);
     assert_eq!(shown, "PrivateKey(EC P-256)");
 }
+
+#[test]
+fn images_with_deliberately_bad_credentials_can_be_built_from_rust() {
+    use certs::creds::Credentials;
+    use firmware_core::config::DeviceConfig;
+    let ca =
+        CertificateAuthority::root("Rig CA", KeyAlgorithm::EcP256, Validity::days(30)).unwrap();
+    let expired = ca
+        .issue_client("ESPthing", KeyAlgorithm::EcP256, Validity::expired())
+        .unwrap();
+    let creds = Credentials::new(
+        expired.cert_der.clone(),
+        expired.key.clone(),
+        ca.cert_der().to_vec(),
+    )
+    .unwrap();
+    let config = DeviceConfig::new("localhost", "ESPthing").unwrap();
+    let bytes =
+        certs::image::build_image(&creds, &config, certs::image::DEFAULT_IMAGE_SIZE).unwrap();
+    let contents = certs::image::read_image(&bytes).unwrap();
+    assert_eq!(
+        contents.file("/cert.der"),
+        Some(expired.cert_der.as_slice())
+    );
+    assert_eq!(contents.file("/private.der").map(<[u8]>::len), Some(121));
+
+    let pki = pki::Pki::generate(&pki::InitOptions::default()).unwrap();
+    let creds = Credentials::from_pki(&pki).unwrap();
+    assert!(creds.key.matches(&creds.cert.public_key));
+}
