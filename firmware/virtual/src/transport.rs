@@ -186,11 +186,23 @@ pub async fn open_tcp(addrs: &[SocketAddr]) -> Result<Tcp, TransportError> {
     Err(TransportError::Tcp(last))
 }
 
-/// TCP connect and TLS handshake to `addrs`, presenting `server_name` as SNI.
+/// TCP connect and TLS handshake to `addrs` with the device's identity, presenting
+/// `server_name` as SNI.
 pub async fn connect_tls<'b>(
     addrs: &[SocketAddr],
     server_name: &str,
     identity: &Identity,
+    bufs: &'b mut TlsBuffers,
+    timings: &mut Timings,
+) -> Result<Tls<'b>, TransportError> {
+    connect_tls_with(addrs, server_name, provider(identity), bufs, timings).await
+}
+
+/// [`connect_tls`] with any crypto provider (tests use one without a certificate).
+pub async fn connect_tls_with<'b>(
+    addrs: &[SocketAddr],
+    server_name: &str,
+    mut provider: impl CryptoProvider<CipherSuite = Suite>,
     bufs: &'b mut TlsBuffers,
     timings: &mut Timings,
 ) -> Result<Tls<'b>, TransportError> {
@@ -200,7 +212,6 @@ pub async fn connect_tls<'b>(
     let start = Instant::now();
     let mut tls = TlsConnection::new(tcp, &mut bufs.read, &mut bufs.write);
     let config = TlsConfig::new().with_server_name(server_name);
-    let mut provider = provider(identity);
     tls.open(TlsContext::new(&config, &mut provider))
         .await
         .map_err(TransportError::Tls)?;

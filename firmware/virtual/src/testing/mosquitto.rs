@@ -9,6 +9,7 @@ use std::io::{self, BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -170,6 +171,7 @@ impl Mosquitto {
              log_dest stderr\n\
              log_type all\n\
              connection_messages true\n\
+             set_tcp_nodelay true\n\
              user root\n",
             port = self.port,
             ca = p.ca_pem.display(),
@@ -357,55 +359,43 @@ pub struct Observer {
     rx: mpsc::UnboundedReceiver<Received>,
 }
 
-/// Marks message lines among mosquitto_sub's debug output.
+/// Marks message lines in mosquitto_sub's output.
 const MSG_PREFIX: &str = "MSG ";
 
 impl Observer {
     async fn start(broker: &Mosquitto, topics: &[&str]) -> io::Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "observer-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut cmd = tokio::process::Command::new("mosquitto_sub");
-        // -d prints "received SUBACK", the readiness signal; -F tags message lines with
-        // the arrival time and hex payload, so any payload survives the line format.
+        // -F tags message lines with the arrival time and the hex payload, so any payload
+        // survives the line format.
         cmd.args(broker.client_args())
-            .args(["-d", "-F", "MSG %U %x %t"]);
+            .args(["-i", &id, "-F", "MSG %U %x %t"]);
         for topic in topics {
             cmd.args(["-t", topic]);
         }
+        let mark = broker.log_mark();
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child
             .stdout
             .take()
             .ok_or_else(|| io::Error::other("no stdout"))?;
+        // mosquitto_sub's own debug output is block-buffered on a pipe, so readiness is
+        // read from the broker's log instead: SUBACK sent means the subscription is live.
+        broker
+            .wait_for_log_from_async(mark, &format!("Sending SUBACK to {id}"), START_TIMEOUT)
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "observer got no SUBACK"))?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let subscribed = async {
-            let mut acks = 0;
-            while let Some(line) = lines.next_line().await? {
-                if line.contains("received SUBACK") {
-                    acks += 1;
-                    // mosquitto_sub sends one SUBSCRIBE for all topics.
-                    if acks >= 1 {
-                        return Ok(());
-                    }
-                }
-            }
-            Err(io::Error::other("mosquitto_sub exited before SUBACK"))
-        };
-        match tokio::time::timeout(START_TIMEOUT, subscribed).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let mut err = String::new();
-                if let Some(mut stderr) = child.stderr.take() {
-                    use tokio::io::AsyncReadExt;
-                    let _ = stderr.read_to_string(&mut err).await;
-                }
-                return Err(io::Error::other(format!("{e}: {err}")));
-            }
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no SUBACK")),
-        }
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
