@@ -75,5 +75,5 @@ aws-image:
 	for f in "cert:$$cert" "key:$$key" "ca:$$ca"; do \
 		[ -n "$${f#*:}" ] || { echo "aws-image: no $${f%%:*} file in $(DOWNLOADS)" >&2; exit 2; }; done; \
 	$(CARGO) run -q -p certs -- import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
-	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --endpoint "$(ENDPOINT)" \
+	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")

@@ -93,12 +93,8 @@ fn read_with_firmware(image: Vec<u8>) -> ReadBack {
     }
 }
 
-// Blocked outside this crate: `firmware_core::image` formats littlefs disk version 2.1
-// (the C library's default) and littlefs2 0.8 mounts only 2.0. Setting
-// `disk_version: 0x0002_0000` in its `lfs_config` (littlefs2-sys feature `multiversion`)
-// makes this pass; verified on a patched copy.
+// The `littlefs2` crate mounts only on-disk version 2.0, which is why the image writes it.
 #[test]
-#[ignore = "needs firmware_core::image to write littlefs disk version 2.0 (see comment)"]
 fn image_reads_back_with_littlefs2() {
     full_round_trip(read_with_littlefs2);
 }
@@ -222,7 +218,6 @@ fn config_file_then_flags_override_it() {
 }
 
 #[test]
-#[ignore = "needs firmware_core::image to write littlefs disk version 2.0 (see above)"]
 fn rsa_credentials_read_back_with_littlefs2() {
     rsa_round_trip(read_with_littlefs2);
 }

@@ -33,6 +33,8 @@ pub const READ_SIZE: usize = 16;
 pub const PROG_SIZE: usize = 16;
 const CACHE_SIZE: usize = 256;
 const LOOKAHEAD_SIZE: usize = 16;
+/// LittleFS on-disk format written and expected (2.0).
+pub const DISK_VERSION: u32 = 0x0002_0000;
 /// Superblock pair plus a block per file, with room for copy-on-write.
 pub const MIN_BLOCKS: usize = 8;
 
@@ -263,6 +265,9 @@ fn config<F: Flash>(
         read_buffer: bufs.read.as_mut_ptr() as *mut c_void,
         prog_buffer: bufs.prog.as_mut_ptr() as *mut c_void,
         lookahead_buffer: bufs.lookahead.as_mut_ptr() as *mut c_void,
+        // On-disk format 2.0: readable by every littlefs 2.x, including the `littlefs2`
+        // crate and the ESP8266 Arduino core's LittleFS.
+        disk_version: DISK_VERSION,
         ..Default::default()
     }
 }
