@@ -4,7 +4,7 @@
 //! It feeds [`Event`]s, each with the current [`Instant`], into [`Session::handle`], and
 //! carries out the [`Action`]s handed to its callback, in order:
 //!
-//! ```ignore
+//! ```text
 //! session.handle(now, Event::Start, &mut |action| queue.push(action.into_owned_form()));
 //! loop {
 //!     // wait for I/O or until the last `Action::Sleep(until)` (= `next_deadline()`)

@@ -22,7 +22,7 @@
 //!   `portable-atomic/unsafe-assume-single-core` for `rsa`'s `spin` dependency.
 //!
 //! # Usage
-//! ```ignore
+//! ```text
 //! let key = DeviceKey::from_der(private_der)?;
 //! let verifier = CertVerifier::new(ca_der, Some(epoch));
 //! let mut provider: DeviceProvider<_> = DeviceProvider::new(trng, key, cert_der, verifier);
