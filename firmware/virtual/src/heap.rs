@@ -1,15 +1,16 @@
 //! A counting global allocator: current and peak heap bytes for the `heap:` log line.
 //!
 //! The ESP32-C3 reports free and minimum-free heap; the host has no fixed heap, so the
-//! virtual device counts what it allocates and reports it against [`HEAP_BUDGET`], the
-//! heap the ESP32-C3 firmware reserves. A virtual device that would not fit the board shows
-//! up as a `min_free` that goes to zero.
+//! virtual device counts what it allocates and reports it against [`HEAP_BUDGET`], a
+//! nominal heap size. The host figures include tokio, std and the heap-allocated TLS
+//! and MQTT buffers (about 25 KiB that the board keeps in static RAM), so they show trends
+//! and leaks, not whether the board fits; the rig redacts them in snapshots.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// The ESP32-C3 firmware's heap (36 KiB), the yardstick for `free`/`min_free`.
-pub const HEAP_BUDGET: usize = 36 * 1024;
+/// The nominal heap `free`/`min_free` are reported against.
+pub const HEAP_BUDGET: usize = 256 * 1024;
 
 /// [`System`] with byte counters. Install it in the binary with `#[global_allocator]`.
 pub struct CountingAlloc {
@@ -165,7 +166,7 @@ mod tests {
     fn free_saturates_against_the_budget() {
         let s = HeapStats {
             current: 1000,
-            peak: 50_000,
+            peak: HEAP_BUDGET + 1,
         };
         assert_eq!(s.free_of(HEAP_BUDGET), (HEAP_BUDGET - 1000, 0));
     }
