@@ -45,6 +45,19 @@ impl Device<'_> {
     }
 }
 
+/// Wall-clock time from SNTP, advanced by the monotonic clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    epoch: u64,
+    at: Instant,
+}
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.epoch + self.at.elapsed().as_secs()
+    }
+}
+
 /// TEMPORARY: doubling from 1 s to 60 s, until `firmware_core::session`'s backoff (full
 /// jitter, reset after a stable connection) drives the retries.
 pub fn retry_delay(attempt: u32) -> Duration {
@@ -96,8 +109,8 @@ impl Device<'_> {
             log::CredSource::Flash,
         ));
         let net = self.wifi(&config.endpoint.host, config.endpoint.port).await;
-        self.time(&config.ntp.host, config.ntp.port).await;
-        self.mqtt(&identity, &net).await;
+        let clock = self.time(&config.ntp.host, config.ntp.port).await;
+        self.mqtt(&identity, &net, clock).await;
     }
 
     /// Load the image, retrying until it is good: the rig may write it after the start.
@@ -126,15 +139,25 @@ impl Device<'_> {
         }
     }
 
-    /// One sync; the spike carries on without time (UnsecureProvider checks no dates).
-    async fn time(&self, host: &str, port: u16) {
-        match sntp::sync(host, port, SntpOptions::default()).await {
-            Ok(reply) => self.log(Line::time_synced(self.uptime(), reply.time.secs)),
-            Err(e) => self.log(Line::time_sync_failed(self.uptime(), e.slug())),
+    /// Sync until it works: the verifier needs the time to check certificate validity.
+    async fn time(&self, host: &str, port: u16) -> Clock {
+        let mut attempt = 0;
+        loop {
+            match sntp::sync(host, port, SntpOptions::default()).await {
+                Ok(reply) => {
+                    self.log(Line::time_synced(self.uptime(), reply.time.secs));
+                    return Clock {
+                        epoch: reply.time.secs,
+                        at: Instant::now(),
+                    };
+                }
+                Err(e) => self.log(Line::time_sync_failed(self.uptime(), e.slug())),
+            }
+            self.backoff(Stage::Time, &mut attempt).await;
         }
     }
 
-    async fn mqtt(&self, identity: &Identity, net: &net::NetInfo) {
+    async fn mqtt(&self, identity: &Identity, net: &net::NetInfo, clock: Clock) {
         let config = &identity.config;
         let (host, port) = (config.endpoint.host.as_str(), config.endpoint.port);
         let mut mqtt_bufs = MqttBuffers::new();
@@ -156,6 +179,7 @@ impl Device<'_> {
                     &net.remote,
                     host,
                     identity,
+                    Some(clock.now()),
                     &mut tls_bufs,
                     &mut timings,
                 )

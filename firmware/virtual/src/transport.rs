@@ -7,6 +7,8 @@
 //!   smaller buffer fails with `InsufficientSpace` on the first large record.
 //! - TLS write: [`TLS_WRITE_BUF`] = 4 KiB: every packet the device sends (CONNECT, a
 //!   publish of a short JSON payload, acks) fits one record; larger writes are split.
+//! - Record buffer: [`MAX_RECORD_LEN`] = 16,645 bytes for the record-atomic layer under
+//!   TLS (see below): it must hold one whole record before handing any of it up.
 //! - MQTT rx: [`MQTT_RX_BUF`] = 2 KiB, the largest inbound packet. minimq announces it
 //!   as MQTT 5 Maximum Packet Size, so a broker that honours it (mosquitto, AWS) drops
 //!   larger messages for this client instead of sending them.
@@ -23,20 +25,23 @@
 //! (`firmware_core::tls`'s transport, which slots in at [`open_tcp`]).
 //!
 //! # Crypto provider
-//! [`provider`] is the one place that chooses it. For now it is embedded-tls's
-//! `UnsecureProvider`: it signs with a P-256 SEC1 key and verifies NOTHING about the
-//! server. `firmware_core::tls::DeviceProvider` (the device key in SEC1/PKCS#8/RSA and a
-//! real chain verifier) replaces it there.
+//! [`provider`] is the one place that chooses it: `firmware_core::tls::DeviceProvider`,
+//! the same as on the board — the device key (P-256 or RSA, SEC1/PKCS#8/PKCS#1), the
+//! certificate, and a verifier that checks the server chain against `/ca.der`, the
+//! endpoint name and the synced clock.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use embedded_tls::{
-    Aes128GcmSha256, Certificate, CryptoProvider, TlsConfig, TlsConnection, TlsContext, TlsError,
-    UnsecureProvider,
+    Aes128GcmSha256, CryptoProvider, TlsConfig, TlsConnection, TlsContext, TlsError,
 };
 use firmware_core::log::{self, ConnectFailure};
+use firmware_core::tls::{
+    CertVerifier, DeviceKey, DeviceProvider, KeyError, MAX_RECORD_LEN, RecordAtomic,
+    handshake_error_kind,
+};
 use minimq::{Buffers, ConfigBuilder, Session};
 use rand_core::OsRng;
 use tokio::net::TcpStream;
@@ -50,10 +55,12 @@ pub const MQTT_TX_BUF: usize = 2048;
 
 /// The cipher suite every AWS IoT endpoint and mosquitto offer for TLS 1.3.
 pub type Suite = Aes128GcmSha256;
-/// The byte stream under TLS.
+/// The TCP stream.
 pub type Tcp = FromTokio<TcpStream>;
-/// An open TLS connection, borrowing its record buffers.
-pub type Tls<'b> = TlsConnection<'b, Tcp, Suite>;
+/// The byte stream under TLS: whole records only, so cancelled reads lose nothing.
+pub type Records<'b> = RecordAtomic<'b, Tcp>;
+/// An open TLS connection, borrowing its buffers.
+pub type Tls<'b> = TlsConnection<'b, Records<'b>, Suite>;
 /// The MQTT connection over TLS.
 pub type Mqtt<'s, 'b, 't> = minimq::Connection<'s, 'b, Tls<'t>>;
 pub type MqttError = minimq::Error<TlsError>;
@@ -62,6 +69,8 @@ pub type MqttError = minimq::Error<TlsError>;
 pub struct TlsBuffers {
     pub read: Box<[u8]>,
     pub write: Box<[u8]>,
+    /// For [`RecordAtomic`].
+    pub record: Box<[u8]>,
 }
 
 impl TlsBuffers {
@@ -69,6 +78,7 @@ impl TlsBuffers {
         Self {
             read: vec![0; TLS_READ_BUF].into_boxed_slice(),
             write: vec![0; TLS_WRITE_BUF].into_boxed_slice(),
+            record: vec![0; MAX_RECORD_LEN].into_boxed_slice(),
         }
     }
 }
@@ -104,7 +114,14 @@ impl Default for MqttBuffers {
 #[derive(Debug)]
 pub enum TransportError {
     Tcp(std::io::Error),
-    Tls(TlsError),
+    /// The device key in the image is not usable.
+    Key(KeyError),
+    /// The handshake failed; `kind` is the log slug (`unknown-ca`, `certificate-expired`,
+    /// `peer-rejected-certificate`, ...), the verifier's reason when it refused the server.
+    Tls {
+        error: TlsError,
+        kind: &'static str,
+    },
     Mqtt(MqttError),
     /// A bad client id or buffer split.
     Config(minimq::ConfigError),
@@ -115,7 +132,8 @@ impl std::fmt::Display for TransportError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Tcp(e) => write!(f, "tcp: {e}"),
-            Self::Tls(e) => write!(f, "tls: {e:?}"),
+            Self::Key(e) => write!(f, "device key: {}", e.kind()),
+            Self::Tls { error, kind } => write!(f, "tls: {kind} ({error:?})"),
             Self::Mqtt(e) => write!(f, "mqtt: {e}"),
             Self::Config(e) => write!(f, "mqtt config: {e:?}"),
             Self::Timeout => f.write_str("timeout"),
@@ -133,11 +151,13 @@ impl TransportError {
             Self::Tcp(_) => ConnectFailure::Mqtt(C::Tcp),
             Self::Timeout => ConnectFailure::Mqtt(C::Timeout),
             Self::Config(_) => ConnectFailure::Mqtt(C::Protocol),
-            Self::Tls(TlsError::HandshakeAborted(..)) => ConnectFailure::Tls(T::PeerAlert),
-            Self::Tls(TlsError::Io(_) | TlsError::IoError | TlsError::ConnectionClosed) => {
-                ConnectFailure::Tls(T::Io)
-            }
-            Self::Tls(_) => ConnectFailure::Tls(T::Other),
+            Self::Key(_) => ConnectFailure::Tls(T::UnsupportedAlgorithm),
+            Self::Tls { error, kind } => ConnectFailure::Tls(match (kind.parse(), error) {
+                (Ok(slug), _) => slug,
+                (Err(_), TlsError::HandshakeAborted(..)) => T::PeerAlert,
+                (Err(_), TlsError::Io(_) | TlsError::IoError | TlsError::ConnectionClosed) => T::Io,
+                (Err(_), _) => T::Other,
+            }),
             Self::Mqtt(minimq::Error::Peer(minimq::PeerError::Rejected(_))) => {
                 ConnectFailure::Mqtt(C::Refused)
             }
@@ -162,12 +182,16 @@ pub struct Timings {
     pub mqtt_connect: Duration,
 }
 
-/// The crypto provider for the handshake: the one place to swap in the real one.
-fn provider<'a>(identity: &'a Identity) -> impl CryptoProvider<CipherSuite = Suite> + 'a {
-    // Spike only: verifies nothing about the server; P-256 SEC1 keys only.
-    UnsecureProvider::new::<Suite>(OsRng)
-        .with_priv_key(identity.key.expose())
-        .with_cert(Certificate::X509(&identity.cert[..]))
+/// The crypto provider for the handshake: the one place that chooses it. `now` is the
+/// synced wall clock (Unix seconds); without it the verifier refuses every server
+/// (`clock-not-set`), as certificate validity cannot be checked.
+pub fn provider(
+    identity: &Identity,
+    now: Option<u64>,
+) -> Result<DeviceProvider<'_, OsRng, Suite>, TransportError> {
+    let key = DeviceKey::from_der(identity.key.expose()).map_err(TransportError::Key)?;
+    let verifier = CertVerifier::new(&identity.ca, now);
+    Ok(DeviceProvider::new(OsRng, key, &identity.cert, verifier))
 }
 
 /// Connect TCP to the first address of `addrs` that accepts.
@@ -187,15 +211,25 @@ pub async fn open_tcp(addrs: &[SocketAddr]) -> Result<Tcp, TransportError> {
 }
 
 /// TCP connect and TLS handshake to `addrs` with the device's identity, presenting
-/// `server_name` as SNI.
+/// `server_name` as SNI and verifying the server as that name at time `now`.
 pub async fn connect_tls<'b>(
     addrs: &[SocketAddr],
     server_name: &str,
     identity: &Identity,
+    now: Option<u64>,
     bufs: &'b mut TlsBuffers,
     timings: &mut Timings,
 ) -> Result<Tls<'b>, TransportError> {
-    connect_tls_with(addrs, server_name, provider(identity), bufs, timings).await
+    let mut provider = provider(identity, now)?;
+    let result = connect_tls_with(addrs, server_name, &mut provider, bufs, timings).await;
+    // Prefer the verifier's precise reason over embedded-tls's coarse error.
+    result.map_err(|e| match e {
+        TransportError::Tls { error, .. } => TransportError::Tls {
+            kind: handshake_error_kind(&error, provider.verify_error()),
+            error,
+        },
+        other => other,
+    })
 }
 
 /// [`connect_tls`] with any crypto provider (tests use one without a certificate).
@@ -210,11 +244,15 @@ pub async fn connect_tls_with<'b>(
     let tcp = open_tcp(addrs).await?;
     timings.tcp = start.elapsed();
     let start = Instant::now();
-    let mut tls = TlsConnection::new(tcp, &mut bufs.read, &mut bufs.write);
+    let records = RecordAtomic::new(tcp, &mut bufs.record);
+    let mut tls = TlsConnection::new(records, &mut bufs.read, &mut bufs.write);
     let config = TlsConfig::new().with_server_name(server_name);
     tls.open(TlsContext::new(&config, &mut provider))
         .await
-        .map_err(TransportError::Tls)?;
+        .map_err(|error| TransportError::Tls {
+            kind: handshake_error_kind(&error, None),
+            error,
+        })?;
     timings.tls_handshake = start.elapsed();
     Ok(tls)
 }

@@ -11,6 +11,15 @@ use virtual_device::transport::{self, MqttBuffers, Timings, TlsBuffers, Transpor
 
 const WAIT: Duration = Duration::from_secs(10);
 
+fn now() -> Option<u64> {
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+}
+
 fn pki() -> (tempfile::TempDir, TestPki) {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::generate(dir.path()).unwrap();
@@ -59,6 +68,7 @@ async fn device_publishes_and_receives_over_tls13_with_client_cert() {
         &[broker.addr()],
         "localhost",
         &id,
+        now(),
         &mut tls_bufs,
         &mut timings,
     )
@@ -160,6 +170,7 @@ async fn mosquitto_refuses_a_client_without_certificate() {
         let tls = transport::connect_tls_with(
             &[broker.addr()],
             "localhost",
+            // embedded-tls's bare provider: no client certificate, no server checks.
             embedded_tls::UnsecureProvider::new::<transport::Suite>(rand_core::OsRng),
             &mut tls_bufs,
             &mut timings,
@@ -173,7 +184,7 @@ async fn mosquitto_refuses_a_client_without_certificate() {
     let err = result.expect_err("no certificate, no connection");
     eprintln!("without certificate: {err}");
     assert!(
-        matches!(err, TransportError::Mqtt(_) | TransportError::Tls(_)),
+        matches!(err, TransportError::Mqtt(_) | TransportError::Tls { .. }),
         "{err}"
     );
     broker
@@ -197,6 +208,7 @@ async fn broker_restart_on_the_same_port() {
         &[broker.addr()],
         "localhost",
         &id,
+        now(),
         &mut tls_bufs,
         &mut timings,
     )
@@ -221,6 +233,7 @@ async fn broker_restart_on_the_same_port() {
         &[broker.addr()],
         "localhost",
         &id,
+        now(),
         &mut tls_bufs,
         &mut timings,
     )
@@ -231,4 +244,87 @@ async fn broker_restart_on_the_same_port() {
         .unwrap();
     // persistence off: the restarted broker has no session for us.
     assert_eq!(conn.connect_event(), minimq::ConnectEvent::Connected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn device_refuses_a_server_from_another_ca_and_without_time() {
+    let (_other_dir, other) = pki();
+    let (_dir, pki) = pki();
+    let broker = Mosquitto::start(&pki).unwrap();
+    let mut tls_bufs = TlsBuffers::new();
+    let mut timings = Timings::default();
+
+    let mut id = identity(&pki, &broker);
+    id.ca = other.ca_der.clone();
+    let err = transport::connect_tls(
+        &[broker.addr()],
+        "localhost",
+        &id,
+        now(),
+        &mut tls_bufs,
+        &mut timings,
+    )
+    .await
+    .map(drop)
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Tls {
+                kind: "unknown-ca",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.failure(),
+        firmware_core::log::ConnectFailure::Tls(firmware_core::log::TlsError::UnknownCa)
+    );
+
+    let id = identity(&pki, &broker);
+    let err = transport::connect_tls(
+        &[broker.addr()],
+        "localhost",
+        &id,
+        None,
+        &mut tls_bufs,
+        &mut timings,
+    )
+    .await
+    .map(drop)
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Tls {
+                kind: "clock-not-set",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The name is checked too: the server certificate is not for this one.
+    let err = transport::connect_tls(
+        &[broker.addr()],
+        "broker.example",
+        &id,
+        now(),
+        &mut tls_bufs,
+        &mut timings,
+    )
+    .await
+    .map(drop)
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Tls {
+                kind: "name-mismatch",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

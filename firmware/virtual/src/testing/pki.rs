@@ -21,7 +21,7 @@ pub struct TestPki {
     pub observer_key_pem: PathBuf,
     pub ca_der: Vec<u8>,
     pub device_cert_der: Vec<u8>,
-    /// SEC1 `ECPrivateKey` DER: the only form embedded-tls's `UnsecureProvider` takes.
+    /// SEC1 `ECPrivateKey` DER, the P-256 form the flash image usually carries.
     pub device_key_der: Vec<u8>,
 }
 
