@@ -14,7 +14,7 @@
 //! - [`heap`]: counting global allocator for the `heap:` line.
 //! - [`shutdown`]: a clean stop on Ctrl-C or SIGTERM, with a final log line.
 //! - [`device`]: the main-loop wiring; a stand-in until `firmware_core::session` drives it.
-//! - [`testing`] (feature `test-support`): mosquitto harness, openssl test PKI, image
+//! - `testing` (feature `test-support`): mosquitto harness, openssl test PKI, image
 //!   builder — for this crate's tests and for other crates' integration tests.
 
 pub mod cli;
