@@ -1,266 +1,667 @@
-//! Main-loop wiring, kept minimal on purpose.
+//! The driver: `firmware_core::session` over tokio, the flash image, SNTP, TCP + TLS and
+//! minimq.
 //!
-//! This is the stand-in until `firmware_core::session` drives the device: it runs the
-//! boot steps once in order (image, wifi, time, MQTT) and then logs inbound messages. The
-//! publish cadence, the reconnect backoff and every line's format belong to the core
-//! (`firmware_core::session`, `firmware_core::log`); the only policy here is
-//! [`retry_delay`], a placeholder marked for replacement.
+//! The session owns every policy (boot order, publish cadence, backoff, keep-alive, QoS 1
+//! retries, the log lines); this module only carries out its actions in order and reports
+//! what happened, with `now` from one monotonic clock ([`Clock`]). The loop:
+//!
+//! - drain the queue of actions (logs go to the serial port, requests start I/O);
+//! - wait for whichever comes first: a signal, the session's deadline (`Sleep`), the
+//!   network or SNTP request, the MQTT connection (minimq is polled all the time, so
+//!   inbound messages and acks are reported as they arrive), or the next heap report;
+//! - feed the resulting event, which queues more actions.
+//!
+//! A live connection borrows the minimq session and the TLS buffers, so it lives in a
+//! scope of its own: [`run`] connects, then drives the loop with the connection until the
+//! session asks to disconnect or the link dies, then drops it and goes on without.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
 
-use firmware_core::log::{self, DisconnectReason, Line, ShutdownReason, Stage};
-use minimq::TopicFilter;
+use firmware_core::config::DeviceConfig;
+use firmware_core::log::{
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Line, LoadError,
+    NetError, ShutdownReason, SubscribeError,
+};
+use firmware_core::session::{Action, Event, Instant, Qos, RandomSource, Session, Settings};
+use minimq::{Op, Publication, QoS, SubscriptionOptions, TopicFilter};
+use rand_core::{OsRng, RngCore};
 
 use crate::cli::Args;
-use crate::flash::{self, Identity};
+use crate::flash::{self, Failure, Identity};
 use crate::heap::{CountingAlloc, HEAP_BUDGET};
-use crate::net;
+use crate::net::{self, NetInfo};
 use crate::serial::Serial;
 use crate::shutdown::Signals;
 use crate::sntp::{self, SntpOptions};
-use crate::transport::{self, MqttBuffers, Timings, TlsBuffers};
+use crate::transport::{self, Mqtt, MqttBuffers, MqttError, Timings, TlsBuffers};
 
 /// Board name in the boot line.
 pub const BOARD: &str = "virtual";
 /// Firmware version in the boot line.
 pub const FIRMWARE: &str = env!("CARGO_PKG_VERSION");
-/// Longest a TCP + TLS + CONNECT may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the `heap:` line is logged (besides once after each connect).
+pub const HEAP_REPORT_EVERY: Duration = Duration::from_secs(30);
+/// Longest a graceful MQTT DISCONNECT may take before the socket is just dropped.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a SUBSCRIBE or PUBLISH write may stall (a broker that stopped reading) before
+/// the connection counts as lost; the loop cannot serve deadlines meanwhile.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the device needs from its host.
-pub struct Device<'a> {
-    pub serial: &'a Serial,
-    pub boot: Instant,
-    pub heap: Option<&'static CountingAlloc>,
+/// The session's random source: the operating system's RNG.
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn next_u32(&mut self) -> u32 {
+        let mut bytes = [0u8; 4];
+        match OsRng.try_fill_bytes(&mut bytes) {
+            Ok(()) => u32::from_le_bytes(bytes),
+            // Jitter only spreads reconnects; the clock's low bits are a good enough
+            // fallback and never a reason to stop.
+            Err(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos()),
+        }
+    }
 }
 
-impl Device<'_> {
-    fn uptime(&self) -> u64 {
-        self.boot.elapsed().as_millis() as u64
-    }
-
-    fn log(&self, line: Line) {
-        self.serial.line(line);
-    }
-}
-
-/// Wall-clock time from SNTP, advanced by the monotonic clock.
+/// The one monotonic clock: session instants are milliseconds since boot.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
-    epoch: u64,
-    at: Instant,
+pub struct Clock {
+    boot: tokio::time::Instant,
 }
 
 impl Clock {
-    fn now(&self) -> u64 {
-        self.epoch + self.at.elapsed().as_secs()
+    pub fn start() -> Self {
+        Self {
+            boot: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        Instant::from_millis(self.boot.elapsed().as_millis() as u64)
+    }
+
+    /// The tokio instant of a session instant (for sleeping until it).
+    pub fn at(&self, t: Instant) -> tokio::time::Instant {
+        self.boot + Duration::from_millis(t.as_millis())
     }
 }
 
-/// TEMPORARY: doubling from 1 s to 60 s, until `firmware_core::session`'s backoff (full
-/// jitter, reset after a stable connection) drives the retries.
-pub fn retry_delay(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60))
+/// An action, owned, so it can wait in the queue while the session is borrowed.
+#[derive(Debug)]
+enum Todo {
+    Log(Box<Line>),
+    LoadConfig,
+    LoadCredentials,
+    JoinNetwork,
+    SyncTime,
+    Connect,
+    Subscribe {
+        topic: String,
+        qos: Qos,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: Qos,
+        seq: u32,
+        /// The session's proposed id, used if minimq's cannot be read.
+        packet_id: Option<u16>,
+        dup: bool,
+    },
+    Ping,
+    Disconnect,
+}
+
+/// The outcome of a request that runs in the background.
+enum Reply {
+    Net(std::io::Result<NetInfo>),
+    Time(Result<firmware_core::sntp::Reply, sntp::SntpError>),
+}
+
+type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A QoS 1 publish minimq holds for this device (until PUBACK or a fresh session).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u32,
+    packet_id: u16,
+    op: Op,
+}
+
+/// Why [`Driver::drive`] returned.
+enum Flow {
+    /// The session asks for a connection.
+    Connect,
+    /// The connection passed in is closed (or dead); drop it.
+    Closed,
+    /// Shut down.
+    Stop,
+}
+
+/// Everything the loop needs except the buffers a connection borrows.
+struct Driver<'a> {
+    flash: PathBuf,
+    serial: &'a Serial,
+    heap: Option<&'static CountingAlloc>,
+    clock: Clock,
+    core: Session<OsRandom>,
+    queue: VecDeque<Todo>,
+    /// The last `Sleep` of the last `handle` call.
+    deadline: Option<Instant>,
+    stopped: bool,
+    signals: Option<Signals>,
+    request: Option<Request>,
+    next_heap: tokio::time::Instant,
+    config: Option<DeviceConfig>,
+    identity: Option<Identity>,
+    net: Option<NetInfo>,
+    subscription: Option<Op>,
+    sent: Vec<Sent>,
 }
 
 /// Run the device until a signal arrives; the last line says why it stopped.
 pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAlloc>) {
-    let mut signals = match Signals::install() {
+    let signals = match Signals::install() {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("virtual-device: cannot install signal handlers: {e}");
             None
         }
     };
-    let device = Device {
+    let clock = Clock::start();
+    let mut driver = Driver {
+        flash: args.flash.clone(),
         serial,
-        boot: Instant::now(),
         heap,
+        clock,
+        core: Session::new(Settings::new(FIRMWARE, BOARD), OsRandom),
+        queue: VecDeque::new(),
+        deadline: None,
+        stopped: false,
+        signals,
+        request: None,
+        next_heap: clock.boot + HEAP_REPORT_EVERY,
+        config: None,
+        identity: None,
+        net: None,
+        subscription: None,
+        sent: Vec::new(),
     };
-    let reason = tokio::select! {
-        reason = async {
-            match signals.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        } => reason,
-        () = device.main(&args.flash) => ShutdownReason::Requested,
-    };
-    device.log(Line::shutdown(device.uptime(), reason));
-}
+    // Allocated once, as the board's static buffers; a connection borrows them.
+    let mut tls_bufs = TlsBuffers::new();
+    let mut mqtt_bufs = MqttBuffers::new();
+    let mut client: Option<minimq::Session<'_>> = None;
+    // The MQTT buffers go to the minimq session once the config names the client.
+    let mut spare_mqtt_bufs = Some(&mut mqtt_bufs);
 
-impl Device<'_> {
-    async fn main(&self, flash: &Path) {
-        let identity = self.load_image(flash).await;
-        let config = &identity.config;
-        self.log(Line::boot(
-            self.uptime(),
-            FIRMWARE,
-            BOARD,
-            &config.client_id,
-        ));
-        self.log(Line::config_loaded(self.uptime(), config));
-        self.log(Line::creds(
-            self.uptime(),
-            identity.cert.len(),
-            identity.key.len(),
-            identity.ca.len(),
-            log::CredSource::Flash,
-        ));
-        let net = self.wifi(&config.endpoint.host, config.endpoint.port).await;
-        let clock = self.time(&config.ntp.host, config.ntp.port).await;
-        self.mqtt(&identity, &net, clock).await;
-    }
-
-    /// Load the image, retrying until it is good: the rig may write it after the start.
-    async fn load_image(&self, path: &Path) -> Identity {
-        let mut attempt = 0;
-        loop {
-            match flash::load(path) {
-                Ok(identity) => return identity,
-                Err(e) => self.log(e.log_line(self.uptime())),
-            }
-            self.backoff(Stage::Creds, &mut attempt).await;
-        }
-    }
-
-    async fn wifi(&self, host: &str, port: u16) -> net::NetInfo {
-        let mut attempt = 0;
-        loop {
-            match net::up(host, port).await {
-                Ok(info) => {
-                    self.log(Line::wifi_up(self.uptime(), info.local));
-                    return info;
+    driver.feed(Event::Start);
+    loop {
+        match driver.drive(None).await {
+            Flow::Stop => break,
+            Flow::Closed => {}
+            Flow::Connect => {
+                if client.is_none()
+                    && let (Some(config), Some(bufs)) =
+                        (driver.config.as_ref(), spare_mqtt_bufs.take())
+                {
+                    // Fails only for a client id minimq cannot hold; every later attempt
+                    // then fails the same way, logged and backed off by the session.
+                    client =
+                        transport::mqtt_session(&config.client_id, config.keepalive_s, bufs).ok();
                 }
-                Err(_) => self.log(Line::wifi_down(self.uptime(), log::NetError::Dhcp)),
-            }
-            self.backoff(Stage::Wifi, &mut attempt).await;
-        }
-    }
-
-    /// Sync until it works: the verifier needs the time to check certificate validity.
-    async fn time(&self, host: &str, port: u16) -> Clock {
-        let mut attempt = 0;
-        loop {
-            match sntp::sync(host, port, SntpOptions::default()).await {
-                Ok(reply) => {
-                    self.log(Line::time_synced(self.uptime(), reply.time.secs));
-                    return Clock {
-                        epoch: reply.time.secs,
-                        at: Instant::now(),
-                    };
-                }
-                Err(e) => self.log(Line::time_sync_failed(self.uptime(), e.slug())),
-            }
-            self.backoff(Stage::Time, &mut attempt).await;
-        }
-    }
-
-    async fn mqtt(&self, identity: &Identity, net: &net::NetInfo, clock: Clock) {
-        let config = &identity.config;
-        let (host, port) = (config.endpoint.host.as_str(), config.endpoint.port);
-        let mut mqtt_bufs = MqttBuffers::new();
-        let mut tls_bufs = TlsBuffers::new();
-        let mut session =
-            match transport::mqtt_session(&config.client_id, config.keepalive_s, &mut mqtt_bufs) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.log(Line::connect_failed(self.uptime(), e.failure()));
-                    return std::future::pending().await;
-                }
-            };
-        let mut attempt = 0;
-        loop {
-            self.log(Line::mqtt_connecting(self.uptime(), host, port));
-            let mut timings = Timings::default();
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
-                let tls = transport::connect_tls(
-                    &net.remote,
-                    host,
-                    identity,
-                    Some(clock.now()),
-                    &mut tls_bufs,
-                    &mut timings,
-                )
-                .await?;
-                transport::connect_mqtt(&mut session, tls, &mut timings).await
-            })
-            .await
-            .unwrap_or(Err(transport::TransportError::Timeout));
-            let mut conn = match connected {
-                Ok(conn) => conn,
-                Err(e) => {
-                    self.log(Line::connect_failed(self.uptime(), e.failure()));
-                    self.backoff(Stage::Mqtt, &mut attempt).await;
+                let Some(session) = client.as_mut() else {
+                    driver.connect_failed(ConnectError::Protocol);
                     continue;
+                };
+                if let Some(mut conn) = driver.connect(session, &mut tls_bufs).await
+                    && let Flow::Stop = driver.drive(Some(&mut conn)).await
+                {
+                    break;
                 }
-            };
-            attempt = 0;
-            let resumed = conn.connect_event() == minimq::ConnectEvent::Reconnected;
-            self.log(Line::mqtt_connected(
-                self.uptime(),
-                host,
-                port,
-                resumed,
-                Some(timings.tls_handshake.as_millis() as u32),
-            ));
-            if let Some(heap) = self.heap {
-                let (free, min_free) = heap.stats().free_of(HEAP_BUDGET);
-                self.log(Line::heap(self.uptime(), free, min_free));
-            }
-            let reason = self
-                .serve(&mut conn, &config.sub_topic, config.qos, resumed)
-                .await;
-            self.log(Line::mqtt_disconnected(self.uptime(), reason));
-            drop(conn);
-            self.backoff(Stage::Mqtt, &mut attempt).await;
-        }
-    }
-
-    /// Subscribe (on a new session) and log inbound messages until the connection ends.
-    async fn serve(
-        &self,
-        conn: &mut transport::Mqtt<'_, '_, '_>,
-        topic: &str,
-        qos: u8,
-        resumed: bool,
-    ) -> DisconnectReason {
-        if !resumed {
-            let max_qos = if qos == 0 {
-                minimq::QoS::AtMostOnce
-            } else {
-                minimq::QoS::AtLeastOnce
-            };
-            let filter = TopicFilter::new(topic)
-                .options(minimq::SubscriptionOptions::default().maximum_qos(max_qos));
-            if let Err(e) = conn.subscribe(&[filter], &[]).await {
-                return disconnect_reason(&e);
-            }
-            self.log(Line::mqtt_subscribed(self.uptime(), topic, qos));
-        }
-        loop {
-            match conn.recv().await {
-                Ok(msg) => self.log(Line::inbound(self.uptime(), msg.topic(), msg.payload())),
-                Err(e) => return disconnect_reason(&e),
             }
         }
-    }
-
-    async fn backoff(&self, stage: Stage, attempt: &mut u32) {
-        *attempt += 1;
-        let delay = retry_delay(*attempt - 1);
-        self.log(Line::backoff(
-            self.uptime(),
-            stage,
-            *attempt,
-            delay.as_millis() as u64,
-        ));
-        tokio::time::sleep(delay).await;
     }
 }
 
-fn disconnect_reason(e: &transport::MqttError) -> DisconnectReason {
+impl Driver<'_> {
+    /// Feed one event with the current time; its actions join the queue.
+    fn feed(&mut self, event: Event<'_>) {
+        let now = self.clock.now();
+        let queue = &mut self.queue;
+        let mut deadline = None;
+        self.core.handle(now, event, &mut |action| match action {
+            Action::Sleep(t) => deadline = Some(t),
+            other => queue.extend(Todo::from_action(other)),
+        });
+        self.deadline = deadline;
+        if self.core.phase() == firmware_core::session::Phase::Stopped {
+            self.stopped = true;
+        }
+    }
+
+    fn connect_failed(&mut self, error: ConnectError) {
+        self.feed(Event::ConnectFailed(ConnectFailure::Mqtt(error)));
+    }
+
+    /// Carry out queued actions and wait for events until the session asks for a
+    /// connection, the connection `conn` ends, or the device stops.
+    async fn drive(&mut self, mut conn: Option<&mut Mqtt<'_, '_, '_>>) -> Flow {
+        loop {
+            while let Some(todo) = self.queue.pop_front() {
+                match todo {
+                    Todo::Connect => {
+                        if let Some(c) = conn.take() {
+                            // Not expected while connected; close first, then connect.
+                            self.queue.push_front(Todo::Connect);
+                            close(c).await;
+                            return Flow::Closed;
+                        }
+                        return Flow::Connect;
+                    }
+                    Todo::Disconnect => {
+                        if let Some(c) = conn.take() {
+                            close(c).await;
+                            return Flow::Closed;
+                        }
+                    }
+                    other => {
+                        if self.carry_out(other, conn.as_deref_mut()).await.is_err() {
+                            return Flow::Closed;
+                        }
+                    }
+                }
+            }
+            if self.stopped {
+                return Flow::Stop;
+            }
+            if self.wait(conn.as_deref_mut()).await.is_err() {
+                return Flow::Closed;
+            }
+        }
+    }
+
+    /// Carry out one action. `Err` means the connection died (already reported).
+    async fn carry_out(
+        &mut self,
+        todo: Todo,
+        conn: Option<&mut Mqtt<'_, '_, '_>>,
+    ) -> Result<(), ()> {
+        match todo {
+            Todo::Log(line) => self.serial.line(&*line),
+            Todo::LoadConfig => match flash::load_config(&self.flash) {
+                Ok(config) => {
+                    self.feed(Event::ConfigLoaded(&config));
+                    self.config = Some(config);
+                }
+                Err(e) => self.feed(Event::ConfigFailed(e.config_failure())),
+            },
+            Todo::LoadCredentials => match flash::load(&self.flash) {
+                Ok(identity) => {
+                    self.feed(Event::CredsLoaded {
+                        cert: identity.cert.len(),
+                        key: identity.key.len(),
+                        ca: identity.ca.len(),
+                        source: CredSource::Flash,
+                    });
+                    self.identity = Some(identity);
+                }
+                Err(e) => {
+                    let (file, error) = match e.failure() {
+                        Failure::Creds { file, error } => (file, error),
+                        Failure::Config(_) => (FlashFile::Config, LoadError::Malformed),
+                    };
+                    self.feed(Event::CredsFailed { file, error });
+                }
+            },
+            Todo::JoinNetwork => {
+                if let Some(c) = &self.config {
+                    let (host, port) = (c.endpoint.host.to_string(), c.endpoint.port);
+                    self.request = Some(Box::pin(
+                        async move { Reply::Net(net::up(&host, port).await) },
+                    ));
+                }
+            }
+            Todo::SyncTime => {
+                if let Some(c) = &self.config {
+                    let (host, port) = (c.ntp.host.to_string(), c.ntp.port);
+                    self.request = Some(Box::pin(async move {
+                        Reply::Time(sntp::sync(&host, port, SntpOptions::default()).await)
+                    }));
+                }
+            }
+            // Handled by `drive`, which owns the connection's scope.
+            Todo::Connect | Todo::Disconnect => {}
+            Todo::Subscribe { topic, qos } => {
+                let Some(conn) = conn else { return Ok(()) };
+                let filter = TopicFilter::new(&topic)
+                    .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
+                match tokio::time::timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
+                    Ok(Ok(op)) => self.subscription = Some(op),
+                    Ok(Err(_)) if conn.is_connected() => {
+                        self.feed(Event::SubscribeFailed(SubscribeError::Refused));
+                    }
+                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Err(_) => return self.lost(DisconnectReason::Io),
+                }
+            }
+            Todo::Publish {
+                topic,
+                payload,
+                qos,
+                seq,
+                packet_id,
+                dup,
+            } => {
+                let Some(conn) = conn else { return Ok(()) };
+                // minimq keeps an unacknowledged QoS 1 packet and replays it (DUP, same id)
+                // on reconnect; MQTT 5 forbids resending it on a live connection, so a
+                // retry of a publish minimq still holds is already taken care of.
+                if dup
+                    && self
+                        .sent
+                        .iter()
+                        .any(|s| s.seq == seq && conn.is_pending(&s.op))
+                {
+                    return Ok(());
+                }
+                self.sent.retain(|s| s.seq != seq);
+                let publication = Publication::bytes(&topic, &payload).qos(mqtt_qos(qos));
+                match tokio::time::timeout(IO_TIMEOUT, conn.publish(publication)).await {
+                    Ok(Ok(Some(op))) => {
+                        if let Some(packet_id) = transport::op_packet_id(&op).or(packet_id) {
+                            self.sent.push(Sent { seq, packet_id, op });
+                            self.feed(Event::PublishSent { seq, packet_id });
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
+                        return self.lost(disconnect_reason(&e));
+                    }
+                    // Not sent (no room in minimq's window): the session retries it.
+                    Ok(Err(_)) => {}
+                    Err(_) => return self.lost(DisconnectReason::Io),
+                }
+            }
+            // minimq sends PINGREQ on its own schedule; what it receives is reported.
+            Todo::Ping => {}
+        }
+        Ok(())
+    }
+
+    /// Wait for one event and feed it. `Err` means the connection died (reported).
+    async fn wait(&mut self, conn: Option<&mut Mqtt<'_, '_, '_>>) -> Result<(), ()> {
+        let deadline = self.deadline.map(|t| self.clock.at(t));
+        let has_request = self.request.is_some();
+        let Self {
+            signals,
+            request,
+            next_heap,
+            ..
+        } = self;
+        let connected = conn.is_some();
+        let mut conn = conn;
+        tokio::select! {
+            reason = async {
+                match signals.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                self.feed(Event::Shutdown(reason));
+            }
+            () = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => self.feed(Event::Tick),
+            reply = async {
+                match request.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            }, if has_request => {
+                self.request = None;
+                self.reply(reply);
+            }
+            () = tokio::time::sleep_until(*next_heap) => {
+                self.next_heap += HEAP_REPORT_EVERY;
+                self.report_heap();
+            }
+            polled = async {
+                match conn.as_deref_mut() {
+                    Some(c) => c.poll().await,
+                    None => std::future::pending().await,
+                }
+            }, if connected => {
+                // Report the message while it borrows the connection, then look at acks.
+                let (inbound, error) = match polled {
+                    Ok(Some(msg)) => {
+                        self.feed(Event::Inbound { topic: msg.topic(), payload: msg.payload() });
+                        (true, None)
+                    }
+                    Ok(None) => (false, None),
+                    Err(e) => (false, Some(e)),
+                };
+                if let Some(c) = conn {
+                    return self.polled(inbound, error, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Net(Ok(info)) => {
+                let local_addr = info.local;
+                self.net = Some(info);
+                self.feed(Event::NetUp { local_addr });
+            }
+            // The host's network is always "joined"; failing to resolve or route to the
+            // broker is what a board sees as no DHCP lease.
+            Reply::Net(Err(_)) => self.feed(Event::NetDown(NetError::Dhcp)),
+            Reply::Time(Ok(reply)) => self.feed(Event::TimeSynced(reply.time.secs)),
+            Reply::Time(Err(e)) => self.feed(Event::TimeSyncFailed(e.slug())),
+        }
+    }
+
+    fn report_heap(&mut self) {
+        if let Some(heap) = self.heap {
+            let (free, min_free) = heap.stats().free_of(HEAP_BUDGET);
+            self.feed(Event::Heap { free, min_free });
+        }
+    }
+
+    /// Report what one `poll()` brought: an inbound message, acks, any other packet, or
+    /// the end of the connection.
+    fn polled(
+        &mut self,
+        inbound: bool,
+        error: Option<MqttError>,
+        conn: &mut Mqtt<'_, '_, '_>,
+    ) -> Result<(), ()> {
+        match error {
+            None => {}
+            // A SUBACK or PUBACK with a failure code; the connection stays up.
+            Some(minimq::Error::Peer(minimq::PeerError::Rejected(_))) if conn.is_connected() => {
+                let refused = self.subscription.take_if(|op| !conn.is_pending(op));
+                if refused.is_some() {
+                    self.feed(Event::SubscribeFailed(SubscribeError::Refused));
+                    return Ok(());
+                }
+            }
+            Some(e) => return self.lost(disconnect_reason(&e)),
+        }
+        let reported = self.acks(conn) || inbound;
+        if !reported {
+            // PINGRESP or another packet: proof the link is alive.
+            self.feed(Event::Received);
+        }
+        Ok(())
+    }
+
+    /// Report SUBACK and PUBACKs minimq has processed. True if anything was reported.
+    fn acks(&mut self, conn: &Mqtt<'_, '_, '_>) -> bool {
+        let mut reported = false;
+        if let Some(op) = self.subscription
+            && conn.is_complete(&op)
+        {
+            self.subscription = None;
+            self.feed(Event::Subscribed);
+            reported = true;
+        }
+        let mut i = 0;
+        while i < self.sent.len() {
+            let s = self.sent[i];
+            if conn.is_complete(&s.op) {
+                self.sent.swap_remove(i);
+                self.feed(Event::PublishAcked(s.packet_id));
+                reported = true;
+            } else if conn.is_invalidated(&s.op) {
+                // A fresh broker session dropped it; the session sends it again.
+                self.sent.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        reported
+    }
+
+    /// The connection died: report it. Always `Err`, for the caller to return.
+    fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
+        self.subscription = None;
+        self.feed(Event::Disconnected(reason));
+        Err(())
+    }
+
+    /// TCP + TLS + CONNECT, racing the session's deadline (its connect timeout) and the
+    /// signals. Reports the outcome; returns the connection on success.
+    async fn connect<'s, 'b, 't>(
+        &mut self,
+        client: &'s mut minimq::Session<'b>,
+        tls_bufs: &'t mut TlsBuffers,
+    ) -> Option<Mqtt<'s, 'b, 't>> {
+        let (Some(identity), Some(net), Some(config)) = (&self.identity, &self.net, &self.config)
+        else {
+            self.connect_failed(ConnectError::Protocol);
+            return None;
+        };
+        let unix_now = self.core.unix_time(self.clock.now());
+        let deadline = self.deadline.map(|t| self.clock.at(t));
+        let mut timings = Timings::default();
+        let started = tokio::time::Instant::now();
+        let attempt = async move {
+            let tls = transport::connect_tls(
+                &net.remote,
+                &config.endpoint.host,
+                identity,
+                unix_now,
+                tls_bufs,
+                &mut timings,
+            )
+            .await?;
+            transport::connect_mqtt(client, tls, &mut timings).await
+        };
+        let signals = &mut self.signals;
+        enum Outcome<T> {
+            Done(T),
+            Signal(ShutdownReason),
+            Deadline,
+        }
+        let outcome = tokio::select! {
+            result = attempt => Outcome::Done(result),
+            reason = async {
+                match signals.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Outcome::Signal(reason),
+            () = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => Outcome::Deadline,
+        };
+        match outcome {
+            Outcome::Done(Ok(conn)) => {
+                let handshake_ms = u32::try_from(started.elapsed().as_millis()).ok();
+                self.sent.clear();
+                self.subscription = None;
+                self.feed(Event::Connected {
+                    session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
+                    handshake_ms,
+                });
+                self.report_heap();
+                Some(conn)
+            }
+            Outcome::Done(Err(e)) => {
+                self.feed(Event::ConnectFailed(e.failure()));
+                None
+            }
+            Outcome::Signal(reason) => {
+                self.feed(Event::Shutdown(reason));
+                None
+            }
+            // The session's connect timeout: it logs and backs off.
+            Outcome::Deadline => {
+                self.feed(Event::Tick);
+                None
+            }
+        }
+    }
+}
+
+/// Send DISCONNECT (bounded in time) and let the caller drop the connection.
+async fn close(conn: &mut Mqtt<'_, '_, '_>) {
+    if conn.is_connected() {
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+    }
+}
+
+impl Todo {
+    /// The owned form of an action; `Sleep` is not queued (it sets the deadline).
+    fn from_action(action: Action<'_>) -> Option<Self> {
+        Some(match action {
+            Action::Log(line) => Todo::Log(Box::new(line.clone())),
+            Action::LoadConfig => Todo::LoadConfig,
+            Action::LoadCredentials => Todo::LoadCredentials,
+            Action::JoinNetwork => Todo::JoinNetwork,
+            Action::SyncTime => Todo::SyncTime,
+            Action::Connect => Todo::Connect,
+            Action::Subscribe { topic, qos } => Todo::Subscribe {
+                topic: topic.to_owned(),
+                qos,
+            },
+            Action::Publish(p) => Todo::Publish {
+                topic: p.topic.to_owned(),
+                payload: p.payload.to_vec(),
+                qos: p.qos,
+                seq: p.seq,
+                packet_id: p.packet_id,
+                dup: p.dup,
+            },
+            Action::Ping => Todo::Ping,
+            Action::Disconnect => Todo::Disconnect,
+            Action::Sleep(_) => return None,
+        })
+    }
+}
+
+fn mqtt_qos(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    }
+}
+
+fn disconnect_reason(e: &MqttError) -> DisconnectReason {
     match e {
         minimq::Error::Disconnected => DisconnectReason::PeerClosed,
         minimq::Error::Transport(_) | minimq::Error::WriteZero => DisconnectReason::Tls,
@@ -273,9 +674,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholder_retry_delay_is_bounded() {
-        assert_eq!(retry_delay(0), Duration::from_secs(1));
-        assert_eq!(retry_delay(3), Duration::from_secs(8));
-        assert_eq!(retry_delay(100), Duration::from_secs(60));
+    fn clock_maps_session_instants_back_to_tokio_time() {
+        let clock = Clock::start();
+        let t = Instant::from_millis(2000);
+        assert_eq!(clock.at(t) - clock.boot, Duration::from_millis(2000));
+        assert!(clock.now() < t);
+    }
+
+    #[test]
+    fn os_random_varies() {
+        let mut r = OsRandom;
+        let draws: Vec<u32> = (0..8).map(|_| r.next_u32()).collect();
+        assert!(draws.windows(2).any(|w| w[0] != w[1]));
     }
 }

@@ -79,35 +79,59 @@ impl std::fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// A load failure as the session hears it: `/config.json` problems are config failures,
+/// everything else is a credentials failure (as on the board).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Config(ConfigFailure),
+    Creds {
+        file: FlashFile,
+        error: log::LoadError,
+    },
+}
+
 impl LoadError {
+    /// How the session classifies this failure.
+    pub fn failure(&self) -> Failure {
+        use log::LoadError as L;
+        let creds = |file, error| Failure::Creds { file, error };
+        match self {
+            Self::Read(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                creds(FlashFile::Image, L::Missing)
+            }
+            Self::Read(_) => creds(FlashFile::Image, L::Io),
+            Self::Image(e) => match e {
+                ImageError::Config(c) => Failure::Config(ConfigFailure::Invalid(*c)),
+                ImageError::NotFound(path) => match flash_file(path) {
+                    Some(FlashFile::Config) => Failure::Config(ConfigFailure::Load(L::Missing)),
+                    Some(f) => creds(f, L::Missing),
+                    None => creds(FlashFile::Image, L::Missing),
+                },
+                ImageError::TooLarge { path, .. } => {
+                    creds(flash_file(path).unwrap_or(FlashFile::Image), L::TooLarge)
+                }
+                ImageError::Flash(_) => creds(FlashFile::Image, L::Io),
+                _ => creds(FlashFile::Image, L::Malformed),
+            },
+        }
+    }
+
     /// The serial log line for this failure: `config` lines for `/config.json`, `creds`
     /// lines for everything else, as on the board.
     pub fn log_line(&self, uptime_ms: u64) -> Line {
-        use log::LoadError as L;
-        let (file, error) = match self {
-            Self::Read(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                (FlashFile::Image, L::Missing)
-            }
-            Self::Read(_) => (FlashFile::Image, L::Io),
-            Self::Image(e) => match e {
-                ImageError::Config(c) => {
-                    return Line::config_failed(uptime_ms, ConfigFailure::Invalid(*c));
-                }
-                ImageError::NotFound(path) => match flash_file(path) {
-                    Some(FlashFile::Config) => {
-                        return Line::config_failed(uptime_ms, ConfigFailure::Load(L::Missing));
-                    }
-                    Some(f) => (f, L::Missing),
-                    None => (FlashFile::Image, L::Missing),
-                },
-                ImageError::TooLarge { path, .. } => {
-                    (flash_file(path).unwrap_or(FlashFile::Image), L::TooLarge)
-                }
-                ImageError::Flash(_) => (FlashFile::Image, L::Io),
-                _ => (FlashFile::Image, L::Malformed),
-            },
-        };
-        Line::creds_failed(uptime_ms, file, error)
+        match self.failure() {
+            Failure::Config(f) => Line::config_failed(uptime_ms, f),
+            Failure::Creds { file, error } => Line::creds_failed(uptime_ms, file, error),
+        }
+    }
+
+    /// The failure while loading `/config.json` alone: an image that cannot be read or
+    /// mounted means the config cannot be loaded either.
+    pub fn config_failure(&self) -> ConfigFailure {
+        match self.failure() {
+            Failure::Config(f) => f,
+            Failure::Creds { error, .. } => ConfigFailure::Load(error),
+        }
     }
 }
 
@@ -125,6 +149,23 @@ fn flash_file(path: &str) -> Option<FlashFile> {
 pub fn load(path: &Path) -> Result<Identity, LoadError> {
     let mut bytes = std::fs::read(path).map_err(LoadError::Read)?;
     load_bytes(&mut bytes)
+}
+
+/// Read and mount the image file and load `/config.json` only.
+pub fn load_config(path: &Path) -> Result<DeviceConfig, LoadError> {
+    let mut bytes = std::fs::read(path).map_err(LoadError::Read)?;
+    load_config_bytes(&mut bytes)
+}
+
+/// [`load_config`] from an image in memory.
+pub fn load_config_bytes(bytes: &mut [u8]) -> Result<DeviceConfig, LoadError> {
+    let mut buf = Box::new([0u8; firmware_core::config::MAX_CONFIG_JSON]);
+    let mut flash = bytes;
+    image::mount(&mut flash, |fs| {
+        let json = fs.read_file(image::CONFIG_PATH, &mut buf[..])?;
+        DeviceConfig::from_json(json).map_err(ImageError::Config)
+    })
+    .map_err(LoadError::Image)
 }
 
 /// Load from an image already in memory (mounting may write to it, as on flash).

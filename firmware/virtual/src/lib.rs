@@ -13,7 +13,7 @@
 //! - [`transport`]: tokio TCP + embedded-tls + minimq; buffer sizes, crypto provider choice.
 //! - [`heap`]: counting global allocator for the `heap:` line.
 //! - [`shutdown`]: a clean stop on Ctrl-C or SIGTERM, with a final log line.
-//! - [`device`]: the main-loop wiring; a stand-in until `firmware_core::session` drives it.
+//! - [`device`]: the driver: `firmware_core::session` over all of the above.
 //! - `testing` (feature `test-support`): mosquitto harness, openssl test PKI, image
 //!   builder — for this crate's tests and for other crates' integration tests.
 

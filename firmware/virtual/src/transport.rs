@@ -281,3 +281,13 @@ pub async fn connect_mqtt<'s, 'b, 't>(
     timings.mqtt_connect = start.elapsed();
     Ok(conn)
 }
+
+/// The packet id minimq gave an operation. minimq 0.13 keeps it private and shows it only
+/// in `Debug` (`Op { kind: .., packet_id: N, generation: .. }`); the mosquitto test pins
+/// that against the ids the broker logs.
+pub fn op_packet_id(op: &minimq::Op) -> Option<u16> {
+    let text = format!("{op:?}");
+    let rest = &text[text.find("packet_id: ")? + "packet_id: ".len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}

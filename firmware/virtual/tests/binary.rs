@@ -137,10 +137,12 @@ fn missing_image_retries_and_sigterm_stops_cleanly() {
     let capture = SerialCapture::open();
     let child = spawn_device(&dir.path().join("absent.img"), &capture.slave_path);
 
-    let (failed, _) = capture.until("creds failure", |l| l.tag() == "creds");
-    assert_eq!(failed.field("file"), Some("image"));
+    // No image, no config: the session's first step fails and is retried.
+    let (failed, _) = capture.until("config failure", |l| l.tag() == "config");
+    assert_eq!(failed.message(), "load failed");
     assert_eq!(failed.field("error"), Some("missing"));
     let (backoff, _) = capture.until("backoff", |l| l.message() == "backoff");
+    assert_eq!(backoff.tag(), "config");
     assert_eq!(backoff.field("attempt"), Some("1"));
 
     signal(&child, libc::SIGTERM);

@@ -103,6 +103,17 @@ async fn device_publishes_and_receives_over_tls13_with_client_cert() {
         .unwrap()
         .expect("QoS 1 gives an op");
     complete(&mut conn, &op).await;
+    // The driver reports minimq's packet ids, read from `Op`'s Debug: a fresh session
+    // numbers from 1, so SUBSCRIBE took 1 and this publish 2, as the broker saw.
+    assert_eq!(transport::op_packet_id(&sub), Some(1));
+    assert_eq!(transport::op_packet_id(&op), Some(2));
+    broker
+        .wait_for_log_async(
+            &format!("Received PUBLISH from {DEVICE_CN} (d0, q1, r0, m2,"),
+            WAIT,
+        )
+        .await
+        .expect("the broker saw packet id 2");
     let seen = observer
         .next(WAIT)
         .await
