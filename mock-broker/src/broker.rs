@@ -1,0 +1,388 @@
+//! The broker: configuration, listeners, the client table and message routing, and the
+//! handle its owner controls it with.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::{DisconnectReason, StartError};
+use crate::mqtt::{QoS, Version};
+use crate::observe::{Event, Observer, PublishObservation, Publisher};
+use crate::policy::{AccountScope, Action, Policy, Principal};
+use crate::rules;
+use crate::session;
+use crate::tls::{Credentials, ListenerKind, SniRule, TlsFront};
+
+/// How the broker is set up. [`Config::new`] gives AWS's behaviour on loopback with
+/// ephemeral ports and an allow-nothing-but-the-thing policy left to the caller.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub credentials: Credentials,
+    /// The host name clients must send as SNI.
+    pub endpoint: String,
+    pub sni: SniRule,
+    pub policy: Policy,
+    pub scope: AccountScope,
+    /// The MQTT-over-TLS listener (AWS's 8883).
+    pub mqtt_addr: SocketAddr,
+    /// The ALPN listener (AWS's 443), if wanted.
+    pub alpn_addr: Option<SocketAddr>,
+    /// Longest a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// Longest between the handshake and the CONNECT packet.
+    pub connect_timeout: Duration,
+    /// Least time between two CONNECTs with the same client id (AWS: 1 s).
+    pub connect_interval: Duration,
+    /// The lower keep-alive clamp (AWS: 30 s); tests lower it to see a timeout quickly.
+    pub min_keep_alive_secs: u16,
+}
+
+impl Config {
+    /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN listener.
+    pub fn new(credentials: Credentials, policy: Policy) -> Self {
+        Self {
+            credentials,
+            endpoint: "localhost".into(),
+            sni: SniRule::Required,
+            policy,
+            scope: AccountScope::default(),
+            mqtt_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            alpn_addr: None,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            connect_interval: Duration::from_secs(1),
+            min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
+        }
+    }
+
+    /// Credentials and policy from a `certs init` folder (`policy_file` overrides
+    /// `DIR/policy.json`).
+    pub fn from_certs_dir(dir: &Path, policy_file: Option<&Path>) -> Result<Self, StartError> {
+        let credentials = Credentials::from_dir(dir)?;
+        let policy_path = policy_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("policy.json"));
+        let text = std::fs::read_to_string(&policy_path)
+            .map_err(|e| StartError::credentials(&policy_path, e))?;
+        let policy = Policy::from_json(&text).map_err(|source| StartError::Policy {
+            path: policy_path.display().to_string(),
+            source,
+        })?;
+        Ok(Self::new(credentials, policy))
+    }
+}
+
+/// The broker's constructor.
+pub struct MockBroker;
+
+impl MockBroker {
+    /// Bind the listeners and start serving. Every task and port belongs to the returned
+    /// [`Handle`] and ends with it.
+    pub async fn start(config: Config) -> Result<Handle, StartError> {
+        let tls = TlsFront::new(&config.credentials, config.endpoint.clone(), config.sni)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let mqtt_listener = bind(config.mqtt_addr).await?;
+        let alpn_listener = match config.alpn_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let local = |l: &TcpListener, addr| {
+            l.local_addr()
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let mqtt_addr = local(&mqtt_listener, config.mqtt_addr)?;
+        let alpn_addr = match (&alpn_listener, config.alpn_addr) {
+            (Some(l), Some(addr)) => Some(local(l, addr)?),
+            _ => None,
+        };
+        let (events, _) = broadcast::channel(64 * 1024);
+        let shared = Arc::new(Shared {
+            config,
+            tls,
+            events,
+            state: Mutex::new(State::default()),
+            next_connection: AtomicU64::new(1),
+        });
+        let cancel = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut listeners = vec![(mqtt_listener, ListenerKind::Mqtt)];
+        listeners.extend(alpn_listener.map(|l| (l, ListenerKind::Alpn)));
+        for (listener, kind) in listeners {
+            tracker.spawn(accept_loop(
+                listener,
+                kind,
+                shared.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
+        tracing::info!(%mqtt_addr, ?alpn_addr, endpoint = %shared.config.endpoint, "broker listening");
+        Ok(Handle {
+            shared,
+            mqtt_addr,
+            alpn_addr,
+            cancel,
+            tracker,
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // Each connection, handshake included, runs in its own task: a slow or
+                // idle client never holds up the accept loop.
+                tracker.spawn(session::serve(
+                    tcp,
+                    peer,
+                    kind,
+                    shared.clone(),
+                    cancel.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(?kind, "listener closed");
+}
+
+/// A running broker. Dropping it stops the broker (listeners close at once, sessions
+/// end shortly after); [`Handle::shutdown`] also waits until everything has ended.
+pub struct Handle {
+    shared: Arc<Shared>,
+    mqtt_addr: SocketAddr,
+    alpn_addr: Option<SocketAddr>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// A connected client, as listed by [`Handle::clients`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub thing_name: Option<String>,
+    pub version: Version,
+    pub peer: SocketAddr,
+    pub keep_alive_secs: u16,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub connected_at: SystemTime,
+}
+
+impl Handle {
+    /// The bound address of the MQTT listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt_addr
+    }
+
+    /// The bound address of the ALPN listener, if configured.
+    pub fn alpn_addr(&self) -> Option<SocketAddr> {
+        self.alpn_addr
+    }
+
+    /// A stream of everything that happens from now on.
+    pub fn observe(&self) -> Observer {
+        Observer {
+            receiver: self.shared.events.subscribe(),
+        }
+    }
+
+    /// The connected clients, sorted by client id.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        let state = self.shared.lock();
+        let mut list: Vec<ClientInfo> = state.clients.values().map(|c| c.info.clone()).collect();
+        list.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        list
+    }
+
+    /// Disconnect `client_id` (MQTT 5 clients get DISCONNECT "administrative action").
+    /// Returns whether it was connected.
+    pub fn kick(&self, client_id: &str) -> bool {
+        let state = self.shared.lock();
+        match state.clients.get(client_id) {
+            Some(client) => client
+                .commands
+                .send(session::Command::Kick(
+                    DisconnectReason::ServerInitiatedDisconnect,
+                ))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    /// Publish as the broker's owner; subscribers' policies still decide delivery.
+    /// Returns how many clients it was sent to.
+    pub fn inject(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS) -> usize {
+        self.shared.publish(Message {
+            publisher: Publisher::Injected,
+            topic: topic.to_owned(),
+            payload: payload.into(),
+            qos: qos.min(QoS::AtLeastOnce),
+            retain: false,
+            properties: Bytes::new(),
+            received_at: Instant::now(),
+        })
+    }
+
+    /// Present other server credentials (e.g. an expired or untrusted certificate) to
+    /// new connections.
+    pub fn replace_server_credentials(&self, credentials: &Credentials) -> Result<(), StartError> {
+        self.shared.tls.replace_credentials(credentials)
+    }
+
+    /// Stop accepting, disconnect every client and wait for every task to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.tracker.close();
+    }
+}
+
+/// A message on its way to subscribers.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub publisher: Publisher,
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 publish properties to pass on.
+    pub properties: Bytes,
+    pub received_at: Instant,
+}
+
+pub(crate) struct ClientEntry {
+    pub connection: u64,
+    pub commands: mpsc::UnboundedSender<session::Command>,
+    pub info: ClientInfo,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub clients: HashMap<String, ClientEntry>,
+    /// When each client id last sent a CONNECT, for AWS's 1/s limit.
+    pub last_connect: HashMap<String, Instant>,
+    /// Per client id, the lifecycle events' `versionNumber`.
+    pub lifecycle_versions: HashMap<String, u64>,
+}
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub tls: TlsFront,
+    pub events: broadcast::Sender<Event>,
+    pub state: Mutex<State>,
+    pub next_connection: AtomicU64,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking session must not wedge the broker.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn emit(&self, event: Event) {
+        // No observers is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub fn new_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn allowed(&self, action: Action, name: &str, principal: &Principal<'_>) -> bool {
+        let decision = self
+            .config
+            .policy
+            .check(&self.config.scope, action, name, principal);
+        tracing::trace!(%action, name, client = principal.client_id, %decision, "policy");
+        decision.is_allowed()
+    }
+
+    /// Observe `message` and deliver it to every client with a matching subscription
+    /// whose policy allows `iot:Receive` on the topic, at the lower of the publish's and
+    /// the subscription's QoS. Returns how many clients it went to.
+    pub fn publish(&self, message: Message) -> usize {
+        let observation = PublishObservation {
+            publisher: message.publisher.clone(),
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos,
+            retain: message.retain,
+            received_at: message.received_at,
+            received_at_system: {
+                let now = SystemTime::now();
+                now.checked_sub(message.received_at.elapsed())
+                    .unwrap_or(now)
+            },
+        };
+        self.emit(Event::Publish(observation));
+        let state = self.lock();
+        let mut delivered = 0;
+        for client in state.clients.values() {
+            let granted = client
+                .info
+                .subscriptions
+                .iter()
+                .filter(|(filter, _)| rules::filter_matches(filter, &message.topic))
+                .map(|(_, qos)| *qos)
+                .max();
+            let Some(granted) = granted else { continue };
+            let principal = Principal {
+                client_id: &client.info.client_id,
+                thing_name: client.info.thing_name.as_deref(),
+            };
+            if !self.allowed(Action::Receive, &message.topic, &principal) {
+                tracing::debug!(client = %client.info.client_id, topic = %message.topic, "receive not allowed by policy: not delivered");
+                continue;
+            }
+            let delivery = session::Delivery {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos: message.qos.min(granted),
+                properties: message.properties.clone(),
+            };
+            if client
+                .commands
+                .send(session::Command::Deliver(delivery))
+                .is_ok()
+            {
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+}

@@ -1,0 +1,799 @@
+//! The MQTT 3.1.1 and 5 packets the broker exchanges: decoding what clients send and
+//! encoding what the broker answers.
+//!
+//! Only the broker's side is implemented: [`decode`] reads client-to-server packets,
+//! [`encode`] writes server-to-client packets (and, for tests, the client-to-server ones
+//! a raw client needs). MQTT 5 properties the broker does not act on are skipped when
+//! read; a publish's properties are kept as raw bytes (minus the topic alias, which is
+//! per-connection) so they reach MQTT 5 subscribers unchanged.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// MQTT protocol levels the broker speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4).
+    V311,
+    /// MQTT 5 (protocol level 5).
+    V5,
+}
+
+impl Version {
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V311 => "3.1.1",
+            Version::V5 => "5",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl QoS {
+    fn from_bits(bits: u8) -> Result<Self, DecodeError> {
+        match bits {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            _ => Err(DecodeError::Malformed("QoS 3 is reserved")),
+        }
+    }
+
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Why bytes could not be read as a packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a whole packet yet: read more.
+    #[error("incomplete packet")]
+    Incomplete,
+    #[error("malformed packet: {0}")]
+    Malformed(&'static str),
+    #[error("packet of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("protocol level {0} is not supported")]
+    UnsupportedVersion(u8),
+    #[error("a client does not send packet type {0}")]
+    UnexpectedType(u8),
+}
+
+/// The CONNECT fields the broker acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connect {
+    pub version: Version,
+    pub client_id: String,
+    pub clean_start: bool,
+    pub keep_alive_secs: u16,
+    pub username: Option<String>,
+    /// MQTT 5: the largest packet the client accepts.
+    pub max_packet_size: Option<u32>,
+    /// MQTT 5: how many QoS 1 deliveries the client accepts at once.
+    pub receive_maximum: Option<u16>,
+    pub will: Option<Will>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub dup: bool,
+    pub qos: QoS,
+    pub retain: bool,
+    pub topic: String,
+    /// Present for QoS 1 and 2.
+    pub packet_id: Option<u16>,
+    pub payload: Bytes,
+    /// MQTT 5: a topic alias the client used (the broker offers none, so any is an error).
+    pub topic_alias: Option<u16>,
+    /// MQTT 5: the encoded properties other than the topic alias and subscription ids.
+    pub properties: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: String,
+    pub qos: QoS,
+}
+
+/// Packets a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientPacket {
+    Connect(Connect),
+    Publish(Publish),
+    PubAck {
+        packet_id: u16,
+    },
+    PubRec {
+        packet_id: u16,
+    },
+    PubRel {
+        packet_id: u16,
+    },
+    PubComp {
+        packet_id: u16,
+    },
+    Subscribe {
+        packet_id: u16,
+        subscriptions: Vec<Subscription>,
+    },
+    Unsubscribe {
+        packet_id: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect {
+        reason: u8,
+    },
+}
+
+/// Packets the broker sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerPacket {
+    ConnAck(ConnAck),
+    Publish(Publish),
+    PubAck {
+        packet_id: u16,
+        reason: u8,
+    },
+    /// `granted`: per filter, the granted QoS (0, 1) or a failure code (0x80, or MQTT 5's
+    /// reason codes).
+    SubAck {
+        packet_id: u16,
+        codes: Vec<u8>,
+    },
+    UnsubAck {
+        packet_id: u16,
+        count: usize,
+    },
+    PingResp,
+    /// MQTT 5 only: 3.1.1 has no server DISCONNECT, the broker just closes.
+    Disconnect {
+        reason: u8,
+    },
+}
+
+/// CONNACK; for MQTT 3.1.1 `code` is the return code (0-5), for MQTT 5 the reason code.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnAck {
+    pub session_present: bool,
+    pub code: u8,
+    /// MQTT 5 properties (ignored for 3.1.1).
+    pub maximum_qos: Option<u8>,
+    pub retain_available: Option<bool>,
+    pub maximum_packet_size: Option<u32>,
+    pub topic_alias_maximum: Option<u16>,
+    pub server_keep_alive: Option<u16>,
+    pub receive_maximum: Option<u16>,
+}
+
+/// MQTT 5 reason codes the broker uses.
+pub mod reason {
+    pub const SUCCESS: u8 = 0x00;
+    pub const UNSPECIFIED: u8 = 0x80;
+    pub const MALFORMED: u8 = 0x81;
+    pub const PROTOCOL_ERROR: u8 = 0x82;
+    pub const UNSUPPORTED_VERSION: u8 = 0x84;
+    pub const CLIENT_ID_INVALID: u8 = 0x85;
+    pub const NOT_AUTHORIZED: u8 = 0x87;
+    pub const SERVER_SHUTTING_DOWN: u8 = 0x8B;
+    pub const KEEP_ALIVE_TIMEOUT: u8 = 0x8D;
+    pub const SESSION_TAKEN_OVER: u8 = 0x8E;
+    pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
+    pub const TOPIC_NAME_INVALID: u8 = 0x90;
+    pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
+    pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
+    pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
+    pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
+}
+
+/// MQTT 3.1.1 CONNACK return codes.
+pub mod return_code {
+    pub const ACCEPTED: u8 = 0;
+    pub const UNACCEPTABLE_VERSION: u8 = 1;
+    pub const IDENTIFIER_REJECTED: u8 = 2;
+    pub const SERVER_UNAVAILABLE: u8 = 3;
+    pub const NOT_AUTHORIZED: u8 = 5;
+}
+
+/// The fixed header of the next packet in `buf`, if complete: (first byte, header
+/// length, remaining length).
+fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Err(DecodeError::Incomplete);
+    };
+    let mut remaining = 0usize;
+    for i in 0..4 {
+        let Some(&byte) = buf.get(1 + i) else {
+            return Err(DecodeError::Incomplete);
+        };
+        remaining |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((first, 2 + i, remaining));
+        }
+    }
+    Err(DecodeError::Malformed(
+        "remaining length longer than 4 bytes",
+    ))
+}
+
+/// Read one client packet from the front of `buf`, consuming it. `version` is `None`
+/// until CONNECT has been read (the CONNECT says which version the rest uses).
+/// `max_size` bounds a whole packet; a larger one is refused before it is buffered.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: Option<Version>,
+    max_size: usize,
+) -> Result<ClientPacket, DecodeError> {
+    let (first, header_len, remaining) = fixed_header(buf)?;
+    let total = header_len + remaining;
+    if total > max_size {
+        return Err(DecodeError::TooLarge(total));
+    }
+    if buf.len() < total {
+        return Err(DecodeError::Incomplete);
+    }
+    buf.advance(header_len);
+    let mut body = buf.split_to(remaining).freeze();
+    let v5 = version == Some(Version::V5);
+    let packet_type = first >> 4;
+    let flags = first & 0x0f;
+    let packet = match packet_type {
+        1 => ClientPacket::Connect(read_connect(&mut body)?),
+        3 => ClientPacket::Publish(read_publish(flags, &mut body, v5)?),
+        4..=7 => {
+            let packet_id = read_u16(&mut body)?;
+            // Reason codes and properties of acks are informational here.
+            match packet_type {
+                4 => ClientPacket::PubAck { packet_id },
+                5 => ClientPacket::PubRec { packet_id },
+                6 => ClientPacket::PubRel { packet_id },
+                _ => ClientPacket::PubComp { packet_id },
+            }
+        }
+        8 => {
+            if flags != 0b0010 {
+                return Err(DecodeError::Malformed("SUBSCRIBE flags must be 0010"));
+            }
+            let packet_id = read_u16(&mut body)?;
+            if v5 {
+                skip_properties(&mut body)?;
+            }
+            let mut subscriptions = Vec::new();
+            while body.has_remaining() {
+                let filter = read_string(&mut body)?;
+                let options = read_u8(&mut body)?;
+                subscriptions.push(Subscription {
+                    filter,
+                    qos: QoS::from_bits(options & 0b11)?,
+                });
+            }
+            if subscriptions.is_empty() {
+                return Err(DecodeError::Malformed("SUBSCRIBE without a topic filter"));
+            }
+            ClientPacket::Subscribe {
+                packet_id,
+                subscriptions,
+            }
+        }
+        10 => {
+            let packet_id = read_u16(&mut body)?;
+            if v5 {
+                skip_properties(&mut body)?;
+            }
+            let mut filters = Vec::new();
+            while body.has_remaining() {
+                filters.push(read_string(&mut body)?);
+            }
+            ClientPacket::Unsubscribe { packet_id, filters }
+        }
+        12 => ClientPacket::PingReq,
+        14 => ClientPacket::Disconnect {
+            reason: if body.has_remaining() {
+                read_u8(&mut body)?
+            } else {
+                0
+            },
+        },
+        other => return Err(DecodeError::UnexpectedType(other)),
+    };
+    Ok(packet)
+}
+
+fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
+    let name = read_string(body)?;
+    let level = read_u8(body)?;
+    if name != "MQTT" {
+        // MQTT 3.1 ("MQIsdp") and anything else.
+        return Err(DecodeError::UnsupportedVersion(level));
+    }
+    let version = match level {
+        4 => Version::V311,
+        5 => Version::V5,
+        other => return Err(DecodeError::UnsupportedVersion(other)),
+    };
+    let flags = read_u8(body)?;
+    if flags & 1 != 0 {
+        return Err(DecodeError::Malformed("CONNECT reserved flag set"));
+    }
+    let keep_alive_secs = read_u16(body)?;
+    let mut max_packet_size = None;
+    let mut receive_maximum = None;
+    if version == Version::V5 {
+        for_each_property(body, |id, value| {
+            match (id, value) {
+                (0x27, PropertyValue::U32(v)) => max_packet_size = Some(v),
+                (0x21, PropertyValue::U16(v)) => receive_maximum = Some(v),
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    let client_id = read_string(body)?;
+    let will = if flags & 0b100 != 0 {
+        if version == Version::V5 {
+            skip_properties(body)?;
+        }
+        let topic = read_string(body)?;
+        let payload = read_binary(body)?;
+        Some(Will {
+            topic,
+            payload,
+            qos: QoS::from_bits((flags >> 3) & 0b11)?,
+            retain: flags & 0b10_0000 != 0,
+        })
+    } else {
+        None
+    };
+    let username = if flags & 0b1000_0000 != 0 {
+        Some(read_string(body)?)
+    } else {
+        None
+    };
+    // The password is read past and dropped: AWS ignores it on mutual-TLS endpoints.
+    if flags & 0b0100_0000 != 0 {
+        read_binary(body)?;
+    }
+    Ok(Connect {
+        version,
+        client_id,
+        clean_start: flags & 0b10 != 0,
+        keep_alive_secs,
+        username,
+        max_packet_size,
+        receive_maximum,
+        will,
+    })
+}
+
+fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, DecodeError> {
+    let qos = QoS::from_bits((flags >> 1) & 0b11)?;
+    let topic = read_string(body)?;
+    let packet_id = if qos == QoS::AtMostOnce {
+        None
+    } else {
+        Some(read_u16(body)?)
+    };
+    let mut topic_alias = None;
+    let mut kept = BytesMut::new();
+    if v5 {
+        let length = read_varint(body)?;
+        if body.remaining() < length {
+            return Err(DecodeError::Malformed("properties longer than the packet"));
+        }
+        let mut properties = body.split_to(length);
+        while properties.has_remaining() {
+            let start = properties.clone();
+            let id = read_varint(&mut properties)? as u8;
+            let value = read_property_value(id, &mut properties)?;
+            let consumed = start.len() - properties.len();
+            match (id, value) {
+                (0x23, PropertyValue::U16(alias)) => topic_alias = Some(alias),
+                // Subscription identifiers belong to the receiving subscription.
+                (0x0B, _) => {}
+                _ => kept.extend_from_slice(&start[..consumed]),
+            }
+        }
+    }
+    Ok(Publish {
+        dup: flags & 0b1000 != 0,
+        qos,
+        retain: flags & 1 != 0,
+        topic,
+        packet_id,
+        payload: body.split_to(body.len()),
+        topic_alias,
+        properties: kept.freeze(),
+    })
+}
+
+enum PropertyValue {
+    U8,
+    U16(u16),
+    U32(u32),
+    Other,
+}
+
+fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, DecodeError> {
+    Ok(match id {
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
+            read_u8(body)?;
+            PropertyValue::U8
+        }
+        0x13 | 0x21 | 0x22 | 0x23 => PropertyValue::U16(read_u16(body)?),
+        0x02 | 0x11 | 0x18 | 0x27 => PropertyValue::U32(read_u32(body)?),
+        0x0B => {
+            read_varint(body)?;
+            PropertyValue::Other
+        }
+        0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => {
+            read_string(body)?;
+            PropertyValue::Other
+        }
+        0x09 | 0x16 => {
+            read_binary(body)?;
+            PropertyValue::Other
+        }
+        0x26 => {
+            read_string(body)?;
+            read_string(body)?;
+            PropertyValue::Other
+        }
+        _ => return Err(DecodeError::Malformed("unknown property identifier")),
+    })
+}
+
+fn for_each_property(
+    body: &mut Bytes,
+    mut each: impl FnMut(u8, PropertyValue) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let length = read_varint(body)?;
+    if body.remaining() < length {
+        return Err(DecodeError::Malformed("properties longer than the packet"));
+    }
+    let mut properties = body.split_to(length);
+    while properties.has_remaining() {
+        let id = read_varint(&mut properties)? as u8;
+        let value = read_property_value(id, &mut properties)?;
+        each(id, value)?;
+    }
+    Ok(())
+}
+
+fn skip_properties(body: &mut Bytes) -> Result<(), DecodeError> {
+    for_each_property(body, |_, _| Ok(()))
+}
+
+fn read_u8(body: &mut Bytes) -> Result<u8, DecodeError> {
+    if body.remaining() < 1 {
+        return Err(DecodeError::Malformed("packet ends early"));
+    }
+    Ok(body.get_u8())
+}
+
+fn read_u16(body: &mut Bytes) -> Result<u16, DecodeError> {
+    if body.remaining() < 2 {
+        return Err(DecodeError::Malformed("packet ends early"));
+    }
+    Ok(body.get_u16())
+}
+
+fn read_u32(body: &mut Bytes) -> Result<u32, DecodeError> {
+    if body.remaining() < 4 {
+        return Err(DecodeError::Malformed("packet ends early"));
+    }
+    Ok(body.get_u32())
+}
+
+fn read_varint(body: &mut Bytes) -> Result<usize, DecodeError> {
+    let mut value = 0usize;
+    for i in 0..4 {
+        let byte = read_u8(body)?;
+        value |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(DecodeError::Malformed(
+        "variable byte integer longer than 4 bytes",
+    ))
+}
+
+fn read_binary(body: &mut Bytes) -> Result<Bytes, DecodeError> {
+    let length = usize::from(read_u16(body)?);
+    if body.remaining() < length {
+        return Err(DecodeError::Malformed("field longer than the packet"));
+    }
+    Ok(body.split_to(length))
+}
+
+fn read_string(body: &mut Bytes) -> Result<String, DecodeError> {
+    let bytes = read_binary(body)?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| DecodeError::Malformed("string is not UTF-8"))?;
+    if text.contains('\0') {
+        return Err(DecodeError::Malformed("string contains U+0000"));
+    }
+    Ok(text.to_owned())
+}
+
+fn put_varint(out: &mut BytesMut, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.put_u8(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+fn put_string(out: &mut BytesMut, text: &str) {
+    out.put_u16(text.len() as u16);
+    out.put_slice(text.as_bytes());
+}
+
+fn put_packet(out: &mut BytesMut, first: u8, body: &[u8]) {
+    out.put_u8(first);
+    put_varint(out, body.len());
+    out.put_slice(body);
+}
+
+fn put_properties(out: &mut BytesMut, properties: &[u8]) {
+    put_varint(out, properties.len());
+    out.put_slice(properties);
+}
+
+/// The encoded size of `packet`, to hold outgoing packets to a client's maximum.
+pub fn encoded_len(packet: &ServerPacket, version: Version) -> usize {
+    let mut out = BytesMut::new();
+    encode(packet, version, &mut out);
+    out.len()
+}
+
+/// Append `packet`, encoded for `version`, to `out`.
+pub fn encode(packet: &ServerPacket, version: Version, out: &mut BytesMut) {
+    let v5 = version == Version::V5;
+    let mut body = BytesMut::new();
+    match packet {
+        ServerPacket::ConnAck(ack) => {
+            body.put_u8(u8::from(ack.session_present));
+            body.put_u8(ack.code);
+            if v5 {
+                let mut props = BytesMut::new();
+                if let Some(max) = ack.receive_maximum {
+                    props.put_u8(0x21);
+                    props.put_u16(max);
+                }
+                if let Some(qos) = ack.maximum_qos {
+                    props.put_u8(0x24);
+                    props.put_u8(qos);
+                }
+                if let Some(retain) = ack.retain_available {
+                    props.put_u8(0x25);
+                    props.put_u8(u8::from(retain));
+                }
+                if let Some(size) = ack.maximum_packet_size {
+                    props.put_u8(0x27);
+                    props.put_u32(size);
+                }
+                if let Some(max) = ack.topic_alias_maximum {
+                    props.put_u8(0x22);
+                    props.put_u16(max);
+                }
+                if let Some(secs) = ack.server_keep_alive {
+                    props.put_u8(0x13);
+                    props.put_u16(secs);
+                }
+                put_properties(&mut body, &props);
+            }
+            put_packet(out, 0x20, &body);
+        }
+        ServerPacket::Publish(publish) => {
+            put_string(&mut body, &publish.topic);
+            if let Some(id) = publish.packet_id {
+                body.put_u16(id);
+            }
+            if v5 {
+                put_properties(&mut body, &publish.properties);
+            }
+            body.put_slice(&publish.payload);
+            let first = 0x30
+                | (u8::from(publish.dup) << 3)
+                | (publish.qos.level() << 1)
+                | u8::from(publish.retain);
+            put_packet(out, first, &body);
+        }
+        ServerPacket::PubAck { packet_id, reason } => {
+            body.put_u16(*packet_id);
+            if v5 && *reason != reason::SUCCESS {
+                body.put_u8(*reason);
+            }
+            put_packet(out, 0x40, &body);
+        }
+        ServerPacket::SubAck { packet_id, codes } => {
+            body.put_u16(*packet_id);
+            if v5 {
+                put_properties(&mut body, &[]);
+            }
+            body.put_slice(codes);
+            put_packet(out, 0x90, &body);
+        }
+        ServerPacket::UnsubAck { packet_id, count } => {
+            body.put_u16(*packet_id);
+            if v5 {
+                put_properties(&mut body, &[]);
+                for _ in 0..*count {
+                    body.put_u8(reason::SUCCESS);
+                }
+            }
+            put_packet(out, 0xB0, &body);
+        }
+        ServerPacket::PingResp => put_packet(out, 0xD0, &[]),
+        ServerPacket::Disconnect { reason } => {
+            if v5 {
+                body.put_u8(*reason);
+                put_properties(&mut body, &[]);
+                put_packet(out, 0xE0, &body);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_bytes(level: u8, client_id: &str, keep_alive: u16, properties: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "MQTT");
+        body.put_u8(level);
+        body.put_u8(0b10);
+        body.put_u16(keep_alive);
+        if level == 5 {
+            put_properties(&mut body, properties);
+        }
+        put_string(&mut body, client_id);
+        let mut out = BytesMut::new();
+        put_packet(&mut out, 0x10, &body);
+        out
+    }
+
+    #[test]
+    fn reads_connect_311_and_5_with_maximum_packet_size() {
+        let mut buf = connect_bytes(4, "dev", 60, &[]);
+        let ClientPacket::Connect(c) = decode(&mut buf, None, 1024).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (c.version, c.client_id.as_str(), c.keep_alive_secs),
+            (Version::V311, "dev", 60)
+        );
+        assert!(buf.is_empty());
+
+        let mut buf = connect_bytes(5, "dev5", 0, &[0x27, 0, 0, 0x10, 0, 0x21, 0, 5]);
+        let ClientPacket::Connect(c) = decode(&mut buf, None, 1024).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.version, Version::V5);
+        assert_eq!(c.max_packet_size, Some(4096));
+        assert_eq!(c.receive_maximum, Some(5));
+    }
+
+    #[test]
+    fn refuses_other_protocol_levels() {
+        let mut buf = connect_bytes(3, "old", 60, &[]);
+        assert_eq!(
+            decode(&mut buf, None, 1024),
+            Err(DecodeError::UnsupportedVersion(3))
+        );
+    }
+
+    #[test]
+    fn incomplete_packets_wait_and_oversize_ones_are_refused_early() {
+        let full = connect_bytes(4, "dev", 60, &[]);
+        let mut part = BytesMut::from(&full[..full.len() - 1]);
+        assert_eq!(decode(&mut part, None, 1024), Err(DecodeError::Incomplete));
+        assert_eq!(part.len(), full.len() - 1, "nothing consumed");
+        // Only the header has arrived, but it already says too much is coming.
+        let mut header = BytesMut::from(&[0x30u8, 0xff, 0xff, 0x7f][..]);
+        assert!(matches!(
+            decode(&mut header, Some(Version::V311), 1024),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn publish_round_trips_in_both_versions_and_drops_the_topic_alias() {
+        for version in [Version::V311, Version::V5] {
+            let publish = Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "a/b".into(),
+                packet_id: Some(7),
+                payload: Bytes::from_static(b"hello"),
+                topic_alias: None,
+                properties: if version == Version::V5 {
+                    // content type "t"
+                    Bytes::from_static(&[0x03, 0, 1, b't'])
+                } else {
+                    Bytes::new()
+                },
+            };
+            let mut out = BytesMut::new();
+            encode(&ServerPacket::Publish(publish.clone()), version, &mut out);
+            let ClientPacket::Publish(back) = decode(&mut out, Some(version), 1024).unwrap() else {
+                panic!()
+            };
+            assert_eq!(back, publish);
+        }
+        // Topic alias 1 and a user property: the alias is taken out, the rest kept.
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        let props = [0x23, 0, 1, 0x26, 0, 1, b'k', 0, 1, b'v'];
+        put_properties(&mut body, &props);
+        body.put_slice(b"x");
+        let mut buf = BytesMut::new();
+        put_packet(&mut buf, 0x30, &body);
+        let ClientPacket::Publish(p) = decode(&mut buf, Some(Version::V5), 1024).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.topic_alias, Some(1));
+        assert_eq!(&p.properties[..], &props[3..]);
+        assert_eq!(&p.payload[..], b"x");
+    }
+
+    #[test]
+    fn reads_subscribe_with_options() {
+        let mut body = BytesMut::new();
+        body.put_u16(3);
+        put_properties(&mut body, &[]);
+        put_string(&mut body, "inTopic");
+        body.put_u8(0b0000_0110); // no-local + QoS 2
+        let mut buf = BytesMut::new();
+        put_packet(&mut buf, 0x82, &body);
+        assert_eq!(
+            decode(&mut buf, Some(Version::V5), 1024).unwrap(),
+            ClientPacket::Subscribe {
+                packet_id: 3,
+                subscriptions: vec![Subscription {
+                    filter: "inTopic".into(),
+                    qos: QoS::ExactlyOnce
+                }]
+            }
+        );
+    }
+
+    #[test]
+    fn connack_carries_properties_only_in_v5() {
+        let ack = ConnAck {
+            maximum_qos: Some(1),
+            server_keep_alive: Some(30),
+            ..ConnAck::default()
+        };
+        let mut out = BytesMut::new();
+        encode(&ServerPacket::ConnAck(ack.clone()), Version::V311, &mut out);
+        assert_eq!(&out[..], &[0x20, 2, 0, 0]);
+        out.clear();
+        encode(&ServerPacket::ConnAck(ack), Version::V5, &mut out);
+        assert_eq!(&out[..], &[0x20, 8, 0, 0, 5, 0x24, 1, 0x13, 0, 30]);
+    }
+}

@@ -1,0 +1,241 @@
+//! What the broker's owner sees: every publish with its arrival time, connections coming
+//! and going, refusals; and AWS's lifecycle event documents.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::error::DisconnectReason;
+use crate::mqtt::{QoS, Version};
+
+/// Who published a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publisher {
+    /// An MQTT client, by client id.
+    Client(String),
+    /// The broker's owner, through `inject`.
+    Injected,
+    /// The broker itself (lifecycle events).
+    Broker,
+}
+
+/// One publish as the broker received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishObservation {
+    pub publisher: Publisher,
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// When the whole packet had been read, on the monotonic clock.
+    pub received_at: Instant,
+    /// The same moment on the wall clock.
+    pub received_at_system: SystemTime,
+}
+
+/// Everything an observer is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Publish(PublishObservation),
+    Connected {
+        client_id: String,
+        thing_name: Option<String>,
+        version: Version,
+        peer: SocketAddr,
+    },
+    Disconnected {
+        client_id: String,
+        reason: DisconnectReason,
+    },
+    /// A subscription was granted (at `qos`).
+    Subscribed {
+        client_id: String,
+        filter: String,
+        qos: QoS,
+    },
+    /// A connection refused before it became a session (TLS or CONNECT).
+    Refused {
+        peer: SocketAddr,
+        reason: String,
+    },
+}
+
+/// A stream of [`Event`]s from the moment it was made. It holds up to 64 Ki events; an
+/// observer that falls further behind skips the oldest and is told how many it missed.
+pub struct Observer {
+    pub(crate) receiver: broadcast::Receiver<Event>,
+}
+
+/// The observer fell behind and `0` events were dropped for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("observer lagged: {0} events dropped")]
+pub struct Lagged(pub u64);
+
+impl Observer {
+    /// The next event; `None` once the broker has shut down and everything was read.
+    pub async fn next(&mut self) -> Option<Result<Event, Lagged>> {
+        match self.receiver.recv().await {
+            Ok(event) => Some(Ok(event)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Lagged(n))),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// The next event if one is already waiting (lag is skipped over).
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for the first event `pick` accepts; `None` on timeout or
+    /// shutdown. Lag is skipped over.
+    pub async fn wait_for<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&Event) -> Option<T>,
+    ) -> Option<T> {
+        let search = async {
+            while let Some(next) = self.next().await {
+                if let Ok(event) = next
+                    && let Some(found) = pick(&event)
+                {
+                    return Some(found);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(timeout, search).await.ok().flatten()
+    }
+
+    /// Wait for a publish on `topic`.
+    pub async fn wait_for_publish(
+        &mut self,
+        topic: &str,
+        timeout: Duration,
+    ) -> Option<PublishObservation> {
+        self.wait_for(timeout, |event| match event {
+            Event::Publish(p) if p.topic == topic => Some(p.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait for `client_id` to disconnect; returns the reason.
+    pub async fn wait_for_disconnect(
+        &mut self,
+        client_id: &str,
+        timeout: Duration,
+    ) -> Option<DisconnectReason> {
+        self.wait_for(timeout, |event| match event {
+            Event::Disconnected {
+                client_id: id,
+                reason,
+            } if id == client_id => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait for `client_id` to connect.
+    pub async fn wait_for_connect(&mut self, client_id: &str, timeout: Duration) -> bool {
+        self.wait_for(timeout, |event| match event {
+            Event::Connected { client_id: id, .. } if id == client_id => Some(()),
+            _ => None,
+        })
+        .await
+        .is_some()
+    }
+
+    /// Wait for `client_id` to be granted a subscription to `filter`.
+    pub async fn wait_for_subscription(
+        &mut self,
+        client_id: &str,
+        filter: &str,
+        timeout: Duration,
+    ) -> Option<QoS> {
+        self.wait_for(timeout, |event| match event {
+            Event::Subscribed {
+                client_id: id,
+                filter: f,
+                qos,
+            } if id == client_id && f == filter => Some(*qos),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait for a refused connection; returns the reason.
+    pub async fn wait_for_refusal(&mut self, timeout: Duration) -> Option<String> {
+        self.wait_for(timeout, |event| match event {
+            Event::Refused { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// The topic of AWS's connected lifecycle event for `client_id`.
+pub fn connected_topic(client_id: &str) -> String {
+    format!("$aws/events/presence/connected/{client_id}")
+}
+
+/// The topic of AWS's disconnected lifecycle event for `client_id`.
+pub fn disconnected_topic(client_id: &str) -> String {
+    format!("$aws/events/presence/disconnected/{client_id}")
+}
+
+fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Facts about a session the lifecycle events report.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionFacts {
+    pub client_id: String,
+    pub session_id: String,
+    pub principal: String,
+    pub ip_address: String,
+    pub version_number: u64,
+}
+
+/// The connected event document, with AWS's field names.
+pub(crate) fn connected_document(facts: &SessionFacts, at: SystemTime) -> String {
+    serde_json::json!({
+        "clientId": facts.client_id,
+        "timestamp": millis(at),
+        "eventType": "connected",
+        "sessionIdentifier": facts.session_id,
+        "principalIdentifier": facts.principal,
+        "ipAddress": facts.ip_address,
+        "versionNumber": facts.version_number,
+    })
+    .to_string()
+}
+
+/// The disconnected event document, with AWS's field names.
+pub(crate) fn disconnected_document(
+    facts: &SessionFacts,
+    reason: DisconnectReason,
+    at: SystemTime,
+) -> String {
+    serde_json::json!({
+        "clientId": facts.client_id,
+        "timestamp": millis(at),
+        "eventType": "disconnected",
+        "sessionIdentifier": facts.session_id,
+        "principalIdentifier": facts.principal,
+        "clientInitiatedDisconnect": reason == DisconnectReason::ClientInitiatedDisconnect,
+        "disconnectReason": reason.aws_name(),
+        "versionNumber": facts.version_number,
+    })
+    .to_string()
+}

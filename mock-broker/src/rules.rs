@@ -1,0 +1,169 @@
+//! AWS IoT Core's protocol limits, as documented in its service quotas and MQTT
+//! conformance notes.
+
+use std::time::Duration;
+
+/// Longest client id, in bytes.
+pub const MAX_CLIENT_ID_BYTES: usize = 128;
+/// Longest topic name or filter, in bytes.
+pub const MAX_TOPIC_BYTES: usize = 256;
+/// Most forward slashes in a topic name or filter (8 levels).
+pub const MAX_TOPIC_SLASHES: usize = 7;
+/// Largest publish payload.
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+/// Keep-alive bounds; 0 (no keep-alive) is treated as the maximum.
+pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
+pub const MAX_KEEP_ALIVE_SECS: u16 = 1200;
+/// The largest packet the broker reads: a maximal payload plus a maximal topic, packet
+/// id and generous room for MQTT 5 properties. Larger packets are refused unread.
+pub const MAX_INBOUND_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+
+/// The keep-alive AWS applies for a requested one: clamped to `min_secs..=1200` s (AWS's
+/// `min_secs` is [`MIN_KEEP_ALIVE_SECS`]; tests lower it), 0 is 1200.
+pub fn effective_keep_alive(requested_secs: u16, min_secs: u16) -> u16 {
+    if requested_secs == 0 {
+        MAX_KEEP_ALIVE_SECS
+    } else {
+        requested_secs.clamp(min_secs.min(MAX_KEEP_ALIVE_SECS), MAX_KEEP_ALIVE_SECS)
+    }
+}
+
+/// How long the broker waits for any packet before dropping a client: 1.5 x keep-alive.
+pub fn keep_alive_deadline(keep_alive_secs: u16) -> Duration {
+    Duration::from_millis(u64::from(keep_alive_secs) * 1500)
+}
+
+/// Why a topic name or filter breaks AWS's limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicProblem {
+    #[error("empty")]
+    Empty,
+    #[error("{0} bytes, more than {MAX_TOPIC_BYTES}")]
+    TooLong(usize),
+    #[error("{0} slashes, more than {MAX_TOPIC_SLASHES}")]
+    TooDeep(usize),
+    #[error("wildcards are not allowed in a topic name")]
+    WildcardInName,
+    #[error("misplaced wildcard")]
+    BadWildcard,
+}
+
+fn check_size(topic: &str) -> Result<(), TopicProblem> {
+    if topic.is_empty() {
+        return Err(TopicProblem::Empty);
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(TopicProblem::TooLong(topic.len()));
+    }
+    let slashes = topic.matches('/').count();
+    if slashes > MAX_TOPIC_SLASHES {
+        return Err(TopicProblem::TooDeep(slashes));
+    }
+    Ok(())
+}
+
+/// A topic a client publishes to.
+pub fn check_topic_name(topic: &str) -> Result<(), TopicProblem> {
+    check_size(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err(TopicProblem::WildcardInName);
+    }
+    Ok(())
+}
+
+/// A topic filter a client subscribes to.
+pub fn check_topic_filter(filter: &str) -> Result<(), TopicProblem> {
+    check_size(filter)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let last = i + 1 == levels.len();
+        match *level {
+            "+" => {}
+            "#" if last => {}
+            other if other.contains(['+', '#']) => return Err(TopicProblem::BadWildcard),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// MQTT topic matching: `+` one level, `#` the rest (including the parent level);
+/// wildcards at the first level never match `$` topics.
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            literal => {
+                if topic_levels.next() != Some(literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_is_clamped_as_aws_does() {
+        let aws = MIN_KEEP_ALIVE_SECS;
+        assert_eq!(effective_keep_alive(0, aws), 1200);
+        assert_eq!(effective_keep_alive(1, aws), 30);
+        assert_eq!(effective_keep_alive(60, aws), 60);
+        assert_eq!(effective_keep_alive(5000, aws), 1200);
+        assert_eq!(effective_keep_alive(1, 1), 1);
+        assert_eq!(keep_alive_deadline(30), Duration::from_secs(45));
+    }
+
+    #[test]
+    fn topic_limits() {
+        assert!(check_topic_name("a/b/c/d/e/f/g/h").is_ok());
+        assert_eq!(
+            check_topic_name("a/b/c/d/e/f/g/h/i"),
+            Err(TopicProblem::TooDeep(8))
+        );
+        assert!(check_topic_name(&"x".repeat(256)).is_ok());
+        assert_eq!(
+            check_topic_name(&"x".repeat(257)),
+            Err(TopicProblem::TooLong(257))
+        );
+        assert_eq!(check_topic_name("a/+"), Err(TopicProblem::WildcardInName));
+        assert_eq!(check_topic_name(""), Err(TopicProblem::Empty));
+        assert!(check_topic_filter("a/+/c/#").is_ok());
+        assert_eq!(check_topic_filter("a/#/c"), Err(TopicProblem::BadWildcard));
+        assert_eq!(check_topic_filter("a/b+"), Err(TopicProblem::BadWildcard));
+        assert_eq!(
+            check_topic_filter("1/2/3/4/5/6/7/8/#"),
+            Err(TopicProblem::TooDeep(8))
+        );
+    }
+
+    #[test]
+    fn filter_matching() {
+        assert!(filter_matches("inTopic", "inTopic"));
+        assert!(!filter_matches("inTopic", "inTopic/x"));
+        assert!(filter_matches("a/+/c", "a/b/c"));
+        assert!(!filter_matches("a/+/c", "a/b/d"));
+        assert!(filter_matches("a/#", "a"));
+        assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("#", "anything/at/all"));
+        assert!(!filter_matches("#", "$aws/events/presence/connected/x"));
+        assert!(filter_matches(
+            "$aws/events/presence/+/x",
+            "$aws/events/presence/connected/x"
+        ));
+        assert!(!filter_matches("a/+", "a"));
+    }
+}

@@ -1,0 +1,682 @@
+//! One client connection: TLS handshake, CONNECT and AWS's admission rules, then the
+//! session loop (packets in, deliveries out, keep-alive), and the lifecycle events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{ClientEntry, ClientInfo, Message, Shared};
+use crate::error::DisconnectReason;
+use crate::mqtt::{
+    self, ClientPacket, ConnAck, Connect, DecodeError, Publish, QoS, ServerPacket, Version, reason,
+    return_code,
+};
+use crate::observe::{
+    Event, Publisher, SessionFacts, connected_document, connected_topic, disconnected_document,
+    disconnected_topic,
+};
+use crate::policy::{Action, Principal};
+use crate::rules;
+use crate::tls::{HandshakeRefusal, ListenerKind};
+
+/// What the broker tells a session to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Deliver(Delivery),
+    Kick(DisconnectReason),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub properties: Bytes,
+}
+
+type Stream = TlsStream<TcpStream>;
+
+/// Serve one accepted TCP connection until it ends.
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    kind: ListenerKind,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = timeout(
+        shared.config.handshake_timeout,
+        shared.tls.accept(tcp, kind),
+    );
+    let accepted = tokio::select! {
+        _ = cancel.cancelled() => return,
+        result = handshake => result.unwrap_or(Err(HandshakeRefusal::Timeout)),
+    };
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            tracing::info!(%peer, %refusal, "TLS refused");
+            shared.emit(Event::Refused {
+                peer,
+                reason: refusal.to_string(),
+            });
+            return;
+        }
+    };
+    tracing::debug!(%peer, thing = ?accepted.thing_name, version = accepted.tls_version, "TLS established");
+    let mut link = Link {
+        stream: accepted.stream,
+        buf: BytesMut::with_capacity(4096),
+        out: BytesMut::with_capacity(4096),
+        version: None,
+    };
+    let connect = tokio::select! {
+        _ = cancel.cancelled() => return,
+        result = timeout(shared.config.connect_timeout, link.read_packet()) => result,
+    };
+    let connect = match connect {
+        Ok(Ok(ClientPacket::Connect(connect))) => connect,
+        Ok(Ok(other)) => {
+            return refuse(
+                &shared,
+                peer,
+                format!("first packet was {other:?}, not CONNECT"),
+            );
+        }
+        Ok(Err(ReadError::Decode(DecodeError::UnsupportedVersion(level)))) => {
+            // 3.1.1's answer to an unknown level; MQTT 5 clients never get here.
+            link.version = Some(Version::V311);
+            link.send(&ServerPacket::ConnAck(ConnAck {
+                code: return_code::UNACCEPTABLE_VERSION,
+                ..ConnAck::default()
+            }))
+            .await;
+            return refuse(
+                &shared,
+                peer,
+                format!("MQTT protocol level {level} not supported"),
+            );
+        }
+        Ok(Err(e)) => return refuse(&shared, peer, format!("reading CONNECT: {e}")),
+        Err(_) => return refuse(&shared, peer, "no CONNECT in time".into()),
+    };
+    link.version = Some(connect.version);
+    let admitted = admit(
+        &shared,
+        &mut link,
+        &connect,
+        accepted.thing_name.as_deref(),
+        peer,
+    )
+    .await;
+    let Some(keep_alive_secs) = admitted else {
+        return;
+    };
+    let connection = shared.new_connection_id();
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let info = ClientInfo {
+        client_id: connect.client_id.clone(),
+        thing_name: accepted.thing_name.clone(),
+        version: connect.version,
+        peer,
+        keep_alive_secs,
+        subscriptions: Vec::new(),
+        connected_at: SystemTime::now(),
+    };
+    let version_number = {
+        let mut state = shared.lock();
+        if let Some(older) = state.clients.remove(&connect.client_id) {
+            // AWS drops the older connection when a client id connects again.
+            let _ = older
+                .commands
+                .send(Command::Kick(DisconnectReason::DuplicateClientId));
+        }
+        state.clients.insert(
+            connect.client_id.clone(),
+            ClientEntry {
+                connection,
+                commands,
+                info,
+            },
+        );
+        let version = state
+            .lifecycle_versions
+            .entry(connect.client_id.clone())
+            .or_insert(0);
+        *version += 1;
+        *version
+    };
+    let facts = SessionFacts {
+        client_id: connect.client_id.clone(),
+        session_id: format!("{:032x}", connection),
+        principal: accepted.certificate_id.clone(),
+        ip_address: peer.ip().to_string(),
+        version_number,
+    };
+    let ack = ConnAck {
+        session_present: false,
+        code: 0,
+        maximum_qos: Some(1),
+        retain_available: Some(false),
+        maximum_packet_size: Some(rules::MAX_INBOUND_PACKET_BYTES as u32),
+        topic_alias_maximum: None,
+        server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
+        receive_maximum: None,
+    };
+    link.send(&ServerPacket::ConnAck(ack)).await;
+    tracing::info!(client = %connect.client_id, thing = ?accepted.thing_name, mqtt = connect.version.name(), keep_alive_secs, %peer, "connected");
+    shared.emit(Event::Connected {
+        client_id: connect.client_id.clone(),
+        thing_name: accepted.thing_name.clone(),
+        version: connect.version,
+        peer,
+    });
+    lifecycle(
+        &shared,
+        connected_topic(&connect.client_id),
+        connected_document(&facts, SystemTime::now()),
+    );
+
+    let mut session = Session {
+        shared: shared.clone(),
+        link,
+        client_id: connect.client_id.clone(),
+        thing_name: accepted.thing_name.clone(),
+        connection,
+        keep_alive: rules::keep_alive_deadline(keep_alive_secs),
+        max_outbound_packet: connect.max_packet_size.map(|m| m as usize),
+        next_packet_id: 1,
+    };
+    let reason = session.run(inbox, &cancel).await;
+    let _ = session.link.stream.shutdown().await;
+
+    {
+        let mut state = shared.lock();
+        // A duplicate may already have replaced this entry: leave theirs alone.
+        if state
+            .clients
+            .get(&connect.client_id)
+            .is_some_and(|c| c.connection == connection)
+        {
+            state.clients.remove(&connect.client_id);
+        }
+        if let Some(version) = state.lifecycle_versions.get_mut(&connect.client_id) {
+            *version += 1;
+        }
+    }
+    if reason != DisconnectReason::ClientInitiatedDisconnect
+        && let Some(will) = &connect.will
+    {
+        let principal = Principal {
+            client_id: &connect.client_id,
+            thing_name: accepted.thing_name.as_deref(),
+        };
+        if shared.allowed(Action::Publish, &will.topic, &principal) {
+            shared.publish(Message {
+                publisher: Publisher::Client(connect.client_id.clone()),
+                topic: will.topic.clone(),
+                payload: will.payload.clone(),
+                qos: will.qos.min(QoS::AtLeastOnce),
+                retain: will.retain,
+                properties: Bytes::new(),
+                received_at: Instant::now(),
+            });
+        }
+    }
+    tracing::info!(client = %connect.client_id, %reason, "disconnected");
+    shared.emit(Event::Disconnected {
+        client_id: connect.client_id.clone(),
+        reason,
+    });
+    let facts = SessionFacts {
+        version_number: version_number + 1,
+        ..facts
+    };
+    lifecycle(
+        &shared,
+        disconnected_topic(&connect.client_id),
+        disconnected_document(&facts, reason, SystemTime::now()),
+    );
+}
+
+fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
+    tracing::info!(%peer, %reason, "connection refused");
+    shared.emit(Event::Refused { peer, reason });
+}
+
+fn lifecycle(shared: &Shared, topic: String, document: String) {
+    shared.publish(Message {
+        publisher: Publisher::Broker,
+        topic,
+        payload: Bytes::from(document),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Bytes::new(),
+        received_at: Instant::now(),
+    });
+}
+
+/// Apply AWS's CONNECT rules. On refusal, answer as AWS does and return `None`; on
+/// success return the keep-alive the session will use.
+async fn admit(
+    shared: &Shared,
+    link: &mut Link,
+    connect: &Connect,
+    thing_name: Option<&str>,
+    peer: SocketAddr,
+) -> Option<u16> {
+    let v5 = connect.version == Version::V5;
+    let id = &connect.client_id;
+    // (MQTT 5 reason, MQTT 3.1.1 return code, why)
+    let refusal = if id.is_empty() || id.len() > rules::MAX_CLIENT_ID_BYTES {
+        Some((
+            reason::CLIENT_ID_INVALID,
+            Some(return_code::IDENTIFIER_REJECTED),
+            format!(
+                "client id of {} bytes (1..={} allowed)",
+                id.len(),
+                rules::MAX_CLIENT_ID_BYTES
+            ),
+        ))
+    } else {
+        let now = Instant::now();
+        let mut state = shared.lock();
+        let too_soon = state
+            .last_connect
+            .get(id)
+            .is_some_and(|last| now.duration_since(*last) < shared.config.connect_interval);
+        state.last_connect.insert(id.clone(), now);
+        drop(state);
+        if too_soon {
+            // AWS throttles: 3.1.1 clients just see the connection close.
+            Some((
+                reason::CONNECTION_RATE_EXCEEDED,
+                None,
+                format!(
+                    "more than one CONNECT per {:?} for client id {id:?}",
+                    shared.config.connect_interval
+                ),
+            ))
+        } else {
+            let principal = Principal {
+                client_id: id,
+                thing_name,
+            };
+            if shared.allowed(Action::Connect, id, &principal) {
+                None
+            } else {
+                // AWS closes 3.1.1 connections without a CONNACK on authorization failure.
+                Some((
+                    reason::NOT_AUTHORIZED,
+                    None,
+                    format!("policy does not allow iot:Connect for client id {id:?}"),
+                ))
+            }
+        }
+    };
+    match refusal {
+        None => Some(rules::effective_keep_alive(
+            connect.keep_alive_secs,
+            shared.config.min_keep_alive_secs,
+        )),
+        Some((v5_reason, v311_code, why)) => {
+            let code = if v5 { Some(v5_reason) } else { v311_code };
+            if let Some(code) = code {
+                link.send(&ServerPacket::ConnAck(ConnAck {
+                    code,
+                    ..ConnAck::default()
+                }))
+                .await;
+            }
+            refuse(shared, peer, why);
+            None
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("connection closed")]
+    Closed,
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Decode(DecodeError),
+}
+
+/// The MQTT byte stream over TLS.
+struct Link {
+    stream: Stream,
+    buf: BytesMut,
+    out: BytesMut,
+    version: Option<Version>,
+}
+
+impl Link {
+    /// Read until one whole packet is buffered. Cancel-safe: bytes read stay in `buf`.
+    async fn read_packet(&mut self) -> Result<ClientPacket, ReadError> {
+        loop {
+            match mqtt::decode(&mut self.buf, self.version, rules::MAX_INBOUND_PACKET_BYTES) {
+                Ok(packet) => return Ok(packet),
+                Err(DecodeError::Incomplete) => {}
+                Err(e) => return Err(ReadError::Decode(e)),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ReadError::Closed);
+            }
+        }
+    }
+
+    /// Write a packet; a failure shows up as the next read failing, so it is only logged.
+    async fn send(&mut self, packet: &ServerPacket) {
+        let version = self.version.unwrap_or(Version::V311);
+        self.out.clear();
+        mqtt::encode(packet, version, &mut self.out);
+        if self.out.is_empty() {
+            return;
+        }
+        if let Err(e) = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        }
+        .await
+        {
+            tracing::debug!(error = %e, "write failed");
+        }
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    link: Link,
+    client_id: String,
+    thing_name: Option<String>,
+    connection: u64,
+    keep_alive: std::time::Duration,
+    /// MQTT 5 Maximum Packet Size of the client: larger deliveries are dropped, as the
+    /// specification requires of servers.
+    max_outbound_packet: Option<usize>,
+    next_packet_id: u16,
+}
+
+/// What handling one packet leads to.
+enum Flow {
+    Continue,
+    /// End the session; MQTT 5 clients get a DISCONNECT with the reason code, if any.
+    Close(DisconnectReason, Option<u8>),
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        mut inbox: mpsc::UnboundedReceiver<Command>,
+        cancel: &CancellationToken,
+    ) -> DisconnectReason {
+        let mut deadline = tokio::time::Instant::now() + self.keep_alive;
+        loop {
+            let flow = tokio::select! {
+                _ = cancel.cancelled() => {
+                    Flow::Close(DisconnectReason::ServerInitiatedDisconnect, Some(reason::SERVER_SHUTTING_DOWN))
+                }
+                _ = sleep_until(deadline) => {
+                    Flow::Close(DisconnectReason::MqttKeepAliveTimeout, Some(reason::KEEP_ALIVE_TIMEOUT))
+                }
+                command = inbox.recv() => match command {
+                    Some(Command::Deliver(delivery)) => {
+                        self.deliver(delivery).await;
+                        Flow::Continue
+                    }
+                    Some(Command::Kick(why)) => {
+                        let code = match why {
+                            DisconnectReason::DuplicateClientId => reason::SESSION_TAKEN_OVER,
+                            _ => reason::ADMINISTRATIVE_ACTION,
+                        };
+                        Flow::Close(why, Some(code))
+                    }
+                    // The broker dropped this client's entry: a duplicate took over.
+                    None => Flow::Close(DisconnectReason::DuplicateClientId, Some(reason::SESSION_TAKEN_OVER)),
+                },
+                packet = self.link.read_packet() => {
+                    deadline = tokio::time::Instant::now() + self.keep_alive;
+                    match packet {
+                        Ok(packet) => self.handle(packet).await,
+                        Err(ReadError::Closed | ReadError::Io(_)) => Flow::Close(DisconnectReason::ConnectionLost, None),
+                        Err(ReadError::Decode(DecodeError::TooLarge(size))) => {
+                            tracing::info!(client = %self.client_id, size, "packet too large");
+                            Flow::Close(DisconnectReason::ClientError, Some(reason::PACKET_TOO_LARGE))
+                        }
+                        Err(ReadError::Decode(e)) => {
+                            tracing::info!(client = %self.client_id, error = %e, "malformed packet");
+                            Flow::Close(DisconnectReason::ClientError, Some(reason::MALFORMED))
+                        }
+                    }
+                }
+            };
+            if let Flow::Close(why, code) = flow {
+                if let Some(code) = code {
+                    self.link
+                        .send(&ServerPacket::Disconnect { reason: code })
+                        .await;
+                }
+                return why;
+            }
+        }
+    }
+
+    fn principal(&self) -> Principal<'_> {
+        Principal {
+            client_id: &self.client_id,
+            thing_name: self.thing_name.as_deref(),
+        }
+    }
+
+    async fn handle(&mut self, packet: ClientPacket) -> Flow {
+        match packet {
+            ClientPacket::Publish(publish) => self.on_publish(publish).await,
+            ClientPacket::PubAck { .. } => Flow::Continue,
+            ClientPacket::PubRec { .. }
+            | ClientPacket::PubRel { .. }
+            | ClientPacket::PubComp { .. } => {
+                tracing::info!(client = %self.client_id, "QoS 2 flow packet: not supported");
+                Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::QOS_NOT_SUPPORTED),
+                )
+            }
+            ClientPacket::Subscribe {
+                packet_id,
+                subscriptions,
+            } => self.on_subscribe(packet_id, subscriptions).await,
+            ClientPacket::Unsubscribe { packet_id, filters } => {
+                {
+                    let mut state = self.shared.lock();
+                    if let Some(entry) = state.clients.get_mut(&self.client_id)
+                        && entry.connection == self.connection
+                    {
+                        entry
+                            .info
+                            .subscriptions
+                            .retain(|(f, _)| !filters.contains(f));
+                    }
+                }
+                self.link
+                    .send(&ServerPacket::UnsubAck {
+                        packet_id,
+                        count: filters.len(),
+                    })
+                    .await;
+                Flow::Continue
+            }
+            ClientPacket::PingReq => {
+                self.link.send(&ServerPacket::PingResp).await;
+                Flow::Continue
+            }
+            ClientPacket::Disconnect { .. } => {
+                Flow::Close(DisconnectReason::ClientInitiatedDisconnect, None)
+            }
+            ClientPacket::Connect(_) => {
+                tracing::info!(client = %self.client_id, "second CONNECT");
+                Flow::Close(DisconnectReason::ClientError, Some(reason::PROTOCOL_ERROR))
+            }
+        }
+    }
+
+    async fn on_publish(&mut self, publish: Publish) -> Flow {
+        let received_at = Instant::now();
+        let client = &self.client_id;
+        if publish.qos == QoS::ExactlyOnce {
+            // AWS does not support QoS 2: MQTT 5 clients are told so, 3.1.1 clients are
+            // disconnected.
+            tracing::info!(%client, topic = %publish.topic, "QoS 2 publish: not supported");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::QOS_NOT_SUPPORTED),
+            );
+        }
+        if publish.topic_alias.is_some() {
+            tracing::info!(%client, "topic alias used, none offered");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::TOPIC_ALIAS_INVALID),
+            );
+        }
+        if let Err(problem) = rules::check_topic_name(&publish.topic) {
+            tracing::info!(%client, topic = %publish.topic, %problem, "publish topic refused");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::TOPIC_NAME_INVALID),
+            );
+        }
+        if publish.payload.len() > rules::MAX_PAYLOAD_BYTES {
+            tracing::info!(%client, size = publish.payload.len(), "payload larger than 128 KiB");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::PACKET_TOO_LARGE),
+            );
+        }
+        if !self
+            .shared
+            .allowed(Action::Publish, &publish.topic, &self.principal())
+        {
+            tracing::info!(%client, topic = %publish.topic, "policy does not allow iot:Publish");
+            return Flow::Close(
+                DisconnectReason::ForbiddenAccess,
+                Some(reason::NOT_AUTHORIZED),
+            );
+        }
+        let packet_id = publish.packet_id;
+        self.shared.publish(Message {
+            publisher: Publisher::Client(self.client_id.clone()),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: publish.properties,
+            received_at,
+        });
+        if let Some(packet_id) = packet_id {
+            self.link
+                .send(&ServerPacket::PubAck {
+                    packet_id,
+                    reason: reason::SUCCESS,
+                })
+                .await;
+        }
+        Flow::Continue
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        packet_id: u16,
+        subscriptions: Vec<mqtt::Subscription>,
+    ) -> Flow {
+        let v5 = self.link.version == Some(Version::V5);
+        let mut codes = Vec::with_capacity(subscriptions.len());
+        let mut granted = Vec::new();
+        for subscription in subscriptions {
+            if let Err(problem) = rules::check_topic_filter(&subscription.filter) {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, %problem, "subscription refused");
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            }
+            if !self
+                .shared
+                .allowed(Action::Subscribe, &subscription.filter, &self.principal())
+            {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "policy does not allow iot:Subscribe");
+                return Flow::Close(
+                    DisconnectReason::ForbiddenAccess,
+                    Some(reason::NOT_AUTHORIZED),
+                );
+            }
+            // AWS grants QoS 1 to a QoS 2 request.
+            let qos = subscription.qos.min(QoS::AtLeastOnce);
+            codes.push(qos.level());
+            granted.push((subscription.filter, qos));
+        }
+        {
+            let mut state = self.shared.lock();
+            if let Some(entry) = state.clients.get_mut(&self.client_id)
+                && entry.connection == self.connection
+            {
+                for (filter, qos) in granted.iter().cloned() {
+                    let subscriptions = &mut entry.info.subscriptions;
+                    match subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                        Some(existing) => existing.1 = qos,
+                        None => subscriptions.push((filter, qos)),
+                    }
+                }
+            }
+        }
+        self.link
+            .send(&ServerPacket::SubAck { packet_id, codes })
+            .await;
+        for (filter, qos) in granted {
+            self.shared.emit(Event::Subscribed {
+                client_id: self.client_id.clone(),
+                filter,
+                qos,
+            });
+        }
+        Flow::Continue
+    }
+
+    async fn deliver(&mut self, delivery: Delivery) {
+        let packet_id = (delivery.qos == QoS::AtLeastOnce).then(|| {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            id
+        });
+        let packet = ServerPacket::Publish(Publish {
+            dup: false,
+            qos: delivery.qos,
+            retain: false,
+            topic: delivery.topic,
+            packet_id,
+            payload: delivery.payload,
+            topic_alias: None,
+            properties: delivery.properties,
+        });
+        if let (Some(max), Some(version)) = (self.max_outbound_packet, self.link.version) {
+            let size = mqtt::encoded_len(&packet, version);
+            if size > max {
+                tracing::info!(client = %self.client_id, size, max, "delivery larger than the client's Maximum Packet Size: dropped");
+                return;
+            }
+        }
+        self.link.send(&packet).await;
+    }
+}

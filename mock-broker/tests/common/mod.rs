@@ -1,0 +1,235 @@
+//! Shared test rig: a fresh PKI in a temporary folder, a broker on an ephemeral port, and
+//! helpers to run mosquitto's clients and a raw rustls client against it.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::pki::{CertificateAuthority, Identity, InitOptions, KeyAlgorithm, Pki, Validity};
+use mock_broker::{Config, Credentials, Handle, MockBroker, Policy};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// How long any single wait in a test may take before it counts as a failure.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A policy for protocol tests: any client id starting with the thing name connects;
+/// publish, subscribe and receive under `test/`; lifecycle events may be watched.
+pub const TEST_POLICY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": "iot:Connect",
+     "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}*"},
+    {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
+     "Resource": "arn:aws:iot:*:*:topic/test/*"},
+    {"Effect": "Allow", "Action": "iot:Subscribe",
+     "Resource": ["arn:aws:iot:*:*:topicfilter/test/*",
+                  "arn:aws:iot:*:*:topicfilter/$aws/events/*"]},
+    {"Effect": "Allow", "Action": "iot:Receive",
+     "Resource": "arn:aws:iot:*:*:topic/$aws/events/*"}
+  ]
+}"#;
+
+pub struct Rig {
+    pub pki: Pki,
+    pub dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn new() -> Self {
+        let pki = Pki::generate(&InitOptions::default()).expect("test PKI");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rig = Self { pki, dir };
+        std::fs::write(rig.path("ca.pem"), rig.pki.ca.cert_pem()).unwrap();
+        rig.write_identity("device", &rig.pki.device);
+        rig.write_identity("observer", &rig.pki.observer);
+        rig
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write `NAME.pem` and `NAME.key.pem`.
+    pub fn write_identity(&self, name: &str, identity: &Identity) {
+        std::fs::write(self.path(&format!("{name}.pem")), identity.cert_pem()).unwrap();
+        std::fs::write(
+            self.path(&format!("{name}.key.pem")),
+            identity.key_pem().as_bytes(),
+        )
+        .unwrap();
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        Credentials {
+            client_ca_der: vec![self.pki.ca.cert_der().to_vec()],
+            server_chain_der: vec![self.pki.server.cert_der.clone()],
+            server_key_der: self.pki.server.key.to_pkcs8_der().to_vec(),
+        }
+    }
+
+    /// AWS's rules with [`TEST_POLICY`], no CONNECT rate limit (tests reconnect fast).
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.credentials(), Policy::from_json(TEST_POLICY).unwrap());
+        config.connect_interval = Duration::ZERO;
+        config
+    }
+
+    pub async fn start(&self, config: Config) -> Handle {
+        MockBroker::start(config).await.expect("broker starts")
+    }
+
+    /// A client certificate with CN `name` from a CA the broker does not trust.
+    pub fn write_untrusted_identity(&self, file: &str, name: &str) {
+        let rogue =
+            CertificateAuthority::root("rogue", KeyAlgorithm::EcP256, Validity::days(1)).unwrap();
+        let identity = rogue
+            .issue_client(name, KeyAlgorithm::EcP256, Validity::days(1))
+            .unwrap();
+        self.write_identity(file, &identity);
+    }
+}
+
+/// Which identity a mosquitto client presents.
+#[derive(Clone, Copy)]
+pub enum Cert<'a> {
+    None,
+    /// `NAME.pem` and `NAME.key.pem` from the rig's folder.
+    File(&'a str),
+}
+
+/// A mosquitto client command (`mosquitto_pub` or `mosquitto_sub`) for the broker at
+/// `addr`, dialling `host` (its SNI), MQTT `version` ("mqttv311" or "mqttv5").
+pub fn mosquitto(
+    program: &str,
+    rig: &Rig,
+    addr: SocketAddr,
+    host: &str,
+    version: &str,
+    cert: Cert<'_>,
+    client_id: &str,
+) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg("-h")
+        .arg(host)
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .arg("-V")
+        .arg(version)
+        .arg("-i")
+        .arg(client_id)
+        .arg("--cafile")
+        .arg(rig.path("ca.pem"));
+    if let Cert::File(name) = cert {
+        command
+            .arg("--cert")
+            .arg(rig.path(&format!("{name}.pem")))
+            .arg("--key")
+            .arg(rig.path(&format!("{name}.key.pem")));
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Run a command to completion (bounded by [`WAIT`]): (success, stdout, stderr).
+pub async fn run(mut command: Command) -> (bool, String, String) {
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .expect("mosquitto client finished in time")
+        .expect("mosquitto client runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+pub fn spawn(mut command: Command) -> Child {
+    command.spawn().expect("mosquitto client starts")
+}
+
+/// Wait for a spawned client to exit: (success, stdout, stderr).
+pub async fn finish(child: Child) -> (bool, String, String) {
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("client exited in time")
+        .expect("client output");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A rustls client configuration trusting the rig's CA, presenting `identity` (if any),
+/// offering `alpn`.
+pub fn client_config(
+    rig: &Rig,
+    identity: Option<&Identity>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(rig.pki.ca.cert_der().to_vec()))
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(identity.cert_der.clone())],
+                PrivateKeyDer::try_from(identity.key.to_pkcs8_der().to_vec()).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+/// Connect and handshake with rustls, `sni` as the server name.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// A file with `size` bytes of payload.
+pub fn payload_file(dir: &Path, size: usize) -> PathBuf {
+    let path = dir.join(format!("payload-{size}"));
+    std::fs::write(&path, vec![b'x'; size]).unwrap();
+    path
+}
+
+/// A raw MQTT CONNECT (`level` 4 or 5, clean start) for tests that speak bytes.
+pub fn connect_packet(level: u8, client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0b10];
+    body.extend_from_slice(&keep_alive_secs.to_be_bytes());
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+    body.extend_from_slice(client_id.as_bytes());
+    assert!(body.len() < 128, "one-byte remaining length");
+    let mut packet = vec![0x10, body.len() as u8];
+    packet.extend_from_slice(&body);
+    packet
+}

@@ -1,0 +1,465 @@
+//! The broker against real third-party clients: mosquitto_pub and mosquitto_sub, MQTT
+//! 3.1.1 and 5, with certificates from the `certs` crate.
+
+mod common;
+
+use common::{Cert, Rig, WAIT, finish, mosquitto, payload_file, run, spawn};
+use mock_broker::{DisconnectReason, Event, Policy, Publisher, QoS};
+
+const VERSIONS: [&str; 2] = ["mqttv311", "mqttv5"];
+
+#[tokio::test]
+async fn round_trip_between_two_clients_in_both_versions() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    for version in VERSIONS {
+        let mut observer = broker.observe();
+        let sub_id = format!("ESPthing-sub-{version}");
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            &sub_id,
+        );
+        sub.args(["-t", "test/rt", "-q", "1", "-C", "1", "-W", "10"]);
+        let sub = spawn(sub);
+        assert_eq!(
+            observer
+                .wait_for_subscription(&sub_id, "test/rt", WAIT)
+                .await,
+            Some(QoS::AtLeastOnce),
+            "{version}: subscription granted"
+        );
+        let pub_id = format!("ESPthing-pub-{version}");
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            &pub_id,
+        );
+        publish.args(["-t", "test/rt", "-q", "1", "-m", "hello world"]);
+        let (ok, _, err) = run(publish).await;
+        assert!(ok, "{version}: mosquitto_pub failed: {err}");
+        let (ok, out, err) = finish(sub).await;
+        assert!(ok, "{version}: mosquitto_sub failed: {err}");
+        assert_eq!(out.trim(), "hello world", "{version}");
+        let seen = observer.wait_for_publish("test/rt", WAIT).await.unwrap();
+        assert_eq!(seen.publisher, Publisher::Client(pub_id));
+        assert_eq!(seen.qos, QoS::AtLeastOnce);
+        assert_eq!(&seen.payload[..], b"hello world");
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_messages_reach_subscribers() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    let mut sub = mosquitto(
+        "mosquitto_sub",
+        &rig,
+        broker.mqtt_addr(),
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing",
+    );
+    // QoS 2 requested: AWS grants 1.
+    sub.args([
+        "-t", "test/in", "-q", "2", "-C", "1", "-W", "10", "-F", "%q %p",
+    ]);
+    let sub = spawn(sub);
+    assert_eq!(
+        observer
+            .wait_for_subscription("ESPthing", "test/in", WAIT)
+            .await,
+        Some(QoS::AtLeastOnce)
+    );
+    assert_eq!(broker.clients().len(), 1);
+    assert_eq!(broker.clients()[0].thing_name.as_deref(), Some("ESPthing"));
+    assert_eq!(
+        broker.inject("test/in", "from the rig", QoS::AtLeastOnce),
+        1
+    );
+    let (ok, out, err) = finish(sub).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1 from the rig");
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_or_with_an_unknown_one_are_refused() {
+    let rig = Rig::new();
+    rig.write_untrusted_identity("rogue", "ESPthing");
+    let broker = rig.start(rig.config()).await;
+    for cert in [Cert::None, Cert::File("rogue")] {
+        let mut observer = broker.observe();
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            broker.mqtt_addr(),
+            "localhost",
+            "mqttv311",
+            cert,
+            "ESPthing",
+        );
+        publish.args(["-t", "test/x", "-m", "x"]);
+        let (ok, _, _) = run(publish).await;
+        assert!(!ok, "publish without a trusted certificate must fail");
+        let reason = observer.wait_for_refusal(WAIT).await.unwrap();
+        assert!(reason.contains("TLS handshake failed"), "{reason}");
+    }
+    assert!(broker.clients().is_empty());
+}
+
+#[tokio::test]
+async fn sni_not_naming_the_endpoint_is_refused() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.endpoint = "xxxx-ats.iot.us-east-1.amazonaws.com".into();
+    let broker = rig.start(config).await;
+    let mut observer = broker.observe();
+    // mosquitto sends its -h host as SNI.
+    let mut publish = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        broker.mqtt_addr(),
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing",
+    );
+    publish.args(["-t", "test/x", "-m", "x"]);
+    let (ok, _, _) = run(publish).await;
+    assert!(!ok);
+    let reason = observer.wait_for_refusal(WAIT).await.unwrap();
+    assert!(reason.contains("SNI \"localhost\""), "{reason}");
+}
+
+#[tokio::test]
+async fn a_duplicate_client_id_drops_the_older_connection() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    for version in VERSIONS {
+        let mut observer = broker.observe();
+        let mut first = mosquitto(
+            "mosquitto_sub",
+            &rig,
+            broker.mqtt_addr(),
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing-dup",
+        );
+        first.args(["-t", "test/dup", "-W", "10"]);
+        let first = spawn(first);
+        assert!(observer.wait_for_connect("ESPthing-dup", WAIT).await);
+        let mut second = mosquitto(
+            "mosquitto_sub",
+            &rig,
+            broker.mqtt_addr(),
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing-dup",
+        );
+        second.args(["-t", "test/dup", "-W", "10"]);
+        let second = spawn(second);
+        assert_eq!(
+            observer.wait_for_disconnect("ESPthing-dup", WAIT).await,
+            Some(DisconnectReason::DuplicateClientId),
+            "{version}"
+        );
+        // mosquitto_sub reconnects on its own and the two would take turns, as on AWS.
+        drop((first, second));
+        let _ = observer.wait_for_disconnect("ESPthing-dup", WAIT).await;
+    }
+}
+
+#[tokio::test]
+async fn qos2_publish_is_refused_or_downgraded_as_on_aws() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut observer = broker.observe();
+    // MQTT 3.1.1 has no way to say "QoS 2 unsupported": AWS closes the connection.
+    let mut publish = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv311",
+        Cert::File("device"),
+        "ESPthing-q2",
+    );
+    publish.args(["-t", "test/q2", "-q", "2", "-m", "x"]);
+    let (ok, _, _) = run(publish).await;
+    assert!(!ok, "QoS 2 publish must not succeed over 3.1.1");
+    assert_eq!(
+        observer.wait_for_disconnect("ESPthing-q2", WAIT).await,
+        Some(DisconnectReason::ClientError)
+    );
+    // MQTT 5: CONNACK says Maximum QoS 1 and mosquitto refuses to send, as on AWS.
+    // (A client that sends QoS 2 anyway is covered in tests/raw_mqtt.rs.)
+    let mut publish = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing-q2v5",
+    );
+    publish.args(["-t", "test/q2", "-q", "2", "-m", "x"]);
+    let (_, _, err) = run(publish).await;
+    assert!(err.contains("QoS not supported"), "{err}");
+    observer
+        .wait_for_disconnect("ESPthing-q2v5", WAIT)
+        .await
+        .unwrap();
+    let published: Vec<_> = std::iter::from_fn(|| observer.try_next()).collect();
+    assert!(
+        !published
+            .iter()
+            .any(|e| matches!(e, Event::Publish(p) if p.topic == "test/q2")),
+        "nothing was published"
+    );
+}
+
+#[tokio::test]
+async fn aws_topic_and_payload_limits_close_the_connection() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = Policy::allow_all();
+    let broker = rig.start(config).await;
+    let addr = broker.mqtt_addr();
+    let exact = payload_file(rig.dir.path(), 128 * 1024);
+    let over = payload_file(rig.dir.path(), 128 * 1024 + 1);
+    for version in VERSIONS {
+        let mut observer = broker.observe();
+        // 7 slashes: fine. Then 8: refused.
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ok7",
+        );
+        publish.args(["-t", "a/b/c/d/e/f/g/h", "-q", "1", "-m", "x"]);
+        assert!(run(publish).await.0, "{version}: 7 slashes");
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "deep8",
+        );
+        publish.args(["-t", "a/b/c/d/e/f/g/h/i", "-q", "1", "-m", "x"]);
+        assert!(!run(publish).await.0, "{version}: 8 slashes");
+        assert_eq!(
+            observer.wait_for_disconnect("deep8", WAIT).await,
+            Some(DisconnectReason::ClientError)
+        );
+        // 128 KiB payload: fine. One byte more: refused.
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "big",
+        );
+        publish.args(["-t", "big", "-q", "1", "-f"]).arg(&exact);
+        assert!(run(publish).await.0, "{version}: 128 KiB");
+        let seen = observer.wait_for_publish("big", WAIT).await.unwrap();
+        assert_eq!(seen.payload.len(), 128 * 1024);
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "bigger",
+        );
+        publish.args(["-t", "big", "-q", "1", "-f"]).arg(&over);
+        assert!(!run(publish).await.0, "{version}: 128 KiB + 1");
+        assert_eq!(
+            observer.wait_for_disconnect("bigger", WAIT).await,
+            Some(DisconnectReason::ClientError)
+        );
+        let published: Vec<_> = std::iter::from_fn(|| observer.try_next()).collect();
+        assert!(
+            !published.iter().any(|e| matches!(e, Event::Publish(p) if p.topic.starts_with("a/b/c/d/e/f/g/h/") || p.payload.len() > 128 * 1024)),
+            "refused publishes are not routed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_certs_init_policy_denies_other_topics_and_closes_the_connection() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = Policy::from_json(&rig.pki.policy).unwrap();
+    let broker = rig.start(config).await;
+    let addr = broker.mqtt_addr();
+    for version in VERSIONS {
+        let mut observer = broker.observe();
+        // Allowed: publish to outTopic as the thing itself.
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing",
+        );
+        publish.args([
+            "-t",
+            "outTopic",
+            "-q",
+            "1",
+            "-m",
+            "{\"message\": \"hello world #1\"}",
+        ]);
+        let (ok, _, err) = run(publish).await;
+        assert!(ok, "{version}: {err}");
+        assert!(observer.wait_for_publish("outTopic", WAIT).await.is_some());
+        assert_eq!(
+            observer.wait_for_disconnect("ESPthing", WAIT).await,
+            Some(DisconnectReason::ClientInitiatedDisconnect)
+        );
+        // Denied publish.
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing",
+        );
+        publish.args(["-t", "inTopic", "-q", "1", "-m", "x"]);
+        assert!(
+            !run(publish).await.0,
+            "{version}: publish to inTopic must fail"
+        );
+        assert_eq!(
+            observer.wait_for_disconnect("ESPthing", WAIT).await,
+            Some(DisconnectReason::ForbiddenAccess)
+        );
+        // Denied subscribe.
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing",
+        );
+        sub.args(["-t", "outTopic", "-C", "1", "-W", "5"]);
+        let sub = spawn(sub);
+        assert_eq!(
+            observer.wait_for_disconnect("ESPthing", WAIT).await,
+            Some(DisconnectReason::ForbiddenAccess)
+        );
+        drop(sub);
+        // Denied connect: a client id other than the thing name.
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "not-the-thing",
+        );
+        publish.args(["-t", "outTopic", "-m", "x"]);
+        assert!(!run(publish).await.0);
+        let reason = observer.wait_for_refusal(WAIT).await.unwrap();
+        assert!(reason.contains("iot:Connect"), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_events_reach_subscribers_with_aws_fields() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut observer = broker.observe();
+    let mut watch = mosquitto(
+        "mosquitto_sub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing-watch",
+    );
+    watch.args([
+        "-t",
+        "$aws/events/presence/+/ESPthing-dev",
+        "-C",
+        "2",
+        "-W",
+        "10",
+    ]);
+    let watch = spawn(watch);
+    observer
+        .wait_for_subscription(
+            "ESPthing-watch",
+            "$aws/events/presence/+/ESPthing-dev",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let mut publish = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv311",
+        Cert::File("device"),
+        "ESPthing-dev",
+    );
+    publish.args(["-t", "test/x", "-m", "x"]);
+    assert!(run(publish).await.0);
+    let (ok, out, err) = finish(watch).await;
+    assert!(ok, "{err}");
+    let docs: Vec<serde_json::Value> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2, "{out}");
+    assert_eq!(docs[0]["eventType"], "connected");
+    assert_eq!(docs[0]["clientId"], "ESPthing-dev");
+    assert_eq!(docs[0]["ipAddress"], "127.0.0.1");
+    assert_eq!(docs[1]["eventType"], "disconnected");
+    assert_eq!(docs[1]["disconnectReason"], "CLIENT_INITIATED_DISCONNECT");
+    assert_eq!(docs[1]["clientInitiatedDisconnect"], true);
+    assert_eq!(docs[0]["sessionIdentifier"], docs[1]["sessionIdentifier"]);
+    assert_eq!(docs[0]["principalIdentifier"].as_str().unwrap().len(), 64);
+    assert!(docs[1]["versionNumber"].as_u64() > docs[0]["versionNumber"].as_u64());
+    for doc in &docs {
+        assert!(doc["timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+    let seen = observer
+        .wait_for_publish("$aws/events/presence/disconnected/ESPthing-dev", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(seen.publisher, Publisher::Broker);
+}
