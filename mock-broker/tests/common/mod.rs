@@ -219,17 +219,130 @@ pub fn payload_file(dir: &Path, size: usize) -> PathBuf {
     path
 }
 
-/// A raw MQTT CONNECT (`level` 4 or 5, clean start) for tests that speak bytes.
-pub fn connect_packet(level: u8, client_id: &str, keep_alive_secs: u16) -> Vec<u8> {
-    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 0b10];
+fn put_varint(out: &mut Vec<u8>, mut value: usize) {
+    loop {
+        let mut byte = (value % 128) as u8;
+        value /= 128;
+        if value > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if value == 0 {
+            break;
+        }
+    }
+}
+
+/// A packet from its first byte and body.
+pub fn packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    put_varint(&mut out, body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+fn put_string(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u16).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// A raw MQTT CONNECT (`level` 4 or 5, clean start); `properties` are MQTT 5's, encoded.
+pub fn connect_packet(
+    level: u8,
+    client_id: &str,
+    keep_alive_secs: u16,
+    properties: &[u8],
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_string(&mut body, "MQTT");
+    body.push(level);
+    body.push(0b10);
     body.extend_from_slice(&keep_alive_secs.to_be_bytes());
     if level == 5 {
-        body.push(0); // no properties
+        put_varint(&mut body, properties.len());
+        body.extend_from_slice(properties);
     }
-    body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    assert!(body.len() < 128, "one-byte remaining length");
-    let mut packet = vec![0x10, body.len() as u8];
-    packet.extend_from_slice(&body);
-    packet
+    put_string(&mut body, client_id);
+    packet(0x10, &body)
+}
+
+/// A raw MQTT 5 SUBSCRIBE of one filter at QoS 1.
+pub fn subscribe_packet_v5(packet_id: u16, filter: &str) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(0);
+    put_string(&mut body, filter);
+    body.push(1);
+    packet(0x82, &body)
+}
+
+/// A raw MQTT 5 PUBLISH.
+pub fn publish_packet_v5(qos: u8, packet_id: u16, topic: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_string(&mut body, topic);
+    if qos > 0 {
+        body.extend_from_slice(&packet_id.to_be_bytes());
+    }
+    body.push(0);
+    body.extend_from_slice(payload);
+    packet(0x30 | (qos << 1), &body)
+}
+
+/// An MQTT client that speaks bytes, for what mosquitto will not do.
+pub struct RawClient {
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(rig: &Rig, addr: SocketAddr) -> Self {
+        let config = client_config(rig, Some(&rig.pki.device), &[]);
+        let stream = tls_connect(addr, "localhost", config).await.expect("TLS");
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+        self.stream.flush().await.unwrap();
+    }
+
+    /// The next packet as (first byte, body); `None` when the broker closed the
+    /// connection. Bounded by [`WAIT`].
+    pub async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            loop {
+                if self.buf.len() >= 2 {
+                    let mut remaining = 0usize;
+                    let mut header = 1;
+                    let mut complete = false;
+                    for (i, byte) in self.buf[1..].iter().take(4).enumerate() {
+                        remaining |= usize::from(byte & 0x7f) << (7 * i);
+                        header += 1;
+                        if byte & 0x80 == 0 {
+                            complete = true;
+                            break;
+                        }
+                    }
+                    if complete && self.buf.len() >= header + remaining {
+                        let first = self.buf[0];
+                        let body = self.buf[header..header + remaining].to_vec();
+                        self.buf.drain(..header + remaining);
+                        return Some((first, body));
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("broker answered in time")
+    }
 }
