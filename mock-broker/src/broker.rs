@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +20,7 @@ use crate::observe::{Event, Observer, PublishObservation, Publisher};
 use crate::policy::{AccountScope, Action, Policy, Principal};
 use crate::rules;
 use crate::session;
+use crate::sntp::{self, SntpBehaviour};
 use crate::tls::{Credentials, ListenerKind, SniRule, TlsFront};
 
 /// How the broker is set up. [`Config::new`] gives AWS's behaviour on loopback with
@@ -36,6 +37,8 @@ pub struct Config {
     pub mqtt_addr: SocketAddr,
     /// The ALPN listener (AWS's 443), if wanted.
     pub alpn_addr: Option<SocketAddr>,
+    /// The SNTP server (UDP), if wanted.
+    pub sntp_addr: Option<SocketAddr>,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// Longest between the handshake and the CONNECT packet.
@@ -57,6 +60,7 @@ impl Config {
             scope: AccountScope::default(),
             mqtt_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             alpn_addr: None,
+            sntp_addr: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             connect_interval: Duration::from_secs(1),
@@ -108,6 +112,22 @@ impl MockBroker {
             (Some(l), Some(addr)) => Some(local(l, addr)?),
             _ => None,
         };
+        let sntp_socket = match config.sntp_addr {
+            Some(addr) => Some(
+                UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let sntp_addr = match (&sntp_socket, config.sntp_addr) {
+            (Some(socket), Some(addr)) => Some(
+                socket
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            _ => None,
+        };
         let (events, _) = broadcast::channel(64 * 1024);
         let shared = Arc::new(Shared {
             config,
@@ -118,6 +138,15 @@ impl MockBroker {
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let sntp_behaviour = Arc::new(Mutex::new(SntpBehaviour::default()));
+        if let Some(socket) = sntp_socket {
+            tracker.spawn(sntp::serve(
+                socket,
+                sntp_behaviour.clone(),
+                shared.events.clone(),
+                cancel.clone(),
+            ));
+        }
         let mut listeners = vec![(mqtt_listener, ListenerKind::Mqtt)];
         listeners.extend(alpn_listener.map(|l| (l, ListenerKind::Alpn)));
         for (listener, kind) in listeners {
@@ -129,11 +158,13 @@ impl MockBroker {
                 tracker.clone(),
             ));
         }
-        tracing::info!(%mqtt_addr, ?alpn_addr, endpoint = %shared.config.endpoint, "broker listening");
+        tracing::info!(%mqtt_addr, ?alpn_addr, ?sntp_addr, endpoint = %shared.config.endpoint, "broker listening");
         Ok(Handle {
             shared,
             mqtt_addr,
             alpn_addr,
+            sntp_addr,
+            sntp_behaviour,
             cancel,
             tracker,
         })
@@ -180,6 +211,8 @@ pub struct Handle {
     shared: Arc<Shared>,
     mqtt_addr: SocketAddr,
     alpn_addr: Option<SocketAddr>,
+    sntp_addr: Option<SocketAddr>,
+    sntp_behaviour: Arc<Mutex<SntpBehaviour>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -205,6 +238,19 @@ impl Handle {
     /// The bound address of the ALPN listener, if configured.
     pub fn alpn_addr(&self) -> Option<SocketAddr> {
         self.alpn_addr
+    }
+
+    /// The bound address of the SNTP server, if configured.
+    pub fn sntp_addr(&self) -> Option<SocketAddr> {
+        self.sntp_addr
+    }
+
+    /// Change how the SNTP server answers from the next request on.
+    pub fn set_sntp(&self, behaviour: SntpBehaviour) {
+        *self
+            .sntp_behaviour
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = behaviour;
     }
 
     /// A stream of everything that happens from now on.

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Loopback HTTP/JSON control API address (not implemented yet).
     #[arg(long)]
     pub control: Option<SocketAddr>,
-    /// SNTP server address (not implemented yet).
+    /// SNTP server address (UDP), e.g. 127.0.0.1:1123; none by default.
     #[arg(long)]
     pub sntp: Option<SocketAddr>,
 }
@@ -64,6 +64,7 @@ impl ServeArgs {
         config.endpoint = self.endpoint.clone();
         config.mqtt_addr = SocketAddr::new(self.bind, self.port);
         config.alpn_addr = self.alpn_port.map(|port| SocketAddr::new(self.bind, port));
+        config.sntp_addr = self.sntp;
         if self.allow_missing_sni {
             config.sni = SniRule::AllowMissing;
         }
@@ -76,6 +77,7 @@ pub fn ready_line(handle: &Handle) -> String {
     serde_json::json!({
         "mqtt": handle.mqtt_addr().to_string(),
         "alpn": handle.alpn_addr().map(|a| a.to_string()),
+        "sntp": handle.sntp_addr().map(|a| a.to_string()),
     })
     .to_string()
 }
@@ -86,8 +88,8 @@ pub async fn run(
     args: &ServeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    if args.control.is_some() || args.sntp.is_some() {
-        tracing::warn!("--control and --sntp are not implemented yet; ignored");
+    if args.control.is_some() {
+        tracing::warn!("--control is not implemented yet; ignored");
     }
     let handle = MockBroker::start(args.config()?).await?;
     println!("{}", ready_line(&handle));

@@ -24,6 +24,7 @@
 //! - [`mqtt`]: the MQTT 3.1.1 / 5 packets the broker reads and writes.
 //! - [`rules`]: AWS IoT Core's limits (client id, keep-alive, topics, payload).
 //! - [`policy`]: AWS IoT policy documents and the allow/deny decision.
+//! - [`sntp`]: the SNTP server and its misbehaviours.
 //! - [`observe`]: observer events and AWS's lifecycle event documents.
 //! - [`error`]: errors, grouped by who is at fault.
 //! - [`cli`]: the `mock-broker serve` command line.
@@ -36,6 +37,7 @@ pub mod observe;
 pub mod policy;
 pub mod rules;
 mod session;
+pub mod sntp;
 pub mod tls;
 
 pub use broker::{ClientInfo, Config, Handle, MockBroker};
@@ -43,4 +45,5 @@ pub use error::{DisconnectReason, StartError};
 pub use mqtt::QoS;
 pub use observe::{Event, Observer, PublishObservation, Publisher};
 pub use policy::Policy;
+pub use sntp::SntpBehaviour;
 pub use tls::{Credentials, SniRule};

@@ -60,6 +60,11 @@ pub enum Event {
         peer: SocketAddr,
         reason: String,
     },
+    /// The SNTP server got a request, and answered it or (as told) did not.
+    SntpRequest {
+        peer: SocketAddr,
+        answered: bool,
+    },
 }
 
 /// A stream of [`Event`]s from the moment it was made. It holds up to 64 Ki events; an

@@ -331,3 +331,72 @@ async fn dropping_the_handle_stops_the_broker() {
     assert!(saw_disconnect);
     TcpListener::bind(addr).await.expect("port free");
 }
+
+#[tokio::test]
+async fn sntp_serves_the_time_and_misbehaves_on_request() {
+    use firmware_core::sntp::{Error, NtpTimestamp, parse_reply, request};
+    use mock_broker::SntpBehaviour;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.sntp_addr = Some("127.0.0.1:0".parse().unwrap());
+    let broker = rig.start(config).await;
+    let server = broker.sntp_addr().unwrap();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sent = NtpTimestamp::from_bits(0x0123_4567_89ab_cdef);
+    let ask = async || {
+        socket.send_to(&request(sent), server).await.unwrap();
+        let mut buf = [0u8; 128];
+        let (len, _) = socket.recv_from(&mut buf).await.unwrap();
+        parse_reply(&buf[..len], sent)
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let time = tokio::time::timeout(WAIT, ask())
+        .await
+        .unwrap()
+        .unwrap()
+        .time
+        .secs;
+    assert!(time.abs_diff(now) <= 2, "{time} vs {now}");
+
+    broker.set_sntp(SntpBehaviour::OffsetSecs(-3600));
+    let time = tokio::time::timeout(WAIT, ask())
+        .await
+        .unwrap()
+        .unwrap()
+        .time
+        .secs;
+    assert!(time.abs_diff(now - 3600) <= 2);
+
+    broker.set_sntp(SntpBehaviour::KissOfDeath(*b"DENY"));
+    assert_eq!(
+        tokio::time::timeout(WAIT, ask()).await.unwrap(),
+        Err(Error::KissOfDeath(*b"DENY"))
+    );
+
+    // Silent: no answer to this request; the next one, answered, proves the server lives.
+    let mut observer = broker.observe();
+    broker.set_sntp(SntpBehaviour::Silent);
+    socket.send_to(&request(sent), server).await.unwrap();
+    let unanswered = observer
+        .wait_for(WAIT, |e| match e {
+            Event::SntpRequest { answered, .. } => Some(*answered),
+            _ => None,
+        })
+        .await;
+    assert_eq!(unanswered, Some(false));
+    broker.set_sntp(SntpBehaviour::Correct);
+    let reply = tokio::time::timeout(WAIT, ask()).await.unwrap();
+    assert!(reply.is_ok());
+    let mut buf = [0u8; 128];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "exactly one reply for two requests"
+    );
+}
