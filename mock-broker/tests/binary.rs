@@ -1,0 +1,121 @@
+//! `mock-broker serve` as a process: the ready line, a client, a clean stop on SIGINT.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Cert, Rig, WAIT, mosquitto, run};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+#[tokio::test]
+async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
+    let rig = Rig::new();
+    std::fs::write(rig.path("server.pem"), rig.pki.server.cert_pem()).unwrap();
+    std::fs::write(
+        rig.path("server.key.pem"),
+        rig.pki.server.key_pem().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--alpn-port",
+            "0",
+            "--sntp",
+            "127.0.0.1:0",
+            "--certs",
+        ])
+        .arg(rig.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("ready line");
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let mqtt: std::net::SocketAddr = ready["mqtt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ready["alpn"].as_str().is_some() && ready["sntp"].as_str().is_some(),
+        "{line}"
+    );
+
+    // The default policy is the one `certs init` writes.
+    let mut publish = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        mqtt,
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing",
+    );
+    publish.args(["-t", "outTopic", "-q", "1", "-m", "hello"]);
+    let (ok, _, err) = run(publish).await;
+    assert!(ok, "{err}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn serve_with_missing_credentials_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
+        .args(["serve", "--port", "0", "--certs"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("server.key.pem"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_malformed_policy_naming_the_statement() {
+    let rig = Rig::new();
+    std::fs::write(rig.path("server.pem"), rig.pki.server.cert_pem()).unwrap();
+    std::fs::write(
+        rig.path("server.key.pem"),
+        rig.pki.server.key_pem().as_bytes(),
+    )
+    .unwrap();
+    let policy = rig.path("bad-policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Permit","Action":"iot:*","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
+        .args(["serve", "--port", "0", "--certs"])
+        .arg(rig.dir.path())
+        .arg("--policy")
+        .arg(&policy)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Statement[0].Effect"), "{stderr}");
+}
