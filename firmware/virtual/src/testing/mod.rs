@@ -5,6 +5,7 @@
 //! as a dev-dependency. It needs `mosquitto`, `mosquitto_pub`/`mosquitto_sub` and
 //! `openssl` on the PATH (Debian packages).
 
+pub mod device;
 pub mod image;
 pub mod mosquitto;
 pub mod pki;

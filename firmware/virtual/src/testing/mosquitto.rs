@@ -35,10 +35,20 @@ struct LogState {
     exited: Option<u32>,
 }
 
+/// A server certificate (PEM, possibly a chain) and its key, for a second listener.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
 /// A running (or stopped) mosquitto.
 pub struct Mosquitto {
     dir: tempfile::TempDir,
     port: u16,
+    /// A second listener for the device with its own server certificate (bad ones in the
+    /// refusal tests), so the observer still connects through the first.
+    device_listener: Option<(u16, ServerCert)>,
     pki: TestPki,
     child: Option<Child>,
     generation: u32,
@@ -49,9 +59,16 @@ impl Mosquitto {
     /// Start a broker on a free port: TLS 1.3 only, client certificates required and
     /// their CN used as the username.
     pub fn start(pki: &TestPki) -> io::Result<Self> {
+        Self::start_with(pki, None)
+    }
+
+    /// [`Self::start`], plus a second listener for the device on [`Self::device_port`]
+    /// presenting `device_cert` (same client-certificate rules).
+    pub fn start_with(pki: &TestPki, device_cert: Option<ServerCert>) -> io::Result<Self> {
         let mut broker = Self {
             dir: tempfile::tempdir()?,
             port: 0,
+            device_listener: device_cert.map(|c| (0, c)),
             pki: pki.clone(),
             child: None,
             generation: 0,
@@ -61,6 +78,9 @@ impl Mosquitto {
         // A free port can be taken between our probe and mosquitto's bind; try another.
         for _ in 0..10 {
             broker.port = free_port()?;
+            if let Some((port, _)) = &mut broker.device_listener {
+                *port = free_port()?;
+            }
             match broker.spawn() {
                 Ok(()) => return Ok(broker),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
@@ -72,6 +92,11 @@ impl Mosquitto {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the device should dial: the device listener's, or the only one.
+    pub fn device_port(&self) -> u16 {
+        self.device_listener.as_ref().map_or(self.port, |(p, _)| *p)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -158,7 +183,7 @@ impl Mosquitto {
 
     fn write_config(&self) -> io::Result<PathBuf> {
         let p = &self.pki;
-        let conf = format!(
+        let mut conf = format!(
             "per_listener_settings false\n\
              listener {port} 127.0.0.1\n\
              tls_version tlsv1.3\n\
@@ -178,6 +203,20 @@ impl Mosquitto {
             cert = p.server_cert_pem.display(),
             key = p.server_key_pem.display(),
         );
+        if let Some((port, cert)) = &self.device_listener {
+            conf.push_str(&format!(
+                "listener {port} 127.0.0.1\n\
+                 tls_version tlsv1.3\n\
+                 cafile {ca}\n\
+                 certfile {cert}\n\
+                 keyfile {key}\n\
+                 require_certificate true\n\
+                 use_identity_as_username true\n",
+                ca = p.ca_pem.display(),
+                cert = cert.cert_pem.display(),
+                key = cert.key_pem.display(),
+            ));
+        }
         let path = self.dir.path().join("mosquitto.conf");
         std::fs::write(&path, conf)?;
         Ok(path)
