@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::{DisconnectReason, StartError};
+use crate::faults::{FaultTable, Faults};
 use crate::mqtt::{QoS, Version};
 use crate::observe::{Event, Observer, PublishObservation, Publisher};
 use crate::policy::{AccountScope, Action, Policy, Principal};
@@ -134,6 +135,7 @@ impl MockBroker {
             tls,
             events,
             state: Mutex::new(State::default()),
+            faults: Mutex::new(FaultTable::default()),
             next_connection: AtomicU64::new(1),
         });
         let cancel = CancellationToken::new();
@@ -283,6 +285,40 @@ impl Handle {
         }
     }
 
+    /// Close `client_id`'s connection without a word (no MQTT 5 DISCONNECT), as a
+    /// network failure would. Returns whether it was connected.
+    pub fn drop_connection(&self, client_id: &str) -> bool {
+        let state = self.shared.lock();
+        state
+            .clients
+            .get(client_id)
+            .is_some_and(|client| client.commands.send(session::Command::Drop).is_ok())
+    }
+
+    /// Apply `faults` to every client without faults of its own, from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .global = faults;
+    }
+
+    /// Apply `faults` to `client_id` only (replacing the global faults for it).
+    pub fn set_client_faults(&self, client_id: &str, faults: Faults) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clients
+            .insert(client_id.to_owned(), faults);
+    }
+
+    /// Clear every fault, global and per client.
+    pub fn reset_faults(&self) {
+        *self.shared.faults.lock().unwrap_or_else(|e| e.into_inner()) = FaultTable::default();
+    }
+
     /// Publish as the broker's owner; subscribers' policies still decide delivery.
     /// Returns how many clients it was sent to.
     pub fn inject(&self, topic: &str, payload: impl Into<Bytes>, qos: QoS) -> usize {
@@ -351,6 +387,7 @@ pub(crate) struct Shared {
     pub tls: TlsFront,
     pub events: broadcast::Sender<Event>,
     pub state: Mutex<State>,
+    pub faults: Mutex<FaultTable>,
     pub next_connection: AtomicU64,
 }
 
@@ -358,6 +395,13 @@ impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking session must not wedge the broker.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn faults_for(&self, client_id: &str) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .for_client(client_id)
     }
 
     pub fn emit(&self, event: Event) {

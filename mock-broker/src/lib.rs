@@ -18,7 +18,7 @@
 //! # Layout
 //!
 //! - [`broker`]: [`MockBroker::start`], [`Config`], the [`Handle`] (addresses, observe,
-//!   inject, kick, list clients, shutdown), the client table and routing.
+//!   inject, kick, drop, faults, list clients, shutdown), the client table and routing.
 //! - `session`: one connection: TLS, CONNECT admission, the packet loop, lifecycle events.
 //! - [`tls`]: the rustls front (client certificates, SNI, ALPN).
 //! - [`mqtt`]: the MQTT 3.1.1 / 5 packets the broker reads and writes.
@@ -26,12 +26,14 @@
 //! - [`policy`]: AWS IoT policy documents and the allow/deny decision.
 //! - [`sntp`]: the SNTP server and its misbehaviours.
 //! - [`observe`]: observer events and AWS's lifecycle event documents.
+//! - [`faults`]: faults to inject (withheld acks, drops, black holes, latency).
 //! - [`error`]: errors, grouped by who is at fault.
 //! - [`cli`]: the `mock-broker serve` command line.
 
 pub mod broker;
 pub mod cli;
 pub mod error;
+pub mod faults;
 pub mod mqtt;
 pub mod observe;
 pub mod policy;
@@ -42,6 +44,7 @@ pub mod tls;
 
 pub use broker::{ClientInfo, Config, Handle, MockBroker};
 pub use error::{DisconnectReason, StartError};
+pub use faults::Faults;
 pub use mqtt::QoS;
 pub use observe::{Event, Observer, PublishObservation, Publisher};
 pub use policy::Policy;

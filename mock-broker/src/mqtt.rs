@@ -140,6 +140,24 @@ pub enum ClientPacket {
     },
 }
 
+impl ClientPacket {
+    /// The packet type's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientPacket::Connect(_) => "CONNECT",
+            ClientPacket::Publish(_) => "PUBLISH",
+            ClientPacket::PubAck { .. } => "PUBACK",
+            ClientPacket::PubRec { .. } => "PUBREC",
+            ClientPacket::PubRel { .. } => "PUBREL",
+            ClientPacket::PubComp { .. } => "PUBCOMP",
+            ClientPacket::Subscribe { .. } => "SUBSCRIBE",
+            ClientPacket::Unsubscribe { .. } => "UNSUBSCRIBE",
+            ClientPacket::PingReq => "PINGREQ",
+            ClientPacket::Disconnect { .. } => "DISCONNECT",
+        }
+    }
+}
+
 /// Packets the broker sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerPacket {
@@ -164,6 +182,21 @@ pub enum ServerPacket {
     Disconnect {
         reason: u8,
     },
+}
+
+impl ServerPacket {
+    /// The packet type's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerPacket::ConnAck(_) => "CONNACK",
+            ServerPacket::Publish(_) => "PUBLISH",
+            ServerPacket::PubAck { .. } => "PUBACK",
+            ServerPacket::SubAck { .. } => "SUBACK",
+            ServerPacket::UnsubAck { .. } => "UNSUBACK",
+            ServerPacket::PingResp => "PINGRESP",
+            ServerPacket::Disconnect { .. } => "DISCONNECT",
+        }
+    }
 }
 
 /// CONNACK; for MQTT 3.1.1 `code` is the return code (0-5), for MQTT 5 the reason code.

@@ -60,6 +60,11 @@ pub enum Event {
         peer: SocketAddr,
         reason: String,
     },
+    /// A fault changed what the broker did for `client_id`, e.g. "withheld PINGRESP".
+    FaultApplied {
+        client_id: String,
+        fault: String,
+    },
     /// The SNTP server got a request, and answered it or (as told) did not.
     SntpRequest {
         peer: SocketAddr,
@@ -171,6 +176,18 @@ impl Observer {
                 filter: f,
                 qos,
             } if id == client_id && f == filter => Some(*qos),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait for a fault to act on `client_id`; returns its description.
+    pub async fn wait_for_fault(&mut self, client_id: &str, timeout: Duration) -> Option<String> {
+        self.wait_for(timeout, |event| match event {
+            Event::FaultApplied {
+                client_id: id,
+                fault,
+            } if id == client_id => Some(fault.clone()),
             _ => None,
         })
         .await

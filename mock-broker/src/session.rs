@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{ClientEntry, ClientInfo, Message, Shared};
 use crate::error::DisconnectReason;
+use crate::faults::Faults;
 use crate::mqtt::{
     self, ClientPacket, ConnAck, Connect, DecodeError, Publish, QoS, ServerPacket, Version, reason,
     return_code,
@@ -32,6 +33,8 @@ use crate::tls::{HandshakeRefusal, ListenerKind};
 pub(crate) enum Command {
     Deliver(Delivery),
     Kick(DisconnectReason),
+    /// Close without a DISCONNECT, as a broken network would.
+    Drop,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +124,16 @@ pub(crate) async fn serve(
     let Some(keep_alive_secs) = admitted else {
         return;
     };
+    let faults = shared.faults_for(&connect.client_id);
+    if faults.withhold_connack {
+        tracing::info!(client = %connect.client_id, "fault: CONNACK withheld");
+        // Hold the connection open, reading and ignoring, until the client gives up.
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = async { while link.read_packet().await.is_ok() {} } => {}
+        }
+        return refuse(&shared, peer, "CONNACK withheld (fault)".into());
+    }
     let connection = shared.new_connection_id();
     let (commands, inbox) = mpsc::unbounded_channel();
     let info = ClientInfo {
@@ -172,6 +185,9 @@ pub(crate) async fn serve(
         server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
         receive_maximum: None,
     };
+    if !faults.latency.is_zero() {
+        tokio::time::sleep(faults.latency).await;
+    }
     link.send(&ServerPacket::ConnAck(ack)).await;
     tracing::info!(client = %connect.client_id, thing = ?accepted.thing_name, mqtt = connect.version.name(), keep_alive_secs, %peer, "connected");
     shared.emit(Event::Connected {
@@ -421,6 +437,10 @@ impl Session {
         mut inbox: mpsc::UnboundedReceiver<Command>,
         cancel: &CancellationToken,
     ) -> DisconnectReason {
+        if self.faults().disconnect_after_connack {
+            tracing::info!(client = %self.client_id, "fault: disconnect after CONNACK");
+            return DisconnectReason::ServerInitiatedDisconnect;
+        }
         let mut deadline = tokio::time::Instant::now() + self.keep_alive;
         loop {
             let flow = tokio::select! {
@@ -442,12 +462,20 @@ impl Session {
                         };
                         Flow::Close(why, Some(code))
                     }
+                    Some(Command::Drop) => Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None),
                     // The broker dropped this client's entry: a duplicate took over.
                     None => Flow::Close(DisconnectReason::DuplicateClientId, Some(reason::SESSION_TAKEN_OVER)),
                 },
                 packet = self.link.read_packet() => {
                     deadline = tokio::time::Instant::now() + self.keep_alive;
                     match packet {
+                        Ok(packet) if self.faults().black_hole => {
+                            self.shared.emit(Event::FaultApplied {
+                                client_id: self.client_id.clone(),
+                                fault: format!("black hole: ignored {}", packet.name()),
+                            });
+                            Flow::Continue
+                        }
                         Ok(packet) => self.handle(packet).await,
                         Err(ReadError::Closed | ReadError::Io(_)) => Flow::Close(DisconnectReason::ConnectionLost, None),
                         Err(ReadError::Decode(DecodeError::TooLarge(size))) => {
@@ -463,13 +491,40 @@ impl Session {
             };
             if let Flow::Close(why, code) = flow {
                 if let Some(code) = code {
-                    self.link
-                        .send(&ServerPacket::Disconnect { reason: code })
-                        .await;
+                    self.reply(&ServerPacket::Disconnect { reason: code }).await;
                 }
                 return why;
             }
         }
+    }
+
+    fn faults(&self) -> Faults {
+        self.shared.faults_for(&self.client_id)
+    }
+
+    /// Send a packet, unless a fault says otherwise: black-holed connections get
+    /// nothing, withheld acknowledgements are skipped, latency is added.
+    async fn reply(&mut self, packet: &ServerPacket) {
+        let faults = self.faults();
+        let withheld = match packet {
+            _ if faults.black_hole => true,
+            ServerPacket::SubAck { .. } => faults.withhold_suback,
+            ServerPacket::PubAck { .. } => faults.withhold_puback,
+            ServerPacket::PingResp => faults.withhold_pingresp,
+            _ => false,
+        };
+        if withheld {
+            tracing::debug!(client = %self.client_id, packet = packet.name(), "fault: not sent");
+            self.shared.emit(Event::FaultApplied {
+                client_id: self.client_id.clone(),
+                fault: format!("withheld {}", packet.name()),
+            });
+            return;
+        }
+        if !faults.latency.is_zero() {
+            tokio::time::sleep(faults.latency).await;
+        }
+        self.link.send(packet).await;
     }
 
     fn principal(&self) -> Principal<'_> {
@@ -508,16 +563,15 @@ impl Session {
                             .retain(|(f, _)| !filters.contains(f));
                     }
                 }
-                self.link
-                    .send(&ServerPacket::UnsubAck {
-                        packet_id,
-                        count: filters.len(),
-                    })
-                    .await;
+                self.reply(&ServerPacket::UnsubAck {
+                    packet_id,
+                    count: filters.len(),
+                })
+                .await;
                 Flow::Continue
             }
             ClientPacket::PingReq => {
-                self.link.send(&ServerPacket::PingResp).await;
+                self.reply(&ServerPacket::PingResp).await;
                 Flow::Continue
             }
             ClientPacket::Disconnect { .. } => {
@@ -584,12 +638,11 @@ impl Session {
             received_at,
         });
         if let Some(packet_id) = packet_id {
-            self.link
-                .send(&ServerPacket::PubAck {
-                    packet_id,
-                    reason: reason::SUCCESS,
-                })
-                .await;
+            self.reply(&ServerPacket::PubAck {
+                packet_id,
+                reason: reason::SUCCESS,
+            })
+            .await;
         }
         Flow::Continue
     }
@@ -641,9 +694,7 @@ impl Session {
                 }
             }
         }
-        self.link
-            .send(&ServerPacket::SubAck { packet_id, codes })
-            .await;
+        self.reply(&ServerPacket::SubAck { packet_id, codes }).await;
         for (filter, qos) in granted {
             self.shared.emit(Event::Subscribed {
                 client_id: self.client_id.clone(),
@@ -677,6 +728,6 @@ impl Session {
                 return;
             }
         }
-        self.link.send(&packet).await;
+        self.reply(&packet).await;
     }
 }

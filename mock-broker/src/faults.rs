@@ -1,0 +1,83 @@
+//! Faults the broker's owner switches on to see how a device copes: withheld
+//! acknowledgements, dropped or black-holed connections, added latency.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// What to do wrong. The default does nothing wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Read CONNECT, never answer it.
+    pub withhold_connack: bool,
+    /// Grant subscriptions, never acknowledge them.
+    pub withhold_suback: bool,
+    /// Route QoS 1 publishes, never acknowledge them.
+    pub withhold_puback: bool,
+    /// Never answer PINGREQ.
+    pub withhold_pingresp: bool,
+    /// Send CONNACK, then close the connection at once.
+    pub disconnect_after_connack: bool,
+    /// Keep the connection open but ignore everything the client sends and send it
+    /// nothing.
+    pub black_hole: bool,
+    /// Delay every packet the broker sends by this long.
+    #[serde(with = "millis", rename = "latency_ms")]
+    pub latency: Duration,
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms: u64 = serde::Deserialize::deserialize(d)?;
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+/// The faults in force: one set for everyone, and per-client sets that replace it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FaultTable {
+    pub global: Faults,
+    pub clients: HashMap<String, Faults>,
+}
+
+impl FaultTable {
+    pub fn for_client(&self, client_id: &str) -> Faults {
+        self.clients.get(client_id).unwrap_or(&self.global).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_faults_replace_the_global_ones() {
+        let mut table = FaultTable::default();
+        table.global.withhold_puback = true;
+        table.clients.insert(
+            "a".into(),
+            Faults {
+                black_hole: true,
+                ..Faults::default()
+            },
+        );
+        assert!(table.for_client("a").black_hole);
+        assert!(!table.for_client("a").withhold_puback);
+        assert!(table.for_client("b").withhold_puback);
+    }
+
+    #[test]
+    fn json_form_uses_milliseconds_and_refuses_unknown_fields() {
+        let faults: Faults =
+            serde_json::from_str(r#"{"withhold_pingresp": true, "latency_ms": 250}"#).unwrap();
+        assert!(faults.withhold_pingresp);
+        assert_eq!(faults.latency, Duration::from_millis(250));
+        assert!(serde_json::from_str::<Faults>(r#"{"withold_puback": true}"#).is_err());
+    }
+}
