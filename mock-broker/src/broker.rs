@@ -149,17 +149,20 @@ impl MockBroker {
                 cancel.clone(),
             ));
         }
-        let mut listeners = vec![(mqtt_listener, ListenerKind::Mqtt)];
-        listeners.extend(alpn_listener.map(|l| (l, ListenerKind::Alpn)));
-        for (listener, kind) in listeners {
-            tracker.spawn(accept_loop(
-                listener,
-                kind,
-                shared.clone(),
-                cancel.clone(),
-                tracker.clone(),
-            ));
+        let mut bound = vec![(mqtt_listener, ListenerKind::Mqtt, mqtt_addr)];
+        if let (Some(listener), Some(addr)) = (alpn_listener, alpn_addr) {
+            bound.push((listener, ListenerKind::Alpn, addr));
         }
+        let listeners = bound
+            .into_iter()
+            .map(|(listener, kind, addr)| ListenerSlot {
+                kind,
+                addr,
+                running: Some(spawn_accept_loop(
+                    listener, kind, &shared, &cancel, &tracker,
+                )),
+            })
+            .collect();
         tracing::info!(%mqtt_addr, ?alpn_addr, ?sntp_addr, endpoint = %shared.config.endpoint, "broker listening");
         Ok(Handle {
             shared,
@@ -167,22 +170,25 @@ impl MockBroker {
             alpn_addr,
             sntp_addr,
             sntp_behaviour,
+            listeners: tokio::sync::Mutex::new(listeners),
             cancel,
             tracker,
         })
     }
 }
 
+/// Accept until `stop`; sessions end with `shutdown` (the whole broker), not with `stop`.
 async fn accept_loop(
     listener: TcpListener,
     kind: ListenerKind,
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -194,7 +200,7 @@ async fn accept_loop(
                     peer,
                     kind,
                     shared.clone(),
-                    cancel.clone(),
+                    shutdown.clone(),
                 ));
             }
             Err(e) => {
@@ -215,8 +221,38 @@ pub struct Handle {
     alpn_addr: Option<SocketAddr>,
     sntp_addr: Option<SocketAddr>,
     sntp_behaviour: Arc<Mutex<SntpBehaviour>>,
+    listeners: tokio::sync::Mutex<Vec<ListenerSlot>>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+}
+
+/// One listening socket, which can be closed and opened again on the same address.
+struct ListenerSlot {
+    kind: ListenerKind,
+    addr: SocketAddr,
+    /// The accept loop's own stop switch and task, while listening.
+    running: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+fn spawn_accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    // A child token: stopping this listener leaves the rest of the broker running,
+    // shutting the broker down stops it too.
+    let stop = cancel.child_token();
+    let task = tracker.spawn(accept_loop(
+        listener,
+        kind,
+        shared.clone(),
+        stop.clone(),
+        cancel.clone(),
+        tracker.clone(),
+    ));
+    (stop, task)
 }
 
 /// A connected client, as listed by [`Handle::clients`].
@@ -337,6 +373,56 @@ impl Handle {
     /// new connections.
     pub fn replace_server_credentials(&self, credentials: &Credentials) -> Result<(), StartError> {
         self.shared.tls.replace_credentials(credentials)
+    }
+
+    /// Close the listening sockets (connecting clients are refused by the OS); existing
+    /// connections stay up. Returns once the ports are closed. With
+    /// [`Handle::drop_all_connections`] this is a broker outage.
+    pub async fn stop_listening(&self) {
+        let mut listeners = self.listeners.lock().await;
+        for slot in listeners.iter_mut() {
+            if let Some((stop, task)) = slot.running.take() {
+                stop.cancel();
+                let _ = task.await;
+                tracing::info!(kind = ?slot.kind, addr = %slot.addr, "stopped listening");
+            }
+        }
+    }
+
+    /// Listen again on the same addresses after [`Handle::stop_listening`].
+    pub async fn resume_listening(&self) -> Result<(), StartError> {
+        let mut listeners = self.listeners.lock().await;
+        for slot in listeners.iter_mut() {
+            if slot.running.is_none() {
+                let listener =
+                    TcpListener::bind(slot.addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            addr: slot.addr,
+                            source,
+                        })?;
+                slot.running = Some(spawn_accept_loop(
+                    listener,
+                    slot.kind,
+                    &self.shared,
+                    &self.cancel,
+                    &self.tracker,
+                ));
+                tracing::info!(kind = ?slot.kind, addr = %slot.addr, "listening again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Close every client connection without a word, as a network failure would.
+    /// Returns how many there were.
+    pub fn drop_all_connections(&self) -> usize {
+        let state = self.shared.lock();
+        state
+            .clients
+            .values()
+            .filter(|client| client.commands.send(session::Command::Drop).is_ok())
+            .count()
     }
 
     /// Stop accepting, disconnect every client and wait for every task to end.

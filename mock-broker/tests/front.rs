@@ -400,3 +400,27 @@ async fn sntp_serves_the_time_and_misbehaves_on_request() {
         "exactly one reply for two requests"
     );
 }
+
+#[tokio::test]
+async fn the_listener_stops_and_resumes_on_the_same_port() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut observer = broker.observe();
+    let (mut client, _) = connect_v5(&rig, addr, "ESPthing", 60, &[]).await;
+    broker.stop_listening().await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "refused while stopped"
+    );
+    assert_eq!(broker.clients().len(), 1, "existing connection kept");
+    assert_eq!(broker.drop_all_connections(), 1);
+    assert_eq!(client.next().await, None);
+    assert_eq!(
+        observer.wait_for_disconnect("ESPthing", WAIT).await,
+        Some(DisconnectReason::ServerInitiatedDisconnect)
+    );
+    broker.resume_listening().await.unwrap();
+    let (_client, connack) = connect_v5(&rig, addr, "ESPthing", 60, &[]).await;
+    assert_eq!(connack[1], 0);
+}
