@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::control;
 use crate::error::{DisconnectReason, StartError};
 use crate::faults::{FaultTable, Faults};
 use crate::mqtt::{QoS, Version};
@@ -40,6 +41,8 @@ pub struct Config {
     pub alpn_addr: Option<SocketAddr>,
     /// The SNTP server (UDP), if wanted.
     pub sntp_addr: Option<SocketAddr>,
+    /// The HTTP/JSON control API (loopback only: it has no authentication), if wanted.
+    pub control_addr: Option<SocketAddr>,
     /// Longest a TLS handshake may take.
     pub handshake_timeout: Duration,
     /// Longest between the handshake and the CONNECT packet.
@@ -62,6 +65,7 @@ impl Config {
             mqtt_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             alpn_addr: None,
             sntp_addr: None,
+            control_addr: None,
             handshake_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             connect_interval: Duration::from_secs(1),
@@ -129,6 +133,7 @@ impl MockBroker {
             ),
             _ => None,
         };
+        let control_addr = config.control_addr;
         let (events, _) = broadcast::channel(64 * 1024);
         let shared = Arc::new(Shared {
             config,
@@ -164,16 +169,29 @@ impl MockBroker {
             })
             .collect();
         tracing::info!(%mqtt_addr, ?alpn_addr, ?sntp_addr, endpoint = %shared.config.endpoint, "broker listening");
-        Ok(Handle {
+        let control_listener = match control_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let control_addr = match (&control_listener, control_addr) {
+            (Some(l), Some(addr)) => Some(local(l, addr)?),
+            _ => None,
+        };
+        let controls = Arc::new(Controls {
             shared,
+            control_addr,
             mqtt_addr,
             alpn_addr,
             sntp_addr,
             sntp_behaviour,
             listeners: tokio::sync::Mutex::new(listeners),
-            cancel,
-            tracker,
-        })
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        });
+        if let Some(listener) = control_listener {
+            tracker.spawn(control::serve(listener, controls.clone(), cancel.clone()));
+        }
+        Ok(Handle { controls })
     }
 }
 
@@ -214,16 +232,48 @@ async fn accept_loop(
 }
 
 /// A running broker. Dropping it stops the broker (listeners close at once, sessions
-/// end shortly after); [`Handle::shutdown`] also waits until everything has ended.
+/// end shortly after); [`Handle::shutdown`] also waits until everything has ended. Its
+/// controls are [`Controls`]' methods, reached through `Deref`.
 pub struct Handle {
+    controls: Arc<Controls>,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Controls;
+
+    fn deref(&self) -> &Controls {
+        &self.controls
+    }
+}
+
+impl Handle {
+    /// Stop accepting, disconnect every client and wait for every task to end.
+    pub async fn shutdown(self) {
+        self.controls.cancel.cancel();
+        self.controls.tracker.close();
+        self.controls.tracker.wait().await;
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.controls.cancel.cancel();
+        self.controls.tracker.close();
+    }
+}
+
+/// What the broker's owner can see and do: addresses, observation, clients, injection,
+/// faults, listeners, SNTP. Shared by the [`Handle`] and the control API.
+pub struct Controls {
     shared: Arc<Shared>,
+    control_addr: Option<SocketAddr>,
     mqtt_addr: SocketAddr,
     alpn_addr: Option<SocketAddr>,
     sntp_addr: Option<SocketAddr>,
     sntp_behaviour: Arc<Mutex<SntpBehaviour>>,
     listeners: tokio::sync::Mutex<Vec<ListenerSlot>>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tracker: TaskTracker,
 }
 
 /// One listening socket, which can be closed and opened again on the same address.
@@ -267,7 +317,12 @@ pub struct ClientInfo {
     pub connected_at: SystemTime,
 }
 
-impl Handle {
+impl Controls {
+    /// The bound address of the HTTP/JSON control API, if configured.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+
     /// The bound address of the MQTT listener.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.mqtt_addr
@@ -423,20 +478,6 @@ impl Handle {
             .values()
             .filter(|client| client.commands.send(session::Command::Drop).is_ok())
             .count()
-    }
-
-    /// Stop accepting, disconnect every client and wait for every task to end.
-    pub async fn shutdown(self) {
-        self.cancel.cancel();
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        self.tracker.close();
     }
 }
 

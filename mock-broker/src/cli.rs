@@ -49,7 +49,7 @@ pub struct ServeArgs {
     /// Accept clients that send no SNI (e.g. dialling 127.0.0.1 with rustls).
     #[arg(long)]
     pub allow_missing_sni: bool,
-    /// Loopback HTTP/JSON control API address (not implemented yet).
+    /// Loopback HTTP/JSON control API address, e.g. 127.0.0.1:8080; none by default.
     #[arg(long)]
     pub control: Option<SocketAddr>,
     /// SNTP server address (UDP), e.g. 127.0.0.1:1123; none by default.
@@ -65,6 +65,7 @@ impl ServeArgs {
         config.mqtt_addr = SocketAddr::new(self.bind, self.port);
         config.alpn_addr = self.alpn_port.map(|port| SocketAddr::new(self.bind, port));
         config.sntp_addr = self.sntp;
+        config.control_addr = self.control;
         if self.allow_missing_sni {
             config.sni = SniRule::AllowMissing;
         }
@@ -78,6 +79,7 @@ pub fn ready_line(handle: &Handle) -> String {
         "mqtt": handle.mqtt_addr().to_string(),
         "alpn": handle.alpn_addr().map(|a| a.to_string()),
         "sntp": handle.sntp_addr().map(|a| a.to_string()),
+        "control": handle.control_addr().map(|a| a.to_string()),
     })
     .to_string()
 }
@@ -88,9 +90,6 @@ pub async fn run(
     args: &ServeArgs,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    if args.control.is_some() {
-        tracing::warn!("--control is not implemented yet; ignored");
-    }
     let handle = MockBroker::start(args.config()?).await?;
     println!("{}", ready_line(&handle));
     shutdown.await;

@@ -17,8 +17,9 @@
 //!
 //! # Layout
 //!
-//! - [`broker`]: [`MockBroker::start`], [`Config`], the [`Handle`] (addresses, observe,
-//!   inject, kick, drop, faults, list clients, shutdown), the client table and routing.
+//! - [`broker`]: [`MockBroker::start`], [`Config`], the [`Handle`] and its [`Controls`]
+//!   (addresses, observe, inject, kick, drop, faults, listeners, SNTP, list clients,
+//!   shutdown), the client table and routing.
 //! - `session`: one connection: TLS, CONNECT admission, the packet loop, lifecycle events.
 //! - [`tls`]: the rustls front (client certificates, SNI, ALPN).
 //! - [`mqtt`]: the MQTT 3.1.1 / 5 packets the broker reads and writes.
@@ -28,10 +29,12 @@
 //! - [`observe`]: observer events and AWS's lifecycle event documents.
 //! - [`faults`]: faults to inject (withheld acks, drops, black holes, latency).
 //! - [`error`]: errors, grouped by who is at fault.
+//! - [`control`]: the loopback HTTP/JSON control API.
 //! - [`cli`]: the `mock-broker serve` command line.
 
 pub mod broker;
 pub mod cli;
+pub mod control;
 pub mod error;
 pub mod faults;
 pub mod mqtt;
@@ -42,7 +45,7 @@ mod session;
 pub mod sntp;
 pub mod tls;
 
-pub use broker::{ClientInfo, Config, Handle, MockBroker};
+pub use broker::{ClientInfo, Config, Controls, Handle, MockBroker};
 pub use error::{DisconnectReason, StartError};
 pub use faults::Faults;
 pub use mqtt::QoS;

@@ -72,6 +72,72 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event as one JSON object, as the control API streams it. Payloads are given
+    /// as (lossy) UTF-8 text with their exact length.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Event::Publish(p) => json!({
+                "type": "publish",
+                "publisher": match &p.publisher {
+                    Publisher::Client(id) => json!({ "client": id }),
+                    Publisher::Injected => json!("injected"),
+                    Publisher::Broker => json!("broker"),
+                },
+                "topic": p.topic,
+                "payload": String::from_utf8_lossy(&p.payload),
+                "payload_len": p.payload.len(),
+                "qos": p.qos.level(),
+                "retain": p.retain,
+                "received_at_ms": millis(p.received_at_system),
+            }),
+            Event::Connected {
+                client_id,
+                thing_name,
+                version,
+                peer,
+            } => json!({
+                "type": "connected",
+                "client_id": client_id,
+                "thing_name": thing_name,
+                "mqtt_version": version.name(),
+                "peer": peer.to_string(),
+            }),
+            Event::Disconnected { client_id, reason } => json!({
+                "type": "disconnected",
+                "client_id": client_id,
+                "reason": reason.aws_name(),
+            }),
+            Event::Subscribed {
+                client_id,
+                filter,
+                qos,
+            } => json!({
+                "type": "subscribed",
+                "client_id": client_id,
+                "filter": filter,
+                "qos": qos.level(),
+            }),
+            Event::Refused { peer, reason } => json!({
+                "type": "refused",
+                "peer": peer.to_string(),
+                "reason": reason,
+            }),
+            Event::FaultApplied { client_id, fault } => json!({
+                "type": "fault",
+                "client_id": client_id,
+                "fault": fault,
+            }),
+            Event::SntpRequest { peer, answered } => json!({
+                "type": "sntp",
+                "peer": peer.to_string(),
+                "answered": answered,
+            }),
+        }
+    }
+}
+
 /// A stream of [`Event`]s from the moment it was made. It holds up to 64 Ki events; an
 /// observer that falls further behind skips the oldest and is told how many it missed.
 pub struct Observer {
@@ -213,7 +279,7 @@ pub fn disconnected_topic(client_id: &str) -> String {
     format!("$aws/events/presence/disconnected/{client_id}")
 }
 
-fn millis(at: SystemTime) -> u64 {
+pub(crate) fn millis(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -1,0 +1,151 @@
+//! The loopback HTTP/JSON control API, driven over plain HTTP/1.1.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{RawClient, Rig, WAIT, connect_packet};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One request; returns the status and the JSON body.
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let json = response.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(json).unwrap())
+}
+
+#[tokio::test]
+async fn the_control_api_observes_injects_kicks_and_applies_faults() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.control_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.sntp_addr = Some("127.0.0.1:0".parse().unwrap());
+    let broker = rig.start(config).await;
+    let control = broker.control_addr().unwrap();
+
+    let (status, body) = http(control, "GET", "/status", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["mqtt"], broker.mqtt_addr().to_string());
+
+    // The event stream, opened before anything happens.
+    let mut events = TcpStream::connect(control).await.unwrap();
+    events
+        .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut events = BufReader::new(events).lines();
+    // The broker subscribes to events before it answers, so once the header has been
+    // read every later event is on the stream.
+    while !tokio::time::timeout(WAIT, events.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .is_empty()
+    {}
+    let mut next_event = async |wanted: &str| -> Value {
+        let search = async {
+            while let Some(line) = events.next_line().await.unwrap() {
+                let value: Value = serde_json::from_str(&line).unwrap();
+                let topic_ok = value["type"] != "publish" || value["topic"] == "test/in";
+                if value["type"] == wanted && topic_ok {
+                    return value;
+                }
+            }
+            panic!("event stream ended");
+        };
+        tokio::time::timeout(WAIT, search).await.unwrap()
+    };
+    let mut client = RawClient::connect(&rig, broker.mqtt_addr()).await;
+    client.send(&connect_packet(5, "ESPthing", 60, &[])).await;
+    client.next().await.unwrap();
+    let connected = next_event("connected").await;
+    assert_eq!(connected["client_id"], "ESPthing");
+    assert_eq!(connected["mqtt_version"], "5");
+
+    client
+        .send(&common::subscribe_packet_v5(1, "test/in"))
+        .await;
+    client.next().await.unwrap();
+    let (status, body) = http(
+        control,
+        "POST",
+        "/publish",
+        Some(json!({"topic": "test/in", "payload": "hi", "qos": 1})),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"delivered": 1})));
+    let (first, publish) = client.next().await.unwrap();
+    assert_eq!(first, 0x32);
+    assert!(publish.ends_with(b"hi"));
+    let published = next_event("publish").await;
+    assert_eq!(published["publisher"], "injected");
+    assert_eq!(published["payload"], "hi");
+
+    let (_, clients) = http(control, "GET", "/clients", None).await;
+    assert_eq!(clients[0]["client_id"], "ESPthing");
+    assert_eq!(clients[0]["subscriptions"][0]["filter"], "test/in");
+
+    let (status, _) = http(
+        control,
+        "PUT",
+        "/faults",
+        Some(json!({"client_id": "ESPthing", "faults": {"withhold_pingresp": true}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    client.send(&[0xC0, 0]).await;
+    assert_eq!(next_event("fault").await["fault"], "withheld PINGRESP");
+    assert_eq!(http(control, "DELETE", "/faults", None).await.0, 200);
+
+    let (_, kicked) = http(
+        control,
+        "POST",
+        "/kick",
+        Some(json!({"client_id": "ESPthing"})),
+    )
+    .await;
+    assert_eq!(kicked, json!({"kicked": true}));
+    assert_eq!(
+        next_event("disconnected").await["reason"],
+        "SERVER_INITIATED_DISCONNECT"
+    );
+
+    assert_eq!(http(control, "POST", "/listener/stop", None).await.0, 200);
+    assert!(TcpStream::connect(broker.mqtt_addr()).await.is_err());
+    assert_eq!(http(control, "POST", "/listener/start", None).await.0, 200);
+    assert!(TcpStream::connect(broker.mqtt_addr()).await.is_ok());
+
+    assert_eq!(
+        http(control, "PUT", "/sntp", Some(json!({"offset_secs": -3600})))
+            .await
+            .0,
+        200
+    );
+    let (status, error) = http(control, "PUT", "/sntp", Some(json!({"behaviour": "late"}))).await;
+    assert_eq!(status, 400);
+    assert!(error["error"].as_str().unwrap().contains("behaviour"));
+    let (status, error) = http(
+        control,
+        "PUT",
+        "/faults",
+        Some(json!({"faults": {"nonsense": 1}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(http(control, "GET", "/nothing", None).await.0, 404);
+}
