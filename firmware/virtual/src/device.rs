@@ -27,7 +27,7 @@ use firmware_core::log::{
     NetError, ShutdownReason, SubscribeError,
 };
 use firmware_core::session::{Action, Event, Instant, Qos, RandomSource, Session, Settings};
-use minimq::{Op, Publication, QoS, SubscriptionOptions, TopicFilter};
+use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
 use rand_core::{OsRng, RngCore};
 
 use crate::cli::Args;
@@ -161,6 +161,10 @@ struct Driver<'a> {
     identity: Option<Identity>,
     net: Option<NetInfo>,
     subscription: Option<Op>,
+    /// The subscription made on this connection, for keep-alive probes.
+    subscribed: Option<(String, Qos)>,
+    /// A keep-alive probe awaiting its SUBACK.
+    probe: Option<Op>,
     sent: Vec<Sent>,
 }
 
@@ -190,6 +194,8 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         identity: None,
         net: None,
         subscription: None,
+        subscribed: None,
+        probe: None,
         sent: Vec::new(),
     };
     // Allocated once, as the board's static buffers; a connection borrows them.
@@ -341,7 +347,10 @@ impl Driver<'_> {
                 let filter = TopicFilter::new(&topic)
                     .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
                 match tokio::time::timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => self.subscription = Some(op),
+                    Ok(Ok(op)) => {
+                        self.subscription = Some(op);
+                        self.subscribed = Some((topic, qos));
+                    }
                     Ok(Err(_)) if conn.is_connected() => {
                         self.feed(Event::SubscribeFailed(SubscribeError::Refused));
                     }
@@ -387,8 +396,27 @@ impl Driver<'_> {
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
-            // minimq sends PINGREQ on its own schedule; what it receives is reported.
-            Todo::Ping => {}
+            // minimq pings only after keep-alive - 5 s without *sending*, so a device that
+            // publishes QoS 0 never hears from the broker; and minimq has no ping call.
+            // Subscribing again to the same filter is the request-response the session
+            // wants: SUBACK proves the link, and retained messages are not sent again.
+            Todo::Ping => {
+                let (Some(conn), Some((topic, qos)), None) = (conn, &self.subscribed, self.probe)
+                else {
+                    return Ok(());
+                };
+                let filter = TopicFilter::new(topic).options(
+                    SubscriptionOptions::default()
+                        .maximum_qos(mqtt_qos(*qos))
+                        .retain_behavior(RetainHandling::IfSubscriptionDoesNotExist),
+                );
+                match tokio::time::timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
+                    Ok(Ok(op)) => self.probe = Some(op),
+                    Ok(Err(_)) if conn.is_connected() => {}
+                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Err(_) => return self.lost(DisconnectReason::Io),
+                }
+            }
         }
         Ok(())
     }
@@ -509,6 +537,8 @@ impl Driver<'_> {
     /// Report SUBACK and PUBACKs minimq has processed. True if anything was reported.
     fn acks(&mut self, conn: &Mqtt<'_, '_, '_>) -> bool {
         let mut reported = false;
+        // A probe's SUBACK is reported as `Received` (by the caller, as nothing else is).
+        self.probe = self.probe.filter(|op| conn.is_pending(op));
         if let Some(op) = self.subscription
             && conn.is_complete(&op)
         {
@@ -536,6 +566,8 @@ impl Driver<'_> {
     /// The connection died: report it. Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
         self.subscription = None;
+        self.subscribed = None;
+        self.probe = None;
         self.feed(Event::Disconnected(reason));
         Err(())
     }
@@ -592,8 +624,11 @@ impl Driver<'_> {
         match outcome {
             Outcome::Done(Ok(conn)) => {
                 let handshake_ms = u32::try_from(started.elapsed().as_millis()).ok();
-                self.sent.clear();
+                // `sent` stays: on a resumed session minimq still holds (and replays)
+                // those publishes; on a fresh one `acks` drops them as invalidated.
                 self.subscription = None;
+                self.subscribed = None;
+                self.probe = None;
                 self.feed(Event::Connected {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,

@@ -31,6 +31,8 @@ const BOOT: Duration = Duration::from_secs(15);
 /// Broker-side interval tolerance for the 2000 ms cadence (issue 3).
 const CADENCE_TOLERANCE_MS: u64 = 150;
 const WAIT: Duration = Duration::from_secs(10);
+/// The shortest keep-alive the config allows (AWS IoT's minimum).
+const KEEPALIVE_S: u64 = 30;
 /// The names the broker's certificate is for; the device dials `localhost`.
 const SERVER_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
 
@@ -65,6 +67,10 @@ fn main() {
         trial(
             "rsa_device_key_and_aws_like_rsa_chain",
             rsa_device_key_and_aws_like_rsa_chain,
+        ),
+        trial(
+            "qos0_device_probes_a_quiet_link_before_keepalive",
+            qos0_device_probes_a_quiet_link_before_keepalive,
         ),
         trial(
             "slow_records_across_poll_deadlines_keep_the_session",
@@ -105,9 +111,9 @@ impl DeviceFiles {
     }
 }
 
-fn config_json(port: u16, ntp_port: u16, period_ms: u32) -> String {
+fn config_json(port: u16, ntp_port: u16, period_ms: u32, qos: u8) -> String {
     format!(
-        r#"{{"endpoint":{{"host":"localhost","port":{port}}},"ntp":{{"host":"127.0.0.1","port":{ntp_port}}},"client_id":"{DEVICE_CN}","period_ms":{period_ms},"keepalive_s":30,"qos":1}}"#
+        r#"{{"endpoint":{{"host":"localhost","port":{port}}},"ntp":{{"host":"127.0.0.1","port":{ntp_port}}},"client_id":"{DEVICE_CN}","period_ms":{period_ms},"keepalive_s":{KEEPALIVE_S},"qos":{qos}}}"#
     )
 }
 
@@ -117,10 +123,14 @@ struct Device {
     serial: SerialCapture,
 }
 
-/// Write the image to `dir` and start the binary with its serial on a fresh pty.
+/// Write the image to `dir` and start the binary with its serial on a fresh pty (QoS 1).
 fn start_device(dir: &Path, files: &DeviceFiles, port: u16, period_ms: u32) -> Device {
+    start_device_qos(dir, files, port, period_ms, 1)
+}
+
+fn start_device_qos(dir: &Path, files: &DeviceFiles, port: u16, period_ms: u32, qos: u8) -> Device {
     let ntp_port = sntp_server().expect("sntp server");
-    let json = config_json(port, ntp_port, period_ms);
+    let json = config_json(port, ntp_port, period_ms, qos);
     let image = device_image(&json, &files.cert, &files.key, &files.ca);
     let flash = dir.join("flash.img");
     std::fs::write(&flash, image).expect("write image");
@@ -706,4 +716,56 @@ async fn slow_records_across_poll_deadlines_keep_the_session() {
         .filter(|l| l.message() == "connected")
         .count();
     assert_eq!(connects, 1);
+}
+
+/// With QoS 0 nothing comes back from the broker while the device publishes, and minimq
+/// pings only when it has not *sent* for a while. The session asks for `Ping` at 3/4 of
+/// the keep-alive of silence; the driver answers with a re-SUBSCRIBE whose SUBACK proves
+/// the link, so the session does not declare it dead at 1.5x keep-alive.
+async fn qos0_device_probes_a_quiet_link_before_keepalive() {
+    let (dir, pki) = openssl_pki();
+    let broker = Mosquitto::start(&pki).expect("mosquitto");
+    let Device {
+        process: _process,
+        mut serial,
+    } = start_device_qos(
+        dir.path(),
+        &DeviceFiles::from_test_pki(&pki),
+        broker.port(),
+        2000,
+        0,
+    );
+    let subscribed = serial
+        .until("subscribed", BOOT, |l| l.message() == "subscribed")
+        .await;
+    let first = broker
+        .wait_for_log_async(&format!("Received SUBSCRIBE from {DEVICE_CN}"), WAIT)
+        .await
+        .expect("first SUBSCRIBE");
+    let mark = broker.log_mark();
+    let probe = broker
+        .wait_for_log_from_async(
+            mark,
+            &format!("Received SUBSCRIBE from {DEVICE_CN}"),
+            Duration::from_secs(KEEPALIVE_S),
+        )
+        .await;
+    let after = subscribed.at.elapsed();
+    assert!(probe.is_some(), "no probe within {KEEPALIVE_S} s ({first})");
+    eprintln!("keep-alive probe {after:?} after SUBACK");
+    // Due at 3/4 of the keep-alive of silence: 22.5 s.
+    assert!(
+        after >= Duration::from_secs(KEEPALIVE_S * 3 / 4),
+        "{after:?}"
+    );
+    serial
+        .until("a QoS 0 publish after the probe", WAIT, is_publish)
+        .await;
+    let trouble: Vec<String> = serial
+        .seen()
+        .iter()
+        .filter(|l| l.message() == "disconnected")
+        .map(ToString::to_string)
+        .collect();
+    assert!(trouble.is_empty(), "{trouble:?}");
 }
