@@ -430,6 +430,29 @@ impl Controls {
         self.shared.tls.replace_credentials(credentials)
     }
 
+    /// Present this server chain and key (PEM) to new connections, trusting the same
+    /// client CA as before: Device Advisor's TLS cases (untrusted CA, wrong name,
+    /// expired, oversized chain).
+    pub fn replace_server_certificate_pem(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), StartError> {
+        let credentials = Credentials::with_server_pem(
+            self.shared.config.credentials.client_ca_der.clone(),
+            chain_pem,
+            key_pem,
+        )?;
+        self.replace_server_credentials(&credentials)
+    }
+
+    /// Go back to the configured server credentials.
+    pub fn restore_server_credentials(&self) -> Result<(), StartError> {
+        self.shared
+            .tls
+            .replace_credentials(&self.shared.config.credentials)
+    }
+
     /// Close the listening sockets (connecting clients are refused by the OS); existing
     /// connections stay up. Returns once the ports are closed. With
     /// [`Handle::drop_all_connections`] this is a broker outage.

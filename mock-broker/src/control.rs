@@ -12,6 +12,8 @@
 //! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields) | `{}` |
 //! | `DELETE /faults` | | `{}` (every fault cleared) |
 //! | `POST /listener/stop`, `POST /listener/start` | | `{}` |
+//! | `PUT /server-certificate` | `{"chain_pem", "key_pem"}` | `{}` (new connections see it) |
+//! | `DELETE /server-certificate` | | `{}` (the configured one again) |
 //! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` or `{"kiss_of_death": "RATE"}` | `{}` |
 //!
 //! Errors are `{"error": "..."}` with status 400 (the request's fault), 404 or 500.
@@ -218,6 +220,13 @@ struct FaultsBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ServerCertificateBody {
+    chain_pem: String,
+    key_pem: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SntpBody {
     behaviour: Option<String>,
     offset_secs: Option<i64>,
@@ -300,6 +309,19 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
             controls
                 .resume_listening()
                 .await
+                .map_err(|e| Failure(500, e.to_string()))?;
+            Ok(json!({}))
+        }
+        ("PUT", "/server-certificate") => {
+            let certificate: ServerCertificateBody = parse(body)?;
+            controls
+                .replace_server_certificate_pem(&certificate.chain_pem, &certificate.key_pem)
+                .map_err(bad_request)?;
+            Ok(json!({}))
+        }
+        ("DELETE", "/server-certificate") => {
+            controls
+                .restore_server_credentials()
                 .map_err(|e| Failure(500, e.to_string()))?;
             Ok(json!({}))
         }

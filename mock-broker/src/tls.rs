@@ -52,6 +52,29 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Client CAs (DER) with a server chain and key given as PEM text.
+    pub fn with_server_pem(
+        client_ca_der: Vec<Vec<u8>>,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, StartError> {
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StartError::Tls(format!("server chain PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(StartError::Tls(
+                "server chain PEM holds no certificate".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| StartError::Tls(format!("server key PEM: {e}")))?;
+        Ok(Self {
+            client_ca_der,
+            server_chain_der: chain.into_iter().map(|c| c.to_vec()).collect(),
+            server_key_der: key.secret_der().to_vec(),
+        })
+    }
+
     /// Read `ca.pem`, `server.pem` and `server.key.pem` from a `certs init` folder.
     pub fn from_dir(dir: &Path) -> Result<Self, StartError> {
         let path = |name: &str| dir.join(name);

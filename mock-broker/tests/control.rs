@@ -148,4 +148,24 @@ async fn the_control_api_observes_injects_kicks_and_applies_faults() {
     .await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(http(control, "GET", "/nothing", None).await.0, 404);
+
+    let expired = certs::pki::server_cert_expired(&rig.pki.ca, &["localhost"]).unwrap();
+    let swap = json!({"chain_pem": expired.cert_pem(), "key_pem": *expired.key_pem()});
+    assert_eq!(
+        http(control, "PUT", "/server-certificate", Some(swap))
+            .await
+            .0,
+        200
+    );
+    let bad = json!({"chain_pem": "not PEM", "key_pem": "nor this"});
+    assert_eq!(
+        http(control, "PUT", "/server-certificate", Some(bad))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        http(control, "DELETE", "/server-certificate", None).await.0,
+        200
+    );
 }

@@ -463,3 +463,48 @@ async fn lifecycle_events_reach_subscribers_with_aws_fields() {
         .unwrap();
     assert_eq!(seen.publisher, Publisher::Broker);
 }
+
+#[tokio::test]
+async fn device_advisor_tls_cases_fail_at_the_client_and_restore() {
+    use certs::pki::{self, KeyAlgorithm};
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let names = ["localhost", "127.0.0.1"];
+    let expired = pki::server_cert_expired(&rig.pki.ca, &names).unwrap();
+    let (untrusted, _) = pki::server_cert_untrusted(&names, KeyAlgorithm::EcP256).unwrap();
+    let wrong_name = pki::server_cert_wrong_name(&rig.pki.ca).unwrap();
+    let publish = || {
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            addr,
+            "localhost",
+            "mqttv5",
+            Cert::File("device"),
+            "ESPthing",
+        );
+        publish.args(["-t", "test/da", "-m", "x"]);
+        publish
+    };
+    for (case, identity) in [
+        ("expired", &expired),
+        ("untrusted", &untrusted),
+        ("wrong name", &wrong_name),
+    ] {
+        broker
+            .replace_server_certificate_pem(&identity.cert_pem(), &identity.key_pem())
+            .unwrap();
+        let mut observer = broker.observe();
+        let (ok, _, err) = run(publish()).await;
+        assert!(!ok, "{case}: the client must refuse the server");
+        let reason = observer.wait_for_refusal(WAIT).await.unwrap();
+        assert!(
+            reason.contains("TLS handshake failed"),
+            "{case}: {reason} / {err}"
+        );
+    }
+    broker.restore_server_credentials().unwrap();
+    let (ok, _, err) = run(publish()).await;
+    assert!(ok, "restored: {err}");
+}
