@@ -92,7 +92,7 @@ pub(crate) async fn serve(
             return refuse(
                 &shared,
                 peer,
-                format!("first packet was {other:?}, not CONNECT"),
+                format!("first packet was {}, not CONNECT", other.name()),
             );
         }
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedVersion(level)))) => {
@@ -134,8 +134,6 @@ pub(crate) async fn serve(
         }
         return refuse(&shared, peer, "CONNACK withheld (fault)".into());
     }
-    let connection = shared.new_connection_id();
-    let (commands, inbox) = mpsc::unbounded_channel();
     let info = ClientInfo {
         client_id: connect.client_id.clone(),
         thing_name: accepted.thing_name.clone(),
@@ -145,29 +143,7 @@ pub(crate) async fn serve(
         subscriptions: Vec::new(),
         connected_at: SystemTime::now(),
     };
-    let version_number = {
-        let mut state = shared.lock();
-        if let Some(older) = state.clients.remove(&connect.client_id) {
-            // AWS drops the older connection when a client id connects again.
-            let _ = older
-                .commands
-                .send(Command::Kick(DisconnectReason::DuplicateClientId));
-        }
-        state.clients.insert(
-            connect.client_id.clone(),
-            ClientEntry {
-                connection,
-                commands,
-                info,
-            },
-        );
-        let version = state
-            .lifecycle_versions
-            .entry(connect.client_id.clone())
-            .or_insert(0);
-        *version += 1;
-        *version
-    };
+    let (connection, inbox, version_number) = register(&shared, info);
     let facts = SessionFacts {
         client_id: connect.client_id.clone(),
         session_id: format!("{:032x}", connection),
@@ -215,38 +191,16 @@ pub(crate) async fn serve(
     let reason = session.run(inbox, &cancel).await;
     let _ = session.link.stream.shutdown().await;
 
-    {
-        let mut state = shared.lock();
-        // A duplicate may already have replaced this entry: leave theirs alone.
-        if state
-            .clients
-            .get(&connect.client_id)
-            .is_some_and(|c| c.connection == connection)
-        {
-            state.clients.remove(&connect.client_id);
-        }
-        if let Some(version) = state.lifecycle_versions.get_mut(&connect.client_id) {
-            *version += 1;
-        }
-    }
+    let version_number = unregister(&shared, &connect.client_id, connection);
     if reason != DisconnectReason::ClientInitiatedDisconnect
         && let Some(will) = &connect.will
     {
-        let principal = Principal {
-            client_id: &connect.client_id,
-            thing_name: accepted.thing_name.as_deref(),
-        };
-        if shared.allowed(Action::Publish, &will.topic, &principal) {
-            shared.publish(Message {
-                publisher: Publisher::Client(connect.client_id.clone()),
-                topic: will.topic.clone(),
-                payload: will.payload.clone(),
-                qos: will.qos.min(QoS::AtLeastOnce),
-                retain: will.retain,
-                properties: Bytes::new(),
-                received_at: Instant::now(),
-            });
-        }
+        publish_will(
+            &shared,
+            &connect.client_id,
+            accepted.thing_name.as_deref(),
+            will,
+        );
     }
     tracing::info!(client = %connect.client_id, %reason, "disconnected");
     shared.emit(Event::Disconnected {
@@ -254,7 +208,7 @@ pub(crate) async fn serve(
         reason,
     });
     let facts = SessionFacts {
-        version_number: version_number + 1,
+        version_number,
         ..facts
     };
     lifecycle(
@@ -262,6 +216,72 @@ pub(crate) async fn serve(
         disconnected_topic(&connect.client_id),
         disconnected_document(&facts, reason, SystemTime::now()),
     );
+}
+
+/// Enter a new session in the client table, dropping an older one with the same client
+/// id as AWS does. Returns its connection number, its command inbox and the lifecycle
+/// `versionNumber` of its connected event.
+fn register(shared: &Shared, info: ClientInfo) -> (u64, mpsc::UnboundedReceiver<Command>, u64) {
+    let connection = shared.new_connection_id();
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let client_id = info.client_id.clone();
+    let mut state = shared.lock();
+    if let Some(older) = state.clients.remove(&client_id) {
+        let _ = older
+            .commands
+            .send(Command::Kick(DisconnectReason::DuplicateClientId));
+    }
+    state.clients.insert(
+        client_id.clone(),
+        ClientEntry {
+            connection,
+            commands,
+            info,
+        },
+    );
+    let version = state.lifecycle_versions.entry(client_id).or_insert(0);
+    *version += 1;
+    (connection, inbox, *version)
+}
+
+/// Remove a finished session from the client table (unless a duplicate has already
+/// replaced it). Returns the `versionNumber` for its disconnected event.
+fn unregister(shared: &Shared, client_id: &str, connection: u64) -> u64 {
+    let mut state = shared.lock();
+    if state
+        .clients
+        .get(client_id)
+        .is_some_and(|c| c.connection == connection)
+    {
+        state.clients.remove(client_id);
+    }
+    let version = state
+        .lifecycle_versions
+        .entry(client_id.to_owned())
+        .or_insert(0);
+    *version += 1;
+    *version
+}
+
+/// An abnormal end publishes the client's last will, if its policy allows the topic.
+fn publish_will(shared: &Shared, client_id: &str, thing_name: Option<&str>, will: &mqtt::Will) {
+    let principal = Principal {
+        client_id,
+        thing_name,
+    };
+    if !shared.allowed(Action::Publish, &will.topic, &principal) {
+        tracing::info!(client = %client_id, topic = %will.topic, "last will not allowed by policy");
+        return;
+    }
+    shared.publish(Message {
+        publisher: Publisher::Client(client_id.to_owned()),
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos.min(QoS::AtLeastOnce),
+        retain: will.retain,
+        properties: Bytes::new(),
+        received_at: Instant::now(),
+    });
 }
 
 fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
