@@ -305,7 +305,7 @@ fn spawn_accept_loop(
     (stop, task)
 }
 
-/// A connected client, as listed by [`Handle::clients`].
+/// A connected client, as listed by [`Controls::clients`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     pub client_id: String,
@@ -455,7 +455,7 @@ impl Controls {
 
     /// Close the listening sockets (connecting clients are refused by the OS); existing
     /// connections stay up. Returns once the ports are closed. With
-    /// [`Handle::drop_all_connections`] this is a broker outage.
+    /// [`Controls::drop_all_connections`] this is a broker outage.
     pub async fn stop_listening(&self) {
         let mut listeners = self.listeners.lock().await;
         for slot in listeners.iter_mut() {
@@ -467,7 +467,7 @@ impl Controls {
         }
     }
 
-    /// Listen again on the same addresses after [`Handle::stop_listening`].
+    /// Listen again on the same addresses after [`Controls::stop_listening`].
     pub async fn resume_listening(&self) -> Result<(), StartError> {
         let mut listeners = self.listeners.lock().await;
         for slot in listeners.iter_mut() {
