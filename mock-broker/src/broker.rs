@@ -25,8 +25,8 @@ use crate::session;
 use crate::sntp::{self, SntpBehaviour};
 use crate::tls::{Credentials, ListenerKind, SniRule, TlsFront};
 
-/// How the broker is set up. [`Config::new`] gives AWS's behaviour on loopback with
-/// ephemeral ports and an allow-nothing-but-the-thing policy left to the caller.
+/// How the broker is set up. [`Config::new`] gives AWS's behaviour on a loopback
+/// ephemeral port; the policy is the caller's.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub credentials: Credentials,
@@ -54,7 +54,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN listener.
+    /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN
+    /// listener, SNTP server or control API until their addresses are set.
     pub fn new(credentials: Credentials, policy: Policy) -> Self {
         Self {
             credentials,

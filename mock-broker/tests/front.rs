@@ -424,3 +424,31 @@ async fn the_listener_stops_and_resumes_on_the_same_port() {
     let (_client, connack) = connect_v5(&rig, addr, "ESPthing", 60, &[]).await;
     assert_eq!(connack[1], 0);
 }
+
+#[tokio::test]
+async fn messages_the_policy_does_not_let_a_subscriber_receive_are_not_delivered() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::from_json(
+        r#"{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["iot:Connect", "iot:Subscribe"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "iot:Receive", "Resource": "arn:aws:iot:*:*:topic/test/*"},
+            {"Effect": "Deny", "Action": "iot:Receive", "Resource": "arn:aws:iot:*:*:topic/test/secret"}
+        ]}"#,
+    )
+    .unwrap();
+    let broker = rig.start(config).await;
+    let (mut client, _) = connect_v5(&rig, broker.mqtt_addr(), "ESPthing", 60, &[]).await;
+    client.send(&subscribe_packet_v5(1, "test/#")).await;
+    assert_eq!(client.next().await.unwrap().0, SUBACK);
+    assert_eq!(broker.inject("test/secret", "hidden", QoS::AtLeastOnce), 0);
+    assert_eq!(broker.inject("test/open", "shown", QoS::AtLeastOnce), 1);
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1);
+    assert!(body.ends_with(b"shown"), "{body:?}");
+    assert_eq!(
+        broker.clients().len(),
+        1,
+        "a denied receive does not disconnect"
+    );
+}
