@@ -95,11 +95,21 @@ async fn injected_messages_reach_subscribers() {
 }
 
 #[tokio::test]
-async fn clients_without_a_certificate_or_with_an_unknown_one_are_refused() {
+async fn clients_without_a_certificate_or_with_an_unknown_or_expired_one_are_refused() {
     let rig = Rig::new();
     rig.write_untrusted_identity("rogue", "ESPthing");
+    let expired = rig
+        .pki
+        .ca
+        .issue_client(
+            "ESPthing",
+            certs::pki::KeyAlgorithm::EcP256,
+            certs::pki::Validity::expired(),
+        )
+        .unwrap();
+    rig.write_identity("expired", &expired);
     let broker = rig.start(rig.config()).await;
-    for cert in [Cert::None, Cert::File("rogue")] {
+    for cert in [Cert::None, Cert::File("rogue"), Cert::File("expired")] {
         let mut observer = broker.observe();
         let mut publish = mosquitto(
             "mosquitto_pub",
@@ -507,4 +517,37 @@ async fn device_advisor_tls_cases_fail_at_the_client_and_restore() {
     broker.restore_server_credentials().unwrap();
     let (ok, _, err) = run(publish()).await;
     assert!(ok, "restored: {err}");
+}
+
+#[tokio::test]
+async fn rsa_2048_device_keys_as_the_aws_console_makes_them_are_accepted() {
+    let rig = Rig::new();
+    let rsa = rig
+        .pki
+        .ca
+        .issue_client(
+            "ESPthing",
+            certs::pki::KeyAlgorithm::Rsa2048,
+            certs::pki::Validity::days(1),
+        )
+        .unwrap();
+    rig.write_identity("rsa", &rsa);
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    for tls in ["tlsv1.2", "tlsv1.3"] {
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            broker.mqtt_addr(),
+            "localhost",
+            "mqttv5",
+            Cert::File("rsa"),
+            "ESPthing",
+        );
+        publish.args(["--tls-version", tls, "-t", "test/rsa", "-q", "1", "-m", tls]);
+        let (ok, _, err) = run(publish).await;
+        assert!(ok, "{tls}: {err}");
+        let seen = observer.wait_for_publish("test/rsa", WAIT).await.unwrap();
+        assert_eq!(&seen.payload[..], tls.as_bytes());
+    }
 }
