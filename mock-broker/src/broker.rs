@@ -531,6 +531,8 @@ pub(crate) struct State {
     pub last_connect: HashMap<String, Instant>,
     /// Per client id, the lifecycle events' `versionNumber`.
     pub lifecycle_versions: HashMap<String, u64>,
+    /// Retained messages by topic.
+    pub retained: HashMap<String, Message>,
 }
 
 pub(crate) struct Shared {
@@ -573,6 +575,30 @@ impl Shared {
         decision.is_allowed()
     }
 
+    /// The retained messages a new subscription to `filter` at `qos` receives: those
+    /// whose topic matches and that the policy lets `principal` receive.
+    pub fn retained_for(
+        &self,
+        filter: &str,
+        qos: QoS,
+        principal: &Principal<'_>,
+    ) -> Vec<session::Delivery> {
+        let state = self.lock();
+        state
+            .retained
+            .values()
+            .filter(|m| rules::filter_matches(filter, &m.topic))
+            .filter(|m| self.allowed(Action::Receive, &m.topic, principal))
+            .map(|m| session::Delivery {
+                topic: m.topic.clone(),
+                payload: m.payload.clone(),
+                qos: m.qos.min(qos),
+                properties: m.properties.clone(),
+                retained: true,
+            })
+            .collect()
+    }
+
     /// Observe `message` and deliver it to every client with a matching subscription
     /// whose policy allows `iot:Receive` on the topic, at the lower of the publish's and
     /// the subscription's QoS. Returns how many clients it went to.
@@ -591,7 +617,17 @@ impl Shared {
             },
         };
         self.emit(Event::Publish(observation));
-        let state = self.lock();
+        let mut state = self.lock();
+        if message.retain {
+            // An empty retained payload clears the topic's retained message.
+            if message.payload.is_empty() {
+                state.retained.remove(&message.topic);
+            } else {
+                state
+                    .retained
+                    .insert(message.topic.clone(), message.clone());
+            }
+        }
         let mut delivered = 0;
         for client in state.clients.values() {
             let granted = client
@@ -615,6 +651,7 @@ impl Shared {
                 payload: message.payload.clone(),
                 qos: message.qos.min(granted),
                 properties: message.properties.clone(),
+                retained: false,
             };
             if client
                 .commands

@@ -43,6 +43,8 @@ pub(crate) struct Delivery {
     pub payload: Bytes,
     pub qos: QoS,
     pub properties: Bytes,
+    /// A retained message sent because of a new subscription.
+    pub retained: bool,
 }
 
 type Stream = TlsStream<TcpStream>;
@@ -155,7 +157,7 @@ pub(crate) async fn serve(
         session_present: false,
         code: 0,
         maximum_qos: Some(1),
-        retain_available: Some(false),
+        retain_available: Some(true),
         maximum_packet_size: Some(rules::MAX_INBOUND_PACKET_BYTES as u32),
         topic_alias_maximum: None,
         server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
@@ -716,6 +718,10 @@ impl Session {
         }
         self.reply(&ServerPacket::SubAck { packet_id, codes }).await;
         for (filter, qos) in granted {
+            // Retained messages follow the SUBACK, as on AWS.
+            for delivery in self.shared.retained_for(&filter, qos, &self.principal()) {
+                self.deliver(delivery).await;
+            }
             self.shared.emit(Event::Subscribed {
                 client_id: self.client_id.clone(),
                 filter,
@@ -734,7 +740,7 @@ impl Session {
         let packet = ServerPacket::Publish(Publish {
             dup: false,
             qos: delivery.qos,
-            retain: false,
+            retain: delivery.retained,
             topic: delivery.topic,
             packet_id,
             payload: delivery.payload,

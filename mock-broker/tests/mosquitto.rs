@@ -551,3 +551,72 @@ async fn rsa_2048_device_keys_as_the_aws_console_makes_them_are_accepted() {
         assert_eq!(&seen.payload[..], tls.as_bytes());
     }
 }
+
+#[tokio::test]
+async fn retained_messages_reach_later_subscribers_until_cleared() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut retain = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv311",
+        Cert::File("device"),
+        "ESPthing-pub",
+    );
+    retain.args(["-t", "test/ret", "-q", "1", "-r", "-m", "kept"]);
+    assert!(run(retain).await.0);
+    for version in VERSIONS {
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            &rig,
+            addr,
+            "localhost",
+            version,
+            Cert::File("device"),
+            "ESPthing-sub",
+        );
+        sub.args([
+            "-t", "test/#", "-q", "1", "-C", "1", "-W", "10", "-F", "%r %t %p",
+        ]);
+        let (ok, out, err) = run(sub).await;
+        assert!(ok, "{version}: {err}");
+        assert_eq!(out.trim(), "1 test/ret kept", "{version}");
+    }
+    // An empty retained publish clears it: a new subscriber's first message is live.
+    let mut clear = mosquitto(
+        "mosquitto_pub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing-pub",
+    );
+    clear.args(["-t", "test/ret", "-q", "1", "-r", "-n"]);
+    assert!(run(clear).await.0);
+    let mut observer = broker.observe();
+    let mut sub = mosquitto(
+        "mosquitto_sub",
+        &rig,
+        addr,
+        "localhost",
+        "mqttv5",
+        Cert::File("device"),
+        "ESPthing-sub",
+    );
+    sub.args([
+        "-t", "test/#", "-q", "1", "-C", "1", "-W", "10", "-F", "%r %t %p",
+    ]);
+    let sub = spawn(sub);
+    observer
+        .wait_for_subscription("ESPthing-sub", "test/#", WAIT)
+        .await
+        .unwrap();
+    broker.inject("test/live", "now", QoS::AtLeastOnce);
+    let (ok, out, err) = finish(sub).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "0 test/live now");
+}
