@@ -87,7 +87,10 @@ impl Clock {
 
     /// The tokio instant of a session instant (for sleeping until it).
     pub fn at(&self, t: Instant) -> tokio::time::Instant {
-        self.boot + Duration::from_millis(t.as_millis())
+        // A deadline beyond what the platform's clock can hold is as good as never.
+        self.boot
+            .checked_add(Duration::from_millis(t.as_millis()))
+            .unwrap_or_else(|| self.boot + Duration::from_secs(100 * 365 * 86_400))
     }
 }
 
