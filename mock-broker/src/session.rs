@@ -1,6 +1,7 @@
 //! One client connection: TLS handshake, CONNECT and AWS's admission rules, then the
 //! session loop (packets in, deliveries out, keep-alive), and the lifecycle events.
 
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -188,6 +189,12 @@ pub(crate) async fn serve(
         connection,
         keep_alive: rules::keep_alive_deadline(keep_alive_secs),
         max_outbound_packet: connect.max_packet_size.map(|m| m as usize),
+        receive_maximum: connect
+            .receive_maximum
+            .filter(|max| *max > 0)
+            .map_or(usize::from(u16::MAX), usize::from),
+        in_flight: HashSet::new(),
+        waiting: VecDeque::new(),
         next_packet_id: 1,
     };
     let reason = session.run(inbox, &cancel).await;
@@ -443,6 +450,12 @@ struct Session {
     /// MQTT 5 Maximum Packet Size of the client: larger deliveries are dropped, as the
     /// specification requires of servers.
     max_outbound_packet: Option<usize>,
+    /// MQTT 5 Receive Maximum of the client: QoS 1 deliveries beyond it wait in
+    /// `waiting` until a PUBACK frees a slot.
+    receive_maximum: usize,
+    /// Packet ids of QoS 1 deliveries not yet acknowledged.
+    in_flight: HashSet<u16>,
+    waiting: VecDeque<Delivery>,
     next_packet_id: u16,
 }
 
@@ -526,7 +539,8 @@ impl Session {
 
     /// Send a packet, unless a fault says otherwise: black-holed connections get
     /// nothing, withheld acknowledgements are skipped, latency is added.
-    async fn reply(&mut self, packet: &ServerPacket) {
+    /// Returns whether the packet went out.
+    async fn reply(&mut self, packet: &ServerPacket) -> bool {
         let faults = self.faults();
         let withheld = match packet {
             _ if faults.black_hole => true,
@@ -541,12 +555,13 @@ impl Session {
                 client_id: self.client_id.clone(),
                 fault: format!("withheld {}", packet.name()),
             });
-            return;
+            return false;
         }
         if !faults.latency.is_zero() {
             tokio::time::sleep(faults.latency).await;
         }
         self.link.send(packet).await;
+        true
     }
 
     fn principal(&self) -> Principal<'_> {
@@ -559,7 +574,15 @@ impl Session {
     async fn handle(&mut self, packet: ClientPacket) -> Flow {
         match packet {
             ClientPacket::Publish(publish) => self.on_publish(publish).await,
-            ClientPacket::PubAck { .. } => Flow::Continue,
+            ClientPacket::PubAck { packet_id } => {
+                self.in_flight.remove(&packet_id);
+                while self.in_flight.len() < self.receive_maximum
+                    && let Some(delivery) = self.waiting.pop_front()
+                {
+                    self.deliver(delivery).await;
+                }
+                Flow::Continue
+            }
             ClientPacket::PubRec { .. }
             | ClientPacket::PubRel { .. }
             | ClientPacket::PubComp { .. } => {
@@ -732,11 +755,12 @@ impl Session {
     }
 
     async fn deliver(&mut self, delivery: Delivery) {
-        let packet_id = (delivery.qos == QoS::AtLeastOnce).then(|| {
-            let id = self.next_packet_id;
-            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            id
-        });
+        let qos1 = delivery.qos == QoS::AtLeastOnce;
+        if qos1 && self.in_flight.len() >= self.receive_maximum {
+            self.waiting.push_back(delivery);
+            return;
+        }
+        let packet_id = qos1.then(|| self.new_packet_id());
         let packet = ServerPacket::Publish(Publish {
             dup: false,
             qos: delivery.qos,
@@ -754,6 +778,21 @@ impl Session {
                 return;
             }
         }
-        self.reply(&packet).await;
+        if self.reply(&packet).await
+            && let Some(id) = packet_id
+        {
+            self.in_flight.insert(id);
+        }
+    }
+
+    /// A packet id not in flight (1..=65535).
+    fn new_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.in_flight.contains(&id) {
+                return id;
+            }
+        }
     }
 }

@@ -452,3 +452,31 @@ async fn messages_the_policy_does_not_let_a_subscriber_receive_are_not_delivered
         "a denied receive does not disconnect"
     );
 }
+
+#[tokio::test]
+async fn qos1_deliveries_wait_for_the_clients_receive_maximum() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    // Receive Maximum 1, as a small device might ask.
+    let (mut client, _) = connect_v5(&rig, broker.mqtt_addr(), "ESPthing", 60, &[0x21, 0, 1]).await;
+    client.send(&subscribe_packet_v5(1, "test/in")).await;
+    assert_eq!(client.next().await.unwrap().0, SUBACK);
+    observer
+        .wait_for_subscription("ESPthing", "test/in", WAIT)
+        .await
+        .unwrap();
+    broker.inject("test/in", "one", QoS::AtLeastOnce);
+    broker.inject("test/in", "two", QoS::AtLeastOnce);
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1);
+    assert!(body.ends_with(b"one"));
+    let packet_id = [body[9], body[10]]; // after the 2-byte length and "test/in"
+    // The second waits for the first's PUBACK: the ping is answered first.
+    client.send(&[0xC0, 0]).await;
+    assert_eq!(client.next().await.unwrap().0, 0xD0);
+    client.send(&[0x40, 2, packet_id[0], packet_id[1]]).await;
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1);
+    assert!(body.ends_with(b"two"));
+}
