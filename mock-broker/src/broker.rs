@@ -51,6 +51,9 @@ pub struct Config {
     pub connect_interval: Duration,
     /// The lower keep-alive clamp (AWS: 30 s); tests lower it to see a timeout quickly.
     pub min_keep_alive_secs: u16,
+    /// How long a persistent session outlives its connection at most (AWS's default:
+    /// 1 hour).
+    pub max_session_expiry: Duration,
 }
 
 impl Config {
@@ -71,6 +74,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             connect_interval: Duration::from_secs(1),
             min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
+            max_session_expiry: Duration::from_secs(3600),
         }
     }
 
@@ -533,7 +537,21 @@ pub(crate) struct State {
     pub lifecycle_versions: HashMap<String, u64>,
     /// Retained messages by topic.
     pub retained: HashMap<String, Message>,
+    /// Persistent sessions whose connection has ended, by client id.
+    pub stored_sessions: HashMap<String, StoredSession>,
 }
+
+/// A persistent session between connections: its subscriptions and the QoS 1 messages
+/// that arrived for it meanwhile.
+pub(crate) struct StoredSession {
+    pub subscriptions: Vec<(String, QoS)>,
+    pub thing_name: Option<String>,
+    pub queued: std::collections::VecDeque<session::Delivery>,
+    pub expires_at: Instant,
+}
+
+/// Most QoS 1 messages kept for one stored session; older ones are dropped beyond it.
+const MAX_QUEUED_PER_SESSION: usize = 1000;
 
 pub(crate) struct Shared {
     pub config: Config,
@@ -659,6 +677,35 @@ impl Shared {
                 .is_ok()
             {
                 delivered += 1;
+            }
+        }
+        // Persistent sessions without a connection keep QoS 1 messages for later.
+        if message.qos == QoS::AtLeastOnce {
+            let now = Instant::now();
+            state
+                .stored_sessions
+                .retain(|_, stored| stored.expires_at > now);
+            for (client_id, stored) in state.stored_sessions.iter_mut() {
+                let subscribed = stored.subscriptions.iter().any(|(filter, qos)| {
+                    *qos == QoS::AtLeastOnce && rules::filter_matches(filter, &message.topic)
+                });
+                let principal = Principal {
+                    client_id,
+                    thing_name: stored.thing_name.as_deref(),
+                };
+                if !subscribed || !self.allowed(Action::Receive, &message.topic, &principal) {
+                    continue;
+                }
+                if stored.queued.len() >= MAX_QUEUED_PER_SESSION {
+                    stored.queued.pop_front();
+                }
+                stored.queued.push_back(session::Delivery {
+                    topic: message.topic.clone(),
+                    payload: message.payload.clone(),
+                    qos: QoS::AtLeastOnce,
+                    properties: message.properties.clone(),
+                    retained: false,
+                });
             }
         }
         delivered

@@ -77,6 +77,8 @@ pub struct Connect {
     pub max_packet_size: Option<u32>,
     /// MQTT 5: how many QoS 1 deliveries the client accepts at once.
     pub receive_maximum: Option<u16>,
+    /// MQTT 5: how long the session outlives the connection (absent: 0).
+    pub session_expiry_secs: Option<u32>,
     pub will: Option<Will>,
 }
 
@@ -366,11 +368,13 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     let keep_alive_secs = read_u16(body)?;
     let mut max_packet_size = None;
     let mut receive_maximum = None;
+    let mut session_expiry_secs = None;
     if version == Version::V5 {
         for_each_property(body, |id, value| {
             match (id, value) {
                 (0x27, PropertyValue::U32(v)) => max_packet_size = Some(v),
                 (0x21, PropertyValue::U16(v)) => receive_maximum = Some(v),
+                (0x11, PropertyValue::U32(v)) => session_expiry_secs = Some(v),
                 _ => {}
             }
             Ok(())
@@ -409,6 +413,7 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
         username,
         max_packet_size,
         receive_maximum,
+        session_expiry_secs,
         will,
     })
 }
@@ -721,13 +726,19 @@ mod tests {
         );
         assert!(buf.is_empty());
 
-        let mut buf = connect_bytes(5, "dev5", 0, &[0x27, 0, 0, 0x10, 0, 0x21, 0, 5]);
+        let mut buf = connect_bytes(
+            5,
+            "dev5",
+            0,
+            &[0x27, 0, 0, 0x10, 0, 0x21, 0, 5, 0x11, 0, 0, 0x0e, 0x10],
+        );
         let ClientPacket::Connect(c) = decode(&mut buf, None, 1024).unwrap() else {
             panic!()
         };
         assert_eq!(c.version, Version::V5);
         assert_eq!(c.max_packet_size, Some(4096));
         assert_eq!(c.receive_maximum, Some(5));
+        assert_eq!(c.session_expiry_secs, Some(3600));
     }
 
     #[test]

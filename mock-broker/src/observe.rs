@@ -44,6 +44,8 @@ pub enum Event {
         thing_name: Option<String>,
         version: Version,
         peer: SocketAddr,
+        /// A persistent session was resumed (CONNACK session-present).
+        session_present: bool,
     },
     Disconnected {
         client_id: String,
@@ -97,12 +99,14 @@ impl Event {
                 thing_name,
                 version,
                 peer,
+                session_present,
             } => json!({
                 "type": "connected",
                 "client_id": client_id,
                 "thing_name": thing_name,
                 "mqtt_version": version.name(),
                 "peer": peer.to_string(),
+                "session_present": session_present,
             }),
             Event::Disconnected { client_id, reason } => json!({
                 "type": "disconnected",
@@ -242,6 +246,19 @@ impl Observer {
                 filter: f,
                 qos,
             } if id == client_id && f == filter => Some(*qos),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Wait for `client_id` to connect; returns whether its session was resumed.
+    pub async fn wait_for_session(&mut self, client_id: &str, timeout: Duration) -> Option<bool> {
+        self.wait_for(timeout, |event| match event {
+            Event::Connected {
+                client_id: id,
+                session_present,
+                ..
+            } if id == client_id => Some(*session_present),
             _ => None,
         })
         .await

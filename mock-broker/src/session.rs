@@ -14,7 +14,7 @@ use tokio::time::{sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{ClientEntry, ClientInfo, Message, Shared};
+use crate::broker::{ClientEntry, ClientInfo, Message, Shared, StoredSession};
 use crate::error::DisconnectReason;
 use crate::faults::Faults;
 use crate::mqtt::{
@@ -146,7 +146,23 @@ pub(crate) async fn serve(
         subscriptions: Vec::new(),
         connected_at: SystemTime::now(),
     };
-    let (connection, inbox, version_number) = register(&shared, info);
+    let Registered {
+        connection,
+        inbox,
+        version_number,
+        session_present,
+        queued,
+    } = register(&shared, info, !connect.clean_start);
+    // AWS keeps a session after the connection for clean-start-off clients: 3.1.1 for
+    // its default expiry, MQTT 5 for the interval asked for, capped by the same.
+    let persist_for = match (connect.version, connect.clean_start) {
+        (Version::V311, true) => std::time::Duration::ZERO,
+        (Version::V311, false) => shared.config.max_session_expiry,
+        (Version::V5, _) => {
+            std::time::Duration::from_secs(connect.session_expiry_secs.unwrap_or(0).into())
+                .min(shared.config.max_session_expiry)
+        }
+    };
     let facts = SessionFacts {
         client_id: connect.client_id.clone(),
         session_id: format!("{:032x}", connection),
@@ -155,7 +171,7 @@ pub(crate) async fn serve(
         version_number,
     };
     let ack = ConnAck {
-        session_present: false,
+        session_present,
         code: 0,
         maximum_qos: Some(1),
         retain_available: Some(true),
@@ -174,6 +190,7 @@ pub(crate) async fn serve(
         thing_name: accepted.thing_name.clone(),
         version: connect.version,
         peer,
+        session_present,
     });
     lifecycle(
         &shared,
@@ -197,10 +214,14 @@ pub(crate) async fn serve(
         waiting: VecDeque::new(),
         next_packet_id: 1,
     };
+    // Messages stored for a resumed session go out first, within Receive Maximum.
+    for delivery in queued {
+        session.deliver(delivery).await;
+    }
     let reason = session.run(inbox, &cancel).await;
     let _ = session.link.stream.shutdown().await;
 
-    let version_number = unregister(&shared, &connect.client_id, connection);
+    let version_number = unregister(&shared, &connect.client_id, connection, persist_for);
     if reason != DisconnectReason::ClientInitiatedDisconnect
         && let Some(will) = &connect.will
     {
@@ -227,18 +248,45 @@ pub(crate) async fn serve(
     );
 }
 
-/// Enter a new session in the client table, dropping an older one with the same client
-/// id as AWS does. Returns its connection number, its command inbox and the lifecycle
-/// `versionNumber` of its connected event.
-fn register(shared: &Shared, info: ClientInfo) -> (u64, mpsc::UnboundedReceiver<Command>, u64) {
+/// What [`register`] hands the new session.
+struct Registered {
+    connection: u64,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    /// The lifecycle `versionNumber` of the connected event.
+    version_number: u64,
+    /// A persistent session was resumed (CONNACK session-present).
+    session_present: bool,
+    /// QoS 1 messages stored for the session while it was away.
+    queued: Vec<Delivery>,
+}
+
+/// Enter a new session in the client table, dropping an older connection with the same
+/// client id as AWS does. With `resume` (clean start off) the session's subscriptions
+/// and stored messages carry over from the older connection or the stored session.
+fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
     let connection = shared.new_connection_id();
     let (commands, inbox) = mpsc::unbounded_channel();
     let client_id = info.client_id.clone();
     let mut state = shared.lock();
+    let now = Instant::now();
+    let stored = state
+        .stored_sessions
+        .remove(&client_id)
+        .filter(|stored| stored.expires_at > now);
+    let mut session_present = false;
+    let mut queued = Vec::new();
     if let Some(older) = state.clients.remove(&client_id) {
         let _ = older
             .commands
             .send(Command::Kick(DisconnectReason::DuplicateClientId));
+        if resume {
+            info.subscriptions = older.info.subscriptions;
+            session_present = true;
+        }
+    } else if let (true, Some(stored)) = (resume, stored) {
+        info.subscriptions = stored.subscriptions;
+        queued = stored.queued.into();
+        session_present = true;
     }
     state.clients.insert(
         client_id.clone(),
@@ -250,19 +298,41 @@ fn register(shared: &Shared, info: ClientInfo) -> (u64, mpsc::UnboundedReceiver<
     );
     let version = state.lifecycle_versions.entry(client_id).or_insert(0);
     *version += 1;
-    (connection, inbox, *version)
+    Registered {
+        connection,
+        inbox,
+        version_number: *version,
+        session_present,
+        queued,
+    }
 }
 
 /// Remove a finished session from the client table (unless a duplicate has already
-/// replaced it). Returns the `versionNumber` for its disconnected event.
-fn unregister(shared: &Shared, client_id: &str, connection: u64) -> u64 {
+/// replaced it), keeping it for `persist_for` if that is not zero. Returns the
+/// `versionNumber` for its disconnected event.
+fn unregister(
+    shared: &Shared,
+    client_id: &str,
+    connection: u64,
+    persist_for: std::time::Duration,
+) -> u64 {
     let mut state = shared.lock();
     if state
         .clients
         .get(client_id)
         .is_some_and(|c| c.connection == connection)
+        && let Some(entry) = state.clients.remove(client_id)
+        && !persist_for.is_zero()
     {
-        state.clients.remove(client_id);
+        state.stored_sessions.insert(
+            client_id.to_owned(),
+            StoredSession {
+                subscriptions: entry.info.subscriptions,
+                thing_name: entry.info.thing_name,
+                queued: VecDeque::new(),
+                expires_at: Instant::now() + persist_for,
+            },
+        );
     }
     let version = state
         .lifecycle_versions

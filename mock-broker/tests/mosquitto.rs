@@ -620,3 +620,59 @@ async fn retained_messages_reach_later_subscribers_until_cleared() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "0 test/live now");
 }
+
+#[tokio::test]
+async fn persistent_sessions_keep_subscriptions_and_qos1_messages_between_connections() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    for (version, persist) in [
+        ("mqttv311", vec!["-c"]),
+        ("mqttv5", vec!["-c", "-x", "600"]),
+    ] {
+        let id = format!("ESPthing-persist-{version}");
+        let topic = format!("test/persist/{version}");
+        let sub = |count: &str| {
+            let mut sub = mosquitto(
+                "mosquitto_sub",
+                &rig,
+                addr,
+                "localhost",
+                version,
+                Cert::File("device"),
+                &id,
+            );
+            sub.args(["-t", &topic, "-q", "1", "-C", count, "-W", "10"])
+                .args(&persist);
+            sub
+        };
+        let mut observer = broker.observe();
+        let first = spawn(sub("1"));
+        assert_eq!(
+            observer.wait_for_session(&id, WAIT).await,
+            Some(false),
+            "{version}: new"
+        );
+        observer
+            .wait_for_subscription(&id, &topic, WAIT)
+            .await
+            .unwrap();
+        broker.inject(&topic, "live", QoS::AtLeastOnce);
+        let (ok, out, err) = finish(first).await;
+        assert!(ok, "{version}: {err}");
+        assert_eq!(out.trim(), "live");
+        observer.wait_for_disconnect(&id, WAIT).await.unwrap();
+
+        // Nobody is connected, but the session keeps the message.
+        assert_eq!(broker.inject(&topic, "kept for you", QoS::AtLeastOnce), 0);
+        let second = spawn(sub("1"));
+        assert_eq!(
+            observer.wait_for_session(&id, WAIT).await,
+            Some(true),
+            "{version}: resumed"
+        );
+        let (ok, out, err) = finish(second).await;
+        assert!(ok, "{version}: {err}");
+        assert_eq!(out.trim(), "kept for you", "{version}");
+    }
+}
