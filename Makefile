@@ -20,12 +20,14 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench
 
 help:
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
+	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
+	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
 	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [WIFI_SSID=s WIFI_PASSWORD=p]"
 	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
 
@@ -54,6 +56,10 @@ host-test:
 core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --locked
 	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls --locked
+
+# A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
+bench:
+	$(CARGO) bench -p virtual-device --bench device --locked
 
 certs: $(DEV_DIR)/flash.img
 

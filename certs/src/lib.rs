@@ -93,11 +93,8 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
         return Err(CertsError::argument("--thing", "must not be empty"));
     }
     // The thing name is the MQTT client id: hold it to the device's limits up front.
-    firmware_core::config::set_str::<{ firmware_core::config::MAX_CLIENT_ID }>(
-        "client_id",
-        &args.thing,
-    )
-    .map_err(|e| CertsError::argument("--thing", e))?;
+    firmware_core::config::DeviceConfig::new("localhost", &args.thing)
+        .map_err(|e| CertsError::argument("--thing", e))?;
     for san in &args.sans {
         if san.is_empty() || san.contains(char::is_whitespace) {
             return Err(CertsError::argument(

@@ -486,8 +486,8 @@ fn init_argument_errors() {
         &["--days"],
     );
     assert_bad_input(
-        &work.certs(&["init", "--out", "pki", "--thing", &"t".repeat(129)]),
-        &["--thing", "longer than 128"],
+        &work.certs(&["init", "--out", "pki", "--thing", &"t".repeat(65)]),
+        &["--thing", "longer than 64"],
     );
     assert!(!work.path("pki").exists());
 }

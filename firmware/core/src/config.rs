@@ -32,6 +32,9 @@ pub const MAX_PASSWORD: usize = 64;
 pub const MAX_HOST: usize = 253;
 /// AWS IoT Core's client id limit, in bytes.
 pub const MAX_CLIENT_ID: usize = 128;
+/// The firmware's own limit: minimq 0.13 holds at most 64 bytes of client id, so a longer
+/// one (which AWS would accept) could never connect. Refused when the image is made.
+pub const DEVICE_MAX_CLIENT_ID: usize = 64;
 /// AWS IoT Core's topic limit, in bytes.
 pub const MAX_TOPIC: usize = 256;
 /// AWS IoT Core allows at most 7 forward slashes in a topic.
@@ -229,6 +232,14 @@ impl DeviceConfig {
         non_empty("endpoint.host", &self.endpoint.host)?;
         non_empty("ntp.host", &self.ntp.host)?;
         non_empty("client_id", &self.client_id)?;
+        if self.client_id.len() > DEVICE_MAX_CLIENT_ID {
+            return Err(ConfigError {
+                field: "client_id",
+                problem: Problem::TooLong {
+                    max: DEVICE_MAX_CLIENT_ID,
+                },
+            });
+        }
         topic("pub_topic", &self.pub_topic, false)?;
         topic("sub_topic", &self.sub_topic, true)?;
         range("endpoint.port", self.endpoint.port.into(), 1, 65535)?;
@@ -354,6 +365,14 @@ mod tests {
         assert_eq!(e.field, "config.json");
         let e = DeviceConfig::from_json(br#"{"endpoint":{"host":"h"#).unwrap_err();
         assert_eq!(e.problem, Problem::Syntax("truncated JSON"));
+    }
+
+    #[test]
+    fn client_ids_the_mqtt_client_cannot_hold_are_refused() {
+        let id = "a".repeat(DEVICE_MAX_CLIENT_ID + 1);
+        let e = DeviceConfig::new("h", &id).unwrap_err();
+        assert_eq!(e.to_string(), "client_id: longer than 64 bytes");
+        assert!(DeviceConfig::new("h", &id[1..]).is_ok());
     }
 
     #[test]

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use firmware_core::config::DeviceConfig;
 use firmware_core::log::{
-    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Line, LoadError,
-    NetError, ShutdownReason, SubscribeError,
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, HeapReport, Line,
+    LoadError, NetError, ShutdownReason, SubscribeError,
 };
 use firmware_core::session::{Action, Event, Instant, Qos, RandomSource, Session, Settings};
 use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
@@ -504,8 +504,16 @@ impl Driver<'_> {
 
     fn report_heap(&mut self) {
         if let Some(heap) = self.heap {
-            let (free, min_free) = heap.stats().free_of(HEAP_BUDGET);
-            self.feed(Event::Heap { free, min_free });
+            let stats = heap.stats();
+            let (free, min_free) = stats.free_of(HEAP_BUDGET);
+            self.feed(Event::Heap(HeapReport {
+                free,
+                min_free,
+                used: stats.current,
+                peak: stats.peak,
+                tls_buffers: TlsBuffers::BYTES,
+                mqtt_buffers: MqttBuffers::BYTES,
+            }));
         }
     }
 

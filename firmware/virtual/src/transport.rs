@@ -83,6 +83,11 @@ impl TlsBuffers {
     }
 }
 
+impl TlsBuffers {
+    /// Bytes held, for the `heap:` line.
+    pub const BYTES: usize = TLS_READ_BUF + TLS_WRITE_BUF + MAX_RECORD_LEN;
+}
+
 impl Default for TlsBuffers {
     fn default() -> Self {
         Self::new()
@@ -102,6 +107,11 @@ impl MqttBuffers {
             tx: vec![0; MQTT_TX_BUF].into_boxed_slice(),
         }
     }
+}
+
+impl MqttBuffers {
+    /// Bytes held, for the `heap:` line.
+    pub const BYTES: usize = MQTT_RX_BUF + MQTT_TX_BUF;
 }
 
 impl Default for MqttBuffers {

@@ -21,6 +21,20 @@ use crate::config::{ConfigError, DeviceConfig, Problem};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UnknownSlug;
 
+/// Where the device's RAM is, for the `heap:` line. `free`/`min_free` are what the
+/// board's allocator reports (bytes free now, low-water mark); `used`/`peak` are the
+/// allocator's bytes in use now and at most; the buffer figures are the fixed TLS and
+/// MQTT buffers, which are not on the heap on every board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapReport {
+    pub free: usize,
+    pub min_free: usize,
+    pub used: usize,
+    pub peak: usize,
+    pub tls_buffers: usize,
+    pub mqtt_buffers: usize,
+}
+
 impl fmt::Display for UnknownSlug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("unknown value")
@@ -522,6 +536,21 @@ impl Line {
         line(Level::Info, uptime_ms, "heap", |l| {
             l.field_display("free", free)?
                 .field_display("min_free", min_free)?;
+            Ok(())
+        })
+    }
+
+    /// `I heap: free=41234 min_free=39000 used=8000 peak=12000 tls_buf=37381 mqtt_buf=4096`:
+    /// the short form's keys first, then the allocator's own figures and the bytes held in
+    /// TLS and MQTT buffers, so the rig can track where RAM goes.
+    pub fn heap_report(uptime_ms: u64, report: &HeapReport) -> Line {
+        line(Level::Info, uptime_ms, "heap", |l| {
+            l.field_display("free", report.free)?
+                .field_display("min_free", report.min_free)?
+                .field_display("used", report.used)?
+                .field_display("peak", report.peak)?
+                .field_display("tls_buf", report.tls_buffers)?
+                .field_display("mqtt_buf", report.mqtt_buffers)?;
             Ok(())
         })
     }

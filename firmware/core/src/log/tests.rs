@@ -270,6 +270,20 @@ fn constructors_print_the_documented_lines() {
             "I (   12000) heap: free=41234 min_free=39000",
         ),
         (
+            Line::heap_report(
+                12000,
+                &HeapReport {
+                    free: 41234,
+                    min_free: 39000,
+                    used: 8000,
+                    peak: 12000,
+                    tls_buffers: 37381,
+                    mqtt_buffers: 4096,
+                },
+            ),
+            "I (   12000) heap: free=41234 min_free=39000 used=8000 peak=12000 tls_buf=37381 mqtt_buf=4096",
+        ),
+        (
             Line::wifi_up(700, IpAddr::V4(Ipv4Addr::new(192, 168, 1, 23))),
             "I (     700) wifi: up ip=192.168.1.23",
         ),

@@ -68,8 +68,9 @@ pub use time::{Duration, Instant};
 
 use crate::config::{DeviceConfig, MAX_HOST, MAX_TOPIC};
 use crate::log::{
-    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Line,
-    LoadError, NetError, ShutdownReason, SkipReason, Stage, SubscribeError, TimeError,
+    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
+    HeapReport, Line, LoadError, NetError, ShutdownReason, SkipReason, Stage, SubscribeError,
+    TimeError,
 };
 
 /// QoS 1 publishes that may wait for PUBACK at once; a slot that finds them all busy is
@@ -195,11 +196,8 @@ pub enum Event<'a> {
     PublishAcked(u16),
     /// Any other packet from the broker (PINGRESP…): proof the link is alive.
     Received,
-    /// Heap figures to log.
-    Heap {
-        free: usize,
-        min_free: usize,
-    },
+    /// Heap and buffer figures to log.
+    Heap(HeapReport),
     Shutdown(ShutdownReason),
 }
 
@@ -617,7 +615,7 @@ impl<R: RandomSource> Session<R> {
                 }
             }
             Event::Received => self.received(now),
-            Event::Heap { free, min_free } => Self::log(out, Line::heap(t, free, min_free)),
+            Event::Heap(report) => Self::log(out, Line::heap_report(t, &report)),
             Event::Shutdown(reason) => {
                 Self::log(out, Line::shutdown(t, reason));
                 if self.is_connected() || matches!(self.request, Request::Awaiting(_)) {
