@@ -613,6 +613,7 @@ impl Shared {
                 qos: m.qos.min(qos),
                 properties: m.properties.clone(),
                 retained: true,
+                redelivery: false,
             })
             .collect()
     }
@@ -670,6 +671,7 @@ impl Shared {
                 qos: message.qos.min(granted),
                 properties: message.properties.clone(),
                 retained: false,
+                redelivery: false,
             };
             if client
                 .commands
@@ -705,6 +707,7 @@ impl Shared {
                     qos: QoS::AtLeastOnce,
                     properties: message.properties.clone(),
                     retained: false,
+                    redelivery: false,
                 });
             }
         }

@@ -1,7 +1,7 @@
 //! One client connection: TLS handshake, CONNECT and AWS's admission rules, then the
 //! session loop (packets in, deliveries out, keep-alive), and the lifecycle events.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -46,6 +46,8 @@ pub(crate) struct Delivery {
     pub properties: Bytes,
     /// A retained message sent because of a new subscription.
     pub retained: bool,
+    /// Sent before to an earlier connection of the session, never acknowledged (DUP).
+    pub redelivery: bool,
 }
 
 type Stream = TlsStream<TcpStream>;
@@ -210,7 +212,7 @@ pub(crate) async fn serve(
             .receive_maximum
             .filter(|max| *max > 0)
             .map_or(usize::from(u16::MAX), usize::from),
-        in_flight: HashSet::new(),
+        in_flight: Vec::new(),
         waiting: VecDeque::new(),
         next_packet_id: 1,
     };
@@ -221,7 +223,8 @@ pub(crate) async fn serve(
     let reason = session.run(inbox, &cancel).await;
     let _ = session.link.stream.shutdown().await;
 
-    let version_number = unregister(&shared, &connect.client_id, connection, persist_for);
+    let owed = session.unfinished();
+    let version_number = unregister(&shared, &connect.client_id, connection, persist_for, owed);
     if reason != DisconnectReason::ClientInitiatedDisconnect
         && let Some(will) = &connect.will
     {
@@ -308,13 +311,15 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
 }
 
 /// Remove a finished session from the client table (unless a duplicate has already
-/// replaced it), keeping it for `persist_for` if that is not zero. Returns the
+/// replaced it), keeping it for `persist_for` if that is not zero, with the `owed`
+/// deliveries to send when it returns. Returns the
 /// `versionNumber` for its disconnected event.
 fn unregister(
     shared: &Shared,
     client_id: &str,
     connection: u64,
     persist_for: std::time::Duration,
+    owed: Vec<Delivery>,
 ) -> u64 {
     let mut state = shared.lock();
     if state
@@ -329,7 +334,7 @@ fn unregister(
             StoredSession {
                 subscriptions: entry.info.subscriptions,
                 thing_name: entry.info.thing_name,
-                queued: VecDeque::new(),
+                queued: owed.into(),
                 expires_at: Instant::now() + persist_for,
             },
         );
@@ -523,8 +528,8 @@ struct Session {
     /// MQTT 5 Receive Maximum of the client: QoS 1 deliveries beyond it wait in
     /// `waiting` until a PUBACK frees a slot.
     receive_maximum: usize,
-    /// Packet ids of QoS 1 deliveries not yet acknowledged.
-    in_flight: HashSet<u16>,
+    /// QoS 1 deliveries not yet acknowledged, oldest first, with their packet ids.
+    in_flight: Vec<(u16, Delivery)>,
     waiting: VecDeque<Delivery>,
     next_packet_id: u16,
 }
@@ -645,7 +650,7 @@ impl Session {
         match packet {
             ClientPacket::Publish(publish) => self.on_publish(publish).await,
             ClientPacket::PubAck { packet_id } => {
-                self.in_flight.remove(&packet_id);
+                self.in_flight.retain(|(id, _)| *id != packet_id);
                 while self.in_flight.len() < self.receive_maximum
                     && let Some(delivery) = self.waiting.pop_front()
                 {
@@ -832,14 +837,14 @@ impl Session {
         }
         let packet_id = qos1.then(|| self.new_packet_id());
         let packet = ServerPacket::Publish(Publish {
-            dup: false,
+            dup: delivery.redelivery,
             qos: delivery.qos,
             retain: delivery.retained,
-            topic: delivery.topic,
+            topic: delivery.topic.clone(),
             packet_id,
-            payload: delivery.payload,
+            payload: delivery.payload.clone(),
             topic_alias: None,
-            properties: delivery.properties,
+            properties: delivery.properties.clone(),
         });
         if let (Some(max), Some(version)) = (self.max_outbound_packet, self.link.version) {
             let size = mqtt::encoded_len(&packet, version);
@@ -851,8 +856,22 @@ impl Session {
         if self.reply(&packet).await
             && let Some(id) = packet_id
         {
-            self.in_flight.insert(id);
+            self.in_flight.push((id, delivery));
         }
+    }
+
+    /// What a persistent session still owes the client when the connection ends:
+    /// unacknowledged deliveries (to be resent as duplicates), then those waiting.
+    fn unfinished(&mut self) -> Vec<Delivery> {
+        let mut owed: Vec<Delivery> = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .map(|(_, delivery)| Delivery {
+                redelivery: true,
+                ..delivery
+            })
+            .collect();
+        owed.extend(self.waiting.drain(..));
+        owed
     }
 
     /// A packet id not in flight (1..=65535).
@@ -860,7 +879,7 @@ impl Session {
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
-            if !self.in_flight.contains(&id) {
+            if !self.in_flight.iter().any(|(used, _)| *used == id) {
                 return id;
             }
         }

@@ -480,3 +480,48 @@ async fn qos1_deliveries_wait_for_the_clients_receive_maximum() {
     assert_eq!(first, PUBLISH_QOS1);
     assert!(body.ends_with(b"two"));
 }
+
+#[tokio::test]
+async fn unacknowledged_deliveries_are_resent_as_duplicates_to_a_resumed_session() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    let addr = broker.mqtt_addr();
+    // Session Expiry Interval 600 s, clean start off.
+    let expiry = [0x11, 0, 0, 0x02, 0x58];
+    let mut client = RawClient::connect(&rig, addr).await;
+    client
+        .send(&common::connect_packet_with(
+            5, "ESPthing", 60, &expiry, false,
+        ))
+        .await;
+    let (first, connack) = client.next().await.unwrap();
+    assert_eq!(
+        (first, &connack[..2]),
+        (CONNACK, &[0, 0][..]),
+        "new session"
+    );
+    client.send(&subscribe_packet_v5(1, "test/owed")).await;
+    assert_eq!(client.next().await.unwrap().0, SUBACK);
+    broker.inject("test/owed", "unacked", QoS::AtLeastOnce);
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1);
+    assert!(body.ends_with(b"unacked"));
+    drop(client); // gone without a PUBACK
+    observer
+        .wait_for_disconnect("ESPthing", WAIT)
+        .await
+        .unwrap();
+
+    let mut again = RawClient::connect(&rig, addr).await;
+    again
+        .send(&common::connect_packet_with(
+            5, "ESPthing", 60, &expiry, false,
+        ))
+        .await;
+    let (first, connack) = again.next().await.unwrap();
+    assert_eq!((first, connack[0]), (CONNACK, 1), "session present");
+    let (first, body) = again.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1 | 0x08, "QoS 1 with DUP");
+    assert!(body.ends_with(b"unacked"));
+}

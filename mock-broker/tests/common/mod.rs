@@ -253,10 +253,21 @@ pub fn connect_packet(
     keep_alive_secs: u16,
     properties: &[u8],
 ) -> Vec<u8> {
+    connect_packet_with(level, client_id, keep_alive_secs, properties, true)
+}
+
+/// [`connect_packet`] choosing clean start.
+pub fn connect_packet_with(
+    level: u8,
+    client_id: &str,
+    keep_alive_secs: u16,
+    properties: &[u8],
+    clean_start: bool,
+) -> Vec<u8> {
     let mut body = Vec::new();
     put_string(&mut body, "MQTT");
     body.push(level);
-    body.push(0b10);
+    body.push(if clean_start { 0b10 } else { 0 });
     body.extend_from_slice(&keep_alive_secs.to_be_bytes());
     if level == 5 {
         put_varint(&mut body, properties.len());
