@@ -7,6 +7,8 @@ CARGO ?= cargo
 DEV_DIR := certs/dev
 THING ?= ESPthing
 AWS_DIR ?= certs/aws
+# Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
+SNTP_PORT ?= 1123
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
@@ -67,7 +69,7 @@ $(DEV_DIR)/flash.img:
 	@if [ ! -f $(DEV_DIR)/ca.pem ]; then \
 		$(CARGO) run -q -p certs -- init --out $(DEV_DIR) --thing $(THING); \
 	fi
-	$(CARGO) run -q -p certs -- image --creds $(DEV_DIR)/device --out $@
+	$(CARGO) run -q -p certs -- image --creds $(DEV_DIR)/device --out $@ --ntp 127.0.0.1:$(SNTP_PORT)
 
 clean-certs:
 	rm -rf $(DEV_DIR)
