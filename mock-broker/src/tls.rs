@@ -133,7 +133,7 @@ pub enum HandshakeRefusal {
 }
 
 /// A finished handshake: the stream and what the client proved.
-pub struct Accepted {
+pub(crate) struct Accepted {
     pub stream: TlsStream<TcpStream>,
     /// The client certificate's CN.
     pub thing_name: Option<String>,

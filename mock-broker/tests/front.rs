@@ -297,8 +297,26 @@ async fn shutdown_disconnects_clients_frees_the_ports_and_ends_every_task() {
     let rig = Rig::new();
     let mut config = rig.config();
     config.alpn_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.sntp_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.control_addr = Some("127.0.0.1:0".parse().unwrap());
     let broker = rig.start(config).await;
     let (mqtt, alpn) = (broker.mqtt_addr(), broker.alpn_addr().unwrap());
+    let (sntp, control) = (broker.sntp_addr().unwrap(), broker.control_addr().unwrap());
+    // An open control API event stream must not hold the broker up either.
+    let mut events = TcpStream::connect(control).await.unwrap();
+    events
+        .write_all(b"GET /events HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_exact(&mut events, &mut head),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the stream is open");
     let mut observer = broker.observe();
     let (mut client, _) = connect_v5(&rig, mqtt, "ESPthing", 60, &[]).await;
     let _idle = TcpStream::connect(mqtt).await.unwrap();
@@ -312,6 +330,10 @@ async fn shutdown_disconnects_clients_frees_the_ports_and_ends_every_task() {
     }
     TcpListener::bind(mqtt).await.expect("MQTT port free");
     TcpListener::bind(alpn).await.expect("ALPN port free");
+    TcpListener::bind(control).await.expect("control port free");
+    tokio::net::UdpSocket::bind(sntp)
+        .await
+        .expect("SNTP port free");
 }
 
 #[tokio::test]
