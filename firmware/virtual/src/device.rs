@@ -26,7 +26,9 @@ use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, HeapReport, Line,
     LoadError, NetError, ShutdownReason, SubscribeError,
 };
-use firmware_core::session::{Action, Event, Instant, Qos, RandomSource, Session, Settings};
+use firmware_core::session::{
+    Action, Event, Instant, Qos, RandomSource, Retransmit, Session, Settings,
+};
 use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
 use rand_core::{OsRng, RngCore};
 
@@ -186,7 +188,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         serial,
         heap,
         clock,
-        core: Session::new(Settings::new(FIRMWARE, BOARD), OsRandom),
+        core: Session::new(session_settings(), OsRandom),
         queue: VecDeque::new(),
         deadline: None,
         stopped: false,
@@ -235,6 +237,14 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
             }
         }
     }
+}
+
+/// The core's settings for this board. minimq speaks MQTT 5, which allows resending an
+/// unacknowledged publish only on reconnect, and replays it itself when the session resumes.
+fn session_settings() -> Settings {
+    let mut settings = Settings::new(FIRMWARE, BOARD);
+    settings.retransmit = Retransmit::ByReconnect;
+    settings
 }
 
 impl Driver<'_> {

@@ -123,6 +123,9 @@ slugs! {
         SubscribeTimeout = "subscribe-timeout",
         /// SUBACK refused the subscription.
         SubscribeRefused = "subscribe-refused",
+        /// A QoS 1 publish went unacknowledged past its retry time; reconnecting lets the
+        /// client resend it (MQTT 5 allows resending only on reconnect).
+        PubackTimeout = "puback-timeout",
         Shutdown = "shutdown",
     }
 }

@@ -45,7 +45,9 @@
 //!   with the same `seq`, payload and `packet_id` and `dup: true`: send a DUP PUBLISH with
 //!   that id. A client that keeps the packet and replays it itself (minimq replays its
 //!   retained publishes with DUP on reconnect) satisfies a reconnect retransmit by doing
-//!   nothing new; for a timeout retransmit it must put the same packet on the wire again.
+//!   nothing new; for a timeout retransmit it must put the same packet on the wire again —
+//!   or, for an MQTT 5 client, set [`Retransmit::ByReconnect`]: the session then drops the
+//!   link (`puback-timeout`) instead and the retransmit happens on reconnect.
 //! - `Connect` means: open TCP + TLS to the configured endpoint and send CONNECT with the
 //!   configured client id and keep-alive; the session needs the broker's answer within
 //!   `connect_timeout`.
@@ -123,6 +125,20 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// QoS 1 publishes without PUBACK are sent again (DUP, same id) after this long.
     pub publish_retry: Duration,
+    /// How an unacknowledged QoS 1 publish is sent again.
+    pub retransmit: Retransmit,
+}
+
+/// How a QoS 1 publish left without PUBACK for `publish_retry` is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retransmit {
+    /// Ask for a DUP PUBLISH with the same id on the live connection (MQTT 3.1.1 clients,
+    /// as Device Advisor's retry case expects).
+    OnLiveConnection,
+    /// Drop the connection (`puback-timeout`) and resend on reconnect: MQTT 5 forbids
+    /// resending on a live connection, and minimq replays its unacknowledged publishes
+    /// (DUP, same id) when the session resumes.
+    ByReconnect,
 }
 
 impl Settings {
@@ -140,6 +156,7 @@ impl Settings {
             subscribe_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             publish_retry: Duration::from_secs(5),
+            retransmit: Retransmit::OnLiveConnection,
         }
     }
 }
@@ -768,6 +785,14 @@ impl<R: RandomSource> Session<R> {
             }
         }
         if self.phase == Phase::Run {
+            if self.settings.retransmit == Retransmit::ByReconnect {
+                let retry = self.settings.publish_retry;
+                if self.in_flight.iter().any(|f| now >= f.sent_at + retry) {
+                    out(Action::Disconnect);
+                    self.connection_lost(now, DisconnectReason::PubackTimeout, out);
+                    return;
+                }
+            }
             self.retransmit_due(now, out);
             if let Some(fire) = self.cadence.poll(now) {
                 if fire.skipped > 0 {

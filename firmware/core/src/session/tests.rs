@@ -534,6 +534,55 @@ fn qos1_publish_is_retried_with_the_same_packet_id_until_acked() {
 }
 
 #[test]
+fn by_reconnect_a_missing_puback_drops_the_link_and_resends_with_the_same_id() {
+    let mut settings = Settings::new("0.1.0", "virtual");
+    settings.retransmit = Retransmit::ByReconnect;
+    let mut rig = Rig::new(Rng(9), 1);
+    rig.s = Session::new(settings, Rng(9));
+    rig.boot();
+    rig.connect();
+    assert_eq!(publishes(&rig.tick()), [(1, Some(1), false)]);
+    rig.ev(Event::PublishSent {
+        seq: 1,
+        packet_id: 23,
+    });
+    let sent = rig.now;
+    // Nothing is resent on the live connection; after `publish_retry` the link is dropped.
+    let mut dropped_at = None;
+    while dropped_at.is_none() {
+        let acts = rig.tick();
+        assert!(
+            rig.now <= sent + 5_000,
+            "no drop by publish_retry: {acts:?}"
+        );
+        for p in publishes(&acts) {
+            assert!(!p.2, "resent on a live connection: {p:?}");
+            if p.0 != 1 {
+                rig.ev(Event::PublishAcked(p.1.unwrap()));
+            }
+        }
+        if acts.contains(&Act::Disconnect) {
+            dropped_at = Some(rig.now);
+        }
+    }
+    assert_eq!(dropped_at, Some(sent + 5_000));
+    assert!(
+        logs(&rig.acts)
+            .iter()
+            .any(|l| l.contains("mqtt: disconnected reason=puback-timeout"))
+    );
+    rig.wait_for_connect();
+    rig.ev(Event::Connected {
+        session_present: true,
+        handshake_ms: None,
+    });
+    let resent = publishes(&rig.ev(Event::Subscribed));
+    assert_eq!(resent.first(), Some(&(1, Some(23), true)));
+    rig.ev(Event::PublishAcked(23));
+    assert!(rig.s.in_flight() < MAX_IN_FLIGHT);
+}
+
+#[test]
 fn unacked_qos1_publishes_are_resent_after_reconnect_and_bounded() {
     let mut rig = Rig::new(Rng(6), 1);
     rig.boot();
