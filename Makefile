@@ -14,6 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 RISCV := riscv32imc-unknown-none-elf
+PAHO_VERSION := 2.2.0
 
 # Cross-compiling littlefs (C) for the ESP32-C3: gcc from Debian with picolibc headers,
 # and bindgen pointed at the same headers.
@@ -42,6 +43,9 @@ deps:
 	else echo "system packages: all present"; fi
 	rustup target add $(RISCV)
 	rustup component add rustfmt clippy
+	@# A third-party MQTT client for the broker's interop tests.
+	@python3 -c "import paho.mqtt.client" 2>/dev/null || python3 -m pip install --quiet "paho-mqtt==$(PAHO_VERSION)" \
+		|| python3 -m pip install --quiet --break-system-packages "paho-mqtt==$(PAHO_VERSION)"
 
 test: fmt clippy host-test core-riscv
 
