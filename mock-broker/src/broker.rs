@@ -95,6 +95,11 @@ impl Config {
     }
 }
 
+/// Events an observer may fall behind by before it skips some. The ring is allocated
+/// up front, so it is sized for a busy fleet (2,500 publishes/s) read a few seconds late,
+/// not more.
+pub const OBSERVER_BACKLOG: usize = 16 * 1024;
+
 /// The broker's constructor.
 pub struct MockBroker;
 
@@ -139,7 +144,7 @@ impl MockBroker {
             _ => None,
         };
         let control_addr = config.control_addr;
-        let (events, _) = broadcast::channel(64 * 1024);
+        let (events, _) = broadcast::channel(OBSERVER_BACKLOG);
         let shared = Arc::new(Shared {
             config,
             tls,

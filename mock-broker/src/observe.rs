@@ -142,7 +142,8 @@ impl Event {
     }
 }
 
-/// A stream of [`Event`]s from the moment it was made. It holds up to 64 Ki events; an
+/// A stream of [`Event`]s from the moment it was made. It holds up to
+/// [`crate::broker::OBSERVER_BACKLOG`] events; an
 /// observer that falls further behind skips the oldest and is told how many it missed.
 pub struct Observer {
     pub(crate) receiver: broadcast::Receiver<Event>,
