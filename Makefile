@@ -9,6 +9,7 @@ THING ?= ESPthing
 AWS_DIR ?= certs/aws
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
+FLEET ?= 5000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
@@ -23,12 +24,14 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker
 
 help:
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
+	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT)"
+	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
 	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
 	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [WIFI_SSID=s WIFI_PASSWORD=p]"
@@ -66,6 +69,12 @@ core-riscv:
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
 bench:
 	$(CARGO) bench -p virtual-device --bench device --locked
+
+broker: certs
+	$(CARGO) run -q -p mock-broker --locked -- serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
+
+bench-broker:
+	$(CARGO) run -q --release -p mock-broker --locked --example fleet -- --clients $(FLEET) --seconds 20
 
 certs: $(DEV_DIR)/flash.img
 
