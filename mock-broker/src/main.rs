@@ -15,10 +15,7 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => {
-            mock_broker::cli::run(&args, stop_requested())
-            .await
-        }
+        Command::Serve(args) => mock_broker::cli::run(&args, stop_requested()).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
