@@ -1,0 +1,98 @@
+//! The virtual device backend: the `virtual-device` binary with its serial port on a
+//! pseudo-terminal, read through [`SerialCapture`] exactly as a board's USB port is.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::serial::SerialCapture;
+
+/// Environment variable that names the `virtual-device` binary explicitly.
+pub const VIRTUAL_DEVICE_ENV: &str = "HIL_VIRTUAL_DEVICE";
+const BINARY_NAME: &str = "virtual-device";
+
+/// Where the `virtual-device` binary is: `$HIL_VIRTUAL_DEVICE`, else next to the running
+/// executable (`target/<profile>/`), else one folder up (test binaries live in
+/// `target/<profile>/deps/`).
+pub fn find_virtual_device() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(VIRTUAL_DEVICE_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{VIRTUAL_DEVICE_ENV}={} is not a file",
+                path.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+    let name = format!("{BINARY_NAME}{}", std::env::consts::EXE_SUFFIX);
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(&name))
+        .collect();
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no {BINARY_NAME} binary at {}; build it with `cargo build -p virtual-device` \
+                 (or set {VIRTUAL_DEVICE_ENV})",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )
+        })
+}
+
+/// A running virtual device and the rig's end of its serial port. The process is killed
+/// when this is dropped, so a failed scenario leaves nothing behind.
+pub struct VirtualDevice {
+    child: Option<Child>,
+    pub serial: SerialCapture,
+}
+
+impl VirtualDevice {
+    /// `binary --flash IMAGE --serial PTY`, its serial captured from the start.
+    pub fn spawn(binary: &Path, image: &Path) -> io::Result<Self> {
+        let serial = SerialCapture::pseudo_terminal()?;
+        let pty = serial
+            .device_path()
+            .ok_or_else(|| io::Error::other("pseudo-terminal without a device path"))?;
+        let child = Command::new(binary)
+            .arg("--flash")
+            .arg(image)
+            .arg("--serial")
+            .arg(pty)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| io::Error::other(format!("start {}: {e}", binary.display())))?;
+        Ok(Self {
+            child: Some(child),
+            serial,
+        })
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for VirtualDevice {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `hil`: the hardware-in-the-loop runner (DESIGN.md section 5). It starts the device
+//! (today: the virtual device behind a pseudo-terminal), captures its serial log through
+//! the same code a USB port uses, drives the mock broker, and asserts cadence, inbound
+//! handling and reconnects against both the broker's observations and the parsed log.
+//!
+//! # Layout
+//!
+//! - [`serial`]: [`serial::SerialCapture`], lines from a pty or USB port with host
+//!   timestamps, parsed with `firmware_core::log::Line`.
+//! - [`device`]: the virtual device backend (binary discovery, spawn, kill on drop).
+//! - [`rig`]: one test PKI, one mock broker, per-device identities and flash images.
+//! - [`scenarios`]: the scenarios as data (name, tolerance, exclusivity) plus their checks.
+//! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
+//! - [`normalise`]: the serial log with run-dependent figures redacted (snapshots).
+//! - [`report`]: summary table, JUnit XML, report folder.
+//! - [`cli`]: `hil list`, `hil run`.
+
+pub mod cli;
+pub mod device;
+pub mod normalise;
+pub mod report;
+pub mod rig;
+pub mod runner;
+pub mod scenarios;
+pub mod serial;

@@ -1,0 +1,147 @@
+//! What people look at after a run: the summary table, JUnit XML for CI, and a report
+//! folder with each scenario's serial log (as captured and normalised).
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::normalise::normalise;
+use crate::runner::ScenarioReport;
+
+/// The summary table: scenario, result, key figure (or the first line of the failure),
+/// duration.
+pub fn summary_table(reports: &[ScenarioReport]) -> String {
+    let rows: Vec<[String; 4]> = reports
+        .iter()
+        .map(|r| {
+            let (result, figure) = match &r.result {
+                Ok(figure) => ("pass", figure.clone()),
+                Err(why) => ("FAIL", why.lines().next().unwrap_or_default().to_string()),
+            };
+            [
+                r.name.to_string(),
+                result.to_string(),
+                figure,
+                format!("{:.1} s", r.duration.as_secs_f64()),
+            ]
+        })
+        .collect();
+    let header = ["scenario", "result", "key figure", "duration"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+    }
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 cannot carry most control characters, even escaped.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML: one suite `hil.<board>`, one test case per scenario, the failure message
+/// and the normalised serial log of each.
+pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> String {
+    let failures = reports.iter().filter(|r| !r.passed()).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let suite = xml_escape(&format!("hil.{board}"));
+    let _ = writeln!(
+        out,
+        "<testsuites name=\"hil\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">",
+        reports.len(),
+        total.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+        reports.len(),
+        total.as_secs_f64()
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "    <testcase classname=\"{suite}\" name=\"{}\" time=\"{:.3}\">",
+            xml_escape(r.name),
+            r.duration.as_secs_f64()
+        );
+        match &r.result {
+            Ok(figure) => {
+                let _ = writeln!(
+                    out,
+                    "      <properties><property name=\"key_figure\" value=\"{}\"/><property name=\"tolerance\" value=\"{}\"/></properties>",
+                    xml_escape(figure),
+                    xml_escape(r.tolerance)
+                );
+            }
+            Err(why) => {
+                let first = why.lines().next().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "      <failure message=\"{}\" type=\"scenario\">{}</failure>",
+                    xml_escape(first),
+                    xml_escape(&format!("{why}\n\ntolerance: {}", r.tolerance))
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "      <system-out>{}</system-out>",
+            xml_escape(&normalise(&r.full_log))
+        );
+        let _ = writeln!(out, "    </testcase>");
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
+    out
+}
+
+/// `DIR/summary.txt`, and per scenario `DIR/<name>/serial.log` (as captured, with host
+/// timestamps relative to the first line) and `DIR/<name>/serial.normalised.log`.
+pub fn write_report_dir(dir: &Path, reports: &[ScenarioReport], summary: &str) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("summary.txt"), summary)?;
+    for r in reports {
+        let folder = dir.join(r.name);
+        std::fs::create_dir_all(&folder)?;
+        let mut raw = String::new();
+        if let Some(first) = r.full_log.first() {
+            for line in &r.full_log {
+                let at = line.at.duration_since(first.at).as_secs_f64();
+                let _ = writeln!(raw, "+{at:9.3}s {}", line.text);
+            }
+        }
+        std::fs::write(folder.join("serial.log"), raw)?;
+        std::fs::write(folder.join("serial.normalised.log"), normalise(&r.full_log))?;
+        let result = match &r.result {
+            Ok(figure) => format!("pass: {figure}\n"),
+            Err(why) => format!("FAIL: {why}\n"),
+        };
+        std::fs::write(folder.join("result.txt"), result)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The rig a suite runs in: one test PKI, one mock broker (MQTT over TLS and SNTP on
+//! loopback ephemeral ports) and a work folder for the devices' flash images.
+//!
+//! Every scenario gets its own device identity from the one CA, so virtual devices can
+//! run side by side against the one broker without taking over each other's sessions.
+//! Each device subscribes to its own inbound topic ([`inbound_topic`]), so a message
+//! injected for one scenario never shows up in another's log.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use certs::creds::Credentials;
+use certs::image;
+use certs::pki::{InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity, policy_document};
+use firmware_core::config::DeviceConfig;
+use mock_broker::{Config, Handle, MockBroker, Policy};
+
+/// The topic the devices publish to (the tutorial's).
+pub const OUT_TOPIC: &str = "outTopic";
+/// Validity of the identities the rig issues.
+const VALIDITY_DAYS: u32 = 30;
+
+/// The inbound topic of the device named `client_id`.
+pub fn inbound_topic(client_id: &str) -> String {
+    format!("inTopic/{client_id}")
+}
+
+/// Everything scenarios share.
+pub struct Rig {
+    pub broker: Handle,
+    pub pki: Pki,
+    device_binary: PathBuf,
+    workdir: tempfile::TempDir,
+}
+
+impl Rig {
+    /// Make a fresh test PKI and start the broker with the least-privilege policy: each
+    /// thing may connect as itself, publish to [`OUT_TOPIC`] and subscribe to its own
+    /// inbound topic.
+    pub async fn start(device_binary: PathBuf) -> Result<Self, String> {
+        let pki = Pki::generate(&InitOptions {
+            thing: "hil".into(),
+            days: VALIDITY_DAYS,
+            ..InitOptions::default()
+        })
+        .map_err(|e| format!("test PKI: {e}"))?;
+        let credentials = mock_broker::Credentials::with_server_pem(
+            vec![pki.ca.cert_der().to_vec()],
+            &pki.server.cert_pem(),
+            &pki.server.key_pem(),
+        )
+        .map_err(|e| format!("broker credentials: {e}"))?;
+        let policy_json = policy_document(
+            THING_NAME_CLIENT,
+            OUT_TOPIC,
+            &inbound_topic(THING_NAME_CLIENT),
+        );
+        let policy = Policy::from_json(&policy_json).map_err(|e| format!("policy: {e}"))?;
+        let mut config = Config::new(credentials, policy);
+        config.sntp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let broker = MockBroker::start(config)
+            .await
+            .map_err(|e| format!("mock broker: {e}"))?;
+        let workdir = tempfile::Builder::new()
+            .prefix("hil-")
+            .tempdir()
+            .map_err(|e| format!("work folder: {e}"))?;
+        Ok(Self {
+            broker,
+            pki,
+            device_binary,
+            workdir,
+        })
+    }
+
+    pub fn device_binary(&self) -> &Path {
+        &self.device_binary
+    }
+
+    pub fn workdir(&self) -> &Path {
+        self.workdir.path()
+    }
+
+    /// The config a device named `client_id` gets: the broker's endpoint as `localhost`
+    /// (the server certificate's name), its SNTP server, its own inbound topic.
+    pub fn device_config(&self, client_id: &str) -> Result<DeviceConfig, String> {
+        let mut config = DeviceConfig::new("localhost", client_id)
+            .map_err(|e| format!("config for {client_id}: {e:?}"))?;
+        config.endpoint.port = self.broker.mqtt_addr().port();
+        let sntp = self
+            .broker
+            .sntp_addr()
+            .ok_or("the broker has no SNTP server")?;
+        config.ntp.host = "127.0.0.1"
+            .try_into()
+            .map_err(|_| "NTP host too long".to_string())?;
+        config.ntp.port = sntp.port();
+        config.sub_topic = inbound_topic(client_id)
+            .as_str()
+            .try_into()
+            .map_err(|_| format!("inbound topic for {client_id} too long"))?;
+        Ok(config)
+    }
+
+    /// Issue an identity for `config.client_id` and write its flash image; returns the
+    /// image's path.
+    pub fn write_image(&self, config: &DeviceConfig) -> Result<PathBuf, String> {
+        let client_id = config.client_id.as_str();
+        let identity = self
+            .pki
+            .ca
+            .issue_client(
+                client_id,
+                KeyAlgorithm::EcP256,
+                Validity::days(VALIDITY_DAYS),
+            )
+            .map_err(|e| format!("identity for {client_id}: {e}"))?;
+        let creds = Credentials::new(
+            identity.cert_der,
+            identity.key,
+            self.pki.ca.cert_der().to_vec(),
+        )?;
+        let bytes = image::build_image(&creds, config, image::DEFAULT_IMAGE_SIZE)
+            .map_err(|e| format!("image for {client_id}: {e}"))?;
+        let path = self.workdir.path().join(format!("{client_id}.img"));
+        std::fs::write(&path, bytes).map_err(|e| format!("write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}

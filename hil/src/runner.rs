@@ -1,0 +1,99 @@
+//! Runs a suite: the independent scenarios at once (each with its own device against the
+//! one broker), then those that need the broker to themselves, one by one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::rig::Rig;
+use crate::scenarios::{Scenario, ScenarioRun};
+use crate::serial::SerialLine;
+
+/// A scenario that has not finished in this long has hung; it fails rather than stalls
+/// the suite.
+pub const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
+
+/// How one scenario went.
+#[derive(Debug, Clone)]
+pub struct ScenarioReport {
+    pub name: &'static str,
+    pub tolerance: &'static str,
+    /// The key figure, or what was expected and what was seen.
+    pub result: Result<String, String>,
+    pub duration: Duration,
+    /// The serial lines the scenario read, in order (its snapshot).
+    pub log: Vec<SerialLine>,
+    /// Everything the device printed until it was stopped.
+    pub full_log: Vec<SerialLine>,
+}
+
+impl ScenarioReport {
+    pub fn passed(&self) -> bool {
+        self.result.is_ok()
+    }
+}
+
+/// A progress event, for the live view.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    Started(&'a str),
+    Finished(&'a ScenarioReport),
+}
+
+/// Run `scenarios` in `rig`, reporting progress as it goes; reports come back in the
+/// order given.
+pub async fn run_suite(
+    rig: Arc<Rig>,
+    scenarios: Vec<Scenario>,
+    progress: impl Fn(Progress<'_>) + Send + Sync + 'static,
+) -> Vec<ScenarioReport> {
+    let progress = Arc::new(progress);
+    let order: Vec<&'static str> = scenarios.iter().map(|s| s.name).collect();
+    let (exclusive, concurrent): (Vec<_>, Vec<_>) =
+        scenarios.into_iter().partition(|s| s.exclusive);
+    let mut reports = Vec::new();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for scenario in concurrent {
+        let rig = Arc::clone(&rig);
+        let progress = Arc::clone(&progress);
+        tasks.spawn(async move {
+            progress(Progress::Started(scenario.name));
+            let report = run_one(rig, &scenario).await;
+            progress(Progress::Finished(&report));
+            report
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(report) => reports.push(report),
+            Err(e) => panic!("a scenario task panicked: {e}"),
+        }
+    }
+    for scenario in exclusive {
+        progress(Progress::Started(scenario.name));
+        let report = run_one(Arc::clone(&rig), &scenario).await;
+        progress(Progress::Finished(&report));
+        reports.push(report);
+    }
+    reports.sort_by_key(|r| order.iter().position(|n| *n == r.name));
+    reports
+}
+
+async fn run_one(rig: Arc<Rig>, scenario: &Scenario) -> ScenarioReport {
+    let started = Instant::now();
+    let mut run = ScenarioRun::new(rig, scenario);
+    let result = match tokio::time::timeout(SCENARIO_LIMIT, (scenario.check)(&mut run)).await {
+        Ok(result) => result,
+        Err(_) => Err(run.failure(&format!(
+            "expected the scenario to finish within {SCENARIO_LIMIT:?}, it did not"
+        ))),
+    };
+    ScenarioReport {
+        name: scenario.name,
+        tolerance: scenario.tolerance,
+        result,
+        duration: started.elapsed(),
+        log: run.taken(),
+        full_log: run.log(),
+    }
+}

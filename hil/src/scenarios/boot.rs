@@ -1,0 +1,65 @@
+//! `boot`: the boot sequence, in order, within a deadline.
+
+use std::time::{Duration, Instant};
+
+use firmware_core::log::Line;
+use mock_broker::QoS;
+
+use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+
+/// From process start to SUBACK. A board on WiFi needs a few seconds; the virtual device
+/// a fraction of one.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "boot",
+    summary: "boot, config, creds, wifi, time, connected, subscribed in order",
+    tolerance: "subscribed within 10 s of start",
+    exclusive: false,
+    check,
+};
+
+/// A step's description and the line that shows it happened.
+type Step = (&'static str, fn(&Line) -> bool);
+
+/// The steps, in the order the device must log them.
+const STEPS: [Step; 7] = [
+    ("`boot:`", |l| l.tag() == "boot"),
+    ("`config: loaded`", |l| is(l, "config", "loaded")),
+    ("`creds:`", |l| {
+        l.tag() == "creds" && l.field("source").is_some()
+    }),
+    ("`wifi: up`", |l| is(l, "wifi", "up")),
+    ("`time: synced`", |l| is(l, "time", "synced")),
+    ("`mqtt: connected`", |l| is(l, "mqtt", "connected")),
+    ("`mqtt: subscribed`", |l| is(l, "mqtt", "subscribed")),
+];
+
+fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
+    Box::pin(boot(run))
+}
+
+async fn boot(run: &mut ScenarioRun) -> CheckResult {
+    let started = Instant::now();
+    let mut observer = run.start_device(|_| {})?;
+    let deadline = started + DEADLINE;
+    let mut previous = "the start";
+    for (what, pick) in STEPS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        run.expect_line(&format!("{what} after {previous}"), left, pick)
+            .await?;
+        previous = what;
+    }
+    let subscribed_ms = started.elapsed().as_millis();
+    let topic = crate::rig::inbound_topic(&run.client_id);
+    let granted = observer
+        .wait_for_subscription(&run.client_id, &topic, Duration::from_secs(1))
+        .await;
+    if granted != Some(QoS::AtLeastOnce) {
+        return Err(run.failure(&format!(
+            "expected the broker to see a QoS 1 subscription to {topic} by {}, saw {granted:?}",
+            run.client_id
+        )));
+    }
+    Ok(format!("subscribed after {subscribed_ms} ms"))
+}

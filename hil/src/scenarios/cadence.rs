@@ -1,0 +1,158 @@
+//! `cadence`: publishes every 2000 ms at the broker, consecutively numbered, and the
+//! device's log agrees with what the broker received.
+
+use std::time::Duration;
+
+use mock_broker::{Event, PublishObservation, Publisher};
+
+use super::{CheckFuture, CheckResult, Scenario, ScenarioRun};
+use crate::rig::OUT_TOPIC;
+
+/// Publishes observed (so `PUBLISHES - 1` intervals are measured).
+pub const PUBLISHES: usize = 11;
+pub const PERIOD_MS: u64 = 2000;
+/// Allowed deviation of each interval at the broker (Wi-Fi jitter on a real board).
+pub const TOLERANCE_MS: u64 = 150;
+/// Boot to the first publish.
+const FIRST_PUBLISH: Duration = Duration::from_secs(15);
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "cadence",
+    summary: "11 publishes `hello world #N`, consecutive, device log and broker agree",
+    tolerance: "every interval 2000 +- 150 ms at the broker",
+    exclusive: false,
+    check,
+};
+
+fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
+    Box::pin(cadence(run))
+}
+
+/// `{"message": "hello world #N"}`'s N.
+pub fn hello_number(payload: &[u8]) -> Option<u32> {
+    std::str::from_utf8(payload)
+        .ok()?
+        .strip_prefix(r#"{"message": "hello world #"#)?
+        .strip_suffix(r#""}"#)?
+        .parse()
+        .ok()
+}
+
+async fn cadence(run: &mut ScenarioRun) -> CheckResult {
+    let mut observer = run.start_device(|_| {})?;
+    let client = Publisher::Client(run.client_id.clone());
+    let mut publishes: Vec<PublishObservation> = Vec::with_capacity(PUBLISHES);
+    while publishes.len() < PUBLISHES {
+        let timeout = if publishes.is_empty() {
+            FIRST_PUBLISH
+        } else {
+            Duration::from_millis(PERIOD_MS + TOLERANCE_MS + 1000)
+        };
+        let next = observer
+            .wait_for(timeout, |event| match event {
+                Event::Publish(p) if p.publisher == client && p.topic == OUT_TOPIC => {
+                    Some(p.clone())
+                }
+                _ => None,
+            })
+            .await;
+        match next {
+            Some(p) => publishes.push(p),
+            None => {
+                return Err(run.failure(&format!(
+                    "expected publish {} of {PUBLISHES} on {OUT_TOPIC} within {timeout:?}, saw none",
+                    publishes.len() + 1
+                )));
+            }
+        }
+    }
+
+    let mut numbers = Vec::with_capacity(PUBLISHES);
+    for p in &publishes {
+        match hello_number(&p.payload) {
+            Some(n) => numbers.push(n),
+            None => {
+                return Err(run.failure(&format!(
+                    "expected payload {{\"message\": \"hello world #N\"}}, saw {:?}",
+                    String::from_utf8_lossy(&p.payload)
+                )));
+            }
+        }
+    }
+    if let Some(w) = numbers.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(run.failure(&format!(
+            "expected consecutive numbers, saw #{} followed by #{} (all: {numbers:?})",
+            w[0], w[1]
+        )));
+    }
+
+    let intervals: Vec<u64> = publishes
+        .windows(2)
+        .map(|w| {
+            w[1].received_at
+                .duration_since(w[0].received_at)
+                .as_millis() as u64
+        })
+        .collect();
+    let off: Vec<String> = intervals
+        .iter()
+        .zip(&numbers[1..])
+        .filter(|(ms, _)| ms.abs_diff(PERIOD_MS) > TOLERANCE_MS)
+        .map(|(ms, n)| format!("#{n} after {ms} ms"))
+        .collect();
+    if !off.is_empty() {
+        return Err(run.failure(&format!(
+            "expected every interval {PERIOD_MS} +- {TOLERANCE_MS} ms at the broker, saw {} (all: {intervals:?})",
+            off.join(", ")
+        )));
+    }
+
+    // The device's own account: a `publish:` line for every publish the broker saw,
+    // with the same sequence number and payload.
+    let last = *numbers.last().expect("PUBLISHES > 0");
+    run.expect_line(
+        &format!("`publish: seq={last}`"),
+        Duration::from_secs(2),
+        |l| l.tag() == "publish" && l.field_as::<u32>("seq") == Some(last),
+    )
+    .await?;
+    let log = run.log();
+    for (p, n) in publishes.iter().zip(&numbers) {
+        let logged = log.iter().filter_map(|l| l.line()).find(|l| {
+            l.tag() == "publish" && l.message().is_empty() && l.field_as::<u32>("seq") == Some(*n)
+        });
+        let Some(logged) = logged else {
+            return Err(run.failure(&format!(
+                "expected a `publish: seq={n}` line for the broker's #{n}, saw none"
+            )));
+        };
+        let bytes: Result<Vec<u8>, _> = logged.payload_bytes().into_iter().flatten().collect();
+        if bytes.as_deref().ok() != Some(&p.payload[..]) {
+            return Err(run.failure(&format!(
+                "expected the log's seq={n} payload to be what the broker got ({:?}), saw {:?}",
+                String::from_utf8_lossy(&p.payload),
+                logged.payload()
+            )));
+        }
+    }
+
+    let min = intervals.iter().min().copied().unwrap_or_default();
+    let max = intervals.iter().max().copied().unwrap_or_default();
+    Ok(format!(
+        "{} intervals {min}..{max} ms (#{}..#{last})",
+        intervals.len(),
+        numbers[0]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hello_number;
+
+    #[test]
+    fn hello_numbers_are_read_from_the_exact_payload_only() {
+        assert_eq!(hello_number(br#"{"message": "hello world #12"}"#), Some(12));
+        assert_eq!(hello_number(br#"{"message": "hello world #"}"#), None);
+        assert_eq!(hello_number(br#"{"message":"hello world #1"}"#), None);
+    }
+}

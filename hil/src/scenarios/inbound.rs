@@ -1,0 +1,162 @@
+//! `inbound`: messages injected by the broker are logged within 1 s, escaped and truncated
+//! as the log format says.
+
+use std::time::{Duration, Instant};
+
+use firmware_core::log::{Context, MAX_PAYLOAD, escape};
+use mock_broker::QoS;
+
+use super::{CheckFuture, CheckResult, Scenario, ScenarioRun};
+use crate::rig::inbound_topic;
+
+/// Injection to `inbound:` line, on the host's clock.
+pub const LATENCY: Duration = Duration::from_secs(1);
+const SUBSCRIBED: Duration = Duration::from_secs(15);
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "inbound",
+    summary: "text, JSON, binary, 1 KiB and 4 KiB payloads injected by the broker",
+    tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 4 KiB (over the device's 2 KiB Maximum Packet Size) never logged",
+    exclusive: false,
+    check,
+};
+
+/// What the device must do with an injected payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// An `inbound:` line within [`LATENCY`].
+    Logged,
+    /// Nothing: the payload is over the device's MQTT 5 Maximum Packet Size (its 2 KiB
+    /// receive buffer), so the broker drops it for this client, as AWS does. The next
+    /// logged payload must be the next line, which proves this one never was.
+    DroppedByBroker,
+}
+
+/// The payloads injected, in order, with a name for failure messages.
+pub fn payloads() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    let pattern = |n: u32| -> Vec<u8> {
+        (0..n)
+            .map(|i| b"0123456789abcdef"[(i % 16) as usize])
+            .collect()
+    };
+    vec![
+        ("text", b"hello from the rig".to_vec(), Expect::Logged),
+        (
+            "json",
+            br#"{"led": "on", "level": 3}"#.to_vec(),
+            Expect::Logged,
+        ),
+        (
+            "binary",
+            vec![
+                0x00, 0x01, 0xff, 0x1b, b'\\', b'\r', b'\n', b' ', 0x7f, 0x80,
+            ],
+            Expect::Logged,
+        ),
+        ("4 KiB", pattern(4096), Expect::DroppedByBroker),
+        ("1 KiB", pattern(1024), Expect::Logged),
+    ]
+}
+
+fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
+    Box::pin(inbound(run))
+}
+
+async fn inbound(run: &mut ScenarioRun) -> CheckResult {
+    let mut observer = run.start_device(|_| {})?;
+    let topic = inbound_topic(&run.client_id);
+    if observer
+        .wait_for_subscription(&run.client_id, &topic, SUBSCRIBED)
+        .await
+        .is_none()
+    {
+        return Err(run.failure(&format!(
+            "expected {} to subscribe to {topic} within {SUBSCRIBED:?}",
+            run.client_id
+        )));
+    }
+    // The broker's SUBACK may still be on its way; the device logs `subscribed` on it.
+    run.expect_line("`mqtt: subscribed`", SUBSCRIBED, |l| {
+        super::is(l, "mqtt", "subscribed")
+    })
+    .await?;
+
+    let mut slowest = Duration::ZERO;
+    for (name, payload, expect) in payloads() {
+        let sent = Instant::now();
+        let delivered = run
+            .rig
+            .broker
+            .inject(&topic, payload.clone(), QoS::AtLeastOnce);
+        if delivered != 1 {
+            return Err(run.failure(&format!(
+                "expected the {name} payload delivered to 1 subscriber of {topic}, saw {delivered}"
+            )));
+        }
+        let size = payload.len();
+        if expect == Expect::DroppedByBroker {
+            continue;
+        }
+        let logged = run
+            .expect_line(
+                &format!("`inbound: topic={topic} bytes={size}` for the {name} payload"),
+                LATENCY,
+                |l| l.tag() == "inbound",
+            )
+            .await?;
+        slowest = slowest.max(logged.at.duration_since(sent));
+        let line = logged.line().expect("picked a parsed line");
+        if line.payload_size() != Some(size) {
+            return Err(run.failure(&format!(
+                "expected the next `inbound:` line to be the {name} payload (bytes={size}), saw bytes={:?}",
+                line.field("bytes")
+            )));
+        }
+        if line
+            .field_bytes("topic")
+            .map(|b| b.flatten().collect::<Vec<u8>>())
+            != Some(topic.as_bytes().to_vec())
+        {
+            return Err(run.failure(&format!(
+                "expected the {name} payload's line to name topic {topic}, saw {:?}",
+                line.field("topic")
+            )));
+        }
+        let kept: Result<Vec<u8>, _> = line.payload_bytes().into_iter().flatten().collect();
+        let Ok(kept) = kept else {
+            return Err(run.failure(&format!(
+                "expected the {name} payload escaped so it decodes, saw {:?}",
+                line.payload()
+            )));
+        };
+        let printed = line.payload().unwrap_or_default().len();
+        let must_truncate = escape::escaped_len(&payload, Context::Payload) > MAX_PAYLOAD;
+        if must_truncate {
+            if !line.is_truncated()
+                || kept.is_empty()
+                || !payload.starts_with(&kept)
+                || printed > MAX_PAYLOAD
+            {
+                return Err(run.failure(&format!(
+                    "expected the {name} payload ({size} B) cut to at most {MAX_PAYLOAD} printed bytes \
+                     with truncated=1 and a prefix of the original, saw truncated={} printed={printed} B",
+                    line.is_truncated()
+                )));
+            }
+        } else if line.is_truncated() || kept != payload {
+            return Err(run.failure(&format!(
+                "expected the {name} payload logged whole, saw {:?} (truncated={})",
+                line.payload(),
+                line.is_truncated()
+            )));
+        }
+    }
+    let logged = payloads()
+        .iter()
+        .filter(|(_, _, e)| *e == Expect::Logged)
+        .count();
+    Ok(format!(
+        "{logged} logged (slowest {:.1} ms), 4 KiB dropped by the broker",
+        slowest.as_secs_f64() * 1000.0
+    ))
+}

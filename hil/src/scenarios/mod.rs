@@ -1,0 +1,167 @@
+//! The scenarios: each is data (name, what it proves, its tolerances, whether it needs the
+//! broker to itself) plus an async check that drives the broker and reads the device.
+//!
+//! A check returns its key figure (`10 intervals 1994..2006 ms`) or a failure that says
+//! what was expected and what was seen.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firmware_core::config::DeviceConfig;
+use firmware_core::log::Line;
+use mock_broker::Observer;
+
+use crate::device::VirtualDevice;
+use crate::rig::Rig;
+use crate::serial::{SerialCapture, SerialLine};
+
+pub mod boot;
+pub mod cadence;
+pub mod inbound;
+pub mod reconnect;
+
+/// What a check's future resolves to: the key figure, or what went wrong.
+pub type CheckResult = Result<String, String>;
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + Send + 'a>>;
+
+/// One scenario of the suite.
+pub struct Scenario {
+    pub name: &'static str,
+    /// What it proves, in one line.
+    pub summary: &'static str,
+    /// The tolerances it asserts, stated so `hil list` and failures can show them.
+    pub tolerance: &'static str,
+    /// Disturbs the whole broker (stops its listener, swaps its certificate), so it runs
+    /// after the concurrent ones, alone.
+    pub exclusive: bool,
+    pub check: for<'a> fn(&'a mut ScenarioRun) -> CheckFuture<'a>,
+}
+
+/// Every scenario, in the order they are listed and reported.
+pub fn all() -> Vec<Scenario> {
+    vec![
+        boot::SCENARIO,
+        cadence::SCENARIO,
+        inbound::SCENARIO,
+        reconnect::SCENARIO,
+    ]
+}
+
+/// The scenarios named in `names` (all of them when empty), or the unknown name.
+pub fn select(names: &[String]) -> Result<Vec<Scenario>, String> {
+    if names.is_empty() {
+        return Ok(all());
+    }
+    let mut chosen = Vec::new();
+    for name in names {
+        let scenario = all().into_iter().find(|s| s.name == name).ok_or_else(|| {
+            let known: Vec<&str> = all().iter().map(|s| s.name).collect();
+            format!("unknown scenario {name:?}; known: {}", known.join(", "))
+        })?;
+        if !chosen.iter().any(|s: &Scenario| s.name == scenario.name) {
+            chosen.push(scenario);
+        }
+    }
+    Ok(chosen)
+}
+
+/// A scenario's state while it runs: the shared rig, its own device and client id.
+pub struct ScenarioRun {
+    pub rig: Arc<Rig>,
+    pub client_id: String,
+    device: Option<VirtualDevice>,
+}
+
+impl ScenarioRun {
+    pub fn new(rig: Arc<Rig>, scenario: &Scenario) -> Self {
+        Self {
+            rig,
+            client_id: format!("hil-{}", scenario.name),
+            device: None,
+        }
+    }
+
+    /// Start this scenario's device with the rig's config for its client id, changed by
+    /// `adjust`. Returns a broker observer opened before the device started, so it sees
+    /// everything the device does.
+    pub fn start_device(
+        &mut self,
+        adjust: impl FnOnce(&mut DeviceConfig),
+    ) -> Result<Observer, String> {
+        let mut config = self.rig.device_config(&self.client_id)?;
+        adjust(&mut config);
+        let image = self.rig.write_image(&config)?;
+        let observer = self.rig.broker.observe();
+        let device = VirtualDevice::spawn(self.rig.device_binary(), &image)
+            .map_err(|e| format!("virtual device: {e}"))?;
+        self.device = Some(device);
+        Ok(observer)
+    }
+
+    /// The device's serial capture. Panics if no device was started: a scenario bug.
+    pub fn serial(&mut self) -> &mut SerialCapture {
+        &mut self
+            .device
+            .as_mut()
+            .expect("the scenario started its device")
+            .serial
+    }
+
+    /// Read the device's log until a line satisfies `pick`; on timeout, a failure that
+    /// names what was expected and shows the last lines seen.
+    pub async fn expect_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&Line) -> bool,
+    ) -> Result<SerialLine, String> {
+        let found = self
+            .serial()
+            .until(timeout, |l| l.line().filter(|l| pick(l)).map(|_| ()))
+            .await;
+        match found {
+            Some((line, ())) => Ok(line),
+            None => Err(self.failure(&format!("expected {what} within {timeout:?}"))),
+        }
+    }
+
+    /// `message`, then the device's last serial lines (or why there are none).
+    pub fn failure(&mut self, message: &str) -> String {
+        let exited = self
+            .device
+            .as_mut()
+            .and_then(VirtualDevice::exited)
+            .map(|status| format!(" (the device exited: {status})"))
+            .unwrap_or_default();
+        match &self.device {
+            Some(device) => format!(
+                "{message}{exited}; last serial lines:\n{}",
+                device.serial.tail(12)
+            ),
+            None => message.to_string(),
+        }
+    }
+
+    /// The serial lines this scenario has read, in order.
+    pub fn taken(&self) -> Vec<SerialLine> {
+        self.device
+            .as_ref()
+            .map(|d| d.serial.taken().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Every serial line the device printed.
+    pub fn log(&self) -> Vec<SerialLine> {
+        self.device
+            .as_ref()
+            .map(|d| d.serial.seen())
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `line` is `tag: message ...`.
+pub fn is(line: &Line, tag: &str, message: &str) -> bool {
+    line.tag() == tag && line.message() == message
+}

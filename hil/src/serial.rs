@@ -1,0 +1,247 @@
+//! Serial capture: the device's log lines with the host's timestamps.
+//!
+//! A board's USB serial port and the virtual device's pseudo-terminal are read by the same
+//! code (the `serialport` crate opens both), so running the suite virtually exercises the
+//! capture path a bench uses. Lines are parsed with `firmware_core::log::Line`, the one
+//! definition of the format; a line that does not parse is kept as text, because a board
+//! prints ROM and bootloader noise before the firmware's first line.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use firmware_core::log::Line;
+use serialport::{SerialPort, TTYPort};
+use tokio::sync::mpsc;
+
+/// How long one blocking read waits before the reader checks whether anyone still listens.
+const READ_POLL: Duration = Duration::from_millis(200);
+/// Baud rate for real ports (the ESP32-C3's USB-Serial-JTAG ignores it).
+pub const DEFAULT_BAUD: u32 = 115_200;
+
+/// What one serial line turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SerialText {
+    // Boxed: a parsed line is a fixed 640-byte buffer, unparsed text is usually short.
+    Line(Box<Line>),
+    /// Not a firmware log line (boot ROM output, a torn line); kept verbatim.
+    Unparsed(String),
+}
+
+impl fmt::Display for SerialText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Line(line) => write!(f, "{line}"),
+            Self::Unparsed(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One line as the rig read it.
+#[derive(Debug, Clone)]
+pub struct SerialLine {
+    /// Host monotonic time when the line's end was read: what tolerances are measured in.
+    pub at: Instant,
+    /// The same moment on the wall clock, for reports.
+    pub wall: SystemTime,
+    pub text: SerialText,
+}
+
+impl SerialLine {
+    pub fn line(&self) -> Option<&Line> {
+        match &self.text {
+            SerialText::Line(line) => Some(line),
+            SerialText::Unparsed(_) => None,
+        }
+    }
+}
+
+/// Reads a serial port on a thread and hands out its lines, keeping every line seen.
+pub struct SerialCapture {
+    name: String,
+    lines: mpsc::UnboundedReceiver<SerialLine>,
+    seen: Arc<Mutex<Vec<SerialLine>>>,
+    /// The lines handed out by `next`, in order: what a scenario has read, which ends at
+    /// a point the scenario chose (unlike `seen`, which grows while the device runs).
+    taken: Vec<SerialLine>,
+    /// For a pseudo-terminal: the device's end, held open so the reader never sees a
+    /// hang-up while the device restarts.
+    _device_end: Option<TTYPort>,
+    device_path: Option<PathBuf>,
+}
+
+impl SerialCapture {
+    /// A pseudo-terminal pair: the rig reads the master, the device is given
+    /// [`SerialCapture::device_path`] (the slave, in raw mode).
+    pub fn pseudo_terminal() -> io::Result<Self> {
+        let (master, slave) = TTYPort::pair().map_err(io::Error::other)?;
+        let path = slave
+            .name()
+            .ok_or_else(|| io::Error::other("pseudo-terminal without a name"))?;
+        let mut capture = Self::from_port(Box::new(master), path.clone());
+        capture.device_path = Some(path.into());
+        capture._device_end = Some(slave);
+        Ok(capture)
+    }
+
+    /// A USB serial port (or any tty) at `baud`.
+    pub fn open_port(path: &Path, baud: u32) -> io::Result<Self> {
+        let port = serialport::new(path.to_string_lossy(), baud)
+            .timeout(READ_POLL)
+            .open()
+            .map_err(|e| io::Error::other(format!("open {}: {e}", path.display())))?;
+        Ok(Self::from_port(port, path.display().to_string()))
+    }
+
+    fn from_port(mut port: Box<dyn SerialPort>, name: String) -> Self {
+        let _ = port.set_timeout(READ_POLL);
+        let (tx, lines) = mpsc::unbounded_channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let keep = Arc::clone(&seen);
+        std::thread::Builder::new()
+            .name(format!("serial {name}"))
+            .spawn(move || read_lines(port.as_mut(), &tx, &keep))
+            .expect("spawn the serial reader thread");
+        Self {
+            name,
+            lines,
+            seen,
+            taken: Vec::new(),
+            _device_end: None,
+            device_path: None,
+        }
+    }
+
+    /// The port's name (device path).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// For a pseudo-terminal, the path the device writes to.
+    pub fn device_path(&self) -> Option<&Path> {
+        self.device_path.as_deref()
+    }
+
+    /// The next line within `timeout`, `None` on timeout or when the port closed.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SerialLine> {
+        let line = tokio::time::timeout(timeout, self.lines.recv())
+            .await
+            .ok()
+            .flatten()?;
+        self.taken.push(line.clone());
+        Some(line)
+    }
+
+    /// Every line `next` has returned so far.
+    pub fn taken(&self) -> &[SerialLine] {
+        &self.taken
+    }
+
+    /// Read lines until one satisfies `pick`, within `timeout`.
+    pub async fn until<T>(
+        &mut self,
+        timeout: Duration,
+        mut pick: impl FnMut(&SerialLine) -> Option<T>,
+    ) -> Option<(SerialLine, T)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let line = self.next(left).await?;
+            if let Some(found) = pick(&line) {
+                return Some((line, found));
+            }
+        }
+    }
+
+    /// Every line read so far (also those nobody has taken with `next` yet).
+    pub fn seen(&self) -> Vec<SerialLine> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The last `n` lines seen, one per line, for failure messages.
+    pub fn tail(&self, n: usize) -> String {
+        let seen = self.seen();
+        let start = seen.len().saturating_sub(n);
+        seen[start..]
+            .iter()
+            .map(|l| format!("  {}", l.text))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// The reader thread: split on `\n`, strip `\r`, parse, stamp, forward.
+fn read_lines(
+    port: &mut dyn SerialPort,
+    tx: &mpsc::UnboundedSender<SerialLine>,
+    seen: &Mutex<Vec<SerialLine>>,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match port.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = pending.drain(..=end).collect();
+            let line = parse(&raw);
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(line.clone());
+            }
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn parse(raw: &[u8]) -> SerialLine {
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim_end_matches(['\r', '\n']);
+    let parsed = match text.parse::<Line>() {
+        Ok(line) => SerialText::Line(Box::new(line)),
+        Err(_) => SerialText::Unparsed(text.to_string()),
+    };
+    SerialLine {
+        at: Instant::now(),
+        wall: SystemTime::now(),
+        text: parsed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn lines_written_to_the_device_end_arrive_parsed_or_verbatim() {
+        let mut capture = SerialCapture::pseudo_terminal().unwrap();
+        let mut device = std::fs::OpenOptions::new()
+            .write(true)
+            .open(capture.device_path().unwrap())
+            .unwrap();
+        device
+            .write_all(b"rst:0x1 (POWERON)\r\nI (     812) boot: firmware=0.1.0 board=virtual client_id=a\r\n")
+            .unwrap();
+        let first = capture.next(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first.text, SerialText::Unparsed("rst:0x1 (POWERON)".into()));
+        let second = capture.next(Duration::from_secs(5)).await.unwrap();
+        let line = second.line().expect("a log line");
+        assert_eq!(line.tag(), "boot");
+        assert_eq!(line.field("client_id"), Some("a"));
+        assert!(second.at >= first.at);
+        assert_eq!(capture.seen().len(), 2);
+    }
+}
