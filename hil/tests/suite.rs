@@ -1,0 +1,68 @@
+//! The suite end to end: the real `virtual-device` binaries, each behind its own
+//! pseudo-terminal, against one in-process mock broker. Every scenario must pass, and the
+//! normalised serial logs of boot, cadence and inbound are `insta` snapshots
+//! (`cargo insta review` accepts a change).
+//!
+//! One test runs the whole suite, so the scenarios share a broker and run concurrently as
+//! `hil run` runs them (about 26 s: cadence's eleven publishes, then the broker outage).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use hil::device::find_virtual_device;
+use hil::normalise::normalise;
+use hil::rig::Rig;
+use hil::runner::{ScenarioReport, run_suite};
+use hil::scenarios;
+
+/// The `virtual-device` binary, built if cargo has not built it yet: a package's tests
+/// only get their own package's binaries.
+fn virtual_device() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "virtual-device",
+            "--bin",
+            "virtual-device",
+        ])
+        .status()
+        .expect("run cargo build -p virtual-device");
+    assert!(status.success(), "cargo build -p virtual-device failed");
+    find_virtual_device().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn report<'a>(reports: &'a [ScenarioReport], name: &str) -> &'a ScenarioReport {
+    reports
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no report for {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_suite_passes_on_the_virtual_device_and_its_logs_match_the_snapshots() {
+    let rig = Arc::new(Rig::start(virtual_device()).await.expect("rig"));
+    let reports = run_suite(Arc::clone(&rig), scenarios::all(), |_| {}).await;
+
+    let failures: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            r.result
+                .as_ref()
+                .err()
+                .map(|why| format!("{}: {why}", r.name))
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    for r in &reports {
+        println!("{}: {}", r.name, r.result.as_deref().unwrap_or_default());
+    }
+
+    // The lines each scenario read, up to the event it ended on: boot to SUBACK, cadence
+    // to the eleventh publish, inbound to its last payload.
+    for name in ["boot", "cadence", "inbound"] {
+        insta::assert_snapshot!(name, normalise(&report(&reports, name).log));
+    }
+}
