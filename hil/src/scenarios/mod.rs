@@ -21,6 +21,7 @@ pub mod boot;
 pub mod cadence;
 pub mod inbound;
 pub mod reconnect;
+pub mod tls;
 
 /// What a check's future resolves to: the key figure, or what went wrong.
 pub type CheckResult = Result<String, String>;
@@ -46,6 +47,9 @@ pub fn all() -> Vec<Scenario> {
         cadence::SCENARIO,
         inbound::SCENARIO,
         reconnect::SCENARIO,
+        tls::UNTRUSTED_CA,
+        tls::WRONG_NAME,
+        tls::EXPIRED,
     ]
 }
 
