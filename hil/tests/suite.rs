@@ -16,8 +16,13 @@ use hil::runner::{ScenarioReport, run_suite};
 use hil::scenarios;
 
 /// The `virtual-device` binary, built if cargo has not built it yet: a package's tests
-/// only get their own package's binaries.
+/// only get their own package's binaries. `cargo test --workspace` builds it anyway;
+/// building it here only when missing keeps that build's features (rebuilding with other
+/// features would make the two invocations undo each other).
 fn virtual_device() -> std::path::PathBuf {
+    if let Ok(path) = find_virtual_device() {
+        return path;
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
