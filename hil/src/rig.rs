@@ -25,12 +25,23 @@ pub fn inbound_topic(client_id: &str) -> String {
     format!("inTopic/{client_id}")
 }
 
+/// A deliberate change to every image the rig writes, to show that a wrong image makes
+/// the matching scenarios fail (a period of 3000 ms, a CA the broker's certificate does
+/// not chain to).
+#[derive(Debug, Clone, Default)]
+pub struct ImageSabotage {
+    pub period_ms: Option<u32>,
+    /// DER of the CA put in the image instead of the rig's.
+    pub ca_der: Option<Vec<u8>>,
+}
+
 /// Everything scenarios share.
 pub struct Rig {
     pub broker: Handle,
     pub pki: Pki,
     device_binary: PathBuf,
     workdir: tempfile::TempDir,
+    sabotage: ImageSabotage,
 }
 
 impl Rig {
@@ -70,7 +81,13 @@ impl Rig {
             pki,
             device_binary,
             workdir,
+            sabotage: ImageSabotage::default(),
         })
+    }
+
+    /// Write every later image with `sabotage` applied.
+    pub fn sabotage_images(&mut self, sabotage: ImageSabotage) {
+        self.sabotage = sabotage;
     }
 
     pub fn device_binary(&self) -> &Path {
@@ -99,6 +116,9 @@ impl Rig {
             .as_str()
             .try_into()
             .map_err(|_| format!("inbound topic for {client_id} too long"))?;
+        if let Some(period_ms) = self.sabotage.period_ms {
+            config.period_ms = period_ms;
+        }
         Ok(config)
     }
 
@@ -115,11 +135,11 @@ impl Rig {
                 Validity::days(VALIDITY_DAYS),
             )
             .map_err(|e| format!("identity for {client_id}: {e}"))?;
-        let creds = Credentials::new(
-            identity.cert_der,
-            identity.key,
-            self.pki.ca.cert_der().to_vec(),
-        )?;
+        let ca_der = match &self.sabotage.ca_der {
+            Some(ca) => ca.clone(),
+            None => self.pki.ca.cert_der().to_vec(),
+        };
+        let creds = Credentials::new(identity.cert_der, identity.key, ca_der)?;
         let bytes = image::build_image(&creds, config, image::DEFAULT_IMAGE_SIZE)
             .map_err(|e| format!("image for {client_id}: {e}"))?;
         let path = self.workdir.path().join(format!("{client_id}.img"));

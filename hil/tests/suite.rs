@@ -6,38 +6,14 @@
 //! One test runs the whole suite, so the scenarios share a broker and run concurrently as
 //! `hil run` runs them (about 26 s: cadence's eleven publishes, then the broker outage).
 
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
-use hil::device::find_virtual_device;
 use hil::normalise::normalise;
 use hil::rig::Rig;
 use hil::runner::{ScenarioReport, run_suite};
 use hil::scenarios;
-
-/// The `virtual-device` binary, built if cargo has not built it yet: a package's tests
-/// only get their own package's binaries. `cargo test --workspace` builds it anyway;
-/// building it here only when missing keeps that build's features (rebuilding with other
-/// features would make the two invocations undo each other).
-fn virtual_device() -> std::path::PathBuf {
-    if let Ok(path) = find_virtual_device() {
-        return path;
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "virtual-device",
-            "--bin",
-            "virtual-device",
-        ])
-        .status()
-        .expect("run cargo build -p virtual-device");
-    assert!(status.success(), "cargo build -p virtual-device failed");
-    find_virtual_device().unwrap_or_else(|e| panic!("{e}"))
-}
 
 fn report<'a>(reports: &'a [ScenarioReport], name: &str) -> &'a ScenarioReport {
     reports
@@ -48,7 +24,7 @@ fn report<'a>(reports: &'a [ScenarioReport], name: &str) -> &'a ScenarioReport {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_suite_passes_on_the_virtual_device_and_its_logs_match_the_snapshots() {
-    let rig = Arc::new(Rig::start(virtual_device()).await.expect("rig"));
+    let rig = Arc::new(Rig::start(common::virtual_device()).await.expect("rig"));
     let reports = run_suite(Arc::clone(&rig), scenarios::all(), |_| {}).await;
 
     let failures: Vec<String> = reports
