@@ -201,3 +201,68 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     }
     Ok(failed == 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["hil", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Run(args) => args,
+            Command::List => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_the_virtual_device_against_the_mock_broker() {
+        let args = run_args(&[]);
+        assert_eq!((args.board, args.target), (Board::Virtual, Target::Mock));
+        assert_eq!(unsupported(&args), None);
+    }
+
+    #[test]
+    fn boards_targets_and_images_not_built_yet_are_refused_by_name() {
+        let args = run_args(&[
+            "--board",
+            "esp32c3",
+            "--port",
+            "/dev/ttyACM0",
+            "--target",
+            "aws",
+            "--pki",
+            "certs/dev",
+        ]);
+        let why = unsupported(&args).expect("refused");
+        assert!(
+            why.starts_with("not yet supported: --board esp32c3, --target aws, --port, --pki"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn scenarios_are_selected_by_name_and_unknown_names_listed() {
+        let chosen = scenarios::select(&["inbound".into(), "boot".into()]).unwrap();
+        let names: Vec<&str> = chosen.iter().map(|s| s.name).collect();
+        assert_eq!(names, ["inbound", "boot"]);
+        let Err(why) = scenarios::select(&["nope".into()]) else {
+            panic!("an unknown scenario was accepted");
+        };
+        assert!(
+            why.contains("unknown scenario \"nope\"") && why.contains("cadence"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn every_scenario_is_listed_with_its_tolerance() {
+        let listing = list();
+        for scenario in scenarios::all() {
+            let line = listing
+                .lines()
+                .find(|l| l.starts_with(scenario.name))
+                .expect("listed");
+            assert!(line.contains(scenario.tolerance), "{line}");
+        }
+    }
+}

@@ -145,3 +145,57 @@ pub fn write_report_dir(dir: &Path, reports: &[ScenarioReport], summary: &str) -
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(name: &'static str, result: Result<String, String>) -> ScenarioReport {
+        ScenarioReport {
+            name,
+            tolerance: "2000 +- 150 ms",
+            result,
+            duration: Duration::from_millis(1500),
+            log: Vec::new(),
+            full_log: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_scenario_with_the_first_line_of_a_failure() {
+        let table = summary_table(&[
+            report("boot", Ok("subscribed after 20 ms".into())),
+            report(
+                "cadence",
+                Err("expected 2000 ms, saw 3001 ms\nlast lines".into()),
+            ),
+        ]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 3, "{table}");
+        assert!(rows[0].starts_with("scenario"), "{table}");
+        assert!(
+            rows[1].contains("pass") && rows[1].ends_with("1.5 s"),
+            "{table}"
+        );
+        assert!(
+            rows[2].contains("FAIL")
+                && rows[2].contains("saw 3001 ms")
+                && !table.contains("last lines"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn junit_escapes_what_it_carries_and_counts_failures() {
+        let xml = junit_xml(
+            "virtual",
+            &[report("inbound", Err("saw <\"&'\u{1b}>".into()))],
+            Duration::from_secs(2),
+        );
+        assert!(xml.contains(r#"tests="1" failures="1""#), "{xml}");
+        assert!(
+            xml.contains(r#"message="saw &lt;&quot;&amp;&apos;\x1b&gt;""#),
+            "{xml}"
+        );
+    }
+}
