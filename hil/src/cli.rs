@@ -9,9 +9,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::device::find_virtual_device;
 use crate::report::{junit_xml, summary_table, write_report_dir};
-use crate::rig::Rig;
+use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, run_suite};
 use crate::scenarios;
+
+/// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
+pub const DEFAULT_PKI: &str = "certs/dev";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,7 +68,8 @@ pub struct RunArgs {
     /// AWS IoT endpoint (`--target aws`).
     #[arg(long)]
     pub endpoint: Option<String>,
-    /// The test PKI the broker serves (a `certs init` folder).
+    /// The test PKI the broker serves with `--flash` (a `certs init` folder; default
+    /// certs/dev).
     #[arg(long)]
     pub pki: Option<PathBuf>,
     /// Run only these scenarios (repeatable); all when absent.
@@ -113,8 +117,12 @@ fn unsupported(args: &RunArgs) -> Option<String> {
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
         ("--endpoint", args.endpoint.is_some()),
-        ("--flash", args.flash.is_some()),
-        ("--pki", args.pki.is_some()),
+        // Per-scenario identities need the CA's key, which the certs library cannot
+        // load yet; with --flash the image carries the one identity.
+        (
+            "--pki without --flash",
+            args.pki.is_some() && args.flash.is_none(),
+        ),
     ] {
         if given {
             missing.push(flag.to_string());
@@ -122,7 +130,7 @@ fn unsupported(args: &RunArgs) -> Option<String> {
     }
     (!missing.is_empty()).then(|| {
         format!(
-            "not yet supported: {} (this runner drives the virtual device against the mock broker with a fresh test PKI)",
+            "not yet supported: {} (this runner drives the virtual device against the mock broker, with a fresh test PKI or a --flash image)",
             missing.join(", ")
         )
     })
@@ -150,9 +158,42 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     if let Some(e) = unsupported(args) {
         return Err(e);
     }
-    let selected = scenarios::select(&args.scenarios)?;
+    let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
-    let rig = Rig::start(find_virtual_device()?).await?;
+    let binary = find_virtual_device()?;
+    let rig = match &args.flash {
+        None => Rig::start(binary).await?,
+        Some(image) => {
+            let pki = args
+                .pki
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PKI));
+            let image = GivenImage::read(image)?;
+            if args.scenarios.is_empty() {
+                let skipped: Vec<&str> = selected
+                    .iter()
+                    .filter(|s| s.needs_rig_ca)
+                    .map(|s| s.name)
+                    .collect();
+                if !skipped.is_empty() {
+                    eprintln!(
+                        "hil: skipping {} (they issue certificates from the rig's own CA)",
+                        skipped.join(", ")
+                    );
+                }
+                selected.retain(|s| !s.needs_rig_ca);
+            }
+            eprintln!(
+                "hil: every scenario runs {} (client id {}), one at a time",
+                args.flash
+                    .as_deref()
+                    .unwrap_or(image.path.as_path())
+                    .display(),
+                image.config.client_id
+            );
+            Rig::with_given_image(binary, &pki, image).await?
+        }
+    };
     eprintln!(
         "hil: mock broker on {} (SNTP {}), {} scenario(s) on the virtual device",
         rig.broker.mqtt_addr(),

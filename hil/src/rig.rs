@@ -13,6 +13,7 @@ use certs::creds::Credentials;
 use certs::image;
 use certs::pki::{InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity, policy_document};
 use firmware_core::config::DeviceConfig;
+use firmware_core::image::CONFIG_PATH;
 use mock_broker::{Config, Handle, MockBroker, Policy};
 
 /// The topic the devices publish to (the tutorial's).
@@ -35,13 +36,47 @@ pub struct ImageSabotage {
     pub ca_der: Option<Vec<u8>>,
 }
 
+/// A flash image given on the command line (`--flash`) and the config read from it.
+#[derive(Debug, Clone)]
+pub struct GivenImage {
+    pub path: PathBuf,
+    pub config: DeviceConfig,
+}
+
+impl GivenImage {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let contents = image::read_image(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let json = contents
+            .file(CONFIG_PATH)
+            .ok_or_else(|| format!("{}: no {CONFIG_PATH}", path.display()))?;
+        let config = DeviceConfig::from_json(json)
+            .map_err(|e| format!("{}{CONFIG_PATH}: {e:?}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+        })
+    }
+}
+
+/// `host:port` as a loopback socket address, if `host` names this machine.
+fn loopback(host: &str, port: u16) -> Option<SocketAddr> {
+    let is_loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    is_loopback.then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// Everything scenarios share.
 pub struct Rig {
     pub broker: Handle,
-    pub pki: Pki,
+    /// The rig's own PKI (with the CA key); absent when the broker serves a `--pki` folder.
+    pub pki: Option<Pki>,
     device_binary: PathBuf,
     workdir: tempfile::TempDir,
     sabotage: ImageSabotage,
+    given: Option<GivenImage>,
 }
 
 impl Rig {
@@ -78,11 +113,69 @@ impl Rig {
             .map_err(|e| format!("work folder: {e}"))?;
         Ok(Self {
             broker,
-            pki,
+            pki: Some(pki),
             device_binary,
             workdir,
             sabotage: ImageSabotage::default(),
+            given: None,
         })
+    }
+
+    /// Run every device from `image`, against a broker that serves the `certs init` folder
+    /// `pki_dir` (server certificate, client CA, policy) and listens where the image's
+    /// config points, as on a bench whose image names the host's address and ports.
+    pub async fn with_given_image(
+        device_binary: PathBuf,
+        pki_dir: &Path,
+        image: GivenImage,
+    ) -> Result<Self, String> {
+        let mut config = Config::from_certs_dir(pki_dir, None)
+            .map_err(|e| format!("broker from {}: {e}", pki_dir.display()))?;
+        let endpoint = &image.config.endpoint;
+        config.mqtt_addr = loopback(&endpoint.host, endpoint.port).ok_or_else(|| {
+            format!(
+                "not yet supported: the image's endpoint {}:{} is not this machine",
+                endpoint.host, endpoint.port
+            )
+        })?;
+        config.endpoint = endpoint.host.to_string();
+        config.sntp_addr = loopback(&image.config.ntp.host, image.config.ntp.port);
+        let broker = MockBroker::start(config)
+            .await
+            .map_err(|e| format!("mock broker: {e}"))?;
+        let workdir = tempfile::Builder::new()
+            .prefix("hil-")
+            .tempdir()
+            .map_err(|e| format!("work folder: {e}"))?;
+        Ok(Self {
+            broker,
+            pki: None,
+            device_binary,
+            workdir,
+            sabotage: ImageSabotage::default(),
+            given: Some(image),
+        })
+    }
+
+    /// The image given with `--flash`, if any: then every scenario uses it, one at a time.
+    pub fn given_image(&self) -> Option<&GivenImage> {
+        self.given.as_ref()
+    }
+
+    /// The topic the device named `client_id` subscribes to.
+    pub fn inbound_topic_of(&self, client_id: &str) -> String {
+        match &self.given {
+            Some(given) => given.config.sub_topic.to_string(),
+            None => inbound_topic(client_id),
+        }
+    }
+
+    /// The rig's CA, for scenarios that issue certificates.
+    pub fn ca(&self) -> Result<&certs::pki::CertificateAuthority, String> {
+        self.pki
+            .as_ref()
+            .map(|p| &p.ca)
+            .ok_or_else(|| "needs the rig's own CA, which a --pki folder does not provide".into())
     }
 
     /// Write every later image with `sabotage` applied.
@@ -126,9 +219,8 @@ impl Rig {
     /// image's path.
     pub fn write_image(&self, config: &DeviceConfig) -> Result<PathBuf, String> {
         let client_id = config.client_id.as_str();
-        let identity = self
-            .pki
-            .ca
+        let ca = self.ca()?;
+        let identity = ca
             .issue_client(
                 client_id,
                 KeyAlgorithm::EcP256,
@@ -137,7 +229,7 @@ impl Rig {
             .map_err(|e| format!("identity for {client_id}: {e}"))?;
         let ca_der = match &self.sabotage.ca_der {
             Some(ca) => ca.clone(),
-            None => self.pki.ca.cert_der().to_vec(),
+            None => ca.cert_der().to_vec(),
         };
         let creds = Credentials::new(identity.cert_der, identity.key, ca_der)?;
         let bytes = image::build_image(&creds, config, image::DEFAULT_IMAGE_SIZE)

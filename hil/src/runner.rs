@@ -48,8 +48,12 @@ pub async fn run_suite(
 ) -> Vec<ScenarioReport> {
     let progress = Arc::new(progress);
     let order: Vec<&'static str> = scenarios.iter().map(|s| s.name).collect();
-    let (exclusive, concurrent): (Vec<_>, Vec<_>) =
-        scenarios.into_iter().partition(|s| s.exclusive);
+    // One given image is one identity: a second device with its client id would take
+    // over the first's session, so then everything runs in sequence.
+    let one_identity = rig.given_image().is_some();
+    let (exclusive, concurrent): (Vec<_>, Vec<_>) = scenarios
+        .into_iter()
+        .partition(|s| s.exclusive || one_identity);
     let mut reports = Vec::new();
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -16,6 +16,7 @@ pub const SCENARIO: Scenario = Scenario {
     summary: "boot, config, creds, wifi, time, connected, subscribed in order",
     tolerance: "subscribed within 10 s of start",
     exclusive: false,
+    needs_rig_ca: false,
     check,
 };
 
@@ -51,7 +52,7 @@ async fn boot(run: &mut ScenarioRun) -> CheckResult {
         previous = what;
     }
     let subscribed_ms = started.elapsed().as_millis();
-    let topic = crate::rig::inbound_topic(&run.client_id);
+    let topic = run.inbound_topic();
     let granted = observer
         .wait_for_subscription(&run.client_id, &topic, Duration::from_secs(1))
         .await;

@@ -21,6 +21,7 @@ pub const SCENARIO: Scenario = Scenario {
     summary: "11 publishes `hello world #N`, consecutive, device log and broker agree",
     tolerance: "every interval 2000 +- 150 ms at the broker",
     exclusive: false,
+    needs_rig_ca: false,
     check,
 };
 

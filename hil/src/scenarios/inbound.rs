@@ -7,7 +7,6 @@ use firmware_core::log::{Context, MAX_PAYLOAD, escape};
 use mock_broker::QoS;
 
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun};
-use crate::rig::inbound_topic;
 
 /// Injection to `inbound:` line, on the host's clock.
 pub const LATENCY: Duration = Duration::from_secs(1);
@@ -18,6 +17,7 @@ pub const SCENARIO: Scenario = Scenario {
     summary: "text, JSON, binary, 1 KiB and 4 KiB payloads injected by the broker",
     tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 4 KiB (over the device's 2 KiB Maximum Packet Size) never logged",
     exclusive: false,
+    needs_rig_ca: false,
     check,
 };
 
@@ -64,7 +64,7 @@ fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
 
 async fn inbound(run: &mut ScenarioRun) -> CheckResult {
     let mut observer = run.start_device(|_| {})?;
-    let topic = inbound_topic(&run.client_id);
+    let topic = run.inbound_topic();
     if observer
         .wait_for_subscription(&run.client_id, &topic, SUBSCRIBED)
         .await

@@ -37,6 +37,8 @@ pub struct Scenario {
     /// Disturbs the whole broker (stops its listener, swaps its certificate), so it runs
     /// after the concurrent ones, alone.
     pub exclusive: bool,
+    /// Issues certificates from the rig's CA, so it cannot run against a `--pki` folder.
+    pub needs_rig_ca: bool,
     pub check: for<'a> fn(&'a mut ScenarioRun) -> CheckFuture<'a>,
 }
 
@@ -80,11 +82,20 @@ pub struct ScenarioRun {
 
 impl ScenarioRun {
     pub fn new(rig: Arc<Rig>, scenario: &Scenario) -> Self {
+        let client_id = match rig.given_image() {
+            Some(given) => given.config.client_id.to_string(),
+            None => format!("hil-{}", scenario.name),
+        };
         Self {
             rig,
-            client_id: format!("hil-{}", scenario.name),
+            client_id,
             device: None,
         }
+    }
+
+    /// The topic this scenario's device subscribes to.
+    pub fn inbound_topic(&self) -> String {
+        self.rig.inbound_topic_of(&self.client_id)
     }
 
     /// Start this scenario's device with the rig's config for its client id, changed by
@@ -94,9 +105,14 @@ impl ScenarioRun {
         &mut self,
         adjust: impl FnOnce(&mut DeviceConfig),
     ) -> Result<Observer, String> {
-        let mut config = self.rig.device_config(&self.client_id)?;
-        adjust(&mut config);
-        let image = self.rig.write_image(&config)?;
+        let image = match self.rig.given_image() {
+            Some(given) => given.path.clone(),
+            None => {
+                let mut config = self.rig.device_config(&self.client_id)?;
+                adjust(&mut config);
+                self.rig.write_image(&config)?
+            }
+        };
         let observer = self.rig.broker.observe();
         let device = VirtualDevice::spawn(self.rig.device_binary(), &image)
             .map_err(|e| format!("virtual device: {e}"))?;

@@ -23,6 +23,7 @@ pub const SCENARIO: Scenario = Scenario {
     summary: "broker outage: device retries, reconnects, its publish numbers carry on",
     tolerance: "disconnect seen within 5 s; publishing again within 10 s of the broker's return",
     exclusive: true,
+    needs_rig_ca: false,
     check,
 };
 

@@ -42,8 +42,8 @@ impl BadServer {
         let identity = match self {
             Self::UntrustedCa => pki::server_cert_untrusted(&names, KeyAlgorithm::EcP256)
                 .map(|(identity, _rogue)| identity),
-            Self::WrongName => pki::server_cert_wrong_name(&rig.pki.ca),
-            Self::Expired => pki::server_cert_expired(&rig.pki.ca, &names),
+            Self::WrongName => pki::server_cert_wrong_name(rig.ca()?),
+            Self::Expired => pki::server_cert_expired(rig.ca()?, &names),
         }
         .map_err(|e| format!("bad server certificate: {e}"))?;
         Ok((identity.cert_pem(), identity.key_pem().to_string()))
@@ -55,6 +55,7 @@ pub const UNTRUSTED_CA: Scenario = Scenario {
     summary: "server certificate from a CA the device does not trust: refused, no publish",
     tolerance: "2 handshakes refused with error=unknown-ca, the first within 10 s",
     exclusive: true,
+    needs_rig_ca: false,
     check: |run| Box::pin(refuses(run, BadServer::UntrustedCa)),
 };
 
@@ -63,6 +64,7 @@ pub const WRONG_NAME: Scenario = Scenario {
     summary: "server certificate for another host name: refused, no publish",
     tolerance: "2 handshakes refused with error=name-mismatch, the first within 10 s",
     exclusive: true,
+    needs_rig_ca: true,
     check: |run| Box::pin(refuses(run, BadServer::WrongName)),
 };
 
@@ -71,6 +73,7 @@ pub const EXPIRED: Scenario = Scenario {
     summary: "expired server certificate: refused, no publish",
     tolerance: "2 handshakes refused with error=certificate-expired, the first within 10 s",
     exclusive: true,
+    needs_rig_ca: true,
     check: |run| Box::pin(refuses(run, BadServer::Expired)),
 };
 
