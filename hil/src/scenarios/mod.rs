@@ -157,7 +157,7 @@ impl ScenarioRun {
             .unwrap_or_default();
         match &self.device {
             Some(device) => format!(
-                "{message}{exited}; last serial lines:\n{}",
+                "{message}{exited}\nlast serial lines:\n{}",
                 device.serial.tail(12)
             ),
             None => message.to_string(),
