@@ -24,9 +24,11 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil
 
 help:
+	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
+	@echo "             (make hil BOARD=.. PORT=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
@@ -65,6 +67,16 @@ host-test:
 core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --locked
 	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls --locked
+
+# The HIL suite: virtual device + in-process mock broker by default; variables pass through.
+HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) \
+	$(if $(TARGET),--target $(TARGET)) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) \
+	$(if $(FLASH),--flash $(FLASH)) $(if $(PKI),--pki $(PKI)) \
+	$(foreach s,$(SCENARIO),--scenario $(s))
+
+hil: certs
+	$(CARGO) build -q -p virtual-device -p hil --locked
+	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) --junit target/hil/junit.xml --report target/hil/report
 
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
 bench:

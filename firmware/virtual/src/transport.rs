@@ -9,9 +9,10 @@
 //!   publish of a short JSON payload, acks) fits one record; larger writes are split.
 //! - Record buffer: [`MAX_RECORD_LEN`] = 16,645 bytes for the record-atomic layer under
 //!   TLS (see below): it must hold one whole record before handing any of it up.
-//! - MQTT rx: [`MQTT_RX_BUF`] = 2 KiB, the largest inbound packet. minimq announces it
-//!   as MQTT 5 Maximum Packet Size, so a broker that honours it (mosquitto, AWS) drops
-//!   larger messages for this client instead of sending them.
+//! - MQTT rx: [`MQTT_RX_BUF`] = 5 KiB, the largest inbound packet: a 4 KiB payload plus
+//!   topic, header and properties. minimq announces it as MQTT 5 Maximum Packet Size, so a
+//!   broker that honours it (mosquitto, AWS) drops larger messages for this client instead
+//!   of sending them. TLS + MQTT buffers stay under the board's 48 KiB budget.
 //! - MQTT tx: [`MQTT_TX_BUF`] = 2 KiB: the CONNECT workspace (client id up to 128 bytes)
 //!   plus a few retained QoS 1 publishes awaiting PUBACK, replayed on reconnect.
 //!
@@ -50,7 +51,7 @@ use crate::flash::Identity;
 
 pub const TLS_READ_BUF: usize = 16_640;
 pub const TLS_WRITE_BUF: usize = 4096;
-pub const MQTT_RX_BUF: usize = 2048;
+pub const MQTT_RX_BUF: usize = 5120;
 pub const MQTT_TX_BUF: usize = 2048;
 
 /// The cipher suite every AWS IoT endpoint and mosquitto offer for TLS 1.3.

@@ -14,8 +14,8 @@ const SUBSCRIBED: Duration = Duration::from_secs(15);
 
 pub const SCENARIO: Scenario = Scenario {
     name: "inbound",
-    summary: "text, JSON, binary, 1 KiB and 4 KiB payloads injected by the broker",
-    tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 4 KiB (over the device's 2 KiB Maximum Packet Size) never logged",
+    summary: "text, JSON, binary, 4 KiB and 8 KiB payloads injected by the broker",
+    tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 8 KiB (over the device's 5 KiB Maximum Packet Size) never logged",
     exclusive: false,
     needs_rig_ca: false,
     check,
@@ -26,7 +26,7 @@ pub const SCENARIO: Scenario = Scenario {
 pub enum Expect {
     /// An `inbound:` line within [`LATENCY`].
     Logged,
-    /// Nothing: the payload is over the device's MQTT 5 Maximum Packet Size (its 2 KiB
+    /// Nothing: the payload is over the device's MQTT 5 Maximum Packet Size (its 5 KiB
     /// receive buffer), so the broker drops it for this client, as AWS does. The next
     /// logged payload must be the next line, which proves this one never was.
     DroppedByBroker,
@@ -53,7 +53,8 @@ pub fn payloads() -> Vec<(&'static str, Vec<u8>, Expect)> {
             ],
             Expect::Logged,
         ),
-        ("4 KiB", pattern(4096), Expect::DroppedByBroker),
+        ("4 KiB", pattern(4096), Expect::Logged),
+        ("8 KiB", pattern(8192), Expect::DroppedByBroker),
         ("1 KiB", pattern(1024), Expect::Logged),
     ]
 }
@@ -156,7 +157,7 @@ async fn inbound(run: &mut ScenarioRun) -> CheckResult {
         .filter(|(_, _, e)| *e == Expect::Logged)
         .count();
     Ok(format!(
-        "{logged} logged (slowest {:.1} ms), 4 KiB dropped by the broker",
+        "{logged} logged (slowest {:.1} ms), 8 KiB dropped by the broker",
         slowest.as_secs_f64() * 1000.0
     ))
 }
