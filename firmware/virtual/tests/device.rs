@@ -144,10 +144,20 @@ fn start_device_qos(dir: &Path, files: &DeviceFiles, port: u16, period_ms: u32, 
     Device { process, serial }
 }
 
-fn openssl_pki() -> (tempfile::TempDir, TestPki) {
+/// The test PKI `certs init` makes (same library, default options: P-256, thing
+/// `ESPthing`, server SANs localhost and 127.0.0.1), as files for the mosquitto harness.
+fn init_pki() -> (tempfile::TempDir, TestPki) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pki = TestPki::generate(dir.path()).expect("openssl test pki");
-    (dir, pki)
+    let pki = Pki::generate(&InitOptions::default()).expect("certs init pki");
+    let test_pki = harness_pki(
+        dir.path(),
+        &pki,
+        &pki.ca.cert_pem(),
+        &pki.server.cert_pem(),
+        &pki.server.key_pem(),
+    )
+    .expect("pki files");
+    (dir, test_pki)
 }
 
 fn is_publish(l: &Line) -> bool {
@@ -176,7 +186,7 @@ async fn next_message(observer: &mut Observer, timeout: Duration, what: &str) ->
 }
 
 async fn publishes_ten_messages_on_a_2000ms_cadence() {
-    let (dir, pki) = openssl_pki();
+    let (dir, pki) = init_pki();
     let broker = Mosquitto::start(&pki).expect("mosquitto");
     let mut observer = broker.observe(&["outTopic"]).await.expect("observer");
     let Device {
@@ -251,7 +261,7 @@ async fn publishes_ten_messages_on_a_2000ms_cadence() {
 }
 
 async fn inbound_message_is_logged_within_1s() {
-    let (dir, pki) = openssl_pki();
+    let (dir, pki) = init_pki();
     let broker = Mosquitto::start(&pki).expect("mosquitto");
     let Device {
         process: _process,
@@ -291,7 +301,7 @@ async fn inbound_message_is_logged_within_1s() {
 }
 
 async fn reconnects_after_broker_restart_and_continues() {
-    let (dir, pki) = openssl_pki();
+    let (dir, pki) = init_pki();
     let mut broker = Mosquitto::start(&pki).expect("mosquitto");
     let port = broker.port();
     // Not about the cadence: a short period keeps the scenario short.
@@ -654,7 +664,7 @@ async fn slow_record_proxy(upstream: SocketAddr, delay: Duration) -> (u16, Arc<A
 async fn slow_records_across_poll_deadlines_keep_the_session() {
     const PERIOD_MS: u32 = 1000;
     const DELAY: Duration = Duration::from_millis(1500);
-    let (dir, pki) = openssl_pki();
+    let (dir, pki) = init_pki();
     let broker = Mosquitto::start(&pki).expect("mosquitto");
     let mut observer = broker.observe(&["outTopic"]).await.expect("observer");
     let (proxy_port, splits) = slow_record_proxy(broker.addr(), DELAY).await;
@@ -723,7 +733,7 @@ async fn slow_records_across_poll_deadlines_keep_the_session() {
 /// the keep-alive of silence; the driver answers with a re-SUBSCRIBE whose SUBACK proves
 /// the link, so the session does not declare it dead at 1.5x keep-alive.
 async fn qos0_device_probes_a_quiet_link_before_keepalive() {
-    let (dir, pki) = openssl_pki();
+    let (dir, pki) = init_pki();
     let broker = Mosquitto::start(&pki).expect("mosquitto");
     let Device {
         process: _process,
