@@ -1,6 +1,6 @@
 //! Milliseconds: the session's only notion of time, passed in by the driver.
 //!
-//! Plain `u64` milliseconds (no embassy or std types), so the ESP32-C3 driver feeds
+//! Plain `u64` milliseconds (no embassy or host types), so the ESP32-C3 driver feeds
 //! `embassy_time::Instant::as_millis()` and the virtual device `tokio::time::Instant`
 //! elapsed since start. Arithmetic saturates: a bogus timestamp can delay an action, but
 //! never panic or wrap around into a tight loop.
