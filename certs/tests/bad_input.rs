@@ -13,15 +13,7 @@ const CA: &str = "AmazonRootCA1.pem";
 /// Console-style downloads with a P-256 key (fast to make).
 fn downloads() -> Work {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "365");
     work
@@ -155,15 +147,7 @@ fn encrypted_keys_are_refused() {
 #[test]
 fn key_that_does_not_match_the_certificate() {
     let work = downloads();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        "other.key",
-    ]);
+    work.openssl_p256_key("other.key");
     assert_bad_input(
         &import(&work, CERT, "other.key", CA),
         &["other.key", "does not match the certificate", CERT],
@@ -174,15 +158,7 @@ fn key_that_does_not_match_the_certificate() {
     );
     assert_nothing_written(&work);
     // RSA key against an EC certificate: also a mismatch, not a crash.
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        "rsa.key",
-    ]);
+    work.openssl_rsa2048_key("rsa.key");
     assert_bad_input(
         &import(&work, CERT, "rsa.key", CA),
         &["rsa.key", "does not match"],

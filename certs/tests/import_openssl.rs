@@ -57,15 +57,7 @@ fn assert_private_mode(work: &Work, name: &str) {
 fn rsa_pkcs8_key_matches_openssl_rsa_traditional_der() {
     let work = Work::new();
     // `openssl genpkey` writes PKCS#8 (`BEGIN PRIVATE KEY`), as the console does today.
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_rsa2048_key(KEY);
     assert!(
         String::from_utf8(work.read(KEY))
             .unwrap()
@@ -77,15 +69,7 @@ fn rsa_pkcs8_key_matches_openssl_rsa_traditional_der() {
 #[test]
 fn rsa_pkcs1_key_matches_openssl_rsa_traditional_der() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        "k8.pem",
-    ]);
+    work.openssl_rsa2048_key("k8.pem");
     work.openssl(&["rsa", "-in", "k8.pem", "-traditional", "-out", KEY]);
     assert!(
         String::from_utf8(work.read(KEY))
@@ -98,15 +82,7 @@ fn rsa_pkcs1_key_matches_openssl_rsa_traditional_der() {
 #[test]
 fn ec_pkcs8_key_matches_openssl_ec_der() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     assert!(
         String::from_utf8(work.read(KEY))
             .unwrap()
@@ -132,15 +108,7 @@ fn ec_sec1_key_with_parameters_block_matches_openssl_ec_der() {
 #[test]
 fn openssl3_default_rsa_der_wraps_the_same_pkcs1_key() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_rsa2048_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "365");
     work.certs_ok(&[
@@ -159,15 +127,7 @@ fn openssl3_default_rsa_der_wraps_the_same_pkcs1_key() {
 #[test]
 fn der_inputs_are_accepted_and_passed_through() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "365");
     work.write(
@@ -196,15 +156,7 @@ fn der_inputs_are_accepted_and_passed_through() {
 #[test]
 fn crlf_pem_from_windows_downloads_is_accepted() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "365");
     let crlf = String::from_utf8(work.read(CERT))
@@ -231,15 +183,7 @@ fn crlf_pem_from_windows_downloads_is_accepted() {
 #[test]
 fn self_signed_v1_root_is_accepted_as_ca() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "365");
     // `openssl x509 -req` without extensions signs a v1 certificate: use it as a root.
@@ -284,15 +228,7 @@ fn self_signed_v1_root_is_accepted_as_ca() {
 #[test]
 fn expiring_soon_is_a_warning_not_an_error() {
     let work = Work::new();
-    work.openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        KEY,
-    ]);
+    work.openssl_p256_key(KEY);
     work.openssl_root_ca(CA);
     work.openssl_device_cert(KEY, CA, CERT, "10");
     let out = work.certs(&[

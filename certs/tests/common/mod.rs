@@ -77,6 +77,32 @@ impl Work {
     }
 
     /// A self-signed RSA-2048 root named like Amazon's, made with `openssl req`.
+    /// A P-256 private key in PKCS#8 PEM, as `openssl genpkey` writes it.
+    pub fn openssl_p256_key(&self, name: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            name,
+        ]);
+    }
+
+    /// An RSA-2048 private key in PKCS#8 PEM, the console's default key type.
+    pub fn openssl_rsa2048_key(&self, name: &str) {
+        self.openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            name,
+        ]);
+    }
+
     pub fn openssl_root_ca(&self, name: &str) {
         self.openssl(&[
             "req",

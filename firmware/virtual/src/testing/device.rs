@@ -158,26 +158,20 @@ impl DeviceProcess {
         }
     }
 
-    /// Wait for the process to exit, up to `timeout`.
+    /// Wait for the process to exit, up to `timeout`; killed if it has not by then.
     pub async fn wait_exit(mut self, timeout: Duration) -> io::Result<std::process::ExitStatus> {
         let mut child = self.0.take().ok_or_else(|| io::Error::other("reaped"))?;
-        let waited = tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + timeout;
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    return Ok(status);
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "did not exit"));
-                }
-                // A child's exit has no event to wait on with a timeout; poll it.
-                std::thread::sleep(Duration::from_millis(10));
+        let pid = child.id() as libc::pid_t;
+        let mut waiting = tokio::task::spawn_blocking(move || child.wait());
+        match tokio::time::timeout(timeout, &mut waiting).await {
+            Ok(exited) => exited.map_err(io::Error::other)?,
+            Err(_) => {
+                // SAFETY: kill(2) on our child, which the blocked wait has not reaped yet.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = waiting.await;
+                Err(io::Error::new(io::ErrorKind::TimedOut, "did not exit"))
             }
-        })
-        .await;
-        waited.map_err(io::Error::other)?
+        }
     }
 }
 
