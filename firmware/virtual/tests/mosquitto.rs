@@ -257,85 +257,44 @@ async fn broker_restart_on_the_same_port() {
     assert_eq!(conn.connect_event(), minimq::ConnectEvent::Connected);
 }
 
+/// Open TLS to `broker` as `id` dialling `host`; it must fail with the log kind `kind`.
+async fn refused(
+    broker: &Mosquitto,
+    host: &str,
+    id: &Identity,
+    now: Option<u64>,
+    kind: &str,
+) -> TransportError {
+    let mut tls_bufs = TlsBuffers::new();
+    let mut timings = Timings::default();
+    let err = transport::connect_tls(&[broker.addr()], host, id, now, &mut tls_bufs, &mut timings)
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransportError::Tls { kind: k, .. } if *k == kind),
+        "expected {kind}, saw {err}"
+    );
+    err
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn device_refuses_a_server_from_another_ca_and_without_time() {
     let (_other_dir, other) = pki();
     let (_dir, pki) = pki();
     let broker = Mosquitto::start(&pki).unwrap();
-    let mut tls_bufs = TlsBuffers::new();
-    let mut timings = Timings::default();
 
     let mut id = identity(&pki, &broker);
     id.ca = other.ca_der.clone();
-    let err = transport::connect_tls(
-        &[broker.addr()],
-        "localhost",
-        &id,
-        now(),
-        &mut tls_bufs,
-        &mut timings,
-    )
-    .await
-    .map(drop)
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::Tls {
-                kind: "unknown-ca",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = refused(&broker, "localhost", &id, now(), "unknown-ca").await;
     assert_eq!(
         err.failure(),
         firmware_core::log::ConnectFailure::Tls(firmware_core::log::TlsError::UnknownCa)
     );
 
     let id = identity(&pki, &broker);
-    let err = transport::connect_tls(
-        &[broker.addr()],
-        "localhost",
-        &id,
-        None,
-        &mut tls_bufs,
-        &mut timings,
-    )
-    .await
-    .map(drop)
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::Tls {
-                kind: "clock-not-set",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    refused(&broker, "localhost", &id, None, "clock-not-set").await;
 
     // The name is checked too: the server certificate is not for this one.
-    let err = transport::connect_tls(
-        &[broker.addr()],
-        "broker.example",
-        &id,
-        now(),
-        &mut tls_bufs,
-        &mut timings,
-    )
-    .await
-    .map(drop)
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TransportError::Tls {
-                kind: "name-mismatch",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    refused(&broker, "broker.example", &id, now(), "name-mismatch").await;
 }
