@@ -17,6 +17,7 @@ pub const SCENARIO: Scenario = Scenario {
     tolerance: "subscribed within 10 s of start",
     exclusive: false,
     needs_rig_ca: false,
+    needs_broker_faults: false,
     check,
 };
 

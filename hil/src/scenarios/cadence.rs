@@ -22,6 +22,7 @@ pub const SCENARIO: Scenario = Scenario {
     tolerance: "every interval 2000 +- 150 ms at the broker",
     exclusive: false,
     needs_rig_ca: false,
+    needs_broker_faults: false,
     check,
 };
 

@@ -18,6 +18,7 @@ pub const SCENARIO: Scenario = Scenario {
     tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 8 KiB (over the device's 5 KiB Maximum Packet Size) never logged",
     exclusive: false,
     needs_rig_ca: false,
+    needs_broker_faults: false,
     check,
 };
 

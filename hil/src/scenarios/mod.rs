@@ -39,6 +39,9 @@ pub struct Scenario {
     pub exclusive: bool,
     /// Issues certificates from the rig's CA, so it cannot run against a `--pki` folder.
     pub needs_rig_ca: bool,
+    /// Drives the mock broker's fault hooks (outages, bad certificates, withheld
+    /// packets), which a real endpoint such as AWS IoT Core does not offer.
+    pub needs_broker_faults: bool,
     pub check: for<'a> fn(&'a mut ScenarioRun) -> CheckFuture<'a>,
 }
 

@@ -24,6 +24,7 @@ pub const SCENARIO: Scenario = Scenario {
     tolerance: "disconnect seen within 5 s; publishing again within 10 s of the broker's return",
     exclusive: true,
     needs_rig_ca: false,
+    needs_broker_faults: true,
     check,
 };
 

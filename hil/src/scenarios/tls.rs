@@ -56,6 +56,7 @@ pub const UNTRUSTED_CA: Scenario = Scenario {
     tolerance: "2 handshakes refused with error=unknown-ca, the first within 10 s",
     exclusive: true,
     needs_rig_ca: false,
+    needs_broker_faults: true,
     check: |run| Box::pin(refuses(run, BadServer::UntrustedCa)),
 };
 
@@ -65,6 +66,7 @@ pub const WRONG_NAME: Scenario = Scenario {
     tolerance: "2 handshakes refused with error=name-mismatch, the first within 10 s",
     exclusive: true,
     needs_rig_ca: true,
+    needs_broker_faults: true,
     check: |run| Box::pin(refuses(run, BadServer::WrongName)),
 };
 
@@ -74,6 +76,7 @@ pub const EXPIRED: Scenario = Scenario {
     tolerance: "2 handshakes refused with error=certificate-expired, the first within 10 s",
     exclusive: true,
     needs_rig_ca: true,
+    needs_broker_faults: true,
     check: |run| Box::pin(refuses(run, BadServer::Expired)),
 };
 
