@@ -431,6 +431,8 @@ impl Controls {
             retain: false,
             properties: Bytes::new(),
             received_at: Instant::now(),
+            packet_id: None,
+            dup: false,
         })
     }
 
@@ -525,6 +527,9 @@ pub(crate) struct Message {
     /// MQTT 5 publish properties to pass on.
     pub properties: Bytes,
     pub received_at: Instant,
+    /// The client's packet id and DUP flag, for observers (none for the broker's own).
+    pub packet_id: Option<u16>,
+    pub dup: bool,
 }
 
 pub(crate) struct ClientEntry {
@@ -633,6 +638,8 @@ impl Shared {
             payload: message.payload.clone(),
             qos: message.qos,
             retain: message.retain,
+            packet_id: message.packet_id,
+            dup: message.dup,
             received_at: message.received_at,
             received_at_system: {
                 let now = SystemTime::now();

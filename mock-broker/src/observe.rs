@@ -29,6 +29,10 @@ pub struct PublishObservation {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// The packet id of a QoS 1 publish from a client.
+    pub packet_id: Option<u16>,
+    /// The DUP flag: the client says this is a retransmission.
+    pub dup: bool,
     /// When the whole packet had been read, on the monotonic clock.
     pub received_at: Instant,
     /// The same moment on the wall clock.
@@ -92,6 +96,8 @@ impl Event {
                 "payload_len": p.payload.len(),
                 "qos": p.qos.level(),
                 "retain": p.retain,
+                "packet_id": p.packet_id,
+                "dup": p.dup,
                 "received_at_ms": millis(p.received_at_system),
             }),
             Event::Connected {

@@ -365,6 +365,8 @@ fn publish_will(shared: &Shared, client_id: &str, thing_name: Option<&str>, will
         retain: will.retain,
         properties: Bytes::new(),
         received_at: Instant::now(),
+        packet_id: None,
+        dup: false,
     });
 }
 
@@ -382,6 +384,8 @@ fn lifecycle(shared: &Shared, topic: String, document: String) {
         retain: false,
         properties: Bytes::new(),
         received_at: Instant::now(),
+        packet_id: None,
+        dup: false,
     });
 }
 
@@ -756,6 +760,8 @@ impl Session {
             retain: publish.retain,
             properties: publish.properties,
             received_at,
+            packet_id,
+            dup: publish.dup,
         });
         if let Some(packet_id) = packet_id {
             self.reply(&ServerPacket::PubAck {

@@ -53,6 +53,7 @@ async fn round_trip_between_two_clients_in_both_versions() {
         let seen = observer.wait_for_publish("test/rt", WAIT).await.unwrap();
         assert_eq!(seen.publisher, Publisher::Client(pub_id));
         assert_eq!(seen.qos, QoS::AtLeastOnce);
+        assert!(seen.packet_id.is_some() && !seen.dup, "{version}: {seen:?}");
         assert_eq!(&seen.payload[..], b"hello world");
     }
     broker.shutdown().await;
