@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //! - [`config`]: `/config.json` from the flash image — the one definition of its format.
+//! - [`driver`] (features `flash-image`, `tls`): glue a board's driver needs around the
+//!   session — image load failures as session events, the write gate that keeps
+//!   deadlines from cancelling a TLS write.
 //! - [`image`] (feature `flash-image`): the LittleFS flash image holding the credentials
 //!   and config, read on the device and written by the `certs` tool.
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
@@ -18,6 +21,8 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod config;
+#[cfg(any(feature = "flash-image", feature = "tls"))]
+pub mod driver;
 #[cfg(feature = "flash-image")]
 pub mod image;
 pub mod log;
