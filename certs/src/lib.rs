@@ -37,6 +37,8 @@
 //!
 //! - [`pki`]: test PKIs from Rust — [`pki::Pki::generate`], [`pki::CertificateAuthority`],
 //!   [`pki::aws_like_chain`], [`pki::server_cert_expired`], [`pki::server_cert_untrusted`].
+//! - [`load`]: an existing CA (`ca.pem` + `ca.key.pem` of a `certs init` folder) that
+//!   issues again: [`pki::CertificateAuthority::load_dir`].
 //! - [`keys`]: private keys in every form and their conversion to the device's.
 //! - [`creds`]: the three credential files, checked together.
 //! - [`image`]: build and read flash images.
@@ -48,6 +50,7 @@ pub mod error;
 pub mod image;
 pub mod inspect;
 pub mod keys;
+pub mod load;
 pub mod output;
 pub mod pki;
 pub mod x509;

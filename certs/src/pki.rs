@@ -134,8 +134,9 @@ impl Identity {
 
 /// A CA that can issue certificates.
 pub struct CertificateAuthority {
-    params: CertificateParams,
-    signer: KeyPair,
+    // Crate-visible so `load` can rebuild a CA from the files `certs init` wrote.
+    pub(crate) params: CertificateParams,
+    pub(crate) signer: KeyPair,
     pub identity: Identity,
 }
 
