@@ -584,6 +584,63 @@ pub fn server_cert_wrong_name(ca: &CertificateAuthority) -> Result<Identity, Pki
     )
 }
 
+/// A server identity with the intermediates a server sends after its certificate.
+#[derive(Debug, Clone)]
+pub struct ServerChain {
+    pub server: Identity,
+    /// Intermediate CA certificates (DER), the one that signed the leaf first.
+    pub intermediates_der: Vec<Vec<u8>>,
+}
+
+impl ServerChain {
+    /// The chain as the server sends it: leaf first, then the intermediates.
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        std::iter::once(self.server.cert_der.clone())
+            .chain(self.intermediates_der.iter().cloned())
+            .collect()
+    }
+
+    /// Leaf and intermediates as one PEM bundle (a server's `fullchain.pem`).
+    pub fn chain_pem(&self) -> String {
+        self.chain_der()
+            .iter()
+            .map(|der| crate::x509::cert_pem(der))
+            .collect()
+    }
+
+    /// Bytes of certificate the server sends (the DER lengths added up).
+    pub fn total_der_len(&self) -> usize {
+        self.chain_der().iter().map(Vec::len).sum()
+    }
+}
+
+/// Device Advisor's "large server certificate chain" case: a chain from `ca` for `names`
+/// that is valid in every way but larger than usual. The usual chain is the single P-256
+/// certificate `certs init` issues; this one is an RSA-2048 certificate under an RSA-2048
+/// intermediate named at length (well over 1.2x the usual size; AWS's own chains are
+/// RSA-2048 with an intermediate too). Verifies against `ca` like the usual one.
+pub fn server_chain_large(
+    ca: &CertificateAuthority,
+    names: &[&str],
+) -> Result<ServerChain, PkiError> {
+    let validity = Validity::days(30);
+    let intermediate = ca.intermediate(
+        &[
+            (DnType::CountryName, "US"),
+            (DnType::OrganizationName, "Test PKI large-chain intermediate"),
+            (DnType::OrganizationalUnitName, "Device Advisor TLS case: large server certificate chain"),
+            (DnType::CommonName, "Test intermediate CA (large chain)"),
+        ],
+        KeyAlgorithm::Rsa2048,
+        validity,
+    )?;
+    let server = intermediate.issue_server(names, KeyAlgorithm::Rsa2048, validity)?;
+    Ok(ServerChain {
+        server,
+        intermediates_der: vec![intermediate.cert_der().to_vec()],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use certs::pki::CertificateAuthority;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +22,7 @@ use crate::mqtt::{QoS, Version};
 use crate::observe::{Event, Observer, PublishObservation, Publisher};
 use crate::policy::{AccountScope, Action, Policy, Principal};
 use crate::rules;
+use crate::server_cert::ServerCertificateCase;
 use crate::session;
 use crate::sntp::{self, SntpBehaviour};
 use crate::tls::{Credentials, ListenerKind, SniRule, TlsFront};
@@ -54,6 +56,9 @@ pub struct Config {
     /// How long a persistent session outlives its connection at most (AWS's default:
     /// 1 hour).
     pub max_session_expiry: Duration,
+    /// The CA that signed the server certificate, with its key: it signs the
+    /// [`ServerCertificateCase`] presets (all but `untrusted-ca` need it).
+    pub issuing_ca: Option<Arc<CertificateAuthority>>,
 }
 
 impl Config {
@@ -75,11 +80,12 @@ impl Config {
             connect_interval: Duration::from_secs(1),
             min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
             max_session_expiry: Duration::from_secs(3600),
+            issuing_ca: None,
         }
     }
 
-    /// Credentials and policy from a `certs init` folder (`policy_file` overrides
-    /// `DIR/policy.json`).
+    /// Credentials, policy and (if `ca.key.pem` is there) the issuing CA from a `certs
+    /// init` folder (`policy_file` overrides `DIR/policy.json`).
     pub fn from_certs_dir(dir: &Path, policy_file: Option<&Path>) -> Result<Self, StartError> {
         let credentials = Credentials::from_dir(dir)?;
         let policy_path = policy_file
@@ -91,7 +97,16 @@ impl Config {
             path: policy_path.display().to_string(),
             source,
         })?;
-        Ok(Self::new(credentials, policy))
+        let mut config = Self::new(credentials, policy);
+        // The CA key signs the server certificate presets; a folder without one (only
+        // the public CA, as on a bench) still serves, and the presets say what is missing.
+        let ca_key = dir.join(certs::load::CA_KEY_FILE);
+        if ca_key.exists() {
+            let ca = CertificateAuthority::load_dir(dir)
+                .map_err(|e| StartError::credentials(&ca_key, e))?;
+            config.issuing_ca = Some(Arc::new(ca));
+        }
+        Ok(config)
     }
 }
 
@@ -456,6 +471,27 @@ impl Controls {
             key_pem,
         )?;
         self.replace_server_credentials(&credentials)
+    }
+
+    /// Present one of Device Advisor's TLS cases to new connections (see
+    /// [`ServerCertificateCase`]); [`Controls::restore_server_credentials`] ends it.
+    pub fn present_server_certificate(
+        &self,
+        case: ServerCertificateCase,
+    ) -> Result<(), StartError> {
+        let leaf = self
+            .shared
+            .config
+            .credentials
+            .server_chain_der
+            .first()
+            .ok_or_else(|| StartError::Tls("no configured server certificate".into()))?;
+        let names = crate::server_cert::names_of(leaf)?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (chain, key) = case.make(self.shared.config.issuing_ca.as_deref(), &names)?;
+        self.replace_server_certificate_pem(&chain, &key)?;
+        tracing::info!(preset = %case, "presenting a server certificate preset");
+        Ok(())
     }
 
     /// Go back to the configured server credentials.

@@ -12,7 +12,7 @@
 //! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields) | `{}` |
 //! | `DELETE /faults` | | `{}` (every fault cleared) |
 //! | `POST /listener/stop`, `POST /listener/start` | | `{}` |
-//! | `PUT /server-certificate` | `{"chain_pem", "key_pem"}` | `{}` (new connections see it) |
+//! | `PUT /server-certificate` | `{"chain_pem", "key_pem"}` or `{"preset": NAME}` ([`crate::ServerCertificateCase`]: `untrusted-ca`, `wrong-name`, `expired`, `large-chain`) | `{}` (new connections see it) |
 //! | `DELETE /server-certificate` | | `{}` (the configured one again) |
 //! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` or `{"kiss_of_death": "RATE"}` | `{}` |
 //!
@@ -221,8 +221,9 @@ struct FaultsBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerCertificateBody {
-    chain_pem: String,
-    key_pem: String,
+    chain_pem: Option<String>,
+    key_pem: Option<String>,
+    preset: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -314,9 +315,24 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
         }
         ("PUT", "/server-certificate") => {
             let certificate: ServerCertificateBody = parse(body)?;
-            controls
-                .replace_server_certificate_pem(&certificate.chain_pem, &certificate.key_pem)
-                .map_err(bad_request)?;
+            match certificate {
+                ServerCertificateBody {
+                    chain_pem: Some(chain),
+                    key_pem: Some(key),
+                    preset: None,
+                } => controls.replace_server_certificate_pem(&chain, &key),
+                ServerCertificateBody {
+                    chain_pem: None,
+                    key_pem: None,
+                    preset: Some(preset),
+                } => controls.present_server_certificate(preset.parse().map_err(bad_request)?),
+                _ => {
+                    return Err(bad_request(
+                        "body: give either \"chain_pem\" and \"key_pem\", or \"preset\"",
+                    ));
+                }
+            }
+            .map_err(bad_request)?;
             Ok(json!({}))
         }
         ("DELETE", "/server-certificate") => {

@@ -25,6 +25,7 @@
 //! - [`mqtt`]: the MQTT 3.1.1 / 5 packets the broker reads and writes.
 //! - [`rules`]: AWS IoT Core's limits (client id, keep-alive, topics, payload).
 //! - [`policy`]: AWS IoT policy documents and the allow/deny decision.
+//! - [`server_cert`]: ready-made server certificates for Device Advisor's TLS cases.
 //! - [`sntp`]: the SNTP server and its misbehaviours.
 //! - [`observe`]: observer events and AWS's lifecycle event documents.
 //! - [`faults`]: faults to inject (withheld acks, drops, black holes, latency).
@@ -41,6 +42,7 @@ pub mod mqtt;
 pub mod observe;
 pub mod policy;
 pub mod rules;
+pub mod server_cert;
 mod session;
 pub mod sntp;
 pub mod tls;
@@ -51,5 +53,6 @@ pub use faults::Faults;
 pub use mqtt::QoS;
 pub use observe::{Event, Observer, PublishObservation, Publisher};
 pub use policy::Policy;
+pub use server_cert::ServerCertificateCase;
 pub use sntp::SntpBehaviour;
 pub use tls::{Credentials, SniRule};

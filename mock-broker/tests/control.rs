@@ -2,31 +2,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{RawClient, Rig, WAIT, connect_packet};
+use common::{RawClient, Rig, WAIT, connect_packet, http};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-
-/// One request; returns the status and the JSON body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = response[9..12].parse().unwrap();
-    let json = response.split_once("\r\n\r\n").unwrap().1;
-    (status, serde_json::from_str(json).unwrap())
-}
 
 #[tokio::test]
 async fn the_control_api_observes_injects_kicks_and_applies_faults() {

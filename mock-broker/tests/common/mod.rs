@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use certs::pki::{CertificateAuthority, Identity, InitOptions, KeyAlgorithm, Pki, Validity};
 use mock_broker::{Config, Credentials, Handle, MockBroker, Policy};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
@@ -76,6 +78,17 @@ impl Rig {
         let mut config = Config::new(self.credentials(), Policy::from_json(TEST_POLICY).unwrap());
         config.connect_interval = Duration::ZERO;
         config
+    }
+
+    /// The rig's CA as the broker's issuing CA, loaded back from `ca.pem` and
+    /// `ca.key.pem` as `mock-broker serve` does.
+    pub fn issuing_ca(&self) -> Arc<CertificateAuthority> {
+        std::fs::write(
+            self.path("ca.key.pem"),
+            self.pki.ca.identity.key_pem().as_bytes(),
+        )
+        .unwrap();
+        Arc::new(CertificateAuthority::load_dir(self.dir.path()).expect("the rig's CA loads"))
     }
 
     pub async fn start(&self, config: Config) -> Handle {
@@ -356,4 +369,23 @@ impl RawClient {
             .await
             .expect("broker answered in time")
     }
+}
+
+/// One request; returns the status and the JSON body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response[9..12].parse().unwrap();
+    let json = response.split_once("\r\n\r\n").unwrap().1;
+    (status, serde_json::from_str(json).unwrap())
 }
