@@ -1,0 +1,739 @@
+//! The driver: `firmware_core::session` on the chip — the embassy counterpart of the
+//! virtual device's tokio driver.
+//!
+//! The session owns every policy; this module carries out its actions in order and
+//! reports what happened, with `now` from embassy-time (milliseconds since boot). The
+//! loop:
+//!
+//! - drain the queue of actions (logs go to the serial port, requests run to completion:
+//!   reading the image, joining WiFi, SNTP, each bounded by its own timeout below the
+//!   session's request timeout);
+//! - wait for whichever comes first: the session's deadline (`Sleep`), the MQTT
+//!   connection (minimq is polled all the time, so inbound messages and acks are
+//!   reported as they arrive), the network going down, or the next heap report;
+//! - feed the resulting event, which queues more actions.
+//!
+//! Writes on the connection (SUBSCRIBE, PUBLISH, DISCONNECT, and whatever `poll()`
+//! sends) are never cancelled: a deadline or timer wins over a pending `poll()` only
+//! once the transport's write gate is idle (see `crate::transport`).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::future::pending;
+
+use embassy_executor::Spawner;
+use embassy_futures::select::{Either, Either4, select, select4};
+use embassy_net::IpEndpoint;
+use embassy_time::{Duration, Timer, with_timeout};
+use esp_hal::rng::Trng;
+use esp_storage::FlashStorage;
+use firmware_core::config::DeviceConfig;
+use firmware_core::driver::{ImageFailure, WriteGate};
+use firmware_core::image::{self, CredentialBuffers, ImageError};
+use firmware_core::log::{
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
+    NetError, SubscribeError,
+};
+use firmware_core::session::{
+    Action, Event, Instant, Qos, RandomSource, Retransmit, Session, Settings,
+};
+use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
+use static_cell::{ConstStaticCell, StaticCell};
+
+use crate::board::{BOARD, Board, FIRMWARE};
+use crate::net::Net;
+use crate::storage::Partition;
+use crate::transport::{
+    self, ConnBuffers, Identity, MQTT_BYTES, Mqtt, MqttBuffers, MqttError, TLS_BYTES, TcpBuffers,
+    TlsBuffers,
+};
+use crate::{heap, led, serial, sntp};
+
+/// How often the `heap:` line is logged (besides once after each connect).
+pub const HEAP_REPORT_EVERY: Duration = Duration::from_secs(30);
+/// Longest a graceful MQTT DISCONNECT may take; the connection is dropped afterwards
+/// either way, so cutting it short cannot desynchronise anything.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The session's random source for backoff jitter: the hardware RNG.
+pub struct Jitter(pub Trng);
+
+impl RandomSource for Jitter {
+    fn next_u32(&mut self) -> u32 {
+        self.0.random()
+    }
+}
+
+/// The core's settings for this board. minimq speaks MQTT 5: an unacknowledged publish
+/// is resent on reconnect, where minimq replays it itself.
+pub fn session_settings() -> Settings {
+    let mut settings = Settings::new(FIRMWARE, BOARD);
+    settings.retransmit = Retransmit::ByReconnect;
+    settings
+}
+
+fn now() -> Instant {
+    Instant::from_millis(embassy_time::Instant::now().as_millis())
+}
+
+fn at(t: Instant) -> embassy_time::Instant {
+    embassy_time::Instant::from_millis(t.as_millis())
+}
+
+/// An action, owned, so it can wait in the queue while the session is borrowed.
+enum Todo {
+    Log(Box<Line>),
+    LoadConfig,
+    LoadCredentials,
+    JoinNetwork,
+    SyncTime,
+    Connect,
+    Subscribe {
+        topic: String,
+        qos: Qos,
+    },
+    Publish {
+        topic: String,
+        payload: Vec<u8>,
+        qos: Qos,
+        seq: u32,
+        packet_id: Option<u16>,
+        dup: bool,
+    },
+    Ping,
+    Disconnect,
+}
+
+impl Todo {
+    /// The owned form of an action; `Sleep` is not queued (it sets the deadline).
+    fn from_action(action: Action<'_>) -> Option<Self> {
+        Some(match action {
+            Action::Log(line) => Todo::Log(Box::new(line.clone())),
+            Action::LoadConfig => Todo::LoadConfig,
+            Action::LoadCredentials => Todo::LoadCredentials,
+            Action::JoinNetwork => Todo::JoinNetwork,
+            Action::SyncTime => Todo::SyncTime,
+            Action::Connect => Todo::Connect,
+            Action::Subscribe { topic, qos } => Todo::Subscribe {
+                topic: topic.to_string(),
+                qos,
+            },
+            Action::Publish(p) => Todo::Publish {
+                topic: p.topic.to_string(),
+                payload: p.payload.to_vec(),
+                qos: p.qos,
+                seq: p.seq,
+                packet_id: p.packet_id,
+                dup: p.dup,
+            },
+            Action::Ping => Todo::Ping,
+            Action::Disconnect => Todo::Disconnect,
+            Action::Sleep(_) => return None,
+        })
+    }
+}
+
+/// A QoS 1 publish minimq holds (until PUBACK or a fresh session).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u32,
+    packet_id: u16,
+    op: Op,
+}
+
+/// Why [`Driver::drive`] returned.
+enum Flow {
+    /// The session asks for a connection.
+    Connect,
+    /// The connection passed in is closed (or dead); drop it.
+    Closed,
+}
+
+/// Sizes of the files loaded into [`CredentialBuffers`].
+#[derive(Debug, Clone, Copy)]
+struct Loaded {
+    cert: usize,
+    key: usize,
+    ca: usize,
+}
+
+/// Everything the loop needs except the buffers a connection borrows.
+struct Driver {
+    spawner: Spawner,
+    core: Session<Jitter>,
+    queue: VecDeque<Todo>,
+    /// The last `Sleep` of the last `handle` call.
+    deadline: Option<Instant>,
+    flash: FlashStorage<'static>,
+    files: &'static mut CredentialBuffers,
+    loaded: Option<Loaded>,
+    config: Option<DeviceConfig>,
+    net: Option<Net>,
+    /// The session has been told the network is up.
+    net_up: bool,
+    rng: Trng,
+    gate: &'static WriteGate,
+    next_heap: embassy_time::Instant,
+    subscription: Option<Op>,
+    /// The subscription made on this connection, for keep-alive probes.
+    subscribed: Option<(String, Qos)>,
+    /// A keep-alive probe awaiting its SUBACK.
+    probe: Option<Op>,
+    sent: Vec<Sent>,
+}
+
+/// Buffers of the one connection; static so they are counted in `.bss`, not the stack.
+static TLS_BUFS: ConstStaticCell<TlsBuffers> = ConstStaticCell::new(TlsBuffers::new());
+static TCP_BUFS: ConstStaticCell<TcpBuffers> = ConstStaticCell::new(TcpBuffers::new());
+static MQTT_BUFS: ConstStaticCell<MqttBuffers> = ConstStaticCell::new(MqttBuffers::new());
+static GATE: StaticCell<WriteGate> = StaticCell::new();
+static FILES: ConstStaticCell<CredentialBuffers> = ConstStaticCell::new(CredentialBuffers::new());
+
+/// Run the device forever.
+pub async fn run(spawner: Spawner, board: Board) -> ! {
+    let Board {
+        flash,
+        wifi,
+        rng,
+        led,
+        ..
+    } = board;
+    if let Some((pin, off)) = led
+        && let Ok(token) = led::blink(pin, off)
+    {
+        spawner.spawn(token);
+    }
+    let seed = u64::from(rng.random()) << 32 | u64::from(rng.random());
+    let net = match Net::new(spawner, wifi, seed) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            // Without WiFi every join fails and is retried; say why once.
+            if let Ok(mut line) = Line::new(Level::Error, now().as_millis(), "wifi") {
+                let _ = line
+                    .message_text("init-failed")
+                    .and_then(|l| l.field_display("error", DebugSlug(&e)));
+                serial::line(&line);
+            }
+            None
+        }
+    };
+    let mut driver = Driver {
+        spawner,
+        core: Session::new(session_settings(), Jitter(rng.clone())),
+        queue: VecDeque::new(),
+        deadline: None,
+        flash,
+        files: FILES.take(),
+        loaded: None,
+        config: None,
+        net,
+        net_up: false,
+        rng,
+        gate: GATE.init(WriteGate::new()),
+        next_heap: embassy_time::Instant::now() + HEAP_REPORT_EVERY,
+        subscription: None,
+        subscribed: None,
+        probe: None,
+        sent: Vec::new(),
+    };
+    let tls_bufs = TLS_BUFS.take();
+    let tcp_bufs = TCP_BUFS.take();
+    let mut spare_mqtt_bufs = Some(MQTT_BUFS.take());
+    let mut client: Option<minimq::Session<'static>> = None;
+
+    driver.feed(Event::Start);
+    loop {
+        match driver.drive(None).await {
+            Flow::Closed => {}
+            Flow::Connect => {
+                if client.is_none()
+                    && let (Some(config), Some(bufs)) =
+                        (driver.config.as_ref(), spare_mqtt_bufs.take())
+                {
+                    // Fails only for a client id minimq cannot hold; every later attempt
+                    // then fails the same way, logged and backed off by the session.
+                    client =
+                        transport::mqtt_session(&config.client_id, config.keepalive_s, bufs).ok();
+                }
+                let Some(session) = client.as_mut() else {
+                    driver.connect_failed(ConnectError::Protocol);
+                    continue;
+                };
+                if let Some(mut conn) = driver
+                    .connect(
+                        session,
+                        ConnBuffers {
+                            tcp: &mut *tcp_bufs,
+                            tls: &mut *tls_bufs,
+                        },
+                    )
+                    .await
+                {
+                    led::set_connected(true);
+                    driver.drive(Some(&mut conn)).await;
+                    led::set_connected(false);
+                }
+            }
+        }
+    }
+}
+
+/// `Debug` of a driver error as one log field value (no spaces).
+struct DebugSlug<'a, T>(&'a T);
+
+impl<T: core::fmt::Debug> core::fmt::Display for DebugSlug<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut text = heapless::String::<48>::new();
+        let _ = core::fmt::write(&mut text, format_args!("{:?}", self.0));
+        for c in text.chars() {
+            let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+            core::fmt::Write::write_char(f, c)?;
+        }
+        Ok(())
+    }
+}
+
+impl Driver {
+    /// Feed one event with the current time; its actions join the queue.
+    fn feed(&mut self, event: Event<'_>) {
+        let queue = &mut self.queue;
+        let mut deadline = None;
+        self.core.handle(now(), event, &mut |action| match action {
+            Action::Sleep(t) => deadline = Some(t),
+            other => queue.extend(Todo::from_action(other)),
+        });
+        self.deadline = deadline;
+        if let Event::NetUp { .. } = event {
+            self.net_up = true;
+        }
+        if let Event::NetDown(_) = event {
+            self.net_up = false;
+        }
+    }
+
+    fn connect_failed(&mut self, error: ConnectError) {
+        self.feed(Event::ConnectFailed(ConnectFailure::Mqtt(error)));
+    }
+
+    /// Carry out queued actions and wait for events until the session asks for a
+    /// connection or the connection `conn` ends.
+    async fn drive(&mut self, mut conn: Option<&mut Mqtt<'_, '_, '_>>) -> Flow {
+        loop {
+            while let Some(todo) = self.queue.pop_front() {
+                match todo {
+                    Todo::Connect => {
+                        if let Some(c) = conn.take() {
+                            // Not expected while connected; close first, then connect.
+                            self.queue.push_front(Todo::Connect);
+                            close(c).await;
+                            return Flow::Closed;
+                        }
+                        return Flow::Connect;
+                    }
+                    Todo::Disconnect => {
+                        if let Some(c) = conn.take() {
+                            close(c).await;
+                            return Flow::Closed;
+                        }
+                    }
+                    other => {
+                        if self.carry_out(other, conn.as_deref_mut()).await.is_err() {
+                            return Flow::Closed;
+                        }
+                    }
+                }
+            }
+            if self.wait(conn.as_deref_mut()).await.is_err() {
+                return Flow::Closed;
+            }
+        }
+    }
+
+    /// Carry out one action. `Err` means the connection died (already reported).
+    async fn carry_out(
+        &mut self,
+        todo: Todo,
+        conn: Option<&mut Mqtt<'_, '_, '_>>,
+    ) -> Result<(), ()> {
+        match todo {
+            Todo::Log(line) => serial::line(&line),
+            Todo::LoadConfig => match self.load_config() {
+                Ok(config) => {
+                    self.feed(Event::ConfigLoaded(&config));
+                    self.config = Some(config);
+                }
+                Err(failure) => self.feed(failure.config_event()),
+            },
+            Todo::LoadCredentials => match self.load_credentials() {
+                Ok(loaded) => {
+                    self.loaded = Some(loaded);
+                    self.feed(Event::CredsLoaded {
+                        cert: loaded.cert,
+                        key: loaded.key,
+                        ca: loaded.ca,
+                        source: CredSource::Flash,
+                    });
+                }
+                Err(failure) => self.feed(failure.creds_event()),
+            },
+            Todo::JoinNetwork => {
+                let result = match (self.net.as_mut(), self.config.as_ref()) {
+                    (Some(net), Some(config)) => net.join(self.spawner, &config.wifi).await,
+                    // WiFi did not start (logged at boot): wait as long as a join would.
+                    _ => {
+                        Timer::after(crate::net::JOIN_TIMEOUT).await;
+                        Err(NetError::Timeout)
+                    }
+                };
+                match result {
+                    Ok(local_addr) => self.feed(Event::NetUp { local_addr }),
+                    Err(e) => self.feed(Event::NetDown(e)),
+                }
+            }
+            Todo::SyncTime => {
+                if let (Some(net), Some(config)) = (&self.net, &self.config) {
+                    let ntp = &config.ntp;
+                    match sntp::sync(net, &self.rng, &ntp.host, ntp.port).await {
+                        Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
+                        Err(e) => self.feed(Event::TimeSyncFailed(e)),
+                    }
+                }
+            }
+            Todo::Connect | Todo::Disconnect => {}
+            Todo::Subscribe { topic, qos } => {
+                let Some(conn) = conn else { return Ok(()) };
+                let filter = TopicFilter::new(&topic)
+                    .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
+                match conn.subscribe(&[filter], &[]).await {
+                    Ok(op) => {
+                        self.subscription = Some(op);
+                        self.subscribed = Some((topic, qos));
+                    }
+                    Err(_) if conn.is_connected() => {
+                        self.feed(Event::SubscribeFailed(SubscribeError::Refused));
+                    }
+                    Err(e) => return self.lost(disconnect_reason(&e)),
+                }
+            }
+            Todo::Publish {
+                topic,
+                payload,
+                qos,
+                seq,
+                packet_id,
+                dup,
+            } => {
+                let Some(conn) = conn else { return Ok(()) };
+                // minimq keeps an unacknowledged QoS 1 packet and replays it (DUP, same
+                // id) on reconnect; a retry of a publish it still holds is taken care of.
+                if dup
+                    && self
+                        .sent
+                        .iter()
+                        .any(|s| s.seq == seq && conn.is_pending(&s.op))
+                {
+                    return Ok(());
+                }
+                self.sent.retain(|s| s.seq != seq);
+                let publication = Publication::bytes(&topic, &payload).qos(mqtt_qos(qos));
+                match conn.publish(publication).await {
+                    Ok(Some(op)) => {
+                        if let Some(packet_id) = transport::op_packet_id(&op).or(packet_id) {
+                            self.sent.push(Sent { seq, packet_id, op });
+                            self.feed(Event::PublishSent { seq, packet_id });
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(minimq::PubError::Session(e)) if !conn.is_connected() => {
+                        return self.lost(disconnect_reason(&e));
+                    }
+                    // Not sent (no room in minimq's window): the session retries it.
+                    Err(_) => {}
+                }
+            }
+            // minimq pings only after keep-alive - 5 s without sending and has no ping
+            // call; subscribing again to the same filter is the request-response the
+            // session wants: SUBACK proves the link, retained messages are not resent.
+            Todo::Ping => {
+                let (Some(conn), Some((topic, qos)), None) = (conn, &self.subscribed, self.probe)
+                else {
+                    return Ok(());
+                };
+                let filter = TopicFilter::new(topic).options(
+                    SubscriptionOptions::default()
+                        .maximum_qos(mqtt_qos(*qos))
+                        .retain_behavior(RetainHandling::IfSubscriptionDoesNotExist),
+                );
+                match conn.subscribe(&[filter], &[]).await {
+                    Ok(op) => self.probe = Some(op),
+                    Err(_) if conn.is_connected() => {}
+                    Err(e) => return self.lost(disconnect_reason(&e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `/config.json` from the storage partition.
+    fn load_config(&mut self) -> Result<DeviceConfig, ImageFailure> {
+        let buf = &mut self.files.config;
+        let mut partition = Partition::find(&mut self.flash).map_err(|_| missing_image())?;
+        image::mount(&mut partition, |fs| {
+            let json = fs.read_file(image::CONFIG_PATH, &mut buf[..])?;
+            DeviceConfig::from_json(json).map_err(ImageError::Config)
+        })
+        .map_err(|e| ImageFailure::of(&e))
+    }
+
+    /// The three DER files (and the config again, validated with them) into
+    /// [`CredentialBuffers`], where they stay for every handshake.
+    fn load_credentials(&mut self) -> Result<Loaded, ImageFailure> {
+        self.loaded = None;
+        let files = &mut *self.files;
+        let mut partition = Partition::find(&mut self.flash).map_err(|_| missing_image())?;
+        image::mount(&mut partition, |fs| {
+            let creds = fs.load_credentials(files)?;
+            Ok(Loaded {
+                cert: creds.cert.len(),
+                key: creds.key.len(),
+                ca: creds.ca.len(),
+            })
+        })
+        .map_err(|e| ImageFailure::of(&e))
+    }
+
+    /// Wait for one event and feed it. `Err` means the connection died (reported).
+    async fn wait(&mut self, conn: Option<&mut Mqtt<'_, '_, '_>>) -> Result<(), ()> {
+        let gate = self.gate;
+        // Timers win over a pending poll() only between writes (see the module docs).
+        let deadline = async {
+            match self.deadline {
+                Some(t) => Timer::at(at(t)).await,
+                None => pending().await,
+            }
+            gate.idle().await
+        };
+        let heap_due = async {
+            Timer::at(self.next_heap).await;
+            gate.idle().await
+        };
+        let net_down = async {
+            match (&self.net, self.net_up) {
+                (Some(net), true) => net.wait_down().await,
+                _ => pending().await,
+            }
+            gate.idle().await
+        };
+        let connected = conn.is_some();
+        let mut conn = conn;
+        let polled = async {
+            match conn.as_deref_mut() {
+                Some(c) => c.poll().await,
+                None => pending().await,
+            }
+        };
+        let woke = select4(deadline, heap_due, net_down, polled).await;
+        match woke {
+            Either4::First(()) => self.feed(Event::Tick),
+            Either4::Second(()) => {
+                self.next_heap += HEAP_REPORT_EVERY;
+                self.report_heap();
+            }
+            Either4::Third(()) => self.feed(Event::NetDown(NetError::LinkLost)),
+            Either4::Fourth(polled) => {
+                // Report the message while it borrows the connection, then look at acks.
+                let (inbound, error) = match polled {
+                    Ok(Some(msg)) => {
+                        self.feed(Event::Inbound {
+                            topic: msg.topic(),
+                            payload: msg.payload(),
+                        });
+                        (true, None)
+                    }
+                    Ok(None) => (false, None),
+                    Err(e) => (false, Some(e)),
+                };
+                if connected && let Some(c) = conn {
+                    return self.polled(inbound, error, c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn report_heap(&mut self) {
+        self.feed(Event::Heap(heap::report(TLS_BYTES, MQTT_BYTES)));
+    }
+
+    /// Report what one `poll()` brought: an inbound message, acks, any other packet, or
+    /// the end of the connection.
+    fn polled(
+        &mut self,
+        inbound: bool,
+        error: Option<MqttError>,
+        conn: &mut Mqtt<'_, '_, '_>,
+    ) -> Result<(), ()> {
+        match error {
+            None => {}
+            // A SUBACK or PUBACK with a failure code; the connection stays up.
+            Some(minimq::Error::Peer(minimq::PeerError::Rejected(_))) if conn.is_connected() => {
+                let refused = self.subscription.take_if(|op| !conn.is_pending(op));
+                if refused.is_some() {
+                    self.feed(Event::SubscribeFailed(SubscribeError::Refused));
+                    return Ok(());
+                }
+            }
+            Some(e) => return self.lost(disconnect_reason(&e)),
+        }
+        let reported = self.acks(conn) || inbound;
+        if !reported {
+            // PINGRESP or another packet: proof the link is alive.
+            self.feed(Event::Received);
+        }
+        Ok(())
+    }
+
+    /// Report SUBACK and PUBACKs minimq has processed. True if anything was reported.
+    fn acks(&mut self, conn: &Mqtt<'_, '_, '_>) -> bool {
+        let mut reported = false;
+        self.probe = self.probe.filter(|op| conn.is_pending(op));
+        if let Some(op) = self.subscription
+            && conn.is_complete(&op)
+        {
+            self.subscription = None;
+            self.feed(Event::Subscribed);
+            reported = true;
+        }
+        let mut i = 0;
+        while i < self.sent.len() {
+            let s = self.sent[i];
+            if conn.is_complete(&s.op) {
+                self.sent.swap_remove(i);
+                self.feed(Event::PublishAcked(s.packet_id));
+                reported = true;
+            } else if conn.is_invalidated(&s.op) {
+                // A fresh broker session dropped it; the session sends it again.
+                self.sent.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        reported
+    }
+
+    /// The connection died: report it. Always `Err`, for the caller to return.
+    fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
+        self.subscription = None;
+        self.subscribed = None;
+        self.probe = None;
+        self.feed(Event::Disconnected(reason));
+        Err(())
+    }
+
+    /// DNS + TCP + TLS + CONNECT, racing the session's deadline (its connect timeout).
+    /// Reports the outcome; returns the connection on success.
+    async fn connect<'s, 'm, 'b>(
+        &mut self,
+        client: &'s mut minimq::Session<'m>,
+        bufs: ConnBuffers<'b>,
+    ) -> Option<Mqtt<'s, 'm, 'b>>
+    where
+        'b: 's,
+    {
+        let (Some(loaded), Some(net), Some(config)) = (self.loaded, &self.net, &self.config) else {
+            self.connect_failed(ConnectError::Protocol);
+            return None;
+        };
+        let unix_now = self.core.unix_time(now());
+        let deadline = self.deadline.map(at);
+        let started = embassy_time::Instant::now();
+        let files = &*self.files;
+        let identity = Identity {
+            cert: &files.cert[..loaded.cert],
+            key: &files.key[..loaded.key],
+            ca: &files.ca[..loaded.ca],
+        };
+        let host = config.endpoint.host.as_str();
+        let port = config.endpoint.port;
+        let stack = net.stack;
+        let rng = self.rng.clone();
+        let gate = self.gate;
+        let attempt = async {
+            let Some(addr) = net.resolve(host).await else {
+                return Err(ConnectFailure::Mqtt(ConnectError::Dns));
+            };
+            let remote = IpEndpoint::new(addr, port);
+            let tls =
+                transport::connect_tls(stack, remote, host, &identity, unix_now, rng, bufs, gate)
+                    .await?;
+            client
+                .connect(tls)
+                .await
+                .map_err(|e| transport::failure_of_mqtt(&e))
+        };
+        // A cancelled attempt drops the half-open connection as a whole, so nothing is
+        // left to desynchronise.
+        let outcome = select(attempt, async {
+            match deadline {
+                Some(t) => Timer::at(t).await,
+                None => pending().await,
+            }
+        })
+        .await;
+        match outcome {
+            Either::First(Ok(conn)) => {
+                let handshake_ms = u32::try_from(started.elapsed().as_millis()).ok();
+                self.subscription = None;
+                self.subscribed = None;
+                self.probe = None;
+                self.feed(Event::Connected {
+                    session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
+                    handshake_ms,
+                });
+                self.report_heap();
+                Some(conn)
+            }
+            Either::First(Err(failure)) => {
+                self.feed(Event::ConnectFailed(failure));
+                None
+            }
+            // The session's connect timeout: it logs and backs off.
+            Either::Second(()) => {
+                self.feed(Event::Tick);
+                None
+            }
+        }
+    }
+}
+
+/// The partition table has no `storage` partition (or none at all).
+fn missing_image() -> ImageFailure {
+    ImageFailure::Creds {
+        file: FlashFile::Image,
+        error: LoadError::Missing,
+    }
+}
+
+/// Send DISCONNECT (bounded in time) and let the caller drop the connection.
+async fn close(conn: &mut Mqtt<'_, '_, '_>) {
+    if conn.is_connected() {
+        let _ = with_timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
+    }
+}
+
+fn mqtt_qos(qos: Qos) -> QoS {
+    match qos {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+    }
+}
+
+fn disconnect_reason(e: &MqttError) -> DisconnectReason {
+    match e {
+        minimq::Error::Disconnected => DisconnectReason::PeerClosed,
+        minimq::Error::Transport(_) | minimq::Error::WriteZero => DisconnectReason::Tls,
+        _ => DisconnectReason::Protocol,
+    }
+}

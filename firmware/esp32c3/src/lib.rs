@@ -1,0 +1,39 @@
+//! The AWS IoT thing on an ESP32-C3: `firmware_core`'s session driven over esp-hal,
+//! esp-radio WiFi, embassy-net, embedded-tls and minimq.
+//!
+//! The core owns every policy (boot order, cadence, backoff, keep-alive, QoS 1, the log
+//! lines); this crate only carries out the session's actions on the chip and reports
+//! what happened, as `firmware/virtual` does on the host.
+//!
+//! # Layout
+//! - [`board`]: peripherals to a [`board::Board`] — clocks, heap, scheduler, hardware
+//!   RNG, flash, WiFi controller and the status LED pin.
+//! - [`storage`]: the `storage` data partition (from the partition table) as the core's
+//!   `image::Flash`, over esp-storage; credentials are read with `firmware_core::image`.
+//! - [`net`]: WiFi station and embassy-net (DHCP, DNS); the WiFi and stack tasks.
+//! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket.
+//! - [`transport`]: TCP + TLS (the core's provider and verifier, record-atomic reads,
+//!   gated writes) + minimq, with the buffer sizes below.
+//! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
+//!   connection, the network or the heap report.
+//! - [`serial`]: log lines over USB-Serial-JTAG; [`heap`]: esp-alloc regions and figures;
+//!   [`led`]: the blinking LED.
+//! - [`libc`]: `strspn`/`strcspn`, the C functions littlefs needs beyond the ROM's.
+//!
+//! # Memory
+//! TLS + MQTT buffers: [`transport::BUFFER_BYTES`] (43.5 KiB, static). Heap:
+//! [`heap::HEAP_BYTES`] for the WiFi driver, RSA arithmetic and the driver's queue.
+#![no_std]
+
+extern crate alloc;
+
+pub mod board;
+pub mod driver;
+pub mod heap;
+pub mod led;
+pub mod libc;
+pub mod net;
+pub mod serial;
+pub mod sntp;
+pub mod storage;
+pub mod transport;

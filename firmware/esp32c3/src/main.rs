@@ -1,0 +1,14 @@
+//! The firmware image: boot the board and run the device forever.
+#![no_std]
+#![no_main]
+
+use esp_backtrace as _;
+
+// The application descriptor the ESP-IDF second-stage bootloader checks.
+esp_bootloader_esp_idf::esp_app_desc!();
+
+#[esp_rtos::main]
+async fn main(spawner: embassy_executor::Spawner) -> ! {
+    let board = firmware_esp32c3::board::Board::init();
+    firmware_esp32c3::driver::run(spawner, board).await
+}
