@@ -16,6 +16,13 @@ APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
+# Builds the ESP32-C3 app image for the firmware size report.
+ESPTOOL_VERSION := 5.6.0
+# The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
+FW_DIR := firmware/esp32c3
+FW_ELF := $(FW_DIR)/target/$(RISCV)/release/firmware-esp32c3
+# Where the bench's storage partition starts, from the firmware's partition table.
+FW_STORAGE_OFFSET = $(shell awk -F, '$$1 == "storage" { gsub(/ /, "", $$4); print $$4 }' $(FW_DIR)/partitions.csv)
 
 # Cross-compiling littlefs (C) for the ESP32-C3: gcc from Debian with picolibc headers,
 # and bindgen pointed at the same headers.
@@ -24,13 +31,17 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil \
+	firmware firmware-tests firmware-check hil-target
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
-	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV)"
+	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
+	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
+	@echo "make firmware  ESP32-C3 release image + size report (app image, flash, static RAM, heap)"
+	@echo "make hil-target  on-target tests on a board over USB-JTAG (probe-rs; flashes $(DEV_DIR)/flash.img)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
 	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT)"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
@@ -51,8 +62,12 @@ deps:
 	@# A third-party MQTT client for the broker's interop tests.
 	@python3 -c "import paho.mqtt.client" 2>/dev/null || python3 -m pip install --quiet "paho-mqtt==$(PAHO_VERSION)" \
 		|| python3 -m pip install --quiet --break-system-packages "paho-mqtt==$(PAHO_VERSION)"
+	@# esptool makes the ESP32-C3 app image the firmware size report measures.
+	@python3 -c "import esptool, sys; sys.exit(esptool.__version__ != '$(ESPTOOL_VERSION)')" 2>/dev/null \
+		|| python3 -m pip install --quiet "esptool==$(ESPTOOL_VERSION)" \
+		|| python3 -m pip install --quiet --break-system-packages "esptool==$(ESPTOOL_VERSION)"
 
-test: fmt clippy host-test core-riscv
+test: fmt clippy host-test core-riscv firmware-check
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -67,6 +82,33 @@ host-test:
 core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --locked
 	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls --locked
+
+# The ESP32-C3 firmware, release build, with its size report (fails over the limits:
+# app image 1.5 MiB, static RAM 160 KiB).
+firmware:
+	cd $(FW_DIR) && $(CARGO) build --release --locked
+	python3 $(FW_DIR)/size-report.py $(FW_ELF) --max-app 1572864 --max-ram 163840
+
+# The on-target tests, compiled (release profile: shares the firmware's build). They embed
+# the broker certificate of the test PKI, which they verify on the chip.
+firmware-tests: certs
+	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
+		$(CARGO) test --release --locked --test on_target --no-run
+
+# What CI checks for the firmware workspace: format, lints, size limits, tests compile.
+firmware-check: firmware firmware-tests
+	cd $(FW_DIR) && $(CARGO) fmt -- --check
+	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
+		$(CARGO) clippy --release --locked --lib --bins --test on_target -- -D warnings
+
+# The on-target tests on a board (USB-JTAG, probe-rs): the test PKI's image goes into the
+# storage partition, then probe-rs flashes and runs each test (bootloader and partition
+# table from the firmware's partitions.csv).
+hil-target: certs
+	probe-rs download --chip esp32c3 --binary-format bin --base-address $(FW_STORAGE_OFFSET) $(DEV_DIR)/flash.img
+	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
+		CARGO_TARGET_RISCV32IMC_UNKNOWN_NONE_ELF_RUNNER="probe-rs run --chip esp32c3 --idf-partition-table partitions.csv" \
+		$(CARGO) test --release --locked --test on_target
 
 # The HIL suite: virtual device + in-process mock broker by default; variables pass through.
 HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) \
