@@ -39,6 +39,7 @@
 //!   [`pki::aws_like_chain`], [`pki::server_cert_expired`], [`pki::server_cert_untrusted`].
 //! - [`load`]: an existing CA (`ca.pem` + `ca.key.pem` of a `certs init` folder) that
 //!   issues again: [`pki::CertificateAuthority::load_dir`].
+//! - [`observer`]: the AWS IoT policy of the rig's observer identity (`hil --target aws`).
 //! - [`keys`]: private keys in every form and their conversion to the device's.
 //! - [`creds`]: the three credential files, checked together.
 //! - [`image`]: build and read flash images.
@@ -51,6 +52,7 @@ pub mod image;
 pub mod inspect;
 pub mod keys;
 pub mod load;
+pub mod observer;
 pub mod output;
 pub mod pki;
 pub mod x509;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::aws::{Endpoint, ObserverIdentity};
 use crate::device::find_virtual_device;
 use crate::report::{junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
@@ -27,6 +28,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// List the scenarios, one line each with its tolerance.
     List,
@@ -60,18 +63,42 @@ pub struct RunArgs {
     /// Firmware to flash onto a board.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
-    /// Run with this flash image instead of the per-scenario images the rig builds.
+    /// Run with this flash image instead of the per-scenario images the rig builds (with
+    /// --target aws: the image built from `certs import`, required).
     #[arg(long)]
     pub flash: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "mock")]
+    /// mock: the mock broker in-process. aws: the AWS IoT endpoint the --flash image
+    /// dials, watched through the observer identity (--observer-*); no broker is started,
+    /// the scenarios that need broker faults are skipped, and publish times are the
+    /// observer's receive times (they include the endpoint-to-rig network jitter).
+    #[arg(long, value_enum, default_value = "mock", verbatim_doc_comment)]
     pub target: Target,
-    /// AWS IoT endpoint (`--target aws`).
-    #[arg(long)]
+    /// AWS IoT data endpoint, HOST[:PORT] (xxxx-ats.iot.REGION.amazonaws.com; port 8883
+    /// by default, 443 speaks ALPN x-amzn-mqtt-ca); --target aws only.
+    #[arg(long, value_name = "HOST[:PORT]")]
     pub endpoint: Option<String>,
-    /// The test PKI the broker serves with `--flash` (a `certs init` folder; default
-    /// certs/dev).
-    #[arg(long)]
+    /// A `certs init` folder. Without --flash: the devices' identities come from its CA
+    /// (ca.pem, ca.key.pem) and the broker presents its server certificate; the default
+    /// is a fresh test PKI every run, so `make hil` needs nothing on disk. With --flash:
+    /// the broker serves it (server certificate, CA, policy.json; default certs/dev).
+    #[arg(long, value_name = "DIR", verbatim_doc_comment)]
     pub pki: Option<PathBuf>,
+    /// The observer's certificate (--target aws): a second identity, registered in the
+    /// account with a policy allowing iot:Connect as --observer-client-id,
+    /// iot:Subscribe/iot:Receive on the image's publish topic and iot:Publish on its
+    /// subscribe topic (see hil/README.md).
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub observer_cert: Option<PathBuf>,
+    /// The observer's private key (PEM or DER; --target aws).
+    #[arg(long, value_name = "FILE")]
+    pub observer_key: Option<PathBuf>,
+    /// The CA the endpoint's certificate chains to, for the observer (AmazonRootCA1.pem
+    /// on AWS; --target aws).
+    #[arg(long, value_name = "FILE")]
+    pub observer_ca: Option<PathBuf>,
+    /// The observer's MQTT client id (--target aws).
+    #[arg(long, value_name = "ID", default_value = crate::aws::DEFAULT_CLIENT_ID)]
+    pub observer_client_id: String,
     /// Run only these scenarios (repeatable); all when absent.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
@@ -110,19 +137,9 @@ fn unsupported(args: &RunArgs) -> Option<String> {
                 .unwrap_or_default()
         ));
     }
-    if args.target != Target::Mock {
-        missing.push("--target aws".to_string());
-    }
     for (flag, given) in [
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
-        ("--endpoint", args.endpoint.is_some()),
-        // Per-scenario identities need the CA's key, which the certs library cannot
-        // load yet; with --flash the image carries the one identity.
-        (
-            "--pki without --flash",
-            args.pki.is_some() && args.flash.is_none(),
-        ),
     ] {
         if given {
             missing.push(flag.to_string());
@@ -130,10 +147,149 @@ fn unsupported(args: &RunArgs) -> Option<String> {
     }
     (!missing.is_empty()).then(|| {
         format!(
-            "not yet supported: {} (this runner drives the virtual device against the mock broker, with a fresh test PKI or a --flash image)",
+            "not yet supported: {} (this runner drives the virtual device)",
             missing.join(", ")
         )
     })
+}
+
+/// The `--target aws` settings, checked together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsSettings {
+    pub endpoint: Endpoint,
+    /// The device's image, built from `certs import`.
+    pub image: PathBuf,
+    pub observer_cert: PathBuf,
+    pub observer_key: PathBuf,
+    pub observer_ca: PathBuf,
+    pub observer_client_id: String,
+}
+
+/// Check that the target options belong together: `Some` settings for `--target aws`.
+pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, String> {
+    let observer = [
+        ("--observer-cert", &args.observer_cert),
+        ("--observer-key", &args.observer_key),
+        ("--observer-ca", &args.observer_ca),
+    ];
+    match args.target {
+        Target::Mock => {
+            let mut stray: Vec<&str> = observer
+                .iter()
+                .filter(|(_, given)| given.is_some())
+                .map(|(flag, _)| *flag)
+                .collect();
+            if args.endpoint.is_some() {
+                stray.insert(0, "--endpoint");
+            }
+            if args.observer_client_id != crate::aws::DEFAULT_CLIENT_ID {
+                stray.push("--observer-client-id");
+            }
+            if stray.is_empty() {
+                Ok(None)
+            } else {
+                Err(format!("{}: only with --target aws", stray.join(", ")))
+            }
+        }
+        Target::Aws => {
+            if args.pki.is_some() {
+                return Err("--pki: --target aws starts no broker (the device's credentials are in the --flash image)".into());
+            }
+            let image = args.flash.clone().ok_or(
+                "--target aws needs --flash IMAGE: the device's image, built with `certs image` from what `certs import` wrote",
+            )?;
+            let endpoint = args.endpoint.as_deref().ok_or(
+                "--target aws needs --endpoint HOST[:PORT]: the account's AWS IoT data endpoint",
+            )?;
+            let endpoint = Endpoint::parse(endpoint)?;
+            let missing: Vec<&str> = observer
+                .iter()
+                .filter(|(_, given)| given.is_none())
+                .map(|(flag, _)| *flag)
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "--target aws needs {} FILE: the observer identity that watches and injects (see hil/README.md)",
+                    missing.join(" FILE, ")
+                ));
+            }
+            let file = |given: &Option<PathBuf>| given.clone().expect("checked above");
+            Ok(Some(AwsSettings {
+                endpoint,
+                image,
+                observer_cert: file(&args.observer_cert),
+                observer_key: file(&args.observer_key),
+                observer_ca: file(&args.observer_ca),
+                observer_client_id: args.observer_client_id.clone(),
+            }))
+        }
+    }
+}
+
+/// Why `scenario` cannot run on this command line, if it cannot.
+fn skip_reason(args: &RunArgs, scenario: &scenarios::Scenario) -> Option<&'static str> {
+    if args.target == Target::Aws && scenario.needs_broker_faults {
+        return Some("needs the mock broker's faults, which AWS IoT does not offer");
+    }
+    // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
+    let given_image =
+        args.flash.is_some() && (args.scenarios.is_empty() || args.target == Target::Aws);
+    if given_image && scenario.needs_rig_ca {
+        return Some(
+            "issues certificates from the rig's CA, and every device runs the --flash image",
+        );
+    }
+    None
+}
+
+/// Start the rig the command line asks for; drops the scenarios it cannot run from
+/// `selected` and returns them with the reason.
+async fn start_rig(
+    args: &RunArgs,
+    binary: PathBuf,
+    selected: &mut Vec<scenarios::Scenario>,
+) -> Result<(Rig, Vec<(&'static str, &'static str)>), String> {
+    let aws = target_settings(args)?;
+    let skipped: Vec<(&'static str, &'static str)> = selected
+        .iter()
+        .filter_map(|s| skip_reason(args, s).map(|why| (s.name, why)))
+        .collect();
+    selected.retain(|s| skip_reason(args, s).is_none());
+    let rig = match (aws, &args.flash) {
+        (Some(aws), _) => {
+            let identity = ObserverIdentity::load(
+                &aws.observer_cert,
+                &aws.observer_key,
+                &aws.observer_ca,
+                &aws.observer_client_id,
+            )?;
+            let image = GivenImage::read(&aws.image)?;
+            eprintln!(
+                "hil: every scenario runs {} (client id {}), one at a time",
+                aws.image.display(),
+                image.config.client_id
+            );
+            Rig::aws(binary, image, &aws.endpoint, &identity).await?
+        }
+        (None, None) => match &args.pki {
+            None => Rig::start(binary).await?,
+            Some(dir) => Rig::with_pki_dir(binary, dir).await?,
+        },
+        (None, Some(image)) => {
+            let pki = args
+                .pki
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PKI));
+            let image = GivenImage::read(image)?;
+            eprintln!(
+                "hil: every scenario runs {} (client id {}), one at a time",
+                image.path.display(),
+                image.config.client_id
+            );
+            Rig::with_given_image(binary, &pki, image).await?
+        }
+    };
+    Ok((rig, skipped))
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -161,46 +317,13 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
     let binary = find_virtual_device()?;
-    let rig = match &args.flash {
-        None => Rig::start(binary).await?,
-        Some(image) => {
-            let pki = args
-                .pki
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_PKI));
-            let image = GivenImage::read(image)?;
-            if args.scenarios.is_empty() {
-                let skipped: Vec<&str> = selected
-                    .iter()
-                    .filter(|s| s.needs_rig_ca)
-                    .map(|s| s.name)
-                    .collect();
-                if !skipped.is_empty() {
-                    eprintln!(
-                        "hil: skipping {} (they issue certificates from the rig's own CA)",
-                        skipped.join(", ")
-                    );
-                }
-                selected.retain(|s| !s.needs_rig_ca);
-            }
-            eprintln!(
-                "hil: every scenario runs {} (client id {}), one at a time",
-                args.flash
-                    .as_deref()
-                    .unwrap_or(image.path.as_path())
-                    .display(),
-                image.config.client_id
-            );
-            Rig::with_given_image(binary, &pki, image).await?
-        }
-    };
+    let (rig, skipped) = start_rig(args, binary, &mut selected).await?;
+    for (name, why) in &skipped {
+        eprintln!("hil: skipping {name}: {why}");
+    }
     eprintln!(
-        "hil: mock broker on {} (SNTP {}), {} scenario(s) on the virtual device",
-        rig.broker.mqtt_addr(),
-        rig.broker
-            .sntp_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default(),
+        "hil: {}, {} scenario(s) on the virtual device",
+        rig.describe(),
         selected.len()
     );
     let rig = Arc::new(rig);
@@ -238,7 +361,7 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
         total.as_secs_f64()
     );
     if let Ok(rig) = Arc::try_unwrap(rig) {
-        rig.broker.shutdown().await;
+        rig.shutdown().await;
     }
     Ok(failed == 0)
 }
@@ -264,21 +387,101 @@ mod tests {
 
     #[test]
     fn boards_targets_and_images_not_built_yet_are_refused_by_name() {
-        let args = run_args(&[
-            "--board",
-            "esp32c3",
-            "--port",
-            "/dev/ttyACM0",
+        let args = run_args(&["--board", "esp32c3", "--port", "/dev/ttyACM0"]);
+        assert_eq!(unsupported(&args), None);
+        let args = run_args(&["--board", "esp8266", "--firmware", "sketch.bin"]);
+        assert_eq!(unsupported(&args), None);
+        let args = run_args(&["--port", "/dev/ttyACM0", "--firmware", "fw.elf"]);
+        assert_eq!(
+            unsupported(&args),
+            Some("--port, --firmware: only with --board esp32c3 or --board esp8266".into())
+        );
+    }
+
+    #[test]
+    fn a_pki_folder_without_an_image_is_supported() {
+        let args = run_args(&["--pki", "certs/dev"]);
+        assert_eq!(unsupported(&args), None);
+        assert_eq!(target_settings(&args), Ok(None));
+    }
+
+    #[test]
+    fn aws_needs_an_image_an_endpoint_and_the_observer_identity() {
+        let full = [
             "--target",
             "aws",
-            "--pki",
-            "certs/dev",
-        ]);
-        let why = unsupported(&args).expect("refused");
+            "--flash",
+            "aws.img",
+            "--endpoint",
+            "abc-ats.iot.eu-west-1.amazonaws.com",
+            "--observer-cert",
+            "o.pem",
+            "--observer-key",
+            "o.key",
+            "--observer-ca",
+            "AmazonRootCA1.pem",
+        ];
+        let settings = target_settings(&run_args(&full)).unwrap().expect("aws");
+        assert_eq!(
+            settings.endpoint.to_string(),
+            "abc-ats.iot.eu-west-1.amazonaws.com:8883"
+        );
+        assert_eq!(settings.observer_client_id, "hil-observer");
+        assert_eq!(unsupported(&run_args(&full)), None);
+
+        // Each required flag, left out, is named.
+        for (flag, expected) in [
+            ("--flash", "--target aws needs --flash IMAGE"),
+            ("--endpoint", "--target aws needs --endpoint HOST[:PORT]"),
+            ("--observer-key", "--target aws needs --observer-key FILE"),
+        ] {
+            let at = full.iter().position(|a| *a == flag).unwrap();
+            let mut args = full.to_vec();
+            args.drain(at..at + 2);
+            let why = target_settings(&run_args(&args)).expect_err(flag);
+            assert!(why.starts_with(expected), "{why}");
+        }
+        let mut with_pki = full.to_vec();
+        with_pki.extend(["--pki", "certs/dev"]);
+        let why = target_settings(&run_args(&with_pki)).unwrap_err();
         assert!(
-            why.starts_with("not yet supported: --board esp32c3, --target aws, --port, --pki"),
+            why.starts_with("--pki: --target aws starts no broker"),
             "{why}"
         );
+    }
+
+    #[test]
+    fn aws_options_without_target_aws_are_refused_by_name() {
+        let args = run_args(&["--endpoint", "h", "--observer-ca", "ca.pem"]);
+        assert_eq!(
+            target_settings(&args),
+            Err("--endpoint, --observer-ca: only with --target aws".into())
+        );
+    }
+
+    #[test]
+    fn aws_skips_the_fault_scenarios_with_the_reason() {
+        let args = run_args(&["--target", "aws", "--flash", "aws.img"]);
+        for scenario in scenarios::all() {
+            let why = skip_reason(&args, &scenario);
+            if scenario.needs_broker_faults {
+                assert_eq!(
+                    why,
+                    Some("needs the mock broker's faults, which AWS IoT does not offer"),
+                    "{}",
+                    scenario.name
+                );
+            } else if !scenario.needs_rig_ca {
+                assert_eq!(why, None, "{}", scenario.name);
+            }
+        }
+        for kept in ["boot", "cadence", "inbound"] {
+            let scenario = scenarios::all()
+                .into_iter()
+                .find(|s| s.name == kept)
+                .unwrap();
+            assert_eq!(skip_reason(&args, &scenario), None, "{kept}");
+        }
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
 //! - [`normalise`]: the serial log with run-dependent figures redacted (snapshots).
 //! - [`report`]: summary table, JUnit XML, report folder.
+//! - [`aws`]: `--target aws`: the observer connection (a second identity over MQTT + TLS)
+//!   that watches and injects on a real AWS IoT endpoint.
 //! - [`cli`]: `hil list`, `hil run`.
 
+pub mod aws;
 pub mod cli;
 pub mod device;
 pub mod normalise;

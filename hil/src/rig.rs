@@ -1,5 +1,9 @@
 //! The rig a suite runs in: one test PKI, one mock broker (MQTT over TLS and SNTP on
-//! loopback ephemeral ports) and a work folder for the devices' flash images.
+//! loopback ephemeral ports) and a work folder for the devices' flash images; or, with
+//! `--target aws`, an observer connection to a real AWS IoT endpoint instead of a broker.
+//!
+//! The PKI is fresh for every run by default (nothing on disk to go stale), or the CA of a
+//! `certs init` folder (`--pki DIR`), whose server certificate the broker then presents.
 //!
 //! Every scenario gets its own device identity from the one CA, so virtual devices can
 //! run side by side against the one broker without taking over each other's sessions.
@@ -11,10 +15,15 @@ use std::path::{Path, PathBuf};
 
 use certs::creds::Credentials;
 use certs::image;
-use certs::pki::{InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity, policy_document};
+use certs::pki::{
+    CertificateAuthority, InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity,
+    policy_document,
+};
 use firmware_core::config::DeviceConfig;
 use firmware_core::image::CONFIG_PATH;
-use mock_broker::{Config, Handle, MockBroker, Policy};
+use mock_broker::{Config, Handle, MockBroker, Observer, Policy, QoS};
+
+use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
 
 /// The topic the devices publish to (the tutorial's).
 pub const OUT_TOPIC: &str = "outTopic";
@@ -70,9 +79,13 @@ fn loopback(host: &str, port: u16) -> Option<SocketAddr> {
 
 /// Everything scenarios share.
 pub struct Rig {
-    pub broker: Handle,
-    /// The rig's own PKI (with the CA key); absent when the broker serves a `--pki` folder.
-    pub pki: Option<Pki>,
+    /// The in-process mock broker; absent with `--target aws`.
+    broker: Option<Handle>,
+    /// The observer connection to AWS IoT (`--target aws`).
+    aws: Option<AwsObserver>,
+    /// The CA that issues the devices' identities (fresh, or a `--pki` folder's); absent
+    /// when every device runs a given image.
+    ca: Option<CertificateAuthority>,
     device_binary: PathBuf,
     workdir: tempfile::TempDir,
     sabotage: ImageSabotage,
@@ -96,6 +109,26 @@ impl Rig {
             &pki.server.key_pem(),
         )
         .map_err(|e| format!("broker credentials: {e}"))?;
+        Self::start_issuing(device_binary, pki.ca, credentials).await
+    }
+
+    /// As [`Self::start`], with the `certs init` folder `dir`: devices get identities from
+    /// its CA (`ca.pem`, `ca.key.pem`), the broker presents its server certificate
+    /// (`server.pem`, `server.key.pem`). The policy stays the rig's, which gives each
+    /// device its own inbound topic (the folder's `policy.json` names one thing's topics).
+    pub async fn with_pki_dir(device_binary: PathBuf, dir: &Path) -> Result<Self, String> {
+        let ca = CertificateAuthority::load_dir(dir).map_err(|e| format!("--pki: {e}"))?;
+        let credentials = mock_broker::Credentials::from_dir(dir)
+            .map_err(|e| format!("--pki {}: {e}", dir.display()))?;
+        Self::start_issuing(device_binary, ca, credentials).await
+    }
+
+    /// The broker with `credentials` and the per-device policy; identities from `ca`.
+    async fn start_issuing(
+        device_binary: PathBuf,
+        ca: CertificateAuthority,
+        credentials: mock_broker::Credentials,
+    ) -> Result<Self, String> {
         let policy_json = policy_document(
             THING_NAME_CLIENT,
             OUT_TOPIC,
@@ -112,8 +145,9 @@ impl Rig {
             .tempdir()
             .map_err(|e| format!("work folder: {e}"))?;
         Ok(Self {
-            broker,
-            pki: Some(pki),
+            broker: Some(broker),
+            aws: None,
+            ca: Some(ca),
             device_binary,
             workdir,
             sabotage: ImageSabotage::default(),
@@ -148,13 +182,113 @@ impl Rig {
             .tempdir()
             .map_err(|e| format!("work folder: {e}"))?;
         Ok(Self {
-            broker,
-            pki: None,
+            broker: Some(broker),
+            aws: None,
+            ca: None,
             device_binary,
             workdir,
             sabotage: ImageSabotage::default(),
             given: Some(image),
         })
+    }
+
+    /// Run every device from `image` (built from `certs import`) against the AWS IoT
+    /// endpoint it names, watched through `identity`: no broker is started. The image's
+    /// endpoint must be `endpoint`, so the rig watches where the device publishes.
+    pub async fn aws(
+        device_binary: PathBuf,
+        image: GivenImage,
+        endpoint: &Endpoint,
+        identity: &ObserverIdentity,
+    ) -> Result<Self, String> {
+        let dialled = &image.config.endpoint;
+        if !dialled.host.eq_ignore_ascii_case(&endpoint.host) || dialled.port != endpoint.port {
+            return Err(format!(
+                "{}: the image's config dials {}:{}, not --endpoint {endpoint}",
+                image.path.display(),
+                dialled.host,
+                dialled.port
+            ));
+        }
+        let observer = AwsObserver::connect(
+            endpoint,
+            identity,
+            &image.config.pub_topic,
+            &image.config.client_id,
+        )
+        .await?;
+        let workdir = tempfile::Builder::new()
+            .prefix("hil-")
+            .tempdir()
+            .map_err(|e| format!("work folder: {e}"))?;
+        Ok(Self {
+            broker: None,
+            aws: Some(observer),
+            ca: None,
+            device_binary,
+            workdir,
+            sabotage: ImageSabotage::default(),
+            given: Some(image),
+        })
+    }
+
+    /// The mock broker, for scenarios that drive it (faults, restarts, certificates).
+    pub fn broker(&self) -> Result<&Handle, String> {
+        self.broker
+            .as_ref()
+            .ok_or_else(|| "needs the mock broker, and --target aws has none".into())
+    }
+
+    /// Whether the rig sees the broker's side of things beyond publishes (connections,
+    /// subscriptions, refusals): the mock broker does, an AWS observer only sees publishes.
+    pub fn sees_broker_events(&self) -> bool {
+        self.broker.is_some()
+    }
+
+    /// What the broker (or the AWS observer) sees from now on.
+    pub fn observe(&self) -> Observer {
+        match (&self.broker, &self.aws) {
+            (Some(broker), _) => broker.observe(),
+            (None, Some(aws)) => aws.observe(),
+            (None, None) => unreachable!("a rig has a broker or an observer"),
+        }
+    }
+
+    /// Publish `payload` to `topic` at QoS 1 as the broker's owner (mock) or the observer
+    /// (AWS). Returns how many subscribers it was delivered to, when the target can tell
+    /// (the mock broker); AWS only acknowledges.
+    pub async fn inject(&self, topic: &str, payload: Vec<u8>) -> Result<Option<usize>, String> {
+        match (&self.broker, &self.aws) {
+            (Some(broker), _) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
+            (None, Some(aws)) => aws.publish(topic, payload).await.map(|()| None),
+            (None, None) => unreachable!("a rig has a broker or an observer"),
+        }
+    }
+
+    /// Where the rig is connected, for the banner.
+    pub fn describe(&self) -> String {
+        match (&self.broker, &self.aws) {
+            (Some(broker), _) => format!(
+                "mock broker on {} (SNTP {})",
+                broker.mqtt_addr(),
+                broker
+                    .sntp_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+            (None, Some(aws)) => aws.describe(),
+            (None, None) => unreachable!("a rig has a broker or an observer"),
+        }
+    }
+
+    /// Stop the broker or disconnect the observer.
+    pub async fn shutdown(self) {
+        if let Some(broker) = self.broker {
+            broker.shutdown().await;
+        }
+        if let Some(aws) = self.aws {
+            aws.shutdown().await;
+        }
     }
 
     /// The image given with `--flash`, if any: then every scenario uses it, one at a time.
@@ -171,11 +305,10 @@ impl Rig {
     }
 
     /// The rig's CA, for scenarios that issue certificates.
-    pub fn ca(&self) -> Result<&certs::pki::CertificateAuthority, String> {
-        self.pki
+    pub fn ca(&self) -> Result<&CertificateAuthority, String> {
+        self.ca
             .as_ref()
-            .map(|p| &p.ca)
-            .ok_or_else(|| "needs the rig's own CA, which a --pki folder does not provide".into())
+            .ok_or_else(|| "needs the rig's CA, and every device runs the --flash image".into())
     }
 
     /// Write every later image with `sabotage` applied.
@@ -196,11 +329,9 @@ impl Rig {
     pub fn device_config(&self, client_id: &str) -> Result<DeviceConfig, String> {
         let mut config = DeviceConfig::new("localhost", client_id)
             .map_err(|e| format!("config for {client_id}: {e:?}"))?;
-        config.endpoint.port = self.broker.mqtt_addr().port();
-        let sntp = self
-            .broker
-            .sntp_addr()
-            .ok_or("the broker has no SNTP server")?;
+        let broker = self.broker()?;
+        config.endpoint.port = broker.mqtt_addr().port();
+        let sntp = broker.sntp_addr().ok_or("the broker has no SNTP server")?;
         config.ntp.host = "127.0.0.1"
             .try_into()
             .map_err(|_| "NTP host too long".to_string())?;

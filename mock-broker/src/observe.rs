@@ -161,6 +161,12 @@ pub struct Observer {
 pub struct Lagged(pub u64);
 
 impl Observer {
+    /// An observer of events someone else reports, e.g. a client watching a real AWS IoT
+    /// endpoint that turns what it receives into [`Event`]s, so the same waits work there.
+    pub fn from_receiver(receiver: broadcast::Receiver<Event>) -> Self {
+        Self { receiver }
+    }
+
     /// The next event; `None` once the broker has shut down and everything was read.
     pub async fn next(&mut self) -> Option<Result<Event, Lagged>> {
         match self.receiver.recv().await {

@@ -52,7 +52,8 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
         )));
     };
 
-    let broker = &run.rig.broker;
+    let rig = std::sync::Arc::clone(&run.rig);
+    let broker = rig.broker()?;
     broker.stop_listening().await;
     let dropped = broker.drop_all_connections();
     let outage = Instant::now();
@@ -80,7 +81,7 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
         Ok(())
     }
     .await;
-    let resumed = run.rig.broker.resume_listening().await;
+    let resumed = broker.resume_listening().await;
     result?;
     resumed.map_err(|e| format!("the broker could not listen again: {e}"))?;
     let down_ms = outage.elapsed().as_millis();

@@ -82,13 +82,14 @@ pub const EXPIRED: Scenario = Scenario {
 
 async fn refuses(run: &mut ScenarioRun, case: BadServer) -> CheckResult {
     let (chain, key) = case.credentials(&run.rig)?;
-    run.rig
-        .broker
+    let rig = std::sync::Arc::clone(&run.rig);
+    let broker = rig.broker()?;
+    broker
         .replace_server_certificate_pem(&chain, &key)
         .map_err(|e| format!("the broker would not take the bad certificate: {e}"))?;
     let outcome = refused_twice(run, case).await;
     // Put the good certificate back whatever happened, for the scenarios after this one.
-    let restored = run.rig.broker.restore_server_credentials();
+    let restored = broker.restore_server_credentials();
     let figure = outcome?;
     restored.map_err(|e| format!("the broker could not restore its certificate: {e}"))?;
     Ok(figure)

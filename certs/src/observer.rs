@@ -1,0 +1,55 @@
+//! The rig's observer on AWS IoT: a second identity (certificate + key) that watches the
+//! device's publish topic and injects on its subscribe topic, and the policy it needs.
+//!
+//! `certs init` already writes an observer identity (`observer.pem`, `observer.key.pem`)
+//! signed by the test CA; on AWS, create a second certificate in the console (or register
+//! that one) and attach [`observer_policy_document`] to it.
+
+/// The observer's MQTT client id unless told otherwise.
+pub const DEFAULT_OBSERVER_CLIENT_ID: &str = "hil-observer";
+
+/// An AWS IoT policy granting exactly what the observer does: connect as `client_id`,
+/// subscribe to and receive `watch_topic` (the device's publish topic), publish to
+/// `inject_topic` (the device's subscribe topic). Nothing else: in particular it cannot
+/// publish to `watch_topic`, so everything seen there comes from the devices.
+pub fn observer_policy_document(client_id: &str, watch_topic: &str, inject_topic: &str) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Policy {
+        version: &'static str,
+        statement: Vec<Statement>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Statement {
+        effect: &'static str,
+        action: &'static str,
+        resource: String,
+    }
+    let allow = |action, resource| Statement {
+        effect: "Allow",
+        action,
+        resource,
+    };
+    let policy = Policy {
+        version: "2012-10-17",
+        statement: vec![
+            allow("iot:Connect", format!("arn:aws:iot:*:*:client/{client_id}")),
+            allow(
+                "iot:Subscribe",
+                format!("arn:aws:iot:*:*:topicfilter/{watch_topic}"),
+            ),
+            allow(
+                "iot:Receive",
+                format!("arn:aws:iot:*:*:topic/{watch_topic}"),
+            ),
+            allow(
+                "iot:Publish",
+                format!("arn:aws:iot:*:*:topic/{inject_topic}"),
+            ),
+        ],
+    };
+    let mut text = serde_json::to_string_pretty(&policy).expect("plain structs always serialise");
+    text.push('\n');
+    text
+}

@@ -1,0 +1,198 @@
+//! `hil run --target aws` against the mock broker acting as the AWS IoT endpoint: the
+//! device runs the one image it is given, the rig starts no broker of its own and watches
+//! and injects through a second identity (the observer) with the policy
+//! `certs::observer::observer_policy_document` writes. Boot, cadence and inbound pass
+//! through the observer; the scenarios that need broker faults are reported skipped.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use certs::creds::Credentials;
+use certs::image;
+use certs::observer::{DEFAULT_OBSERVER_CLIENT_ID, observer_policy_document};
+use certs::pki::{InitOptions, Pki, THING_NAME_CLIENT, policy_document};
+use firmware_core::config::DeviceConfig;
+use mock_broker::{Config, Event, Handle, MockBroker, Policy, Publisher};
+
+/// One policy for the broker holding both identities' statements: on AWS each
+/// certificate has its own policy, the mock broker applies one document to everyone.
+fn thing_and_observer_policy(observer_client_id: &str) -> Policy {
+    let statements = |text: &str| -> Vec<serde_json::Value> {
+        let doc: serde_json::Value = serde_json::from_str(text).expect("policy JSON");
+        doc["Statement"].as_array().expect("statements").clone()
+    };
+    let mut all = statements(&policy_document(THING_NAME_CLIENT, "outTopic", "inTopic"));
+    all.extend(statements(&observer_policy_document(
+        observer_client_id,
+        "outTopic",
+        "inTopic",
+    )));
+    let doc = serde_json::json!({ "Version": "2012-10-17", "Statement": all });
+    Policy::from_json(&doc.to_string()).expect("policy")
+}
+
+/// The "endpoint": a mock broker serving `pki`'s server certificate with `policy`, and
+/// SNTP on loopback for the device.
+async fn endpoint(pki: &Pki, policy: Policy) -> Handle {
+    let credentials = mock_broker::Credentials::with_server_pem(
+        vec![pki.ca.cert_der().to_vec()],
+        &pki.server.cert_pem(),
+        &pki.server.key_pem(),
+    )
+    .expect("credentials");
+    let mut config = Config::new(credentials, policy);
+    config.sntp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    MockBroker::start(config).await.expect("broker")
+}
+
+/// What `certs import` + `certs image` make for a real thing: its identity, the CA the
+/// endpoint chains to, the endpoint and the tutorial's topics.
+fn write_thing_image(dir: &Path, pki: &Pki, broker: &Handle) -> std::path::PathBuf {
+    let mut config = DeviceConfig::new("localhost", "ESPthing").expect("config");
+    config.endpoint.port = broker.mqtt_addr().port();
+    config.ntp.host = "127.0.0.1".try_into().unwrap();
+    config.ntp.port = broker.sntp_addr().expect("sntp").port();
+    let creds = Credentials::from_pki(pki).expect("creds");
+    let bytes = image::build_image(&creds, &config, image::DEFAULT_IMAGE_SIZE).expect("image");
+    let path = dir.join("thing.img");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn write_observer_files(dir: &Path, pki: &Pki) {
+    std::fs::write(dir.join("observer.pem"), pki.observer.cert_pem()).unwrap();
+    std::fs::write(
+        dir.join("observer.key.pem"),
+        pki.observer.key_pem().as_bytes(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("ca.pem"), pki.ca.cert_pem()).unwrap();
+}
+
+fn hil_aws(dir: &Path, broker: &Handle, extra: &[&str]) -> Output {
+    common::virtual_device();
+    let endpoint = format!("localhost:{}", broker.mqtt_addr().port());
+    Command::new(env!("CARGO_BIN_EXE_hil"))
+        .current_dir(dir)
+        .args([
+            "run",
+            "--target",
+            "aws",
+            "--endpoint",
+            &endpoint,
+            "--flash",
+            "thing.img",
+            "--observer-cert",
+            "observer.pem",
+            "--observer-key",
+            "observer.key.pem",
+            "--observer-ca",
+            "ca.pem",
+        ])
+        .args(extra)
+        .output()
+        .expect("run hil")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_cadence_and_inbound_pass_through_the_observer_and_fault_scenarios_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&InitOptions::default()).expect("pki");
+    let broker = endpoint(&pki, thing_and_observer_policy(DEFAULT_OBSERVER_CLIENT_ID)).await;
+    let mut seen = broker.observe();
+    write_thing_image(dir.path(), &pki, &broker);
+    write_observer_files(dir.path(), &pki);
+
+    let out = hil_aws(dir.path(), &broker, &["--junit", "junit.xml"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "hil failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for name in ["boot", "cadence", "inbound"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(" pass ")),
+            "{name} did not pass:\n{stdout}"
+        );
+    }
+    for name in [
+        "reconnect-after-restart",
+        "tls-untrusted-ca",
+        "tls-wrong-name",
+        "tls-expired",
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "skipping {name}: needs the mock broker's faults, which AWS IoT does not offer"
+            )),
+            "{name} not skipped with the reason:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!(
+            "AWS IoT endpoint localhost:{} watched by observer hil-observer",
+            broker.mqtt_addr().port()
+        )),
+        "{stderr}"
+    );
+
+    // The endpoint's own account: the observer connected under its client id, and the
+    // inbound payloads came from it, not from a back door into the broker.
+    let mut observer_connected = false;
+    let mut observer_publishes = 0;
+    while let Some(event) = seen.try_next() {
+        match event {
+            Event::Connected { client_id, .. } if client_id == DEFAULT_OBSERVER_CLIENT_ID => {
+                observer_connected = true;
+            }
+            Event::Publish(p)
+                if p.publisher == Publisher::Client(DEFAULT_OBSERVER_CLIENT_ID.into()) =>
+            {
+                assert_eq!(p.topic, "inTopic");
+                observer_publishes += 1;
+            }
+            Event::Publish(p) => assert_ne!(p.publisher, Publisher::Injected, "{p:?}"),
+            _ => {}
+        }
+    }
+    assert!(observer_connected);
+    assert_eq!(
+        observer_publishes,
+        hil::scenarios::inbound::payloads().len()
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(junit.contains("name=\"cadence\""), "{junit}");
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observer_its_policy_does_not_let_watch_the_topic_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&InitOptions::default()).expect("pki");
+    // The thing's policy only: the observer (CN=observer) may connect as itself, but not
+    // subscribe to outTopic.
+    let policy = Policy::from_json(&policy_document(THING_NAME_CLIENT, "outTopic", "inTopic"))
+        .expect("policy");
+    let broker = endpoint(&pki, policy).await;
+    write_thing_image(dir.path(), &pki, &broker);
+    write_observer_files(dir.path(), &pki);
+
+    let out = hil_aws(
+        dir.path(),
+        &broker,
+        &["--observer-client-id", "observer", "--scenario", "boot"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("observer observer at localhost:") && stderr.contains("outTopic"),
+        "{stderr}"
+    );
+    broker.shutdown().await;
+}
