@@ -116,7 +116,7 @@ impl ScenarioRun {
                 self.rig.write_image(&config)?
             }
         };
-        let observer = self.rig.broker.observe();
+        let observer = self.rig.observe();
         let device = VirtualDevice::spawn(self.rig.device_binary(), &image)
             .map_err(|e| format!("virtual device: {e}"))?;
         self.device = Some(device);
