@@ -17,10 +17,12 @@ use crate::device::VirtualDevice;
 use crate::rig::Rig;
 use crate::serial::{SerialCapture, SerialLine};
 
+pub mod backoff;
 pub mod boot;
 pub mod cadence;
 pub mod inbound;
 pub mod reconnect;
+pub mod stamped;
 pub mod tls;
 
 /// What a check's future resolves to: the key figure, or what went wrong.
@@ -55,6 +57,7 @@ pub fn all() -> Vec<Scenario> {
         tls::UNTRUSTED_CA,
         tls::WRONG_NAME,
         tls::EXPIRED,
+        backoff::SCENARIO,
     ]
 }
 
