@@ -1,6 +1,6 @@
 //! The `hil` command line: `hil list` and `hil run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -8,10 +8,13 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::aws::{Endpoint, ObserverIdentity};
-use crate::device::find_virtual_device;
+use crate::backend::Backend;
+use crate::backend::esp32c3::{self, Esp32c3Backend};
+use crate::backend::esp8266::Esp8266Backend;
+use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
 use crate::report::{junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
-use crate::runner::{Progress, run_suite};
+use crate::runner::{Progress, run_suite_on};
 use crate::scenarios;
 
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
@@ -125,31 +128,43 @@ pub fn list() -> String {
         .collect()
 }
 
-/// Options this slice parses but cannot act on yet, as one error message.
+/// Options that mean nothing with the others given, as one error message.
 fn unsupported(args: &RunArgs) -> Option<String> {
-    let mut missing = Vec::new();
-    if args.board != Board::Virtual {
-        missing.push(format!(
-            "--board {}",
-            args.board
-                .to_possible_value()
-                .map(|v| v.get_name().to_string())
-                .unwrap_or_default()
-        ));
-    }
-    for (flag, given) in [
+    let board_only: Vec<&str> = [
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
-    ] {
-        if given {
-            missing.push(flag.to_string());
-        }
-    }
-    (!missing.is_empty()).then(|| {
+    ]
+    .into_iter()
+    .filter(|(_, given)| *given && args.board == Board::Virtual)
+    .map(|(flag, _)| flag)
+    .collect();
+    (!board_only.is_empty()).then(|| {
         format!(
-            "not yet supported: {} (this runner drives the virtual device)",
-            missing.join(", ")
+            "{}: only with --board esp32c3 or --board esp8266",
+            board_only.join(", ")
         )
+    })
+}
+
+/// The backend `--board` names. A board is looked for first: without it nothing can run,
+/// and the error says which ports were seen.
+fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, String> {
+    Ok(match args.board {
+        Board::Virtual => Arc::new(VirtualBackend::new(find_virtual_device()?)),
+        Board::Esp32c3 => {
+            let board = Esp32c3Backend::new(
+                args.port.clone(),
+                args.firmware.clone(),
+                Path::new(esp32c3::DEFAULT_PARTITIONS),
+            )?;
+            eprintln!("hil: esp32c3 on {}", board.port().display());
+            Arc::new(board)
+        }
+        Board::Esp8266 => {
+            let board = Esp8266Backend::new(args.port.clone(), args.firmware.clone())?;
+            eprintln!("hil: esp8266 on {}", board.port().display());
+            Arc::new(board)
+        }
     })
 }
 
@@ -316,27 +331,38 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     }
     let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
-    let binary = find_virtual_device()?;
+    let backend = backend(args)?;
+    // The rig's own virtual-device binary is only run by the virtual backend.
+    let binary = match args.board {
+        Board::Virtual => find_virtual_device()?,
+        Board::Esp32c3 | Board::Esp8266 => PathBuf::new(),
+    };
     let (rig, skipped) = start_rig(args, binary, &mut selected).await?;
     for (name, why) in &skipped {
         eprintln!("hil: skipping {name}: {why}");
     }
     eprintln!(
-        "hil: {}, {} scenario(s) on the virtual device",
+        "hil: {}, {} scenario(s) on the {} device",
         rig.describe(),
-        selected.len()
+        selected.len(),
+        backend.board()
     );
     let rig = Arc::new(rig);
-    let reports = run_suite(Arc::clone(&rig), selected, move |event| {
-        let at = started.elapsed().as_secs_f64();
-        match event {
-            Progress::Started(name) => eprintln!("[{at:6.1}s] start {name}"),
-            Progress::Finished(r) => match &r.result {
-                Ok(figure) => eprintln!("[{at:6.1}s] pass  {}: {figure}", r.name),
-                Err(why) => eprintln!("[{at:6.1}s] FAIL  {}: {why}", r.name),
-            },
-        }
-    })
+    let reports = run_suite_on(
+        Arc::clone(&rig),
+        Arc::clone(&backend),
+        selected,
+        move |event| {
+            let at = started.elapsed().as_secs_f64();
+            match event {
+                Progress::Started(name) => eprintln!("[{at:6.1}s] start {name}"),
+                Progress::Finished(r) => match &r.result {
+                    Ok(figure) => eprintln!("[{at:6.1}s] pass  {}: {figure}", r.name),
+                    Err(why) => eprintln!("[{at:6.1}s] FAIL  {}: {why}", r.name),
+                },
+            }
+        },
+    )
     .await;
     let total = started.elapsed();
     let summary = summary_table(&reports);
@@ -345,7 +371,7 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(path, junit_xml("virtual", &reports, total))
+        std::fs::write(path, junit_xml(backend.board(), &reports, total))
             .map_err(|e| format!("write {}: {e}", path.display()))?;
         println!("JUnit: {}", path.display());
     }
@@ -386,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn boards_targets_and_images_not_built_yet_are_refused_by_name() {
+    fn board_options_are_taken_with_a_board_and_refused_by_name_without() {
         let args = run_args(&["--board", "esp32c3", "--port", "/dev/ttyACM0"]);
         assert_eq!(unsupported(&args), None);
         let args = run_args(&["--board", "esp8266", "--firmware", "sketch.bin"]);

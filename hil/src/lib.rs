@@ -1,13 +1,19 @@
 //! `hil`: the hardware-in-the-loop runner (DESIGN.md section 5). It starts the device
-//! (today: the virtual device behind a pseudo-terminal), captures its serial log through
-//! the same code a USB port uses, drives the mock broker, and asserts cadence, inbound
-//! handling and reconnects against both the broker's observations and the parsed log.
+//! (the virtual device behind a pseudo-terminal, or a flashed ESP32-C3 or ESP8266 board),
+//! captures its serial log through the same code a USB port uses, drives the mock broker,
+//! and asserts cadence, inbound handling and reconnects against both the broker's
+//! observations and the parsed log.
 //!
 //! # Layout
 //!
 //! - [`serial`]: [`serial::SerialCapture`], lines from a pty or USB port with host
 //!   timestamps, parsed with `firmware_core::log::Line`.
-//! - [`device`]: the virtual device backend (binary discovery, spawn, kill on drop).
+//! - [`backend`]: device backends behind one trait (start on a flash image, serial
+//!   capture, exited?): [`backend::virtual_device`] (a process per scenario behind a
+//!   pty), [`backend::esp32c3`] (espflash library, partition table, USB-Serial-JTAG),
+//!   [`backend::esp8266`] (esptool, the Arduino sketch's log translated to `Line`s);
+//!   [`backend::ports`] finds a board's port by USB id, [`backend::flashing`] draws
+//!   flashing progress.
 //! - [`rig`]: one test PKI, one mock broker, per-device identities and flash images.
 //! - [`scenarios`]: the scenarios as data (name, tolerance, exclusivity) plus their checks.
 //! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
@@ -18,8 +24,8 @@
 //! - [`cli`]: `hil list`, `hil run`.
 
 pub mod aws;
+pub mod backend;
 pub mod cli;
-pub mod device;
 pub mod normalise;
 pub mod report;
 pub mod rig;

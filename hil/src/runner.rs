@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
+use crate::backend::virtual_device::VirtualBackend;
 use crate::rig::Rig;
 use crate::scenarios::{Scenario, ScenarioRun};
 use crate::serial::SerialLine;
@@ -39,18 +41,30 @@ pub enum Progress<'a> {
     Finished(&'a ScenarioReport),
 }
 
-/// Run `scenarios` in `rig`, reporting progress as it goes; reports come back in the
-/// order given.
+/// Run `scenarios` in `rig` on virtual devices of the rig's `virtual-device` binary.
 pub async fn run_suite(
     rig: Arc<Rig>,
+    scenarios: Vec<Scenario>,
+    progress: impl Fn(Progress<'_>) + Send + Sync + 'static,
+) -> Vec<ScenarioReport> {
+    let backend = Arc::new(VirtualBackend::new(rig.device_binary()));
+    run_suite_on(rig, backend, scenarios, progress).await
+}
+
+/// Run `scenarios` in `rig` on devices `backend` starts, reporting progress as it goes;
+/// reports come back in the order given.
+pub async fn run_suite_on(
+    rig: Arc<Rig>,
+    backend: Arc<dyn Backend>,
     scenarios: Vec<Scenario>,
     progress: impl Fn(Progress<'_>) + Send + Sync + 'static,
 ) -> Vec<ScenarioReport> {
     let progress = Arc::new(progress);
     let order: Vec<&'static str> = scenarios.iter().map(|s| s.name).collect();
     // One given image is one identity: a second device with its client id would take
-    // over the first's session, so then everything runs in sequence.
-    let one_identity = rig.given_image().is_some();
+    // over the first's session. One board is one device. Either way everything then
+    // runs in sequence.
+    let one_identity = rig.given_image().is_some() || backend.single_device();
     let (exclusive, concurrent): (Vec<_>, Vec<_>) = scenarios
         .into_iter()
         .partition(|s| s.exclusive || one_identity);
@@ -59,10 +73,11 @@ pub async fn run_suite(
     let mut tasks = tokio::task::JoinSet::new();
     for scenario in concurrent {
         let rig = Arc::clone(&rig);
+        let backend = Arc::clone(&backend);
         let progress = Arc::clone(&progress);
         tasks.spawn(async move {
             progress(Progress::Started(scenario.name));
-            let report = run_one(rig, &scenario).await;
+            let report = run_one(rig, backend, &scenario).await;
             progress(Progress::Finished(&report));
             report
         });
@@ -75,7 +90,7 @@ pub async fn run_suite(
     }
     for scenario in exclusive {
         progress(Progress::Started(scenario.name));
-        let report = run_one(Arc::clone(&rig), &scenario).await;
+        let report = run_one(Arc::clone(&rig), Arc::clone(&backend), &scenario).await;
         progress(Progress::Finished(&report));
         reports.push(report);
     }
@@ -83,9 +98,9 @@ pub async fn run_suite(
     reports
 }
 
-async fn run_one(rig: Arc<Rig>, scenario: &Scenario) -> ScenarioReport {
+async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) -> ScenarioReport {
     let started = Instant::now();
-    let mut run = ScenarioRun::new(rig, scenario);
+    let mut run = ScenarioRun::on(rig, backend, scenario);
     let result = match tokio::time::timeout(SCENARIO_LIMIT, (scenario.check)(&mut run)).await {
         Ok(result) => result,
         Err(_) => Err(run.failure(&format!(

@@ -58,6 +58,12 @@ impl SerialLine {
     }
 }
 
+/// Turns a line that is not a firmware log line (already stripped of `\r\n`) into the
+/// log lines it stands for: a board whose firmware speaks another vocabulary (the ESP8266
+/// reference sketch) is read as if it printed `firmware_core::log::Line`s. Empty: the
+/// line is kept verbatim.
+pub type Translate = Box<dyn FnMut(&[u8]) -> Vec<Line> + Send>;
+
 /// Reads a serial port on a thread and hands out its lines, keeping every line seen.
 pub struct SerialCapture {
     name: String,
@@ -76,11 +82,21 @@ impl SerialCapture {
     /// A pseudo-terminal pair: the rig reads the master, the device is given
     /// [`SerialCapture::device_path`] (the slave, in raw mode).
     pub fn pseudo_terminal() -> io::Result<Self> {
+        Self::pty(None)
+    }
+
+    /// A pseudo-terminal pair whose lines pass through `translate` (a recorded board
+    /// transcript replayed through the capture path).
+    pub fn pseudo_terminal_translated(translate: Translate) -> io::Result<Self> {
+        Self::pty(Some(translate))
+    }
+
+    fn pty(translate: Option<Translate>) -> io::Result<Self> {
         let (master, slave) = TTYPort::pair().map_err(io::Error::other)?;
         let path = slave
             .name()
             .ok_or_else(|| io::Error::other("pseudo-terminal without a name"))?;
-        let mut capture = Self::from_port(Box::new(master), path.clone());
+        let mut capture = Self::from_serial(Box::new(master), path.clone(), translate);
         capture.device_path = Some(path.into());
         capture._device_end = Some(slave);
         Ok(capture)
@@ -88,21 +104,44 @@ impl SerialCapture {
 
     /// A USB serial port (or any tty) at `baud`.
     pub fn open_port(path: &Path, baud: u32) -> io::Result<Self> {
-        let port = serialport::new(path.to_string_lossy(), baud)
+        Self::open_port_with(path, baud, |_| Ok(()), None)
+    }
+
+    /// A USB serial port at `baud`, after `prepare` ran on it (a board reset through the
+    /// modem lines: reading starts before the board prints its first byte), its lines
+    /// passed through `translate`.
+    pub fn open_port_with(
+        path: &Path,
+        baud: u32,
+        prepare: impl FnOnce(&mut dyn SerialPort) -> io::Result<()>,
+        translate: Option<Translate>,
+    ) -> io::Result<Self> {
+        let mut port = serialport::new(path.to_string_lossy(), baud)
             .timeout(READ_POLL)
             .open()
             .map_err(|e| io::Error::other(format!("open {}: {e}", path.display())))?;
-        Ok(Self::from_port(port, path.display().to_string()))
+        prepare(port.as_mut()).map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+        Ok(Self::from_serial(
+            port,
+            path.display().to_string(),
+            translate,
+        ))
     }
 
-    fn from_port(mut port: Box<dyn SerialPort>, name: String) -> Self {
+    /// Capture an already open port (e.g. the one a flasher used, so nothing the board
+    /// prints after its reset is lost), its lines passed through `translate`.
+    pub fn from_serial(
+        mut port: Box<dyn SerialPort>,
+        name: String,
+        translate: Option<Translate>,
+    ) -> Self {
         let _ = port.set_timeout(READ_POLL);
         let (tx, lines) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let keep = Arc::clone(&seen);
         std::thread::Builder::new()
             .name(format!("serial {name}"))
-            .spawn(move || read_lines(port.as_mut(), &tx, &keep))
+            .spawn(move || read_lines(port.as_mut(), &tx, &keep, translate))
             .expect("spawn the serial reader thread");
         Self {
             name,
@@ -177,6 +216,7 @@ fn read_lines(
     port: &mut dyn SerialPort,
     tx: &mpsc::UnboundedSender<SerialLine>,
     seen: &Mutex<Vec<SerialLine>>,
+    mut translate: Option<Translate>,
 ) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 1024];
@@ -195,29 +235,40 @@ fn read_lines(
         }
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let raw: Vec<u8> = pending.drain(..=end).collect();
-            let line = parse(&raw);
-            if let Ok(mut seen) = seen.lock() {
-                seen.push(line.clone());
-            }
-            if tx.send(line).is_err() {
-                return;
+            for line in parse(&raw, translate.as_mut()) {
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(line.clone());
+                }
+                if tx.send(line).is_err() {
+                    return;
+                }
             }
         }
     }
 }
 
-fn parse(raw: &[u8]) -> SerialLine {
+/// One raw line as the lines it stands for: a firmware log line, else what `translate`
+/// makes of it, else the text verbatim.
+fn parse(raw: &[u8], translate: Option<&mut Translate>) -> Vec<SerialLine> {
+    let (at, wall) = (Instant::now(), SystemTime::now());
+    let stamp = |text| SerialLine { at, wall, text };
+    let end = raw
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    let raw = &raw[..end];
     let text = String::from_utf8_lossy(raw);
-    let text = text.trim_end_matches(['\r', '\n']);
-    let parsed = match text.parse::<Line>() {
-        Ok(line) => SerialText::Line(Box::new(line)),
-        Err(_) => SerialText::Unparsed(text.to_string()),
-    };
-    SerialLine {
-        at: Instant::now(),
-        wall: SystemTime::now(),
-        text: parsed,
+    if let Ok(line) = text.parse::<Line>() {
+        return vec![stamp(SerialText::Line(Box::new(line)))];
     }
+    let translated = translate.map(|t| t(raw)).unwrap_or_default();
+    if translated.is_empty() {
+        return vec![stamp(SerialText::Unparsed(text.into_owned()))];
+    }
+    translated
+        .into_iter()
+        .map(|line| stamp(SerialText::Line(Box::new(line))))
+        .collect()
 }
 
 #[cfg(test)]

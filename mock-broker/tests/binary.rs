@@ -11,12 +11,7 @@ use tokio::process::Command;
 #[tokio::test]
 async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
     let rig = Rig::new();
-    std::fs::write(rig.path("server.pem"), rig.pki.server.cert_pem()).unwrap();
-    std::fs::write(
-        rig.path("server.key.pem"),
-        rig.pki.server.key_pem().as_bytes(),
-    )
-    .unwrap();
+    rig.write_identity("server", &rig.pki.server);
     std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
         .args([
@@ -95,12 +90,7 @@ async fn serve_with_missing_credentials_names_the_file() {
 #[tokio::test]
 async fn serve_refuses_a_malformed_policy_naming_the_statement() {
     let rig = Rig::new();
-    std::fs::write(rig.path("server.pem"), rig.pki.server.cert_pem()).unwrap();
-    std::fs::write(
-        rig.path("server.key.pem"),
-        rig.pki.server.key_pem().as_bytes(),
-    )
-    .unwrap();
+    rig.write_identity("server", &rig.pki.server);
     let policy = rig.path("bad-policy.json");
     std::fs::write(
         &policy,

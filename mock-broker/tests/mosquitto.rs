@@ -3,10 +3,51 @@
 
 mod common;
 
+use std::net::SocketAddr;
+
 use common::{Cert, Rig, WAIT, finish, mosquitto, payload_file, run, spawn};
 use mock_broker::{DisconnectReason, Event, Policy, Publisher, QoS};
+use tokio::process::Command;
 
 const VERSIONS: [&str; 2] = ["mqttv311", "mqttv5"];
+
+/// `mosquitto_pub` for the broker at `addr`, dialling `localhost` (the server
+/// certificate's name, sent as SNI) as the thing (the rig's `device` identity).
+fn publisher(rig: &Rig, addr: SocketAddr, version: &str, client_id: &str) -> Command {
+    publisher_as(rig, addr, version, Cert::File("device"), client_id)
+}
+
+/// [`publisher`] with another identity.
+fn publisher_as(
+    rig: &Rig,
+    addr: SocketAddr,
+    version: &str,
+    cert: Cert<'_>,
+    client_id: &str,
+) -> Command {
+    mosquitto(
+        "mosquitto_pub",
+        rig,
+        addr,
+        "localhost",
+        version,
+        cert,
+        client_id,
+    )
+}
+
+/// `mosquitto_sub` as [`publisher`] connects.
+fn subscriber(rig: &Rig, addr: SocketAddr, version: &str, client_id: &str) -> Command {
+    mosquitto(
+        "mosquitto_sub",
+        rig,
+        addr,
+        "localhost",
+        version,
+        Cert::File("device"),
+        client_id,
+    )
+}
 
 #[tokio::test]
 async fn round_trip_between_two_clients_in_both_versions() {
@@ -16,15 +57,7 @@ async fn round_trip_between_two_clients_in_both_versions() {
     for version in VERSIONS {
         let mut observer = broker.observe();
         let sub_id = format!("ESPthing-sub-{version}");
-        let mut sub = mosquitto(
-            "mosquitto_sub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            &sub_id,
-        );
+        let mut sub = subscriber(&rig, addr, version, &sub_id);
         sub.args(["-t", "test/rt", "-q", "1", "-C", "1", "-W", "10"]);
         let sub = spawn(sub);
         assert_eq!(
@@ -35,15 +68,7 @@ async fn round_trip_between_two_clients_in_both_versions() {
             "{version}: subscription granted"
         );
         let pub_id = format!("ESPthing-pub-{version}");
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            &pub_id,
-        );
+        let mut publish = publisher(&rig, addr, version, &pub_id);
         publish.args(["-t", "test/rt", "-q", "1", "-m", "hello world"]);
         let (ok, _, err) = run(publish).await;
         assert!(ok, "{version}: mosquitto_pub failed: {err}");
@@ -64,15 +89,7 @@ async fn injected_messages_reach_subscribers() {
     let rig = Rig::new();
     let broker = rig.start(rig.config()).await;
     let mut observer = broker.observe();
-    let mut sub = mosquitto(
-        "mosquitto_sub",
-        &rig,
-        broker.mqtt_addr(),
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing",
-    );
+    let mut sub = subscriber(&rig, broker.mqtt_addr(), "mqttv5", "ESPthing");
     // QoS 2 requested: AWS grants 1.
     sub.args([
         "-t", "test/in", "-q", "2", "-C", "1", "-W", "10", "-F", "%q %p",
@@ -112,15 +129,7 @@ async fn clients_without_a_certificate_or_with_an_unknown_or_expired_one_are_ref
     let broker = rig.start(rig.config()).await;
     for cert in [Cert::None, Cert::File("rogue"), Cert::File("expired")] {
         let mut observer = broker.observe();
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            broker.mqtt_addr(),
-            "localhost",
-            "mqttv311",
-            cert,
-            "ESPthing",
-        );
+        let mut publish = publisher_as(&rig, broker.mqtt_addr(), "mqttv311", cert, "ESPthing");
         publish.args(["-t", "test/x", "-m", "x"]);
         let (ok, _, _) = run(publish).await;
         assert!(!ok, "publish without a trusted certificate must fail");
@@ -138,15 +147,7 @@ async fn sni_not_naming_the_endpoint_is_refused() {
     let broker = rig.start(config).await;
     let mut observer = broker.observe();
     // mosquitto sends its -h host as SNI.
-    let mut publish = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        broker.mqtt_addr(),
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing",
-    );
+    let mut publish = publisher(&rig, broker.mqtt_addr(), "mqttv5", "ESPthing");
     publish.args(["-t", "test/x", "-m", "x"]);
     let (ok, _, _) = run(publish).await;
     assert!(!ok);
@@ -160,27 +161,11 @@ async fn a_duplicate_client_id_drops_the_older_connection() {
     let broker = rig.start(rig.config()).await;
     for version in VERSIONS {
         let mut observer = broker.observe();
-        let mut first = mosquitto(
-            "mosquitto_sub",
-            &rig,
-            broker.mqtt_addr(),
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing-dup",
-        );
+        let mut first = subscriber(&rig, broker.mqtt_addr(), version, "ESPthing-dup");
         first.args(["-t", "test/dup", "-W", "10"]);
         let first = spawn(first);
         assert!(observer.wait_for_connect("ESPthing-dup", WAIT).await);
-        let mut second = mosquitto(
-            "mosquitto_sub",
-            &rig,
-            broker.mqtt_addr(),
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing-dup",
-        );
+        let mut second = subscriber(&rig, broker.mqtt_addr(), version, "ESPthing-dup");
         second.args(["-t", "test/dup", "-W", "10"]);
         let second = spawn(second);
         assert_eq!(
@@ -201,15 +186,7 @@ async fn qos2_publish_is_refused_or_downgraded_as_on_aws() {
     let addr = broker.mqtt_addr();
     let mut observer = broker.observe();
     // MQTT 3.1.1 has no way to say "QoS 2 unsupported": AWS closes the connection.
-    let mut publish = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv311",
-        Cert::File("device"),
-        "ESPthing-q2",
-    );
+    let mut publish = publisher(&rig, addr, "mqttv311", "ESPthing-q2");
     publish.args(["-t", "test/q2", "-q", "2", "-m", "x"]);
     let (ok, _, _) = run(publish).await;
     assert!(!ok, "QoS 2 publish must not succeed over 3.1.1");
@@ -219,15 +196,7 @@ async fn qos2_publish_is_refused_or_downgraded_as_on_aws() {
     );
     // MQTT 5: CONNACK says Maximum QoS 1 and mosquitto refuses to send, as on AWS.
     // (A client that sends QoS 2 anyway is covered in tests/raw_mqtt.rs.)
-    let mut publish = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing-q2v5",
-    );
+    let mut publish = publisher(&rig, addr, "mqttv5", "ESPthing-q2v5");
     publish.args(["-t", "test/q2", "-q", "2", "-m", "x"]);
     let (_, _, err) = run(publish).await;
     assert!(err.contains("QoS not supported"), "{err}");
@@ -256,26 +225,10 @@ async fn aws_topic_and_payload_limits_close_the_connection() {
     for version in VERSIONS {
         let mut observer = broker.observe();
         // 7 slashes: fine. Then 8: refused.
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ok7",
-        );
+        let mut publish = publisher(&rig, addr, version, "ok7");
         publish.args(["-t", "a/b/c/d/e/f/g/h", "-q", "1", "-m", "x"]);
         assert!(run(publish).await.0, "{version}: 7 slashes");
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "deep8",
-        );
+        let mut publish = publisher(&rig, addr, version, "deep8");
         publish.args(["-t", "a/b/c/d/e/f/g/h/i", "-q", "1", "-m", "x"]);
         assert!(!run(publish).await.0, "{version}: 8 slashes");
         assert_eq!(
@@ -283,28 +236,12 @@ async fn aws_topic_and_payload_limits_close_the_connection() {
             Some(DisconnectReason::ClientError)
         );
         // 128 KiB payload: fine. One byte more: refused.
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "big",
-        );
+        let mut publish = publisher(&rig, addr, version, "big");
         publish.args(["-t", "big", "-q", "1", "-f"]).arg(&exact);
         assert!(run(publish).await.0, "{version}: 128 KiB");
         let seen = observer.wait_for_publish("big", WAIT).await.unwrap();
         assert_eq!(seen.payload.len(), 128 * 1024);
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "bigger",
-        );
+        let mut publish = publisher(&rig, addr, version, "bigger");
         publish.args(["-t", "big", "-q", "1", "-f"]).arg(&over);
         assert!(!run(publish).await.0, "{version}: 128 KiB + 1");
         assert_eq!(
@@ -329,15 +266,7 @@ async fn the_certs_init_policy_denies_other_topics_and_closes_the_connection() {
     for version in VERSIONS {
         let mut observer = broker.observe();
         // Allowed: publish to outTopic as the thing itself.
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing",
-        );
+        let mut publish = publisher(&rig, addr, version, "ESPthing");
         publish.args([
             "-t",
             "outTopic",
@@ -354,15 +283,7 @@ async fn the_certs_init_policy_denies_other_topics_and_closes_the_connection() {
             Some(DisconnectReason::ClientInitiatedDisconnect)
         );
         // Denied publish.
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing",
-        );
+        let mut publish = publisher(&rig, addr, version, "ESPthing");
         publish.args(["-t", "inTopic", "-q", "1", "-m", "x"]);
         assert!(
             !run(publish).await.0,
@@ -373,15 +294,7 @@ async fn the_certs_init_policy_denies_other_topics_and_closes_the_connection() {
             Some(DisconnectReason::ForbiddenAccess)
         );
         // Denied subscribe.
-        let mut sub = mosquitto(
-            "mosquitto_sub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing",
-        );
+        let mut sub = subscriber(&rig, addr, version, "ESPthing");
         sub.args(["-t", "outTopic", "-C", "1", "-W", "5"]);
         let sub = spawn(sub);
         assert_eq!(
@@ -390,15 +303,7 @@ async fn the_certs_init_policy_denies_other_topics_and_closes_the_connection() {
         );
         drop(sub);
         // Denied connect: a client id other than the thing name.
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "not-the-thing",
-        );
+        let mut publish = publisher(&rig, addr, version, "not-the-thing");
         publish.args(["-t", "outTopic", "-m", "x"]);
         assert!(!run(publish).await.0);
         let reason = observer.wait_for_refusal(WAIT).await.unwrap();
@@ -412,15 +317,7 @@ async fn lifecycle_events_reach_subscribers_with_aws_fields() {
     let broker = rig.start(rig.config()).await;
     let addr = broker.mqtt_addr();
     let mut observer = broker.observe();
-    let mut watch = mosquitto(
-        "mosquitto_sub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing-watch",
-    );
+    let mut watch = subscriber(&rig, addr, "mqttv5", "ESPthing-watch");
     watch.args([
         "-t",
         "$aws/events/presence/+/ESPthing-dev",
@@ -438,15 +335,7 @@ async fn lifecycle_events_reach_subscribers_with_aws_fields() {
         )
         .await
         .unwrap();
-    let mut publish = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv311",
-        Cert::File("device"),
-        "ESPthing-dev",
-    );
+    let mut publish = publisher(&rig, addr, "mqttv311", "ESPthing-dev");
     publish.args(["-t", "test/x", "-m", "x"]);
     assert!(run(publish).await.0);
     let (ok, out, err) = finish(watch).await;
@@ -486,15 +375,7 @@ async fn device_advisor_tls_cases_fail_at_the_client_and_restore() {
     let (untrusted, _) = pki::server_cert_untrusted(&names, KeyAlgorithm::EcP256).unwrap();
     let wrong_name = pki::server_cert_wrong_name(&rig.pki.ca).unwrap();
     let publish = || {
-        let mut publish = mosquitto(
-            "mosquitto_pub",
-            &rig,
-            addr,
-            "localhost",
-            "mqttv5",
-            Cert::File("device"),
-            "ESPthing",
-        );
+        let mut publish = publisher(&rig, addr, "mqttv5", "ESPthing");
         publish.args(["-t", "test/da", "-m", "x"]);
         publish
     };
@@ -536,11 +417,9 @@ async fn rsa_2048_device_keys_as_the_aws_console_makes_them_are_accepted() {
     let broker = rig.start(rig.config()).await;
     let mut observer = broker.observe();
     for tls in ["tlsv1.2", "tlsv1.3"] {
-        let mut publish = mosquitto(
-            "mosquitto_pub",
+        let mut publish = publisher_as(
             &rig,
             broker.mqtt_addr(),
-            "localhost",
             "mqttv5",
             Cert::File("rsa"),
             "ESPthing",
@@ -558,27 +437,11 @@ async fn retained_messages_reach_later_subscribers_until_cleared() {
     let rig = Rig::new();
     let broker = rig.start(rig.config()).await;
     let addr = broker.mqtt_addr();
-    let mut retain = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv311",
-        Cert::File("device"),
-        "ESPthing-pub",
-    );
+    let mut retain = publisher(&rig, addr, "mqttv311", "ESPthing-pub");
     retain.args(["-t", "test/ret", "-q", "1", "-r", "-m", "kept"]);
     assert!(run(retain).await.0);
     for version in VERSIONS {
-        let mut sub = mosquitto(
-            "mosquitto_sub",
-            &rig,
-            addr,
-            "localhost",
-            version,
-            Cert::File("device"),
-            "ESPthing-sub",
-        );
+        let mut sub = subscriber(&rig, addr, version, "ESPthing-sub");
         sub.args([
             "-t", "test/#", "-q", "1", "-C", "1", "-W", "10", "-F", "%r %t %p",
         ]);
@@ -587,27 +450,11 @@ async fn retained_messages_reach_later_subscribers_until_cleared() {
         assert_eq!(out.trim(), "1 test/ret kept", "{version}");
     }
     // An empty retained publish clears it: a new subscriber's first message is live.
-    let mut clear = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing-pub",
-    );
+    let mut clear = publisher(&rig, addr, "mqttv5", "ESPthing-pub");
     clear.args(["-t", "test/ret", "-q", "1", "-r", "-n"]);
     assert!(run(clear).await.0);
     let mut observer = broker.observe();
-    let mut sub = mosquitto(
-        "mosquitto_sub",
-        &rig,
-        addr,
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing-sub",
-    );
+    let mut sub = subscriber(&rig, addr, "mqttv5", "ESPthing-sub");
     sub.args([
         "-t", "test/#", "-q", "1", "-C", "1", "-W", "10", "-F", "%r %t %p",
     ]);
@@ -634,15 +481,7 @@ async fn persistent_sessions_keep_subscriptions_and_qos1_messages_between_connec
         let id = format!("ESPthing-persist-{version}");
         let topic = format!("test/persist/{version}");
         let sub = |count: &str| {
-            let mut sub = mosquitto(
-                "mosquitto_sub",
-                &rig,
-                addr,
-                "localhost",
-                version,
-                Cert::File("device"),
-                &id,
-            );
+            let mut sub = subscriber(&rig, addr, version, &id);
             sub.args(["-t", &topic, "-q", "1", "-C", count, "-W", "10"])
                 .args(&persist);
             sub

@@ -11,9 +11,6 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::process::Command;
-use virtual_device::cli::Args;
-use virtual_device::serial::{Serial, Target};
-use virtual_device::testing::image::{config_json, device_image};
 
 /// Device Advisor's "large server certificate chain" asks for at least this much more
 /// than the usual chain.
@@ -163,27 +160,7 @@ async fn the_virtual_device_connects_through_the_large_chain() {
         .unwrap();
     let mut observer = broker.observe();
 
-    let settings = config_json(
-        "localhost",
-        broker.mqtt_addr().port(),
-        ("127.0.0.1", broker.sntp_addr().unwrap().port()),
-        "ESPthing",
-    );
-    let image = device_image(
-        &settings,
-        &rig.pki.device.cert_der,
-        &rig.pki.device.key.to_traditional_der(),
-        rig.pki.ca.cert_der(),
-    );
-    let flash = rig.path("flash.img");
-    std::fs::write(&flash, image).unwrap();
-    let serial_path = rig.path("serial.log");
-    std::fs::write(&serial_path, b"").unwrap();
-    let serial = Serial::open(&Target::Path(serial_path.clone())).unwrap();
-    let args = Args {
-        flash,
-        serial: Target::Path(serial_path.clone()),
-    };
+    let (args, serial, serial_path) = common::virtual_device(&rig, &broker);
     let published = async {
         let first = observer.wait_for_publish("outTopic", WAIT).await;
         first.expect("a publish through the large chain")

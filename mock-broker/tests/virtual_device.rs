@@ -7,9 +7,6 @@ use std::time::Duration;
 
 use common::{Rig, WAIT};
 use mock_broker::{Policy, Publisher, QoS};
-use virtual_device::cli::Args;
-use virtual_device::serial::{Serial, Target};
-use virtual_device::testing::image::{config_json, device_image};
 
 #[tokio::test]
 async fn the_virtual_device_syncs_connects_subscribes_and_publishes() {
@@ -22,28 +19,7 @@ async fn the_virtual_device_syncs_connects_subscribes_and_publishes() {
     let broker = rig.start(config).await;
     let mut observer = broker.observe();
 
-    let sntp = broker.sntp_addr().unwrap();
-    let settings = config_json(
-        "localhost",
-        broker.mqtt_addr().port(),
-        ("127.0.0.1", sntp.port()),
-        "ESPthing",
-    );
-    let image = device_image(
-        &settings,
-        &rig.pki.device.cert_der,
-        &rig.pki.device.key.to_traditional_der(),
-        rig.pki.ca.cert_der(),
-    );
-    let flash = rig.path("flash.img");
-    std::fs::write(&flash, image).unwrap();
-    let serial_path = rig.path("serial.log");
-    std::fs::write(&serial_path, b"").unwrap();
-    let serial = Serial::open(&Target::Path(serial_path.clone())).unwrap();
-    let args = Args {
-        flash,
-        serial: Target::Path(serial_path.clone()),
-    };
+    let (args, serial, serial_path) = common::virtual_device(&rig, &broker);
 
     let checks = async {
         assert_eq!(

@@ -13,7 +13,8 @@ use firmware_core::config::DeviceConfig;
 use firmware_core::log::Line;
 use mock_broker::Observer;
 
-use crate::device::VirtualDevice;
+use crate::backend::virtual_device::VirtualBackend;
+use crate::backend::{Backend, Device};
 use crate::rig::Rig;
 use crate::serial::{SerialCapture, SerialLine};
 
@@ -79,15 +80,24 @@ pub fn select(names: &[String]) -> Result<Vec<Scenario>, String> {
     Ok(chosen)
 }
 
-/// A scenario's state while it runs: the shared rig, its own device and client id.
+/// A scenario's state while it runs: the shared rig, the backend that starts its
+/// device, its own device and client id.
 pub struct ScenarioRun {
     pub rig: Arc<Rig>,
     pub client_id: String,
-    device: Option<VirtualDevice>,
+    backend: Arc<dyn Backend>,
+    device: Option<Box<dyn Device>>,
 }
 
 impl ScenarioRun {
+    /// A run on the virtual device of the rig's `virtual-device` binary.
     pub fn new(rig: Arc<Rig>, scenario: &Scenario) -> Self {
+        let backend = Arc::new(VirtualBackend::new(rig.device_binary()));
+        Self::on(rig, backend, scenario)
+    }
+
+    /// A run whose device `backend` starts.
+    pub fn on(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) -> Self {
         let client_id = match rig.given_image() {
             Some(given) => given.config.client_id.to_string(),
             None => format!("hil-{}", scenario.name),
@@ -95,6 +105,7 @@ impl ScenarioRun {
         Self {
             rig,
             client_id,
+            backend,
             device: None,
         }
     }
@@ -120,19 +131,27 @@ impl ScenarioRun {
             }
         };
         let observer = self.rig.observe();
-        let device = VirtualDevice::spawn(self.rig.device_binary(), &image)
-            .map_err(|e| format!("virtual device: {e}"))?;
+        // A scenario restarting its device stops the old one first (a board has one).
+        self.device = None;
+        let device = if self.backend.single_device()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            // Flashing a board blocks for seconds: keep the broker's tasks running.
+            tokio::task::block_in_place(|| self.backend.start(&image))?
+        } else {
+            self.backend.start(&image)?
+        };
         self.device = Some(device);
         Ok(observer)
     }
 
     /// The device's serial capture. Panics if no device was started: a scenario bug.
     pub fn serial(&mut self) -> &mut SerialCapture {
-        &mut self
-            .device
+        self.device
             .as_mut()
             .expect("the scenario started its device")
-            .serial
+            .serial()
     }
 
     /// Read the device's log until a line satisfies `pick`; on timeout, a failure that
@@ -158,13 +177,13 @@ impl ScenarioRun {
         let exited = self
             .device
             .as_mut()
-            .and_then(VirtualDevice::exited)
+            .and_then(|d| d.exited())
             .map(|status| format!(" (the device exited: {status})"))
             .unwrap_or_default();
         match &self.device {
             Some(device) => format!(
                 "{message}{exited}\nlast serial lines:\n{}",
-                device.serial.tail(12)
+                device.capture().tail(12)
             ),
             None => message.to_string(),
         }
@@ -174,7 +193,7 @@ impl ScenarioRun {
     pub fn taken(&self) -> Vec<SerialLine> {
         self.device
             .as_ref()
-            .map(|d| d.serial.taken().to_vec())
+            .map(|d| d.capture().taken().to_vec())
             .unwrap_or_default()
     }
 
@@ -182,7 +201,7 @@ impl ScenarioRun {
     pub fn log(&self) -> Vec<SerialLine> {
         self.device
             .as_ref()
-            .map(|d| d.serial.seen())
+            .map(|d| d.capture().seen())
             .unwrap_or_default()
     }
 }

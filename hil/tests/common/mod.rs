@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use hil::device::find_virtual_device;
+use hil::backend::virtual_device::find_virtual_device;
 
 /// The `virtual-device` binary, built if cargo has not built it yet: a package's tests
 /// only get their own package's binaries. `cargo test --workspace` builds it anyway;

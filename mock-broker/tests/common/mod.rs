@@ -389,3 +389,43 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<Value
     let json = response.split_once("\r\n\r\n").unwrap().1;
     (status, serde_json::from_str(json).unwrap())
 }
+
+/// The virtual device set up against `broker` (its MQTT port as `localhost`, and its
+/// SNTP server, which must be enabled) as the thing `ESPthing`, with the rig's device
+/// identity and CA in its flash image and its serial log written to `serial.log` in the
+/// rig's folder. Returns the device's arguments, its serial port and the log's path.
+pub fn virtual_device(
+    rig: &Rig,
+    broker: &Handle,
+) -> (
+    virtual_device::cli::Args,
+    virtual_device::serial::Serial,
+    PathBuf,
+) {
+    use virtual_device::serial::{Serial, Target};
+    use virtual_device::testing::image::{config_json, device_image};
+
+    let sntp = broker.sntp_addr().expect("the broker serves SNTP");
+    let settings = config_json(
+        "localhost",
+        broker.mqtt_addr().port(),
+        ("127.0.0.1", sntp.port()),
+        "ESPthing",
+    );
+    let image = device_image(
+        &settings,
+        &rig.pki.device.cert_der,
+        &rig.pki.device.key.to_traditional_der(),
+        rig.pki.ca.cert_der(),
+    );
+    let flash = rig.path("flash.img");
+    std::fs::write(&flash, image).unwrap();
+    let serial_path = rig.path("serial.log");
+    std::fs::write(&serial_path, b"").unwrap();
+    let serial = Serial::open(&Target::Path(serial_path.clone())).unwrap();
+    let args = virtual_device::cli::Args {
+        flash,
+        serial: Target::Path(serial_path.clone()),
+    };
+    (args, serial, serial_path)
+}

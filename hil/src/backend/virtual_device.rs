@@ -1,10 +1,12 @@
 //! The virtual device backend: the `virtual-device` binary with its serial port on a
 //! pseudo-terminal, read through [`SerialCapture`] exactly as a board's USB port is.
+//! Every start is a new process, so scenarios can run side by side.
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use super::{Backend, Device};
 use crate::serial::SerialCapture;
 
 /// Environment variable that names the `virtual-device` binary explicitly.
@@ -85,6 +87,50 @@ impl VirtualDevice {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Device for VirtualDevice {
+    fn serial(&mut self) -> &mut SerialCapture {
+        &mut self.serial
+    }
+
+    fn capture(&self) -> &SerialCapture {
+        &self.serial
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        VirtualDevice::exited(self).map(|status| status.to_string())
+    }
+}
+
+/// Starts a `virtual-device` process per scenario.
+#[derive(Debug, Clone)]
+pub struct VirtualBackend {
+    binary: PathBuf,
+}
+
+impl VirtualBackend {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+        }
+    }
+}
+
+impl Backend for VirtualBackend {
+    fn board(&self) -> &'static str {
+        "virtual"
+    }
+
+    fn single_device(&self) -> bool {
+        false
+    }
+
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+        VirtualDevice::spawn(&self.binary, image)
+            .map(|device| Box::new(device) as Box<dyn Device>)
+            .map_err(|e| format!("virtual device: {e}"))
     }
 }
 

@@ -1,0 +1,456 @@
+//! The ESP32-C3 backend: flashes the Rust firmware with the espflash library and reads
+//! the board's USB-Serial-JTAG port.
+//!
+//! The first start writes the bootloader, the partition table, the application and the
+//! scenario's flash image (into the `storage` data partition); later starts write only
+//! the image. Every start then resets the board and captures its serial port from the
+//! reset on, through the port espflash used, so no boot line is lost.
+//!
+//! Where things go is read from the firmware's partition table (`partitions.csv`), the
+//! one definition the firmware build uses too.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use esp_idf_part::PartitionTable;
+use espflash::connection::{Connection, ResetAfterOperation, ResetBeforeOperation};
+use espflash::flasher::{FlashData, FlashSettings, Flasher};
+use espflash::image_format::Segment;
+use espflash::image_format::idf::IdfBootloaderFormat;
+use espflash::target::{Chip, XtalFrequency};
+use serialport::UsbPortInfo;
+
+use super::flashing::ProgressBars;
+use super::ports::{self, ESPRESSIF_USB_SERIAL_JTAG};
+use super::{Backend, BoardDevice, Device};
+use crate::serial::SerialCapture;
+
+pub const CHIP: Chip = Chip::Esp32c3;
+/// `--firmware` when absent: the release build of `firmware/esp32c3`.
+pub const DEFAULT_FIRMWARE: &str =
+    "firmware/esp32c3/target/riscv32imc-unknown-none-elf/release/firmware-esp32c3";
+/// The firmware's partition table.
+pub const DEFAULT_PARTITIONS: &str = "firmware/esp32c3/partitions.csv";
+/// The partition the application goes into.
+pub const APP_PARTITION: &str = "factory";
+/// The data partition that holds the LittleFS flash image.
+pub const DATA_PARTITION: &str = "storage";
+/// Where the partition table goes (ESP-IDF's and espflash's default).
+pub const PARTITION_TABLE_OFFSET: u32 = 0x8000;
+/// The ROM bootloader talks at this rate until told otherwise (USB-Serial-JTAG ignores it).
+const CONNECT_BAUD: u32 = 115_200;
+/// How long one read of the ROM bootloader's answer may take.
+const PORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a region of flash holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Bootloader,
+    PartitionTable,
+    App,
+    Data,
+}
+
+/// One region a start writes: where, and how much room there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub part: Part,
+    pub offset: u32,
+    pub room: u32,
+}
+
+/// The parts of the partition table the backend needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLayout {
+    pub source: PathBuf,
+    /// The application partition: (offset, size).
+    pub app: (u32, u32),
+    /// The data partition: (offset, size).
+    pub data: (u32, u32),
+    /// The lowest partition offset: the partition table's room ends there.
+    pub first_offset: u32,
+}
+
+impl PartitionLayout {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let csv = fs::read_to_string(path)
+            .map_err(|e| format!("partition table {}: {e}", path.display()))?;
+        Self::parse(&csv, path)
+    }
+
+    /// Parse `csv` (read from `source`, named in errors).
+    pub fn parse(csv: &str, source: &Path) -> Result<Self, String> {
+        let table = PartitionTable::try_from_str(csv)
+            .map_err(|e| format!("partition table {}: {e}", source.display()))?;
+        let find = |name: &str| {
+            table
+                .find(name)
+                .map(|p| (p.offset(), p.size()))
+                .ok_or_else(|| {
+                    format!(
+                        "partition table {}: no `{name}` partition (has: {})",
+                        source.display(),
+                        table
+                            .partitions()
+                            .iter()
+                            .map(|p| p.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+        };
+        let first_offset = table
+            .partitions()
+            .iter()
+            .map(|p| p.offset())
+            .min()
+            .unwrap_or(u32::MAX);
+        Ok(Self {
+            source: source.to_path_buf(),
+            app: find(APP_PARTITION)?,
+            data: find(DATA_PARTITION)?,
+            first_offset,
+        })
+    }
+}
+
+/// The regions one start writes, in order, for a flash image of `image_len` bytes:
+/// bootloader, partition table and application too when `with_app`.
+pub fn flash_plan(
+    layout: &PartitionLayout,
+    image_len: usize,
+    with_app: bool,
+) -> Result<Vec<Region>, String> {
+    let (data_offset, data_size) = layout.data;
+    if image_len > data_size as usize {
+        return Err(format!(
+            "the flash image is {image_len} bytes, larger than the `{DATA_PARTITION}` \
+             partition ({data_size} bytes at {data_offset:#x} in {}); build a smaller image \
+             (certs image --size) or grow the partition",
+            layout.source.display()
+        ));
+    }
+    let mut plan = Vec::with_capacity(4);
+    if with_app {
+        let boot = CHIP.boot_address();
+        plan.push(Region {
+            part: Part::Bootloader,
+            offset: boot,
+            room: PARTITION_TABLE_OFFSET - boot,
+        });
+        plan.push(Region {
+            part: Part::PartitionTable,
+            offset: PARTITION_TABLE_OFFSET,
+            room: layout.first_offset.saturating_sub(PARTITION_TABLE_OFFSET),
+        });
+        plan.push(Region {
+            part: Part::App,
+            offset: layout.app.0,
+            room: layout.app.1,
+        });
+    }
+    plan.push(Region {
+        part: Part::Data,
+        offset: data_offset,
+        room: data_size,
+    });
+    Ok(plan)
+}
+
+/// Check that the segments espflash made from the ELF land where the plan says, each
+/// within its room.
+fn check_segments(plan: &[Region], segments: &[Segment<'_>]) -> Result<(), String> {
+    for (region, segment) in plan.iter().zip(segments) {
+        if segment.addr != region.offset || segment.size() > region.room {
+            return Err(format!(
+                "espflash placed the {:?} ({} bytes) at {:#x}, the partition table says {:#x} \
+                 with room for {} bytes",
+                region.part,
+                segment.size(),
+                segment.addr,
+                region.offset,
+                region.room
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Connect to the ROM bootloader of the ESP32-C3 on `port`: a clear error when nothing
+/// answers.
+pub fn connect(port: &Path, usb: &UsbPortInfo) -> Result<Flasher, String> {
+    let serial = serialport::new(port.to_string_lossy(), CONNECT_BAUD)
+        .timeout(PORT_TIMEOUT)
+        .open_native()
+        .map_err(|e| format!("esp32c3: open {}: {e}", port.display()))?;
+    let connection = Connection::new(
+        serial,
+        usb.clone(),
+        ResetAfterOperation::HardReset,
+        ResetBeforeOperation::DefaultReset,
+        CONNECT_BAUD,
+    );
+    Flasher::connect(connection, true, true, true, Some(CHIP), None).map_err(|e| {
+        format!(
+            "esp32c3 on {}: no chip answered, could not connect to its ROM bootloader ({e}). \
+             Is an ESP32-C3 connected to this port, and no serial monitor holding it?",
+            port.display()
+        )
+    })
+}
+
+/// The ESP32-C3 board on one serial port.
+pub struct Esp32c3Backend {
+    port: PathBuf,
+    usb: UsbPortInfo,
+    firmware: PathBuf,
+    partitions: PathBuf,
+    layout: PartitionLayout,
+    /// Set once the application is on the board; held while a start flashes, so two
+    /// starts never talk to the board at once.
+    app_flashed: Mutex<bool>,
+}
+
+impl Esp32c3Backend {
+    /// The board on `port` (found by USB id when absent), to run `firmware` (default
+    /// [`DEFAULT_FIRMWARE`]) with the partition table at `partitions`.
+    pub fn new(
+        port: Option<PathBuf>,
+        firmware: Option<PathBuf>,
+        partitions: &Path,
+    ) -> Result<Self, String> {
+        let (port, usb) = match port {
+            Some(port) => {
+                // A port the system does not list as USB (a pseudo-terminal, a remote
+                // bridge) is driven like the board's own USB-Serial-JTAG.
+                let usb = ports::usb_info(&port).unwrap_or(UsbPortInfo {
+                    vid: ESPRESSIF_USB_SERIAL_JTAG.vid,
+                    pid: ESPRESSIF_USB_SERIAL_JTAG.pid,
+                    serial_number: None,
+                    manufacturer: None,
+                    product: None,
+                });
+                (port, usb)
+            }
+            None => ports::detect(&[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")?,
+        };
+        let firmware = firmware.unwrap_or_else(|| PathBuf::from(DEFAULT_FIRMWARE));
+        let mut magic = [0u8; 4];
+        fs::File::open(&firmware)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .map_err(|e| {
+                format!(
+                    "esp32c3: no firmware at {} ({e}); build it (cargo build --release in \
+                     firmware/esp32c3) or pass --firmware ELF",
+                    firmware.display()
+                )
+            })?;
+        if magic != *b"\x7fELF" {
+            return Err(format!(
+                "esp32c3: {} is not an ELF file; pass the firmware's ELF (espflash makes the \
+                 app image from it)",
+                firmware.display()
+            ));
+        }
+        let layout = PartitionLayout::read(partitions)?;
+        Ok(Self {
+            port,
+            usb,
+            firmware,
+            partitions: partitions.to_path_buf(),
+            layout,
+            app_flashed: Mutex::new(false),
+        })
+    }
+
+    pub fn port(&self) -> &Path {
+        &self.port
+    }
+}
+
+impl Backend for Esp32c3Backend {
+    fn board(&self) -> &'static str {
+        "esp32c3"
+    }
+
+    fn single_device(&self) -> bool {
+        true
+    }
+
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+        let data = fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+        let mut app_flashed = self
+            .app_flashed
+            .lock()
+            .map_err(|_| "esp32c3: an earlier start panicked while flashing".to_string())?;
+        let plan = flash_plan(&self.layout, data.len(), !*app_flashed)
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        // Connected first: without the board nothing else matters, and the error says so.
+        let mut flasher = connect(&self.port, &self.usb)?;
+        let elf = if *app_flashed {
+            Vec::new()
+        } else {
+            fs::read(&self.firmware).map_err(|e| format!("{}: {e}", self.firmware.display()))?
+        };
+        let mut segments: Vec<Segment<'_>> = Vec::with_capacity(plan.len());
+        if !*app_flashed {
+            let flash_data = FlashData::new(
+                FlashSettings::default(),
+                0,
+                None,
+                CHIP,
+                XtalFrequency::_40Mhz,
+            );
+            let format = IdfBootloaderFormat::new(
+                &elf,
+                &flash_data,
+                Some(&self.partitions),
+                None,
+                Some(PARTITION_TABLE_OFFSET),
+                Some(APP_PARTITION),
+            )
+            .map_err(|e| format!("esp32c3 firmware {}: {e}", self.firmware.display()))?;
+            segments.extend(format.flash_segments());
+        }
+        segments.push(Segment::new(self.layout.data.0, &data));
+        check_segments(&plan, &segments)?;
+
+        eprintln!(
+            "hil: esp32c3 on {}: flashing {}",
+            self.port.display(),
+            plan.iter()
+                .zip(&segments)
+                .map(|(r, s)| format!("{:?} {} B at {:#x}", r.part, s.size(), r.offset))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        flasher
+            .write_bins_to_flash(&segments, &mut ProgressBars::default())
+            .map_err(|e| format!("esp32c3 on {}: flashing failed: {e}", self.port.display()))?;
+        *app_flashed = true;
+        let mut connection = flasher.into_connection();
+        connection
+            .reset_after(true, CHIP)
+            .map_err(|e| format!("esp32c3 on {}: reset failed: {e}", self.port.display()))?;
+        let serial = SerialCapture::from_serial(
+            Box::new(connection.into_serial()),
+            self.port.display().to_string(),
+            None,
+        );
+        Ok(Box::new(BoardDevice { serial }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CSV: &str = "\
+# Name,   Type, SubType,  Offset,   Size
+nvs,      data, nvs,      0x9000,   0x6000
+phy_init, data, phy,      0xf000,   0x1000
+factory,  app,  factory,  0x10000,  0x180000
+storage,  data, spiffs,   0x190000, 0x70000
+";
+
+    fn layout() -> PartitionLayout {
+        PartitionLayout::parse(CSV, Path::new("partitions.csv")).unwrap()
+    }
+
+    #[test]
+    fn the_partition_table_gives_the_app_and_data_partitions() {
+        let layout = layout();
+        assert_eq!(layout.app, (0x10000, 0x180000));
+        assert_eq!(layout.data, (0x190000, 0x70000));
+        assert_eq!(layout.first_offset, 0x9000);
+    }
+
+    #[test]
+    fn the_firmware_partition_table_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_PARTITIONS);
+        let layout = PartitionLayout::read(&path).unwrap();
+        assert!(layout.data.1 as usize >= certs::image::DEFAULT_IMAGE_SIZE);
+    }
+
+    #[test]
+    fn a_table_without_the_data_partition_is_refused_by_name() {
+        let csv = "factory, app, factory, 0x10000, 0x180000\n";
+        let why = PartitionLayout::parse(csv, Path::new("p.csv")).unwrap_err();
+        assert!(
+            why.contains("p.csv")
+                && why.contains("no `storage` partition")
+                && why.contains("factory"),
+            "{why}"
+        );
+        let why =
+            PartitionLayout::parse("storage, data, nope, 0x9000, 0x1000\n", Path::new("p.csv"))
+                .unwrap_err();
+        assert!(why.starts_with("partition table p.csv:"), "{why}");
+    }
+
+    #[test]
+    fn the_first_start_writes_everything_later_ones_only_the_image() {
+        let first = flash_plan(&layout(), 65536, true).unwrap();
+        assert_eq!(
+            first,
+            [
+                Region {
+                    part: Part::Bootloader,
+                    offset: 0x0,
+                    room: 0x8000
+                },
+                Region {
+                    part: Part::PartitionTable,
+                    offset: 0x8000,
+                    room: 0x1000
+                },
+                Region {
+                    part: Part::App,
+                    offset: 0x10000,
+                    room: 0x180000
+                },
+                Region {
+                    part: Part::Data,
+                    offset: 0x190000,
+                    room: 0x70000
+                },
+            ]
+        );
+        let later = flash_plan(&layout(), 65536, false).unwrap();
+        assert_eq!(
+            later,
+            [Region {
+                part: Part::Data,
+                offset: 0x190000,
+                room: 0x70000
+            }]
+        );
+    }
+
+    #[test]
+    fn an_image_larger_than_the_data_partition_is_refused() {
+        assert!(flash_plan(&layout(), 0x70000, false).is_ok());
+        let why = flash_plan(&layout(), 0x70001, false).unwrap_err();
+        assert!(
+            why.contains("458753 bytes")
+                && why.contains("`storage` partition (458752 bytes at 0x190000 in partitions.csv)"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn segments_outside_their_region_are_refused() {
+        let plan = flash_plan(&layout(), 4, false).unwrap();
+        let data = [0u8; 4];
+        assert!(check_segments(&plan, &[Segment::new(0x190000, &data)]).is_ok());
+        let why = check_segments(&plan, &[Segment::new(0x180000, &data)]).unwrap_err();
+        assert!(
+            why.contains("0x180000") && why.contains("0x190000"),
+            "{why}"
+        );
+    }
+}

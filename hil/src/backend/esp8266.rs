@@ -1,0 +1,523 @@
+//! The ESP8266 (NodeMCU) backend: flashes a user-built Arduino sketch
+//! (`firmware/esp8266-arduino`) and the flash image with esptool, and reads the sketch's
+//! serial vocabulary as `firmware_core::log::Line`s.
+//!
+//! Rust cannot target the ESP8266, so this board runs the tutorial's reference sketch,
+//! adapted to read the same LittleFS image. Its lines (`Attempting MQTT
+//! connection...connected`, `Publish message: {...}`, `Message arrived [inTopic] ...`)
+//! are translated into the lines the Rust firmware prints, so the scenarios read one
+//! vocabulary; figures the sketch does not print (handshake time, backoff attempt
+//! numbers beyond its own count) are left out.
+
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use firmware_core::log::{
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
+    Stage, TimeError, TlsError,
+};
+
+use super::ports::{self, CH340, CP210X};
+use super::{Backend, BoardDevice, Device};
+use crate::serial::{SerialCapture, Translate};
+
+/// Where the LittleFS image goes: the NodeMCU 4 MB board with the "4MB (FS:2MB OTA:~1019KB)"
+/// layout (Arduino ESP8266 core, boards.txt `nodemcuv2.menu.eesz.4M2M`, linker script
+/// `eagle.flash.4m2m.ld`: `_FS_start = 0x40400000`, i.e. flash offset 0x200000,
+/// `_FS_end = 0x405FA000`). The sketch's README prescribes this layout.
+pub const LITTLEFS_OFFSET: u32 = 0x20_0000;
+/// Room for the image in that layout (`_FS_end - _FS_start`).
+pub const LITTLEFS_SIZE: u32 = 0x1F_A000;
+/// Where the sketch's binary goes.
+pub const FIRMWARE_OFFSET: u32 = 0x0;
+/// esptool's baud rate while flashing (the CP210x and CH340 bridges manage it).
+pub const FLASH_BAUD: u32 = 460_800;
+/// The sketch's `Serial.begin`.
+pub const LOG_BAUD: u32 = 115_200;
+/// esptool writes ~2 MB at 460800 baud in under a minute; past this it has hung.
+const FLASH_LIMIT: Duration = Duration::from_secs(180);
+/// How long EN is held low to reset the board.
+const RESET_PULSE: Duration = Duration::from_millis(100);
+/// The publish topic when the sketch has not printed its config.
+const DEFAULT_PUB_TOPIC: &str = "outTopic";
+
+/// `python3 -m esptool ... write_flash [0x0 FIRMWARE] 0x200000 IMAGE`, leaving the board
+/// in the bootloader (the rig resets it once it listens, so no boot line is lost).
+/// Underscore spellings: esptool 4 knows only those, esptool 5 still accepts them.
+pub fn esptool_command(
+    python: &str,
+    port: &Path,
+    baud: u32,
+    firmware: Option<&Path>,
+    image: &Path,
+) -> Command {
+    let mut command = Command::new(python);
+    command
+        .args(["-m", "esptool", "--chip", "esp8266", "--port"])
+        .arg(port)
+        .args([
+            "--baud",
+            &baud.to_string(),
+            "--after",
+            "no_reset",
+            "write_flash",
+        ]);
+    if let Some(firmware) = firmware {
+        command.arg(format!("{FIRMWARE_OFFSET:#x}")).arg(firmware);
+    }
+    command.arg(format!("{LITTLEFS_OFFSET:#x}")).arg(image);
+    command
+}
+
+/// Run esptool, forwarding its output (its progress) to stderr, within [`FLASH_LIMIT`];
+/// a failure says what went wrong in terms of the board.
+pub fn run_esptool(mut command: Command, port: &Path) -> Result<(), String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "esp8266: could not run {:?}: {e}; run `make deps`",
+                command.get_program()
+            )
+        })?;
+    let (tx, lines) = mpsc::channel::<String>();
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|stream| {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        })
+    })
+    .collect();
+    drop(tx);
+    let deadline = Instant::now() + FLASH_LIMIT;
+    let mut output = Vec::new();
+    let timed_out = loop {
+        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                eprintln!("  esptool: {line}");
+                output.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(mpsc::RecvTimeoutError::Timeout) => break true,
+        }
+    };
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child.wait().map_err(|e| format!("esp8266: esptool: {e}"))?;
+    for reader in readers {
+        let _ = reader.join();
+    }
+    if timed_out {
+        return Err(format!(
+            "esp8266 on {}: esptool did not finish within {FLASH_LIMIT:?}",
+            port.display()
+        ));
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let text = output.join("\n");
+    if text.contains("No module named") {
+        return Err(
+            "esp8266: esptool is not installed for python3; run `make deps` (it installs \
+             esptool from PyPI)"
+                .into(),
+        );
+    }
+    // esptool's own verdict, else its last words (stdout and stderr interleave).
+    let last = output
+        .iter()
+        .find_map(|l| l.split_once("A fatal error occurred: ").map(|(_, why)| why))
+        .or_else(|| {
+            output
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(String::as_str)
+        })
+        .unwrap_or("no output");
+    if text.contains("Failed to connect") || text.contains("No serial data received") {
+        return Err(format!(
+            "esp8266 on {}: no chip answered, esptool could not connect ({last}). Is a \
+             NodeMCU connected to this port, and no serial monitor holding it?",
+            port.display()
+        ));
+    }
+    Err(format!(
+        "esp8266 on {}: esptool failed ({status}): {last}",
+        port.display()
+    ))
+}
+
+/// The NodeMCU's auto-reset circuit: RTS low pulls EN low while DTR (GPIO0) stays high,
+/// so the board restarts into the flashed sketch.
+fn reset_into_sketch(port: &mut dyn serialport::SerialPort) -> std::io::Result<()> {
+    port.write_data_terminal_ready(false)?;
+    port.write_request_to_send(true)?;
+    // A pulse on a hardware line, not a wait for an event.
+    std::thread::sleep(RESET_PULSE);
+    port.write_request_to_send(false)?;
+    Ok(())
+}
+
+/// A NodeMCU ESP8266 on one serial port, running a user-built sketch.
+pub struct Esp8266Backend {
+    port: PathBuf,
+    firmware: PathBuf,
+    python: String,
+    /// Set once the sketch is on the board; held while a start flashes.
+    firmware_flashed: Mutex<bool>,
+}
+
+impl Esp8266Backend {
+    /// The board on `port` (found by USB id when absent), to run the sketch binary
+    /// `firmware` (required: it is built with arduino-cli, not here).
+    pub fn new(port: Option<PathBuf>, firmware: Option<PathBuf>) -> Result<Self, String> {
+        let port = match port {
+            Some(port) => port,
+            None => ports::detect(&[CP210X, CH340], "esp8266")?.0,
+        };
+        let firmware = firmware.ok_or(
+            "esp8266: pass --firmware BIN, the sketch built with arduino-cli (see \
+             firmware/esp8266-arduino/README.md)",
+        )?;
+        if !firmware.is_file() {
+            return Err(format!("esp8266: no firmware at {}", firmware.display()));
+        }
+        Ok(Self {
+            port,
+            firmware,
+            python: "python3".into(),
+            firmware_flashed: Mutex::new(false),
+        })
+    }
+
+    pub fn port(&self) -> &Path {
+        &self.port
+    }
+}
+
+impl Backend for Esp8266Backend {
+    fn board(&self) -> &'static str {
+        "esp8266"
+    }
+
+    fn single_device(&self) -> bool {
+        true
+    }
+
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+        let len = std::fs::metadata(image)
+            .map_err(|e| format!("{}: {e}", image.display()))?
+            .len();
+        if len > u64::from(LITTLEFS_SIZE) {
+            return Err(format!(
+                "{}: the flash image is {len} bytes, larger than the NodeMCU 4M2M layout's \
+                 LittleFS area ({LITTLEFS_SIZE} bytes at {LITTLEFS_OFFSET:#x})",
+                image.display()
+            ));
+        }
+        let mut flashed = self
+            .firmware_flashed
+            .lock()
+            .map_err(|_| "esp8266: an earlier start panicked while flashing".to_string())?;
+        let firmware = (!*flashed).then_some(self.firmware.as_path());
+        eprintln!(
+            "hil: esp8266 on {}: flashing {}{} at {LITTLEFS_OFFSET:#x}",
+            self.port.display(),
+            firmware
+                .map(|f| format!("{} at {FIRMWARE_OFFSET:#x} and ", f.display()))
+                .unwrap_or_default(),
+            image.display()
+        );
+        let command = esptool_command(&self.python, &self.port, FLASH_BAUD, firmware, image);
+        run_esptool(command, &self.port)?;
+        *flashed = true;
+        let serial = SerialCapture::open_port_with(
+            &self.port,
+            LOG_BAUD,
+            reset_into_sketch,
+            Some(translator()),
+        )
+        .map_err(|e| format!("esp8266: {e}"))?;
+        Ok(Box::new(BoardDevice { serial }))
+    }
+}
+
+/// A [`SketchLog`] as a serial capture's translation.
+pub fn translator() -> Translate {
+    let mut log = SketchLog::new(Instant::now());
+    Box::new(move |raw| log.translate(raw, Instant::now()))
+}
+
+/// Reads the sketch's serial output as log lines. Keeps what later lines need: the
+/// endpoint and topic from the config line, the credential sizes until all three are
+/// in, the connection attempts since the last success. Uptime is the host's time since
+/// the capture started (the sketch prints none).
+#[derive(Debug, Clone)]
+pub struct SketchLog {
+    started: Instant,
+    endpoint: Option<(String, u16)>,
+    pub_topic: String,
+    creds: [Option<usize>; 3],
+    attempts: u32,
+    published: u32,
+}
+
+impl SketchLog {
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            endpoint: None,
+            pub_topic: DEFAULT_PUB_TOPIC.into(),
+            creds: [None; 3],
+            attempts: 0,
+            published: 0,
+        }
+    }
+
+    /// The log lines one sketch line stands for (none: not part of its vocabulary).
+    pub fn translate(&mut self, raw: &[u8], now: Instant) -> Vec<Line> {
+        let t = now.saturating_duration_since(self.started).as_millis() as u64;
+        // Payloads are raw bytes; the fixed words around them are ASCII.
+        if let Some(rest) = raw.strip_prefix(b"Message arrived [")
+            && let Some(close) = rest.windows(2).position(|w| w == b"] ")
+        {
+            let topic = String::from_utf8_lossy(&rest[..close]);
+            return vec![Line::inbound(t, &topic, &rest[close + 2..])];
+        }
+        if let Some(payload) = raw.strip_prefix(b"Publish message: ") {
+            self.published += 1;
+            let seq = hello_number(payload).unwrap_or(self.published);
+            return vec![Line::publish(t, &self.pub_topic, seq, payload)];
+        }
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim();
+        if let Some(rest) = text.strip_prefix("esp8266-aws-iot ") {
+            let field = |key: &str| word_value(rest, key).unwrap_or("?");
+            return vec![Line::boot(
+                t,
+                field("firmware"),
+                "esp8266",
+                field("client_id"),
+            )];
+        }
+        if let Some(rest) = text.strip_prefix("Config loaded: ") {
+            return self.config(t, rest).into_iter().collect();
+        }
+        if text.starts_with("Failed to read /config.json") {
+            return vec![Line::config_failed(
+                t,
+                firmware_core::log::ConfigFailure::Load(LoadError::Missing),
+            )];
+        }
+        for (slot, (name, file)) in [
+            ("cert", FlashFile::Cert),
+            ("private key", FlashFile::Key),
+            ("ca", FlashFile::Ca),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(rest) = text.strip_prefix(name) {
+                if let Some(size) = rest
+                    .strip_prefix(" loaded ")
+                    .and_then(|r| r.strip_suffix(" bytes"))
+                    .and_then(|n| n.parse().ok())
+                {
+                    self.creds[slot] = Some(size);
+                    return match self.creds {
+                        [Some(cert), Some(key), Some(ca)] => {
+                            self.creds = [None; 3];
+                            vec![Line::creds(t, cert, key, ca, CredSource::Flash)]
+                        }
+                        _ => Vec::new(),
+                    };
+                }
+                if rest == " not loaded" {
+                    return vec![Line::creds_failed(t, file, LoadError::Missing)];
+                }
+            }
+        }
+        if let Some(ip) = text.strip_prefix("IP address: ") {
+            return ip
+                .trim()
+                .parse::<IpAddr>()
+                .map(|ip| vec![Line::wifi_up(t, ip)])
+                .unwrap_or_default();
+        }
+        if let Some(epoch) = text.strip_prefix("Time synced: ") {
+            return epoch
+                .trim()
+                .parse()
+                .map(|e| vec![Line::time_synced(t, e)])
+                .unwrap_or_default();
+        }
+        if let Some(rest) = text.strip_prefix("Attempting MQTT connection...") {
+            return self.attempt(t, rest);
+        }
+        if let Some(rest) = text.strip_prefix("Subscribed to ") {
+            let mut words = rest.split(' ');
+            let topic = words.next().unwrap_or_default();
+            let qos = words
+                .find_map(|w| w.strip_prefix("qos="))
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(0);
+            return vec![Line::mqtt_subscribed(t, topic, qos)];
+        }
+        if text == "Time sync failed, retrying" {
+            return vec![Line::time_sync_failed(t, TimeError::Timeout)];
+        }
+        if text == "Failed to mount file system" {
+            return vec![Line::creds_failed(t, FlashFile::Image, LoadError::Io)];
+        }
+        if let Some(why) = text.strip_prefix("WiFiClientSecure SSL error: ") {
+            return vec![Line::connect_failed(t, ConnectFailure::Tls(tls_error(why)))];
+        }
+        if let Some(rc) = text.strip_prefix("MQTT connection lost, rc=") {
+            let reason = match rc.trim().parse::<i32>() {
+                Ok(-4) => DisconnectReason::KeepaliveTimeout,
+                _ => DisconnectReason::PeerClosed,
+            };
+            return vec![Line::mqtt_disconnected(t, reason)];
+        }
+        if let Some(free) = text.strip_prefix("Heap: ") {
+            return free
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .and_then(|free| {
+                    let mut line = Line::new(Level::Info, t, "heap").ok()?;
+                    line.field_display("free", free).ok()?;
+                    Some(vec![line])
+                })
+                .unwrap_or_default();
+        }
+        Vec::new()
+    }
+
+    /// `Config loaded: endpoint=HOST:PORT client_id=ID pub=TOPIC sub=TOPIC period_ms=N
+    /// keepalive_s=N qos=N`
+    fn config(&mut self, t: u64, rest: &str) -> Option<Line> {
+        let endpoint = word_value(rest, "endpoint")?;
+        let (host, port) = endpoint.rsplit_once(':')?;
+        self.endpoint = Some((host.to_string(), port.parse().ok()?));
+        if let Some(topic) = word_value(rest, "pub") {
+            self.pub_topic = topic.to_string();
+        }
+        let mut line = Line::new(Level::Info, t, "config").ok()?;
+        line.message_text("loaded").ok()?;
+        line.field_escaped("endpoint", endpoint.as_bytes()).ok()?;
+        for (key, sketch_key) in [("pub_topic", "pub"), ("sub_topic", "sub")] {
+            if let Some(value) = word_value(rest, sketch_key) {
+                line.field_escaped(key, value.as_bytes()).ok()?;
+            }
+        }
+        for key in ["period_ms", "keepalive_s", "qos"] {
+            if let Some(value) = word_value(rest, key).and_then(|v| v.parse::<u32>().ok()) {
+                line.field_display(key, value).ok()?;
+            }
+        }
+        Some(line)
+    }
+
+    /// `Attempting MQTT connection...` followed, on the same line, by `connected` or
+    /// `failed, rc=N try again in 5 seconds`.
+    fn attempt(&mut self, t: u64, outcome: &str) -> Vec<Line> {
+        let (host, port) = self
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| ("?".to_string(), 0));
+        let mut lines = vec![Line::mqtt_connecting(t, &host, port)];
+        if outcome == "connected" {
+            self.attempts = 0;
+            lines.push(Line::mqtt_connected(t, &host, port, false, None));
+        } else if let Some(rest) = outcome.strip_prefix("failed, rc=") {
+            let (rc, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            lines.push(Line::connect_failed(
+                t,
+                ConnectFailure::Mqtt(connect_error(rc.parse().unwrap_or(i32::MIN))),
+            ));
+            self.attempts += 1;
+            let delay_s = after
+                .strip_prefix("try again in ")
+                .and_then(|r| r.strip_suffix(" seconds"))
+                .and_then(|s| s.parse::<u64>().ok());
+            if let Some(delay_s) = delay_s {
+                lines.push(Line::backoff(t, Stage::Mqtt, self.attempts, delay_s * 1000));
+            }
+        }
+        lines
+    }
+}
+
+/// PubSubClient's `state()` after a failed connect.
+pub fn connect_error(rc: i32) -> ConnectError {
+    match rc {
+        // MQTT_CONNECTION_TIMEOUT
+        -4 => ConnectError::Timeout,
+        // MQTT_CONNECT_FAILED: the TCP or TLS connection could not be made.
+        -2 => ConnectError::Tcp,
+        // MQTT_CONNECTION_LOST, MQTT_DISCONNECTED
+        -3 | -1 => ConnectError::Io,
+        // MQTT_CONNECT_BAD_PROTOCOL
+        1 => ConnectError::Protocol,
+        // MQTT_CONNECT_BAD_CLIENT_ID, MQTT_CONNECT_UNAVAILABLE
+        2 | 3 => ConnectError::Refused,
+        // MQTT_CONNECT_BAD_CREDENTIALS, MQTT_CONNECT_UNAUTHORIZED
+        4 | 5 => ConnectError::NotAuthorized,
+        _ => ConnectError::Protocol,
+    }
+}
+
+/// BearSSL's error text (`WiFiClientSecure::getLastSSLError`) as the firmware's slug.
+pub fn tls_error(text: &str) -> TlsError {
+    let text = text.to_ascii_lowercase();
+    if text.contains("trust anchor") {
+        TlsError::UnknownCa
+    } else if text.contains("server name") {
+        TlsError::NameMismatch
+    } else if text.contains("expired") || text.contains("not yet valid") {
+        TlsError::CertificateExpired
+    } else if text.contains("signature") {
+        TlsError::BadSignature
+    } else {
+        TlsError::Other
+    }
+}
+
+/// `value` of the `key=value` word in `text`.
+fn word_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.split(' ')
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// `{"message": "hello world #N"}`'s N.
+fn hello_number(payload: &[u8]) -> Option<u32> {
+    crate::scenarios::cadence::hello_number(payload)
+}

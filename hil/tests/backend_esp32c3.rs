@@ -1,0 +1,67 @@
+//! The ESP32-C3 backend against a pseudo-terminal with no chip behind it: flashing fails
+//! within a bounded time with a message that names the port and says no chip answered.
+//! (Flashing a real board needs the bench; the flash plan, partition table and port
+//! matching are unit-tested in `hil::backend`.)
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hil::backend::Backend;
+use hil::backend::esp32c3::{DEFAULT_PARTITIONS, Esp32c3Backend};
+use hil::serial::SerialCapture;
+
+/// espflash tries 7 resets with 5 syncs of 100 ms each; far below this.
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn flashing_a_pseudo_terminal_with_no_chip_fails_in_time_naming_the_port() {
+    // The rig's end of the pair stays open, as a board's USB port would, but nothing
+    // answers the ROM bootloader's sync.
+    let pty = SerialCapture::pseudo_terminal().expect("pseudo-terminal");
+    let port = pty.device_path().expect("device path").to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let firmware = dir.path().join("firmware.elf");
+    let mut elf = b"\x7fELF".to_vec();
+    elf.resize(64, 0);
+    std::fs::write(&firmware, elf).unwrap();
+    let image = dir.path().join("flash.img");
+    std::fs::write(&image, vec![0xff; 4096]).unwrap();
+    let partitions = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_PARTITIONS);
+
+    let backend = Esp32c3Backend::new(Some(port.clone()), Some(firmware), &partitions)
+        .expect("an explicit port and a firmware file are enough to set up");
+    let started = Instant::now();
+    let Err(why) = backend.start(&image) else {
+        panic!("flashing a pseudo-terminal succeeded");
+    };
+    let took = started.elapsed();
+    assert!(took < LIMIT, "took {took:?} to give up (limit {LIMIT:?})");
+    assert!(
+        why.contains(&port.display().to_string()) && why.contains("no chip answered"),
+        "{why}"
+    );
+    println!("gave up after {took:?}: {why}");
+}
+
+#[test]
+fn a_firmware_that_is_not_an_elf_is_refused_before_touching_the_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let firmware = dir.path().join("firmware.bin");
+    std::fs::write(&firmware, [0xe9, 0, 0, 0]).unwrap();
+    let partitions = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(DEFAULT_PARTITIONS);
+    let Err(why) = Esp32c3Backend::new(
+        Some("/dev/does-not-matter".into()),
+        Some(firmware.clone()),
+        &partitions,
+    ) else {
+        panic!("a non-ELF firmware was accepted");
+    };
+    assert!(
+        why.contains(&firmware.display().to_string()) && why.contains("not an ELF"),
+        "{why}"
+    );
+}

@@ -1,0 +1,200 @@
+//! The ESP8266 backend: esptool's command line, the sketch's serial vocabulary read as
+//! `firmware_core::log::Line`s from a recorded transcript (through a real pty and the
+//! serial capture), and esptool against a pseudo-terminal with no chip behind it.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use firmware_core::log::{Level, Line};
+use hil::backend::Backend;
+use hil::backend::esp8266::{
+    Esp8266Backend, LITTLEFS_OFFSET, esptool_command, run_esptool, translator,
+};
+use hil::serial::{SerialCapture, SerialText};
+
+const TRANSCRIPT: &[u8] = include_bytes!("fixtures/esp8266-sketch.log");
+
+/// The lines the capture produced, as `tag: message fields` text.
+fn shown(line: &Line) -> String {
+    let text = line.to_string();
+    // Drop `I (  uptime) `: uptimes are the host's and vary.
+    let body = text.split_once(") ").map(|(_, b)| b).unwrap_or(&text);
+    format!("{} {body}", line.level)
+}
+
+#[tokio::test]
+async fn the_sketch_transcript_reads_as_the_firmware_log() {
+    let mut capture =
+        SerialCapture::pseudo_terminal_translated(translator()).expect("pseudo-terminal");
+    let mut device = std::fs::OpenOptions::new()
+        .write(true)
+        .open(capture.device_path().unwrap())
+        .unwrap();
+    device.write_all(TRANSCRIPT).unwrap();
+    let expected_lines = TRANSCRIPT.split(|&b| b == b'\n').count() - 1;
+
+    let mut lines = Vec::new();
+    let mut unparsed = Vec::new();
+    // Each transcript line gives one or more lines; the last one is the last publish.
+    while let Some(line) = capture.next(Duration::from_secs(5)).await {
+        match &line.text {
+            SerialText::Line(l) => lines.push(shown(l)),
+            SerialText::Unparsed(text) => unparsed.push(text.clone()),
+        }
+        if lines.last().is_some_and(|l| l.contains("hello world #4")) {
+            break;
+        }
+    }
+    assert!(
+        lines.len() + unparsed.len() >= expected_lines - 5,
+        "{lines:#?}"
+    );
+    let expected = [
+        "I boot: firmware=0.1.0 board=esp8266 client_id=ESPthing",
+        "I config: loaded endpoint=192.168.1.10:8883 pub_topic=outTopic sub_topic=inTopic period_ms=2000 keepalive_s=60 qos=1",
+        "I creds: cert=812B key=121B ca=837B source=flash",
+        "I wifi: up ip=192.168.1.23",
+        "W time: sync failed error=timeout",
+        "I time: synced epoch=1795000000",
+        "I mqtt: connecting endpoint=192.168.1.10:8883",
+        "E mqtt: connect failed error=tcp-failed",
+        "I mqtt: backoff attempt=1 delay_ms=5000",
+        "E tls: handshake failed error=unknown-ca",
+        "I mqtt: connecting endpoint=192.168.1.10:8883",
+        "I mqtt: connected endpoint=192.168.1.10:8883 session=new",
+        "I mqtt: subscribed topic=inTopic qos=1",
+        r#"I publish: topic=outTopic seq=1 bytes=29 payload={"message": "hello world #1"}"#,
+        "I heap: free=18432",
+        r#"I publish: topic=outTopic seq=2 bytes=29 payload={"message": "hello world #2"}"#,
+        "I heap: free=18400",
+        "I inbound: topic=inTopic bytes=5 payload=hello",
+        r#"I inbound: topic=inTopic bytes=21 payload={"led": "on", "n": 2}"#,
+        r#"I publish: topic=outTopic seq=3 bytes=29 payload={"message": "hello world #3"}"#,
+        "I heap: free=18400",
+        "W mqtt: disconnected reason=peer-closed",
+        "I mqtt: connecting endpoint=192.168.1.10:8883",
+        "E mqtt: connect failed error=tcp-failed",
+        "I mqtt: backoff attempt=1 delay_ms=5000",
+        "I mqtt: connecting endpoint=192.168.1.10:8883",
+        "E mqtt: connect failed error=not-authorized",
+        "I mqtt: backoff attempt=2 delay_ms=5000",
+        "I mqtt: connecting endpoint=192.168.1.10:8883",
+        "I mqtt: connected endpoint=192.168.1.10:8883 session=new",
+        "I mqtt: subscribed topic=inTopic qos=1",
+        r#"I publish: topic=outTopic seq=4 bytes=29 payload={"message": "hello world #4"}"#,
+    ];
+    assert_eq!(lines, expected);
+    // The ROM's banner and the WiFi progress stay verbatim.
+    assert!(
+        unparsed.iter().any(|l| l.contains("rst cause:2")),
+        "{unparsed:#?}"
+    );
+    assert!(
+        unparsed.iter().any(|l| l == "WiFi connected"),
+        "{unparsed:#?}"
+    );
+    // Levels follow the firmware's: a failed connect is an error.
+    assert!(lines.iter().any(|l| l.starts_with(Level::Error.letter())));
+}
+
+#[test]
+fn esptool_writes_the_sketch_once_then_only_the_image() {
+    let port = Path::new("/dev/ttyUSB0");
+    let args = |command: &Command| -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    };
+    let first = esptool_command(
+        "python3",
+        port,
+        460_800,
+        Some(Path::new("sketch.bin")),
+        Path::new("flash.img"),
+    );
+    assert_eq!(first.get_program(), "python3");
+    assert_eq!(
+        args(&first),
+        [
+            "-m",
+            "esptool",
+            "--chip",
+            "esp8266",
+            "--port",
+            "/dev/ttyUSB0",
+            "--baud",
+            "460800",
+            "--after",
+            "no_reset",
+            "write_flash",
+            "0x0",
+            "sketch.bin",
+            "0x200000",
+            "flash.img"
+        ]
+    );
+    let later = esptool_command("python3", port, 115_200, None, Path::new("flash.img"));
+    assert_eq!(
+        args(&later)[8..],
+        [
+            "--after",
+            "no_reset",
+            "write_flash",
+            "0x200000",
+            "flash.img"
+        ]
+    );
+    assert_eq!(LITTLEFS_OFFSET, 0x200000);
+}
+
+/// esptool is a dependency of the rig (`make deps`); without it this fails, saying so.
+fn require_esptool() {
+    let found = Command::new("python3")
+        .args(["-m", "esptool", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "esptool is not installed for python3: run `make deps` (python3 -m pip install esptool)"
+    );
+}
+
+#[test]
+fn esptool_against_a_pseudo_terminal_with_no_chip_fails_naming_the_port() {
+    require_esptool();
+    let pty = SerialCapture::pseudo_terminal().expect("pseudo-terminal");
+    let port = pty.device_path().expect("device path").to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("flash.img");
+    std::fs::write(&image, vec![0xff; 4096]).unwrap();
+    let sketch = dir.path().join("sketch.bin");
+    std::fs::write(&sketch, vec![0xe9; 4096]).unwrap();
+
+    let backend =
+        Esp8266Backend::new(Some(port.clone()), Some(sketch)).expect("port and sketch given");
+    let started = Instant::now();
+    let Err(why) = backend.start(&image) else {
+        panic!("esptool flashed a pseudo-terminal");
+    };
+    let took = started.elapsed();
+    // esptool's own connect attempts (7 resets) take well under a minute.
+    assert!(took < Duration::from_secs(90), "took {took:?}");
+    assert!(
+        why.contains(&port.display().to_string())
+            && why.contains("no chip answered")
+            && why.contains("Failed to connect to ESP8266"),
+        "{why}"
+    );
+    println!("gave up after {took:?}: {why}");
+}
+
+#[test]
+fn a_missing_esptool_module_says_to_run_make_deps() {
+    let mut command = Command::new("python3");
+    command.args(["-m", "esptool_that_is_not_installed"]);
+    let why = run_esptool(command, Path::new("/dev/ttyUSB0")).unwrap_err();
+    assert!(why.contains("make deps"), "{why}");
+}
