@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod boot;
 pub mod cadence;
 pub mod inbound;
+pub mod qos1_retry;
 pub mod reconnect;
 pub mod stamped;
 pub mod tls;
@@ -59,6 +60,7 @@ pub fn all() -> Vec<Scenario> {
         tls::WRONG_NAME,
         tls::EXPIRED,
         backoff::SCENARIO,
+        qos1_retry::SCENARIO,
     ]
 }
 
