@@ -538,7 +538,9 @@ impl Driver {
         match woke {
             Either4::First(()) => self.feed(Event::Tick),
             Either4::Second(()) => {
-                self.next_heap += HEAP_REPORT_EVERY;
+                // From now, not from the missed time: a long request must not cause a
+                // burst of catch-up reports.
+                self.next_heap = embassy_time::Instant::now() + HEAP_REPORT_EVERY;
                 self.report_heap();
             }
             Either4::Third(()) => self.feed(Event::NetDown(NetError::LinkLost)),
