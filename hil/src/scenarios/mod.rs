@@ -21,9 +21,11 @@ use crate::serial::{SerialCapture, SerialLine};
 pub mod backoff;
 pub mod boot;
 pub mod cadence;
+pub mod dead_link;
 pub mod inbound;
 pub mod qos1_retry;
 pub mod reconnect;
+pub mod sntp_silent;
 pub mod stamped;
 pub mod tls;
 
@@ -61,6 +63,8 @@ pub fn all() -> Vec<Scenario> {
         tls::EXPIRED,
         backoff::SCENARIO,
         qos1_retry::SCENARIO,
+        dead_link::SCENARIO,
+        sntp_silent::SCENARIO,
     ]
 }
 
