@@ -14,7 +14,7 @@ use crate::backend::esp8266::Esp8266Backend;
 use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
 use crate::report::{junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
-use crate::runner::{Progress, run_suite_on};
+use crate::runner::{Progress, ScenarioReport, run_suite_on};
 use crate::scenarios;
 
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
@@ -364,6 +364,13 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
         },
     )
     .await;
+    let mut reports = reports;
+    let all = scenarios::all();
+    for (name, why) in &skipped {
+        if let Some(scenario) = all.iter().find(|s| s.name == *name) {
+            reports.push(ScenarioReport::skipped(scenario, why));
+        }
+    }
     let total = started.elapsed();
     let summary = summary_table(&reports);
     println!("\n{summary}");
@@ -381,9 +388,14 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
         println!("report: {}", dir.display());
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
+    let skips = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} skipped", skipped.len())
+    };
     println!(
-        "{} passed, {failed} failed; wall time {:.1} s",
-        reports.len() - failed,
+        "{} passed, {failed} failed{skips}; wall time {:.1} s",
+        reports.len() - failed - skipped.len(),
         total.as_secs_f64()
     );
     if let Ok(rig) = Arc::try_unwrap(rig) {

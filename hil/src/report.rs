@@ -15,9 +15,10 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
     let rows: Vec<[String; 4]> = reports
         .iter()
         .map(|r| {
-            let (result, figure) = match &r.result {
-                Ok(figure) => ("pass", figure.clone()),
-                Err(why) => ("FAIL", why.lines().next().unwrap_or_default().to_string()),
+            let (result, figure) = match (&r.skipped, &r.result) {
+                (Some(why), _) => ("skip", why.clone()),
+                (None, Ok(figure)) => ("pass", figure.clone()),
+                (None, Err(why)) => ("FAIL", why.lines().next().unwrap_or_default().to_string()),
             };
             [
                 r.name.to_string(),
@@ -69,17 +70,18 @@ fn xml_escape(text: &str) -> String {
 /// and the normalised serial log of each.
 pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> String {
     let failures = reports.iter().filter(|r| !r.passed()).count();
+    let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let suite = xml_escape(&format!("hil.{board}"));
     let _ = writeln!(
         out,
-        "<testsuites name=\"hil\" tests=\"{}\" failures=\"{failures}\" time=\"{:.3}\">",
+        "<testsuites name=\"hil\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         reports.len(),
         total.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">",
         reports.len(),
         total.as_secs_f64()
     );
@@ -90,8 +92,11 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
             xml_escape(r.name),
             r.duration.as_secs_f64()
         );
-        match &r.result {
-            Ok(figure) => {
+        match (&r.skipped, &r.result) {
+            (Some(why), _) => {
+                let _ = writeln!(out, "      <skipped message=\"{}\"/>", xml_escape(why));
+            }
+            (None, Ok(figure)) => {
                 let _ = writeln!(
                     out,
                     "      <properties><property name=\"key_figure\" value=\"{}\"/><property name=\"tolerance\" value=\"{}\"/></properties>",
@@ -99,7 +104,7 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
                     xml_escape(r.tolerance)
                 );
             }
-            Err(why) => {
+            (None, Err(why)) => {
                 let first = why.lines().next().unwrap_or_default();
                 let _ = writeln!(
                     out,
@@ -158,6 +163,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             log: Vec::new(),
             full_log: Vec::new(),
+            skipped: None,
         }
     }
 
@@ -183,6 +189,33 @@ mod tests {
                 && !table.contains("last lines"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn skipped_scenarios_show_as_skipped_with_the_reason_and_do_not_fail() {
+        let scenario = crate::scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "tls-expired")
+            .unwrap();
+        let reports = [
+            report("boot", Ok("subscribed after 20 ms".into())),
+            ScenarioReport::skipped(&scenario, "needs the mock broker's faults"),
+        ];
+        let table = summary_table(&reports);
+        let row = table.lines().nth(2).unwrap();
+        assert!(
+            row.starts_with("tls-expired")
+                && row.contains("skip")
+                && row.contains("needs the mock broker's faults"),
+            "{table}"
+        );
+        let xml = junit_xml("virtual", &reports, Duration::from_secs(2));
+        assert!(
+            xml.contains(r#"tests="2" failures="0" skipped="1""#)
+                && xml.contains(r#"<skipped message="needs the mock broker&apos;s faults"/>"#),
+            "{xml}"
+        );
+        assert!(reports.iter().all(ScenarioReport::passed));
     }
 
     #[test]

@@ -26,11 +26,28 @@ pub struct ScenarioReport {
     pub log: Vec<SerialLine>,
     /// Everything the device printed until it was stopped.
     pub full_log: Vec<SerialLine>,
+    /// Why the scenario did not run, when it was skipped (its `result` is then `Ok`, so
+    /// it counts as no failure).
+    pub skipped: Option<String>,
 }
 
 impl ScenarioReport {
     pub fn passed(&self) -> bool {
         self.result.is_ok()
+    }
+
+    /// A scenario this run cannot do, and why (e.g. it needs the mock broker's faults and
+    /// the target is AWS).
+    pub fn skipped(scenario: &Scenario, why: &str) -> Self {
+        Self {
+            name: scenario.name,
+            tolerance: scenario.tolerance,
+            result: Ok(format!("skipped: {why}")),
+            duration: Duration::ZERO,
+            log: Vec::new(),
+            full_log: Vec::new(),
+            skipped: Some(why.to_string()),
+        }
     }
 }
 
@@ -114,5 +131,6 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
         duration: started.elapsed(),
         log: run.taken(),
         full_log: run.log(),
+        skipped: None,
     }
 }

@@ -121,19 +121,30 @@ async fn boot_cadence_and_inbound_pass_through_the_observer_and_fault_scenarios_
             "{name} did not pass:\n{stdout}"
         );
     }
-    for name in [
-        "reconnect-after-restart",
-        "tls-untrusted-ca",
-        "tls-wrong-name",
-        "tls-expired",
-    ] {
+    let faulty: Vec<&str> = hil::scenarios::all()
+        .iter()
+        .filter(|s| s.needs_broker_faults)
+        .map(|s| s.name)
+        .collect();
+    assert!(faulty.contains(&"reconnect-after-restart") && faulty.contains(&"tls-expired"));
+    for name in faulty.iter().copied() {
         assert!(
             stderr.contains(&format!(
                 "skipping {name}: needs the mock broker's faults, which AWS IoT does not offer"
             )),
             "{name} not skipped with the reason:\n{stderr}"
         );
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(name) && l.contains(" skip ")),
+            "{name} not in the summary as skipped:\n{stdout}"
+        );
     }
+    assert!(
+        stdout.contains(&format!("3 passed, 0 failed, {} skipped", faulty.len())),
+        "{stdout}"
+    );
     assert!(
         stderr.contains(&format!(
             "AWS IoT endpoint localhost:{} watched by observer hil-observer",
@@ -168,6 +179,13 @@ async fn boot_cadence_and_inbound_pass_through_the_observer_and_fault_scenarios_
     );
     let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert!(junit.contains("name=\"cadence\""), "{junit}");
+    assert!(
+        junit.contains(&format!(
+            r#"failures="0" errors="0" skipped="{}""#,
+            faulty.len()
+        )) && junit.contains("<skipped message=\"needs the mock broker&apos;s faults"),
+        "{junit}"
+    );
     broker.shutdown().await;
 }
 
