@@ -3,8 +3,8 @@
 //!
 //! The first start writes the bootloader, the partition table, the application and the
 //! scenario's flash image (into the `storage` data partition); later starts write only
-//! the image. Every start then resets the board and captures its serial port from the
-//! reset on, through the port espflash used, so no boot line is lost.
+//! the image. Every write ends with a hard reset, and the capture reads the very port
+//! espflash used, so no boot line is lost.
 //!
 //! Where things go is read from the firmware's partition table (`partitions.csv`), the
 //! one definition the firmware build uses too.
@@ -330,12 +330,10 @@ impl Backend for Esp32c3Backend {
             .write_bins_to_flash(&segments, &mut ProgressBars::default())
             .map_err(|e| format!("esp32c3 on {}: flashing failed: {e}", self.port.display()))?;
         *app_flashed = true;
-        let mut connection = flasher.into_connection();
-        connection
-            .reset_after(true, CHIP)
-            .map_err(|e| format!("esp32c3 on {}: reset failed: {e}", self.port.display()))?;
+        // Writing ends with a hard reset (the connection's `HardReset`), so the board is
+        // already booting: what it prints waits in the port's buffer for the capture.
         let serial = SerialCapture::from_serial(
-            Box::new(connection.into_serial()),
+            Box::new(flasher.into_connection().into_serial()),
             self.port.display().to_string(),
             None,
         );

@@ -521,3 +521,60 @@ fn word_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 fn hello_number(payload: &[u8]) -> Option<u32> {
     crate::scenarios::cadence::hello_number(payload)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearssl_errors_of_the_device_advisor_tls_cases_get_their_slugs() {
+        for (text, slug) in [
+            (
+                "Chain could not be linked to a trust anchor.",
+                TlsError::UnknownCa,
+            ),
+            (
+                "Expected server name was not found in the chain.",
+                TlsError::NameMismatch,
+            ),
+            (
+                "Server's certificate is expired or not yet valid.",
+                TlsError::CertificateExpired,
+            ),
+            ("Unknown error code.", TlsError::Other),
+        ] {
+            assert_eq!(tls_error(text), slug, "{text}");
+        }
+    }
+
+    #[test]
+    fn pubsubclient_states_map_to_connect_errors() {
+        assert_eq!(connect_error(-4), ConnectError::Timeout);
+        assert_eq!(connect_error(-2), ConnectError::Tcp);
+        assert_eq!(connect_error(4), ConnectError::NotAuthorized);
+        assert_eq!(connect_error(5), ConnectError::NotAuthorized);
+        assert_eq!(connect_error(2), ConnectError::Refused);
+        assert_eq!(connect_error(42), ConnectError::Protocol);
+    }
+
+    #[test]
+    fn lines_outside_the_vocabulary_are_left_alone() {
+        let mut log = SketchLog::new(Instant::now());
+        for line in [
+            "WiFi connected",
+            ".......",
+            "Heap: lots",
+            "IP address: nope",
+            "",
+        ] {
+            assert!(
+                log.translate(line.as_bytes(), Instant::now()).is_empty(),
+                "{line}"
+            );
+        }
+        // A binary inbound payload stays bytes, escaped by the log line.
+        let lines = log.translate(b"Message arrived [in] \x00\xff", Instant::now());
+        assert_eq!(lines[0].field("bytes"), Some("2"));
+        assert_eq!(lines[0].payload(), Some("\\x00\\xff"));
+    }
+}
