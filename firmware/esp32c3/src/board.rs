@@ -1,7 +1,7 @@
 //! The chip's peripherals, set up once at boot.
 
 use esp_hal::clock::CpuClock;
-use esp_hal::gpio::{Level, Output, OutputConfig};
+use esp_hal::gpio::{Level, Output};
 use esp_hal::rng::{Trng, TrngSource};
 use esp_hal::timer::timg::TimerGroup;
 use esp_radio::wifi::{ControllerConfig, Interface, WifiController, WifiError};
@@ -48,12 +48,12 @@ impl Board {
         #[cfg(feature = "led-gpio8")]
         // Active low on the common boards (SuperMini, ESP32-C3 Zero-style).
         let led = Some((
-            Output::new(p.GPIO8, Level::High, OutputConfig::default()),
+            Output::new(p.GPIO8, Level::High, Default::default()),
             Level::High,
         ));
         #[cfg(all(feature = "led-gpio2", not(feature = "led-gpio8")))]
         let led = Some((
-            Output::new(p.GPIO2, Level::Low, OutputConfig::default()),
+            Output::new(p.GPIO2, Level::Low, Default::default()),
             Level::Low,
         ));
         #[cfg(not(any(feature = "led-gpio8", feature = "led-gpio2")))]
