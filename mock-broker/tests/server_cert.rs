@@ -66,6 +66,11 @@ async fn the_large_chain_is_over_1_2x_the_usual_and_openssl_verifies_it() {
     assert!(verified, "openssl must accept the large chain: {log}");
     assert_eq!(large.len(), 2, "leaf and intermediate: {log}");
     let ratio = total_len(&large) as f64 / total_len(&usual) as f64;
+    eprintln!(
+        "large chain {} B, usual {} B: {ratio:.2}x",
+        total_len(&large),
+        total_len(&usual)
+    );
     assert!(
         ratio >= LARGE_CHAIN_RATIO,
         "large chain {} B vs usual {} B: ratio {ratio:.2} < {LARGE_CHAIN_RATIO}",
