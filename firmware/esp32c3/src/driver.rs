@@ -13,9 +13,12 @@
 //!   reported as they arrive), the network going down, or the next heap report;
 //! - feed the resulting event, which queues more actions.
 //!
-//! Writes on the connection (SUBSCRIBE, PUBLISH, DISCONNECT, and whatever `poll()`
+//! Writes on a connection that stays in use (SUBSCRIBE, PUBLISH, and whatever `poll()`
 //! sends) are never cancelled: a deadline or timer wins over a pending `poll()` only
-//! once the transport's write gate is idle (see `crate::transport`).
+//! once the transport's write gate is idle (see `crate::transport`). A write that has not
+//! finished after [`IO_TIMEOUT`] (a broker that stopped reading) ends the connection:
+//! it is reported lost and dropped as a whole, so the cut record is never followed by
+//! another.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -46,8 +49,8 @@ use crate::board::{BOARD, Board, FIRMWARE};
 use crate::net::Net;
 use crate::storage::Partition;
 use crate::transport::{
-    self, ConnBuffers, Identity, MQTT_BYTES, Mqtt, MqttBuffers, MqttError, TLS_BYTES, TcpBuffers,
-    TlsBuffers,
+    self, ConnBuffers, IO_TIMEOUT, Identity, MQTT_BYTES, Mqtt, MqttBuffers, MqttError, TLS_BYTES,
+    TcpBuffers, TlsBuffers,
 };
 use crate::{heap, led, serial, sntp};
 
@@ -406,15 +409,16 @@ impl Driver {
                 let Some(conn) = conn else { return Ok(()) };
                 let filter = TopicFilter::new(&topic)
                     .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
-                match conn.subscribe(&[filter], &[]).await {
-                    Ok(op) => {
+                match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
+                    Ok(Ok(op)) => {
                         self.subscription = Some(op);
                         self.subscribed = Some((topic, qos));
                     }
-                    Err(_) if conn.is_connected() => {
+                    Ok(Err(_)) if conn.is_connected() => {
                         self.feed(Event::SubscribeFailed(SubscribeError::Refused));
                     }
-                    Err(e) => return self.lost(disconnect_reason(&e)),
+                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
             Todo::Publish {
@@ -438,19 +442,20 @@ impl Driver {
                 }
                 self.sent.retain(|s| s.seq != seq);
                 let publication = Publication::bytes(&topic, &payload).qos(mqtt_qos(qos));
-                match conn.publish(publication).await {
-                    Ok(Some(op)) => {
+                match with_timeout(IO_TIMEOUT, conn.publish(publication)).await {
+                    Err(_) => return self.lost(DisconnectReason::Io),
+                    Ok(Ok(Some(op))) => {
                         if let Some(packet_id) = transport::op_packet_id(&op).or(packet_id) {
                             self.sent.push(Sent { seq, packet_id, op });
                             self.feed(Event::PublishSent { seq, packet_id });
                         }
                     }
-                    Ok(None) => {}
-                    Err(minimq::PubError::Session(e)) if !conn.is_connected() => {
+                    Ok(Ok(None)) => {}
+                    Ok(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
                         return self.lost(disconnect_reason(&e));
                     }
                     // Not sent (no room in minimq's window): the session retries it.
-                    Err(_) => {}
+                    Ok(Err(_)) => {}
                 }
             }
             // minimq pings only after keep-alive - 5 s without sending and has no ping
@@ -466,10 +471,11 @@ impl Driver {
                         .maximum_qos(mqtt_qos(*qos))
                         .retain_behavior(RetainHandling::IfSubscriptionDoesNotExist),
                 );
-                match conn.subscribe(&[filter], &[]).await {
-                    Ok(op) => self.probe = Some(op),
-                    Err(_) if conn.is_connected() => {}
-                    Err(e) => return self.lost(disconnect_reason(&e)),
+                match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
+                    Ok(Ok(op)) => self.probe = Some(op),
+                    Ok(Err(_)) if conn.is_connected() => {}
+                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
         }
@@ -513,18 +519,18 @@ impl Driver {
                 Some(t) => Timer::at(at(t)).await,
                 None => pending().await,
             }
-            gate.idle().await
+            between_writes(gate).await
         };
         let heap_due = async {
             Timer::at(self.next_heap).await;
-            gate.idle().await
+            between_writes(gate).await
         };
         let net_down = async {
             match (&self.net, self.net_up) {
                 (Some(net), true) => net.wait_down().await,
                 _ => pending().await,
             }
-            gate.idle().await
+            between_writes(gate).await
         };
         let connected = conn.is_some();
         let mut conn = conn;
@@ -536,14 +542,21 @@ impl Driver {
         };
         let woke = select4(deadline, heap_due, net_down, polled).await;
         match woke {
-            Either4::First(()) => self.feed(Event::Tick),
-            Either4::Second(()) => {
+            // A write poll() started has stalled: the connection is dead, and dropping it
+            // (the only way out) is safe because it is never used again.
+            Either4::First(Stalled) | Either4::Second(Stalled) | Either4::Third(Stalled)
+                if connected =>
+            {
+                return self.lost(DisconnectReason::Io);
+            }
+            Either4::First(_) => self.feed(Event::Tick),
+            Either4::Second(_) => {
                 // From now, not from the missed time: a long request must not cause a
                 // burst of catch-up reports.
                 self.next_heap = embassy_time::Instant::now() + HEAP_REPORT_EVERY;
                 self.report_heap();
             }
-            Either4::Third(()) => self.feed(Event::NetDown(NetError::LinkLost)),
+            Either4::Third(_) => self.feed(Event::NetDown(NetError::LinkLost)),
             Either4::Fourth(polled) => {
                 // Report the message while it borrows the connection, then look at acks.
                 let (inbound, error) = match polled {
@@ -707,6 +720,24 @@ impl Driver {
                 None
             }
         }
+    }
+}
+
+/// Whether the connection's writes let a timer through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// No write under way: the timer's event can be handled.
+    Idle,
+    /// A write has not finished within [`IO_TIMEOUT`] of the timer.
+    Stalled,
+}
+use Gate::Stalled;
+
+/// Wait until no write is under way on the connection, at most [`IO_TIMEOUT`].
+async fn between_writes(gate: &WriteGate) -> Gate {
+    match with_timeout(IO_TIMEOUT, gate.idle()).await {
+        Ok(()) => Gate::Idle,
+        Err(_) => Gate::Stalled,
     }
 }
 

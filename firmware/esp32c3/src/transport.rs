@@ -13,10 +13,11 @@
 //! # Cancel-safety
 //! Reads: the TLS layer reads through `firmware_core::tls::RecordAtomic`, which hands
 //! up whole records only, so the driver may drop a pending `poll()` at a deadline.
-//! Writes: never cancelled. The socket is wrapped in `firmware_core::driver::Gated`;
-//! the driver waits for the gate to be idle before it lets a deadline win over the
-//! connection, and a stalled write ends through the socket's own [`IO_TIMEOUT`] (the
-//! TCP connection is aborted and the write fails), never by dropping it half-way.
+//! Writes: never cancelled on a connection that stays in use. The socket is wrapped in
+//! `firmware_core::driver::Gated`; the driver waits for the gate to be idle before it lets
+//! a deadline win over the connection. A write still stalled after [`IO_TIMEOUT`] ends
+//! the connection (the socket's own timeout aborts unacknowledged data after as long;
+//! the driver drops a connection whose write stalls on a zero window).
 
 use core::fmt::Write as _;
 
@@ -47,8 +48,8 @@ pub const MQTT_BYTES: usize = MQTT_RX_BUF + MQTT_TX_BUF;
 pub const BUFFER_BYTES: usize = TLS_BYTES + MQTT_BYTES;
 const _: () = assert!(BUFFER_BYTES <= 48 * 1024);
 
-/// A TCP segment that stays unacknowledged this long (a broker that stopped reading, a
-/// dead link) aborts the connection; the pending write then fails instead of hanging.
+/// A TCP segment that stays unacknowledged this long (a dead link) aborts the
+/// connection, and a write that cannot finish in this time ends it (see the module docs).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The cipher suite every AWS IoT endpoint and mosquitto offer for TLS 1.3.
