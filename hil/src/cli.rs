@@ -385,7 +385,7 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     if let Some(dir) = &args.report {
         write_report_dir(dir, &reports, &summary)
             .map_err(|e| format!("write report {}: {e}", dir.display()))?;
-        println!("report: {}", dir.display());
+        println!("report: {}", dir.join("index.html").display());
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let skips = if skipped.is_empty() {

@@ -18,7 +18,8 @@
 //! - [`scenarios`]: the scenarios as data (name, tolerance, exclusivity) plus their checks.
 //! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
 //! - [`normalise`]: the serial log with run-dependent figures redacted (snapshots).
-//! - [`report`]: summary table, JUnit XML, report folder.
+//! - [`report`]: summary table, JUnit XML, report folder with a self-contained HTML page
+//!   (interval plot and connection timeline per scenario, [`report::html`]).
 //! - [`aws`]: `--target aws`: the observer connection (a second identity over MQTT + TLS)
 //!   that watches and injects on a real AWS IoT endpoint.
 //! - [`cli`]: `hil list`, `hil run`.

@@ -1,5 +1,8 @@
 //! What people look at after a run: the summary table, JUnit XML for CI, and a report
-//! folder with each scenario's serial log (as captured and normalised).
+//! folder with each scenario's serial log (as captured and normalised) and one
+//! self-contained HTML page ([`html`]).
+
+pub mod html;
 
 use std::fmt::Write as _;
 use std::io;
@@ -125,11 +128,13 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
     out
 }
 
-/// `DIR/summary.txt`, and per scenario `DIR/<name>/serial.log` (as captured, with host
-/// timestamps relative to the first line) and `DIR/<name>/serial.normalised.log`.
+/// `DIR/index.html` (see [`html`]), `DIR/summary.txt`, and per scenario
+/// `DIR/<name>/serial.log` (as captured, with host timestamps relative to the first line)
+/// and `DIR/<name>/serial.normalised.log`.
 pub fn write_report_dir(dir: &Path, reports: &[ScenarioReport], summary: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("summary.txt"), summary)?;
+    std::fs::write(dir.join("index.html"), html::render(reports))?;
     for r in reports {
         let folder = dir.join(r.name);
         std::fs::create_dir_all(&folder)?;
@@ -163,6 +168,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             log: Vec::new(),
             full_log: Vec::new(),
+            broker_publishes: Vec::new(),
             skipped: None,
         }
     }

@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mock_broker::{Event, Publisher};
+
 use crate::backend::Backend;
 use crate::backend::virtual_device::VirtualBackend;
 use crate::rig::Rig;
@@ -29,6 +31,9 @@ pub struct ScenarioReport {
     /// Why the scenario did not run, when it was skipped (its `result` is then `Ok`, so
     /// it counts as no failure).
     pub skipped: Option<String>,
+    /// When the broker received each publish of the scenario's client id (lifecycle
+    /// topics excluded), in order: the broker's side of the interval plot.
+    pub broker_publishes: Vec<Instant>,
 }
 
 impl ScenarioReport {
@@ -46,6 +51,7 @@ impl ScenarioReport {
             duration: Duration::ZERO,
             log: Vec::new(),
             full_log: Vec::new(),
+            broker_publishes: Vec::new(),
             skipped: Some(why.to_string()),
         }
     }
@@ -117,6 +123,8 @@ pub async fn run_suite_on(
 
 async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) -> ScenarioReport {
     let started = Instant::now();
+    // Subscribed before the device starts, so its first publish is seen.
+    let mut observer = rig.observe();
     let mut run = ScenarioRun::on(rig, backend, scenario);
     let result = match tokio::time::timeout(SCENARIO_LIMIT, (scenario.check)(&mut run)).await {
         Ok(result) => result,
@@ -124,6 +132,15 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
             "expected the scenario to finish within {SCENARIO_LIMIT:?}, it did not"
         ))),
     };
+    let mut broker_publishes = Vec::new();
+    while let Some(event) = observer.try_next() {
+        if let Event::Publish(publish) = event
+            && publish.publisher == Publisher::Client(run.client_id.clone())
+            && !publish.topic.starts_with("$aws/")
+        {
+            broker_publishes.push(publish.received_at);
+        }
+    }
     ScenarioReport {
         name: scenario.name,
         tolerance: scenario.tolerance,
@@ -132,5 +149,6 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
         log: run.taken(),
         full_log: run.log(),
         skipped: None,
+        broker_publishes,
     }
 }
