@@ -22,6 +22,7 @@
 //!   device.pem device.der device.key.pem device.key.der  the thing: CN=<thing>, no O=
 //!   observer.pem observer.der observer.key.pem ...       the rig's client: CN=observer
 //!   policy.json                                          AWS IoT policy, least privilege
+//!   observer-policy.json                                 the observer's (hil --target aws)
 //!   device/cert.der device/private.der device/ca.der     exactly what the flash image holds
 //!   device/cert.pem device/private.pem                   PEM copies of the same
 //! ```
@@ -136,6 +137,11 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
     writeln!(out, "  device.pem    thing CN={}", options.thing).ok();
     writeln!(out, "  observer.pem  rig client CN={}", options.observer).ok();
     writeln!(out, "  policy.json   AWS IoT policy for the thing").ok();
+    writeln!(
+        out,
+        "  observer-policy.json  AWS IoT policy for the observer (hil --target aws)"
+    )
+    .ok();
     writeln!(
         out,
         "  device/       cert.der private.der ca.der for `certs image --creds {dir}/device`"

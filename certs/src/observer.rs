@@ -53,3 +53,40 @@ pub fn observer_policy_document(client_id: &str, watch_topic: &str, inject_topic
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_observer_may_watch_and_inject_but_not_publish_where_it_watches() {
+        let doc: serde_json::Value = serde_json::from_str(&observer_policy_document(
+            "hil-observer",
+            "outTopic",
+            "inTopic",
+        ))
+        .unwrap();
+        let grants: Vec<(String, String)> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                assert_eq!(s["Effect"], "Allow");
+                (
+                    s["Action"].as_str().unwrap().to_string(),
+                    s["Resource"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let arn = |rest: &str| format!("arn:aws:iot:*:*:{rest}");
+        assert_eq!(
+            grants,
+            [
+                ("iot:Connect".into(), arn("client/hil-observer")),
+                ("iot:Subscribe".into(), arn("topicfilter/outTopic")),
+                ("iot:Receive".into(), arn("topic/outTopic")),
+                ("iot:Publish".into(), arn("topic/inTopic")),
+            ]
+        );
+    }
+}

@@ -383,6 +383,10 @@ pub struct Pki {
     pub observer: Identity,
     /// The AWS IoT policy document (JSON).
     pub policy: String,
+    /// The AWS IoT policy of the rig's observer (`hil --target aws`): connect as
+    /// [`crate::observer::DEFAULT_OBSERVER_CLIENT_ID`], watch the thing's publish topic,
+    /// inject on its subscribe topic.
+    pub observer_policy: String,
 }
 
 impl Pki {
@@ -397,12 +401,18 @@ impl Pki {
         let device = ca.issue_client(&options.thing, alg, validity)?;
         let observer = ca.issue_client(&options.observer, alg, validity)?;
         let policy = policy_document(THING_NAME_CLIENT, &options.pub_topic, &options.sub_topic);
+        let observer_policy = crate::observer::observer_policy_document(
+            crate::observer::DEFAULT_OBSERVER_CLIENT_ID,
+            &options.pub_topic,
+            &options.sub_topic,
+        );
         Ok(Self {
             ca,
             server,
             device,
             observer,
             policy,
+            observer_policy,
         })
     }
 
@@ -414,6 +424,10 @@ impl Pki {
         files.extend(self.device.files("device"));
         files.extend(self.observer.files("observer"));
         files.push(OutFile::public("policy.json", self.policy.clone()));
+        files.push(OutFile::public(
+            "observer-policy.json",
+            self.observer_policy.clone(),
+        ));
         // The flash image's three files, in the form the device reads.
         files.push(OutFile::public(
             "device/cert.der",
@@ -446,6 +460,7 @@ pub fn layout() -> Vec<PathBuf> {
         }
     }
     names.push("policy.json".into());
+    names.push("observer-policy.json".into());
     for file in [
         "cert.der",
         "private.der",
@@ -627,8 +642,14 @@ pub fn server_chain_large(
     let intermediate = ca.intermediate(
         &[
             (DnType::CountryName, "US"),
-            (DnType::OrganizationName, "Test PKI large-chain intermediate"),
-            (DnType::OrganizationalUnitName, "Device Advisor TLS case: large server certificate chain"),
+            (
+                DnType::OrganizationName,
+                "Test PKI large-chain intermediate",
+            ),
+            (
+                DnType::OrganizationalUnitName,
+                "Device Advisor TLS case: large server certificate chain",
+            ),
             (DnType::CommonName, "Test intermediate CA (large chain)"),
         ],
         KeyAlgorithm::Rsa2048,

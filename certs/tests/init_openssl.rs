@@ -33,6 +33,7 @@ const LAYOUT: &[&str] = &[
     "device/cert.pem",
     "device/private.der",
     "device/private.pem",
+    "observer-policy.json",
     "observer.der",
     "observer.key.der",
     "observer.key.pem",
