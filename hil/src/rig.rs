@@ -68,13 +68,20 @@ impl GivenImage {
     }
 }
 
-/// `host:port` as a loopback socket address, if `host` names this machine.
+/// `host:port` as an address to listen on, if `host` names this machine: `localhost` or a
+/// loopback address (127.0.0.1), or an address of one of its interfaces (a bench image
+/// names the host's LAN address, which a board dials over WiFi).
 fn loopback(host: &str, port: u16) -> Option<SocketAddr> {
-    let is_loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    is_loopback.then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let ip = host.parse::<std::net::IpAddr>().ok()?;
+    if ip.is_loopback() {
+        return Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    // Binding succeeds only for an address assigned to this machine.
+    std::net::UdpSocket::bind((ip, 0)).ok()?;
+    Some(SocketAddr::new(ip, port))
 }
 
 /// Everything scenarios share.
@@ -173,6 +180,10 @@ impl Rig {
             )
         })?;
         config.endpoint = endpoint.host.to_string();
+        // A client dialling an IP address sends no SNI (RFC 6066 allows only names).
+        if endpoint.host.parse::<std::net::IpAddr>().is_ok() {
+            config.sni = mock_broker::SniRule::AllowMissing;
+        }
         config.sntp_addr = loopback(&image.config.ntp.host, image.config.ntp.port);
         let broker = MockBroker::start(config)
             .await
@@ -368,5 +379,29 @@ impl Rig {
         let path = self.workdir.path().join(format!("{client_id}.img"));
         std::fs::write(&path, bytes).map_err(|e| format!("write {}: {e}", path.display()))?;
         Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_this_machine_are_listened_on_and_others_refused() {
+        let local = |port| Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        assert_eq!(loopback("localhost", 8883), local(8883));
+        assert_eq!(loopback("127.0.0.2", 1123), local(1123));
+        // The address this machine would send from: one of its interfaces.
+        let interface = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.connect("198.51.100.1:9").and(s.local_addr()))
+            .map(|a| a.ip());
+        if let Ok(ip) = interface {
+            assert_eq!(
+                loopback(&ip.to_string(), 8883),
+                Some(SocketAddr::new(ip, 8883))
+            );
+        }
+        assert_eq!(loopback("203.0.113.7", 8883), None);
+        assert_eq!(loopback("broker.example", 8883), None);
     }
 }
