@@ -214,3 +214,43 @@ async fn an_observer_its_policy_does_not_let_watch_the_topic_is_refused_naming_i
     );
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_other_than_the_one_the_image_dials_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&InitOptions::default()).expect("pki");
+    let broker = endpoint(&pki, thing_and_observer_policy(DEFAULT_OBSERVER_CLIENT_ID)).await;
+    write_thing_image(dir.path(), &pki, &broker);
+    write_observer_files(dir.path(), &pki);
+    let dialled = broker.mqtt_addr().port();
+    broker.shutdown().await;
+
+    common::virtual_device();
+    let out = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--target",
+            "aws",
+            "--endpoint",
+            "other-ats.iot.eu-west-1.amazonaws.com",
+            "--flash",
+            "thing.img",
+            "--observer-cert",
+            "observer.pem",
+            "--observer-key",
+            "observer.key.pem",
+            "--observer-ca",
+            "ca.pem",
+        ])
+        .output()
+        .expect("run hil");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "thing.img: the image's config dials localhost:{dialled}, not --endpoint other-ats.iot.eu-west-1.amazonaws.com:8883"
+        )),
+        "{stderr}"
+    );
+}
