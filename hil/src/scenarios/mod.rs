@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod boot;
 pub mod cadence;
 pub mod dead_link;
+pub mod duplicate_id;
 pub mod inbound;
 pub mod qos1_retry;
 pub mod reconnect;
@@ -65,6 +66,7 @@ pub fn all() -> Vec<Scenario> {
         qos1_retry::SCENARIO,
         dead_link::SCENARIO,
         sntp_silent::SCENARIO,
+        duplicate_id::SCENARIO,
     ]
 }
 

@@ -1,0 +1,220 @@
+//! `duplicate-id`: a second device with the same client id (a second virtual device whose
+//! image names the same thing) comes up while the first is connected.
+//!
+//! What AWS IoT Core does: a CONNECT with a client id already in use disconnects the older
+//! connection (lifecycle `disconnectReason` `DUPLICATE_CLIENTID`, MQTT 5 reason 0x8E
+//! "session taken over"), and it accepts one CONNECT per second per client id. It does
+//! nothing to stop two clients from taking the id from each other in turn.
+//!
+//! The right device behaviour, and the one this scenario asserts: treat the takeover as
+//! any lost connection and reconnect with exponential backoff and full jitter, without
+//! resetting the backoff until a connection has lasted its stable period (30 s). A device
+//! cannot tell whether it or the other one is the rightful owner of the id, so it must not
+//! give up for good (it would stay off-line after the duplicate is gone); but it must not
+//! fight either. Two such devices degrade into a slow alternation whose gaps grow towards
+//! the 60 s cap instead of a reconnect storm, and as soon as one of them leaves, the other
+//! stays connected. The mock broker takes the same rules from AWS, so the fight seen here
+//! is the one AWS would see.
+//!
+//! Asserted: the broker disconnects the original for the duplicate; in the 15 s after the
+//! duplicate starts, the broker sees at most 14 CONNECTs for the id (accepted or refused
+//! by the one-per-second rule; two devices retrying every second would make 15 or more, a
+//! tight loop hundreds); the original's backoff attempts count up without a reset and each
+//! delay stays under its ceiling; once the duplicate is gone the original reconnects
+//! within its announced delay and stays connected.
+//!
+//! Not asserted: the reason the device logs for the takeover. minimq 0.13 reports a
+//! broker DISCONNECT without its reason code, so the device logs `reason=peer-closed`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mock_broker::{DisconnectReason, Event, Publisher};
+
+use super::backoff::{FLOOR_MS, ceiling_ms};
+use super::stamped::StampedEvents;
+use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::backend::virtual_device::VirtualDevice;
+use crate::rig::OUT_TOPIC;
+
+/// How long both devices run side by side.
+pub const WINDOW: Duration = Duration::from_secs(15);
+/// CONNECTs for the id the broker may see in [`WINDOW`]. Two devices with full-jitter
+/// exponential backoff make 8 on average; 14 is beyond what 10^5 simulated runs reached.
+pub const MAX_CONNECTS: usize = 14;
+/// Duplicate started to the broker's takeover (the duplicate boots and connects).
+pub const TAKEOVER_WITHIN: Duration = Duration::from_secs(15);
+/// On top of the original's announced delay: handshake, subscribe, one period.
+pub const RECOVER_MARGIN: Duration = Duration::from_secs(10);
+/// Publishes in a row without a disconnect once the original is alone.
+const STABLE_PUBLISHES: usize = 3;
+const FIRST_PUBLISH: Duration = Duration::from_secs(15);
+const PERIOD: Duration = Duration::from_secs(2);
+
+pub const SCENARIO: Scenario = Scenario {
+    name: "duplicate-id",
+    summary: "a second device with the same client id takes over: backoff, no reconnect storm, settles when it leaves",
+    tolerance: "takeover within 15 s; <= 14 CONNECTs for the id in the 15 s both run; original's backoff attempts 1, 2, 3.. each within its ceiling; after the duplicate leaves, publishing within its announced delay + 10 s and 3 publishes without a disconnect",
+    exclusive: false,
+    needs_rig_ca: false,
+    needs_broker_faults: true,
+    check,
+};
+
+fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
+    Box::pin(duplicate_id(run))
+}
+
+async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
+    let rig = Arc::clone(&run.rig);
+    // The broker's client table and refusals are what this scenario counts.
+    rig.broker()?;
+    let client = run.client_id.clone();
+    let observer = run.start_device(|_| {})?;
+    let events = StampedEvents::record(observer);
+    let publisher = Publisher::Client(client.clone());
+    let publishes = move |event: &Event| match event {
+        Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(()),
+        _ => None,
+    };
+    if events
+        .wait_for(Instant::now(), FIRST_PUBLISH, &publishes)
+        .await
+        .is_none()
+    {
+        return Err(run.failure(&format!(
+            "expected a publish on {OUT_TOPIC} within {FIRST_PUBLISH:?}, saw none"
+        )));
+    }
+
+    // The duplicate: with a --flash image the very same image (a cloned device), else a
+    // second certificate for the same thing. Writing it replaces the original's image
+    // file, which the running original has already read.
+    let image = match rig.given_image() {
+        Some(given) => given.path.clone(),
+        None => rig.write_image(&rig.device_config(&client)?)?,
+    };
+    let arrived = Instant::now();
+    let duplicate = VirtualDevice::spawn(rig.device_binary(), &image)
+        .map_err(|e| format!("the duplicate virtual device: {e}"))?;
+    let taken_over = events
+        .wait_for(arrived, TAKEOVER_WITHIN, |e| match e {
+            Event::Disconnected { client_id, reason }
+                if *client_id == client && *reason == DisconnectReason::DuplicateClientId =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    let Some((taken_at, ())) = taken_over else {
+        return Err(run.failure(&format!(
+            "expected the broker to drop the original for the duplicate within \
+             {TAKEOVER_WITHIN:?}, saw no DUPLICATE_CLIENTID disconnect; the duplicate's log:\n{}",
+            duplicate.serial.tail(8)
+        )));
+    };
+
+    // Both run for the window: a measurement period, not a wait for an event.
+    tokio::time::sleep_until((arrived + WINDOW).into()).await;
+    let window_end = Instant::now();
+    let refused_for_rate = format!("for client id {client:?}");
+    let connects = events
+        .since(arrived)
+        .into_iter()
+        .filter(|(at, _)| *at <= arrived + WINDOW)
+        .filter(|(_, e)| match e {
+            Event::Connected { client_id, .. } => *client_id == client,
+            Event::Refused { reason, .. } => reason.contains(&refused_for_rate),
+            _ => false,
+        })
+        .count();
+    if connects > MAX_CONNECTS {
+        return Err(run.failure(&format!(
+            "expected at most {MAX_CONNECTS} CONNECTs for {client} in the {WINDOW:?} both \
+             devices ran, saw {connects} (a reconnect storm)"
+        )));
+    }
+
+    // The original's backoff while the two took turns.
+    let log = run.log();
+    let backoffs: Vec<(u32, u64)> = log
+        .iter()
+        .filter(|l| l.at >= arrived && l.at <= window_end)
+        .filter_map(|l| l.line())
+        .filter(|l| is(l, "mqtt", "backoff"))
+        .filter_map(|l| Some((l.field_as("attempt")?, l.field_as("delay_ms")?)))
+        .collect();
+    let Some(&(first, _)) = backoffs.first() else {
+        return Err(run.failure(
+            "expected the original to back off after the takeover, saw no `mqtt: backoff`",
+        ));
+    };
+    let series = backoffs
+        .iter()
+        .map(|(a, d)| format!("#{a} {d} ms"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (i, &(attempt, delay_ms)) in backoffs.iter().enumerate() {
+        let expected = first + i as u32;
+        let ceiling = ceiling_ms(attempt);
+        if attempt != expected || delay_ms > ceiling || delay_ms < FLOOR_MS.min(ceiling) {
+            return Err(run.failure(&format!(
+                "expected the original's backoff attempts to count up ({expected} next) with \
+                 each delay within [{}, {ceiling}] ms, saw attempt={attempt} delay_ms={delay_ms}; \
+                 series: {series}",
+                FLOOR_MS.min(ceiling)
+            )));
+        }
+    }
+
+    // The duplicate leaves; the original must come back by its own schedule and stay.
+    drop(duplicate);
+    let left = Instant::now();
+    let due = run
+        .log()
+        .iter()
+        .filter_map(|l| Some((l.at, l.line()?)))
+        .filter(|(_, l)| is(l, "mqtt", "backoff") || is(l, "mqtt", "connected"))
+        .last()
+        .and_then(|(at, l)| {
+            let delay = Duration::from_millis(l.field_as("delay_ms")?);
+            Some((at + delay).saturating_duration_since(left))
+        })
+        .unwrap_or_default();
+    let recover = due + RECOVER_MARGIN;
+    let Some((back_at, ())) = events.wait_for(left, recover, &publishes).await else {
+        return Err(run.failure(&format!(
+            "expected the original publishing again within {recover:.1?} of the duplicate \
+             leaving (its announced delay + {RECOVER_MARGIN:?}), saw none"
+        )));
+    };
+    let mut last = back_at;
+    for i in 1..=STABLE_PUBLISHES {
+        let timeout = PERIOD * 2;
+        let after_last = last + Duration::from_millis(1);
+        let Some((at, ())) = events.wait_for(after_last, timeout, &publishes).await else {
+            return Err(run.failure(&format!(
+                "expected publish {i} of {STABLE_PUBLISHES} in a row once the original was \
+                 alone, saw none within {timeout:?}"
+            )));
+        };
+        last = at;
+    }
+    let kicked_again = events.since(back_at).into_iter().any(|(_, e)| {
+        matches!(e, Event::Disconnected { client_id, .. } if client_id == client)
+    });
+    if kicked_again {
+        return Err(run.failure(
+            "expected the original to stay connected once the duplicate had left, saw it disconnected",
+        ));
+    }
+    Ok(format!(
+        "taken over {} ms after the duplicate started; {connects} CONNECTs in {} s \
+         (limit {MAX_CONNECTS}); original backed off {series}; alone again, publishing \
+         {:.1} s after the duplicate left, stable",
+        taken_at.duration_since(arrived).as_millis(),
+        WINDOW.as_secs(),
+        back_at.duration_since(left).as_secs_f64()
+    ))
+}
