@@ -225,6 +225,17 @@ mod tests {
     }
 
     #[test]
+    fn the_report_folder_has_the_html_page_next_to_the_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let reports = [report("cadence", Err("saw <3001> ms".into()))];
+        write_report_dir(dir.path(), &reports, "table").unwrap();
+        let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+        assert!(page.contains("saw &lt;3001&gt; ms"), "{page}");
+        assert!(dir.path().join("cadence/serial.log").is_file());
+    }
+
+    #[test]
     fn junit_escapes_what_it_carries_and_counts_failures() {
         let xml = junit_xml(
             "virtual",
