@@ -201,9 +201,10 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
         };
         last = at;
     }
-    let kicked_again = events.since(back_at).into_iter().any(|(_, e)| {
-        matches!(e, Event::Disconnected { client_id, .. } if client_id == client)
-    });
+    let kicked_again = events
+        .since(back_at)
+        .into_iter()
+        .any(|(_, e)| matches!(e, Event::Disconnected { client_id, .. } if client_id == client));
     if kicked_again {
         return Err(run.failure(
             "expected the original to stay connected once the duplicate had left, saw it disconnected",

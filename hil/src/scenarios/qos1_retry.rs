@@ -115,15 +115,14 @@ async fn qos1_retry(run: &mut ScenarioRun) -> CheckResult {
         last = n;
         from = at;
     }
-    let dropped_again = run.log().into_iter().any(|l| {
-        l.at > dropped_at
-            && l.line()
-                .is_some_and(|l| is(l, "mqtt", "disconnected"))
-    });
+    let dropped_again = run
+        .log()
+        .into_iter()
+        .any(|l| l.at > dropped_at && l.line().is_some_and(|l| is(l, "mqtt", "disconnected")));
     if dropped_again {
-        return Err(run.failure(
-            "expected no further disconnect once PUBACKs flowed again, saw one",
-        ));
+        return Err(
+            run.failure("expected no further disconnect once PUBACKs flowed again, saw one")
+        );
     }
     Ok(format!(
         "#{unacked_n} resent with id {} and DUP {} ms after the drop; {replayed} more replayed, then #{}..#{last} new",
@@ -183,7 +182,9 @@ async fn withheld_then_resent(
             "expected the device to drop the link with reason=puback-timeout, saw reason={reason}"
         )));
     }
-    run.rig.broker()?.set_client_faults(&run.client_id, Faults::default());
+    run.rig
+        .broker()?
+        .set_client_faults(&run.client_id, Faults::default());
 
     let resent = events
         .wait_for(unacked.received_at, PUBACK_TIMEOUT + RESENT_WITHIN, |e| {

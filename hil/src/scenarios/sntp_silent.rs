@@ -169,9 +169,9 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
         .await?;
         let line = line.line().expect("picked a parsed line");
         if is(line, "time", "synced") {
-            return Err(run.failure(
-                "expected no `time: synced` while the SNTP server is silent, saw one",
-            ));
+            return Err(
+                run.failure("expected no `time: synced` while the SNTP server is silent, saw one")
+            );
         }
         if line.field("error") != Some("timeout") {
             return Err(run.failure(&format!(

@@ -212,11 +212,7 @@ mod tests {
             classify(&[1000, 2000, 4000], 5),
             Err(TooFewSamples { seen: 3 })
         );
-        assert!(
-            TooFewSamples { seen: 3 }
-                .to_string()
-                .contains("at least 4")
-        );
+        assert!(TooFewSamples { seen: 3 }.to_string().contains("at least 4"));
         assert!(classify(&[1, 2, 3, 4], 0).is_ok());
     }
 
@@ -250,6 +246,9 @@ mod tests {
             })
             .count();
         // About 1 in 20,000; allow 5 so the bound states the rate, not one lucky seed.
-        assert!(mistaken <= 5, "{mistaken} of {runs} jittered series fit a law");
+        assert!(
+            mistaken <= 5,
+            "{mistaken} of {runs} jittered series fit a law"
+        );
     }
 }
