@@ -15,8 +15,8 @@ pub const HEAP_BYTES: usize = RECLAIMED_BYTES + DRAM_BYTES;
 
 /// Give both regions to the global allocator. Call once, first thing after `esp_hal::init`.
 pub fn init() {
-    esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: 64 * 1024);
-    esp_alloc::heap_allocator!(size: 48 * 1024);
+    esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: RECLAIMED_BYTES);
+    esp_alloc::heap_allocator!(size: DRAM_BYTES);
 }
 
 /// The heap figures now, with the static buffer sizes.
