@@ -174,9 +174,9 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
     let due = run
         .log()
         .iter()
+        .rev()
         .filter_map(|l| Some((l.at, l.line()?)))
-        .filter(|(_, l)| is(l, "mqtt", "backoff") || is(l, "mqtt", "connected"))
-        .last()
+        .find(|(_, l)| is(l, "mqtt", "backoff") || is(l, "mqtt", "connected"))
         .and_then(|(at, l)| {
             let delay = Duration::from_millis(l.field_as("delay_ms")?);
             Some((at + delay).saturating_duration_since(left))
