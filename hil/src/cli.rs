@@ -332,6 +332,11 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
     let backend = backend(args)?;
+    // A board's firmware goes on before the first scenario, outside every deadline.
+    let preparing = Arc::clone(&backend);
+    tokio::task::spawn_blocking(move || preparing.prepare())
+        .await
+        .map_err(|e| format!("preparing the {} device: {e}", backend.board()))??;
     // The rig's own virtual-device binary is only run by the virtual backend.
     let binary = match args.board {
         Board::Virtual => find_virtual_device()?,

@@ -33,6 +33,11 @@ fn flashing_a_pseudo_terminal_with_no_chip_fails_in_time_naming_the_port() {
     let backend = Esp32c3Backend::new(Some(port.clone()), Some(firmware), &partitions)
         .expect("an explicit port and a firmware file are enough to set up");
     let started = Instant::now();
+    // Before the first scenario (the app alone), then a scenario's start (app and image).
+    let Err(why) = backend.prepare() else {
+        panic!("flashing the app onto a pseudo-terminal succeeded");
+    };
+    assert!(why.contains("no chip answered"), "{why}");
     let Err(why) = backend.start(&image) else {
         panic!("flashing a pseudo-terminal succeeded");
     };

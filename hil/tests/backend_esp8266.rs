@@ -100,7 +100,7 @@ async fn the_sketch_transcript_reads_as_the_firmware_log() {
 }
 
 #[test]
-fn esptool_writes_the_sketch_once_then_only_the_image() {
+fn esptool_writes_the_sketch_before_the_first_scenario_then_only_images() {
     let port = Path::new("/dev/ttyUSB0");
     let args = |command: &Command| -> Vec<String> {
         command
@@ -113,7 +113,7 @@ fn esptool_writes_the_sketch_once_then_only_the_image() {
         port,
         460_800,
         Some(Path::new("sketch.bin")),
-        Path::new("flash.img"),
+        Some(Path::new("flash.img")),
     );
     assert_eq!(first.get_program(), "python3");
     assert_eq!(
@@ -136,7 +136,18 @@ fn esptool_writes_the_sketch_once_then_only_the_image() {
             "flash.img"
         ]
     );
-    let later = esptool_command("python3", port, 115_200, None, Path::new("flash.img"));
+    let sketch_only = esptool_command(
+        "python3",
+        port,
+        460_800,
+        Some(Path::new("sketch.bin")),
+        None,
+    );
+    assert_eq!(
+        args(&sketch_only)[10..],
+        ["write_flash", "0x0", "sketch.bin"]
+    );
+    let later = esptool_command("python3", port, 115_200, None, Some(Path::new("flash.img")));
     assert_eq!(
         args(&later)[8..],
         [

@@ -116,15 +116,17 @@ impl PartitionLayout {
     }
 }
 
-/// The regions one start writes, in order, for a flash image of `image_len` bytes:
-/// bootloader, partition table and application too when `with_app`.
+/// The regions one flashing session writes, in order: bootloader, partition table and
+/// application when `with_app`, then the flash image of `image_len` bytes if any.
 pub fn flash_plan(
     layout: &PartitionLayout,
-    image_len: usize,
+    image_len: Option<usize>,
     with_app: bool,
 ) -> Result<Vec<Region>, String> {
     let (data_offset, data_size) = layout.data;
-    if image_len > data_size as usize {
+    if let Some(image_len) = image_len
+        && image_len > data_size as usize
+    {
         return Err(format!(
             "the flash image is {image_len} bytes, larger than the `{DATA_PARTITION}` \
              partition ({data_size} bytes at {data_offset:#x} in {}); build a smaller image \
@@ -151,11 +153,13 @@ pub fn flash_plan(
             room: layout.app.1,
         });
     }
-    plan.push(Region {
-        part: Part::Data,
-        offset: data_offset,
-        room: data_size,
-    });
+    if image_len.is_some() {
+        plan.push(Region {
+            part: Part::Data,
+            offset: data_offset,
+            room: data_size,
+        });
+    }
     Ok(plan)
 }
 
@@ -279,23 +283,53 @@ impl Backend for Esp32c3Backend {
         true
     }
 
+    fn prepare(&self) -> Result<(), String> {
+        let mut app_flashed = self.lock()?;
+        if !*app_flashed {
+            self.flash(&mut app_flashed, None)?;
+        }
+        Ok(())
+    }
+
     fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
         let data = fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
-        let mut app_flashed = self
-            .app_flashed
-            .lock()
-            .map_err(|_| "esp32c3: an earlier start panicked while flashing".to_string())?;
-        let plan = flash_plan(&self.layout, data.len(), !*app_flashed)
+        let mut app_flashed = self.lock()?;
+        let flasher = self
+            .flash(&mut app_flashed, Some(&data))
             .map_err(|e| format!("{}: {e}", image.display()))?;
+        // Writing ends with a hard reset (the connection's `HardReset`), so the board is
+        // already booting: what it prints waits in the port's buffer for the capture.
+        let serial = SerialCapture::from_serial(
+            Box::new(flasher.into_connection().into_serial()),
+            self.port.display().to_string(),
+            None,
+        );
+        Ok(Box::new(BoardDevice { serial }))
+    }
+}
+
+impl Esp32c3Backend {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, String> {
+        self.app_flashed
+            .lock()
+            .map_err(|_| "esp32c3: an earlier start panicked while flashing".to_string())
+    }
+
+    /// One flashing session: bootloader, partition table and application unless already
+    /// on the board, then `data` into the storage partition. Ends with a hard reset;
+    /// returns the flasher, whose port the capture goes on reading.
+    fn flash(&self, app_flashed: &mut bool, data: Option<&[u8]>) -> Result<Flasher, String> {
+        let with_app = !*app_flashed;
+        let plan = flash_plan(&self.layout, data.map(<[u8]>::len), with_app)?;
         // Connected first: without the board nothing else matters, and the error says so.
         let mut flasher = connect(&self.port, &self.usb)?;
-        let elf = if *app_flashed {
-            Vec::new()
-        } else {
+        let elf = if with_app {
             fs::read(&self.firmware).map_err(|e| format!("{}: {e}", self.firmware.display()))?
+        } else {
+            Vec::new()
         };
         let mut segments: Vec<Segment<'_>> = Vec::with_capacity(plan.len());
-        if !*app_flashed {
+        if with_app {
             let flash_data = FlashData::new(
                 FlashSettings::default(),
                 0,
@@ -314,7 +348,9 @@ impl Backend for Esp32c3Backend {
             .map_err(|e| format!("esp32c3 firmware {}: {e}", self.firmware.display()))?;
             segments.extend(format.flash_segments());
         }
-        segments.push(Segment::new(self.layout.data.0, &data));
+        if let Some(data) = data {
+            segments.push(Segment::new(self.layout.data.0, data));
+        }
         check_segments(&plan, &segments)?;
 
         eprintln!(
@@ -330,14 +366,7 @@ impl Backend for Esp32c3Backend {
             .write_bins_to_flash(&segments, &mut ProgressBars::default())
             .map_err(|e| format!("esp32c3 on {}: flashing failed: {e}", self.port.display()))?;
         *app_flashed = true;
-        // Writing ends with a hard reset (the connection's `HardReset`), so the board is
-        // already booting: what it prints waits in the port's buffer for the capture.
-        let serial = SerialCapture::from_serial(
-            Box::new(flasher.into_connection().into_serial()),
-            self.port.display().to_string(),
-            None,
-        );
-        Ok(Box::new(BoardDevice { serial }))
+        Ok(flasher)
     }
 }
 
@@ -391,48 +420,43 @@ storage,  data, spiffs,   0x190000, 0x70000
     }
 
     #[test]
-    fn the_first_start_writes_everything_later_ones_only_the_image() {
-        let first = flash_plan(&layout(), 65536, true).unwrap();
-        assert_eq!(
-            first,
-            [
-                Region {
-                    part: Part::Bootloader,
-                    offset: 0x0,
-                    room: 0x8000
-                },
-                Region {
-                    part: Part::PartitionTable,
-                    offset: 0x8000,
-                    room: 0x1000
-                },
-                Region {
-                    part: Part::App,
-                    offset: 0x10000,
-                    room: 0x180000
-                },
-                Region {
-                    part: Part::Data,
-                    offset: 0x190000,
-                    room: 0x70000
-                },
-            ]
-        );
-        let later = flash_plan(&layout(), 65536, false).unwrap();
-        assert_eq!(
-            later,
-            [Region {
-                part: Part::Data,
-                offset: 0x190000,
-                room: 0x70000
-            }]
-        );
+    fn the_app_is_written_once_then_each_start_writes_only_its_image() {
+        let app = [
+            Region {
+                part: Part::Bootloader,
+                offset: 0x0,
+                room: 0x8000,
+            },
+            Region {
+                part: Part::PartitionTable,
+                offset: 0x8000,
+                room: 0x1000,
+            },
+            Region {
+                part: Part::App,
+                offset: 0x10000,
+                room: 0x180000,
+            },
+        ];
+        let data = Region {
+            part: Part::Data,
+            offset: 0x190000,
+            room: 0x70000,
+        };
+        // Before the first scenario: the app alone.
+        assert_eq!(flash_plan(&layout(), None, true).unwrap(), app);
+        // A start on a board that has no app yet: everything in one session.
+        let everything = flash_plan(&layout(), Some(65536), true).unwrap();
+        assert_eq!(everything[..3], app);
+        assert_eq!(everything[3..], [data]);
+        // Every later start: the image alone.
+        assert_eq!(flash_plan(&layout(), Some(65536), false).unwrap(), [data]);
     }
 
     #[test]
     fn an_image_larger_than_the_data_partition_is_refused() {
-        assert!(flash_plan(&layout(), 0x70000, false).is_ok());
-        let why = flash_plan(&layout(), 0x70001, false).unwrap_err();
+        assert!(flash_plan(&layout(), Some(0x70000), false).is_ok());
+        let why = flash_plan(&layout(), Some(0x70001), false).unwrap_err();
         assert!(
             why.contains("458753 bytes")
                 && why.contains("`storage` partition (458752 bytes at 0x190000 in partitions.csv)"),
@@ -442,7 +466,7 @@ storage,  data, spiffs,   0x190000, 0x70000
 
     #[test]
     fn segments_outside_their_region_are_refused() {
-        let plan = flash_plan(&layout(), 4, false).unwrap();
+        let plan = flash_plan(&layout(), Some(4), false).unwrap();
         let data = [0u8; 4];
         assert!(check_segments(&plan, &[Segment::new(0x190000, &data)]).is_ok());
         let why = check_segments(&plan, &[Segment::new(0x180000, &data)]).unwrap_err();

@@ -46,7 +46,7 @@ const RESET_PULSE: Duration = Duration::from_millis(100);
 /// The publish topic when the sketch has not printed its config.
 const DEFAULT_PUB_TOPIC: &str = "outTopic";
 
-/// `python3 -m esptool ... write_flash [0x0 FIRMWARE] 0x200000 IMAGE`, leaving the board
+/// `python3 -m esptool ... write_flash [0x0 FIRMWARE] [0x200000 IMAGE]`, leaving the board
 /// in the bootloader (the rig resets it once it listens, so no boot line is lost).
 /// Underscore spellings: esptool 4 knows only those, esptool 5 still accepts them.
 pub fn esptool_command(
@@ -54,7 +54,7 @@ pub fn esptool_command(
     port: &Path,
     baud: u32,
     firmware: Option<&Path>,
-    image: &Path,
+    image: Option<&Path>,
 ) -> Command {
     let mut command = Command::new(python);
     command
@@ -70,7 +70,9 @@ pub fn esptool_command(
     if let Some(firmware) = firmware {
         command.arg(format!("{FIRMWARE_OFFSET:#x}")).arg(firmware);
     }
-    command.arg(format!("{LITTLEFS_OFFSET:#x}")).arg(image);
+    if let Some(image) = image {
+        command.arg(format!("{LITTLEFS_OFFSET:#x}")).arg(image);
+    }
     command
 }
 
@@ -231,6 +233,14 @@ impl Backend for Esp8266Backend {
         true
     }
 
+    fn prepare(&self) -> Result<(), String> {
+        let mut flashed = self.lock()?;
+        if !*flashed {
+            self.flash(&mut flashed, None)?;
+        }
+        Ok(())
+    }
+
     fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
         let len = std::fs::metadata(image)
             .map_err(|e| format!("{}: {e}", image.display()))?
@@ -242,22 +252,8 @@ impl Backend for Esp8266Backend {
                 image.display()
             ));
         }
-        let mut flashed = self
-            .firmware_flashed
-            .lock()
-            .map_err(|_| "esp8266: an earlier start panicked while flashing".to_string())?;
-        let firmware = (!*flashed).then_some(self.firmware.as_path());
-        eprintln!(
-            "hil: esp8266 on {}: flashing {}{} at {LITTLEFS_OFFSET:#x}",
-            self.port.display(),
-            firmware
-                .map(|f| format!("{} at {FIRMWARE_OFFSET:#x} and ", f.display()))
-                .unwrap_or_default(),
-            image.display()
-        );
-        let command = esptool_command(&self.python, &self.port, FLASH_BAUD, firmware, image);
-        run_esptool(command, &self.port)?;
-        *flashed = true;
+        let mut flashed = self.lock()?;
+        self.flash(&mut flashed, Some(image))?;
         let serial = SerialCapture::open_port_with(
             &self.port,
             LOG_BAUD,
@@ -266,6 +262,38 @@ impl Backend for Esp8266Backend {
         )
         .map_err(|e| format!("esp8266: {e}"))?;
         Ok(Box::new(BoardDevice { serial }))
+    }
+}
+
+impl Esp8266Backend {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, String> {
+        self.firmware_flashed
+            .lock()
+            .map_err(|_| "esp8266: an earlier start panicked while flashing".to_string())
+    }
+
+    /// One esptool run: the sketch unless already on the board, and `image` if given.
+    fn flash(&self, flashed: &mut bool, image: Option<&Path>) -> Result<(), String> {
+        let firmware = (!*flashed).then_some(self.firmware.as_path());
+        let what: Vec<String> = [
+            firmware.map(|f| format!("{} at {FIRMWARE_OFFSET:#x}", f.display())),
+            image.map(|i| format!("{} at {LITTLEFS_OFFSET:#x}", i.display())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if what.is_empty() {
+            return Ok(());
+        }
+        eprintln!(
+            "hil: esp8266 on {}: flashing {}",
+            self.port.display(),
+            what.join(" and ")
+        );
+        let command = esptool_command(&self.python, &self.port, FLASH_BAUD, firmware, image);
+        run_esptool(command, &self.port)?;
+        *flashed = true;
+        Ok(())
     }
 }
 

@@ -35,6 +35,11 @@ pub trait Backend: Send + Sync {
     fn board(&self) -> &'static str;
     /// One physical device: scenarios must run one at a time.
     fn single_device(&self) -> bool;
+    /// Before the first scenario: put on the device what every start shares (a board's
+    /// firmware), so no scenario's deadline includes it. Blocks while a board flashes.
+    fn prepare(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Start a device running the flash image at `image`. Blocks while a board flashes.
     fn start(&self, image: &Path) -> Result<Box<dyn Device>, String>;
 }
