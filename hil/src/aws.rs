@@ -46,6 +46,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// Offer ALPN [`ALPN_MQTT`]: AWS IoT needs it for MQTT with client certificates on
+    /// port 443, which [`Endpoint::parse`] sets it for.
+    pub alpn: bool,
 }
 
 impl Endpoint {
@@ -67,6 +70,7 @@ impl Endpoint {
         Ok(Self {
             host: host.to_string(),
             port,
+            alpn: port == 443,
         })
     }
 }
@@ -144,7 +148,7 @@ impl ObserverIdentity {
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(|e| format!("observer certificate and key: {e}"))?;
-        if endpoint.port == 443 {
+        if endpoint.alpn {
             config.alpn_protocols = vec![ALPN_MQTT.to_vec()];
         }
         Ok(config)
@@ -336,8 +340,14 @@ mod tests {
             Endpoint::parse("abc-ats.iot.eu-west-1.amazonaws.com").unwrap(),
             Endpoint {
                 host: "abc-ats.iot.eu-west-1.amazonaws.com".into(),
-                port: 8883
+                port: 8883,
+                alpn: false,
             }
+        );
+        assert!(
+            Endpoint::parse("abc-ats.iot.eu-west-1.amazonaws.com:443")
+                .unwrap()
+                .alpn
         );
         assert_eq!(
             Endpoint::parse("localhost:4433").unwrap().to_string(),

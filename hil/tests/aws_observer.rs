@@ -254,3 +254,82 @@ async fn an_endpoint_other_than_the_one_the_image_dials_is_refused() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
+    use hil::aws::{AwsObserver, Endpoint, ObserverIdentity};
+    use mock_broker::QoS;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&InitOptions::default()).expect("pki");
+    let credentials = mock_broker::Credentials::with_server_pem(
+        vec![pki.ca.cert_der().to_vec()],
+        &pki.server.cert_pem(),
+        &pki.server.key_pem(),
+    )
+    .expect("credentials");
+    let mut config = Config::new(
+        credentials,
+        thing_and_observer_policy(DEFAULT_OBSERVER_CLIENT_ID),
+    );
+    config.alpn_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let broker = MockBroker::start(config).await.expect("broker");
+    write_observer_files(dir.path(), &pki);
+    let identity = ObserverIdentity::load(
+        &dir.path().join("observer.pem"),
+        &dir.path().join("observer.key.pem"),
+        &dir.path().join("ca.pem"),
+        DEFAULT_OBSERVER_CLIENT_ID,
+    )
+    .expect("observer identity");
+    let mut endpoint = Endpoint {
+        host: "localhost".into(),
+        port: broker.alpn_addr().expect("ALPN listener").port(),
+        alpn: false,
+    };
+
+    // The 443-style listener requires ALPN x-amzn-mqtt-ca, as AWS does.
+    let Err(why) = AwsObserver::connect(&endpoint, &identity, "outTopic", "ESPthing").await else {
+        panic!("connected without ALPN");
+    };
+    assert!(
+        why.starts_with("observer hil-observer at localhost:"),
+        "{why}"
+    );
+
+    endpoint.alpn = true;
+    let observer = AwsObserver::connect(&endpoint, &identity, "outTopic", "ESPthing")
+        .await
+        .expect("observer with ALPN");
+    // Watching: a publish on outTopic reaches the observer, attributed to the device.
+    let mut watched = observer.observe();
+    assert_eq!(
+        broker.inject("outTopic", b"hello world #1".to_vec(), QoS::AtLeastOnce),
+        1
+    );
+    let seen = watched
+        .wait_for_publish("outTopic", Duration::from_secs(5))
+        .await
+        .expect("the observer saw the publish");
+    assert_eq!(
+        (seen.publisher, &seen.payload[..]),
+        (Publisher::Client("ESPthing".into()), &b"hello world #1"[..])
+    );
+    // Injecting: the observer's publish reaches the broker under its own client id.
+    let mut at_broker = broker.observe();
+    observer
+        .publish("inTopic", b"hi".to_vec())
+        .await
+        .expect("PUBACK");
+    let injected = at_broker
+        .wait_for_publish("inTopic", Duration::from_secs(5))
+        .await
+        .expect("the broker got the injection");
+    assert_eq!(
+        injected.publisher,
+        Publisher::Client(DEFAULT_OBSERVER_CLIENT_ID.into())
+    );
+    observer.shutdown().await;
+    broker.shutdown().await;
+}
