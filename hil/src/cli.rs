@@ -146,6 +146,17 @@ fn unsupported(args: &RunArgs) -> Option<String> {
     })
 }
 
+/// A board dials the host over WiFi: the rig's own images (WiFi-less, broker at
+/// `localhost`) cannot reach it, so a board needs a `--flash` image made for the bench.
+fn board_without_image(args: &RunArgs) -> Option<String> {
+    (args.board != Board::Virtual && args.flash.is_none()).then(|| {
+        "a board needs --flash IMAGE: an image with the WiFi credentials and this machine's \
+         LAN address as endpoint and NTP server (certs image --endpoint ADDR:8883 --ntp \
+         ADDR:1123 --wifi-ssid ...; see the README's Bench), with --pki its PKI folder"
+            .to_string()
+    })
+}
+
 /// The backend `--board` names. A board is looked for first: without it nothing can run,
 /// and the error says which ports were seen.
 fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, String> {
@@ -332,6 +343,9 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
     let backend = backend(args)?;
+    if let Some(e) = board_without_image(args) {
+        return Err(e);
+    }
     // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
     tokio::task::spawn_blocking(move || preparing.prepare())
@@ -434,6 +448,10 @@ mod tests {
         assert_eq!(unsupported(&args), None);
         let args = run_args(&["--board", "esp8266", "--firmware", "sketch.bin"]);
         assert_eq!(unsupported(&args), None);
+        assert!(board_without_image(&args).is_some_and(|e| e.contains("--flash IMAGE")));
+        let args = run_args(&["--board", "esp32c3", "--flash", "bench.img"]);
+        assert_eq!(board_without_image(&args), None);
+        assert_eq!(board_without_image(&run_args(&[])), None);
         let args = run_args(&["--port", "/dev/ttyACM0", "--firmware", "fw.elf"]);
         assert_eq!(
             unsupported(&args),
