@@ -76,6 +76,7 @@ pub struct SerialCapture {
     /// hang-up while the device restarts.
     _device_end: Option<TTYPort>,
     device_path: Option<PathBuf>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl SerialCapture {
@@ -139,7 +140,7 @@ impl SerialCapture {
         let (tx, lines) = mpsc::unbounded_channel();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let keep = Arc::clone(&seen);
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name(format!("serial {name}"))
             .spawn(move || read_lines(port.as_mut(), &tx, &keep, translate))
             .expect("spawn the serial reader thread");
@@ -150,6 +151,16 @@ impl SerialCapture {
             taken: Vec::new(),
             _device_end: None,
             device_path: None,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stop reading and release the port, waiting for the reader (at most one read poll,
+    /// 200 ms): a board's port opens exclusively, and the next flashing needs it.
+    pub fn close(&mut self) {
+        self.lines.close();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
 
@@ -294,5 +305,16 @@ mod tests {
         assert_eq!(line.field("client_id"), Some("a"));
         assert!(second.at >= first.at);
         assert_eq!(capture.seen().len(), 2);
+    }
+
+    #[test]
+    fn a_closed_capture_releases_its_exclusive_port_at_once() {
+        let pty = SerialCapture::pseudo_terminal().unwrap();
+        let path = pty.device_path().unwrap().to_path_buf();
+        let mut first = SerialCapture::open_port(&path, DEFAULT_BAUD).unwrap();
+        // Ports open exclusively: while one capture reads, a flasher cannot open it.
+        assert!(SerialCapture::open_port(&path, DEFAULT_BAUD).is_err());
+        first.close();
+        SerialCapture::open_port(&path, DEFAULT_BAUD).expect("released by close");
     }
 }

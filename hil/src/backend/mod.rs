@@ -50,6 +50,13 @@ pub struct BoardDevice {
     pub serial: SerialCapture,
 }
 
+impl Drop for BoardDevice {
+    fn drop(&mut self) {
+        // The next start's flasher opens the port exclusively.
+        self.serial.close();
+    }
+}
+
 impl Device for BoardDevice {
     fn serial(&mut self) -> &mut SerialCapture {
         &mut self.serial
