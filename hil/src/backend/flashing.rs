@@ -5,10 +5,12 @@ use std::time::Duration;
 use espflash::target::ProgressCallbacks;
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Shows espflash's progress: one bar per segment, named by its address.
+/// Shows espflash's progress: one bar per segment, named by its address. Without a
+/// terminal (CI logs) the bars are hidden and each segment prints one line when done.
 #[derive(Debug, Default)]
 pub struct ProgressBars {
     bar: Option<ProgressBar>,
+    addr: u32,
 }
 
 impl ProgressCallbacks for ProgressBars {
@@ -19,6 +21,7 @@ impl ProgressCallbacks for ProgressBars {
                 .progress_chars("=> "),
         );
         bar.set_message(format!("{addr:#08x}"));
+        self.addr = addr;
         bar.enable_steady_tick(Duration::from_millis(200));
         self.bar = Some(bar);
     }
@@ -37,6 +40,15 @@ impl ProgressCallbacks for ProgressBars {
 
     fn finish(&mut self, skipped: bool) {
         if let Some(bar) = self.bar.take() {
+            if bar.is_hidden() {
+                let done = if skipped { "unchanged" } else { "written" };
+                eprintln!(
+                    "  {:#08x}: {} bytes {done} in {:.1} s",
+                    self.addr,
+                    bar.length().unwrap_or_default(),
+                    bar.elapsed().as_secs_f64()
+                );
+            }
             if skipped {
                 bar.finish_with_message("unchanged");
             } else {
