@@ -16,7 +16,7 @@
 //! `iot:Subscribe`/`iot:Receive` on the device's publish topic and `iot:Publish` on the
 //! device's subscribe topic: `certs::observer::observer_policy_document` writes it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mock_broker::{Event, Observer, PublishObservation, Publisher, QoS};
@@ -161,7 +161,7 @@ pub struct AwsObserver {
     events: broadcast::Sender<Event>,
     acks: watch::Receiver<u64>,
     /// Why the connection ended, once it has.
-    lost: Arc<Mutex<Option<String>>>,
+    lost: watch::Receiver<Option<String>>,
     task: JoinHandle<()>,
     endpoint: Endpoint,
     client_id: String,
@@ -223,13 +223,13 @@ impl AwsObserver {
         subscribed?;
 
         let (ack_tx, acks) = watch::channel(0u64);
-        let lost = Arc::new(Mutex::new(None));
+        let (lost_tx, lost) = watch::channel(None);
         let task = tokio::spawn(pump(
             eventloop,
             events.clone(),
             attribute,
             ack_tx,
-            Arc::clone(&lost),
+            lost_tx,
         ));
         Ok(Self {
             client,
@@ -250,7 +250,7 @@ impl AwsObserver {
     /// Publish `payload` to `topic` at QoS 1 and wait for the endpoint's PUBACK.
     pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
         let who = format!("observer {} at {}", self.client_id, self.endpoint);
-        if let Some(why) = self.lost.lock().expect("not poisoned").clone() {
+        if let Some(why) = self.lost() {
             return Err(format!("{who}: connection lost: {why}"));
         }
         let mut acks = self.acks.clone();
@@ -263,7 +263,7 @@ impl AwsObserver {
         match acked {
             Ok(Ok(_)) => Ok(()),
             _ => {
-                let lost = self.lost.lock().expect("not poisoned").clone();
+                let lost = self.lost();
                 Err(format!(
                     "{who}: no PUBACK for the publish to {topic} within {PUBACK_TIMEOUT:?}{} (the observer's policy must allow iot:Publish on topic/{topic})",
                     lost.map(|why| format!("; connection lost: {why}"))
@@ -271,6 +271,18 @@ impl AwsObserver {
                 ))
             }
         }
+    }
+
+    /// Why the connection ended, once it has: from then on nothing more is observed.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    /// Wait up to `timeout` for the connection to end; its reason.
+    pub async fn wait_lost(&self, timeout: Duration) -> Option<String> {
+        let mut lost = self.lost.clone();
+        let ended = tokio::time::timeout(timeout, lost.wait_for(Option::is_some)).await;
+        ended.ok()?.ok()?.clone()
     }
 
     /// `AWS IoT endpoint HOST:PORT, observer CLIENT_ID`, for the banner.
@@ -313,7 +325,7 @@ async fn pump(
     events: broadcast::Sender<Event>,
     attribute: Publisher,
     acks: watch::Sender<u64>,
-    lost: Arc<Mutex<Option<String>>>,
+    lost: watch::Sender<Option<String>>,
 ) {
     loop {
         match eventloop.poll().await {
@@ -323,7 +335,7 @@ async fn pump(
             Ok(rumqttc::Event::Incoming(Incoming::PubAck(_))) => acks.send_modify(|n| *n += 1),
             Ok(_) => {}
             Err(e) => {
-                *lost.lock().expect("not poisoned") = Some(e.to_string());
+                lost.send_replace(Some(e.to_string()));
                 return;
             }
         }

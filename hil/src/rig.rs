@@ -276,6 +276,13 @@ impl Rig {
         }
     }
 
+    /// What is wrong on the rig's side, for failure messages: the AWS observer's lost
+    /// connection (after which nothing the device does is seen).
+    pub fn trouble(&self) -> Option<String> {
+        let why = self.aws.as_ref()?.lost()?;
+        Some(format!("the AWS observer's connection was lost: {why}"))
+    }
+
     /// Where the rig is connected, for the banner.
     pub fn describe(&self) -> String {
         match (&self.broker, &self.aws) {

@@ -330,6 +330,21 @@ async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
         injected.publisher,
         Publisher::Client(DEFAULT_OBSERVER_CLIENT_ID.into())
     );
-    observer.shutdown().await;
+    // The endpoint going away is noticed and named, so failures can say why nothing more
+    // was seen.
+    assert_eq!(observer.lost(), None);
     broker.shutdown().await;
+    let why = observer
+        .wait_lost(Duration::from_secs(10))
+        .await
+        .expect("the observer noticed the endpoint go away");
+    let refused = observer
+        .publish("inTopic", b"late".to_vec())
+        .await
+        .expect_err("published after the connection was lost");
+    assert!(
+        refused.contains(&format!("connection lost: {why}")),
+        "{refused}"
+    );
+    observer.shutdown().await;
 }

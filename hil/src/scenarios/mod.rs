@@ -188,6 +188,10 @@ impl ScenarioRun {
             .and_then(|d| d.exited())
             .map(|status| format!(" (the device exited: {status})"))
             .unwrap_or_default();
+        let exited = match self.rig.trouble() {
+            Some(trouble) => format!("{exited} ({trouble})"),
+            None => exited,
+        };
         match &self.device {
             Some(device) => format!(
                 "{message}{exited}\nlast serial lines:\n{}",
