@@ -219,12 +219,15 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
     if !before.iter().any(|l| is(l, "time", "backoff")) {
         return Err(run.failure("expected a `time: backoff` between failed syncs, saw none"));
     }
+    // Up to the moment the server answered (the device's own order, sync before MQTT, is
+    // checked on its log above; host times of serial lines and broker events are not
+    // comparable to the millisecond).
     let early_session = events.since(started).into_iter().find(|(at, e)| {
-        *at < synced.at && matches!(e, Event::Connected { client_id, .. } if *client_id == client)
+        *at < answered && matches!(e, Event::Connected { client_id, .. } if *client_id == client)
     });
     if early_session.is_some() {
         return Err(run.failure(
-            "expected no session at the broker before the clock was synced, saw the device connect",
+            "expected no session at the broker while SNTP was silent, saw the device connect",
         ));
     }
 
