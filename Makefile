@@ -37,6 +37,7 @@ export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
+	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
@@ -47,7 +48,7 @@ help:
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
 	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
-	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [WIFI_SSID=s WIFI_PASSWORD=p]"
+	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s WIFI_PASSWORD=p]"
 	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
 
 deps:
@@ -113,7 +114,10 @@ hil-target: certs
 # The HIL suite: virtual device + in-process mock broker by default; variables pass through.
 HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) \
-	$(if $(FLASH),--flash $(FLASH)) $(if $(PKI),--pki $(PKI)) \
+	$(if $(FLASH),--flash $(FLASH),$(if $(filter aws,$(TARGET)),--flash $(AWS_DIR)/flash.img)) \
+	$(if $(PKI),--pki $(PKI)) \
+	$(if $(OBSERVER_CERT),--observer-cert $(OBSERVER_CERT)) $(if $(OBSERVER_KEY),--observer-key $(OBSERVER_KEY)) \
+	$(if $(OBSERVER_CA),--observer-ca $(OBSERVER_CA)) \
 	$(foreach s,$(SCENARIO),--scenario $(s))
 
 hil: certs
@@ -151,4 +155,5 @@ aws-image:
 		[ -n "$${f#*:}" ] || { echo "aws-image: no $${f%%:*} file in $(DOWNLOADS)" >&2; exit 2; }; done; \
 	$(CARGO) run -q -p certs -- import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
 	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
+		--client-id "$(THING)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")
