@@ -77,7 +77,7 @@ impl image::Flash for Partition<'_> {
 
     fn erase(&mut self, offset: usize, len: usize) -> Result<(), FlashError> {
         let from = self.address(offset)?;
-        let to = self.address(offset + len)?;
+        let to = self.address(offset.saturating_add(len))?;
         self.flash
             .erase(from, to)
             .map_err(|_| FlashError { offset })
