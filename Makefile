@@ -36,7 +36,7 @@ export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
-	@echo "             (make hil BOARD=.. PORT=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
+	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
@@ -112,7 +112,7 @@ hil-target: certs
 		$(CARGO) test --release --locked --test on_target
 
 # The HIL suite: virtual device + in-process mock broker by default; variables pass through.
-HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) \
+HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(FIRMWARE),--firmware $(FIRMWARE)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) \
 	$(if $(FLASH),--flash $(FLASH),$(if $(filter aws,$(TARGET)),--flash $(AWS_DIR)/flash.img)) \
 	$(if $(PKI),--pki $(PKI)) \
