@@ -1,10 +1,11 @@
-//! `mock-broker serve` as a process: the ready line, a client, a clean stop on SIGINT.
+//! `mock-broker serve` as a process: the ready line, a client, the CA key loaded for the
+//! server certificate presets, a clean stop on SIGINT.
 
 mod common;
 
 use std::process::Stdio;
 
-use common::{Cert, Rig, WAIT, mosquitto, run};
+use common::{Cert, Rig, WAIT, http, mosquitto, run};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -13,6 +14,8 @@ async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
     let rig = Rig::new();
     rig.write_identity("server", &rig.pki.server);
     std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
+    // Writes ca.key.pem, which `serve` loads to sign the server certificate presets.
+    rig.issuing_ca();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
         .args([
             "serve",
@@ -21,6 +24,8 @@ async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
             "--alpn-port",
             "0",
             "--sntp",
+            "127.0.0.1:0",
+            "--control",
             "127.0.0.1:0",
             "--certs",
         ])
@@ -44,18 +49,30 @@ async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
     );
 
     // The default policy is the one `certs init` writes.
-    let mut publish = mosquitto(
-        "mosquitto_pub",
-        &rig,
-        mqtt,
-        "localhost",
-        "mqttv5",
-        Cert::File("device"),
-        "ESPthing",
-    );
-    publish.args(["-t", "outTopic", "-q", "1", "-m", "hello"]);
-    let (ok, _, err) = run(publish).await;
+    let publish_hello = || {
+        let mut publish = mosquitto(
+            "mosquitto_pub",
+            &rig,
+            mqtt,
+            "localhost",
+            "mqttv5",
+            Cert::File("device"),
+            "ESPthing",
+        );
+        publish.args(["-t", "outTopic", "-q", "1", "-m", "hello"]);
+        run(publish)
+    };
+    let (ok, _, err) = publish_hello().await;
     assert!(ok, "{err}");
+
+    // A preset signed by the folder's CA: only possible because the key was loaded.
+    let control = ready["control"].as_str().unwrap().parse().unwrap();
+    let preset = serde_json::json!({"preset": "wrong-name"});
+    let (status, body) = http(control, "PUT", "/server-certificate", Some(preset)).await;
+    assert_eq!(status, 200, "{body}");
+    let (ok, _, err) = publish_hello().await;
+    assert!(!ok, "the wrong-name certificate must be refused");
+    assert!(err.contains("TLS error"), "{err}");
 
     let pid = child.id().unwrap().to_string();
     assert!(
