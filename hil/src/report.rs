@@ -50,7 +50,8 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
     out
 }
 
-fn xml_escape(text: &str) -> String {
+/// Escape for XML (and HTML) text and attribute values.
+pub(crate) fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -16,25 +16,11 @@ use crate::serial::SerialLine;
 pub const TARGET_MS: f64 = 2000.0;
 pub const TOLERANCE_MS: f64 = 150.0;
 
-/// Escape text for HTML element content and attribute values. Control characters other
-/// than newline and tab are shown as `\xNN` so a hostile log cannot smuggle markup or
-/// terminal escapes into the page.
+/// Escape text for HTML element content and attribute values: the XML escaping the
+/// JUnit file uses (HTML5 knows `&apos;`), control characters shown as `\xNN`, so a
+/// hostile log cannot smuggle markup or terminal escapes into the page.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && !matches!(c, '\n' | '\t') => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    super::xml_escape(text)
 }
 
 /// Milliseconds between consecutive instants, in order. A `None` entry breaks the run
@@ -641,7 +627,7 @@ mod tests {
             vec![line(base, 0, hostile)],
         )]);
         assert!(!page.contains("<script"), "{page}");
-        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; \\x1b[31m"));
+        assert!(page.contains("&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt; &amp; \\x1b[31m"));
         assert_well_formed(&page);
     }
 
