@@ -307,13 +307,7 @@ async fn publish_until(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     pending.extend_from_slice(&buf[..n]);
-                    // PUBACKs are 4 bytes (0x40 0x02 id id) when the reason is success.
-                    while pending.len() >= 2 && pending.len() >= 2 + pending[1] as usize {
-                        if pending[0] == 0x40 {
-                            acked += 1;
-                        }
-                        pending.drain(..2 + pending[1] as usize);
-                    }
+                    acked += take_pubacks(pending);
                 }
             },
         }
@@ -325,12 +319,7 @@ async fn publish_until(
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     pending.extend_from_slice(&buf[..n]);
-                    while pending.len() >= 2 && pending.len() >= 2 + pending[1] as usize {
-                        if pending[0] == 0x40 {
-                            acked += 1;
-                        }
-                        pending.drain(..2 + pending[1] as usize);
-                    }
+                    acked += take_pubacks(pending);
                 }
             }
         }
@@ -338,4 +327,18 @@ async fn publish_until(
     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
     let _ = stream.write_all(&[0xE0, 0]).await;
     Some((published, acked))
+}
+
+/// Remove the complete packets at the front of `pending` and count the PUBACKs among
+/// them. The broker sends this client nothing but short packets (remaining length below
+/// 128, one length byte); a PUBACK with reason success is 4 bytes: 0x40 0x02 id id.
+fn take_pubacks(pending: &mut Vec<u8>) -> u64 {
+    let mut acked = 0;
+    while pending.len() >= 2 && pending.len() >= 2 + pending[1] as usize {
+        if pending[0] == 0x40 {
+            acked += 1;
+        }
+        pending.drain(..2 + pending[1] as usize);
+    }
+    acked
 }
