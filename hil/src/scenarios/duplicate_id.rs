@@ -39,8 +39,9 @@ use crate::rig::OUT_TOPIC;
 
 /// How long both devices run side by side.
 pub const WINDOW: Duration = Duration::from_secs(15);
-/// CONNECTs for the id the broker may see in [`WINDOW`]. Two devices with full-jitter
-/// exponential backoff make 8 on average; 14 is beyond what 10^5 simulated runs reached.
+/// CONNECTs for the id the broker may see in [`WINDOW`]. Two devices with the device's
+/// full-jitter exponential backoff make about 8, and at most 12 in 20,000 modelled runs
+/// (the unit tests below); two retrying every second make 15, every 100 ms over 100.
 pub const MAX_CONNECTS: usize = 14;
 /// Duplicate started to the broker's takeover (the duplicate boots and connects).
 pub const TAKEOVER_WITHIN: Duration = Duration::from_secs(15);
@@ -218,4 +219,116 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
         WINDOW.as_secs(),
         back_at.duration_since(left).as_secs_f64()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Where [`MAX_CONNECTS`] comes from: a model of the fight with the device's own
+    //! backoff (`firmware_core::session::Backoff`, the virtual device's settings) and the
+    //! broker's rules (the newer connection wins; one CONNECT per second per client id,
+    //! a refused one counting as an attempt).
+
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    use firmware_core::session::{Backoff, BackoffConfig, RandomSource};
+
+    use super::{MAX_CONNECTS, WINDOW};
+
+    /// TCP + TLS + CONNECT on loopback, roughly.
+    const HANDSHAKE_MS: u64 = 20;
+    const RATE_MS: u64 = 1000;
+    const STABLE_MS: u64 = 30_000;
+
+    struct XorShift(u64);
+
+    impl RandomSource for XorShift {
+        fn next_u32(&mut self) -> u32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 32) as u32
+        }
+    }
+
+    /// How long a device waits before its next attempt.
+    trait Policy {
+        fn delay_ms(&mut self, backoff: &mut Backoff) -> u64;
+    }
+
+    struct FullJitter(XorShift);
+
+    impl Policy for FullJitter {
+        fn delay_ms(&mut self, backoff: &mut Backoff) -> u64 {
+            backoff.next_delay(&mut self.0).as_millis()
+        }
+    }
+
+    struct Fixed(u64);
+
+    impl Policy for Fixed {
+        fn delay_ms(&mut self, _: &mut Backoff) -> u64 {
+            self.0
+        }
+    }
+
+    /// CONNECTs the broker sees in the window, the original (0) connected at 0 and the
+    /// duplicate (1) connecting at 0.
+    fn connects(policy: &mut dyn Policy) -> usize {
+        let window = WINDOW.as_millis() as u64;
+        let mut backoff = [
+            Backoff::new(BackoffConfig::default()),
+            Backoff::new(BackoffConfig::default()),
+        ];
+        let mut since: [Option<u64>; 2] = [Some(0), None];
+        let mut last_connect: Option<u64> = None;
+        let mut attempts = BinaryHeap::from([Reverse((0u64, 1usize))]);
+        let mut count = 0;
+        while let Some(Reverse((t, who))) = attempts.pop() {
+            if t > window {
+                break;
+            }
+            count += 1;
+            let throttled = last_connect.is_some_and(|last| t - last < RATE_MS);
+            last_connect = Some(t);
+            if throttled {
+                let wait = policy.delay_ms(&mut backoff[who]);
+                attempts.push(Reverse((t + wait + HANDSHAKE_MS, who)));
+                continue;
+            }
+            since[who] = Some(t);
+            let other = 1 - who;
+            if let Some(up) = since[other].take() {
+                if t - up >= STABLE_MS {
+                    backoff[other].reset();
+                }
+                let wait = policy.delay_ms(&mut backoff[other]);
+                attempts.push(Reverse((t + wait + HANDSHAKE_MS, other)));
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn two_full_jitter_devices_stay_under_the_connect_bound() {
+        let runs = 20_000;
+        let counts: Vec<usize> = (0..runs)
+            .map(|i| connects(&mut FullJitter(XorShift(0x9e37_79b9_7f4a_7c15 ^ (i + 1)))))
+            .collect();
+        let max = counts.iter().copied().max().unwrap_or_default();
+        let mean = counts.iter().sum::<usize>() as f64 / runs as f64;
+        assert!(
+            max <= MAX_CONNECTS,
+            "max {max} in {runs} runs (mean {mean:.1})"
+        );
+        assert!((5.0..11.0).contains(&mean), "mean {mean:.1}");
+    }
+
+    #[test]
+    fn devices_retrying_every_second_or_faster_exceed_it() {
+        for fixed_ms in [1000, 500, 100] {
+            let count = connects(&mut Fixed(fixed_ms));
+            assert!(count > MAX_CONNECTS, "{fixed_ms} ms: {count}");
+        }
+    }
 }
