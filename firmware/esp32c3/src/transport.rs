@@ -218,7 +218,8 @@ pub fn mqtt_session<'m>(
 ) -> Result<Session<'m>, minimq::ConfigError> {
     let config = ConfigBuilder::new(Buffers::new(&mut bufs.rx, &mut bufs.tx))
         .client_id(client_id)?
-        .keepalive_interval(keepalive_s);
+        .keepalive_interval(keepalive_s)
+        .session_expiry_interval(firmware_core::session::SESSION_EXPIRY_S);
     Ok(Session::new(config))
 }
 

@@ -54,12 +54,7 @@ pub const TLS_WRITE_BUF: usize = 4096;
 pub const MQTT_RX_BUF: usize = 5120;
 pub const MQTT_TX_BUF: usize = 2048;
 
-/// MQTT 5 Session Expiry Interval asked for in CONNECT: AWS IoT Core's default limit for
-/// persistent sessions (1 h). With 0 (minimq's default) the broker forgets the session on
-/// every disconnect, minimq then drops its unacknowledged QoS 1 publishes, and they go out
-/// again as new packets (new id, no DUP) instead of being replayed with their own id; a
-/// resumed session also gets the QoS 1 messages sent while the device was away.
-pub const SESSION_EXPIRY_S: u32 = 3600;
+pub use firmware_core::session::SESSION_EXPIRY_S;
 /// The cipher suite every AWS IoT endpoint and mosquitto offer for TLS 1.3.
 pub type Suite = Aes128GcmSha256;
 /// The TCP stream.

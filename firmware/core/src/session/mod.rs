@@ -80,6 +80,12 @@ use crate::log::{
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Longest publish payload: `{"message": "hello world #4294967295"}` is 39 bytes.
 pub const MAX_PAYLOAD: usize = 48;
+/// MQTT 5 Session Expiry Interval a driver asks for in CONNECT: AWS IoT Core's default limit
+/// for persistent sessions (1 h). With 0 the broker forgets the session on every disconnect,
+/// the client drops its unacknowledged QoS 1 publishes, and they go out again as new packets
+/// (new id, no DUP) instead of being replayed with their own id; a resumed session also gets
+/// the QoS 1 messages sent while the device was away.
+pub const SESSION_EXPIRY_S: u32 = 3600;
 
 /// MQTT quality of service; QoS 2 is not supported by AWS IoT Core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
