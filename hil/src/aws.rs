@@ -224,13 +224,7 @@ impl AwsObserver {
 
         let (ack_tx, acks) = watch::channel(0u64);
         let (lost_tx, lost) = watch::channel(None);
-        let task = tokio::spawn(pump(
-            eventloop,
-            events.clone(),
-            attribute,
-            ack_tx,
-            lost_tx,
-        ));
+        let task = tokio::spawn(pump(eventloop, events.clone(), attribute, ack_tx, lost_tx));
         Ok(Self {
             client,
             events,
