@@ -13,45 +13,12 @@ pub const DEFAULT_OBSERVER_CLIENT_ID: &str = "hil-observer";
 /// `inject_topic` (the device's subscribe topic). Nothing else: in particular it cannot
 /// publish to `watch_topic`, so everything seen there comes from the devices.
 pub fn observer_policy_document(client_id: &str, watch_topic: &str, inject_topic: &str) -> String {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Policy {
-        version: &'static str,
-        statement: Vec<Statement>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Statement {
-        effect: &'static str,
-        action: &'static str,
-        resource: String,
-    }
-    let allow = |action, resource| Statement {
-        effect: "Allow",
-        action,
-        resource,
-    };
-    let policy = Policy {
-        version: "2012-10-17",
-        statement: vec![
-            allow("iot:Connect", format!("arn:aws:iot:*:*:client/{client_id}")),
-            allow(
-                "iot:Subscribe",
-                format!("arn:aws:iot:*:*:topicfilter/{watch_topic}"),
-            ),
-            allow(
-                "iot:Receive",
-                format!("arn:aws:iot:*:*:topic/{watch_topic}"),
-            ),
-            allow(
-                "iot:Publish",
-                format!("arn:aws:iot:*:*:topic/{inject_topic}"),
-            ),
-        ],
-    };
-    let mut text = serde_json::to_string_pretty(&policy).expect("plain structs always serialise");
-    text.push('\n');
-    text
+    crate::pki::allow_policy(&[
+        ("iot:Connect", format!("client/{client_id}")),
+        ("iot:Subscribe", format!("topicfilter/{watch_topic}")),
+        ("iot:Receive", format!("topic/{watch_topic}")),
+        ("iot:Publish", format!("topic/{inject_topic}")),
+    ])
 }
 
 #[cfg(test)]

@@ -480,6 +480,17 @@ pub const THING_NAME_CLIENT: &str = "${iot:Connection.Thing.ThingName}";
 /// to `pub_topic`, subscribe to and receive `sub_topic`. `client` may be a literal client
 /// id or a policy variable such as [`THING_NAME_CLIENT`].
 pub fn policy_document(client: &str, pub_topic: &str, sub_topic: &str) -> String {
+    allow_policy(&[
+        ("iot:Connect", format!("client/{client}")),
+        ("iot:Publish", format!("topic/{pub_topic}")),
+        ("iot:Subscribe", format!("topicfilter/{sub_topic}")),
+        ("iot:Receive", format!("topic/{sub_topic}")),
+    ])
+}
+
+/// An AWS IoT policy document with one Allow statement per `(action, resource)`; the
+/// resource is written after `arn:aws:iot:*:*:` (e.g. `topic/outTopic`).
+pub(crate) fn allow_policy(grants: &[(&'static str, String)]) -> String {
     // Structs rather than `json!` so the keys keep AWS's conventional order.
     #[derive(serde::Serialize)]
     #[serde(rename_all = "PascalCase")]
@@ -494,22 +505,16 @@ pub fn policy_document(client: &str, pub_topic: &str, sub_topic: &str) -> String
         action: &'static str,
         resource: String,
     }
-    let allow = |action, resource| Statement {
-        effect: "Allow",
-        action,
-        resource,
-    };
     let policy = Policy {
         version: "2012-10-17",
-        statement: vec![
-            allow("iot:Connect", format!("arn:aws:iot:*:*:client/{client}")),
-            allow("iot:Publish", format!("arn:aws:iot:*:*:topic/{pub_topic}")),
-            allow(
-                "iot:Subscribe",
-                format!("arn:aws:iot:*:*:topicfilter/{sub_topic}"),
-            ),
-            allow("iot:Receive", format!("arn:aws:iot:*:*:topic/{sub_topic}")),
-        ],
+        statement: grants
+            .iter()
+            .map(|(action, resource)| Statement {
+                effect: "Allow",
+                action,
+                resource: format!("arn:aws:iot:*:*:{resource}"),
+            })
+            .collect(),
     };
     let mut text = serde_json::to_string_pretty(&policy).expect("plain structs always serialise");
     text.push('\n');
