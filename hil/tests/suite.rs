@@ -37,6 +37,7 @@ async fn the_suite_passes_on_the_virtual_device_and_its_logs_match_the_snapshots
         "tls-untrusted-ca",
         "tls-wrong-name",
         "tls-expired",
+        "tls-large-chain",
         "backoff",
         "qos1-retry",
         "dead-link",

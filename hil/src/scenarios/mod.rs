@@ -62,6 +62,7 @@ pub fn all() -> Vec<Scenario> {
         tls::UNTRUSTED_CA,
         tls::WRONG_NAME,
         tls::EXPIRED,
+        tls::LARGE_CHAIN,
         backoff::SCENARIO,
         qos1_retry::SCENARIO,
         dead_link::SCENARIO,

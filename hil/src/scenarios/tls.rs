@@ -1,14 +1,17 @@
-//! `tls-untrusted-ca`, `tls-wrong-name`, `tls-expired`: the broker presents a bad server
-//! certificate (Device Advisor's TLS cases); the device must refuse the handshake with
-//! the matching error and never connect or publish.
+//! The broker presents one of Device Advisor's server certificates
+//! ([`mock_broker::ServerCertificateCase`]):
+//! - `tls-untrusted-ca`, `tls-wrong-name`, `tls-expired`: the device must refuse the
+//!   handshake with the matching error and never connect or publish;
+//! - `tls-large-chain`: a valid chain well over the usual size (an extra RSA intermediate);
+//!   the device must take it and publish, which proves its TLS buffers fit it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use certs::pki::{self, KeyAlgorithm};
-use mock_broker::{Event, Publisher};
+use certs::pki;
+use mock_broker::{Event, Publisher, ServerCertificateCase};
 
 use super::{CheckResult, Scenario, ScenarioRun, is};
-use crate::rig::Rig;
+use crate::rig::{OUT_TOPIC, Rig};
 
 /// Start to the `tls: handshake failed` line.
 pub const REFUSED_WITHIN: Duration = Duration::from_secs(10);
@@ -16,6 +19,8 @@ pub const REFUSED_WITHIN: Duration = Duration::from_secs(10);
 const ATTEMPTS: usize = 2;
 /// The second attempt comes after a backoff of at most 2 s (full jitter, base 1 s).
 const SECOND_ATTEMPT: Duration = Duration::from_secs(5);
+/// Start to the first publish the broker sees through the large chain.
+pub const LARGE_CHAIN_PUBLISH_WITHIN: Duration = Duration::from_secs(10);
 
 /// Which bad certificate the broker presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,19 +40,51 @@ impl BadServer {
         }
     }
 
-    /// The server certificate and key (PEM) for this case, from the rig's PKI.
-    fn credentials(self, rig: &Rig) -> Result<(String, String), String> {
-        let names: Vec<String> = pki::InitOptions::default().server_names();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let identity = match self {
-            Self::UntrustedCa => pki::server_cert_untrusted(&names, KeyAlgorithm::EcP256)
-                .map(|(identity, _rogue)| identity),
-            Self::WrongName => pki::server_cert_wrong_name(rig.ca()?),
-            Self::Expired => pki::server_cert_expired(rig.ca()?, &names),
+    fn case(self) -> ServerCertificateCase {
+        match self {
+            Self::UntrustedCa => ServerCertificateCase::UntrustedCa,
+            Self::WrongName => ServerCertificateCase::WrongName,
+            Self::Expired => ServerCertificateCase::Expired,
         }
-        .map_err(|e| format!("bad server certificate: {e}"))?;
-        Ok((identity.cert_pem(), identity.key_pem().to_string()))
     }
+}
+
+/// Have the broker present `case`, made for the names of the rig's server certificate.
+fn present(rig: &Rig, case: ServerCertificateCase) -> Result<(), String> {
+    let names: Vec<String> = pki::InitOptions::default().server_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Only the untrusted-CA case is made without the rig's CA.
+    let ca = match case {
+        ServerCertificateCase::UntrustedCa => None,
+        _ => Some(rig.ca()?),
+    };
+    let (chain, key) = case
+        .make(ca, &names)
+        .map_err(|e| format!("{} server certificate: {e}", case.name()))?;
+    rig.broker()?
+        .replace_server_certificate_pem(&chain, &key)
+        .map_err(|e| {
+            format!(
+                "the broker would not take the {} certificate: {e}",
+                case.name()
+            )
+        })
+}
+
+/// Run `check` while the broker presents `case`, then put the good certificate back
+/// whatever happened, for the scenarios after this one.
+async fn presenting(
+    run: &mut ScenarioRun,
+    case: ServerCertificateCase,
+    check: impl AsyncFnOnce(&mut ScenarioRun) -> CheckResult,
+) -> CheckResult {
+    let rig = std::sync::Arc::clone(&run.rig);
+    present(&rig, case)?;
+    let outcome = check(run).await;
+    let restored = rig.broker()?.restore_server_credentials();
+    let figure = outcome?;
+    restored.map_err(|e| format!("the broker could not restore its certificate: {e}"))?;
+    Ok(figure)
 }
 
 pub const UNTRUSTED_CA: Scenario = Scenario {
@@ -81,18 +118,61 @@ pub const EXPIRED: Scenario = Scenario {
 };
 
 async fn refuses(run: &mut ScenarioRun, case: BadServer) -> CheckResult {
-    let (chain, key) = case.credentials(&run.rig)?;
-    let rig = std::sync::Arc::clone(&run.rig);
-    let broker = rig.broker()?;
-    broker
-        .replace_server_certificate_pem(&chain, &key)
-        .map_err(|e| format!("the broker would not take the bad certificate: {e}"))?;
-    let outcome = refused_twice(run, case).await;
-    // Put the good certificate back whatever happened, for the scenarios after this one.
-    let restored = broker.restore_server_credentials();
-    let figure = outcome?;
-    restored.map_err(|e| format!("the broker could not restore its certificate: {e}"))?;
-    Ok(figure)
+    presenting(run, case.case(), async |run| refused_twice(run, case).await).await
+}
+
+pub const LARGE_CHAIN: Scenario = Scenario {
+    name: "tls-large-chain",
+    summary: "server chain over 1.2x the usual size (extra intermediate): accepted, publishes",
+    tolerance: "connected and the first publish at the broker within 10 s",
+    exclusive: true,
+    needs_rig_ca: true,
+    needs_broker_faults: true,
+    check: |run| {
+        Box::pin(presenting(
+            run,
+            ServerCertificateCase::LargeChain,
+            accepts_large_chain,
+        ))
+    },
+};
+
+async fn accepts_large_chain(run: &mut ScenarioRun) -> CheckResult {
+    let started = Instant::now();
+    let mut observer = run.start_device(|_| {})?;
+    let line = run
+        .expect_line(
+            "`mqtt: connected` through the large chain",
+            LARGE_CHAIN_PUBLISH_WITHIN,
+            |l| is(l, "mqtt", "connected") || is(l, "tls", "handshake failed"),
+        )
+        .await?;
+    let line = line.line().expect("picked a parsed line");
+    if is(line, "tls", "handshake failed") {
+        return Err(run.failure(&format!(
+            "expected the valid large chain accepted, saw the handshake refused with error={}",
+            line.field("error").unwrap_or("(none)")
+        )));
+    }
+    let left = LARGE_CHAIN_PUBLISH_WITHIN.saturating_sub(started.elapsed());
+    let client = Publisher::Client(run.client_id.clone());
+    let published = observer
+        .wait_for(left, |event| match event {
+            Event::Publish(p) if p.topic == OUT_TOPIC && p.publisher == client => Some(()),
+            _ => None,
+        })
+        .await;
+    if published.is_none() {
+        return Err(run.failure(&format!(
+            "expected a publish on {OUT_TOPIC} by {} within {LARGE_CHAIN_PUBLISH_WITHIN:?} of \
+             start, the broker saw none",
+            run.client_id
+        )));
+    }
+    Ok(format!(
+        "connected and published {} ms after start",
+        started.elapsed().as_millis()
+    ))
 }
 
 async fn refused_twice(run: &mut ScenarioRun, case: BadServer) -> CheckResult {
