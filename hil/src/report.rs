@@ -14,6 +14,20 @@ use crate::runner::ScenarioReport;
 
 /// The summary table: scenario, result, key figure (or the first line of the failure),
 /// duration.
+/// Widest key figure the table shows; a longer one is cut with `…` (the progress lines,
+/// JUnit and the HTML report carry it whole).
+pub const FIGURE_WIDTH: usize = 96;
+
+/// `text` cut to `width` characters, the cut marked with `…`.
+fn clip(text: String, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text;
+    }
+    let mut cut: String = text.chars().take(width - 1).collect();
+    cut.push('…');
+    cut
+}
+
 pub fn summary_table(reports: &[ScenarioReport]) -> String {
     let rows: Vec<[String; 4]> = reports
         .iter()
@@ -26,7 +40,7 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
             [
                 r.name.to_string(),
                 result.to_string(),
-                figure,
+                clip(figure, FIGURE_WIDTH),
                 format!("{:.1} s", r.duration.as_secs_f64()),
             ]
         })
@@ -35,7 +49,7 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
@@ -195,6 +209,24 @@ mod tests {
                 && rows[2].contains("saw 3001 ms")
                 && !table.contains("last lines"),
             "{table}"
+        );
+    }
+
+    #[test]
+    fn a_long_key_figure_is_cut_in_the_table_and_the_columns_stay_aligned() {
+        let long = format!("backed off {}", "#1 323 ms, ".repeat(20));
+        let table = summary_table(&[
+            report("duplicate-id", Ok(long.clone())),
+            report("boot", Ok("subscribed after 20 ms ±0".into())),
+        ]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[1].contains('…') && !rows[1].contains(&long), "{table}");
+        let duration_at = |row: &str| row.chars().count() - "1.5 s".len();
+        assert_eq!(duration_at(rows[1]), duration_at(rows[2]), "{table}");
+        assert!(
+            rows[1].chars().count() < FIGURE_WIDTH + 40,
+            "{}",
+            rows[1].len()
         );
     }
 
