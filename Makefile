@@ -82,7 +82,7 @@ host-test:
 # The core must build without std for the board's target, with every optional part.
 core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --locked
-	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls --locked
+	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls,mqtt --locked
 
 # The ESP32-C3 firmware, release build, with its size report (fails over the limits:
 # app image 1.5 MiB, static RAM 160 KiB).

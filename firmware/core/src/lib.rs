@@ -9,6 +9,9 @@
 //!   and config, read on the device and written by the `certs` tool.
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
 //!   the test rig; typed constructors for every event, escaping and truncation.
+//! - [`mqtt`] (feature `mqtt`): the driver glue around minimq every board shares — the
+//!   owned action queue, the session config, the bookkeeping that turns SUBACKs and
+//!   PUBACKs into session events.
 //! - [`session`]: the sans-IO session state machine — events in, actions out, with
 //!   explicit time: boot phases, publish cadence, reconnect backoff, keep-alive, QoS 1
 //!   retries.
@@ -20,12 +23,17 @@
 //! every behaviour is testable on the host with explicit time.
 #![cfg_attr(not(test), no_std)]
 
+#[cfg(feature = "mqtt")]
+extern crate alloc;
+
 pub mod config;
 #[cfg(any(feature = "flash-image", feature = "tls"))]
 pub mod driver;
 #[cfg(feature = "flash-image")]
 pub mod image;
 pub mod log;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod session;
 pub mod sntp;
 #[cfg(feature = "tls")]
