@@ -20,10 +20,7 @@
 //! it is reported lost and dropped as a whole, so the cut record is never followed by
 //! another.
 
-use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use alloc::string::{String, ToString};
-use alloc::vec::Vec;
 use core::future::pending;
 
 use embassy_executor::Spawner;
@@ -39,10 +36,9 @@ use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
     NetError, SubscribeError,
 };
-use firmware_core::session::{
-    Action, Event, Instant, Qos, RandomSource, Retransmit, Session, Settings,
-};
-use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
+use firmware_core::mqtt::{self, Todo, Tracker};
+use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
+use minimq::Publication;
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board, FIRMWARE};
@@ -85,67 +81,6 @@ fn at(t: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_millis(t.as_millis())
 }
 
-/// An action, owned, so it can wait in the queue while the session is borrowed.
-enum Todo {
-    Log(Box<Line>),
-    LoadConfig,
-    LoadCredentials,
-    JoinNetwork,
-    SyncTime,
-    Connect,
-    Subscribe {
-        topic: String,
-        qos: Qos,
-    },
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        qos: Qos,
-        seq: u32,
-        packet_id: Option<u16>,
-        dup: bool,
-    },
-    Ping,
-    Disconnect,
-}
-
-impl Todo {
-    /// The owned form of an action; `Sleep` is not queued (it sets the deadline).
-    fn from_action(action: Action<'_>) -> Option<Self> {
-        Some(match action {
-            Action::Log(line) => Todo::Log(Box::new(line.clone())),
-            Action::LoadConfig => Todo::LoadConfig,
-            Action::LoadCredentials => Todo::LoadCredentials,
-            Action::JoinNetwork => Todo::JoinNetwork,
-            Action::SyncTime => Todo::SyncTime,
-            Action::Connect => Todo::Connect,
-            Action::Subscribe { topic, qos } => Todo::Subscribe {
-                topic: topic.to_string(),
-                qos,
-            },
-            Action::Publish(p) => Todo::Publish {
-                topic: p.topic.to_string(),
-                payload: p.payload.to_vec(),
-                qos: p.qos,
-                seq: p.seq,
-                packet_id: p.packet_id,
-                dup: p.dup,
-            },
-            Action::Ping => Todo::Ping,
-            Action::Disconnect => Todo::Disconnect,
-            Action::Sleep(_) => return None,
-        })
-    }
-}
-
-/// A QoS 1 publish minimq holds (until PUBACK or a fresh session).
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    seq: u32,
-    packet_id: u16,
-    op: Op,
-}
-
 /// Why [`Driver::drive`] returned.
 enum Flow {
     /// The session asks for a connection.
@@ -179,12 +114,8 @@ struct Driver {
     rng: Trng,
     gate: &'static WriteGate,
     next_heap: embassy_time::Instant,
-    subscription: Option<Op>,
-    /// The subscription made on this connection, for keep-alive probes.
-    subscribed: Option<(String, Qos)>,
-    /// A keep-alive probe awaiting its SUBACK.
-    probe: Option<Op>,
-    sent: Vec<Sent>,
+    /// The SUBSCRIBE, keep-alive probe and QoS 1 publishes awaiting acks.
+    mqtt: Tracker,
 }
 
 /// Buffers of the one connection; static so they are counted in `.bss`, not the stack.
@@ -236,10 +167,7 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
         rng,
         gate: GATE.init(WriteGate::new()),
         next_heap: embassy_time::Instant::now() + HEAP_REPORT_EVERY,
-        subscription: None,
-        subscribed: None,
-        probe: None,
-        sent: Vec::new(),
+        mqtt: Tracker::new(),
     };
     let tls_bufs = TLS_BUFS.take();
     let tcp_bufs = TCP_BUFS.take();
@@ -257,8 +185,13 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
                 {
                     // Fails only for a client id minimq cannot hold; every later attempt
                     // then fails the same way, logged and backed off by the session.
-                    client =
-                        transport::mqtt_session(&config.client_id, config.keepalive_s, bufs).ok();
+                    client = mqtt::session(
+                        &config.client_id,
+                        config.keepalive_s,
+                        &mut bufs.rx,
+                        &mut bufs.tx,
+                    )
+                    .ok();
                 }
                 let Some(session) = client.as_mut() else {
                     driver.connect_failed(ConnectError::Protocol);
@@ -407,17 +340,13 @@ impl Driver {
             Todo::Connect | Todo::Disconnect => {}
             Todo::Subscribe { topic, qos } => {
                 let Some(conn) = conn else { return Ok(()) };
-                let filter = TopicFilter::new(&topic)
-                    .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
+                let filter = mqtt::subscribe_filter(&topic, qos);
                 match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => {
-                        self.subscription = Some(op);
-                        self.subscribed = Some((topic, qos));
-                    }
+                    Ok(Ok(op)) => self.mqtt.subscribing(op, topic, qos),
                     Ok(Err(_)) if conn.is_connected() => {
                         self.feed(Event::SubscribeFailed(SubscribeError::Refused));
                     }
-                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
@@ -430,51 +359,35 @@ impl Driver {
                 dup,
             } => {
                 let Some(conn) = conn else { return Ok(()) };
-                // minimq keeps an unacknowledged QoS 1 packet and replays it (DUP, same
-                // id) on reconnect; a retry of a publish it still holds is taken care of.
-                if dup
-                    && self
-                        .sent
-                        .iter()
-                        .any(|s| s.seq == seq && conn.is_pending(&s.op))
-                {
+                if !self.mqtt.should_publish(seq, dup, conn.session()) {
                     return Ok(());
                 }
-                self.sent.retain(|s| s.seq != seq);
-                let publication = Publication::bytes(&topic, &payload).qos(mqtt_qos(qos));
+                let publication = Publication::bytes(&topic, &payload).qos(mqtt::qos(qos));
                 match with_timeout(IO_TIMEOUT, conn.publish(publication)).await {
                     Err(_) => return self.lost(DisconnectReason::Io),
                     Ok(Ok(Some(op))) => {
-                        if let Some(packet_id) = transport::op_packet_id(&op).or(packet_id) {
-                            self.sent.push(Sent { seq, packet_id, op });
-                            self.feed(Event::PublishSent { seq, packet_id });
+                        let packet_id = mqtt::op_packet_id(&op).or(packet_id);
+                        if let Some(sent) = self.mqtt.published(seq, op, packet_id) {
+                            self.feed(sent);
                         }
                     }
                     Ok(Ok(None)) => {}
                     Ok(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
-                        return self.lost(disconnect_reason(&e));
+                        return self.lost(mqtt::disconnect_reason(&e));
                     }
                     // Not sent (no room in minimq's window): the session retries it.
                     Ok(Err(_)) => {}
                 }
             }
-            // minimq pings only after keep-alive - 5 s without sending and has no ping
-            // call; subscribing again to the same filter is the request-response the
-            // session wants: SUBACK proves the link, retained messages are not resent.
+            // A keep-alive probe: SUBSCRIBE again (see `Tracker::probe_filter`).
             Todo::Ping => {
-                let (Some(conn), Some((topic, qos)), None) = (conn, &self.subscribed, self.probe)
-                else {
+                let (Some(conn), Some(filter)) = (conn, self.mqtt.probe_filter()) else {
                     return Ok(());
                 };
-                let filter = TopicFilter::new(topic).options(
-                    SubscriptionOptions::default()
-                        .maximum_qos(mqtt_qos(*qos))
-                        .retain_behavior(RetainHandling::IfSubscriptionDoesNotExist),
-                );
                 match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => self.probe = Some(op),
+                    Ok(Ok(op)) => self.mqtt.probing(op),
                     Ok(Err(_)) if conn.is_connected() => {}
-                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
@@ -590,59 +503,22 @@ impl Driver {
         error: Option<MqttError>,
         conn: &mut Mqtt<'_, '_, '_>,
     ) -> Result<(), ()> {
-        match error {
-            None => {}
-            // A SUBACK or PUBACK with a failure code; the connection stays up.
-            Some(minimq::Error::Peer(minimq::PeerError::Rejected(_))) if conn.is_connected() => {
-                let refused = self.subscription.take_if(|op| !conn.is_pending(op));
-                if refused.is_some() {
-                    self.feed(Event::SubscribeFailed(SubscribeError::Refused));
-                    return Ok(());
-                }
-            }
-            Some(e) => return self.lost(disconnect_reason(&e)),
-        }
-        let reported = self.acks(conn) || inbound;
-        if !reported {
-            // PINGRESP or another packet: proof the link is alive.
-            self.feed(Event::Received);
-        }
-        Ok(())
-    }
-
-    /// Report SUBACK and PUBACKs minimq has processed. True if anything was reported.
-    fn acks(&mut self, conn: &Mqtt<'_, '_, '_>) -> bool {
-        let mut reported = false;
-        self.probe = self.probe.filter(|op| conn.is_pending(op));
-        if let Some(op) = self.subscription
-            && conn.is_complete(&op)
-        {
-            self.subscription = None;
-            self.feed(Event::Subscribed);
-            reported = true;
-        }
-        let mut i = 0;
-        while i < self.sent.len() {
-            let s = self.sent[i];
-            if conn.is_complete(&s.op) {
-                self.sent.swap_remove(i);
-                self.feed(Event::PublishAcked(s.packet_id));
-                reported = true;
-            } else if conn.is_invalidated(&s.op) {
-                // A fresh broker session dropped it; the session sends it again.
-                self.sent.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        reported
+        // The tracker feeds the session while it is borrowed; it is put back at once.
+        let mut tracker = core::mem::take(&mut self.mqtt);
+        let outcome = tracker.polled(
+            inbound,
+            error,
+            conn.is_connected(),
+            conn.session(),
+            &mut |event| self.feed(event),
+        );
+        self.mqtt = tracker;
+        outcome.or_else(|reason| self.lost(reason))
     }
 
     /// The connection died: report it. Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
-        self.subscription = None;
-        self.subscribed = None;
-        self.probe = None;
+        self.mqtt.lost();
         self.feed(Event::Disconnected(reason));
         Err(())
     }
@@ -700,9 +576,7 @@ impl Driver {
         match outcome {
             Either::First(Ok(conn)) => {
                 let handshake_ms = u32::try_from(started.elapsed().as_millis()).ok();
-                self.subscription = None;
-                self.subscribed = None;
-                self.probe = None;
+                self.mqtt.connected();
                 self.feed(Event::Connected {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,
@@ -753,20 +627,5 @@ fn missing_image() -> ImageFailure {
 async fn close(conn: &mut Mqtt<'_, '_, '_>) {
     if conn.is_connected() {
         let _ = with_timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
-    }
-}
-
-fn mqtt_qos(qos: Qos) -> QoS {
-    match qos {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
-    }
-}
-
-fn disconnect_reason(e: &MqttError) -> DisconnectReason {
-    match e {
-        minimq::Error::Disconnected => DisconnectReason::PeerClosed,
-        minimq::Error::Transport(_) | minimq::Error::WriteZero => DisconnectReason::Tls,
-        _ => DisconnectReason::Protocol,
     }
 }

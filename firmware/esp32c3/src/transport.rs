@@ -19,8 +19,6 @@
 //! the connection (the socket's own timeout aborts unacknowledged data after as long;
 //! the driver drops a connection whose write stalls on a zero window).
 
-use core::fmt::Write as _;
-
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpEndpoint, Stack};
 use embassy_time::Duration;
@@ -31,7 +29,6 @@ use firmware_core::log::{ConnectError, ConnectFailure, TlsError as TlsSlug};
 use firmware_core::tls::{
     CertVerifier, DeviceKey, DeviceProvider, MAX_RECORD_LEN, RecordAtomic, handshake_error_kind,
 };
-use minimq::{Buffers, ConfigBuilder, Session};
 
 pub const TLS_READ_BUF: usize = 16_640;
 pub const TLS_WRITE_BUF: usize = 4096;
@@ -208,31 +205,4 @@ pub async fn connect_tls<'b>(
             Err(failure_of_tls(&error, kind))
         }
     }
-}
-
-/// A minimq session for `client_id` over `bufs`.
-pub fn mqtt_session<'m>(
-    client_id: &str,
-    keepalive_s: u16,
-    bufs: &'m mut MqttBuffers,
-) -> Result<Session<'m>, minimq::ConfigError> {
-    let config = ConfigBuilder::new(Buffers::new(&mut bufs.rx, &mut bufs.tx))
-        .client_id(client_id)?
-        .keepalive_interval(keepalive_s)
-        .session_expiry_interval(firmware_core::session::SESSION_EXPIRY_S);
-    Ok(Session::new(config))
-}
-
-/// The packet id minimq gave an operation. minimq 0.13 keeps it private and shows it
-/// only in `Debug` (`Op { kind: .., packet_id: N, generation: .. }`); the virtual
-/// device's mosquitto test pins that format against the ids the broker logs.
-pub fn op_packet_id(op: &minimq::Op) -> Option<u16> {
-    let mut text = heapless::String::<96>::new();
-    // Too long for the buffer means the format changed: no id.
-    write!(text, "{op:?}").ok()?;
-    let rest = &text[text.find("packet_id: ")? + "packet_id: ".len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }

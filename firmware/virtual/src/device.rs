@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use firmware_core::config::DeviceConfig;
 use firmware_core::log::{
-    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, HeapReport, Line,
-    LoadError, NetError, ShutdownReason, SubscribeError,
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, HeapReport, LoadError,
+    NetError, ShutdownReason, SubscribeError,
 };
-use firmware_core::session::{
-    Action, Event, Instant, Qos, RandomSource, Retransmit, Session, Settings,
-};
-use minimq::{Op, Publication, QoS, RetainHandling, SubscriptionOptions, TopicFilter};
+use firmware_core::mqtt::{self, Todo, Tracker};
+use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
+use minimq::Publication;
 use rand_core::{OsRng, RngCore};
 
 use crate::cli::Args;
@@ -96,32 +95,6 @@ impl Clock {
     }
 }
 
-/// An action, owned, so it can wait in the queue while the session is borrowed.
-#[derive(Debug)]
-enum Todo {
-    Log(Box<Line>),
-    LoadConfig,
-    LoadCredentials,
-    JoinNetwork,
-    SyncTime,
-    Connect,
-    Subscribe {
-        topic: String,
-        qos: Qos,
-    },
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        qos: Qos,
-        seq: u32,
-        /// The session's proposed id, used if minimq's cannot be read.
-        packet_id: Option<u16>,
-        dup: bool,
-    },
-    Ping,
-    Disconnect,
-}
-
 /// The outcome of a request that runs in the background.
 enum Reply {
     Net(std::io::Result<NetInfo>),
@@ -129,14 +102,6 @@ enum Reply {
 }
 
 type Request = Pin<Box<dyn Future<Output = Reply> + Send>>;
-
-/// A QoS 1 publish minimq holds for this device (until PUBACK or a fresh session).
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    seq: u32,
-    packet_id: u16,
-    op: Op,
-}
 
 /// Why [`Driver::drive`] returned.
 enum Flow {
@@ -165,12 +130,8 @@ struct Driver<'a> {
     config: Option<DeviceConfig>,
     identity: Option<Identity>,
     net: Option<NetInfo>,
-    subscription: Option<Op>,
-    /// The subscription made on this connection, for keep-alive probes.
-    subscribed: Option<(String, Qos)>,
-    /// A keep-alive probe awaiting its SUBACK.
-    probe: Option<Op>,
-    sent: Vec<Sent>,
+    /// The SUBSCRIBE, keep-alive probe and QoS 1 publishes awaiting acks.
+    mqtt: Tracker,
 }
 
 /// Run the device until a signal arrives; the last line says why it stopped.
@@ -198,10 +159,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         config: None,
         identity: None,
         net: None,
-        subscription: None,
-        subscribed: None,
-        probe: None,
-        sent: Vec::new(),
+        mqtt: Tracker::new(),
     };
     // Allocated once, as the board's static buffers; a connection borrows them.
     let mut tls_bufs = TlsBuffers::new();
@@ -357,17 +315,13 @@ impl Driver<'_> {
             Todo::Connect | Todo::Disconnect => {}
             Todo::Subscribe { topic, qos } => {
                 let Some(conn) = conn else { return Ok(()) };
-                let filter = TopicFilter::new(&topic)
-                    .options(SubscriptionOptions::default().maximum_qos(mqtt_qos(qos)));
+                let filter = mqtt::subscribe_filter(&topic, qos);
                 match tokio::time::timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => {
-                        self.subscription = Some(op);
-                        self.subscribed = Some((topic, qos));
-                    }
+                    Ok(Ok(op)) => self.mqtt.subscribing(op, topic, qos),
                     Ok(Err(_)) if conn.is_connected() => {
                         self.feed(Event::SubscribeFailed(SubscribeError::Refused));
                     }
-                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
@@ -380,53 +334,35 @@ impl Driver<'_> {
                 dup,
             } => {
                 let Some(conn) = conn else { return Ok(()) };
-                // minimq keeps an unacknowledged QoS 1 packet and replays it (DUP, same id)
-                // on reconnect; MQTT 5 forbids resending it on a live connection, so a
-                // retry of a publish minimq still holds is already taken care of.
-                if dup
-                    && self
-                        .sent
-                        .iter()
-                        .any(|s| s.seq == seq && conn.is_pending(&s.op))
-                {
+                if !self.mqtt.should_publish(seq, dup, conn.session()) {
                     return Ok(());
                 }
-                self.sent.retain(|s| s.seq != seq);
-                let publication = Publication::bytes(&topic, &payload).qos(mqtt_qos(qos));
+                let publication = Publication::bytes(&topic, &payload).qos(mqtt::qos(qos));
                 match tokio::time::timeout(IO_TIMEOUT, conn.publish(publication)).await {
                     Ok(Ok(Some(op))) => {
-                        if let Some(packet_id) = transport::op_packet_id(&op).or(packet_id) {
-                            self.sent.push(Sent { seq, packet_id, op });
-                            self.feed(Event::PublishSent { seq, packet_id });
+                        let packet_id = mqtt::op_packet_id(&op).or(packet_id);
+                        if let Some(sent) = self.mqtt.published(seq, op, packet_id) {
+                            self.feed(sent);
                         }
                     }
                     Ok(Ok(None)) => {}
                     Ok(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
-                        return self.lost(disconnect_reason(&e));
+                        return self.lost(mqtt::disconnect_reason(&e));
                     }
                     // Not sent (no room in minimq's window): the session retries it.
                     Ok(Err(_)) => {}
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
-            // minimq pings only after keep-alive - 5 s without *sending*, so a device that
-            // publishes QoS 0 never hears from the broker; and minimq has no ping call.
-            // Subscribing again to the same filter is the request-response the session
-            // wants: SUBACK proves the link, and retained messages are not sent again.
+            // A keep-alive probe: SUBSCRIBE again (see `Tracker::probe_filter`).
             Todo::Ping => {
-                let (Some(conn), Some((topic, qos)), None) = (conn, &self.subscribed, self.probe)
-                else {
+                let (Some(conn), Some(filter)) = (conn, self.mqtt.probe_filter()) else {
                     return Ok(());
                 };
-                let filter = TopicFilter::new(topic).options(
-                    SubscriptionOptions::default()
-                        .maximum_qos(mqtt_qos(*qos))
-                        .retain_behavior(RetainHandling::IfSubscriptionDoesNotExist),
-                );
                 match tokio::time::timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => self.probe = Some(op),
+                    Ok(Ok(op)) => self.mqtt.probing(op),
                     Ok(Err(_)) if conn.is_connected() => {}
-                    Ok(Err(e)) => return self.lost(disconnect_reason(&e)),
+                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
                     Err(_) => return self.lost(DisconnectReason::Io),
                 }
             }
@@ -535,60 +471,22 @@ impl Driver<'_> {
         error: Option<MqttError>,
         conn: &mut Mqtt<'_, '_, '_>,
     ) -> Result<(), ()> {
-        match error {
-            None => {}
-            // A SUBACK or PUBACK with a failure code; the connection stays up.
-            Some(minimq::Error::Peer(minimq::PeerError::Rejected(_))) if conn.is_connected() => {
-                let refused = self.subscription.take_if(|op| !conn.is_pending(op));
-                if refused.is_some() {
-                    self.feed(Event::SubscribeFailed(SubscribeError::Refused));
-                    return Ok(());
-                }
-            }
-            Some(e) => return self.lost(disconnect_reason(&e)),
-        }
-        let reported = self.acks(conn) || inbound;
-        if !reported {
-            // PINGRESP or another packet: proof the link is alive.
-            self.feed(Event::Received);
-        }
-        Ok(())
-    }
-
-    /// Report SUBACK and PUBACKs minimq has processed. True if anything was reported.
-    fn acks(&mut self, conn: &Mqtt<'_, '_, '_>) -> bool {
-        let mut reported = false;
-        // A probe's SUBACK is reported as `Received` (by the caller, as nothing else is).
-        self.probe = self.probe.filter(|op| conn.is_pending(op));
-        if let Some(op) = self.subscription
-            && conn.is_complete(&op)
-        {
-            self.subscription = None;
-            self.feed(Event::Subscribed);
-            reported = true;
-        }
-        let mut i = 0;
-        while i < self.sent.len() {
-            let s = self.sent[i];
-            if conn.is_complete(&s.op) {
-                self.sent.swap_remove(i);
-                self.feed(Event::PublishAcked(s.packet_id));
-                reported = true;
-            } else if conn.is_invalidated(&s.op) {
-                // A fresh broker session dropped it; the session sends it again.
-                self.sent.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        reported
+        // The tracker feeds the session while it is borrowed; it is put back at once.
+        let mut tracker = std::mem::take(&mut self.mqtt);
+        let outcome = tracker.polled(
+            inbound,
+            error,
+            conn.is_connected(),
+            conn.session(),
+            &mut |event| self.feed(event),
+        );
+        self.mqtt = tracker;
+        outcome.or_else(|reason| self.lost(reason))
     }
 
     /// The connection died: report it. Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
-        self.subscription = None;
-        self.subscribed = None;
-        self.probe = None;
+        self.mqtt.lost();
         self.feed(Event::Disconnected(reason));
         Err(())
     }
@@ -645,11 +543,7 @@ impl Driver<'_> {
         match outcome {
             Outcome::Done(Ok(conn)) => {
                 let handshake_ms = u32::try_from(started.elapsed().as_millis()).ok();
-                // `sent` stays: on a resumed session minimq still holds (and replays)
-                // those publishes; on a fresh one `acks` drops them as invalidated.
-                self.subscription = None;
-                self.subscribed = None;
-                self.probe = None;
+                self.mqtt.connected();
                 self.feed(Event::Connected {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,
@@ -678,50 +572,6 @@ impl Driver<'_> {
 async fn close(conn: &mut Mqtt<'_, '_, '_>) {
     if conn.is_connected() {
         let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect()).await;
-    }
-}
-
-impl Todo {
-    /// The owned form of an action; `Sleep` is not queued (it sets the deadline).
-    fn from_action(action: Action<'_>) -> Option<Self> {
-        Some(match action {
-            Action::Log(line) => Todo::Log(Box::new(line.clone())),
-            Action::LoadConfig => Todo::LoadConfig,
-            Action::LoadCredentials => Todo::LoadCredentials,
-            Action::JoinNetwork => Todo::JoinNetwork,
-            Action::SyncTime => Todo::SyncTime,
-            Action::Connect => Todo::Connect,
-            Action::Subscribe { topic, qos } => Todo::Subscribe {
-                topic: topic.to_owned(),
-                qos,
-            },
-            Action::Publish(p) => Todo::Publish {
-                topic: p.topic.to_owned(),
-                payload: p.payload.to_vec(),
-                qos: p.qos,
-                seq: p.seq,
-                packet_id: p.packet_id,
-                dup: p.dup,
-            },
-            Action::Ping => Todo::Ping,
-            Action::Disconnect => Todo::Disconnect,
-            Action::Sleep(_) => return None,
-        })
-    }
-}
-
-fn mqtt_qos(qos: Qos) -> QoS {
-    match qos {
-        Qos::AtMostOnce => QoS::AtMostOnce,
-        Qos::AtLeastOnce => QoS::AtLeastOnce,
-    }
-}
-
-fn disconnect_reason(e: &MqttError) -> DisconnectReason {
-    match e {
-        minimq::Error::Disconnected => DisconnectReason::PeerClosed,
-        minimq::Error::Transport(_) | minimq::Error::WriteZero => DisconnectReason::Tls,
-        _ => DisconnectReason::Protocol,
     }
 }
 

@@ -43,7 +43,7 @@ use firmware_core::tls::{
     CertVerifier, DeviceKey, DeviceProvider, KeyError, MAX_RECORD_LEN, RecordAtomic,
     handshake_error_kind,
 };
-use minimq::{Buffers, ConfigBuilder, Session};
+use minimq::Session;
 use rand_core::OsRng;
 use tokio::net::TcpStream;
 
@@ -54,6 +54,7 @@ pub const TLS_WRITE_BUF: usize = 4096;
 pub const MQTT_RX_BUF: usize = 5120;
 pub const MQTT_TX_BUF: usize = 2048;
 
+pub use firmware_core::mqtt::op_packet_id;
 pub use firmware_core::session::SESSION_EXPIRY_S;
 /// The cipher suite every AWS IoT endpoint and mosquitto offer for TLS 1.3.
 pub type Suite = Aes128GcmSha256;
@@ -269,18 +270,14 @@ pub async fn connect_tls_with<'b>(
     Ok(tls)
 }
 
-/// A minimq session for `client_id` over `bufs`.
+/// A minimq session for `client_id` over `bufs`, configured as on the board.
 pub fn mqtt_session<'b>(
     client_id: &str,
     keepalive_s: u16,
     bufs: &'b mut MqttBuffers,
 ) -> Result<Session<'b>, TransportError> {
-    let config = ConfigBuilder::new(Buffers::new(&mut bufs.rx, &mut bufs.tx))
-        .client_id(client_id)
-        .map_err(TransportError::Config)?
-        .keepalive_interval(keepalive_s)
-        .session_expiry_interval(SESSION_EXPIRY_S);
-    Ok(Session::new(config))
+    firmware_core::mqtt::session(client_id, keepalive_s, &mut bufs.rx, &mut bufs.tx)
+        .map_err(TransportError::Config)
 }
 
 /// MQTT CONNECT over an open TLS connection; returns the live connection.
@@ -293,14 +290,4 @@ pub async fn connect_mqtt<'s, 'b, 't>(
     let conn = session.connect(tls).await.map_err(TransportError::Mqtt)?;
     timings.mqtt_connect = start.elapsed();
     Ok(conn)
-}
-
-/// The packet id minimq gave an operation. minimq 0.13 keeps it private and shows it only
-/// in `Debug` (`Op { kind: .., packet_id: N, generation: .. }`); the mosquitto test pins
-/// that against the ids the broker logs.
-pub fn op_packet_id(op: &minimq::Op) -> Option<u16> {
-    let text = format!("{op:?}");
-    let rest = &text[text.find("packet_id: ")? + "packet_id: ".len()..];
-    let end = rest.find(|c: char| !c.is_ascii_digit())?;
-    rest[..end].parse().ok()
 }
