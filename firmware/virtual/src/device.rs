@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use firmware_core::config::DeviceConfig;
 use firmware_core::log::{
-    ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, HeapReport, LoadError,
-    NetError, ShutdownReason, SubscribeError,
+    ConnectError, ConnectFailure, CredSource, DisconnectReason, HeapReport, NetError,
+    ShutdownReason, SubscribeError,
 };
 use firmware_core::mqtt::{self, Todo, Tracker};
 use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
@@ -32,7 +32,7 @@ use minimq::Publication;
 use rand_core::{OsRng, RngCore};
 
 use crate::cli::Args;
-use crate::flash::{self, Failure, Identity};
+use crate::flash::{self, Identity};
 use crate::heap::{CountingAlloc, HEAP_BUDGET};
 use crate::net::{self, NetInfo};
 use crate::serial::Serial;
@@ -287,13 +287,7 @@ impl Driver<'_> {
                     });
                     self.identity = Some(identity);
                 }
-                Err(e) => {
-                    let (file, error) = match e.failure() {
-                        Failure::Creds { file, error } => (file, error),
-                        Failure::Config(_) => (FlashFile::Config, LoadError::Malformed),
-                    };
-                    self.feed(Event::CredsFailed { file, error });
-                }
+                Err(e) => self.feed(e.failure().creds_event()),
             },
             Todo::JoinNetwork => {
                 if let Some(c) = &self.config {

@@ -80,15 +80,8 @@ impl std::fmt::Display for LoadError {
 impl std::error::Error for LoadError {}
 
 /// A load failure as the session hears it: `/config.json` problems are config failures,
-/// everything else is a credentials failure (as on the board).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Config(ConfigFailure),
-    Creds {
-        file: FlashFile,
-        error: log::LoadError,
-    },
-}
+/// everything else is a credentials failure (the board's classification).
+pub use firmware_core::driver::ImageFailure as Failure;
 
 impl LoadError {
     /// How the session classifies this failure.
@@ -100,19 +93,7 @@ impl LoadError {
                 creds(FlashFile::Image, L::Missing)
             }
             Self::Read(_) => creds(FlashFile::Image, L::Io),
-            Self::Image(e) => match e {
-                ImageError::Config(c) => Failure::Config(ConfigFailure::Invalid(*c)),
-                ImageError::NotFound(path) => match flash_file(path) {
-                    Some(FlashFile::Config) => Failure::Config(ConfigFailure::Load(L::Missing)),
-                    Some(f) => creds(f, L::Missing),
-                    None => creds(FlashFile::Image, L::Missing),
-                },
-                ImageError::TooLarge { path, .. } => {
-                    creds(flash_file(path).unwrap_or(FlashFile::Image), L::TooLarge)
-                }
-                ImageError::Flash(_) => creds(FlashFile::Image, L::Io),
-                _ => creds(FlashFile::Image, L::Malformed),
-            },
+            Self::Image(e) => Failure::of(e),
         }
     }
 
@@ -128,21 +109,8 @@ impl LoadError {
     /// The failure while loading `/config.json` alone: an image that cannot be read or
     /// mounted means the config cannot be loaded either.
     pub fn config_failure(&self) -> ConfigFailure {
-        match self.failure() {
-            Failure::Config(f) => f,
-            Failure::Creds { error, .. } => ConfigFailure::Load(error),
-        }
+        self.failure().config_failure()
     }
-}
-
-fn flash_file(path: &str) -> Option<FlashFile> {
-    Some(match path {
-        image::CONFIG_PATH => FlashFile::Config,
-        image::CERT_PATH => FlashFile::Cert,
-        image::KEY_PATH => FlashFile::Key,
-        image::CA_PATH => FlashFile::Ca,
-        _ => return None,
-    })
 }
 
 /// Read and mount the image file and load the credentials and config from it.
