@@ -8,6 +8,9 @@
 //! - [`Tracker`]: the SUBSCRIBE, the keep-alive probe and the QoS 1 publishes minimq
 //!   holds, and what each `poll()` means for the session (`Subscribed`, `PublishAcked`,
 //!   `SubscribeFailed`, `Received` or a lost connection).
+//!   [`Tracker::subscribe`], [`Tracker::publish`] and [`Tracker::probe`] carry out the
+//!   session's `Subscribe`, `Publish` and `Ping` on a live minimq connection over any
+//!   transport, each write bounded by the board's [`WriteTimeout`].
 //! - [`op_packet_id`], [`qos`], [`disconnect_reason`]: minimq's types in the session's
 //!   terms.
 //!
@@ -17,14 +20,15 @@ use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt::Write as _;
+use core::future::Future;
 
 use minimq::{
-    Buffers, ConfigBuilder, ConfigError, Op, QoS, RetainHandling, Session, SubscriptionOptions,
-    TopicFilter,
+    Buffers, ConfigBuilder, ConfigError, Connection, Io, Op, Publication, QoS, RetainHandling,
+    Session, SubscriptionOptions, TopicFilter,
 };
 
 use crate::log::{DisconnectReason, Line, SubscribeError};
-use crate::session::{Action, Event, Qos, SESSION_EXPIRY_S};
+use crate::session::{Action, Event, Publish, Qos, SESSION_EXPIRY_S};
 
 #[cfg(test)]
 mod tests;
@@ -139,6 +143,18 @@ pub fn disconnect_reason<E>(e: &minimq::Error<E>) -> DisconnectReason {
 pub fn subscribe_filter(topic: &str, qos: Qos) -> TopicFilter<'_> {
     TopicFilter::new(topic).options(SubscriptionOptions::default().maximum_qos(self::qos(qos)))
 }
+
+/// The board's bound on a SUBSCRIBE or PUBLISH write, with its executor's timer: a broker
+/// that stopped reading must not stall the loop (the connection then counts as lost).
+pub trait WriteTimeout {
+    /// `fut`'s output, or `None` if it did not finish within the bound.
+    fn bound<F: Future>(&self, fut: F) -> impl Future<Output = Option<F::Output>>;
+}
+
+/// What carrying out an action on the connection means for the session: `Ok` with the
+/// event to report (if any), or `Err` with the reason the connection is lost (for the
+/// caller to report after [`Tracker::lost`]).
+pub type Outcome = Result<Option<Event<'static>>, DisconnectReason>;
 
 /// Where an operation stands; minimq's [`Session`] answers for its [`Op`]s.
 pub trait OpStatus<O> {
@@ -329,5 +345,79 @@ impl<O: Copy> Tracker<O> {
             }
         }
         reported
+    }
+}
+
+impl Tracker<Op> {
+    /// The session's `Subscribe` on `conn`.
+    pub async fn subscribe<IO: Io>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        topic: String,
+        qos: Qos,
+        timeout: &impl WriteTimeout,
+    ) -> Outcome {
+        let filter = subscribe_filter(&topic, qos);
+        match timeout.bound(conn.subscribe(&[filter], &[])).await {
+            Some(Ok(op)) => {
+                self.subscribing(op, topic, qos);
+                Ok(None)
+            }
+            Some(Err(_)) if conn.is_connected() => {
+                Ok(Some(Event::SubscribeFailed(SubscribeError::Refused)))
+            }
+            Some(Err(e)) => Err(disconnect_reason(&e)),
+            None => Err(DisconnectReason::Io),
+        }
+    }
+
+    /// The session's `Publish` on `conn` (see [`Tracker::should_publish`] for retries).
+    pub async fn publish<IO: Io>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        publish: Publish<'_>,
+        timeout: &impl WriteTimeout,
+    ) -> Outcome {
+        let Publish {
+            topic,
+            payload,
+            qos,
+            seq,
+            packet_id,
+            dup,
+        } = publish;
+        if !self.should_publish(seq, dup, conn.session()) {
+            return Ok(None);
+        }
+        let publication = Publication::bytes(topic, payload).qos(self::qos(qos));
+        match timeout.bound(conn.publish(publication)).await {
+            None => Err(DisconnectReason::Io),
+            Some(Ok(Some(op))) => Ok(self.published(seq, op, op_packet_id(&op).or(packet_id))),
+            Some(Ok(None)) => Ok(None),
+            Some(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
+                Err(disconnect_reason(&e))
+            }
+            // Not sent (no room in minimq's window): the session retries it.
+            Some(Err(_)) => Ok(None),
+        }
+    }
+
+    /// The session's `Ping` on `conn`: a keep-alive probe (see [`Tracker::probe_filter`]),
+    /// unless one is out or there is nothing to subscribe to again.
+    pub async fn probe<IO: Io>(
+        &mut self,
+        conn: &mut Connection<'_, '_, IO>,
+        timeout: &impl WriteTimeout,
+    ) -> Outcome {
+        let Some(filter) = self.probe_filter() else {
+            return Ok(None);
+        };
+        match timeout.bound(conn.subscribe(&[filter], &[])).await {
+            Some(Ok(op)) => self.probing(op),
+            Some(Err(_)) if conn.is_connected() => {}
+            Some(Err(e)) => return Err(disconnect_reason(&e)),
+            None => return Err(DisconnectReason::Io),
+        }
+        Ok(None)
     }
 }

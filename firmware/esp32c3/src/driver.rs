@@ -21,7 +21,7 @@
 //! another.
 
 use alloc::collections::VecDeque;
-use core::future::pending;
+use core::future::{Future, pending};
 
 use embassy_executor::Spawner;
 use embassy_futures::select::{Either, Either4, select, select4};
@@ -34,11 +34,12 @@ use firmware_core::driver::{ImageFailure, WriteGate};
 use firmware_core::image::{self, CredentialBuffers, ImageError};
 use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
-    NetError, SubscribeError,
+    NetError,
 };
 use firmware_core::mqtt::{self, Todo, Tracker};
-use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
-use minimq::Publication;
+use firmware_core::session::{
+    Action, Event, Instant, Publish, RandomSource, Retransmit, Session, Settings,
+};
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board, FIRMWARE};
@@ -340,15 +341,8 @@ impl Driver {
             Todo::Connect | Todo::Disconnect => {}
             Todo::Subscribe { topic, qos } => {
                 let Some(conn) = conn else { return Ok(()) };
-                let filter = mqtt::subscribe_filter(&topic, qos);
-                match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => self.mqtt.subscribing(op, topic, qos),
-                    Ok(Err(_)) if conn.is_connected() => {
-                        self.feed(Event::SubscribeFailed(SubscribeError::Refused));
-                    }
-                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
-                    Err(_) => return self.lost(DisconnectReason::Io),
-                }
+                let outcome = self.mqtt.subscribe(conn, topic, qos, &IoTimeout).await;
+                return self.report(outcome);
             }
             Todo::Publish {
                 topic,
@@ -359,37 +353,21 @@ impl Driver {
                 dup,
             } => {
                 let Some(conn) = conn else { return Ok(()) };
-                if !self.mqtt.should_publish(seq, dup, conn.session()) {
-                    return Ok(());
-                }
-                let publication = Publication::bytes(&topic, &payload).qos(mqtt::qos(qos));
-                match with_timeout(IO_TIMEOUT, conn.publish(publication)).await {
-                    Err(_) => return self.lost(DisconnectReason::Io),
-                    Ok(Ok(Some(op))) => {
-                        let packet_id = mqtt::op_packet_id(&op).or(packet_id);
-                        if let Some(sent) = self.mqtt.published(seq, op, packet_id) {
-                            self.feed(sent);
-                        }
-                    }
-                    Ok(Ok(None)) => {}
-                    Ok(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
-                        return self.lost(mqtt::disconnect_reason(&e));
-                    }
-                    // Not sent (no room in minimq's window): the session retries it.
-                    Ok(Err(_)) => {}
-                }
-            }
-            // A keep-alive probe: SUBSCRIBE again (see `Tracker::probe_filter`).
-            Todo::Ping => {
-                let (Some(conn), Some(filter)) = (conn, self.mqtt.probe_filter()) else {
-                    return Ok(());
+                let publish = Publish {
+                    topic: &topic,
+                    payload: &payload,
+                    qos,
+                    seq,
+                    packet_id,
+                    dup,
                 };
-                match with_timeout(IO_TIMEOUT, conn.subscribe(&[filter], &[])).await {
-                    Ok(Ok(op)) => self.mqtt.probing(op),
-                    Ok(Err(_)) if conn.is_connected() => {}
-                    Ok(Err(e)) => return self.lost(mqtt::disconnect_reason(&e)),
-                    Err(_) => return self.lost(DisconnectReason::Io),
-                }
+                let outcome = self.mqtt.publish(conn, publish, &IoTimeout).await;
+                return self.report(outcome);
+            }
+            Todo::Ping => {
+                let Some(conn) = conn else { return Ok(()) };
+                let outcome = self.mqtt.probe(conn, &IoTimeout).await;
+                return self.report(outcome);
             }
         }
         Ok(())
@@ -516,6 +494,20 @@ impl Driver {
         outcome.or_else(|reason| self.lost(reason))
     }
 
+    /// Report what an action on the connection brought. `Err` means the connection died
+    /// (reported).
+    fn report(&mut self, outcome: mqtt::Outcome) -> Result<(), ()> {
+        match outcome {
+            Ok(event) => {
+                if let Some(event) = event {
+                    self.feed(event);
+                }
+                Ok(())
+            }
+            Err(reason) => self.lost(reason),
+        }
+    }
+
     /// The connection died: report it. Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
         self.mqtt.lost();
@@ -620,6 +612,15 @@ fn missing_image() -> ImageFailure {
     ImageFailure::Creds {
         file: FlashFile::Image,
         error: LoadError::Missing,
+    }
+}
+
+/// [`IO_TIMEOUT`] on a SUBSCRIBE or PUBLISH write.
+struct IoTimeout;
+
+impl mqtt::WriteTimeout for IoTimeout {
+    async fn bound<F: Future>(&self, fut: F) -> Option<F::Output> {
+        with_timeout(IO_TIMEOUT, fut).await.ok()
     }
 }
 

@@ -298,3 +298,232 @@ fn probe_only_with_a_subscription_and_none_outstanding() {
     tracker.connected();
     assert!(tracker.probe_filter().is_none());
 }
+
+/// A live minimq connection over an in-memory transport: what the device writes is kept,
+/// what the broker says is queued by the test.
+mod on_a_connection {
+    use std::collections::VecDeque;
+    use std::future::Future;
+    use std::rc::Rc;
+
+    use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
+    use minimq::{ConnectEvent, Connection};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Wire {
+        from_broker: VecDeque<u8>,
+        from_device: Vec<u8>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Link(Rc<RefCell<Wire>>);
+
+    impl Link {
+        fn say(&self, bytes: &[u8]) {
+            self.0.borrow_mut().from_broker.extend(bytes);
+        }
+        /// The packet types the device wrote since the last call.
+        fn written(&self) -> Vec<u8> {
+            let bytes = std::mem::take(&mut self.0.borrow_mut().from_device);
+            let mut types = Vec::new();
+            let mut rest = &bytes[..];
+            // Fixed header: type, then a one-byte remaining length (small packets only).
+            while let [kind, len, tail @ ..] = rest {
+                types.push(kind >> 4);
+                rest = &tail[usize::from(*len)..];
+            }
+            types
+        }
+    }
+
+    impl ErrorType for Link {
+        type Error = ErrorKind;
+    }
+
+    impl Read for Link {
+        async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ErrorKind> {
+            let mut wire = self.0.borrow_mut();
+            let n = buf.len().min(wire.from_broker.len());
+            assert!(
+                n > 0,
+                "the test polls only when the broker has said something"
+            );
+            for (b, x) in buf.iter_mut().zip(wire.from_broker.drain(..n)) {
+                *b = x;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Link {
+        async fn write(&mut self, buf: &[u8]) -> Result<usize, ErrorKind> {
+            self.0.borrow_mut().from_device.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        async fn flush(&mut self) -> Result<(), ErrorKind> {
+            Ok(())
+        }
+    }
+
+    /// Every write finishes.
+    struct Unbounded;
+    impl WriteTimeout for Unbounded {
+        async fn bound<F: Future>(&self, fut: F) -> Option<F::Output> {
+            Some(fut.await)
+        }
+    }
+
+    /// Every write is past the bound (a broker that stopped reading).
+    struct Stalled;
+    impl WriteTimeout for Stalled {
+        async fn bound<F: Future>(&self, _fut: F) -> Option<F::Output> {
+            None
+        }
+    }
+
+    const SUBSCRIBE: u8 = 8;
+    const PUBLISH: u8 = 3;
+    const CONNACK: [u8; 5] = [0x20, 3, 0, 0, 0];
+
+    fn suback(id: u16, reason: u8) -> [u8; 6] {
+        let [hi, lo] = id.to_be_bytes();
+        [0x90, 4, hi, lo, 0, reason]
+    }
+
+    fn puback(id: u16) -> [u8; 4] {
+        let [hi, lo] = id.to_be_bytes();
+        [0x40, 2, hi, lo]
+    }
+
+    fn publish(seq: u32, dup: bool) -> Publish<'static> {
+        Publish {
+            topic: "outTopic",
+            payload: b"{\"message\": \"hello world\"}",
+            qos: Qos::AtLeastOnce,
+            seq,
+            packet_id: Some(1000 + seq as u16),
+            dup,
+        }
+    }
+
+    /// One `poll()` and what the tracker reports for it.
+    async fn poll_once(
+        tracker: &mut Tracker,
+        conn: &mut Connection<'_, '_, Link>,
+    ) -> (Vec<Event<'static>>, Result<(), DisconnectReason>) {
+        let (inbound, error) = match conn.poll().await {
+            Ok(msg) => (msg.is_some(), None),
+            Err(e) => (false, Some(e)),
+        };
+        let mut events = Vec::new();
+        let connected = conn.is_connected();
+        let outcome = tracker.polled(inbound, error, connected, conn.session(), &mut |e| {
+            events.push(match e {
+                Event::Subscribed => Event::Subscribed,
+                Event::SubscribeFailed(f) => Event::SubscribeFailed(f),
+                Event::PublishAcked(id) => Event::PublishAcked(id),
+                Event::Received => Event::Received,
+                other => panic!("unexpected event {other:?}"),
+            })
+        });
+        (events, outcome)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn subscribe_publish_and_their_acks_over_a_real_minimq_session() {
+        let (mut rx, mut tx) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let mut client = session("thing-1", 60, &mut rx, &mut tx).unwrap();
+        let link = Link::default();
+        link.say(&CONNACK);
+        let mut conn = client.connect(link.clone()).await.unwrap();
+        assert_eq!(conn.connect_event(), ConnectEvent::Connected);
+        let _connect = link.written();
+        let mut tracker = Tracker::new();
+        tracker.connected();
+
+        let subscribed = tracker
+            .subscribe(&mut conn, "inTopic".into(), Qos::AtLeastOnce, &Unbounded)
+            .await;
+        assert_eq!(subscribed, Ok(None));
+        assert_eq!(link.written(), [SUBSCRIBE]);
+
+        // minimq numbers its packets itself; the id read from its `Op` is reported.
+        let sent = tracker
+            .publish(&mut conn, publish(1, false), &Unbounded)
+            .await;
+        assert_eq!(
+            sent,
+            Ok(Some(Event::PublishSent {
+                seq: 1,
+                packet_id: 2
+            }))
+        );
+        assert_eq!(link.written(), [PUBLISH]);
+
+        // A retry of a publish minimq holds is not written again.
+        let retry = tracker
+            .publish(&mut conn, publish(1, true), &Unbounded)
+            .await;
+        assert_eq!(retry, Ok(None));
+        assert!(link.written().is_empty());
+
+        link.say(&suback(1, 1));
+        assert_eq!(
+            poll_once(&mut tracker, &mut conn).await,
+            (vec![Event::Subscribed], Ok(()))
+        );
+        link.say(&puback(2));
+        assert_eq!(
+            poll_once(&mut tracker, &mut conn).await,
+            (vec![Event::PublishAcked(2)], Ok(()))
+        );
+
+        // A keep-alive probe goes out once; its SUBACK is proof of life only.
+        assert_eq!(tracker.probe(&mut conn, &Unbounded).await, Ok(None));
+        assert_eq!(link.written(), [SUBSCRIBE]);
+        assert_eq!(tracker.probe(&mut conn, &Unbounded).await, Ok(None));
+        assert!(link.written().is_empty());
+        link.say(&suback(3, 1));
+        assert_eq!(
+            poll_once(&mut tracker, &mut conn).await,
+            (vec![Event::Received], Ok(()))
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn refused_subscription_and_stalled_writes() {
+        let (mut rx, mut tx) = (vec![0u8; 1024], vec![0u8; 1024]);
+        let mut client = session("thing-1", 60, &mut rx, &mut tx).unwrap();
+        let link = Link::default();
+        link.say(&CONNACK);
+        let mut conn = client.connect(link.clone()).await.unwrap();
+        let mut tracker = Tracker::new();
+
+        let subscribed = tracker
+            .subscribe(&mut conn, "inTopic".into(), Qos::AtLeastOnce, &Unbounded)
+            .await;
+        assert_eq!(subscribed, Ok(None));
+        // SUBACK with "not authorized": reported, and the connection stays up.
+        link.say(&suback(1, 0x87));
+        assert_eq!(
+            poll_once(&mut tracker, &mut conn).await,
+            (
+                vec![Event::SubscribeFailed(SubscribeError::Refused)],
+                Ok(())
+            )
+        );
+        assert!(conn.is_connected());
+
+        // A write that does not finish in time: the connection is lost as `io-error`.
+        let stalled = tracker
+            .publish(&mut conn, publish(1, false), &Stalled)
+            .await;
+        assert_eq!(stalled, Err(DisconnectReason::Io));
+        let stalled = tracker
+            .subscribe(&mut conn, "inTopic".into(), Qos::AtLeastOnce, &Stalled)
+            .await;
+        assert_eq!(stalled, Err(DisconnectReason::Io));
+    }
+}
