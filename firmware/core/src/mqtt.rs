@@ -86,6 +86,28 @@ impl Todo {
             Action::Sleep(_) => return None,
         })
     }
+
+    /// The publish this `Publish` holds, borrowed for [`Tracker::publish`].
+    pub fn as_publish(&self) -> Option<Publish<'_>> {
+        match self {
+            Todo::Publish {
+                topic,
+                payload,
+                qos,
+                seq,
+                packet_id,
+                dup,
+            } => Some(Publish {
+                topic,
+                payload,
+                qos: *qos,
+                seq: *seq,
+                packet_id: *packet_id,
+                dup: *dup,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A minimq session for `client_id` over the `rx`/`tx` packet buffers. Fails only for a
@@ -378,21 +400,16 @@ impl Tracker<Op> {
         publish: Publish<'_>,
         timeout: &impl WriteTimeout,
     ) -> Outcome {
-        let Publish {
-            topic,
-            payload,
-            qos,
-            seq,
-            packet_id,
-            dup,
-        } = publish;
-        if !self.should_publish(seq, dup, conn.session()) {
+        let seq = publish.seq;
+        if !self.should_publish(seq, publish.dup, conn.session()) {
             return Ok(None);
         }
-        let publication = Publication::bytes(topic, payload).qos(self::qos(qos));
+        let publication = Publication::bytes(publish.topic, publish.payload).qos(qos(publish.qos));
         match timeout.bound(conn.publish(publication)).await {
             None => Err(DisconnectReason::Io),
-            Some(Ok(Some(op))) => Ok(self.published(seq, op, op_packet_id(&op).or(packet_id))),
+            Some(Ok(Some(op))) => {
+                Ok(self.published(seq, op, op_packet_id(&op).or(publish.packet_id)))
+            }
             Some(Ok(None)) => Ok(None),
             Some(Err(minimq::PubError::Session(e))) if !conn.is_connected() => {
                 Err(disconnect_reason(&e))

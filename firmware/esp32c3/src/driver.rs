@@ -37,9 +37,7 @@ use firmware_core::log::{
     NetError,
 };
 use firmware_core::mqtt::{self, Todo, Tracker};
-use firmware_core::session::{
-    Action, Event, Instant, Publish, RandomSource, Retransmit, Session, Settings,
-};
+use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board, FIRMWARE};
@@ -344,22 +342,9 @@ impl Driver {
                 let outcome = self.mqtt.subscribe(conn, topic, qos, &IoTimeout).await;
                 return self.report(outcome);
             }
-            Todo::Publish {
-                topic,
-                payload,
-                qos,
-                seq,
-                packet_id,
-                dup,
-            } => {
-                let Some(conn) = conn else { return Ok(()) };
-                let publish = Publish {
-                    topic: &topic,
-                    payload: &payload,
-                    qos,
-                    seq,
-                    packet_id,
-                    dup,
+            todo @ Todo::Publish { .. } => {
+                let (Some(conn), Some(publish)) = (conn, todo.as_publish()) else {
+                    return Ok(());
                 };
                 let outcome = self.mqtt.publish(conn, publish, &IoTimeout).await;
                 return self.report(outcome);

@@ -131,6 +131,9 @@ fn todo_owns_every_action_but_sleep() {
         packet_id: Some(7),
         dup: true,
     };
+    let owned = Todo::from_action(Action::Publish(publish)).unwrap();
+    assert_eq!(owned.as_publish(), Some(publish));
+    assert!(Todo::Ping.as_publish().is_none());
     match Todo::from_action(Action::Publish(publish)) {
         Some(Todo::Publish {
             topic,
