@@ -19,8 +19,10 @@
 //! - [`tls`] (features `tls`, `tls-rsa`): embedded-tls crypto provider with the device
 //!   key, the server-certificate verifier, and the record-atomic transport under TLS.
 //!
-//! The crate is `no_std` and sans-IO: it never reads a clock or touches a socket, so
-//! every behaviour is testable on the host with explicit time.
+//! The crate builds without the standard library (`core` only; `alloc` with the `mqtt`
+//! feature) and never reads a clock or opens a socket, so every behaviour is testable on
+//! the host with explicit time. Unit tests live in files named `tests.rs`, the only place
+//! the standard library appears.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "mqtt")]
