@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firmware_core::log::Line;
-use mock_broker::{Event, Publisher};
+use mock_broker::Event;
 
 use self::classify::{Class, classify};
-use super::stamped::{StampedEvents, connected, line_after};
+use super::stamped::{FIRST_PUBLISH, StampedEvents, connected, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 use crate::rig::OUT_TOPIC;
 
@@ -35,7 +35,6 @@ pub const GAP_LATE_MS: i64 = 1500;
 const DEVICE_SLACK_MS: u64 = 5;
 /// AWS accepts one CONNECT per second per client id (so does the mock broker).
 const CONNECT_INTERVAL: Duration = Duration::from_millis(1100);
-const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 /// Disconnect to the device's `backoff` line.
 const NOTICE: Duration = Duration::from_secs(5);
 
@@ -73,11 +72,7 @@ async fn backoff(run: &mut ScenarioRun) -> CheckResult {
     let observer = run.start_device(|_| {})?;
     let events = StampedEvents::record(observer);
     let client = run.client_id.clone();
-    let publisher = Publisher::Client(client.clone());
-    let publishes = |event: &Event| match event {
-        Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(()),
-        _ => None,
-    };
+    let publishes = |event: &Event| published(event, &client).map(|_| ());
 
     let mut seen: Vec<Reconnect> = Vec::with_capacity(DISCONNECTS);
     let mut back_at = Instant::now();

@@ -15,11 +15,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mock_broker::{Event, Faults, Publisher};
+use mock_broker::{Event, Faults};
 
-use super::stamped::{StampedEvents, line_after};
+use super::stamped::{StampedEvents, first_publish, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
-use crate::rig::OUT_TOPIC;
 
 /// AWS IoT Core's smallest keep-alive.
 pub const KEEPALIVE_S: u16 = 30;
@@ -34,7 +33,6 @@ pub const EARLIEST: Duration = Duration::from_millis(KEEPALIVE_S as u64 * 750 - 
 /// Fault lifted to the next publish: a backoff of at most 1 s and a handshake, or, if the
 /// device reconnected before the fault was lifted, its 10 s subscribe timeout on top.
 pub const RECOVER: Duration = Duration::from_secs(20);
-const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 
 pub const SCENARIO: Scenario = Scenario {
     name: "dead-link",
@@ -59,20 +57,8 @@ async fn dead_link(run: &mut ScenarioRun) -> CheckResult {
         config.qos = 0;
     })?;
     let events = StampedEvents::record(observer);
-    let publisher = Publisher::Client(client.clone());
-    let publishes = move |event: &Event| match event {
-        Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(()),
-        _ => None,
-    };
-    if events
-        .wait_for(Instant::now(), FIRST_PUBLISH, &publishes)
-        .await
-        .is_none()
-    {
-        return Err(run.failure(&format!(
-            "expected a publish on {OUT_TOPIC} within {FIRST_PUBLISH:?}, saw none"
-        )));
-    }
+    first_publish(run, &events, &client).await?;
+    let publishes = |event: &Event| published(event, &client).map(|_| ());
 
     broker.set_client_faults(
         &client,

@@ -29,13 +29,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mock_broker::{DisconnectReason, Event, Publisher};
+use mock_broker::{DisconnectReason, Event};
 
 use super::backoff::{FLOOR_MS, ceiling_ms};
-use super::stamped::StampedEvents;
+use super::stamped::{StampedEvents, first_publish, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 use crate::backend::virtual_device::VirtualDevice;
-use crate::rig::OUT_TOPIC;
 
 /// How long both devices run side by side.
 pub const WINDOW: Duration = Duration::from_secs(15);
@@ -49,7 +48,6 @@ pub const TAKEOVER_WITHIN: Duration = Duration::from_secs(15);
 pub const RECOVER_MARGIN: Duration = Duration::from_secs(10);
 /// Publishes in a row without a disconnect once the original is alone.
 const STABLE_PUBLISHES: usize = 3;
-const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 const PERIOD: Duration = Duration::from_secs(2);
 
 pub const SCENARIO: Scenario = Scenario {
@@ -73,20 +71,8 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
     let client = run.client_id.clone();
     let observer = run.start_device(|_| {})?;
     let events = StampedEvents::record(observer);
-    let publisher = Publisher::Client(client.clone());
-    let publishes = move |event: &Event| match event {
-        Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(()),
-        _ => None,
-    };
-    if events
-        .wait_for(Instant::now(), FIRST_PUBLISH, &publishes)
-        .await
-        .is_none()
-    {
-        return Err(run.failure(&format!(
-            "expected a publish on {OUT_TOPIC} within {FIRST_PUBLISH:?}, saw none"
-        )));
-    }
+    first_publish(run, &events, &client).await?;
+    let publishes = |event: &Event| published(event, &client).map(|_| ());
 
     // The duplicate: with a --flash image the very same image (a cloned device), else a
     // second certificate for the same thing. Writing it replaces the original's image

@@ -11,14 +11,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mock_broker::{Event, Faults, PublishObservation, Publisher};
+use mock_broker::{Event, Faults, PublishObservation};
 
 use super::cadence::hello_number;
-use super::stamped::{StampedEvents, line_after};
+use super::stamped::{StampedEvents, first_publish, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
-use crate::rig::OUT_TOPIC;
 
-const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 /// The core's `publish_retry` (5 s) plus scheduling and serial latency.
 pub const PUBACK_TIMEOUT: Duration = Duration::from_secs(8);
 /// From the device dropping the link to the resent publish at the broker: backoff after
@@ -49,22 +47,8 @@ async fn qos1_retry(run: &mut ScenarioRun) -> CheckResult {
     let client = run.client_id.clone();
     let observer = run.start_device(|config| config.qos = 1)?;
     let events = StampedEvents::record(observer);
-    let publisher = Publisher::Client(client.clone());
-    let mine = move |event: &Event| match event {
-        Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(p.clone()),
-        _ => None,
-    };
-
-    let started = Instant::now();
-    if events
-        .wait_for(started, FIRST_PUBLISH, |e| mine(e))
-        .await
-        .is_none()
-    {
-        return Err(run.failure(&format!(
-            "expected a publish on {OUT_TOPIC} within {FIRST_PUBLISH:?}, saw none"
-        )));
-    }
+    first_publish(run, &events, &client).await?;
+    let mine = |event: &Event| published(event, &client).cloned();
 
     broker.set_client_faults(
         &client,

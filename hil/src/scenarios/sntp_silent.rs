@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mock_broker::{Event, Handle, Publisher, SntpBehaviour};
+use mock_broker::{Handle, SntpBehaviour};
 use tokio::net::UdpSocket;
 
-use super::stamped::{StampedEvents, line_after};
+use super::stamped::{StampedEvents, connected, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
-use crate::rig::OUT_TOPIC;
 
 /// Failed syncs to see before the server answers: one could be a lost datagram, two is
 /// the retry policy at work.
@@ -222,20 +221,19 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
     // Up to the moment the server answered (the device's own order, sync before MQTT, is
     // checked on its log above; host times of serial lines and broker events are not
     // comparable to the millisecond).
-    let early_session = events.since(started).into_iter().find(|(at, e)| {
-        *at < answered && matches!(e, Event::Connected { client_id, .. } if *client_id == client)
-    });
+    let early_session = events
+        .since(started)
+        .into_iter()
+        .find(|(at, e)| *at < answered && connected(e, &client));
     if early_session.is_some() {
         return Err(run.failure(
             "expected no session at the broker while SNTP was silent, saw the device connect",
         ));
     }
 
-    let publisher = Publisher::Client(client);
     let published = events
-        .wait_for(synced.at, PUBLISHING_WITHIN, |e| match e {
-            Event::Publish(p) if p.publisher == publisher && p.topic == OUT_TOPIC => Some(()),
-            _ => None,
+        .wait_for(synced.at, PUBLISHING_WITHIN, |e| {
+            published(e, &client).map(|_| ())
         })
         .await;
     let Some((published_at, ())) = published else {

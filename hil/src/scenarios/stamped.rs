@@ -7,11 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use firmware_core::log::Line;
-use mock_broker::{Event, Observer};
+use mock_broker::{Event, Observer, PublishObservation, Publisher};
 use tokio::sync::Notify;
 
 use super::ScenarioRun;
+use crate::rig::OUT_TOPIC;
 use crate::serial::SerialLine;
+
+/// A freshly started device's first publish: boot, SNTP, handshake, subscribe, a period.
+pub const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 
 /// Records every broker event with the host's monotonic time it arrived.
 pub struct StampedEvents {
@@ -112,6 +116,40 @@ pub async fn line_after(
     match found {
         Some((line, ())) => Ok(line),
         None => Err(run.failure(&format!("expected {what} within {timeout:?}"))),
+    }
+}
+
+/// Wait up to [`FIRST_PUBLISH`] for `client_id`'s first publish on [`OUT_TOPIC`]; on
+/// timeout, a failure saying so with the last serial lines.
+pub async fn first_publish(
+    run: &mut ScenarioRun,
+    events: &StampedEvents,
+    client_id: &str,
+) -> Result<(), String> {
+    if events
+        .wait_for(Instant::now(), FIRST_PUBLISH, |e| {
+            published(e, client_id).map(|_| ())
+        })
+        .await
+        .is_none()
+    {
+        return Err(run.failure(&format!(
+            "expected a publish on {OUT_TOPIC} within {FIRST_PUBLISH:?}, saw none"
+        )));
+    }
+    Ok(())
+}
+
+/// `event` is `client_id` publishing on [`OUT_TOPIC`]: the publish.
+pub fn published<'a>(event: &'a Event, client_id: &str) -> Option<&'a PublishObservation> {
+    match event {
+        Event::Publish(p)
+            if matches!(&p.publisher, Publisher::Client(id) if id == client_id)
+                && p.topic == OUT_TOPIC =>
+        {
+            Some(p)
+        }
+        _ => None,
     }
 }
 
