@@ -17,8 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use certs::pki::{self, CertificateAuthority, KeyAlgorithm};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use certs::x509::CertInfo;
 
 use crate::error::StartError;
 
@@ -113,34 +112,13 @@ impl FromStr for ServerCertificateCase {
     }
 }
 
-/// The DNS and IP names of a certificate (DER), CN first if there are none.
+/// The DNS and IP names of a certificate (DER), its CN if there are none.
 pub fn names_of(cert_der: &[u8]) -> Result<Vec<String>, StartError> {
-    let (_, cert) = X509Certificate::from_der(cert_der)
+    let info = CertInfo::from_der(cert_der)
         .map_err(|e| StartError::Tls(format!("server certificate: {e}")))?;
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(dns) => names.push(dns.to_string()),
-                GeneralName::IPAddress(ip) => match ip.len() {
-                    4 => {
-                        names.push(std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string())
-                    }
-                    16 => {
-                        let bytes: [u8; 16] = (*ip).try_into().unwrap_or_default();
-                        names.push(std::net::Ipv6Addr::from(bytes).to_string());
-                    }
-                    _ => {}
-                },
-                _ => {}
-            }
-        }
-    }
-    if names.is_empty()
-        && let Some(cn) = cert.subject().iter_common_name().next()
-        && let Ok(cn) = cn.as_str()
-    {
-        names.push(cn.to_string());
+    let mut names = info.subject_alt_names;
+    if names.is_empty() {
+        names.extend(info.common_name);
     }
     if names.is_empty() {
         return Err(StartError::Tls(
