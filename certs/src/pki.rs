@@ -627,11 +627,6 @@ impl ServerChain {
             .map(|der| crate::x509::cert_pem(der))
             .collect()
     }
-
-    /// Bytes of certificate the server sends (the DER lengths added up).
-    pub fn total_der_len(&self) -> usize {
-        self.chain_der().iter().map(Vec::len).sum()
-    }
 }
 
 /// Device Advisor's "large server certificate chain" case: a chain from `ca` for `names`
