@@ -76,7 +76,6 @@ impl Work {
             .expect("run openssl")
     }
 
-    /// A self-signed RSA-2048 root named like Amazon's, made with `openssl req`.
     /// A P-256 private key in PKCS#8 PEM, as `openssl genpkey` writes it.
     pub fn openssl_p256_key(&self, name: &str) {
         self.openssl(&[
@@ -103,6 +102,7 @@ impl Work {
         ]);
     }
 
+    /// A self-signed RSA-2048 root named like Amazon's, made with `openssl req`.
     pub fn openssl_root_ca(&self, name: &str) {
         self.openssl(&[
             "req",
