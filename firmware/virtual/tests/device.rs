@@ -94,23 +94,6 @@ where
     })
 }
 
-/// What goes into the device's flash image.
-struct DeviceFiles {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    ca: Vec<u8>,
-}
-
-impl DeviceFiles {
-    fn from_test_pki(pki: &TestPki) -> Self {
-        Self {
-            cert: pki.device_cert_der.clone(),
-            key: pki.device_key_der.clone(),
-            ca: pki.ca_der.clone(),
-        }
-    }
-}
-
 fn config_json(port: u16, ntp_port: u16, period_ms: u32, qos: u8) -> String {
     format!(
         r#"{{"endpoint":{{"host":"localhost","port":{port}}},"ntp":{{"host":"127.0.0.1","port":{ntp_port}}},"client_id":"{DEVICE_CN}","period_ms":{period_ms},"keepalive_s":{KEEPALIVE_S},"qos":{qos}}}"#
@@ -124,14 +107,19 @@ struct Device {
 }
 
 /// Write the image to `dir` and start the binary with its serial on a fresh pty (QoS 1).
-fn start_device(dir: &Path, files: &DeviceFiles, port: u16, period_ms: u32) -> Device {
-    start_device_qos(dir, files, port, period_ms, 1)
+fn start_device(dir: &Path, pki: &TestPki, port: u16, period_ms: u32) -> Device {
+    start_device_qos(dir, pki, port, period_ms, 1)
 }
 
-fn start_device_qos(dir: &Path, files: &DeviceFiles, port: u16, period_ms: u32, qos: u8) -> Device {
+fn start_device_qos(dir: &Path, pki: &TestPki, port: u16, period_ms: u32, qos: u8) -> Device {
     let ntp_port = sntp_server().expect("sntp server");
     let json = config_json(port, ntp_port, period_ms, qos);
-    let image = device_image(&json, &files.cert, &files.key, &files.ca);
+    let image = device_image(
+        &json,
+        &pki.device_cert_der,
+        &pki.device_key_der,
+        &pki.ca_der,
+    );
     let flash = dir.join("flash.img");
     std::fs::write(&flash, image).expect("write image");
     let serial = SerialCapture::open().expect("pty");
@@ -192,12 +180,7 @@ async fn publishes_ten_messages_on_a_2000ms_cadence() {
     let Device {
         process,
         mut serial,
-    } = start_device(
-        dir.path(),
-        &DeviceFiles::from_test_pki(&pki),
-        broker.port(),
-        2000,
-    );
+    } = start_device(dir.path(), &pki, broker.port(), 2000);
 
     let mut got = Vec::new();
     for n in 1..=10u32 {
@@ -266,12 +249,7 @@ async fn inbound_message_is_logged_within_1s() {
     let Device {
         process: _process,
         mut serial,
-    } = start_device(
-        dir.path(),
-        &DeviceFiles::from_test_pki(&pki),
-        broker.port(),
-        2000,
-    );
+    } = start_device(dir.path(), &pki, broker.port(), 2000);
     serial
         .until("subscribed", BOOT, |l| l.message() == "subscribed")
         .await;
@@ -308,7 +286,7 @@ async fn reconnects_after_broker_restart_and_continues() {
     let Device {
         process: _process,
         mut serial,
-    } = start_device(dir.path(), &DeviceFiles::from_test_pki(&pki), port, 500);
+    } = start_device(dir.path(), &pki, port, 500);
     serial
         .until("publish seq=3", BOOT, |l| {
             is_publish(l) && l.field("seq") == Some("3")
@@ -486,12 +464,7 @@ async fn refuses(bad: BadServer) {
     let Device {
         process: _process,
         mut serial,
-    } = start_device(
-        dir.path(),
-        &DeviceFiles::from_test_pki(&test_pki),
-        broker.device_port(),
-        500,
-    );
+    } = start_device(dir.path(), &test_pki, broker.device_port(), 500);
 
     // Refused, backed off, refused again after the backoff, backed off longer.
     for attempt in 1..=2u32 {
@@ -552,16 +525,15 @@ async fn rsa_device_key_and_aws_like_rsa_chain() {
     test_pki.ca_der = chain.root.cert_der().to_vec();
     let broker = Mosquitto::start(&test_pki).expect("mosquitto");
     let mut observer = broker.observe(&["outTopic"]).await.expect("observer");
-    let files = DeviceFiles::from_test_pki(&test_pki);
     assert!(
-        files.key.len() > 1000,
+        test_pki.device_key_der.len() > 1000,
         "an RSA-2048 PKCS#1 key, not P-256: {} bytes",
-        files.key.len()
+        test_pki.device_key_der.len()
     );
     let Device {
         process: _process,
         mut serial,
-    } = start_device(dir.path(), &files, broker.port(), 500);
+    } = start_device(dir.path(), &test_pki, broker.port(), 500);
 
     let connected = serial
         .until("connected", BOOT, |l| l.message() == "connected")
@@ -671,12 +643,7 @@ async fn slow_records_across_poll_deadlines_keep_the_session() {
     let Device {
         process: _process,
         mut serial,
-    } = start_device(
-        dir.path(),
-        &DeviceFiles::from_test_pki(&pki),
-        proxy_port,
-        PERIOD_MS,
-    );
+    } = start_device(dir.path(), &pki, proxy_port, PERIOD_MS);
 
     serial
         .until("subscribed", Duration::from_secs(30), |l| {
@@ -738,13 +705,7 @@ async fn qos0_device_probes_a_quiet_link_before_keepalive() {
     let Device {
         process: _process,
         mut serial,
-    } = start_device_qos(
-        dir.path(),
-        &DeviceFiles::from_test_pki(&pki),
-        broker.port(),
-        2000,
-        0,
-    );
+    } = start_device_qos(dir.path(), &pki, broker.port(), 2000, 0);
     let subscribed = serial
         .until("subscribed", BOOT, |l| l.message() == "subscribed")
         .await;
