@@ -290,12 +290,7 @@ impl TlsFront {
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    cert.subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned)
+    certs::x509::CertInfo::from_der(der).ok()?.common_name
 }
 
 fn hex(bytes: &[u8]) -> String {
