@@ -84,12 +84,17 @@ fn loopback(host: &str, port: u16) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// What the devices connect to, and how the rig sees what they do there.
+enum Target {
+    /// The in-process mock broker.
+    Mock(Handle),
+    /// The observer connection to AWS IoT (`--target aws`).
+    Aws(AwsObserver),
+}
+
 /// Everything scenarios share.
 pub struct Rig {
-    /// The in-process mock broker; absent with `--target aws`.
-    broker: Option<Handle>,
-    /// The observer connection to AWS IoT (`--target aws`).
-    aws: Option<AwsObserver>,
+    target: Target,
     /// The CA that issues the devices' identities (fresh, or a `--pki` folder's); absent
     /// when every device runs a given image.
     ca: Option<CertificateAuthority>,
@@ -147,19 +152,7 @@ impl Rig {
         let broker = MockBroker::start(config)
             .await
             .map_err(|e| format!("mock broker: {e}"))?;
-        let workdir = tempfile::Builder::new()
-            .prefix("hil-")
-            .tempdir()
-            .map_err(|e| format!("work folder: {e}"))?;
-        Ok(Self {
-            broker: Some(broker),
-            aws: None,
-            ca: Some(ca),
-            device_binary,
-            workdir,
-            sabotage: ImageSabotage::default(),
-            given: None,
-        })
+        Self::assemble(Target::Mock(broker), Some(ca), device_binary, None)
     }
 
     /// Run every device from `image`, against a broker that serves the `certs init` folder
@@ -188,19 +181,7 @@ impl Rig {
         let broker = MockBroker::start(config)
             .await
             .map_err(|e| format!("mock broker: {e}"))?;
-        let workdir = tempfile::Builder::new()
-            .prefix("hil-")
-            .tempdir()
-            .map_err(|e| format!("work folder: {e}"))?;
-        Ok(Self {
-            broker: Some(broker),
-            aws: None,
-            ca: None,
-            device_binary,
-            workdir,
-            sabotage: ImageSabotage::default(),
-            given: Some(image),
-        })
+        Self::assemble(Target::Mock(broker), None, device_binary, Some(image))
     }
 
     /// Run every device from `image` (built from `certs import`) against the AWS IoT
@@ -228,40 +209,49 @@ impl Rig {
             &image.config.client_id,
         )
         .await?;
+        Self::assemble(Target::Aws(observer), None, device_binary, Some(image))
+    }
+
+    /// The rig around a started `target`, with a fresh work folder for its images.
+    fn assemble(
+        target: Target,
+        ca: Option<CertificateAuthority>,
+        device_binary: PathBuf,
+        given: Option<GivenImage>,
+    ) -> Result<Self, String> {
         let workdir = tempfile::Builder::new()
             .prefix("hil-")
             .tempdir()
             .map_err(|e| format!("work folder: {e}"))?;
         Ok(Self {
-            broker: None,
-            aws: Some(observer),
-            ca: None,
+            target,
+            ca,
             device_binary,
             workdir,
             sabotage: ImageSabotage::default(),
-            given: Some(image),
+            given,
         })
     }
 
     /// The mock broker, for scenarios that drive it (faults, restarts, certificates).
     pub fn broker(&self) -> Result<&Handle, String> {
-        self.broker
-            .as_ref()
-            .ok_or_else(|| "needs the mock broker, and --target aws has none".into())
+        match &self.target {
+            Target::Mock(broker) => Ok(broker),
+            Target::Aws(_) => Err("needs the mock broker, and --target aws has none".into()),
+        }
     }
 
     /// Whether the rig sees the broker's side of things beyond publishes (connections,
     /// subscriptions, refusals): the mock broker does, an AWS observer only sees publishes.
     pub fn sees_broker_events(&self) -> bool {
-        self.broker.is_some()
+        matches!(self.target, Target::Mock(_))
     }
 
     /// What the broker (or the AWS observer) sees from now on.
     pub fn observe(&self) -> Observer {
-        match (&self.broker, &self.aws) {
-            (Some(broker), _) => broker.observe(),
-            (None, Some(aws)) => aws.observe(),
-            (None, None) => unreachable!("a rig has a broker or an observer"),
+        match &self.target {
+            Target::Mock(broker) => broker.observe(),
+            Target::Aws(aws) => aws.observe(),
         }
     }
 
@@ -269,24 +259,26 @@ impl Rig {
     /// (AWS). Returns how many subscribers it was delivered to, when the target can tell
     /// (the mock broker); AWS only acknowledges.
     pub async fn inject(&self, topic: &str, payload: Vec<u8>) -> Result<Option<usize>, String> {
-        match (&self.broker, &self.aws) {
-            (Some(broker), _) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
-            (None, Some(aws)) => aws.publish(topic, payload).await.map(|()| None),
-            (None, None) => unreachable!("a rig has a broker or an observer"),
+        match &self.target {
+            Target::Mock(broker) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
+            Target::Aws(aws) => aws.publish(topic, payload).await.map(|()| None),
         }
     }
 
     /// What is wrong on the rig's side, for failure messages: the AWS observer's lost
     /// connection (after which nothing the device does is seen).
     pub fn trouble(&self) -> Option<String> {
-        let why = self.aws.as_ref()?.lost()?;
+        let Target::Aws(aws) = &self.target else {
+            return None;
+        };
+        let why = aws.lost()?;
         Some(format!("the AWS observer's connection was lost: {why}"))
     }
 
     /// Where the rig is connected, for the banner.
     pub fn describe(&self) -> String {
-        match (&self.broker, &self.aws) {
-            (Some(broker), _) => format!(
+        match &self.target {
+            Target::Mock(broker) => format!(
                 "mock broker on {} (SNTP {})",
                 broker.mqtt_addr(),
                 broker
@@ -294,18 +286,15 @@ impl Rig {
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "none".into())
             ),
-            (None, Some(aws)) => aws.describe(),
-            (None, None) => unreachable!("a rig has a broker or an observer"),
+            Target::Aws(aws) => aws.describe(),
         }
     }
 
     /// Stop the broker or disconnect the observer.
     pub async fn shutdown(self) {
-        if let Some(broker) = self.broker {
-            broker.shutdown().await;
-        }
-        if let Some(aws) = self.aws {
-            aws.shutdown().await;
+        match self.target {
+            Target::Mock(broker) => broker.shutdown().await,
+            Target::Aws(aws) => aws.shutdown().await,
         }
     }
 
