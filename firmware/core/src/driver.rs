@@ -179,14 +179,6 @@ impl<'g, T> Gated<'g, T> {
         Self { inner, gate }
     }
 
-    pub fn inner(&self) -> &T {
-        &self.inner
-    }
-
-    pub fn inner_mut(&mut self) -> &mut T {
-        &mut self.inner
-    }
-
     pub fn into_inner(self) -> T {
         self.inner
     }
