@@ -102,8 +102,7 @@ impl Config {
         // the public CA, as on a bench) still serves, and the presets say what is missing.
         let ca_key = dir.join(certs::load::CA_KEY_FILE);
         if ca_key.exists() {
-            let ca = CertificateAuthority::load_dir(dir)
-                .map_err(|e| StartError::credentials(&ca_key, e))?;
+            let ca = CertificateAuthority::load_dir(dir).map_err(StartError::IssuingCa)?;
             config.issuing_ca = Some(Arc::new(ca));
         }
         Ok(config)

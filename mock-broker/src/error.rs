@@ -19,6 +19,9 @@ pub enum StartError {
     Credentials { path: String, problem: String },
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// The issuing CA (`ca.pem` + `ca.key.pem`) cannot sign; the error names the file.
+    #[error("issuing CA: {0}")]
+    IssuingCa(certs::error::CertsError),
     #[error("{path}: {source}")]
     Policy { path: String, source: PolicyError },
     #[error("cannot listen on {addr}: {source}")]

@@ -126,3 +126,28 @@ async fn serve_refuses_a_malformed_policy_naming_the_statement() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Statement[0].Effect"), "{stderr}");
 }
+
+#[tokio::test]
+async fn serve_with_an_issuing_ca_that_is_not_a_ca_names_ca_pem_once() {
+    let rig = Rig::new();
+    rig.write_identity("server", &rig.pki.server);
+    std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
+    // ca.key.pem is present, so `serve` loads the issuing CA; ca.pem is the device's
+    // certificate, which is not a CA.
+    rig.issuing_ca();
+    std::fs::write(rig.path("ca.pem"), rig.pki.device.cert_pem()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
+        .args(["serve", "--port", "0", "--certs"])
+        .arg(rig.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("issuing CA: "), "{stderr}");
+    assert!(stderr.contains("ca.pem: not a CA"), "{stderr}");
+    assert!(
+        !stderr.contains("ca.key.pem"),
+        "the key is not at fault: {stderr}"
+    );
+}
