@@ -171,9 +171,20 @@ impl ScenarioRun {
         timeout: Duration,
         pick: impl Fn(&Line) -> bool,
     ) -> Result<SerialLine, String> {
+        self.expect_serial(what, timeout, |l| l.line().is_some_and(&pick))
+            .await
+    }
+
+    /// As [`Self::expect_line`], `pick` judging the whole serial line (its read time too).
+    pub async fn expect_serial(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pick: impl Fn(&SerialLine) -> bool,
+    ) -> Result<SerialLine, String> {
         let found = self
             .serial()
-            .until(timeout, |l| l.line().filter(|l| pick(l)).map(|_| ()))
+            .until(timeout, |l| pick(l).then_some(()))
             .await;
         match found {
             Some((line, ())) => Ok(line),

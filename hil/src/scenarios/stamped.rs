@@ -106,17 +106,10 @@ pub async fn line_after(
     timeout: Duration,
     pick: impl Fn(&Line) -> bool,
 ) -> Result<SerialLine, String> {
-    let found = run
-        .serial()
-        .until(timeout, |l| {
-            (l.at >= from).then_some(())?;
-            l.line().filter(|line| pick(line)).map(|_| ())
-        })
-        .await;
-    match found {
-        Some((line, ())) => Ok(line),
-        None => Err(run.failure(&format!("expected {what} within {timeout:?}"))),
-    }
+    run.expect_serial(what, timeout, |l| {
+        l.at >= from && l.line().is_some_and(&pick)
+    })
+    .await
 }
 
 /// Wait up to [`FIRST_PUBLISH`] for `client_id`'s first publish on [`OUT_TOPIC`]; on
