@@ -238,12 +238,7 @@ impl Observer {
 
     /// Wait for `client_id` to connect.
     pub async fn wait_for_connect(&mut self, client_id: &str, timeout: Duration) -> bool {
-        self.wait_for(timeout, |event| match event {
-            Event::Connected { client_id: id, .. } if id == client_id => Some(()),
-            _ => None,
-        })
-        .await
-        .is_some()
+        self.wait_for_session(client_id, timeout).await.is_some()
     }
 
     /// Wait for `client_id` to be granted a subscription to `filter`.
