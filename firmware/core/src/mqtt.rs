@@ -11,8 +11,8 @@
 //!   [`Tracker::subscribe`], [`Tracker::publish`] and [`Tracker::probe`] carry out the
 //!   session's `Subscribe`, `Publish` and `Ping` on a live minimq connection over any
 //!   transport, each write bounded by the board's [`WriteTimeout`].
-//! - [`op_packet_id`], [`qos`], [`disconnect_reason`]: minimq's types in the session's
-//!   terms.
+//! - [`op_packet_id`], [`qos`], [`disconnect_reason`], [`connect_failure`] (with feature
+//!   `tls`): minimq's types in the session's terms.
 //!
 //! Needs a global allocator (the queue owns topics and payloads).
 
@@ -27,6 +27,8 @@ use minimq::{
     Session, SubscriptionOptions, TopicFilter,
 };
 
+#[cfg(feature = "tls")]
+use crate::log::{ConnectError, ConnectFailure};
 use crate::log::{DisconnectReason, Line, SubscribeError};
 use crate::session::{Action, Event, Publish, Qos, SESSION_EXPIRY_S};
 
@@ -123,6 +125,27 @@ pub fn session<'b>(
         .keepalive_interval(keepalive_s)
         .session_expiry_interval(SESSION_EXPIRY_S);
     Ok(Session::new(config))
+}
+
+/// Why an MQTT connect over embedded-tls failed, as the log classifies it.
+#[cfg(feature = "tls")]
+#[must_use]
+pub fn connect_failure(error: &minimq::Error<embedded_tls::TlsError>) -> ConnectFailure {
+    use embedded_tls::TlsError;
+    match error {
+        minimq::Error::Peer(minimq::PeerError::Rejected(_)) => {
+            ConnectFailure::Mqtt(ConnectError::Refused)
+        }
+        // A rejected client certificate surfaces here: TLS 1.3 sends the alert after
+        // the client's Finished, so the CONNACK read fails, not the handshake.
+        minimq::Error::Transport(TlsError::HandshakeAborted(..)) => {
+            ConnectFailure::Tls(crate::log::TlsError::PeerAlert)
+        }
+        minimq::Error::Transport(_) | minimq::Error::Disconnected => {
+            ConnectFailure::Mqtt(ConnectError::Io)
+        }
+        _ => ConnectFailure::Mqtt(ConnectError::Protocol),
+    }
 }
 
 /// The packet id minimq gave an operation. minimq 0.13 keeps it private and shows it

@@ -539,7 +539,7 @@ impl Driver {
             client
                 .connect(tls)
                 .await
-                .map_err(|e| transport::failure_of_mqtt(&e))
+                .map_err(|e| firmware_core::mqtt::connect_failure(&e))
         };
         // A cancelled attempt drops the half-open connection as a whole, so nothing is
         // left to desynchronise.

@@ -28,6 +28,7 @@ use firmware_core::driver::{Gated, WriteGate};
 use firmware_core::log::{ConnectError, ConnectFailure, TlsError as TlsSlug};
 use firmware_core::tls::{
     CertVerifier, DeviceKey, DeviceProvider, MAX_RECORD_LEN, RecordAtomic, handshake_error_kind,
+    handshake_failure,
 };
 
 pub const TLS_READ_BUF: usize = 16_640;
@@ -137,33 +138,6 @@ pub struct Identity<'a> {
     pub ca: &'a [u8],
 }
 
-/// Why a connection attempt failed, as the log classifies it.
-pub fn failure_of_mqtt(e: &MqttError) -> ConnectFailure {
-    match e {
-        minimq::Error::Peer(minimq::PeerError::Rejected(_)) => {
-            ConnectFailure::Mqtt(ConnectError::Refused)
-        }
-        // A rejected client certificate surfaces here: TLS 1.3 sends the alert after
-        // the client's Finished, so the CONNACK read fails, not the handshake.
-        minimq::Error::Transport(TlsError::HandshakeAborted(..)) => {
-            ConnectFailure::Tls(TlsSlug::PeerAlert)
-        }
-        minimq::Error::Transport(_) | minimq::Error::Disconnected => {
-            ConnectFailure::Mqtt(ConnectError::Io)
-        }
-        _ => ConnectFailure::Mqtt(ConnectError::Protocol),
-    }
-}
-
-fn failure_of_tls(error: &TlsError, kind: &str) -> ConnectFailure {
-    ConnectFailure::Tls(match (kind.parse(), error) {
-        (Ok(slug), _) => slug,
-        (Err(_), TlsError::HandshakeAborted(..)) => TlsSlug::PeerAlert,
-        (Err(_), TlsError::Io(_) | TlsError::IoError | TlsError::ConnectionClosed) => TlsSlug::Io,
-        (Err(_), _) => TlsSlug::Other,
-    })
-}
-
 /// TCP connect and TLS handshake to `remote`, presenting `server_name` as SNI and
 /// verifying the server as that name at Unix time `now`.
 #[allow(clippy::too_many_arguments)]
@@ -202,7 +176,7 @@ pub async fn connect_tls<'b>(
         Err(error) => {
             // Prefer the verifier's precise reason over embedded-tls's coarse error.
             let kind = handshake_error_kind(&error, provider.verify_error());
-            Err(failure_of_tls(&error, kind))
+            Err(ConnectFailure::Tls(handshake_failure(&error, kind)))
         }
     }
 }

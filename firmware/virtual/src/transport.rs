@@ -41,7 +41,7 @@ use embedded_tls::{
 use firmware_core::log::{self, ConnectFailure};
 use firmware_core::tls::{
     CertVerifier, DeviceKey, DeviceProvider, KeyError, MAX_RECORD_LEN, RecordAtomic,
-    handshake_error_kind,
+    handshake_error_kind, handshake_failure,
 };
 use minimq::Session;
 use rand_core::OsRng;
@@ -165,24 +165,8 @@ impl TransportError {
             Self::Timeout => ConnectFailure::Mqtt(C::Timeout),
             Self::Config(_) => ConnectFailure::Mqtt(C::Protocol),
             Self::Key(_) => ConnectFailure::Tls(T::UnsupportedAlgorithm),
-            Self::Tls { error, kind } => ConnectFailure::Tls(match (kind.parse(), error) {
-                (Ok(slug), _) => slug,
-                (Err(_), TlsError::HandshakeAborted(..)) => T::PeerAlert,
-                (Err(_), TlsError::Io(_) | TlsError::IoError | TlsError::ConnectionClosed) => T::Io,
-                (Err(_), _) => T::Other,
-            }),
-            Self::Mqtt(minimq::Error::Peer(minimq::PeerError::Rejected(_))) => {
-                ConnectFailure::Mqtt(C::Refused)
-            }
-            // A rejected client certificate surfaces here: TLS 1.3 sends the alert after
-            // the client's Finished, so the handshake "succeeds" and the CONNACK read fails.
-            Self::Mqtt(minimq::Error::Transport(TlsError::HandshakeAborted(..))) => {
-                ConnectFailure::Tls(T::PeerAlert)
-            }
-            Self::Mqtt(minimq::Error::Transport(_) | minimq::Error::Disconnected) => {
-                ConnectFailure::Mqtt(C::Io)
-            }
-            Self::Mqtt(_) => ConnectFailure::Mqtt(C::Protocol),
+            Self::Tls { error, kind } => ConnectFailure::Tls(handshake_failure(error, kind)),
+            Self::Mqtt(e) => firmware_core::mqtt::connect_failure(e),
         }
     }
 }

@@ -115,6 +115,19 @@ impl fmt::Display for KeyError {
 
 impl core::error::Error for KeyError {}
 
+/// The log classification of a failed handshake whose log kind is `kind` (from
+/// [`handshake_error_kind`]); a kind the log has no slug for falls back on `error`.
+#[must_use]
+pub fn handshake_failure(error: &TlsError, kind: &str) -> crate::log::TlsError {
+    use crate::log::TlsError as T;
+    match (kind.parse(), error) {
+        (Ok(slug), _) => slug,
+        (Err(_), TlsError::HandshakeAborted(..)) => T::PeerAlert,
+        (Err(_), TlsError::Io(_) | TlsError::IoError | TlsError::ConnectionClosed) => T::Io,
+        (Err(_), _) => T::Other,
+    }
+}
+
 /// The log kind of a failed `TlsConnection::open`, preferring the verifier's precise
 /// reason (pass [`super::DeviceProvider::verify_error`]) over embedded-tls's coarse one.
 #[must_use]

@@ -46,7 +46,7 @@ mod pubkey;
 mod record;
 mod verifier;
 
-pub use error::{KeyError, VerifyError, handshake_error_kind};
+pub use error::{KeyError, VerifyError, handshake_error_kind, handshake_failure};
 pub use key::{
     DeviceKey, DeviceSignature, KeyAlgorithm, KeyFormat, MAX_SIGNATURE_LEN, detect_key_format,
 };
