@@ -294,14 +294,35 @@ impl Observer {
     }
 }
 
-/// The topic of AWS's connected lifecycle event for `client_id`.
-pub fn connected_topic(client_id: &str) -> String {
-    format!("$aws/events/presence/connected/{client_id}")
+/// The topic of AWS's connected lifecycle event for `client_id`; `None` for a client id
+/// that cannot be part of a topic name (AWS: "Client IDs that contain # or + do not
+/// receive lifecycle events").
+pub fn connected_topic(client_id: &str) -> Option<String> {
+    lifecycle_topic("connected", client_id)
 }
 
-/// The topic of AWS's disconnected lifecycle event for `client_id`.
-pub fn disconnected_topic(client_id: &str) -> String {
-    format!("$aws/events/presence/disconnected/{client_id}")
+/// The topic of AWS's disconnected lifecycle event for `client_id`; `None` as for
+/// [`connected_topic`].
+pub fn disconnected_topic(client_id: &str) -> Option<String> {
+    lifecycle_topic("disconnected", client_id)
+}
+
+/// A lifecycle topic, built only from a client id that leaves it a valid topic name.
+fn lifecycle_topic(event: &str, client_id: &str) -> Option<String> {
+    if client_id.is_empty() || client_id.contains(['#', '+']) {
+        return None;
+    }
+    let topic = format!("$aws/events/presence/{event}/{client_id}");
+    // The client id is at most 128 bytes, so only a wildcard could make this invalid;
+    // checked all the same so no topic is ever built from unchecked input.
+    crate::rules::check_topic_name(&topic)
+        .or_else(|problem| match problem {
+            // AWS's own topics are not held to the 7-slash limit of client topics.
+            crate::rules::TopicProblem::TooDeep(_) => Ok(()),
+            other => Err(other),
+        })
+        .ok()?;
+    Some(topic)
 }
 
 pub(crate) fn millis(at: SystemTime) -> u64 {

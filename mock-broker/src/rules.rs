@@ -46,6 +46,8 @@ pub enum TopicProblem {
     WildcardInName,
     #[error("misplaced wildcard")]
     BadWildcard,
+    #[error("reserved topic ($...) that clients may not publish to")]
+    Reserved,
 }
 
 fn check_size(topic: &str) -> Result<(), TopicProblem> {
@@ -67,6 +69,31 @@ pub fn check_topic_name(topic: &str) -> Result<(), TopicProblem> {
     check_size(topic)?;
     if topic.contains(['+', '#']) {
         return Err(TopicProblem::WildcardInName);
+    }
+    Ok(())
+}
+
+/// The reserved (`$`) topics a client may publish to: shadows, jobs, Device Defender
+/// and tunnels under `$aws/things/`, Basic Ingest under `$aws/rules/`, fleet
+/// provisioning. Everything else starting with `$` (lifecycle events under
+/// `$aws/events/` in particular) is AWS's to publish.
+const CLIENT_PUBLISHABLE_RESERVED: &[&str] = &[
+    "$aws/things/",
+    "$aws/rules/",
+    "$aws/certificates/create",
+    "$aws/provisioning-templates/",
+];
+
+/// A topic a client publishes to, or names as its will: [`check_topic_name`], and not a
+/// reserved topic AWS keeps for itself.
+pub fn check_publish_topic(topic: &str) -> Result<(), TopicProblem> {
+    check_topic_name(topic)?;
+    if topic.starts_with('$')
+        && !CLIENT_PUBLISHABLE_RESERVED
+            .iter()
+            .any(|prefix| topic.starts_with(prefix))
+    {
+        return Err(TopicProblem::Reserved);
     }
     Ok(())
 }
@@ -148,6 +175,22 @@ mod tests {
             check_topic_filter("1/2/3/4/5/6/7/8/#"),
             Err(TopicProblem::TooDeep(8))
         );
+    }
+
+    #[test]
+    fn clients_may_not_publish_to_reserved_topics_aws_keeps() {
+        assert!(check_publish_topic("$aws/things/ESPthing/shadow/update").is_ok());
+        assert!(check_publish_topic("$aws/rules/my_rule/x").is_ok());
+        assert_eq!(
+            check_publish_topic("$aws/events/presence/connected/ESPthing"),
+            Err(TopicProblem::Reserved)
+        );
+        assert_eq!(check_publish_topic("$SYS/x"), Err(TopicProblem::Reserved));
+        assert_eq!(
+            check_publish_topic("will/#/x"),
+            Err(TopicProblem::WildcardInName)
+        );
+        assert_eq!(check_publish_topic(""), Err(TopicProblem::Empty));
     }
 
     #[test]

@@ -209,6 +209,7 @@ pub(crate) async fn serve(
     });
     lifecycle(
         &shared,
+        &connect.client_id,
         connected_topic(&connect.client_id),
         connected_document(&facts, SystemTime::now()),
     );
@@ -259,6 +260,7 @@ pub(crate) async fn serve(
     };
     lifecycle(
         &shared,
+        &connect.client_id,
         disconnected_topic(&connect.client_id),
         disconnected_document(&facts, reason, SystemTime::now()),
     );
@@ -388,7 +390,11 @@ fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
     shared.emit(Event::Refused { peer, reason });
 }
 
-fn lifecycle(shared: &Shared, topic: String, document: String) {
+fn lifecycle(shared: &Shared, client_id: &str, topic: Option<String>, document: String) {
+    let Some(topic) = topic else {
+        tracing::debug!(client = %client_id, "client id cannot be part of a topic: no lifecycle event");
+        return;
+    };
     shared.publish(Message {
         publisher: Publisher::Broker,
         topic,
@@ -448,15 +454,18 @@ async fn admit(
                 client_id: id,
                 thing_name,
             };
-            if shared.allowed(Action::Connect, id, &principal) {
-                None
-            } else {
+            if !shared.allowed(Action::Connect, id, &principal) {
                 // AWS closes 3.1.1 connections without a CONNACK on authorization failure.
                 Some((
                     reason::NOT_AUTHORIZED,
                     None,
                     format!("policy does not allow iot:Connect for client id {id:?}"),
                 ))
+            } else {
+                connect
+                    .will
+                    .as_ref()
+                    .and_then(|will| will_refusal(shared, will, &principal))
             }
         }
     };
@@ -478,6 +487,47 @@ async fn admit(
             None
         }
     }
+}
+
+/// AWS applies the publish rules to a will when the client connects, not when the will
+/// is sent: topic validity and limits, reserved topics, QoS, payload size, and the
+/// policy's iot:Publish on the will topic. A will that fails refuses the CONNECT: (MQTT 5
+/// reason, MQTT 3.1.1 return code if any, why).
+fn will_refusal(
+    shared: &Shared,
+    will: &mqtt::Will,
+    principal: &Principal<'_>,
+) -> Option<(u8, Option<u8>, String)> {
+    let topic = &will.topic;
+    if let Err(problem) = rules::check_publish_topic(topic) {
+        return Some((
+            reason::TOPIC_NAME_INVALID,
+            None,
+            format!("will topic {topic:?}: {problem}"),
+        ));
+    }
+    if will.qos == QoS::ExactlyOnce {
+        return Some((
+            reason::QOS_NOT_SUPPORTED,
+            None,
+            "will QoS 2: AWS supports QoS 0 and 1".into(),
+        ));
+    }
+    if will.payload.len() > rules::MAX_PAYLOAD_BYTES {
+        return Some((
+            reason::PACKET_TOO_LARGE,
+            None,
+            format!("will payload of {} bytes", will.payload.len()),
+        ));
+    }
+    if !shared.allowed(Action::Publish, topic, principal) {
+        return Some((
+            reason::NOT_AUTHORIZED,
+            None,
+            format!("policy does not allow iot:Publish on the will topic {topic:?}"),
+        ));
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -745,7 +795,7 @@ impl Session {
                 Some(reason::TOPIC_ALIAS_INVALID),
             );
         }
-        if let Err(problem) = rules::check_topic_name(&publish.topic) {
+        if let Err(problem) = rules::check_publish_topic(&publish.topic) {
             tracing::info!(%client, topic = %publish.topic, %problem, "publish topic refused");
             return Flow::Close(
                 DisconnectReason::ClientError,

@@ -204,3 +204,109 @@ async fn a_connect_that_breaks_mqtt5_rules_gets_a_connack_with_the_reason() {
     client.send(&bytes).await;
     assert_eq!(client.next().await, None);
 }
+
+/// A CONNECT (`level` 4 or 5, clean start) with a will on `topic` at `qos`.
+fn connect_with_will(level: u8, client_id: &str, topic: &str, qos: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    put_string(&mut body, "MQTT");
+    body.push(level);
+    body.push(0b110 | (qos << 3));
+    body.extend_from_slice(&60u16.to_be_bytes());
+    if level == 5 {
+        body.push(0);
+    }
+    put_string(&mut body, client_id);
+    if level == 5 {
+        body.push(0);
+    }
+    put_string(&mut body, topic);
+    put_string(&mut body, "gone");
+    packet(0x10, &body)
+}
+
+#[tokio::test]
+async fn a_will_is_held_to_the_publish_rules_and_the_policy_when_the_client_connects() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut observer = broker.observe();
+    // (will topic, will QoS, MQTT 5 CONNACK reason); the policy allows test/* only.
+    let refused: &[(&str, u8, u8)] = &[
+        ("test/#/x", 1, 0x90),
+        ("", 0, 0x90),
+        ("test/a/b/c/d/e/f/g/h", 0, 0x90),
+        ("$aws/events/presence/disconnected/ESPthing-other", 0, 0x90),
+        ("elsewhere", 1, 0x87),
+        ("test/q2", 2, 0x9B),
+    ];
+    for (topic, qos, code) in refused {
+        let mut v5 = RawClient::connect(&rig, addr).await;
+        v5.send(&connect_with_will(5, "ESPthing", topic, *qos))
+            .await;
+        assert_eq!(
+            v5.next().await,
+            Some((CONNACK, vec![0, *code, 0])),
+            "{topic:?}"
+        );
+        assert!(v5.next().await.is_none(), "{topic:?}: then closed");
+        let reason = observer.wait_for_refusal(WAIT).await.unwrap();
+        assert!(reason.contains("will"), "{reason}");
+        // AWS closes a 3.1.1 connection without a CONNACK.
+        let mut v311 = RawClient::connect(&rig, addr).await;
+        v311.send(&connect_with_will(4, "ESPthing", topic, *qos))
+            .await;
+        assert_eq!(v311.next().await, None, "{topic:?} over 3.1.1");
+    }
+    assert!(broker.clients().is_empty());
+
+    // A will the rules and the policy allow is accepted, and published when the
+    // connection is lost.
+    let mut client = RawClient::connect(&rig, addr).await;
+    client
+        .send(&connect_with_will(5, "ESPthing", "test/will", 1))
+        .await;
+    let (first, connack) = client.next().await.unwrap();
+    assert_eq!((first, connack[1]), (CONNACK, 0), "accepted");
+    assert!(broker.drop_connection("ESPthing"));
+    let will = observer.wait_for_publish("test/will", WAIT).await.unwrap();
+    assert_eq!(&will.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn a_client_id_with_wildcards_connects_but_gets_no_lifecycle_events() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::allow_all();
+    let broker = rig.start(config).await;
+    let addr = broker.mqtt_addr();
+    let mut observer = broker.observe();
+    for id in ["evil/#", "evil/+/x"] {
+        let mut client = connect_v5(&rig, addr, id, &[]).await;
+        client.send(&[0xE0, 0]).await;
+        assert!(client.next().await.is_none());
+        observer.wait_for_disconnect(id, WAIT).await.unwrap();
+    }
+    // A plain id's events come after, so every earlier publish has been observed.
+    let _plain = connect_v5(&rig, addr, "ESPthing", &[]).await;
+    let topics: Vec<String> = {
+        let mut seen = Vec::new();
+        observer
+            .wait_for(WAIT, |event| match event {
+                Event::Publish(p) if p.topic == "$aws/events/presence/connected/ESPthing" => {
+                    Some(())
+                }
+                Event::Publish(p) => {
+                    seen.push(p.topic.clone());
+                    None
+                }
+                _ => None,
+            })
+            .await
+            .expect("the plain client's connected event");
+        seen
+    };
+    assert!(
+        topics.iter().all(|t| !t.contains(['#', '+'])),
+        "no topic built from a wildcard client id: {topics:?}"
+    );
+}
