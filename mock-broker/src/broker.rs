@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use certs::pki::CertificateAuthority;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +20,7 @@ use crate::error::{DisconnectReason, StartError};
 use crate::faults::{FaultTable, Faults};
 use crate::mqtt::{QoS, Version};
 use crate::observe::{Event, Observer, PublishObservation, Publisher};
+use crate::outbox::{Offer, Outbox, QueueLimits};
 use crate::policy::{AccountScope, Action, Policy, Principal};
 use crate::rules;
 use crate::server_cert::ServerCertificateCase;
@@ -59,7 +60,26 @@ pub struct Config {
     /// The CA that signed the server certificate, with its key: it signs the
     /// [`ServerCertificateCase`] presets (all but `untrusted-ca` need it).
     pub issuing_ca: Option<Arc<CertificateAuthority>>,
+    /// How much one client may hold in the broker (waiting, being written, awaiting a
+    /// PUBACK; a stored session likewise). Beyond it QoS 0 deliveries are dropped and a
+    /// QoS 1 delivery disconnects the client (`THROTTLED`).
+    pub queue_limits: QueueLimits,
+    /// A client whose socket takes none of the bytes due to it for this long is
+    /// disconnected (`THROTTLED`): it has stopped reading.
+    pub write_stall_timeout: Duration,
 }
+
+/// Deliveries one client may have waiting, and stored for a persistent session.
+pub const MAX_QUEUED_MESSAGES_PER_CLIENT: usize = 1000;
+/// Bytes one client may hold in the broker.
+pub const MAX_QUEUED_BYTES_PER_CLIENT: usize = 8 * 1024 * 1024;
+/// Retained messages kept (a mock's limit: AWS's are per account and far larger).
+pub const MAX_RETAINED_MESSAGES: usize = 10_000;
+/// Bytes of retained messages kept.
+pub const MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
+/// Client ids remembered for the CONNECT rate and lifecycle version numbers before
+/// those no longer connected are forgotten.
+const MAX_REMEMBERED_CLIENT_IDS: usize = 10_000;
 
 impl Config {
     /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN
@@ -81,6 +101,11 @@ impl Config {
             min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
             max_session_expiry: Duration::from_secs(3600),
             issuing_ca: None,
+            queue_limits: QueueLimits {
+                max_messages: MAX_QUEUED_MESSAGES_PER_CLIENT,
+                max_bytes: MAX_QUEUED_BYTES_PER_CLIENT,
+            },
+            write_stall_timeout: Duration::from_secs(60),
         }
     }
 
@@ -166,6 +191,7 @@ impl MockBroker {
             state: Mutex::new(State::default()),
             faults: Mutex::new(FaultTable::default()),
             next_connection: AtomicU64::new(1),
+            dropped_qos0: AtomicU64::new(0),
         });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -329,6 +355,18 @@ fn spawn_accept_loop(
     (stop, task)
 }
 
+/// What the broker holds for clients, from [`Controls::queue_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Bytes of deliveries held for clients (waiting, being written, awaiting a PUBACK,
+    /// stored for a persistent session).
+    pub queued_bytes: usize,
+    /// Deliveries waiting for a connected client or stored for a persistent session.
+    pub queued_messages: usize,
+    /// QoS 0 deliveries dropped because their client was full, since the start.
+    pub dropped_qos0: u64,
+}
+
 /// A connected client, as listed by [`Controls::clients`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -362,12 +400,17 @@ impl Controls {
         self.sntp_addr
     }
 
-    /// Change how the SNTP server answers from the next request on.
+    /// Change how the SNTP server answers from the next request on. An offset beyond
+    /// [`sntp::MAX_OFFSET_SECS`] is limited to it (and logged); the control API refuses
+    /// it instead.
     pub fn set_sntp(&self, behaviour: SntpBehaviour) {
+        if let Err(invalid) = behaviour.check() {
+            tracing::warn!(%invalid, "SNTP setting out of range: limited");
+        }
         *self
             .sntp_behaviour
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = behaviour;
+            .unwrap_or_else(|e| e.into_inner()) = behaviour.within_limits();
     }
 
     /// A stream of everything that happens from now on.
@@ -390,12 +433,12 @@ impl Controls {
     pub fn kick(&self, client_id: &str) -> bool {
         let state = self.shared.lock();
         match state.clients.get(client_id) {
-            Some(client) => client
-                .commands
-                .send(session::Command::Kick(
+            Some(client) => {
+                client.outbox.command(session::Command::Kick(
                     DisconnectReason::ServerInitiatedDisconnect,
-                ))
-                .is_ok(),
+                ));
+                true
+            }
             None => false,
         }
     }
@@ -404,29 +447,50 @@ impl Controls {
     /// network failure would. Returns whether it was connected.
     pub fn drop_connection(&self, client_id: &str) -> bool {
         let state = self.shared.lock();
-        state
-            .clients
-            .get(client_id)
-            .is_some_and(|client| client.commands.send(session::Command::Drop).is_ok())
+        match state.clients.get(client_id) {
+            Some(client) => {
+                client.outbox.command(session::Command::Drop);
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Apply `faults` to every client without faults of its own, from now on.
+    /// Apply `faults` to every client without faults of its own, from now on. Values
+    /// beyond [`Faults::check`]'s limits are brought within them (and logged); the
+    /// control API refuses them instead.
     pub fn set_faults(&self, faults: Faults) {
         self.shared
             .faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .global = faults;
+            .global = faults.within_limits();
     }
 
-    /// Apply `faults` to `client_id` only (replacing the global faults for it).
+    /// Apply `faults` to `client_id` only (replacing the global faults for it), within
+    /// limits as for [`Controls::set_faults`].
     pub fn set_client_faults(&self, client_id: &str, faults: Faults) {
         self.shared
             .faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clients
-            .insert(client_id.to_owned(), faults);
+            .insert(client_id.to_owned(), faults.within_limits());
+    }
+
+    /// What the broker holds for clients that have not taken it yet: every connected
+    /// client's outbox and in-flight deliveries, and stored sessions' queues.
+    pub fn queue_stats(&self) -> QueueStats {
+        let state = self.shared.lock();
+        let connected_bytes: usize = state.clients.values().map(|c| c.outbox.held_bytes()).sum();
+        let waiting: usize = state.clients.values().map(|c| c.outbox.waiting()).sum();
+        let stored_bytes: usize = state.stored_sessions.values().map(|s| s.bytes).sum();
+        let stored: usize = state.stored_sessions.values().map(|s| s.queued.len()).sum();
+        QueueStats {
+            queued_bytes: connected_bytes + stored_bytes,
+            queued_messages: waiting + stored,
+            dropped_qos0: self.shared.dropped_qos0.load(Ordering::Relaxed),
+        }
     }
 
     /// Clear every fault, global and per client.
@@ -543,11 +607,10 @@ impl Controls {
     /// Returns how many there were.
     pub fn drop_all_connections(&self) -> usize {
         let state = self.shared.lock();
-        state
-            .clients
-            .values()
-            .filter(|client| client.commands.send(session::Command::Drop).is_ok())
-            .count()
+        for client in state.clients.values() {
+            client.outbox.command(session::Command::Drop);
+        }
+        state.clients.len()
     }
 }
 
@@ -567,9 +630,16 @@ pub(crate) struct Message {
     pub dup: bool,
 }
 
+impl Message {
+    /// Roughly the bytes it takes to keep.
+    fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len() + 64
+    }
+}
+
 pub(crate) struct ClientEntry {
     pub connection: u64,
-    pub commands: mpsc::UnboundedSender<session::Command>,
+    pub outbox: Arc<Outbox>,
     pub info: ClientInfo,
 }
 
@@ -592,11 +662,41 @@ pub(crate) struct StoredSession {
     pub subscriptions: Vec<(String, QoS)>,
     pub thing_name: Option<String>,
     pub queued: std::collections::VecDeque<session::Delivery>,
+    /// The queued deliveries' cost, bounded like a connected client's.
+    pub bytes: usize,
     pub expires_at: Instant,
 }
 
-/// Most QoS 1 messages kept for one stored session; older ones are dropped beyond it.
-const MAX_QUEUED_PER_SESSION: usize = 1000;
+impl StoredSession {
+    /// Keep `delivery` for later, dropping the oldest beyond `limits`.
+    pub fn keep(&mut self, delivery: session::Delivery, limits: QueueLimits) {
+        self.bytes += delivery.cost();
+        self.queued.push_back(delivery);
+        while self.queued.len() > limits.max_messages || self.bytes > limits.max_bytes {
+            let Some(oldest) = self.queued.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.cost();
+        }
+    }
+}
+
+impl State {
+    /// Forget client ids that are neither connected nor stored once there are too many
+    /// to remember (an attacker cycling ids must not grow the broker).
+    pub fn forget_stale_client_ids(&mut self, now: Instant, connect_interval: Duration) {
+        if self.last_connect.len() > MAX_REMEMBERED_CLIENT_IDS {
+            self.last_connect
+                .retain(|_, last| now.duration_since(*last) < connect_interval);
+        }
+        if self.lifecycle_versions.len() > MAX_REMEMBERED_CLIENT_IDS {
+            let (clients, stored) = (&self.clients, &self.stored_sessions);
+            self.lifecycle_versions
+                .retain(|id, _| clients.contains_key(id) || stored.contains_key(id));
+        }
+        self.stored_sessions.retain(|_, s| s.expires_at > now);
+    }
+}
 
 pub(crate) struct Shared {
     pub config: Config,
@@ -605,6 +705,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     pub faults: Mutex<FaultTable>,
     pub next_connection: AtomicU64,
+    /// QoS 0 deliveries dropped because their client was full.
+    pub dropped_qos0: AtomicU64,
 }
 
 impl Shared {
@@ -689,9 +791,18 @@ impl Shared {
             if message.payload.is_empty() {
                 state.retained.remove(&message.topic);
             } else {
-                state
-                    .retained
-                    .insert(message.topic.clone(), message.clone());
+                let replaced = state.retained.get(&message.topic).map(Message::cost);
+                let count = state.retained.len() + usize::from(replaced.is_none());
+                let bytes: usize = state.retained.values().map(Message::cost).sum::<usize>()
+                    - replaced.unwrap_or(0)
+                    + message.cost();
+                if count <= MAX_RETAINED_MESSAGES && bytes <= MAX_RETAINED_BYTES {
+                    state
+                        .retained
+                        .insert(message.topic.clone(), message.clone());
+                } else {
+                    tracing::warn!(topic = %message.topic, "retained store full: message routed, not retained");
+                }
             }
         }
         let mut delivered = 0;
@@ -720,12 +831,15 @@ impl Shared {
                 retained: false,
                 redelivery: false,
             };
-            if client
-                .commands
-                .send(session::Command::Deliver(delivery))
-                .is_ok()
-            {
-                delivered += 1;
+            match client.outbox.offer(delivery) {
+                Offer::Queued => delivered += 1,
+                Offer::DroppedQos0 => {
+                    self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = %client.info.client_id, topic = %message.topic, "client full: QoS 0 delivery dropped");
+                }
+                Offer::Overflow => {
+                    tracing::info!(client = %client.info.client_id, topic = %message.topic, "client full: cannot hold a QoS 1 delivery");
+                }
             }
         }
         // Persistent sessions without a connection keep QoS 1 messages for later.
@@ -745,17 +859,17 @@ impl Shared {
                 if !subscribed || !self.allowed(Action::Receive, &message.topic, &principal) {
                     continue;
                 }
-                if stored.queued.len() >= MAX_QUEUED_PER_SESSION {
-                    stored.queued.pop_front();
-                }
-                stored.queued.push_back(session::Delivery {
-                    topic: message.topic.clone(),
-                    payload: message.payload.clone(),
-                    qos: QoS::AtLeastOnce,
-                    properties: message.properties.clone(),
-                    retained: false,
-                    redelivery: false,
-                });
+                stored.keep(
+                    session::Delivery {
+                        topic: message.topic.clone(),
+                        payload: message.payload.clone(),
+                        qos: QoS::AtLeastOnce,
+                        properties: message.properties.clone(),
+                        retained: false,
+                        redelivery: false,
+                    },
+                    self.config.queue_limits,
+                );
             }
         }
         delivered

@@ -3,20 +3,22 @@
 //!
 //! | Request | Body | Answer |
 //! |---|---|---|
-//! | `GET /status` | | bound addresses, client count |
+//! | `GET /status` | | bound addresses, client count, `queued_bytes`, `queued_messages`, `dropped_qos0` ([`crate::QueueStats`]) |
 //! | `GET /clients` | | connected clients |
 //! | `GET /events` | | a stream of JSON lines ([`crate::Event::to_json`]) until closed |
 //! | `POST /publish` | `{"topic", "payload", "qos"}` | `{"delivered": n}` |
 //! | `POST /kick` | `{"client_id"}` | `{"kicked": bool}` |
 //! | `POST /drop` | `{"client_id"}` or `{}` for all | `{"dropped": n}` |
-//! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields) | `{}` |
+//! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields; `latency_ms` at most 1,800,000) | `{}` |
 //! | `DELETE /faults` | | `{}` (every fault cleared) |
 //! | `POST /listener/stop`, `POST /listener/start` | | `{}` |
 //! | `PUT /server-certificate` | `{"chain_pem", "key_pem"}` or `{"preset": NAME}` ([`crate::ServerCertificateCase`]: `untrusted-ca`, `wrong-name`, `expired`, `large-chain`) | `{}` (new connections see it) |
 //! | `DELETE /server-certificate` | | `{}` (the configured one again) |
-//! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` or `{"kiss_of_death": "RATE"}` | `{}` |
+//! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` (within 40 years) or `{"kiss_of_death": "RATE"}` | `{}` |
 //!
-//! Errors are `{"error": "..."}` with status 400 (the request's fault), 404 or 500.
+//! Errors are `{"error": "..."}` with status 400 (the request's fault; an out-of-range
+//! value is named, e.g. `faults.latency_ms: ...`), 404 or 500. A request must arrive
+//! whole within 10 s.
 //! There is no authentication: bind it to loopback only.
 
 use std::sync::Arc;
@@ -35,6 +37,8 @@ use crate::sntp::SntpBehaviour;
 
 /// Largest request accepted (headers and body).
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Longest a request may take to arrive: an idle connection must not hold a task.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -147,9 +151,13 @@ async fn respond(stream: &mut TcpStream, status: u16, body: &Value) {
 }
 
 async fn handle(mut stream: TcpStream, controls: &Controls) {
-    let request = match read_request(&mut stream).await {
-        Ok(request) => request,
-        Err(Failure(status, message)) => {
+    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(request)) => request,
+        Err(_) => {
+            let message = "request did not arrive in time";
+            return respond(&mut stream, 400, &json!({ "error": message })).await;
+        }
+        Ok(Err(Failure(status, message))) => {
             return respond(&mut stream, status, &json!({ "error": message })).await;
         }
     };
@@ -237,13 +245,19 @@ struct SntpBody {
 async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure> {
     let body = &request.body;
     match (request.method.as_str(), request.path.as_str()) {
-        ("GET", "/status") => Ok(json!({
-            "mqtt": controls.mqtt_addr().to_string(),
-            "alpn": controls.alpn_addr().map(|a| a.to_string()),
-            "sntp": controls.sntp_addr().map(|a| a.to_string()),
-            "control": controls.control_addr().map(|a| a.to_string()),
-            "clients": controls.clients().len(),
-        })),
+        ("GET", "/status") => {
+            let queues = controls.queue_stats();
+            Ok(json!({
+                "mqtt": controls.mqtt_addr().to_string(),
+                "alpn": controls.alpn_addr().map(|a| a.to_string()),
+                "sntp": controls.sntp_addr().map(|a| a.to_string()),
+                "control": controls.control_addr().map(|a| a.to_string()),
+                "clients": controls.clients().len(),
+                "queued_bytes": queues.queued_bytes,
+                "queued_messages": queues.queued_messages,
+                "dropped_qos0": queues.dropped_qos0,
+            }))
+        }
         ("GET", "/clients") => Ok(Value::Array(
             controls
                 .clients()
@@ -292,6 +306,10 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
         }
         ("PUT", "/faults") => {
             let faults: FaultsBody = parse(body)?;
+            faults
+                .faults
+                .check()
+                .map_err(|invalid| bad_request(format!("faults.{invalid}")))?;
             match faults.client_id {
                 Some(id) => controls.set_client_faults(&id, faults.faults),
                 None => controls.set_faults(faults.faults),
@@ -364,6 +382,7 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
                     ));
                 }
             };
+            behaviour.check().map_err(bad_request)?;
             controls.set_sntp(behaviour);
             Ok(json!({}))
         }

@@ -58,6 +58,9 @@ pub enum DisconnectReason {
     ClientError,
     /// The broker's owner kicked the client or the broker shut down.
     ServerInitiatedDisconnect,
+    /// The client could not keep up: it stopped reading, or more QoS 1 deliveries
+    /// waited for it than its limits hold.
+    Throttled,
 }
 
 impl DisconnectReason {
@@ -71,6 +74,7 @@ impl DisconnectReason {
             DisconnectReason::MqttKeepAliveTimeout => "MQTT_KEEP_ALIVE_TIMEOUT",
             DisconnectReason::ClientError => "CLIENT_ERROR",
             DisconnectReason::ServerInitiatedDisconnect => "SERVER_INITIATED_DISCONNECT",
+            DisconnectReason::Throttled => "THROTTLED",
         }
     }
 }

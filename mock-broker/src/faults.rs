@@ -39,6 +39,45 @@ mod millis {
     }
 }
 
+/// The longest latency a fault may add: more than the longest keep-alive deadline
+/// (1200 s x 1.5) is no longer latency but a dead link, and larger values overflow the
+/// clock.
+pub const MAX_LATENCY: Duration = Duration::from_secs(30 * 60);
+
+/// A fault or SNTP setting out of range, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidSetting {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl Faults {
+    /// Refuse values the broker cannot honour, naming the field.
+    pub fn check(&self) -> Result<(), InvalidSetting> {
+        if self.latency > MAX_LATENCY {
+            return Err(InvalidSetting {
+                field: "latency_ms",
+                problem: format!(
+                    "{} ms is more than the {} ms allowed",
+                    self.latency.as_millis(),
+                    MAX_LATENCY.as_millis()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// These faults with every value brought within [`Faults::check`]'s limits.
+    pub fn within_limits(mut self) -> Self {
+        if let Err(invalid) = self.check() {
+            tracing::warn!(%invalid, "fault out of range: limited");
+            self.latency = self.latency.min(MAX_LATENCY);
+        }
+        self
+    }
+}
+
 /// The faults in force: one set for everyone, and per-client sets that replace it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FaultTable {
@@ -79,5 +118,15 @@ mod tests {
         assert!(faults.withhold_pingresp);
         assert_eq!(faults.latency, Duration::from_millis(250));
         assert!(serde_json::from_str::<Faults>(r#"{"withold_puback": true}"#).is_err());
+    }
+
+    #[test]
+    fn absurd_latency_is_refused_naming_the_field_or_limited() {
+        let faults: Faults =
+            serde_json::from_str(&format!(r#"{{"latency_ms": {}}}"#, u64::MAX)).unwrap();
+        let invalid = faults.check().unwrap_err();
+        assert_eq!(invalid.field, "latency_ms");
+        assert_eq!(faults.within_limits().latency, MAX_LATENCY);
+        assert!(Faults::default().check().is_ok());
     }
 }

@@ -250,6 +250,7 @@ pub mod reason {
     pub const TOPIC_FILTER_INVALID: u8 = 0x8F;
     pub const TOPIC_NAME_INVALID: u8 = 0x90;
     pub const PACKET_TOO_LARGE: u8 = 0x95;
+    pub const QUOTA_EXCEEDED: u8 = 0x97;
     pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;

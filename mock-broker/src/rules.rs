@@ -11,6 +11,11 @@ pub const MAX_TOPIC_BYTES: usize = 256;
 pub const MAX_TOPIC_SLASHES: usize = 7;
 /// Largest publish payload.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+/// Most QoS 1 deliveries AWS leaves unacknowledged per client; further ones wait.
+pub const MAX_OUTBOUND_IN_FLIGHT: usize = 100;
+/// Most subscriptions one connection may hold (AWS quota "Subscriptions per
+/// connection").
+pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 50;
 /// Keep-alive bounds; 0 (no keep-alive) is treated as the maximum.
 pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
 pub const MAX_KEEP_ALIVE_SECS: u16 = 1200;

@@ -4,12 +4,11 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +24,14 @@ use crate::observe::{
     Event, Publisher, SessionFacts, connected_document, connected_topic, disconnected_document,
     disconnected_topic,
 };
+use crate::outbox::{Offer, Outbox};
 use crate::policy::{Action, Principal};
 use crate::rules;
 use crate::tls::{HandshakeRefusal, ListenerKind};
 
-/// What the broker tells a session to do.
+/// What the broker's owner (or a newer connection) tells a session to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Deliver(Delivery),
     Kick(DisconnectReason),
     /// Close without a DISCONNECT, as a broken network would.
     Drop,
@@ -50,7 +49,26 @@ pub(crate) struct Delivery {
     pub redelivery: bool,
 }
 
+impl Delivery {
+    /// Roughly the bytes it takes to hold, charged to its client's budget.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len() + 64
+    }
+}
+
 type Stream = TlsStream<TcpStream>;
+
+/// Longest a write outside the session loop may take (CONNACK, refusals): a client that
+/// does not read must not hold a connection task, or the broker's shutdown, for long.
+const SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest the last words to a closing client (DISCONNECT, TLS close) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Encoded bytes a session keeps ready to write; it takes more deliveries from its
+/// outbox only below this.
+const WRITE_AHEAD_BYTES: usize = 64 * 1024;
+/// While this much is waiting to be written, the session stops reading the client (so a
+/// client that sends but never reads cannot queue answers without limit).
+const READ_PAUSE_BYTES: usize = 256 * 1024;
 
 /// Serve one accepted TCP connection until it ends.
 pub(crate) async fn serve(
@@ -81,12 +99,16 @@ pub(crate) async fn serve(
         }
     };
     tracing::debug!(%peer, thing = ?accepted.thing_name, version = accepted.tls_version, "TLS established");
+    let (reader, output) = tokio::io::split(accepted.stream);
     let mut link = Link {
-        stream: accepted.stream,
-        buf: BytesMut::with_capacity(4096),
+        input: Input {
+            reader,
+            buf: BytesMut::with_capacity(4096),
+            connect_level: None,
+        },
+        output,
         out: BytesMut::with_capacity(4096),
         version: None,
-        connect_level: None,
     };
     let connect = tokio::select! {
         _ = cancel.cancelled() => return,
@@ -117,7 +139,7 @@ pub(crate) async fn serve(
         }
         Ok(Err(ReadError::Decode(e))) => {
             // MQTT 5 lets the server say why it cannot read a CONNECT; 3.1.1 just closes.
-            if link.connect_level == Some(5) {
+            if link.input.connect_level == Some(5) {
                 link.version = Some(Version::V5);
                 link.send(&ServerPacket::ConnAck(ConnAck {
                     code: e.reason_code(),
@@ -163,11 +185,15 @@ pub(crate) async fn serve(
     };
     let Registered {
         connection,
-        inbox,
+        outbox,
         version_number,
         session_present,
         queued,
     } = register(&shared, info, !connect.clean_start);
+    // Messages stored for a resumed session go out first, within the client's limits.
+    for delivery in queued {
+        outbox.offer(delivery);
+    }
     // AWS keeps a session after the connection for clean-start-off clients: 3.1.1 for
     // its default expiry, MQTT 5 for the interval asked for, capped by the same.
     let persist_for = match (connect.version, connect.clean_start) {
@@ -196,7 +222,10 @@ pub(crate) async fn serve(
         receive_maximum: None,
     };
     if !faults.latency.is_zero() {
-        tokio::time::sleep(faults.latency).await;
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = tokio::time::sleep(faults.latency) => {}
+        }
     }
     link.send(&ServerPacket::ConnAck(ack)).await;
     tracing::info!(client = %connect.client_id, thing = ?accepted.thing_name, mqtt = connect.version.name(), keep_alive_secs, %peer, "connected");
@@ -217,25 +246,24 @@ pub(crate) async fn serve(
     let mut session = Session {
         shared: shared.clone(),
         link,
+        outbox,
+        writer: Writer::default(),
         client_id: connect.client_id.clone(),
         thing_name: accepted.thing_name.clone(),
         connection,
         keep_alive: rules::keep_alive_deadline(keep_alive_secs),
         max_outbound_packet: connect.max_packet_size.map(|m| m as usize),
+        // AWS holds at most 100 unacknowledged QoS 1 deliveries per client, fewer if the
+        // client's Receive Maximum says so.
         receive_maximum: connect
             .receive_maximum
-            .filter(|max| *max > 0)
-            .map_or(usize::from(u16::MAX), usize::from),
+            .map_or(rules::MAX_OUTBOUND_IN_FLIGHT, usize::from)
+            .min(rules::MAX_OUTBOUND_IN_FLIGHT),
         in_flight: Vec::new(),
-        waiting: VecDeque::new(),
         next_packet_id: 1,
     };
-    // Messages stored for a resumed session go out first, within Receive Maximum.
-    for delivery in queued {
-        session.deliver(delivery).await;
-    }
-    let reason = session.run(inbox, &cancel).await;
-    let _ = session.link.stream.shutdown().await;
+    let (reason, code) = session.run(&cancel).await;
+    session.close(code).await;
 
     let owed = session.unfinished();
     let version_number = unregister(&shared, &connect.client_id, connection, persist_for, owed);
@@ -269,7 +297,7 @@ pub(crate) async fn serve(
 /// What [`register`] hands the new session.
 struct Registered {
     connection: u64,
-    inbox: mpsc::UnboundedReceiver<Command>,
+    outbox: Arc<Outbox>,
     /// The lifecycle `versionNumber` of the connected event.
     version_number: u64,
     /// A persistent session was resumed (CONNACK session-present).
@@ -283,7 +311,7 @@ struct Registered {
 /// and stored messages carry over from the older connection or the stored session.
 fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
     let connection = shared.new_connection_id();
-    let (commands, inbox) = mpsc::unbounded_channel();
+    let outbox = Arc::new(Outbox::new(shared.config.queue_limits));
     let client_id = info.client_id.clone();
     let mut state = shared.lock();
     let now = Instant::now();
@@ -294,9 +322,9 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
     let mut session_present = false;
     let mut queued = Vec::new();
     if let Some(older) = state.clients.remove(&client_id) {
-        let _ = older
-            .commands
-            .send(Command::Kick(DisconnectReason::DuplicateClientId));
+        older
+            .outbox
+            .command(Command::Kick(DisconnectReason::DuplicateClientId));
         if resume {
             info.subscriptions = older.info.subscriptions;
             session_present = true;
@@ -310,7 +338,7 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
         client_id.clone(),
         ClientEntry {
             connection,
-            commands,
+            outbox: outbox.clone(),
             info,
         },
     );
@@ -318,7 +346,7 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
     *version += 1;
     Registered {
         connection,
-        inbox,
+        outbox,
         version_number: *version,
         session_present,
         queued,
@@ -344,15 +372,17 @@ fn unregister(
         && let Some(entry) = state.clients.remove(client_id)
         && !persist_for.is_zero()
     {
-        state.stored_sessions.insert(
-            client_id.to_owned(),
-            StoredSession {
-                subscriptions: entry.info.subscriptions,
-                thing_name: entry.info.thing_name,
-                queued: owed.into(),
-                expires_at: Instant::now() + persist_for,
-            },
-        );
+        let mut stored = StoredSession {
+            subscriptions: entry.info.subscriptions,
+            thing_name: entry.info.thing_name,
+            queued: VecDeque::new(),
+            bytes: 0,
+            expires_at: Instant::now() + persist_for,
+        };
+        for delivery in owed {
+            stored.keep(delivery, shared.config.queue_limits);
+        }
+        state.stored_sessions.insert(client_id.to_owned(), stored);
     }
     let version = state
         .lifecycle_versions
@@ -437,6 +467,7 @@ async fn admit(
             .last_connect
             .get(id)
             .is_some_and(|last| now.duration_since(*last) < shared.config.connect_interval);
+        state.forget_stale_client_ids(now, shared.config.connect_interval);
         state.last_connect.insert(id.clone(), now);
         drop(state);
         if too_soon {
@@ -540,35 +571,49 @@ enum ReadError {
     Decode(DecodeError),
 }
 
-/// The MQTT byte stream over TLS.
+/// The MQTT byte stream over TLS: a read half and a write half, so the session can
+/// wait for both at once.
 struct Link {
-    stream: Stream,
-    buf: BytesMut,
+    input: Input,
+    output: WriteHalf<Stream>,
     out: BytesMut,
     version: Option<Version>,
+}
+
+struct Input {
+    reader: ReadHalf<Stream>,
+    buf: BytesMut,
     /// The protocol level of the CONNECT being read, seen before it is decoded.
     connect_level: Option<u8>,
 }
 
-impl Link {
+impl Input {
     /// Read until one whole packet is buffered. Cancel-safe: bytes read stay in `buf`.
-    async fn read_packet(&mut self) -> Result<ClientPacket, ReadError> {
+    async fn read_packet(&mut self, version: Option<Version>) -> Result<ClientPacket, ReadError> {
         loop {
-            if self.version.is_none() {
+            if version.is_none() {
                 self.connect_level = mqtt::peek_connect_level(&self.buf);
             }
-            match mqtt::decode(&mut self.buf, self.version, rules::MAX_INBOUND_PACKET_BYTES) {
+            match mqtt::decode(&mut self.buf, version, rules::MAX_INBOUND_PACKET_BYTES) {
                 Ok(packet) => return Ok(packet),
                 Err(DecodeError::Incomplete) => {}
                 Err(e) => return Err(ReadError::Decode(e)),
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.reader.read_buf(&mut self.buf).await? == 0 {
                 return Err(ReadError::Closed);
             }
         }
     }
+}
 
-    /// Write a packet; a failure shows up as the next read failing, so it is only logged.
+impl Link {
+    async fn read_packet(&mut self) -> Result<ClientPacket, ReadError> {
+        self.input.read_packet(self.version).await
+    }
+
+    /// Write a packet before the session loop runs (CONNACK, refusals), within
+    /// [`SEND_TIMEOUT`]; a failure shows up as the next read failing, so it is only
+    /// logged.
     async fn send(&mut self, packet: &ServerPacket) {
         let version = self.version.unwrap_or(Version::V311);
         self.out.clear();
@@ -576,33 +621,119 @@ impl Link {
         if self.out.is_empty() {
             return;
         }
-        if let Err(e) = async {
-            self.stream.write_all(&self.out).await?;
-            self.stream.flush().await
+        let write = async {
+            self.output.write_all(&self.out).await?;
+            self.output.flush().await
+        };
+        match timeout(SEND_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "write failed"),
+            Err(_) => tracing::debug!(
+                packet = packet.name(),
+                "client not reading: write abandoned"
+            ),
         }
-        .await
-        {
-            tracing::debug!(error = %e, "write failed");
+    }
+}
+
+/// One encoded packet waiting to be written.
+struct Outgoing {
+    bytes: Bytes,
+    /// Not before this (the latency fault).
+    due: tokio::time::Instant,
+    /// Bytes of the client's budget freed once it is written (a QoS 0 delivery).
+    release: usize,
+}
+
+/// What a session has to write, written as the socket takes it, never blocking the
+/// session: a client that stops reading holds up only its own deliveries.
+#[derive(Default)]
+struct Writer {
+    queue: VecDeque<Outgoing>,
+    /// Bytes of the front packet already written.
+    offset: usize,
+    /// Bytes waiting to be written.
+    bytes: usize,
+    /// Written since the last flush.
+    unflushed: bool,
+    /// When the socket last took bytes (or the queue last filled from empty).
+    progress_at: Option<tokio::time::Instant>,
+}
+
+impl Writer {
+    fn push(&mut self, bytes: Bytes, due: tokio::time::Instant, release: usize) {
+        if self.queue.is_empty() {
+            self.progress_at = Some(tokio::time::Instant::now());
         }
+        self.bytes += bytes.len();
+        self.queue.push_back(Outgoing {
+            bytes,
+            due,
+            release,
+        });
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.queue.front().map(|o| o.due)
+    }
+
+    /// When the client counts as stuck if the socket takes nothing more.
+    fn stall_deadline(&self, stall: Duration) -> Option<tokio::time::Instant> {
+        let front = self.queue.front()?;
+        let since = self.progress_at.map_or(front.due, |at| at.max(front.due));
+        Some(since + stall)
+    }
+
+    /// Whether [`Writer::drive`] has something to do now.
+    fn ready(&self, now: tokio::time::Instant) -> bool {
+        match self.next_due() {
+            Some(due) => due <= now,
+            None => self.unflushed,
+        }
+    }
+
+    /// Write some of the front packet (or flush once all is written). Cancel-safe: the
+    /// state changes only after the socket took the bytes. Returns the budget bytes
+    /// freed by packets written completely.
+    async fn drive(&mut self, output: &mut WriteHalf<Stream>) -> std::io::Result<usize> {
+        let Some(front) = self.queue.front() else {
+            output.flush().await?;
+            self.unflushed = false;
+            return Ok(0);
+        };
+        let written = output.write(&front.bytes[self.offset..]).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        self.progress_at = Some(tokio::time::Instant::now());
+        self.unflushed = true;
+        self.offset += written;
+        self.bytes -= written;
+        if self.offset < front.bytes.len() {
+            return Ok(0);
+        }
+        self.offset = 0;
+        Ok(self.queue.pop_front().map_or(0, |done| done.release))
     }
 }
 
 struct Session {
     shared: Arc<Shared>,
     link: Link,
+    /// Deliveries routed to this client and commands for it, bounded.
+    outbox: Arc<Outbox>,
+    writer: Writer,
     client_id: String,
     thing_name: Option<String>,
     connection: u64,
-    keep_alive: std::time::Duration,
+    keep_alive: Duration,
     /// MQTT 5 Maximum Packet Size of the client: larger deliveries are dropped, as the
     /// specification requires of servers.
     max_outbound_packet: Option<usize>,
-    /// MQTT 5 Receive Maximum of the client: QoS 1 deliveries beyond it wait in
-    /// `waiting` until a PUBACK frees a slot.
+    /// How many QoS 1 deliveries may await a PUBACK; further ones wait in the outbox.
     receive_maximum: usize,
     /// QoS 1 deliveries not yet acknowledged, oldest first, with their packet ids.
     in_flight: Vec<(u16, Delivery)>,
-    waiting: VecDeque<Delivery>,
     next_packet_id: u16,
 }
 
@@ -613,70 +744,159 @@ enum Flow {
     Close(DisconnectReason, Option<u8>),
 }
 
+/// What woke the session loop.
+enum Wake {
+    Cancelled,
+    Outbox,
+    KeepAlive,
+    Stalled,
+    Written(std::io::Result<usize>),
+    Due,
+    Packet(Result<ClientPacket, ReadError>),
+}
+
 impl Session {
-    async fn run(
-        &mut self,
-        mut inbox: mpsc::UnboundedReceiver<Command>,
-        cancel: &CancellationToken,
-    ) -> DisconnectReason {
+    /// Serve the client until the session ends: why, and the MQTT 5 reason code to tell
+    /// the client, if any.
+    async fn run(&mut self, cancel: &CancellationToken) -> (DisconnectReason, Option<u8>) {
         if self.faults().disconnect_after_connack {
             tracing::info!(client = %self.client_id, "fault: disconnect after CONNACK");
-            return DisconnectReason::ServerInitiatedDisconnect;
+            return (DisconnectReason::ServerInitiatedDisconnect, None);
         }
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let mut deadline = tokio::time::Instant::now() + self.keep_alive;
         loop {
-            let flow = tokio::select! {
-                _ = cancel.cancelled() => {
-                    Flow::Close(DisconnectReason::ServerInitiatedDisconnect, Some(reason::SERVER_SHUTTING_DOWN))
+            if let Flow::Close(why, code) = self.orders() {
+                return (why, code);
+            }
+            self.fill();
+            let now = tokio::time::Instant::now();
+            let write_now = self.writer.ready(now);
+            let due_later = self.writer.next_due().filter(|due| *due > now);
+            let stall = self
+                .writer
+                .stall_deadline(self.shared.config.write_stall_timeout);
+            let reading = self.writer.bytes < READ_PAUSE_BYTES;
+            let version = self.link.version;
+            let wake = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Wake::Cancelled,
+                _ = self.outbox.changed() => Wake::Outbox,
+                _ = sleep_until(deadline) => Wake::KeepAlive,
+                _ = sleep_until(stall.unwrap_or(far)), if stall.is_some() => Wake::Stalled,
+                written = self.writer.drive(&mut self.link.output), if write_now => Wake::Written(written),
+                _ = sleep_until(due_later.unwrap_or(far)), if due_later.is_some() => Wake::Due,
+                packet = self.link.input.read_packet(version), if reading => Wake::Packet(packet),
+            };
+            let flow = match wake {
+                Wake::Cancelled => Flow::Close(
+                    DisconnectReason::ServerInitiatedDisconnect,
+                    Some(reason::SERVER_SHUTTING_DOWN),
+                ),
+                Wake::Outbox | Wake::Due => Flow::Continue,
+                Wake::KeepAlive => Flow::Close(
+                    DisconnectReason::MqttKeepAliveTimeout,
+                    Some(reason::KEEP_ALIVE_TIMEOUT),
+                ),
+                Wake::Stalled => {
+                    tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "client stopped reading: disconnected");
+                    Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED))
                 }
-                _ = sleep_until(deadline) => {
-                    Flow::Close(DisconnectReason::MqttKeepAliveTimeout, Some(reason::KEEP_ALIVE_TIMEOUT))
+                Wake::Written(Ok(released)) => {
+                    if released > 0 {
+                        self.outbox.release(released);
+                    }
+                    Flow::Continue
                 }
-                command = inbox.recv() => match command {
-                    Some(Command::Deliver(delivery)) => {
-                        self.deliver(delivery).await;
-                        Flow::Continue
-                    }
-                    Some(Command::Kick(why)) => {
-                        let code = match why {
-                            DisconnectReason::DuplicateClientId => reason::SESSION_TAKEN_OVER,
-                            _ => reason::ADMINISTRATIVE_ACTION,
-                        };
-                        Flow::Close(why, Some(code))
-                    }
-                    Some(Command::Drop) => Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None),
-                    // The broker dropped this client's entry: a duplicate took over.
-                    None => Flow::Close(DisconnectReason::DuplicateClientId, Some(reason::SESSION_TAKEN_OVER)),
-                },
-                packet = self.link.read_packet() => {
+                Wake::Written(Err(e)) => {
+                    tracing::debug!(client = %self.client_id, error = %e, "write failed");
+                    Flow::Close(DisconnectReason::ConnectionLost, None)
+                }
+                Wake::Packet(packet) => {
                     deadline = tokio::time::Instant::now() + self.keep_alive;
-                    match packet {
-                        Ok(packet) if self.faults().black_hole => {
-                            self.shared.emit(Event::FaultApplied {
-                                client_id: self.client_id.clone(),
-                                fault: format!("black hole: ignored {}", packet.name()),
-                            });
-                            Flow::Continue
-                        }
-                        Ok(packet) => self.handle(packet).await,
-                        Err(ReadError::Closed | ReadError::Io(_)) => Flow::Close(DisconnectReason::ConnectionLost, None),
-                        Err(ReadError::Decode(DecodeError::TooLarge(size))) => {
-                            tracing::info!(client = %self.client_id, size, "packet too large");
-                            Flow::Close(DisconnectReason::ClientError, Some(reason::PACKET_TOO_LARGE))
-                        }
-                        Err(ReadError::Decode(e)) => {
-                            tracing::info!(client = %self.client_id, error = %e, "packet refused");
-                            Flow::Close(DisconnectReason::ClientError, Some(e.reason_code()))
-                        }
-                    }
+                    self.on_packet(packet)
                 }
             };
             if let Flow::Close(why, code) = flow {
-                if let Some(code) = code {
-                    self.reply(&ServerPacket::Disconnect { reason: code }).await;
-                }
-                return why;
+                return (why, code);
             }
+        }
+    }
+
+    /// Orders from outside, and limits: a kick or drop, a client too slow to hold its
+    /// QoS 1 deliveries, or too much to write.
+    fn orders(&mut self) -> Flow {
+        match self.outbox.take_command() {
+            Some(Command::Kick(why)) => {
+                let code = match why {
+                    DisconnectReason::DuplicateClientId => reason::SESSION_TAKEN_OVER,
+                    _ => reason::ADMINISTRATIVE_ACTION,
+                };
+                return Flow::Close(why, Some(code));
+            }
+            Some(Command::Drop) => {
+                return Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None);
+            }
+            None => {}
+        }
+        if self.outbox.overflowed() {
+            tracing::info!(client = %self.client_id, held = self.outbox.held_bytes(), "client cannot keep up with its QoS 1 deliveries: disconnected");
+            return Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED));
+        }
+        if self.writer.bytes > self.shared.config.queue_limits.max_bytes {
+            tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "too much to write to the client: disconnected");
+            return Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED));
+        }
+        Flow::Continue
+    }
+
+    fn on_packet(&mut self, packet: Result<ClientPacket, ReadError>) -> Flow {
+        match packet {
+            Ok(packet) if self.faults().black_hole => {
+                self.shared.emit(Event::FaultApplied {
+                    client_id: self.client_id.clone(),
+                    fault: format!("black hole: ignored {}", packet.name()),
+                });
+                Flow::Continue
+            }
+            Ok(packet) => self.handle(packet),
+            Err(ReadError::Closed | ReadError::Io(_)) => {
+                Flow::Close(DisconnectReason::ConnectionLost, None)
+            }
+            Err(ReadError::Decode(DecodeError::TooLarge(size))) => {
+                tracing::info!(client = %self.client_id, size, "packet too large");
+                Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::PACKET_TOO_LARGE),
+                )
+            }
+            Err(ReadError::Decode(e)) => {
+                tracing::info!(client = %self.client_id, error = %e, "packet refused");
+                Flow::Close(DisconnectReason::ClientError, Some(e.reason_code()))
+            }
+        }
+    }
+
+    /// The last words: a DISCONNECT with `code` (MQTT 5), what is still due, and the TLS
+    /// close, all within [`CLOSE_TIMEOUT`] and without the latency fault, so a client
+    /// that does not read cannot hold the broker up.
+    async fn close(&mut self, code: Option<u8>) {
+        if let Some(code) = code {
+            self.reply(&ServerPacket::Disconnect { reason: code });
+        }
+        let now = tokio::time::Instant::now();
+        for outgoing in self.writer.queue.iter_mut() {
+            outgoing.due = now;
+        }
+        let (writer, output) = (&mut self.writer, &mut self.link.output);
+        let last_words = async {
+            while writer.ready(now) {
+                writer.drive(output).await?;
+            }
+            output.shutdown().await
+        };
+        if timeout(CLOSE_TIMEOUT, last_words).await.is_err() {
+            tracing::debug!(client = %self.client_id, "client not reading: closed without the last words");
         }
     }
 
@@ -684,10 +904,15 @@ impl Session {
         self.shared.faults_for(&self.client_id)
     }
 
-    /// Send a packet, unless a fault says otherwise: black-holed connections get
-    /// nothing, withheld acknowledgements are skipped, latency is added.
-    /// Returns whether the packet went out.
-    async fn reply(&mut self, packet: &ServerPacket) -> bool {
+    /// Queue a packet, unless a fault says otherwise: black-holed connections get
+    /// nothing, withheld acknowledgements are skipped, latency delays it. Returns
+    /// whether it will go out.
+    fn reply(&mut self, packet: &ServerPacket) -> bool {
+        self.reply_freeing(packet, 0)
+    }
+
+    /// [`Session::reply`], freeing `release` bytes of the client's budget once written.
+    fn reply_freeing(&mut self, packet: &ServerPacket, release: usize) -> bool {
         let faults = self.faults();
         let withheld = match packet {
             _ if faults.black_hole => true,
@@ -704,10 +929,17 @@ impl Session {
             });
             return false;
         }
-        if !faults.latency.is_zero() {
-            tokio::time::sleep(faults.latency).await;
+        let mut encoded = BytesMut::new();
+        mqtt::encode(
+            packet,
+            self.link.version.unwrap_or(Version::V311),
+            &mut encoded,
+        );
+        if encoded.is_empty() {
+            return false;
         }
-        self.link.send(packet).await;
+        let due = tokio::time::Instant::now() + faults.latency;
+        self.writer.push(encoded.freeze(), due, release);
         true
     }
 
@@ -718,15 +950,13 @@ impl Session {
         }
     }
 
-    async fn handle(&mut self, packet: ClientPacket) -> Flow {
+    fn handle(&mut self, packet: ClientPacket) -> Flow {
         match packet {
-            ClientPacket::Publish(publish) => self.on_publish(publish).await,
+            ClientPacket::Publish(publish) => self.on_publish(publish),
             ClientPacket::PubAck { packet_id } => {
-                self.in_flight.retain(|(id, _)| *id != packet_id);
-                while self.in_flight.len() < self.receive_maximum
-                    && let Some(delivery) = self.waiting.pop_front()
-                {
-                    self.deliver(delivery).await;
+                if let Some(at) = self.in_flight.iter().position(|(id, _)| *id == packet_id) {
+                    let (_, delivery) = self.in_flight.remove(at);
+                    self.outbox.release(delivery.cost());
                 }
                 Flow::Continue
             }
@@ -742,7 +972,7 @@ impl Session {
             ClientPacket::Subscribe {
                 packet_id,
                 subscriptions,
-            } => self.on_subscribe(packet_id, subscriptions).await,
+            } => self.on_subscribe(packet_id, subscriptions),
             ClientPacket::Unsubscribe { packet_id, filters } => {
                 {
                     let mut state = self.shared.lock();
@@ -758,12 +988,11 @@ impl Session {
                 self.reply(&ServerPacket::UnsubAck {
                     packet_id,
                     count: filters.len(),
-                })
-                .await;
+                });
                 Flow::Continue
             }
             ClientPacket::PingReq => {
-                self.reply(&ServerPacket::PingResp).await;
+                self.reply(&ServerPacket::PingResp);
                 Flow::Continue
             }
             ClientPacket::Disconnect { .. } => {
@@ -776,7 +1005,7 @@ impl Session {
         }
     }
 
-    async fn on_publish(&mut self, publish: Publish) -> Flow {
+    fn on_publish(&mut self, publish: Publish) -> Flow {
         let received_at = Instant::now();
         let client = &self.client_id;
         if publish.qos == QoS::ExactlyOnce {
@@ -835,21 +1064,39 @@ impl Session {
             self.reply(&ServerPacket::PubAck {
                 packet_id,
                 reason: reason::SUCCESS,
-            })
-            .await;
+            });
         }
         Flow::Continue
     }
 
-    async fn on_subscribe(
-        &mut self,
-        packet_id: u16,
-        subscriptions: Vec<mqtt::Subscription>,
-    ) -> Flow {
+    fn on_subscribe(&mut self, packet_id: u16, subscriptions: Vec<mqtt::Subscription>) -> Flow {
         let v5 = self.link.version == Some(Version::V5);
         let mut codes = Vec::with_capacity(subscriptions.len());
-        let mut granted = Vec::new();
+        let mut granted: Vec<(String, QoS)> = Vec::new();
+        let held: Vec<String> = {
+            let state = self.shared.lock();
+            state
+                .clients
+                .get(&self.client_id)
+                .filter(|entry| entry.connection == self.connection)
+                .map(|entry| {
+                    entry
+                        .info
+                        .subscriptions
+                        .iter()
+                        .map(|(f, _)| f.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         for subscription in subscriptions {
+            let new_filter = !held.contains(&subscription.filter)
+                && !granted.iter().any(|(f, _)| *f == subscription.filter);
+            if new_filter && held.len() + granted.len() >= rules::MAX_SUBSCRIPTIONS_PER_CONNECTION {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "more than {} subscriptions: refused", rules::MAX_SUBSCRIPTIONS_PER_CONNECTION);
+                codes.push(if v5 { reason::QUOTA_EXCEEDED } else { 0x80 });
+                continue;
+            }
             if let Err(problem) = rules::check_topic_filter(&subscription.filter) {
                 tracing::info!(client = %self.client_id, filter = %subscription.filter, %problem, "subscription refused");
                 codes.push(if v5 {
@@ -888,11 +1135,13 @@ impl Session {
                 }
             }
         }
-        self.reply(&ServerPacket::SubAck { packet_id, codes }).await;
+        self.reply(&ServerPacket::SubAck { packet_id, codes });
         for (filter, qos) in granted {
-            // Retained messages follow the SUBACK, as on AWS.
+            // Retained messages follow the SUBACK, as on AWS, within the client's limits.
             for delivery in self.shared.retained_for(&filter, qos, &self.principal()) {
-                self.deliver(delivery).await;
+                if self.outbox.offer(delivery) == Offer::DroppedQos0 {
+                    tracing::debug!(client = %self.client_id, "client full: retained QoS 0 delivery dropped");
+                }
             }
             self.shared.emit(Event::Subscribed {
                 client_id: self.client_id.clone(),
@@ -903,12 +1152,24 @@ impl Session {
         Flow::Continue
     }
 
-    async fn deliver(&mut self, delivery: Delivery) {
-        let qos1 = delivery.qos == QoS::AtLeastOnce;
-        if qos1 && self.in_flight.len() >= self.receive_maximum {
-            self.waiting.push_back(delivery);
-            return;
+    /// Take deliveries from the outbox while there is room to write them and, for QoS
+    /// 1, a free slot under the Receive Maximum.
+    fn fill(&mut self) {
+        while self.writer.bytes < WRITE_AHEAD_BYTES {
+            let slot_free = self.in_flight.len() < self.receive_maximum;
+            let Some(delivery) = self
+                .outbox
+                .pop_if(|d| d.qos == QoS::AtMostOnce || slot_free)
+            else {
+                break;
+            };
+            self.send_delivery(delivery);
         }
+    }
+
+    fn send_delivery(&mut self, delivery: Delivery) {
+        let cost = delivery.cost();
+        let qos1 = delivery.qos == QoS::AtLeastOnce;
         let packet_id = qos1.then(|| self.new_packet_id());
         let packet = ServerPacket::Publish(Publish {
             dup: delivery.redelivery,
@@ -924,13 +1185,16 @@ impl Session {
             let size = mqtt::encoded_len(&packet, version);
             if size > max {
                 tracing::info!(client = %self.client_id, size, max, "delivery larger than the client's Maximum Packet Size: dropped");
+                self.outbox.release(cost);
                 return;
             }
         }
-        if self.reply(&packet).await
-            && let Some(id) = packet_id
-        {
-            self.in_flight.push((id, delivery));
+        // A QoS 1 delivery stays charged until its PUBACK, a QoS 0 one until written.
+        let release = if qos1 { 0 } else { cost };
+        match (self.reply_freeing(&packet, release), packet_id) {
+            (true, Some(id)) => self.in_flight.push((id, delivery)),
+            (true, None) => {}
+            (false, _) => self.outbox.release(cost),
         }
     }
 
@@ -944,7 +1208,7 @@ impl Session {
                 ..delivery
             })
             .collect();
-        owed.extend(self.waiting.drain(..));
+        owed.extend(self.outbox.drain());
         owed
     }
 

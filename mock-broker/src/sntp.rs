@@ -28,6 +28,35 @@ pub enum SntpBehaviour {
     KissOfDeath([u8; 4]),
 }
 
+/// The largest clock offset served: 40 years either way keeps the time inside the NTP
+/// era the device decodes (1968..2104) for decades to come.
+pub const MAX_OFFSET_SECS: i64 = 40 * 365 * 86_400;
+
+impl SntpBehaviour {
+    /// Refuse values that cannot be served, naming the field.
+    pub fn check(&self) -> Result<(), crate::faults::InvalidSetting> {
+        match self {
+            SntpBehaviour::OffsetSecs(secs) if secs.unsigned_abs() > MAX_OFFSET_SECS as u64 => {
+                Err(crate::faults::InvalidSetting {
+                    field: "offset_secs",
+                    problem: format!("{secs} s is beyond the +-{MAX_OFFSET_SECS} s allowed"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// This behaviour with the offset brought within [`MAX_OFFSET_SECS`].
+    pub fn within_limits(self) -> Self {
+        match self {
+            SntpBehaviour::OffsetSecs(secs) => {
+                SntpBehaviour::OffsetSecs(secs.clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS))
+            }
+            other => other,
+        }
+    }
+}
+
 const MODE_CLIENT: u8 = 3;
 const MODE_SERVER: u8 = 4;
 /// The reference id of a local clock.
@@ -47,14 +76,17 @@ pub fn reply(
     if request[0] & 0x7 != MODE_CLIENT || !(1..=4).contains(&version) {
         return None;
     }
-    let served = match behaviour {
+    let served = match behaviour.within_limits() {
         SntpBehaviour::Silent => return None,
-        SntpBehaviour::OffsetSecs(secs) if secs >= 0 => {
-            now + Duration::from_secs(secs.unsigned_abs())
+        SntpBehaviour::OffsetSecs(secs) => {
+            let offset = Duration::from_secs(secs.unsigned_abs());
+            if secs >= 0 {
+                now.checked_add(offset)
+            } else {
+                now.checked_sub(offset)
+            }
+            .unwrap_or(now)
         }
-        SntpBehaviour::OffsetSecs(secs) => now
-            .checked_sub(Duration::from_secs(secs.unsigned_abs()))
-            .unwrap_or(UNIX_EPOCH),
         _ => now,
     };
     let since_epoch = served.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -152,6 +184,26 @@ mod tests {
         assert_eq!(reply(&request(SENT), now, SntpBehaviour::Silent), None);
         let kod = reply(&request(SENT), now, SntpBehaviour::KissOfDeath(*b"RATE")).unwrap();
         assert_eq!(parse_reply(&kod, SENT), Err(Error::KissOfDeath(*b"RATE")));
+    }
+
+    #[test]
+    fn absurd_offsets_are_refused_naming_the_field_and_never_break_the_server() {
+        assert_eq!(
+            SntpBehaviour::OffsetSecs(i64::MIN)
+                .check()
+                .unwrap_err()
+                .field,
+            "offset_secs"
+        );
+        assert!(SntpBehaviour::OffsetSecs(i64::MAX).check().is_err());
+        assert!(SntpBehaviour::OffsetSecs(-3600).check().is_ok());
+        // Served anyway (say through the library), they are limited, not a panic.
+        let now = at(1_795_000_000);
+        for secs in [i64::MIN, i64::MAX] {
+            let answer = reply(&request(SENT), now, SntpBehaviour::OffsetSecs(secs)).unwrap();
+            let served = parse_reply(&answer, SENT).unwrap().time.secs as i64;
+            assert_eq!(served - 1_795_000_000, secs.signum() * MAX_OFFSET_SECS);
+        }
     }
 
     #[test]
