@@ -46,7 +46,7 @@ pub struct Config {
     pub sntp_addr: Option<SocketAddr>,
     /// The HTTP/JSON control API (loopback only: it has no authentication), if wanted.
     pub control_addr: Option<SocketAddr>,
-    /// Longest a TLS handshake may take.
+    /// Longest a TLS handshake may take (and a control API request to arrive).
     pub handshake_timeout: Duration,
     /// Longest between the handshake and the CONNECT packet.
     pub connect_timeout: Duration,
@@ -65,7 +65,8 @@ pub struct Config {
     /// QoS 1 delivery disconnects the client (`THROTTLED`).
     pub queue_limits: QueueLimits,
     /// A client whose socket takes none of the bytes due to it for this long is
-    /// disconnected (`THROTTLED`): it has stopped reading.
+    /// disconnected (`THROTTLED`): it has stopped reading. The same holds for a control
+    /// API `/events` reader.
     pub write_stall_timeout: Duration,
 }
 
@@ -237,6 +238,7 @@ impl MockBroker {
             listeners: tokio::sync::Mutex::new(listeners),
             cancel: cancel.clone(),
             tracker: tracker.clone(),
+            event_streams: Arc::new(AtomicU64::new(0)),
         });
         if let Some(listener) = control_listener {
             tracker.spawn(control::serve(listener, controls.clone(), cancel.clone()));
@@ -324,6 +326,17 @@ pub struct Controls {
     listeners: tokio::sync::Mutex<Vec<ListenerSlot>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) tracker: TaskTracker,
+    /// Control API `/events` streams open.
+    event_streams: Arc<AtomicU64>,
+}
+
+/// Counts an open control API event stream while alive.
+pub(crate) struct OpenStream(Arc<AtomicU64>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One listening socket, which can be closed and opened again on the same address.
@@ -380,6 +393,21 @@ pub struct ClientInfo {
 }
 
 impl Controls {
+    /// How many control API `/events` streams are open.
+    pub fn event_streams(&self) -> u64 {
+        self.event_streams.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn event_stream_opened(&self) -> OpenStream {
+        self.event_streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.event_streams.clone())
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
     /// The bound address of the HTTP/JSON control API, if configured.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr

@@ -3,7 +3,7 @@
 //!
 //! | Request | Body | Answer |
 //! |---|---|---|
-//! | `GET /status` | | bound addresses, client count, `queued_bytes`, `queued_messages`, `dropped_qos0` ([`crate::QueueStats`]) |
+//! | `GET /status` | | bound addresses, client count, `queued_bytes`, `queued_messages`, `dropped_qos0` ([`crate::QueueStats`]), `event_streams` open |
 //! | `GET /clients` | | connected clients |
 //! | `GET /events` | | a stream of JSON lines ([`crate::Event::to_json`]) until closed |
 //! | `POST /publish` | `{"topic", "payload", "qos"}` | `{"delivered": n}` |
@@ -18,7 +18,8 @@
 //!
 //! Errors are `{"error": "..."}` with status 400 (the request's fault; an out-of-range
 //! value is named, e.g. `faults.latency_ms: ...`), 404 or 500. A request must arrive
-//! whole within 10 s.
+//! whole within `Config::handshake_timeout` (10 s); an `/events` reader that takes
+//! nothing for `Config::write_stall_timeout` (60 s) is dropped, so it pins no events.
 //! There is no authentication: bind it to loopback only.
 
 use std::sync::Arc;
@@ -37,8 +38,6 @@ use crate::sntp::SntpBehaviour;
 
 /// Largest request accepted (headers and body).
 const MAX_REQUEST_BYTES: usize = 1024 * 1024;
-/// Longest a request may take to arrive: an idle connection must not hold a task.
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -151,7 +150,10 @@ async fn respond(stream: &mut TcpStream, status: u16, body: &Value) {
 }
 
 async fn handle(mut stream: TcpStream, controls: &Controls) {
-    let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+    // An idle connection must not hold a task: a request arrives whole within the
+    // handshake timeout, as a TLS client must say who it is within it.
+    let within = controls.config().handshake_timeout;
+    let request = match tokio::time::timeout(within, read_request(&mut stream)).await {
         Ok(Ok(request)) => request,
         Err(_) => {
             let message = "request did not arrive in time";
@@ -175,6 +177,7 @@ async fn handle(mut stream: TcpStream, controls: &Controls) {
 
 /// Send events as JSON lines until the client goes away.
 async fn stream_events(mut stream: TcpStream, controls: &Controls) {
+    let _open = controls.event_stream_opened();
     let mut observer = controls.observe();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n";
     if stream.write_all(head.as_bytes()).await.is_err() {
@@ -187,8 +190,16 @@ async fn stream_events(mut stream: TcpStream, controls: &Controls) {
         };
         let mut line = value.to_string();
         line.push('\n');
-        if stream.write_all(line.as_bytes()).await.is_err() {
-            return;
+        // A reader that stopped reading would hold every event since in the observer
+        // ring (payloads included): drop it instead.
+        let stall = controls.config().write_stall_timeout;
+        match tokio::time::timeout(stall, stream.write_all(line.as_bytes())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!("control /events reader stopped reading: dropped");
+                return;
+            }
         }
     }
 }
@@ -256,6 +267,7 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
                 "queued_bytes": queues.queued_bytes,
                 "queued_messages": queues.queued_messages,
                 "dropped_qos0": queues.dropped_qos0,
+                "event_streams": controls.event_streams(),
             }))
         }
         ("GET", "/clients") => Ok(Value::Array(

@@ -719,3 +719,55 @@ async fn more_than_50_subscriptions_are_refused_in_the_suback() {
     assert_eq!(client.next().await.unwrap(), (SUBACK, vec![0, 2, 0, 1]));
     assert_eq!(broker.clients()[0].subscriptions.len(), 50);
 }
+
+#[tokio::test]
+async fn control_api_peers_that_stall_are_dropped_instead_of_holding_a_task_or_events() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.control_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.handshake_timeout = std::time::Duration::from_millis(200);
+    config.write_stall_timeout = std::time::Duration::from_millis(300);
+    let broker = rig.start(config).await;
+    let control = broker.control_addr().unwrap();
+
+    // Connected, says nothing: answered 400 and closed.
+    let mut idle = tokio::net::TcpStream::connect(control).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(WAIT, idle.read_to_string(&mut answer))
+        .await
+        .expect("an idle control connection is closed")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // An event stream nobody reads, while large publishes go by: dropped, so it no
+    // longer pins the events (and their payloads) in the observer ring.
+    let mut events = tokio::net::TcpStream::connect(control).await.unwrap();
+    events
+        .write_all(b"GET /events HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, events.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, status) = common::http(control, "GET", "/status", None).await;
+    assert_eq!(status["event_streams"], 1, "{status}");
+    for _ in 0..200 {
+        broker.inject("test/big", vec![b'x'; 128 * 1024], QoS::AtMostOnce);
+    }
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            let (_, status) = common::http(control, "GET", "/status", None).await;
+            if status["event_streams"] == 0 {
+                break;
+            }
+            // Polling an observed state, not waiting a set time.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled /events stream was dropped");
+}
