@@ -16,6 +16,7 @@
 //!   explicit time: boot phases, publish cadence, reconnect backoff, keep-alive, QoS 1
 //!   retries.
 //! - [`sntp`]: SNTPv4 request/reply codec (anti-spoof originate check, 2036 rollover).
+//! - [`topic`]: MQTT topic filter matching, to tell our messages from unsolicited ones.
 //! - [`tls`] (features `tls`, `tls-rsa`): embedded-tls crypto provider with the device
 //!   key, the server-certificate verifier, and the record-atomic transport under TLS.
 //!
@@ -40,3 +41,4 @@ pub mod session;
 pub mod sntp;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod topic;

@@ -71,8 +71,8 @@ pub use time::{Duration, Instant};
 use crate::config::{DeviceConfig, MAX_HOST, MAX_TOPIC};
 use crate::log::{
     ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
-    HeapReport, Line, LoadError, NetError, ShutdownReason, SkipReason, Stage, SubscribeError,
-    TimeError,
+    HeapReport, ImplausibleTime, Line, LoadError, NetError, ProtocolViolation, ShutdownReason,
+    SkipReason, Stage, SubscribeError, TimeError,
 };
 
 /// QoS 1 publishes that may wait for PUBACK at once; a slot that finds them all busy is
@@ -86,6 +86,19 @@ pub const MAX_PAYLOAD: usize = 48;
 /// (new id, no DUP) instead of being replayed with their own id; a resumed session also gets
 /// the QoS 1 messages sent while the device was away.
 pub const SESSION_EXPIRY_S: u32 = 3600;
+/// The earliest wall clock any build of this firmware accepts from SNTP (2020-01-01):
+/// boards raise it to their build date ([`Settings::clock_floor`]).
+pub const DEFAULT_CLOCK_FLOOR: u64 = 1_577_836_800;
+/// How far past the device certificate's notAfter a time from SNTP may lie before it is
+/// refused as implausible (the certificate, not the server, could be the one that is
+/// wrong within this margin: the handshake then says `certificate-expired`).
+pub const CERT_EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 86_400);
+/// The shortest wait after an SNTP kiss-o'-death: RFC 4330 asks a client told `RATE` to
+/// poll less often; 64 s is NTP's minimum poll interval.
+pub const KISS_OF_DEATH_BACKOFF: Duration = Duration::from_secs(64);
+/// How often the clock is synced again while the device runs, unless the config says
+/// otherwise (`ntp.resync_s`).
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
 
 /// MQTT quality of service; QoS 2 is not supported by AWS IoT Core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -133,6 +146,8 @@ pub struct Settings {
     pub publish_retry: Duration,
     /// How an unacknowledged QoS 1 publish is sent again.
     pub retransmit: Retransmit,
+    /// Unix seconds: an SNTP time before this is refused (the board's build date).
+    pub clock_floor: u64,
 }
 
 /// How a QoS 1 publish left without PUBACK for `publish_retry` is sent again.
@@ -163,6 +178,7 @@ impl Settings {
             request_timeout: Duration::from_secs(30),
             publish_retry: Duration::from_secs(5),
             retransmit: Retransmit::OnLiveConnection,
+            clock_floor: DEFAULT_CLOCK_FLOOR,
         }
     }
 }
@@ -182,6 +198,9 @@ pub enum Event<'a> {
         key: usize,
         ca: usize,
         source: CredSource,
+        /// The device certificate's notAfter (Unix seconds), to refuse an SNTP time far
+        /// beyond it.
+        cert_not_after: Option<u64>,
     },
     CredsFailed {
         file: FlashFile,
@@ -191,9 +210,11 @@ pub enum Event<'a> {
         local_addr: IpAddr,
     },
     NetDown(NetError),
-    /// Unix time in seconds from SNTP.
+    /// Unix time in seconds from SNTP (checked for plausibility before it is used).
     TimeSynced(u64),
     TimeSyncFailed(TimeError),
+    /// The SNTP server answered with a kiss-o'-death carrying this code.
+    TimeKissOfDeath([u8; 4]),
     /// CONNACK accepted.
     Connected {
         session_present: bool,
@@ -201,10 +222,19 @@ pub enum Event<'a> {
         handshake_ms: Option<u32>,
     },
     ConnectFailed(ConnectFailure),
+    /// The CONNACK's Maximum QoS, when the broker sent one (right after `Connected`).
+    MaxQos(Qos),
     /// SUBACK granted the subscription.
     Subscribed,
     SubscribeFailed(SubscribeError),
     Disconnected(DisconnectReason),
+    /// The broker sent DISCONNECT with this MQTT 5 reason code; the connection is closed.
+    ServerDisconnected {
+        code: u8,
+    },
+    /// The broker broke MQTT 5; the driver has sent DISCONNECT with
+    /// [`ProtocolViolation::reason_code`] and closed the connection.
+    ProtocolViolation(ProtocolViolation),
     Inbound {
         topic: &'a str,
         payload: &'a [u8],
@@ -217,6 +247,12 @@ pub enum Event<'a> {
     },
     /// PUBACK for this packet id.
     PublishAcked(u16),
+    /// PUBACK for this packet id with a failure reason code (0x80 and up): the broker did
+    /// not take the message.
+    PublishRefused {
+        packet_id: u16,
+        code: u8,
+    },
     /// Any other packet from the broker (PINGRESP…): proof the link is alive.
     Received,
     /// Heap and buffer figures to log.
@@ -299,6 +335,7 @@ struct Profile {
     sub_topic: String<MAX_TOPIC>,
     qos: Qos,
     keepalive: Duration,
+    resync: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -336,6 +373,15 @@ pub struct Session<R> {
     net_up: bool,
     /// (Unix seconds, instant) of the last SNTP sync.
     clock: Option<(u64, Instant)>,
+    /// The device certificate's notAfter, once the credentials are loaded.
+    cert_not_after: Option<u64>,
+    /// A clock re-sync while connected (or between connects): due, or awaited.
+    resync: Request,
+    /// Retries of a failed re-sync (the boot phases have `retry`).
+    resync_retry: Backoff,
+    /// The QoS publishes go out at on this connection: the configured one, or less if
+    /// the broker's CONNACK says so.
+    link_qos: Qos,
     connected_since: Option<Instant>,
     link: Link,
     cadence: CadenceSchedule,
@@ -367,6 +413,10 @@ impl<R: RandomSource> Session<R> {
             profile: None,
             net_up: false,
             clock: None,
+            cert_not_after: None,
+            resync: Request::None,
+            resync_retry: Backoff::new(settings.backoff),
+            link_qos: Qos::AtLeastOnce,
             connected_since: None,
             link: Link {
                 last_rx: Instant::ZERO,
@@ -417,9 +467,16 @@ impl<R: RandomSource> Session<R> {
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        match self.request {
-            Request::Due(t) | Request::Awaiting(t) => consider(t),
-            Request::None => {}
+        let resync = if self.resync_active() {
+            self.resync
+        } else {
+            Request::None
+        };
+        for request in [self.request, resync] {
+            match request {
+                Request::Due(t) | Request::Awaiting(t) => consider(t),
+                Request::None => {}
+            }
         }
         if self.is_connected()
             && let Some(profile) = &self.profile
@@ -433,11 +490,19 @@ impl<R: RandomSource> Session<R> {
             if let Some(t) = self.cadence.next_deadline() {
                 consider(t);
             }
-            for f in &self.in_flight {
-                consider(f.sent_at + self.settings.publish_retry);
+            if self.link_qos == Qos::AtLeastOnce {
+                for f in &self.in_flight {
+                    consider(f.sent_at + self.settings.publish_retry);
+                }
             }
         }
         next
+    }
+
+    /// Whether a periodic re-sync may run now: only once the clock is in use (connecting
+    /// or connected). Before that, the time phase is the one syncing.
+    fn resync_active(&self) -> bool {
+        matches!(self.phase, Phase::Connect | Phase::Subscribe | Phase::Run)
     }
 
     fn ping_due(&self, keepalive: Duration) -> Instant {
@@ -515,11 +580,13 @@ impl<R: RandomSource> Session<R> {
                 key,
                 ca,
                 source,
+                cert_not_after,
             } => {
                 if self.phase != Phase::Creds {
                     return;
                 }
                 Self::log(out, Line::creds(t, cert, key, ca, source));
+                self.cert_not_after = cert_not_after;
                 self.retry.reset();
                 self.after_creds(now);
             }
@@ -543,7 +610,7 @@ impl<R: RandomSource> Session<R> {
                 match self.phase {
                     Phase::Subscribe | Phase::Run => {
                         out(Action::Disconnect);
-                        self.connection_lost(now, DisconnectReason::NetworkDown, out);
+                        self.connection_lost(now, Lost::Reason(DisconnectReason::NetworkDown), out);
                     }
                     Phase::Connect => {
                         if matches!(self.request, Request::Awaiting(_)) {
@@ -557,8 +624,18 @@ impl<R: RandomSource> Session<R> {
                 }
             }
             Event::TimeSynced(epoch) => {
+                if let Some(reason) = self.implausible(epoch) {
+                    Self::log(out, Line::time_implausible(t, epoch, reason));
+                    self.time_failed(now, Duration::ZERO, out);
+                    return;
+                }
                 self.clock = Some((epoch, now));
                 Self::log(out, Line::time_synced(t, epoch));
+                self.resync_retry.reset();
+                self.resync = match &self.profile {
+                    Some(p) => Request::Due(now + p.resync),
+                    None => Request::None,
+                };
                 if self.phase == Phase::Time {
                     self.retry.reset();
                     self.enter(Phase::Connect, now);
@@ -566,9 +643,11 @@ impl<R: RandomSource> Session<R> {
             }
             Event::TimeSyncFailed(error) => {
                 Self::log(out, Line::time_sync_failed(t, error));
-                if self.phase == Phase::Time {
-                    self.schedule_retry(now, Stage::Time, out);
-                }
+                self.time_failed(now, Duration::ZERO, out);
+            }
+            Event::TimeKissOfDeath(code) => {
+                Self::log(out, Line::time_kiss_of_death(t, code));
+                self.time_failed(now, KISS_OF_DEATH_BACKOFF, out);
             }
             Event::Connected {
                 session_present,
@@ -584,6 +663,7 @@ impl<R: RandomSource> Session<R> {
                     );
                 }
                 self.connected_since = Some(now);
+                self.link_qos = self.profile.as_ref().map_or(Qos::AtLeastOnce, |p| p.qos);
                 self.link = Link {
                     last_rx: now,
                     last_tx: now,
@@ -594,6 +674,20 @@ impl<R: RandomSource> Session<R> {
             Event::ConnectFailed(failure) => {
                 if self.phase == Phase::Connect {
                     self.connect_failed(now, failure, out);
+                }
+            }
+            Event::MaxQos(max) => {
+                if !self.is_connected() {
+                    return;
+                }
+                if let Some(p) = &self.profile
+                    && max.as_u8() < p.qos.as_u8()
+                {
+                    Self::log(
+                        out,
+                        Line::mqtt_qos_downgraded(t, max.as_u8(), p.qos.as_u8()),
+                    );
+                    self.link_qos = max;
                 }
             }
             Event::Subscribed => {
@@ -615,16 +709,25 @@ impl<R: RandomSource> Session<R> {
                 }
                 self.subscribe_failed(now, error, out);
             }
-            Event::Disconnected(reason) => match self.phase {
-                Phase::Subscribe | Phase::Run => self.connection_lost(now, reason, out),
-                Phase::Connect if matches!(self.request, Request::Awaiting(_)) => {
-                    self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Io), out);
-                }
-                _ => {}
-            },
+            Event::Disconnected(reason) => self.closed_by_peer(now, Lost::Reason(reason), out),
+            Event::ServerDisconnected { code } => {
+                self.closed_by_peer(now, Lost::ServerDisconnect(code), out)
+            }
+            Event::ProtocolViolation(violation) => {
+                Self::log(out, Line::mqtt_protocol_violation(t, violation));
+                self.closed_by_peer(now, Lost::Reason(DisconnectReason::Protocol), out);
+            }
             Event::Inbound { topic, payload } => {
                 self.received(now);
-                Self::log(out, Line::inbound(t, topic, payload));
+                let ours = self
+                    .profile
+                    .as_ref()
+                    .is_some_and(|p| crate::topic::matches(&p.sub_topic, topic));
+                if ours {
+                    Self::log(out, Line::inbound(t, topic, payload));
+                } else {
+                    Self::log(out, Line::inbound_unsolicited(t, topic, payload.len()));
+                }
             }
             Event::PublishSent { seq, packet_id } => {
                 if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
@@ -635,6 +738,15 @@ impl<R: RandomSource> Session<R> {
                 self.received(now);
                 if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
                     self.in_flight.remove(i);
+                }
+            }
+            Event::PublishRefused { packet_id, code } => {
+                self.received(now);
+                // The exchange is over (MQTT 5 forbids sending it again on this
+                // connection), and a broker that refused it once would refuse it again.
+                if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
+                    let f = self.in_flight.remove(i);
+                    Self::log(out, Line::publish_refused(t, f.seq, packet_id, code));
                 }
             }
             Event::Received => self.received(now),
@@ -658,6 +770,7 @@ impl<R: RandomSource> Session<R> {
             sub_topic: config.sub_topic.clone(),
             qos: Qos::from_u8(config.qos),
             keepalive: Duration::from_secs(config.keepalive_s.max(1).into()),
+            resync: DEFAULT_RESYNC,
         });
         // The grid is anchored on the first subscribe, so a new period applies cleanly.
         if !self.cadence.is_started() {
@@ -691,9 +804,65 @@ impl<R: RandomSource> Session<R> {
         }
     }
 
+    /// Why a time from SNTP cannot be right, if it cannot.
+    fn implausible(&self, epoch: u64) -> Option<ImplausibleTime> {
+        if epoch < self.settings.clock_floor {
+            return Some(ImplausibleTime::BeforeBuild);
+        }
+        let margin = CERT_EXPIRY_MARGIN.as_millis() / 1000;
+        match self.cert_not_after {
+            Some(not_after) if epoch > not_after.saturating_add(margin) => {
+                Some(ImplausibleTime::AfterCertExpiry)
+            }
+            _ => None,
+        }
+    }
+
+    /// SNTP gave no usable time: retry after a backoff of at least `at_least`. In the
+    /// time phase that is the phase's retry; later, the clock in use stays and the re-sync
+    /// is retried on its own backoff.
+    fn time_failed(&mut self, now: Instant, at_least: Duration, out: &mut Out<'_>) {
+        if self.phase == Phase::Time {
+            self.schedule_retry_at_least(now, Stage::Time, at_least, out);
+        } else if matches!(self.resync, Request::Awaiting(_)) {
+            let delay = self.resync_retry.next_delay(&mut self.rng).max(at_least);
+            Self::log(
+                out,
+                Line::backoff(
+                    Self::t(now),
+                    Stage::Time,
+                    self.resync_retry.attempt(),
+                    delay.as_millis(),
+                ),
+            );
+            self.resync = Request::Due(now + delay);
+        }
+    }
+
+    /// The broker ended the connection (or broke the protocol, and the driver closed it).
+    fn closed_by_peer(&mut self, now: Instant, lost: Lost, out: &mut Out<'_>) {
+        match self.phase {
+            Phase::Subscribe | Phase::Run => self.connection_lost(now, lost, out),
+            Phase::Connect if matches!(self.request, Request::Awaiting(_)) => {
+                self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Io), out);
+            }
+            _ => {}
+        }
+    }
+
     /// A boot-phase request failed: try it again after a backoff.
     fn schedule_retry(&mut self, now: Instant, stage: Stage, out: &mut Out<'_>) {
-        let delay = self.retry.next_delay(&mut self.rng);
+        self.schedule_retry_at_least(now, stage, Duration::ZERO, out);
+    }
+
+    fn schedule_retry_at_least(
+        &mut self,
+        now: Instant,
+        stage: Stage,
+        at_least: Duration,
+        out: &mut Out<'_>,
+    ) {
+        let delay = self.retry.next_delay(&mut self.rng).max(at_least);
         Self::log(
             out,
             Line::backoff(Self::t(now), stage, self.retry.attempt(), delay.as_millis()),
@@ -724,6 +893,15 @@ impl<R: RandomSource> Session<R> {
     fn connect_failed(&mut self, now: Instant, failure: ConnectFailure, out: &mut Out<'_>) {
         Self::log(out, Line::connect_failed(Self::t(now), failure));
         self.schedule_reconnect(now, out);
+        // A certificate that looks expired or not yet valid may be a wrong clock: sync it
+        // again before the next attempt (which still waits for its backoff).
+        if let ConnectFailure::Tls(e) = failure
+            && e.is_time_related()
+            && self.net_up
+        {
+            self.resync = Request::None;
+            self.enter(Phase::Time, now);
+        }
     }
 
     fn subscribe_failed(&mut self, now: Instant, error: SubscribeError, out: &mut Out<'_>) {
@@ -738,18 +916,25 @@ impl<R: RandomSource> Session<R> {
             SubscribeError::Timeout => DisconnectReason::SubscribeTimeout,
             SubscribeError::Refused => DisconnectReason::SubscribeRefused,
         };
-        self.connection_lost(now, reason, out);
+        self.connection_lost(now, Lost::Reason(reason), out);
     }
 
     /// The connection is gone (already closed, or `Disconnect` was just asked for).
-    fn connection_lost(&mut self, now: Instant, reason: DisconnectReason, out: &mut Out<'_>) {
+    fn connection_lost(&mut self, now: Instant, lost: Lost, out: &mut Out<'_>) {
         if let Some(since) = self.connected_since.take()
             && now - since >= self.settings.stable_after
         {
             self.reconnect.reset();
         }
         self.link.ping_sent = None;
-        Self::log(out, Line::mqtt_disconnected(Self::t(now), reason));
+        let t = Self::t(now);
+        Self::log(
+            out,
+            match lost {
+                Lost::Reason(reason) => Line::mqtt_disconnected(t, reason),
+                Lost::ServerDisconnect(code) => Line::mqtt_server_disconnect(t, code),
+            },
+        );
         self.schedule_reconnect(now, out);
     }
 
@@ -763,6 +948,7 @@ impl<R: RandomSource> Session<R> {
     /// Act on every deadline that has passed at `now`.
     fn service(&mut self, now: Instant, out: &mut Out<'_>) {
         self.service_connection(now, out);
+        self.service_resync(now, out);
         // A timeout can lead to a request that is due at once (e.g. rejoin the network);
         // settle here so every deadline handed out is in the future. Each round either
         // stops or sends a request awaited for a non-zero timeout, so two rounds suffice.
@@ -781,7 +967,7 @@ impl<R: RandomSource> Session<R> {
         {
             if now >= self.link.last_rx + dead_after(keepalive) {
                 out(Action::Disconnect);
-                self.connection_lost(now, DisconnectReason::KeepaliveTimeout, out);
+                self.connection_lost(now, Lost::Reason(DisconnectReason::KeepaliveTimeout), out);
                 return;
             }
             if self.link.ping_sent.is_none() && now >= self.ping_due(keepalive) {
@@ -791,11 +977,13 @@ impl<R: RandomSource> Session<R> {
             }
         }
         if self.phase == Phase::Run {
-            if self.settings.retransmit == Retransmit::ByReconnect {
+            if self.settings.retransmit == Retransmit::ByReconnect
+                && self.link_qos == Qos::AtLeastOnce
+            {
                 let retry = self.settings.publish_retry;
                 if self.in_flight.iter().any(|f| now >= f.sent_at + retry) {
                     out(Action::Disconnect);
-                    self.connection_lost(now, DisconnectReason::PubackTimeout, out);
+                    self.connection_lost(now, Lost::Reason(DisconnectReason::PubackTimeout), out);
                     return;
                 }
             }
@@ -809,6 +997,24 @@ impl<R: RandomSource> Session<R> {
                 }
                 self.publish_next(now, out);
             }
+        }
+    }
+
+    /// The periodic clock re-sync: ask for it when due, retry it when it timed out.
+    fn service_resync(&mut self, now: Instant, out: &mut Out<'_>) {
+        if !self.resync_active() {
+            return;
+        }
+        match self.resync {
+            Request::Due(t) if now >= t => {
+                out(Action::SyncTime);
+                self.resync = Request::Awaiting(now + self.settings.request_timeout);
+            }
+            Request::Awaiting(t) if now >= t => {
+                Self::log(out, Line::time_sync_failed(Self::t(now), TimeError::Timeout));
+                self.time_failed(now, Duration::ZERO, out);
+            }
+            _ => {}
         }
     }
 
@@ -891,7 +1097,8 @@ impl<R: RandomSource> Session<R> {
     fn publish_next(&mut self, now: Instant, out: &mut Out<'_>) {
         let Some(p) = &self.profile else { return };
         let t = Self::t(now);
-        if p.qos == Qos::AtLeastOnce && self.in_flight.is_full() {
+        let qos = self.link_qos;
+        if qos == Qos::AtLeastOnce && self.in_flight.is_full() {
             Self::log(out, Line::publish_skipped(t, 1, SkipReason::InFlightFull));
             return;
         }
@@ -901,7 +1108,7 @@ impl<R: RandomSource> Session<R> {
         // Fits: at most 39 bytes (see MAX_PAYLOAD).
         let _ = write!(payload, "{{\"message\": \"hello world #{seq}\"}}");
         Self::log(out, Line::publish(t, &p.pub_topic, seq, payload.as_bytes()));
-        let packet_id = match p.qos {
+        let packet_id = match qos {
             Qos::AtMostOnce => None,
             Qos::AtLeastOnce => {
                 let id = next_free_id(&mut self.next_packet_id, &self.in_flight);
@@ -918,7 +1125,7 @@ impl<R: RandomSource> Session<R> {
         out(Action::Publish(Publish {
             topic: &p.pub_topic,
             payload: payload.as_bytes(),
-            qos: p.qos,
+            qos,
             seq,
             packet_id,
             dup: false,
@@ -937,6 +1144,11 @@ impl<R: RandomSource> Session<R> {
 
     fn retransmit(&mut self, now: Instant, out: &mut Out<'_>, due: impl Fn(&InFlight) -> bool) {
         let Some(p) = &self.profile else { return };
+        // A broker that allows only QoS 0 on this connection would refuse them; they wait
+        // for one that takes QoS 1.
+        if self.link_qos != Qos::AtLeastOnce {
+            return;
+        }
         let mut sent = false;
         for f in self.in_flight.iter_mut().filter(|f| due(f)) {
             f.sends = f.sends.saturating_add(1);
@@ -959,6 +1171,14 @@ impl<R: RandomSource> Session<R> {
             self.link.last_tx = now;
         }
     }
+}
+
+/// How a connection ended, for its `mqtt: disconnected` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Reason(DisconnectReason),
+    /// The broker's DISCONNECT with its reason code.
+    ServerDisconnect(u8),
 }
 
 /// No traffic from the broker for this long means the link is dead: 1.5x keep-alive.
