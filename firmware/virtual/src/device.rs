@@ -201,6 +201,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
 fn session_settings() -> Settings {
     let mut settings = Settings::new(FIRMWARE, BOARD);
     settings.retransmit = Retransmit::ByReconnect;
+    settings.clock_floor = firmware_core::session::clock_floor(env!("BUILD_EPOCH"));
     settings
 }
 
@@ -268,7 +269,7 @@ impl Driver<'_> {
         conn: Option<&mut Mqtt<'_, '_, '_>>,
     ) -> Result<(), ()> {
         match todo {
-            Todo::Log(line) => self.serial.line(&*line),
+            Todo::Log(line) => self.serial.log(&line),
             Todo::LoadConfig => match flash::load_config(&self.flash) {
                 Ok(config) => {
                     self.feed(Event::ConfigLoaded(&config));
@@ -283,6 +284,9 @@ impl Driver<'_> {
                         key: identity.key.len(),
                         ca: identity.ca.len(),
                         source: CredSource::Flash,
+                        cert_not_after: firmware_core::tls::certificate_not_after(
+                            &identity.cert,
+                        ),
                     });
                     self.identity = Some(identity);
                 }
@@ -401,7 +405,7 @@ impl Driver<'_> {
             // broker is what a board sees as no DHCP lease.
             Reply::Net(Err(_)) => self.feed(Event::NetDown(NetError::Dhcp)),
             Reply::Time(Ok(reply)) => self.feed(Event::TimeSynced(reply.time.secs)),
-            Reply::Time(Err(e)) => self.feed(Event::TimeSyncFailed(e.slug())),
+            Reply::Time(Err(e)) => self.feed(e.event()),
         }
     }
 

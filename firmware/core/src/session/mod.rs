@@ -93,6 +93,17 @@ pub const DEFAULT_CLOCK_FLOOR: u64 = 1_577_836_800;
 /// refused as implausible (the certificate, not the server, could be the one that is
 /// wrong within this margin: the handshake then says `certificate-expired`).
 pub const CERT_EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 86_400);
+/// The clock floor for a firmware built at `build_epoch` (Unix seconds as text, from the
+/// board's build script): a day before it, allowing for a build machine whose clock ran
+/// ahead; [`DEFAULT_CLOCK_FLOOR`] if the text is not a number or is older.
+pub fn clock_floor(build_epoch: &str) -> u64 {
+    build_epoch
+        .trim()
+        .parse::<u64>()
+        .map_or(DEFAULT_CLOCK_FLOOR, |t| t.saturating_sub(86_400))
+        .max(DEFAULT_CLOCK_FLOOR)
+}
+
 /// The shortest wait after an SNTP kiss-o'-death: RFC 4330 asks a client told `RATE` to
 /// poll less often; 64 s is NTP's minimum poll interval.
 pub const KISS_OF_DEATH_BACKOFF: Duration = Duration::from_secs(64);

@@ -1200,3 +1200,11 @@ fn a_protocol_violation_is_named_and_the_device_reconnects() {
     );
     rig.wait_for_connect();
 }
+
+#[test]
+fn the_clock_floor_is_a_day_before_the_build_and_never_before_2020() {
+    assert_eq!(clock_floor("1795000000"), 1_795_000_000 - 86_400);
+    assert_eq!(clock_floor(" 1795000000\n"), 1_795_000_000 - 86_400);
+    assert_eq!(clock_floor("12"), DEFAULT_CLOCK_FLOOR);
+    assert_eq!(clock_floor("not a number"), DEFAULT_CLOCK_FLOOR);
+}

@@ -68,3 +68,10 @@ pub fn verify_server_chain(
 ) -> Result<(), VerifyError> {
     verifier::verify_chain(trust_anchor, chain, ServerName::parse(server_name), now).map(|_| ())
 }
+
+/// The notAfter (Unix seconds) of a DER certificate, or `None` if it does not parse.
+/// The session uses the device certificate's to refuse an SNTP time far beyond it.
+#[must_use]
+pub fn certificate_not_after(der: &[u8]) -> Option<u64> {
+    cert::Certificate::parse(der).ok().map(|c| c.not_after)
+}
