@@ -69,6 +69,7 @@ impl RandomSource for Jitter {
 pub fn session_settings() -> Settings {
     let mut settings = Settings::new(FIRMWARE, BOARD);
     settings.retransmit = Retransmit::ByReconnect;
+    settings.clock_floor = firmware_core::session::clock_floor(env!("BUILD_EPOCH"));
     settings
 }
 

@@ -137,7 +137,10 @@ impl Serial {
 
     /// Lines dropped since start because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.lock().unwrap_or_else(|e| e.into_inner()).total()
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total()
     }
 
     /// Write out every queued line (and the `log: dropped` marker still owed, waiting for

@@ -255,7 +255,10 @@ mod tests {
     async fn kiss_of_death_stops_at_once() {
         let (addr, count) = server(|_, req| vec![answer(req, 0, *b"RATE")]).await;
         let err = sync_addr(addr, quick(3)).await.unwrap_err();
-        assert!(matches!(err, SntpError::KissOfDeath(code) if &code == b"RATE"), "{err:?}");
+        assert!(
+            matches!(err, SntpError::KissOfDeath(code) if &code == b"RATE"),
+            "{err:?}"
+        );
         assert_eq!(err.slug(), TimeError::KissOfDeath);
         assert_eq!(
             err.event(),

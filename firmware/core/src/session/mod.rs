@@ -1022,7 +1022,10 @@ impl<R: RandomSource> Session<R> {
                 self.resync = Request::Awaiting(now + self.settings.request_timeout);
             }
             Request::Awaiting(t) if now >= t => {
-                Self::log(out, Line::time_sync_failed(Self::t(now), TimeError::Timeout));
+                Self::log(
+                    out,
+                    Line::time_sync_failed(Self::t(now), TimeError::Timeout),
+                );
                 self.time_failed(now, Duration::ZERO, out);
             }
             _ => {}

@@ -373,7 +373,9 @@ fn reconnect_backoff_grows_and_resets_only_after_a_stable_connection() {
     // Three quick failures: attempts 1, 2, 3. (Not a date error: that would re-sync
     // the clock first, see a_handshake_that_fails_for_a_time_reason_...)
     for _ in 0..3 {
-        rig.ev(Event::ConnectFailed(ConnectFailure::Tls(TlsError::UnknownCa)));
+        rig.ev(Event::ConnectFailed(ConnectFailure::Tls(
+            TlsError::UnknownCa,
+        )));
         rig.wait_for_connect();
     }
     // Up for 5 s only: no reset, the next is attempt 4.
@@ -991,7 +993,10 @@ fn the_build_date_is_the_clock_floor() {
     let acts = rig.ev(Event::TimeSynced(SYNCED_EPOCH - 1));
     assert!(!acts.contains(&Act::Connect), "{acts:?}");
     tick_until(&mut rig, &Act::SyncTime);
-    assert!(rig.ev(Event::TimeSynced(SYNCED_EPOCH)).contains(&Act::Connect));
+    assert!(
+        rig.ev(Event::TimeSynced(SYNCED_EPOCH))
+            .contains(&Act::Connect)
+    );
 }
 
 #[test]
@@ -1015,7 +1020,11 @@ fn the_clock_is_synced_again_every_hour_while_connected() {
     assert!(rig.s.unix_time(Instant::from_millis(rig.now)).is_some());
     let failed_at = rig.now;
     tick_until(&mut rig, &Act::SyncTime);
-    assert!(rig.now - failed_at <= 2_000, "retried after {}", rig.now - failed_at);
+    assert!(
+        rig.now - failed_at <= 2_000,
+        "retried after {}",
+        rig.now - failed_at
+    );
 }
 
 #[test]
@@ -1054,7 +1063,9 @@ fn a_handshake_that_fails_for_a_time_reason_syncs_the_clock_before_the_next_atte
     // Other TLS failures keep the clock and just back off.
     let mut rig = Rig::new(Rng(27), 1);
     rig.boot();
-    let acts = rig.ev(Event::ConnectFailed(ConnectFailure::Tls(TlsError::UnknownCa)));
+    let acts = rig.ev(Event::ConnectFailed(ConnectFailure::Tls(
+        TlsError::UnknownCa,
+    )));
     assert!(!acts.contains(&Act::SyncTime), "{acts:?}");
 }
 
@@ -1087,7 +1098,8 @@ fn inbound_on_a_topic_never_subscribed_is_not_taken_as_ours() {
     assert!(
         lines
             .iter()
-            .any(|l| l.contains("W (") && l.contains("inbound: unsolicited topic=other/topic bytes=5")),
+            .any(|l| l.contains("W (")
+                && l.contains("inbound: unsolicited topic=other/topic bytes=5")),
         "{lines:?}"
     );
     assert!(!lines.iter().any(|l| l.contains("payload=hello")));
