@@ -305,20 +305,22 @@ mod tests {
         serial.close();
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
         let lines: Vec<Line> = text.lines().map(|l| l.parse().unwrap()).collect();
-        let inbound = lines.iter().filter(|l| l.tag() == "inbound").count() as u64;
+        let is_marker = |l: &Line| l.tag() == "log" && l.message() == "dropped";
+        let written = lines.iter().filter(|l| !is_marker(l)).count() as u64;
         let reported: u64 = lines
             .iter()
-            .filter(|l| l.tag() == "log" && l.message() == "dropped")
+            .filter(|l| is_marker(l))
             .map(|l| l.field_as::<u64>("lines").unwrap())
             .sum();
-        // Every line is accounted for: written, or counted in a marker.
-        assert_eq!(inbound + reported, sent, "{text}");
-        assert_eq!(reported, dropped);
-        assert_eq!(lines.last().unwrap().tag(), "shutdown");
-        // The writer may free a slot mid-burst, so there can be several markers; the
-        // last one comes right before the line that found room after the stall.
-        let marker = lines.iter().rposition(|l| l.tag() == "log").unwrap();
-        assert_eq!(marker, lines.len() - 2, "marker right before the next line");
+        // Every line (the 3000 and the last one) is accounted for: written, or counted in
+        // a marker. The writer may still be draining when the last line comes, so it too
+        // may be among the dropped; close() then writes the marker still owed.
+        assert_eq!(written + reported, sent + 1, "{text}");
+        assert!(reported >= dropped, "{reported} < {dropped}");
+        // A marker stands where its gap is: before the next line that found room, or last.
+        for (i, l) in lines.iter().enumerate().filter(|(_, l)| is_marker(l)) {
+            assert!(i + 1 == lines.len() || !is_marker(&lines[i + 1]), "{text}");
+        }
     }
 
     #[test]
