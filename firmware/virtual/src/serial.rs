@@ -317,10 +317,9 @@ mod tests {
         // may be among the dropped; close() then writes the marker still owed.
         assert_eq!(written + reported, sent + 1, "{text}");
         assert!(reported >= dropped, "{reported} < {dropped}");
-        // A marker stands where its gap is: before the next line that found room, or last.
-        for (i, l) in lines.iter().enumerate().filter(|(_, l)| is_marker(l)) {
-            assert!(i + 1 == lines.len() || !is_marker(&lines[i + 1]), "{text}");
-        }
+        // The log ends with the last line, or with the marker that accounts for it.
+        let last = lines.last().unwrap();
+        assert!(last.tag() == "shutdown" || is_marker(last), "{text}");
     }
 
     #[test]
@@ -338,9 +337,16 @@ mod tests {
         drop(release);
         serial.close();
         let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
-        let last: Line = text.lines().last().unwrap().parse().unwrap();
-        assert_eq!(last.tag(), "log", "{text}");
-        assert_eq!(last.field_as::<u64>("lines"), Some(dropped));
+        let lines: Vec<Line> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(lines.last().unwrap().tag(), "log", "{text}");
+        // A slot freed mid-burst may have let an earlier marker out; together they
+        // account for every dropped line.
+        let reported: u64 = lines
+            .iter()
+            .filter(|l| l.tag() == "log")
+            .filter_map(|l| l.field_as::<u64>("lines"))
+            .sum();
+        assert_eq!(reported, dropped);
     }
 
     #[test]

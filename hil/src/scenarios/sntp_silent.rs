@@ -50,9 +50,10 @@ fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
     Box::pin(sntp_silent(run))
 }
 
-/// An SNTP server that ignores requests until told to answer; counts what it got.
-struct SntpServer {
-    addr: SocketAddr,
+/// An SNTP server on `127.0.0.1:0` that answers as `before` until told to answer
+/// correctly; counts what it got.
+pub(super) struct SntpServer {
+    pub(super) addr: SocketAddr,
     answering: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -60,6 +61,11 @@ struct SntpServer {
 
 impl SntpServer {
     async fn silent() -> Result<Self, String> {
+        Self::answering_as(SntpBehaviour::Silent).await
+    }
+
+    /// Answers as `before` (silent, a wrong time, a kiss) until [`SntpServer::answer`].
+    pub(super) async fn answering_as(before: SntpBehaviour) -> Result<Self, String> {
         let socket = UdpSocket::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("SNTP server on 127.0.0.1:0: {e}"))?;
@@ -80,7 +86,7 @@ impl SntpServer {
                 let behaviour = if answer.load(Ordering::SeqCst) {
                     SntpBehaviour::Correct
                 } else {
-                    SntpBehaviour::Silent
+                    before
                 };
                 if let Some(reply) =
                     mock_broker::sntp::reply(&buf[..len], SystemTime::now(), behaviour)
@@ -95,6 +101,18 @@ impl SntpServer {
             requests,
             task,
         })
+    }
+}
+
+impl SntpServer {
+    /// From now on, the host's time.
+    pub(super) fn answer(&self) {
+        self.answering.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests received so far.
+    pub(super) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
