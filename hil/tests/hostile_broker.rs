@@ -138,6 +138,20 @@ async fn read_packet(s: &mut TlsStream<tokio::net::TcpStream>) -> Packet {
     Packet { first, body }
 }
 
+/// The next packet of `kind` the device sends (others, such as PINGREQ, are skipped).
+async fn next_of_kind(s: &mut TlsStream<tokio::net::TcpStream>, kind: u8, what: &str) -> Packet {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let p = read_packet(s).await;
+            if p.kind() == kind {
+                return p;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("expected {what} from the device within {WAIT:?}"))
+}
+
 /// `first`, the remaining length and `body`.
 fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     let mut out = vec![first];
@@ -262,16 +276,7 @@ async fn a_topic_alias_never_allowed_gets_disconnect_0x94() {
     assert_eq!(line.field("error"), Some("topic-alias-invalid"), "{line}");
     // The device's answer on the wire: DISCONNECT with reason 0x94 (after any PINGREQ or
     // PUBLISH it had in flight).
-    let disconnect = tokio::time::timeout(WAIT, async {
-        loop {
-            let p = read_packet(&mut s).await;
-            if p.kind() == 14 {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("DISCONNECT from the device");
+    let disconnect = next_of_kind(&mut s, 14, "a DISCONNECT").await;
     assert_eq!(disconnect.body.first(), Some(&0x94));
     let lost = expect_line(&mut setup, "`mqtt: disconnected`", |l| {
         is(l, "mqtt", "disconnected")
@@ -284,16 +289,7 @@ async fn a_topic_alias_never_allowed_gets_disconnect_0x94() {
 async fn a_puback_with_reason_0x80_is_a_refusal_not_a_success() {
     let mut setup = setup(1).await;
     let mut s = accept(&mut setup, &[]).await;
-    let publish = tokio::time::timeout(WAIT, async {
-        loop {
-            let p = read_packet(&mut s).await;
-            if p.kind() == 3 {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a PUBLISH from the device");
+    let publish = next_of_kind(&mut s, 3, "a PUBLISH").await;
     assert_eq!((publish.first >> 1) & 3, 1, "QoS 1 publish");
     let topic_len = usize::from(u16::from_be_bytes([publish.body[0], publish.body[1]]));
     let id = [publish.body[2 + topic_len], publish.body[3 + topic_len]];
@@ -320,16 +316,7 @@ async fn a_maximum_qos_of_0_downgrades_publishes_and_says_so() {
     })
     .await;
     assert_eq!(line.field("max_qos"), Some("0"), "{line}");
-    let publish = tokio::time::timeout(WAIT, async {
-        loop {
-            let p = read_packet(&mut s).await;
-            if p.kind() == 3 {
-                return p;
-            }
-        }
-    })
-    .await
-    .expect("a PUBLISH from the device: not swallowed");
+    let publish = next_of_kind(&mut s, 3, "a PUBLISH (not swallowed)").await;
     assert_eq!((publish.first >> 1) & 3, 0, "published at QoS 0");
     assert!(
         String::from_utf8_lossy(&publish.body).contains("hello world #1"),

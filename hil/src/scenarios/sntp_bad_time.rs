@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mock_broker::SntpBehaviour;
 
-use super::sntp_silent::SntpServer;
-use super::stamped::{StampedEvents, line_after, published};
+use super::sntp_silent::{SntpServer, publishing_after, synced_near_host_time};
+use super::stamped::{StampedEvents, line_after};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 
 /// The first answer: boot plus one request.
@@ -20,10 +20,6 @@ pub const REFUSED_WITHIN: Duration = Duration::from_secs(10);
 /// Refusal to `time: synced`: the time phase's backoff (at most 2 s after one failure)
 /// plus a request.
 pub const SYNCED_WITHIN: Duration = Duration::from_secs(10);
-/// `time: synced` to the first publish at the broker: connect, subscribe, one period.
-pub const PUBLISHING_WITHIN: Duration = Duration::from_secs(10);
-/// The synced time against the host's clock.
-pub const CLOCK_TOLERANCE_S: u64 = 5;
 
 pub const SCENARIO: Scenario = Scenario {
     name: "sntp-bad-time",
@@ -58,7 +54,6 @@ async fn sntp_bad_time(run: &mut ScenarioRun) -> CheckResult {
     let started = Instant::now();
     let observer = run.start_device(|config| config.ntp.port = port)?;
     let events = StampedEvents::record(observer);
-    let client = run.client_id.clone();
 
     let refused = line_after(
         run,
@@ -80,34 +75,8 @@ async fn sntp_bad_time(run: &mut ScenarioRun) -> CheckResult {
     server.answer();
     let answered = Instant::now();
 
-    let synced = line_after(
-        run,
-        answered,
-        "`time: synced` once SNTP answers correctly",
-        SYNCED_WITHIN,
-        |l| is(l, "time", "synced"),
-    )
-    .await?;
-    let epoch: Option<u64> = synced.line().and_then(|l| l.field_as("epoch"));
-    let host = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    if epoch.is_none_or(|e| e.abs_diff(host) > CLOCK_TOLERANCE_S) {
-        return Err(run.failure(&format!(
-            "expected `time: synced epoch=` within {CLOCK_TOLERANCE_S} s of the host's {host}, saw {epoch:?}"
-        )));
-    }
-    let published = events
-        .wait_for(synced.at, PUBLISHING_WITHIN, |e| {
-            published(e, &client).map(|_| ())
-        })
-        .await;
-    let Some((published_at, ())) = published else {
-        return Err(run.failure(&format!(
-            "expected a publish within {PUBLISHING_WITHIN:?} of `time: synced`, saw none"
-        )));
-    };
+    let synced = synced_near_host_time(run, answered, SYNCED_WITHIN).await?;
+    let published_at = publishing_after(run, &events, synced.at).await?;
     Ok(format!(
         "1970 refused {:.1} s after start ({} requests); synced {:.1} s after the server was fixed, publishing {:.1} s later",
         refused.at.duration_since(started).as_secs_f64(),
