@@ -50,269 +50,60 @@
 //!   link (`puback-timeout`) instead and the retransmit happens on reconnect.
 //! - `Connect` means: open TCP + TLS to the configured endpoint and send CONNECT with the
 //!   configured client id and keep-alive; the session needs the broker's answer within
-//!   `connect_timeout`.
+//!   `connect_timeout`. After `Connected`, report the CONNACK's Maximum QoS with `MaxQos`
+//!   if it sent one (publishes then go out at that QoS).
+//! - `SyncTime` can come in any phase after the first sync (an hourly re-sync, or at once
+//!   after a handshake failed for a date reason): run it beside the connection and report
+//!   `TimeSynced`, `TimeSyncFailed` or `TimeKissOfDeath`. The session refuses a time before
+//!   `Settings::clock_floor` or long after the device certificate's notAfter.
+//! - Say what the broker said when it can be told: `ServerDisconnected { code }` for its
+//!   DISCONNECT, `PublishRefused` for a PUBACK with a failure code, `ProtocolViolation`
+//!   after closing a connection on which the broker broke MQTT 5.
+//!
+//! # Layout
+//! - `mod.rs`: the state machine (phases, requests, connection, keep-alive);
+//! - [`io`](Event): the events in and the actions out; [`settings`](Settings): the board's
+//!   policy and the shared constants;
+//! - `clock`: which SNTP times are believed, and the re-sync; `publishing`: the cadence's
+//!   publishes and QoS 1 retransmits; `inflight`, `link`: their state;
+//! - [`hello`]: the `hello world #N` payload, made and read back; [`backoff`],
+//!   [`cadence`], [`time`]: the policies and the time types.
 
 pub mod backoff;
 pub mod cadence;
+mod clock;
+pub mod hello;
+mod inflight;
+mod io;
+mod link;
+mod publishing;
+mod settings;
 pub mod time;
 
 #[cfg(test)]
 mod tests;
 
-use core::fmt::Write as _;
-use core::net::IpAddr;
-
 use heapless::{String, Vec};
 
 pub use backoff::{Backoff, BackoffConfig, RandomSource};
 pub use cadence::{CadenceSchedule, Fire};
+pub use hello::{MAX_PAYLOAD, hello_payload, hello_seq};
+pub use inflight::MAX_IN_FLIGHT;
+pub use io::{Action, Event, Publish, Qos};
+pub use settings::{
+    CERT_EXPIRY_MARGIN, DEFAULT_CLOCK_FLOOR, DEFAULT_RESYNC, KISS_OF_DEATH_BACKOFF, Retransmit,
+    SESSION_EXPIRY_S, Settings, clock_floor,
+};
 pub use time::{Duration, Instant};
+
+use inflight::{InFlight, next_free_id};
+use link::{Link, dead_after};
 
 use crate::config::{DeviceConfig, MAX_HOST, MAX_TOPIC};
 use crate::log::{
-    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
-    HeapReport, ImplausibleTime, Line, LoadError, NetError, ProtocolViolation, ShutdownReason,
-    SkipReason, Stage, SubscribeError, TimeError,
+    ConfigFailure, ConnectError, ConnectFailure, DisconnectReason, FlashFile, ImplausibleTime,
+    Line, LoadError, NetError, SkipReason, Stage, SubscribeError, TimeError,
 };
-
-/// QoS 1 publishes that may wait for PUBACK at once; a slot that finds them all busy is
-/// skipped (logged) rather than queued, so memory stays fixed.
-pub const MAX_IN_FLIGHT: usize = 4;
-/// Longest publish payload: `{"message": "hello world #4294967295"}` is 39 bytes.
-pub const MAX_PAYLOAD: usize = 48;
-/// MQTT 5 Session Expiry Interval a driver asks for in CONNECT: AWS IoT Core's default limit
-/// for persistent sessions (1 h). With 0 the broker forgets the session on every disconnect,
-/// the client drops its unacknowledged QoS 1 publishes, and they go out again as new packets
-/// (new id, no DUP) instead of being replayed with their own id; a resumed session also gets
-/// the QoS 1 messages sent while the device was away.
-pub const SESSION_EXPIRY_S: u32 = 3600;
-/// The earliest wall clock any build of this firmware accepts from SNTP (2020-01-01):
-/// boards raise it to their build date ([`Settings::clock_floor`]).
-pub const DEFAULT_CLOCK_FLOOR: u64 = 1_577_836_800;
-/// How far past the device certificate's notAfter a time from SNTP may lie before it is
-/// refused as implausible (the certificate, not the server, could be the one that is
-/// wrong within this margin: the handshake then says `certificate-expired`).
-pub const CERT_EXPIRY_MARGIN: Duration = Duration::from_secs(30 * 86_400);
-/// The clock floor for a firmware built at `build_epoch` (Unix seconds as text, from the
-/// board's build script): a day before it, allowing for a build machine whose clock ran
-/// ahead; [`DEFAULT_CLOCK_FLOOR`] if the text is not a number or is older.
-pub fn clock_floor(build_epoch: &str) -> u64 {
-    build_epoch
-        .trim()
-        .parse::<u64>()
-        .map_or(DEFAULT_CLOCK_FLOOR, |t| t.saturating_sub(86_400))
-        .max(DEFAULT_CLOCK_FLOOR)
-}
-
-/// The shortest wait after an SNTP kiss-o'-death: RFC 4330 asks a client told `RATE` to
-/// poll less often; 64 s is NTP's minimum poll interval.
-pub const KISS_OF_DEATH_BACKOFF: Duration = Duration::from_secs(64);
-/// How often the clock is synced again while the device runs, unless the config says
-/// otherwise (`ntp.resync_s`).
-pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
-
-/// MQTT quality of service; QoS 2 is not supported by AWS IoT Core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Qos {
-    AtMostOnce,
-    AtLeastOnce,
-}
-
-impl Qos {
-    /// 0 or 1; anything else (rejected by config validation) is taken as 1.
-    pub const fn from_u8(q: u8) -> Self {
-        if q == 0 {
-            Qos::AtMostOnce
-        } else {
-            Qos::AtLeastOnce
-        }
-    }
-
-    pub const fn as_u8(self) -> u8 {
-        match self {
-            Qos::AtMostOnce => 0,
-            Qos::AtLeastOnce => 1,
-        }
-    }
-}
-
-/// Everything that is not in `/config.json`: who we are and the timing policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// Firmware version for the boot line.
-    pub firmware: &'static str,
-    /// Board name for the boot line (`virtual`, `esp32c3`).
-    pub board: &'static str,
-    /// Reconnect backoff (also used, separately counted, for boot-phase retries).
-    pub backoff: BackoffConfig,
-    /// A connection that stayed up this long resets the reconnect backoff.
-    pub stable_after: Duration,
-    /// Time allowed for TCP + TLS + CONNACK.
-    pub connect_timeout: Duration,
-    /// Time allowed for SUBACK.
-    pub subscribe_timeout: Duration,
-    /// Time allowed for the driver to load files, bring the network up, sync the clock.
-    pub request_timeout: Duration,
-    /// QoS 1 publishes without PUBACK are sent again (DUP, same id) after this long.
-    pub publish_retry: Duration,
-    /// How an unacknowledged QoS 1 publish is sent again.
-    pub retransmit: Retransmit,
-    /// Unix seconds: an SNTP time before this is refused (the board's build date).
-    pub clock_floor: u64,
-}
-
-/// How a QoS 1 publish left without PUBACK for `publish_retry` is sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retransmit {
-    /// Ask for a DUP PUBLISH with the same id on the live connection (MQTT 3.1.1 clients,
-    /// as Device Advisor's retry case expects).
-    OnLiveConnection,
-    /// Drop the connection (`puback-timeout`) and resend on reconnect: MQTT 5 forbids
-    /// resending on a live connection, and minimq replays its unacknowledged publishes
-    /// (DUP, same id) when the session resumes.
-    ByReconnect,
-}
-
-impl Settings {
-    pub const fn new(firmware: &'static str, board: &'static str) -> Self {
-        Self {
-            firmware,
-            board,
-            backoff: BackoffConfig {
-                base: Duration::from_secs(1),
-                cap: Duration::from_secs(60),
-                floor: Duration::from_millis(100),
-            },
-            stable_after: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(30),
-            subscribe_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            publish_retry: Duration::from_secs(5),
-            retransmit: Retransmit::OnLiveConnection,
-            clock_floor: DEFAULT_CLOCK_FLOOR,
-        }
-    }
-}
-
-/// What the driver reports. Each comes with `now` in [`Session::handle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// Power on: start the boot sequence.
-    Start,
-    /// A deadline passed (or the driver just wants the session to look at the time).
-    Tick,
-    ConfigLoaded(&'a DeviceConfig),
-    ConfigFailed(ConfigFailure),
-    /// Sizes of the DER files read; the bytes stay with the driver.
-    CredsLoaded {
-        cert: usize,
-        key: usize,
-        ca: usize,
-        source: CredSource,
-        /// The device certificate's notAfter (Unix seconds), to refuse an SNTP time far
-        /// beyond it.
-        cert_not_after: Option<u64>,
-    },
-    CredsFailed {
-        file: FlashFile,
-        error: LoadError,
-    },
-    NetUp {
-        local_addr: IpAddr,
-    },
-    NetDown(NetError),
-    /// Unix time in seconds from SNTP (checked for plausibility before it is used).
-    TimeSynced(u64),
-    TimeSyncFailed(TimeError),
-    /// The SNTP server answered with a kiss-o'-death carrying this code.
-    TimeKissOfDeath([u8; 4]),
-    /// CONNACK accepted.
-    Connected {
-        session_present: bool,
-        /// TCP + TLS + CONNACK time, if the driver measured it.
-        handshake_ms: Option<u32>,
-    },
-    ConnectFailed(ConnectFailure),
-    /// The CONNACK's Maximum QoS, when the broker sent one (right after `Connected`).
-    MaxQos(Qos),
-    /// SUBACK granted the subscription.
-    Subscribed,
-    SubscribeFailed(SubscribeError),
-    Disconnected(DisconnectReason),
-    /// The broker sent DISCONNECT with this MQTT 5 reason code; the connection is closed.
-    ServerDisconnected {
-        code: u8,
-    },
-    /// The broker broke MQTT 5; the driver has sent DISCONNECT with
-    /// [`ProtocolViolation::reason_code`] and closed the connection.
-    ProtocolViolation(ProtocolViolation),
-    Inbound {
-        topic: &'a str,
-        payload: &'a [u8],
-    },
-    /// The client sent publish `seq` with this packet id (when it differs from the
-    /// proposed one).
-    PublishSent {
-        seq: u32,
-        packet_id: u16,
-    },
-    /// PUBACK for this packet id.
-    PublishAcked(u16),
-    /// PUBACK for this packet id with a failure reason code (0x80 and up): the broker did
-    /// not take the message.
-    PublishRefused {
-        packet_id: u16,
-        code: u8,
-    },
-    /// Any other packet from the broker (PINGRESP…): proof the link is alive.
-    Received,
-    /// Heap and buffer figures to log.
-    Heap(HeapReport),
-    Shutdown(ShutdownReason),
-}
-
-/// One publish to put on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Publish<'a> {
-    pub topic: &'a str,
-    pub payload: &'a [u8],
-    pub qos: Qos,
-    /// The message's sequence number (`hello world #seq`).
-    pub seq: u32,
-    /// QoS 1: the packet id to use (proposed on the first send, the same on retries).
-    pub packet_id: Option<u16>,
-    /// A retransmission of an unacknowledged QoS 1 publish.
-    pub dup: bool,
-}
-
-/// What the session asks the driver to do, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action<'a> {
-    /// Print this line on the serial port.
-    Log(&'a Line),
-    /// Read and parse `/config.json`; answer `ConfigLoaded` or `ConfigFailed`.
-    LoadConfig,
-    /// Read the three DER files; answer `CredsLoaded` or `CredsFailed`.
-    LoadCredentials,
-    /// Bring the network up; answer `NetUp` or `NetDown`.
-    JoinNetwork,
-    /// Query SNTP; answer `TimeSynced` or `TimeSyncFailed`.
-    SyncTime,
-    /// Open TCP + TLS + MQTT; answer `Connected` or `ConnectFailed`.
-    Connect,
-    /// Answer `Subscribed` or `SubscribeFailed`.
-    Subscribe {
-        topic: &'a str,
-        qos: Qos,
-    },
-    Publish(Publish<'a>),
-    /// Send PINGREQ (clients that ping on their own may ignore this).
-    Ping,
-    /// Close the connection (no `Disconnected` event needed).
-    Disconnect,
-    /// Send `Tick` at this time unless another event comes first. Always the last action.
-    Sleep(Instant),
-}
 
 /// Which phase the session is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,23 +138,6 @@ struct Profile {
     qos: Qos,
     keepalive: Duration,
     resync: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct InFlight {
-    seq: u32,
-    packet_id: u16,
-    payload: String<MAX_PAYLOAD>,
-    sent_at: Instant,
-    sends: u32,
-}
-
-/// Link liveness while connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Link {
-    last_rx: Instant,
-    last_tx: Instant,
-    ping_sent: Option<Instant>,
 }
 
 type Out<'o> = dyn FnMut(Action<'_>) + 'o;
@@ -510,12 +284,6 @@ impl<R: RandomSource> Session<R> {
         next
     }
 
-    /// Whether a periodic re-sync may run now: only once the clock is in use (connecting
-    /// or connected). Before that, the time phase is the one syncing.
-    fn resync_active(&self) -> bool {
-        matches!(self.phase, Phase::Connect | Phase::Subscribe | Phase::Run)
-    }
-
     fn ping_due(&self, keepalive: Duration) -> Instant {
         self.link.last_rx.min(self.link.last_tx) + keepalive.mul_div(3, 4)
     }
@@ -544,12 +312,13 @@ impl<R: RandomSource> Session<R> {
         out(Action::Log(&line));
     }
 
-    fn t(now: Instant) -> u64 {
+    /// What a log line's uptime is: milliseconds since boot.
+    fn uptime_ms(now: Instant) -> u64 {
         now.as_millis()
     }
 
     fn on_event(&mut self, now: Instant, event: Event<'_>, out: &mut Out<'_>) {
-        let t = Self::t(now);
+        let t = Self::uptime_ms(now);
         match event {
             Event::Start => {
                 if self.phase == Phase::Idle {
@@ -815,41 +584,6 @@ impl<R: RandomSource> Session<R> {
         }
     }
 
-    /// Why a time from SNTP cannot be right, if it cannot.
-    fn implausible(&self, epoch: u64) -> Option<ImplausibleTime> {
-        if epoch < self.settings.clock_floor {
-            return Some(ImplausibleTime::BeforeBuild);
-        }
-        let margin = CERT_EXPIRY_MARGIN.as_millis() / 1000;
-        match self.cert_not_after {
-            Some(not_after) if epoch > not_after.saturating_add(margin) => {
-                Some(ImplausibleTime::AfterCertExpiry)
-            }
-            _ => None,
-        }
-    }
-
-    /// SNTP gave no usable time: retry after a backoff of at least `at_least`. In the
-    /// time phase that is the phase's retry; later, the clock in use stays and the re-sync
-    /// is retried on its own backoff.
-    fn time_failed(&mut self, now: Instant, at_least: Duration, out: &mut Out<'_>) {
-        if self.phase == Phase::Time {
-            self.schedule_retry_at_least(now, Stage::Time, at_least, out);
-        } else if matches!(self.resync, Request::Awaiting(_)) {
-            let delay = self.resync_retry.next_delay(&mut self.rng).max(at_least);
-            Self::log(
-                out,
-                Line::backoff(
-                    Self::t(now),
-                    Stage::Time,
-                    self.resync_retry.attempt(),
-                    delay.as_millis(),
-                ),
-            );
-            self.resync = Request::Due(now + delay);
-        }
-    }
-
     /// The broker ended the connection (or broke the protocol, and the driver closed it).
     fn closed_by_peer(&mut self, now: Instant, lost: Lost, out: &mut Out<'_>) {
         match self.phase {
@@ -876,7 +610,12 @@ impl<R: RandomSource> Session<R> {
         let delay = self.retry.next_delay(&mut self.rng).max(at_least);
         Self::log(
             out,
-            Line::backoff(Self::t(now), stage, self.retry.attempt(), delay.as_millis()),
+            Line::backoff(
+                Self::uptime_ms(now),
+                stage,
+                self.retry.attempt(),
+                delay.as_millis(),
+            ),
         );
         self.request = Request::Due(now + delay);
     }
@@ -886,7 +625,7 @@ impl<R: RandomSource> Session<R> {
         Self::log(
             out,
             Line::backoff(
-                Self::t(now),
+                Self::uptime_ms(now),
                 Stage::Mqtt,
                 self.reconnect.attempt(),
                 delay.as_millis(),
@@ -902,7 +641,7 @@ impl<R: RandomSource> Session<R> {
     }
 
     fn connect_failed(&mut self, now: Instant, failure: ConnectFailure, out: &mut Out<'_>) {
-        Self::log(out, Line::connect_failed(Self::t(now), failure));
+        Self::log(out, Line::connect_failed(Self::uptime_ms(now), failure));
         self.schedule_reconnect(now, out);
         // A certificate that looks expired or not yet valid may be a wrong clock: sync it
         // again before the next attempt (which still waits for its backoff).
@@ -919,7 +658,7 @@ impl<R: RandomSource> Session<R> {
         if let Some(p) = &self.profile {
             Self::log(
                 out,
-                Line::mqtt_subscribe_failed(Self::t(now), &p.sub_topic, error),
+                Line::mqtt_subscribe_failed(Self::uptime_ms(now), &p.sub_topic, error),
             );
         }
         out(Action::Disconnect);
@@ -938,7 +677,7 @@ impl<R: RandomSource> Session<R> {
             self.reconnect.reset();
         }
         self.link.ping_sent = None;
-        let t = Self::t(now);
+        let t = Self::uptime_ms(now);
         Self::log(
             out,
             match lost {
@@ -1003,32 +742,11 @@ impl<R: RandomSource> Session<R> {
                 if fire.skipped > 0 {
                     Self::log(
                         out,
-                        Line::publish_skipped(Self::t(now), fire.skipped, SkipReason::Late),
+                        Line::publish_skipped(Self::uptime_ms(now), fire.skipped, SkipReason::Late),
                     );
                 }
                 self.publish_next(now, out);
             }
-        }
-    }
-
-    /// The periodic clock re-sync: ask for it when due, retry it when it timed out.
-    fn service_resync(&mut self, now: Instant, out: &mut Out<'_>) {
-        if !self.resync_active() {
-            return;
-        }
-        match self.resync {
-            Request::Due(t) if now >= t => {
-                out(Action::SyncTime);
-                self.resync = Request::Awaiting(now + self.settings.request_timeout);
-            }
-            Request::Awaiting(t) if now >= t => {
-                Self::log(
-                    out,
-                    Line::time_sync_failed(Self::t(now), TimeError::Timeout),
-                );
-                self.time_failed(now, Duration::ZERO, out);
-            }
-            _ => {}
         }
     }
 
@@ -1053,7 +771,10 @@ impl<R: RandomSource> Session<R> {
             }
             Phase::Connect => {
                 if let Some(p) = &self.profile {
-                    Self::log(out, Line::mqtt_connecting(Self::t(now), &p.host, p.port));
+                    Self::log(
+                        out,
+                        Line::mqtt_connecting(Self::uptime_ms(now), &p.host, p.port),
+                    );
                 }
                 out(Action::Connect);
                 self.settings.connect_timeout
@@ -1078,7 +799,7 @@ impl<R: RandomSource> Session<R> {
 
     /// The driver did not answer the current request in time.
     fn timed_out(&mut self, now: Instant, out: &mut Out<'_>) {
-        let t = Self::t(now);
+        let t = Self::uptime_ms(now);
         match self.phase {
             Phase::Config => {
                 Self::log(
@@ -1107,84 +828,6 @@ impl<R: RandomSource> Session<R> {
             Phase::Idle | Phase::Run | Phase::Stopped => self.request = Request::None,
         }
     }
-
-    fn publish_next(&mut self, now: Instant, out: &mut Out<'_>) {
-        let Some(p) = &self.profile else { return };
-        let t = Self::t(now);
-        let qos = self.link_qos;
-        if qos == Qos::AtLeastOnce && self.in_flight.is_full() {
-            Self::log(out, Line::publish_skipped(t, 1, SkipReason::InFlightFull));
-            return;
-        }
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let mut payload: String<MAX_PAYLOAD> = String::new();
-        // Fits: at most 39 bytes (see MAX_PAYLOAD).
-        let _ = write!(payload, "{{\"message\": \"hello world #{seq}\"}}");
-        Self::log(out, Line::publish(t, &p.pub_topic, seq, payload.as_bytes()));
-        let packet_id = match qos {
-            Qos::AtMostOnce => None,
-            Qos::AtLeastOnce => {
-                let id = next_free_id(&mut self.next_packet_id, &self.in_flight);
-                let _ = self.in_flight.push(InFlight {
-                    seq,
-                    packet_id: id,
-                    payload: payload.clone(),
-                    sent_at: now,
-                    sends: 1,
-                });
-                Some(id)
-            }
-        };
-        out(Action::Publish(Publish {
-            topic: &p.pub_topic,
-            payload: payload.as_bytes(),
-            qos,
-            seq,
-            packet_id,
-            dup: false,
-        }));
-        self.link.last_tx = now;
-    }
-
-    fn retransmit_due(&mut self, now: Instant, out: &mut Out<'_>) {
-        let retry = self.settings.publish_retry;
-        self.retransmit(now, out, |f| now >= f.sent_at + retry);
-    }
-
-    fn retransmit_all(&mut self, now: Instant, out: &mut Out<'_>) {
-        self.retransmit(now, out, |_| true);
-    }
-
-    fn retransmit(&mut self, now: Instant, out: &mut Out<'_>, due: impl Fn(&InFlight) -> bool) {
-        let Some(p) = &self.profile else { return };
-        // A broker that allows only QoS 0 on this connection would refuse them; they wait
-        // for one that takes QoS 1.
-        if self.link_qos != Qos::AtLeastOnce {
-            return;
-        }
-        let mut sent = false;
-        for f in self.in_flight.iter_mut().filter(|f| due(f)) {
-            f.sends = f.sends.saturating_add(1);
-            f.sent_at = now;
-            Self::log(
-                out,
-                Line::publish_retry(Self::t(now), &p.pub_topic, f.seq, f.packet_id, f.sends),
-            );
-            out(Action::Publish(Publish {
-                topic: &p.pub_topic,
-                payload: f.payload.as_bytes(),
-                qos: Qos::AtLeastOnce,
-                seq: f.seq,
-                packet_id: Some(f.packet_id),
-                dup: true,
-            }));
-            sent = true;
-        }
-        if sent {
-            self.link.last_tx = now;
-        }
-    }
 }
 
 /// How a connection ended, for its `mqtt: disconnected` line.
@@ -1193,21 +836,4 @@ enum Lost {
     Reason(DisconnectReason),
     /// The broker's DISCONNECT with its reason code.
     ServerDisconnect(u8),
-}
-
-/// No traffic from the broker for this long means the link is dead: 1.5x keep-alive.
-fn dead_after(keepalive: Duration) -> Duration {
-    keepalive.mul_div(3, 2)
-}
-
-/// The next packet id (1..=65535) not used by an in-flight publish.
-fn next_free_id(next: &mut u16, in_flight: &[InFlight]) -> u16 {
-    loop {
-        let id = (*next).max(1);
-        *next = id.wrapping_add(1).max(1);
-        // At most MAX_IN_FLIGHT ids are taken, so this ends within a few rounds.
-        if !in_flight.iter().any(|f| f.packet_id == id) {
-            return id;
-        }
-    }
 }

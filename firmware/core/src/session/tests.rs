@@ -1,6 +1,9 @@
 use super::*;
 use crate::config::DeviceConfig;
-use crate::log::TlsError;
+use crate::log::{
+    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
+    LoadError, NetError, ProtocolViolation, ShutdownReason, SubscribeError, TimeError, TlsError,
+};
 use core::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use std::string::String;
