@@ -113,6 +113,9 @@ pub struct ImageArgs {
     /// SNTP server [default: pool.ntp.org:123; port 123 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
+    /// Seconds between clock re-syncs, 60..=86400 [default: 3600].
+    #[arg(long, value_name = "N")]
+    pub ntp_resync_s: Option<u32>,
     /// Image size in bytes, a multiple of 4096.
     #[arg(long, value_name = "BYTES", default_value_t = 65536)]
     pub size: usize,

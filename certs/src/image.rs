@@ -125,6 +125,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("endpoint.port", "--endpoint"),
     ("ntp.host", "--ntp"),
     ("ntp.port", "--ntp"),
+    ("ntp.resync_s", "--ntp-resync-s"),
     ("client_id", "--client-id"),
     ("pub_topic", "--pub-topic"),
     ("sub_topic", "--sub-topic"),
@@ -186,6 +187,10 @@ pub fn config_from_args(
         config.ntp.host = config::set_str("ntp.host", host).map_err(flag_err)?;
         config.ntp.port = port.unwrap_or(config::DEFAULT_NTP_PORT);
         from_flags.extend(["ntp.host", "ntp.port"]);
+    }
+    if let Some(resync) = args.ntp_resync_s {
+        config.ntp.resync_s = resync;
+        from_flags.push("ntp.resync_s");
     }
     if let Some(id) = &args.client_id {
         config.client_id = config::set_str("client_id", id).map_err(flag_err)?;

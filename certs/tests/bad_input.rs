@@ -395,6 +395,10 @@ fn image_config_errors_name_the_flag_or_field() {
         &["--keepalive-s", "between 30 and 1200"],
     );
     assert_bad_input(
+        &image(&["--ntp-resync-s", "30"]),
+        &["--ntp-resync-s", "ntp.resync_s", "between 60 and 86400"],
+    );
+    assert_bad_input(
         &image(&["--endpoint", "host:notaport"]),
         &["--endpoint", "invalid port"],
     );

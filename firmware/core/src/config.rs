@@ -9,7 +9,7 @@
 //! {
 //!   "wifi": { "ssid": "bench-ap", "password": "..." },
 //!   "endpoint": { "host": "xxxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com", "port": 8883 },
-//!   "ntp": { "host": "pool.ntp.org", "port": 123 },
+//!   "ntp": { "host": "pool.ntp.org", "port": 123, "resync_s": 3600 },
 //!   "client_id": "ESPthing",
 //!   "pub_topic": "outTopic",
 //!   "sub_topic": "inTopic",
@@ -47,6 +47,12 @@ pub const MAX_CONFIG_JSON: usize = 2048;
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 pub const DEFAULT_NTP_HOST: &str = "pool.ntp.org";
 pub const DEFAULT_NTP_PORT: u16 = 123;
+/// How often the device re-syncs its clock once synced, in seconds.
+pub const DEFAULT_NTP_RESYNC_S: u32 = 3600;
+/// Accepted `ntp.resync_s`: at least a minute (public NTP pools throttle faster
+/// clients), at most a day (a crystal drifts by seconds a day, enough to fail TLS
+/// validity checks near a certificate's edges).
+pub const NTP_RESYNC_RANGE_S: core::ops::RangeInclusive<u32> = 60..=86_400;
 pub const DEFAULT_PUB_TOPIC: &str = "outTopic";
 pub const DEFAULT_SUB_TOPIC: &str = "inTopic";
 pub const DEFAULT_PERIOD_MS: u32 = 2000;
@@ -80,13 +86,16 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// The SNTP server the device syncs its clock with.
+/// The SNTP server the device syncs its clock with, and how often it re-syncs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NtpServer {
     pub host: String<MAX_HOST>,
     #[serde(default = "default_ntp_port")]
     pub port: u16,
+    /// Seconds between clock re-syncs once the clock is set.
+    #[serde(default = "default_ntp_resync_s")]
+    pub resync_s: u32,
 }
 
 impl Default for NtpServer {
@@ -94,6 +103,7 @@ impl Default for NtpServer {
         Self {
             host: bounded(DEFAULT_NTP_HOST),
             port: DEFAULT_NTP_PORT,
+            resync_s: DEFAULT_NTP_RESYNC_S,
         }
     }
 }
@@ -125,6 +135,9 @@ fn default_mqtt_port() -> u16 {
 }
 fn default_ntp_port() -> u16 {
     DEFAULT_NTP_PORT
+}
+fn default_ntp_resync_s() -> u32 {
+    DEFAULT_NTP_RESYNC_S
 }
 fn default_pub_topic() -> String<MAX_TOPIC> {
     bounded(DEFAULT_PUB_TOPIC)
@@ -244,6 +257,12 @@ impl DeviceConfig {
         topic("sub_topic", &self.sub_topic, true)?;
         range("endpoint.port", self.endpoint.port.into(), 1, 65535)?;
         range("ntp.port", self.ntp.port.into(), 1, 65535)?;
+        range(
+            "ntp.resync_s",
+            self.ntp.resync_s,
+            *NTP_RESYNC_RANGE_S.start(),
+            *NTP_RESYNC_RANGE_S.end(),
+        )?;
         range("period_ms", self.period_ms, 100, 3_600_000)?;
         range(
             "keepalive_s",

@@ -23,6 +23,24 @@ fn minimal_config_takes_tutorial_defaults() {
     assert_eq!(c.sub_topic.as_str(), "inTopic");
     assert_eq!(c.period_ms, 2000);
     assert_eq!(c.ntp.port, 123);
+    assert_eq!(c.ntp.resync_s, 3600);
+}
+
+#[test]
+fn ntp_resync_period_is_read_and_held_to_its_range() {
+    let c = DeviceConfig::from_json(
+        br#"{"endpoint":{"host":"h"},"client_id":"c","ntp":{"host":"n","resync_s":600}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.ntp.resync_s, 600);
+    for bad in ["59", "86401", "0"] {
+        let json = format!(
+            r#"{{"endpoint":{{"host":"h"}},"client_id":"c","ntp":{{"host":"n","resync_s":{bad}}}}}"#
+        );
+        let e = DeviceConfig::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(e.field, "ntp.resync_s", "{bad}");
+        assert_eq!(e.to_string(), "ntp.resync_s: must be between 60 and 86400");
+    }
 }
 
 #[test]
