@@ -550,7 +550,7 @@ impl<R: RandomSource> Session<R> {
             sub_topic: config.sub_topic.clone(),
             qos: Qos::from_u8(config.qos),
             keepalive: Duration::from_secs(config.keepalive_s.max(1).into()),
-            resync: DEFAULT_RESYNC,
+            resync: Duration::from_secs(config.ntp.resync_s.into()),
         });
         // The grid is anchored on the first subscribe, so a new period applies cleanly.
         if !self.cadence.is_started() {

@@ -34,7 +34,8 @@ pub fn clock_floor(build_epoch: &str) -> u64 {
 pub const KISS_OF_DEATH_BACKOFF: Duration = Duration::from_secs(64);
 /// How often the clock is synced again while the device runs, unless the config says
 /// otherwise (`ntp.resync_s`).
-pub const DEFAULT_RESYNC: Duration = Duration::from_secs(3600);
+pub const DEFAULT_RESYNC: Duration =
+    Duration::from_secs(crate::config::DEFAULT_NTP_RESYNC_S as u64);
 
 /// Everything that is not in `/config.json`: who we are and the timing policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1223,3 +1223,18 @@ fn the_clock_floor_is_a_day_before_the_build_and_never_before_2020() {
     assert_eq!(clock_floor("12"), DEFAULT_CLOCK_FLOOR);
     assert_eq!(clock_floor("not a number"), DEFAULT_CLOCK_FLOOR);
 }
+
+#[test]
+fn the_resync_period_comes_from_the_config() {
+    let mut rig = Rig::new(Rng(34), 0);
+    rig.config.ntp.resync_s = 600;
+    rig.boot();
+    rig.connect();
+    let synced_at = rig.now;
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(
+        (synced_at + 600_000..synced_at + 602_001).contains(&rig.now),
+        "re-synced at {} ms, synced at {synced_at} ms",
+        rig.now
+    );
+}
