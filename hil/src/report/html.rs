@@ -84,6 +84,8 @@ pub struct IntervalScale {
     pub plot_height: f64,
     pub min_ms: f64,
     pub max_ms: f64,
+    /// Between labelled ticks on the y axis (1-2-5 steps).
+    pub step: f64,
     pub count: usize,
 }
 
@@ -99,10 +101,11 @@ impl IntervalScale {
             min_ms = min_ms.min(v);
             max_ms = max_ms.max(v);
         }
-        // Round outwards to 100 ms so the axis labels are round numbers.
-        let min_ms = (min_ms / 100.0).floor() * 100.0;
-        let max_ms = (max_ms / 100.0).ceil() * 100.0;
-        let (width, height, left, top) = (720.0, 260.0, 60.0, 16.0);
+        // Round outwards to the tick step so the axis starts and ends on a label.
+        let step = nice_step(max_ms - min_ms, MAX_TICKS);
+        let min_ms = (min_ms / step).floor() * step;
+        let max_ms = (max_ms / step).ceil() * step;
+        let (width, height, left, top) = (720.0, 280.0, 64.0, 30.0);
         Self {
             width,
             height,
@@ -112,6 +115,7 @@ impl IntervalScale {
             plot_height: height - top - 40.0,
             min_ms,
             max_ms,
+            step,
             count,
         }
     }
@@ -128,6 +132,27 @@ impl IntervalScale {
         self.top + self.plot_height * (self.max_ms - ms) / span
     }
 }
+
+/// A round tick step (1, 2 or 5 times a power of ten) that cuts `span` into at most
+/// `max_ticks` intervals, as plotting libraries choose them.
+pub fn nice_step(span: f64, max_ticks: usize) -> f64 {
+    let raw = (span / max_ticks.max(1) as f64).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|step| *step >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// The ticks of a `step` grid from `lo` to `hi` (both multiples of `step`).
+fn ticks(lo: f64, hi: f64, step: f64) -> impl Iterator<Item = f64> {
+    let n = ((hi - lo) / step).round().max(0.0) as usize;
+    (0..=n).map(move |i| lo + step * i as f64)
+}
+
+/// Most labelled ticks on an axis.
+const MAX_TICKS: usize = 6;
 
 fn within_tolerance(ms: f64) -> bool {
     (ms - TARGET_MS).abs() <= TOLERANCE_MS
@@ -147,9 +172,10 @@ pub fn interval_svg(intervals: &Intervals) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="publish intervals">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="publish intervals"><text class="title" x="{tx}" y="16">Publish intervals (ms)</text>"#,
         w = s.width,
-        h = s.height
+        h = s.height,
+        tx = s.left,
     );
     let band_top = s.y(TARGET_MS + TOLERANCE_MS);
     let band_bottom = s.y(TARGET_MS - TOLERANCE_MS);
@@ -161,27 +187,17 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         pw = s.plot_width,
         bh = band_bottom - band_top
     );
-    // Horizontal grid every 100 ms (labelled every 500 ms or at the band's edges).
-    let mut ms = s.min_ms;
-    while ms <= s.max_ms + 0.5 {
+    // One labelled grid line per tick (1-2-5 steps, at most MAX_TICKS intervals).
+    for ms in ticks(s.min_ms, s.max_ms, s.step) {
         let y = s.y(ms);
-        let major = (ms % 500.0).abs() < 0.5;
         let _ = write!(
             svg,
-            r#"<line class="{class}" x1="{x1}" y1="{y:.1}" x2="{x2}" y2="{y:.1}"/>"#,
-            class = if major { "grid major" } else { "grid" },
+            r#"<line class="grid major" x1="{x1}" y1="{y:.1}" x2="{x2}" y2="{y:.1}"/><text class="axis" x="{x}" y="{ty:.1}" text-anchor="end">{ms} ms</text>"#,
             x1 = s.left,
             x2 = s.left + s.plot_width,
+            x = s.left - 6.0,
+            ty = y + 4.0,
         );
-        if major {
-            let _ = write!(
-                svg,
-                r#"<text class="axis" x="{x}" y="{ty:.1}" text-anchor="end">{ms}</text>"#,
-                x = s.left - 6.0,
-                ty = y + 4.0,
-            );
-        }
-        ms += 100.0;
     }
     let target = s.y(TARGET_MS);
     let _ = write!(
@@ -332,19 +348,13 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
     );
     let _ = write!(
         svg,
-        r#"<line class="grid major" x1="{left}" y1="{mid}" x2="{x2}" y2="{mid}"/>"#,
+        r#"<text class="title" x="{left}" y="12">Connection timeline (s since the first serial line)</text><line class="grid major" x1="{left}" y1="{mid}" x2="{x2}" y2="{mid}"/>"#,
         x2 = left + plot
     );
-    // Round ticks, at most about ten of them.
-    let step = [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-    ]
-    .into_iter()
-    .find(|step| end / step <= 10.0)
-    .unwrap_or(600.0);
+    // Round ticks (1-2-5 steps), at most MAX_TICKS intervals.
+    let step = nice_step(end, MAX_TICKS);
     let decimals = if step < 1.0 { 1 } else { 0 };
-    let mut t: f64 = 0.0;
-    while t <= end + 1e-9 {
+    for t in ticks(0.0, (end / step).floor() * step, step) {
         let _ = write!(
             svg,
             r#"<line class="grid" x1="{tx:.1}" y1="{y1}" x2="{tx:.1}" y2="{y2}"/><text class="axis" x="{tx:.1}" y="62" text-anchor="middle">{t:.decimals$} s</text>"#,
@@ -352,7 +362,6 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
             y1 = mid - 14.0,
             y2 = mid + 14.0,
         );
-        t += step;
     }
     for event in events {
         let at = event.at.as_secs_f64();
@@ -423,7 +432,10 @@ svg .grid { stroke: #eee; stroke-width: 1; } svg .grid.major { stroke: #ccc; }
 svg .target { stroke: #176c2b; stroke-width: 1.5; stroke-dasharray: 6 3; }
 svg .axis { font: 11px system-ui, sans-serif; fill: #555; }
 svg circle.device { fill: #1f5fbf; } svg rect.broker { fill: none; stroke: #8a4baf; stroke-width: 1.5; }
-svg .out { fill: #b00020; stroke: #b00020; } svg rect.broker.out { fill: none; }
+svg .title { font: bold 12px system-ui, sans-serif; fill: #333; }
+/* Out of the band is red, whatever the marker: these selectors outrank the per-marker
+   colours above (a plain `.out` would lose to `circle.device`). */
+svg circle.device.out { fill: #d0021b; } svg rect.broker.out { fill: none; stroke: #d0021b; }
 svg circle.connected { fill: #176c2b; } svg circle.disconnected { fill: #e08a00; }
 svg rect.backoff { fill: #999; } svg path.handshake-failed { stroke: #b00020; stroke-width: 2.5; }
 svg line.boot { stroke: #1f5fbf; stroke-width: 2; }
@@ -657,11 +669,11 @@ mod tests {
         assert_eq!(count(&svg, "<circle class=\"device\""), 2, "{svg}");
         assert_eq!(count(&svg, "<circle class=\"device out\""), 1, "{svg}");
         assert_eq!(count(&svg, "<rect class=\"broker\""), 1, "{svg}");
-        // 2300 ms stretches the default 1550..2450 range to 1500..2500 after rounding.
+        // The default 1550..2450 range, rounded out to its 200 ms tick step.
         let s = IntervalScale::new(3, intervals.device_ms.iter().copied());
-        assert_eq!((s.min_ms, s.max_ms), (1500.0, 2500.0));
-        assert_eq!(s.y(2500.0), s.top);
-        assert_eq!(s.y(1500.0), s.top + s.plot_height);
+        assert_eq!((s.min_ms, s.max_ms, s.step), (1400.0, 2600.0, 200.0));
+        assert_eq!(s.y(2600.0), s.top);
+        assert_eq!(s.y(1400.0), s.top + s.plot_height);
         assert_eq!(s.y(2000.0), s.top + s.plot_height / 2.0);
         // The on-target point sits exactly on the target line.
         let target_y = format!("y1=\"{:.1}\"", s.y(2000.0));
@@ -800,10 +812,51 @@ mod tests {
         assert_eq!(count(&svg, "class=\"handshake-failed\""), 1);
         assert_eq!(count(&svg, "class=\"connect-failed\""), 1);
         assert_eq!(count(&svg, "class=\"publish\""), 1);
-        // 10 s: a tick every 1 s, 0 s to 10 s.
-        assert_eq!(count(&svg, " s</text>"), 11, "{svg}");
+        // 10 s: a tick every 2 s, 0 s to 10 s.
+        assert_eq!(count(&svg, " s</text>"), 6, "{svg}");
         // 10 s over a 644 px wide plot: the 0.734 s bar is 47.3 px wide.
         assert!(svg.contains("width=\"47.3\""), "{svg}");
         assert_well_formed(&svg);
+    }
+
+    #[test]
+    fn ticks_are_round_and_few_whatever_the_range() {
+        assert_eq!(nice_step(900.0, 6), 200.0);
+        assert_eq!(nice_step(10.0, 6), 2.0);
+        assert_eq!(nice_step(43_000.0, 6), 10_000.0);
+        assert_eq!(nice_step(0.3, 6), 0.05);
+        // dead-link: a 43 s interval among 2 s ones.
+        let intervals = Intervals {
+            device_ms: vec![2000.0, 2001.0, 43_012.0, 1999.0],
+            broker_ms: vec![2000.0, 43_020.0],
+        };
+        let svg = interval_svg(&intervals);
+        let labels = count(&svg, " ms</text>");
+        assert!(
+            (2..=MAX_TICKS + 1).contains(&labels),
+            "{labels} labels: {svg}"
+        );
+        assert_eq!(count(&svg, "<line class=\"grid"), labels, "{svg}");
+        // Long timelines too.
+        let events = [TimelineEvent {
+            at: Duration::from_secs(300),
+            kind: TimelineKind::Publish,
+            detail: String::new(),
+        }];
+        let svg = timeline_svg(&events, Duration::from_secs(301));
+        assert!(count(&svg, " s</text>") <= MAX_TICKS + 1, "{svg}");
+    }
+
+    #[test]
+    fn an_out_of_band_point_is_drawn_red_whatever_its_marker() {
+        // The rule for out-of-band markers must outrank the markers' own colours: same
+        // element and class plus `.out`, and later in the sheet.
+        let device = STYLE.find("svg circle.device {").unwrap();
+        let device_out = STYLE.find("svg circle.device.out {").unwrap();
+        assert!(device_out > device);
+        let broker = STYLE.find("svg rect.broker {").unwrap();
+        let broker_out = STYLE.find("svg rect.broker.out {").unwrap();
+        assert!(broker_out > broker);
+        assert!(STYLE[device_out..].starts_with("svg circle.device.out { fill: #d0021b; }"));
     }
 }
