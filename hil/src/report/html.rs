@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::RunInfo;
 use crate::runner::ScenarioReport;
 use crate::serial::SerialLine;
 
@@ -414,9 +415,10 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
 }
 
 const STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1000px; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; }
+table { border-collapse: collapse; width: 100%; }
+.run { color: #444; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.pass { color: #176c2b; font-weight: bold; }
@@ -471,7 +473,7 @@ fn log_text(log: &[SerialLine]) -> String {
 }
 
 /// The whole page.
-pub fn render(reports: &[ScenarioReport]) -> String {
+pub fn render(reports: &[ScenarioReport], info: &RunInfo) -> String {
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let mut page =
@@ -479,6 +481,7 @@ pub fn render(reports: &[ScenarioReport]) -> String {
     page.push_str("<title>hil report</title>\n<style>");
     page.push_str(STYLE);
     page.push_str("</style>\n</head>\n<body>\n<h1>hil report</h1>\n");
+    let _ = writeln!(page, "<p class=\"run\">{}</p>", escape(&info.describe()));
     let _ = writeln!(
         page,
         "<p>{} scenario(s): {} passed, {failed} failed, {skipped} skipped.</p>",
@@ -562,6 +565,18 @@ mod tests {
     use super::*;
     use crate::serial::SerialText;
 
+    fn render_test(reports: &[ScenarioReport]) -> String {
+        let info = RunInfo {
+            started: SystemTime::UNIX_EPOCH,
+            commit: None,
+            board: "virtual".into(),
+            target: "mock".into(),
+            host: "test".into(),
+            firmware: None,
+        };
+        render(reports, &info)
+    }
+
     /// A serial line read `ms` after `base`.
     fn line(base: Instant, ms: u64, text: &str) -> SerialLine {
         let parsed = text
@@ -634,7 +649,7 @@ mod tests {
     fn hostile_log_text_and_failure_messages_are_escaped() {
         let base = Instant::now();
         let hostile = "<script>alert('x')</script> & \u{1b}[31m";
-        let page = render(&[report(
+        let page = render_test(&[report(
             Err(format!("expected 2000 ms, saw {hostile}")),
             vec![line(base, 0, hostile)],
         )]);
@@ -719,7 +734,7 @@ mod tests {
     #[test]
     fn scenarios_without_publishes_or_lines_still_render() {
         let base = Instant::now();
-        let page = render(&[
+        let page = render_test(&[
             report(Err("no line at all".into()), Vec::new()),
             report(
                 Ok("refused".into()),
@@ -745,7 +760,7 @@ mod tests {
     fn a_skipped_scenario_shows_its_reason_and_counts_as_skipped() {
         let mut skipped = report(Ok("skipped: needs <faults>".into()), Vec::new());
         skipped.skipped = Some("needs <faults>".into());
-        let page = render(&[skipped]);
+        let page = render_test(&[skipped]);
         assert!(
             page.contains("<td class=\"skip\">skipped</td><td>needs &lt;faults&gt;</td>"),
             "{page}"
