@@ -327,6 +327,7 @@ mod tests {
             log: Vec::new(),
             full_log: Vec::new(),
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: None,
         }
     }

@@ -33,8 +33,11 @@ pub struct ScenarioReport {
     /// it counts as no failure).
     pub skipped: Option<String>,
     /// When the broker received each publish of the scenario's client id (lifecycle
-    /// topics excluded), in order: the broker's side of the interval plot.
+    /// topics and retransmissions excluded), in order: the broker's side of the interval
+    /// plot.
     pub broker_publishes: Vec<Instant>,
+    /// Retransmissions (DUP) the broker received: replays, not cadence slots.
+    pub broker_replays: Vec<Instant>,
 }
 
 impl ScenarioReport {
@@ -53,6 +56,7 @@ impl ScenarioReport {
             log: Vec::new(),
             full_log: Vec::new(),
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: Some(why.to_string()),
         }
     }
@@ -135,13 +139,17 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
     };
     let full_log = run.log();
     let result = note_dropped_lines(result, dropped_lines(&full_log));
-    let mut broker_publishes = Vec::new();
+    let (mut broker_publishes, mut broker_replays) = (Vec::new(), Vec::new());
     while let Some(event) = observer.try_next() {
         if let Event::Publish(publish) = event
             && publish.publisher == Publisher::Client(run.client_id.clone())
             && !publish.topic.starts_with("$aws/")
         {
-            broker_publishes.push(publish.received_at);
+            if publish.dup {
+                broker_replays.push(publish.received_at);
+            } else {
+                broker_publishes.push(publish.received_at);
+            }
         }
     }
     ScenarioReport {
@@ -153,6 +161,7 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
         full_log,
         skipped: None,
         broker_publishes,
+        broker_replays,
     }
 }
 

@@ -36,19 +36,54 @@ fn intervals(times: &[Option<Instant>]) -> Vec<f64> {
         .collect()
 }
 
-/// Host read times of the device's `publish:` lines; a `boot:` line (the device was
-/// started again) breaks the sequence.
+/// Host read times of the device's `publish:` lines (new publishes, not `publish:
+/// retry`, `skipped` or `refused`); a `boot:` line (the device was started again) breaks
+/// the sequence.
 fn device_publish_times(log: &[SerialLine]) -> Vec<Option<Instant>> {
     let mut times = Vec::new();
     for serial in log {
         let Some(line) = serial.line() else { continue };
-        match line.tag() {
-            "publish" => times.push(Some(serial.at)),
-            "boot" if !times.is_empty() => times.push(None),
+        match (line.tag(), line.message()) {
+            ("publish", "") => times.push(Some(serial.at)),
+            ("boot", _) if !times.is_empty() => times.push(None),
             _ => {}
         }
     }
     times
+}
+
+/// Host read times of the device's `mqtt: disconnected` lines.
+fn disconnect_times(log: &[SerialLine]) -> Vec<Instant> {
+    log.iter()
+        .filter(|s| {
+            s.line()
+                .is_some_and(|l| l.tag() == "mqtt" && l.message() == "disconnected")
+        })
+        .map(|s| s.at)
+        .collect()
+}
+
+/// For each interval between consecutive `times`, whether it is an expected gap rather
+/// than a cadence error: the device lost its connection within it (an outage the
+/// scenario made), or it is the catch-up after such an outage (the drift-free cadence
+/// publishes once on reconnect, then goes back to its grid, so the next interval is
+/// shorter than a period).
+fn expected_gaps(times: &[Option<Instant>], disconnects: &[Instant]) -> Vec<bool> {
+    let mut gaps: Vec<bool> = times
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [Some(a), Some(b)] => Some(disconnects.iter().any(|d| d > a && d < b)),
+            _ => None,
+        })
+        .collect();
+    let ms = intervals(times);
+    let across: Vec<bool> = gaps.clone();
+    for i in 1..gaps.len() {
+        if across[i - 1] && !across[i] && ms.get(i).is_some_and(|ms| *ms < TARGET_MS) {
+            gaps[i] = true;
+        }
+    }
+    gaps
 }
 
 /// The publish intervals of one scenario, as the device logged them and as the broker
@@ -57,15 +92,23 @@ fn device_publish_times(log: &[SerialLine]) -> Vec<Option<Instant>> {
 pub struct Intervals {
     pub device_ms: Vec<f64>,
     pub broker_ms: Vec<f64>,
+    /// Per device interval: it spans a disconnect (drawn as a gap, not an error).
+    pub device_gap: Vec<bool>,
+    /// Per broker interval: the same, by host time.
+    pub broker_gap: Vec<bool>,
 }
 
 impl Intervals {
     pub fn of(report: &ScenarioReport) -> Self {
         let broker: Vec<Option<Instant>> =
             report.broker_publishes.iter().copied().map(Some).collect();
+        let device = device_publish_times(&report.full_log);
+        let disconnects = disconnect_times(&report.full_log);
         Self {
-            device_ms: intervals(&device_publish_times(&report.full_log)),
+            device_ms: intervals(&device),
             broker_ms: intervals(&broker),
+            device_gap: expected_gaps(&device, &disconnects),
+            broker_gap: expected_gaps(&broker, &disconnects),
         }
     }
 
@@ -207,8 +250,11 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         x1 = s.left,
         x2 = s.left + s.plot_width,
     );
+    let gap = |gaps: &[bool], i: usize| gaps.get(i).copied().unwrap_or(false);
     for (i, ms) in intervals.broker_ms.iter().enumerate() {
-        let class = if within_tolerance(*ms) {
+        let class = if gap(&intervals.broker_gap, i) {
+            "broker gap"
+        } else if within_tolerance(*ms) {
             "broker"
         } else {
             "broker out"
@@ -222,7 +268,9 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         );
     }
     for (i, ms) in intervals.device_ms.iter().enumerate() {
-        let class = if within_tolerance(*ms) {
+        let class = if gap(&intervals.device_gap, i) {
+            "device gap"
+        } else if within_tolerance(*ms) {
             "device"
         } else {
             "device out"
@@ -233,6 +281,23 @@ pub fn interval_svg(intervals: &Intervals) -> String {
             x = s.x(i),
             y = s.y(*ms),
             n = i + 1,
+        );
+    }
+    // Name each expected gap once, above its markers.
+    let gaps =
+        (0..count).filter(|&i| gap(&intervals.device_gap, i) || gap(&intervals.broker_gap, i));
+    for i in gaps {
+        let ms = intervals
+            .device_ms
+            .get(i)
+            .into_iter()
+            .chain(intervals.broker_ms.get(i))
+            .fold(f64::MIN, |a, b| a.max(*b));
+        let _ = write!(
+            svg,
+            r#"<text class="gap-note" x="{x:.1}" y="{y:.1}" text-anchor="middle">reconnect</text>"#,
+            x = s.x(i),
+            y = (s.y(ms) - 8.0).max(s.top + 8.0),
         );
     }
     let axis_y = s.top + s.plot_height;
@@ -271,6 +336,9 @@ pub enum TimelineKind {
     ConnectFailed,
     /// A publish: a small tick, so cadence reads against the connection state.
     Publish,
+    /// SNTP failed or gave a time the device refused.
+    TimeSyncFailed,
+    TimeSynced,
 }
 
 impl TimelineKind {
@@ -283,6 +351,8 @@ impl TimelineKind {
             Self::HandshakeFailed => "handshake-failed",
             Self::ConnectFailed => "connect-failed",
             Self::Publish => "publish",
+            Self::TimeSyncFailed => "time-failed",
+            Self::TimeSynced => "time-synced",
         }
     }
 }
@@ -304,7 +374,9 @@ pub fn timeline(log: &[SerialLine]) -> Vec<TimelineEvent> {
             )),
             ("tls", "handshake failed") => TimelineKind::HandshakeFailed,
             ("mqtt", "connect failed") => TimelineKind::ConnectFailed,
-            ("publish", _) => TimelineKind::Publish,
+            ("publish", "") => TimelineKind::Publish,
+            ("time", "sync failed" | "implausible") => TimelineKind::TimeSyncFailed,
+            ("time", "synced") => TimelineKind::TimeSynced,
             _ => continue,
         };
         let detail = line
@@ -312,7 +384,14 @@ pub fn timeline(log: &[SerialLine]) -> Vec<TimelineEvent> {
             .filter(|(key, _)| {
                 matches!(
                     *key,
-                    "reason" | "error" | "attempt" | "delay_ms" | "session" | "seq"
+                    "reason"
+                        | "error"
+                        | "attempt"
+                        | "delay_ms"
+                        | "session"
+                        | "seq"
+                        | "epoch"
+                        | "code"
                 )
             })
             .map(|(key, value)| format!("{key}={value}"))
@@ -340,6 +419,10 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
         .fold(span, Duration::max)
         .as_secs_f64()
         .max(1.0);
+    // Round ticks (1-2-5 steps), at most MAX_TICKS intervals; the axis ends on a tick, so
+    // every marker and backoff bar lies within it.
+    let step = nice_step(end, MAX_TICKS);
+    let end = (end / step - 1e-9).ceil() * step;
     let x = |t: f64| left + plot * t / end;
     let mid = 28.0;
     let mut svg = String::new();
@@ -352,10 +435,8 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
         r#"<text class="title" x="{left}" y="12">Connection timeline (s since the first serial line)</text><line class="grid major" x1="{left}" y1="{mid}" x2="{x2}" y2="{mid}"/>"#,
         x2 = left + plot
     );
-    // Round ticks (1-2-5 steps), at most MAX_TICKS intervals.
-    let step = nice_step(end, MAX_TICKS);
     let decimals = if step < 1.0 { 1 } else { 0 };
-    for t in ticks(0.0, (end / step).floor() * step, step) {
+    for t in ticks(0.0, end, step) {
         let _ = write!(
             svg,
             r#"<line class="grid" x1="{tx:.1}" y1="{y1}" x2="{tx:.1}" y2="{y2}"/><text class="axis" x="{tx:.1}" y="62" text-anchor="middle">{t:.decimals$} s</text>"#,
@@ -393,6 +474,12 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
                 bx = x(at),
                 y1 = mid - 14.0,
                 y2 = mid + 14.0,
+            ),
+            TimelineKind::TimeSyncFailed | TimelineKind::TimeSynced => write!(
+                svg,
+                r#"<path class="{class}" d="M{a:.1},{b:.1}l5,5l-5,5l-5,-5z">{title}</path>"#,
+                a = x(at),
+                b = mid + 4.0,
             ),
             TimelineKind::Publish => write!(
                 svg,
@@ -438,11 +525,16 @@ svg .title { font: bold 12px system-ui, sans-serif; fill: #333; }
 /* Out of the band is red, whatever the marker: these selectors outrank the per-marker
    colours above (a plain `.out` would lose to `circle.device`). */
 svg circle.device.out { fill: #d0021b; } svg rect.broker.out { fill: none; stroke: #d0021b; }
+/* An interval across a disconnect the scenario caused: expected, so grey and named. */
+svg circle.device.gap { fill: #fff; stroke: #888; stroke-width: 1.5; }
+svg rect.broker.gap { fill: none; stroke: #888; stroke-dasharray: 2 1; }
+svg .gap-note { font: 10px system-ui, sans-serif; fill: #666; }
 svg circle.connected { fill: #176c2b; } svg circle.disconnected { fill: #e08a00; }
 svg rect.backoff { fill: #999; } svg path.handshake-failed { stroke: #b00020; stroke-width: 2.5; }
 svg line.boot { stroke: #1f5fbf; stroke-width: 2; }
 svg circle.connect-failed { fill: #fff; stroke: #b00020; stroke-width: 2; }
 svg line.publish { stroke: #1f5fbf; stroke-width: 1; }
+svg path.time-failed { fill: #e08a00; } svg path.time-synced { fill: #176c2b; }
 h2 span.pass { color: #176c2b; } h2 span.fail { color: #b00020; }
 "#;
 
@@ -504,10 +596,12 @@ pub fn render(reports: &[ScenarioReport], info: &RunInfo) -> String {
     page.push_str("</table>\n");
     page.push_str(
         "<p class=\"legend note\"><span>● device-logged interval</span><span>□ broker-observed interval</span>\
-         <span>green band: 2000 ± 150 ms</span><span>red: outside the band</span></p>\n\
+         <span>green band: 2000 ± 150 ms</span><span>red: outside the band</span>\
+         <span>○ grey, \"reconnect\": spans a disconnect (expected gap)</span></p>\n\
          <p class=\"legend note\"><span>timeline: ● green connected</span><span>● orange disconnected</span>\
          <span>grey bar: backoff</span><span>✕ red: TLS handshake failed</span><span>○ red: connect failed</span>\
-         <span>blue bar: boot</span><span>blue tick: publish</span></p>\n",
+         <span>blue bar: boot</span><span>blue tick: publish</span>\
+         <span>◆ orange: clock sync failed or refused</span><span>◆ green: clock synced</span></p>\n",
     );
     for r in reports {
         let (class, word, _) = result_cells(r);
@@ -528,9 +622,15 @@ pub fn render(reports: &[ScenarioReport], info: &RunInfo) -> String {
         } else {
             let _ = writeln!(
                 page,
-                "<p class=\"note\">Publish intervals: {} from the device log, {} at the broker.</p>",
+                "<p class=\"note\">Publish intervals: {} from the device log, {} at the broker{}.</p>",
                 intervals.device_ms.len(),
-                intervals.broker_ms.len()
+                intervals.broker_ms.len(),
+                match r.broker_replays.len() {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} retransmission(s) (DUP) at the broker, replays rather than cadence slots"
+                    ),
+                }
             );
             page.push_str(&interval_svg(&intervals));
             page.push('\n');
@@ -607,6 +707,7 @@ mod tests {
             log: Vec::new(),
             full_log,
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: None,
         }
     }
@@ -844,6 +945,7 @@ mod tests {
         let intervals = Intervals {
             device_ms: vec![2000.0, 2001.0, 43_012.0, 1999.0],
             broker_ms: vec![2000.0, 43_020.0],
+            ..Intervals::default()
         };
         let svg = interval_svg(&intervals);
         let labels = count(&svg, " ms</text>");
@@ -873,5 +975,53 @@ mod tests {
         let broker_out = STYLE.find("svg rect.broker.out {").unwrap();
         assert!(broker_out > broker);
         assert!(STYLE[device_out..].starts_with("svg circle.device.out { fill: #d0021b; }"));
+    }
+
+    #[test]
+    fn an_interval_across_a_disconnect_is_an_expected_gap_not_an_error() {
+        let base = Instant::now();
+        let log = vec![
+            publish(base, 1000, 1),
+            publish(base, 3000, 2),
+            line(
+                base,
+                3500,
+                "W (    3500) mqtt: disconnected reason=peer-closed",
+            ),
+            line(
+                base,
+                3600,
+                "W (    3600) publish: retry topic=t seq=2 id=1 attempt=2",
+            ),
+            publish(base, 6000, 3),
+            publish(base, 8000, 4),
+            publish(base, 11_000, 5),
+        ];
+        let mut r = report(Ok("x".into()), log);
+        r.broker_publishes = [1010, 3010, 6010, 8010]
+            .iter()
+            .map(|ms| base + Duration::from_millis(*ms))
+            .collect();
+        let intervals = Intervals::of(&r);
+        // `publish: retry` is not a new publish.
+        assert_eq!(intervals.device_ms, [2000.0, 3000.0, 2000.0, 3000.0]);
+        assert_eq!(intervals.device_gap, [false, true, false, false]);
+        // A catch-up publish right after the reconnect makes the next interval short:
+        // expected too, and only that one.
+        let catch_up = [0, 2000, 5200, 6000, 7999, 9999];
+        let times: Vec<Option<Instant>> = catch_up
+            .iter()
+            .map(|ms| Some(base + Duration::from_millis(*ms)))
+            .collect();
+        let gaps = expected_gaps(&times, &[base + Duration::from_millis(2100)]);
+        assert_eq!(gaps, [false, true, true, false, false]);
+        assert_eq!(intervals.broker_gap, [false, true, false]);
+        let svg = interval_svg(&intervals);
+        assert_eq!(count(&svg, "<circle class=\"device gap\""), 1, "{svg}");
+        assert_eq!(count(&svg, "<rect class=\"broker gap\""), 1, "{svg}");
+        // The 3000 ms interval that is neither across a disconnect nor a catch-up is
+        // still an error.
+        assert_eq!(count(&svg, "<circle class=\"device out\""), 1, "{svg}");
+        assert_eq!(count(&svg, ">reconnect</text>"), 1, "{svg}");
     }
 }
