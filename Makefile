@@ -12,8 +12,9 @@ SNTP_PORT ?= 1123
 FLEET ?= 5000
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# chromium: hil's report test renders the HTML report in a real (headless) browser.
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
-	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
 # Builds the ESP32-C3 app image for the firmware size report.
