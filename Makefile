@@ -17,6 +17,7 @@ APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
+INSTA_VERSION := 1.49.0
 # Builds the ESP32-C3 app image for the firmware size report.
 ESPTOOL_VERSION := 5.6.0
 # The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
@@ -32,13 +33,14 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil \
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots \
 	firmware firmware-tests firmware-check hil-target
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
+	@echo "make snapshots  accept the current serial logs of boot, cadence, inbound as the snapshots"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
@@ -61,6 +63,9 @@ deps:
 	else echo "system packages: all present"; fi
 	rustup target add $(RISCV)
 	rustup component add rustfmt clippy
+	@# `cargo insta review` for the serial-log snapshots (hil/README.md).
+	@cargo insta --version 2>/dev/null | grep -q "$(INSTA_VERSION)" \
+		|| $(CARGO) install cargo-insta --version $(INSTA_VERSION) --locked
 	@# A third-party MQTT client for the broker's interop tests.
 	@python3 -c "import paho.mqtt.client" 2>/dev/null || python3 -m pip install --quiet "paho-mqtt==$(PAHO_VERSION)" \
 		|| python3 -m pip install --quiet --break-system-packages "paho-mqtt==$(PAHO_VERSION)"
@@ -121,9 +126,20 @@ HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(F
 	$(if $(OBSERVER_CA),--observer-ca $(OBSERVER_CA)) \
 	$(foreach s,$(SCENARIO),--scenario $(s))
 
+# The serial-log snapshots are compared when the run is the rig's own (virtual device,
+# mock broker, its own images): they hold that setup's logs.
+SNAPSHOT_ARGS = $(if $(or $(BOARD),$(TARGET),$(FLASH),$(PKI)),,--snapshots hil/tests/snapshots)
+
 hil: certs
 	$(CARGO) build -q -p virtual-device -p hil --locked
-	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) --junit target/hil/junit.xml --report target/hil/report
+	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
+
+# Accept the current serial logs of boot, cadence and inbound as the snapshots (after
+# reviewing the diff `make hil` printed; `cargo insta review` does it one by one).
+snapshots:
+	$(CARGO) build -q -p virtual-device -p hil --locked
+	$(CARGO) run -q -p hil --locked -- run --scenario boot --scenario cadence --scenario inbound \
+		--snapshots hil/tests/snapshots --update-snapshots
 
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
 bench:

@@ -132,6 +132,14 @@ pub struct RunArgs {
     /// Write per-scenario logs and the summary into this folder.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Compare the serial logs of boot, cadence and inbound with the insta snapshots in
+    /// this folder (`hil/tests/snapshots`); a mismatch fails the run and leaves
+    /// `.snap.new` files for `cargo insta review`.
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// With --snapshots: write this run's logs into the snapshots instead of comparing.
+    #[arg(long, requires = "snapshots")]
+    pub update_snapshots: bool,
 }
 
 /// The scenario list `hil list` prints.
@@ -446,6 +454,18 @@ async fn run_suite_command(
             .map_err(|e| format!("write report {}: {e}", dir.display()))?;
         println!("report: {}", dir.join("index.html").display());
     }
+    let mut snapshots_differ = false;
+    if let Some(dir) = &args.snapshots {
+        let mismatches = crate::snapshots::check(dir, &reports, args.update_snapshots)
+            .map_err(|e| format!("snapshots in {}: {e}", dir.display()))?;
+        if !mismatches.is_empty() {
+            print!(
+                "\n{}",
+                crate::snapshots::describe(&mismatches, args.update_snapshots)
+            );
+            snapshots_differ = !args.update_snapshots;
+        }
+    }
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let skips = if skipped.is_empty() {
         String::new()
@@ -453,14 +473,19 @@ async fn run_suite_command(
         format!(", {} skipped", skipped.len())
     };
     println!(
-        "{} passed, {failed} failed{skips}; wall time {:.1} s",
+        "{} passed, {failed} failed{skips}{}; wall time {:.1} s",
         reports.len() - failed - skipped.len(),
+        if snapshots_differ {
+            "; serial-log snapshots differ"
+        } else {
+            ""
+        },
         total.as_secs_f64()
     );
     if let Ok(rig) = Arc::try_unwrap(rig) {
         rig.shutdown().await;
     }
-    Ok(failed == 0)
+    Ok(failed == 0 && !snapshots_differ)
 }
 
 #[cfg(test)]
