@@ -131,6 +131,10 @@ HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(F
 SNAPSHOT_ARGS = $(if $(or $(BOARD),$(TARGET),$(FLASH),$(PKI)),,--snapshots hil/tests/snapshots)
 
 hil: certs
+	@if [ "$(TARGET)" = aws ] && [ -z "$(ENDPOINT)" ]; then \
+		echo "make hil TARGET=aws: set ENDPOINT=xxxx-ats.iot.REGION.amazonaws.com and the observer's" \
+		     "OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem; the device image comes from" \
+		     "FLASH=img or $(AWS_DIR)/flash.img (make aws-image DOWNLOADS=.. ENDPOINT=..)" >&2; exit 2; fi
 	$(CARGO) build -q -p virtual-device -p hil --locked
 	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
 

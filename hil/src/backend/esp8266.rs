@@ -204,6 +204,13 @@ impl Esp8266Backend {
             Some(port) => port,
             None => ports::detect(&[CP210X, CH340], "esp8266")?.0,
         };
+        if !port.exists() {
+            return Err(format!(
+                "esp8266: no serial port {}; ports seen: {}",
+                port.display(),
+                ports::describe_available()
+            ));
+        }
         let firmware = firmware.ok_or(
             "esp8266: pass --firmware BIN, the sketch built with arduino-cli (see \
              firmware/esp8266-arduino/README.md)",
