@@ -79,9 +79,14 @@ async fn cadence(run: &mut ScenarioRun) -> CheckResult {
             }
             let ms = p.received_at.duration_since(last.received_at).as_millis() as u64;
             if ms.abs_diff(PERIOD_MS) > TOLERANCE_MS {
+                let so_far = if intervals.is_empty() {
+                    "the first interval".to_string()
+                } else {
+                    format!("after intervals {intervals:?} ms")
+                };
                 return Err(run.failure(&format!(
                     "expected every interval {PERIOD_MS} +- {TOLERANCE_MS} ms {at}, \
-                     saw #{n} after {ms} ms (intervals so far: {intervals:?})"
+                     saw #{n} after {ms} ms ({so_far})"
                 )));
             }
             intervals.push(ms);
