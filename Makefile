@@ -10,6 +10,11 @@ AWS_DIR ?= certs/aws
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
 FLEET ?= 5000
+# Every tool is built in one invocation over the whole workspace and run from target/, so
+# shared dependencies are built with one feature set: `cargo run -p X` for each tool
+# would unify features per package and rebuild them every time another tool ran.
+BUILD_TOOLS = $(CARGO) build -q --workspace --bins --locked
+BIN := target/debug
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium: hil's report test renders the HTML report in a real (headless) browser.
@@ -135,14 +140,14 @@ hil: certs
 		echo "make hil TARGET=aws: set ENDPOINT=xxxx-ats.iot.REGION.amazonaws.com and the observer's" \
 		     "OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem; the device image comes from" \
 		     "FLASH=img or $(AWS_DIR)/flash.img (make aws-image DOWNLOADS=.. ENDPOINT=..)" >&2; exit 2; fi
-	$(CARGO) build -q -p virtual-device -p hil --locked
-	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
+	$(BUILD_TOOLS)
+	$(BIN)/hil run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
 
 # Accept the current serial logs of boot, cadence and inbound as the snapshots (after
 # reviewing the diff `make hil` printed; `cargo insta review` does it one by one).
 snapshots:
-	$(CARGO) build -q -p virtual-device -p hil --locked
-	$(CARGO) run -q -p hil --locked -- run --scenario boot --scenario cadence --scenario inbound \
+	$(BUILD_TOOLS)
+	$(BIN)/hil run --scenario boot --scenario cadence --scenario inbound \
 		--snapshots hil/tests/snapshots --update-snapshots
 
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
@@ -150,7 +155,8 @@ bench:
 	$(CARGO) bench -p virtual-device --bench device --locked
 
 broker: certs
-	$(CARGO) run -q -p mock-broker --locked -- serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
+	$(BUILD_TOOLS)
+	$(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
 
 bench-broker:
 	$(CARGO) run -q --release -p mock-broker --locked --example fleet -- --clients $(FLEET) --seconds 20
@@ -158,10 +164,11 @@ bench-broker:
 certs: $(DEV_DIR)/flash.img
 
 $(DEV_DIR)/flash.img:
+	$(BUILD_TOOLS)
 	@if [ ! -f $(DEV_DIR)/ca.pem ]; then \
-		$(CARGO) run -q -p certs -- init --out $(DEV_DIR) --thing $(THING); \
+		$(BIN)/certs init --out $(DEV_DIR) --thing $(THING); \
 	fi
-	$(CARGO) run -q -p certs -- image --creds $(DEV_DIR)/device --out $@ --ntp 127.0.0.1:$(SNTP_PORT)
+	$(BIN)/certs image --creds $(DEV_DIR)/device --out $@ --ntp 127.0.0.1:$(SNTP_PORT)
 
 clean-certs:
 	rm -rf $(DEV_DIR)
@@ -170,11 +177,12 @@ clean-certs:
 aws-image:
 	@test -n "$(DOWNLOADS)" || { echo "aws-image: set DOWNLOADS=<folder with the console downloads>" >&2; exit 2; }
 	@test -n "$(ENDPOINT)" || { echo "aws-image: set ENDPOINT=<xxxx-ats.iot.REGION.amazonaws.com>" >&2; exit 2; }
+	$(BUILD_TOOLS)
 	@pick() { ls -1 $(DOWNLOADS)/$$1 2>/dev/null | head -1; }; \
 	cert=$$(pick '*-certificate.pem.crt*'); key=$$(pick '*-private.pem.key*'); ca=$$(pick 'AmazonRootCA1.pem*'); \
 	for f in "cert:$$cert" "key:$$key" "ca:$$ca"; do \
 		[ -n "$${f#*:}" ] || { echo "aws-image: no $${f%%:*} file in $(DOWNLOADS)" >&2; exit 2; }; done; \
-	$(CARGO) run -q -p certs -- import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
-	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
+	$(BIN)/certs import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
+	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")
