@@ -95,6 +95,8 @@ struct Loaded {
     cert: usize,
     key: usize,
     ca: usize,
+    /// The device certificate's notAfter, for the session's check of SNTP times.
+    cert_not_after: Option<u64>,
 }
 
 /// Everything the loop needs except the buffers a connection borrows.
@@ -310,6 +312,7 @@ impl Driver {
                         key: loaded.key,
                         ca: loaded.ca,
                         source: CredSource::Flash,
+                        cert_not_after: loaded.cert_not_after,
                     });
                 }
                 Err(failure) => self.feed(failure.creds_event()),
@@ -333,7 +336,7 @@ impl Driver {
                     let ntp = &config.ntp;
                     match sntp::sync(net, &self.rng, &ntp.host, ntp.port).await {
                         Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
-                        Err(e) => self.feed(Event::TimeSyncFailed(e)),
+                        Err(e) => self.feed(e.event()),
                     }
                 }
             }
@@ -382,6 +385,7 @@ impl Driver {
                 cert: creds.cert.len(),
                 key: creds.key.len(),
                 ca: creds.ca.len(),
+                cert_not_after: firmware_core::tls::certificate_not_after(&creds.cert[..]),
             })
         })
         .map_err(|e| ImageFailure::of(&e))
