@@ -292,6 +292,10 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
         }
         ("PUT", "/faults") => {
             let faults: FaultsBody = parse(body)?;
+            faults
+                .faults
+                .check()
+                .map_err(|e| bad_request(format!("faults.{e}")))?;
             match faults.client_id {
                 Some(id) => controls.set_client_faults(&id, faults.faults),
                 None => controls.set_faults(faults.faults),
@@ -364,6 +368,7 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
                     ));
                 }
             };
+            behaviour.check().map_err(bad_request)?;
             controls.set_sntp(behaviour);
             Ok(json!({}))
         }

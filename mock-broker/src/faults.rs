@@ -26,6 +26,36 @@ pub struct Faults {
     pub latency: Duration,
 }
 
+/// Most latency the fault adds to a packet: ten minutes is already beyond AWS IoT's
+/// longest keep-alive (1200 s x 1.5 = 30 min is the dead-link window; past a few
+/// minutes the fault is a black hole by another name).
+pub const MAX_LATENCY: Duration = Duration::from_secs(600);
+
+/// A fault value the broker refuses, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct FaultError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl Faults {
+    /// Refuse values that cannot mean anything (an added latency of 584 million years).
+    pub fn check(&self) -> Result<(), FaultError> {
+        if self.latency > MAX_LATENCY {
+            return Err(FaultError {
+                field: "latency_ms",
+                problem: format!(
+                    "{} ms is more than the {} ms allowed",
+                    self.latency.as_millis(),
+                    MAX_LATENCY.as_millis()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 mod millis {
     use std::time::Duration;
 
@@ -70,6 +100,20 @@ mod tests {
         assert!(table.for_client("a").black_hole);
         assert!(!table.for_client("a").withhold_puback);
         assert!(table.for_client("b").withhold_puback);
+    }
+
+    #[test]
+    fn absurd_latencies_are_refused_naming_the_field() {
+        let faults: Faults =
+            serde_json::from_str(&format!(r#"{{"latency_ms": {}}}"#, u64::MAX)).unwrap();
+        let e = faults.check().unwrap_err();
+        assert_eq!(e.field, "latency_ms");
+        assert!(e.to_string().starts_with("latency_ms: "), "{e}");
+        let ok = Faults {
+            latency: MAX_LATENCY,
+            ..Faults::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
     }
 
     #[test]

@@ -28,6 +28,35 @@ pub enum SntpBehaviour {
     KissOfDeath([u8; 4]),
 }
 
+/// Largest `OffsetSecs` either way: a hundred years reaches 1970 and 2100 from today,
+/// within what an NTP timestamp can hold (1968..2104).
+pub const MAX_OFFSET_SECS: i64 = 100 * 365 * 86_400;
+
+impl SntpBehaviour {
+    /// Refuse behaviours the server cannot serve, naming the field (`offset_secs`,
+    /// `kiss_of_death`).
+    pub fn check(&self) -> Result<(), crate::faults::FaultError> {
+        match self {
+            Self::OffsetSecs(secs) if secs.unsigned_abs() > MAX_OFFSET_SECS as u64 => {
+                Err(crate::faults::FaultError {
+                    field: "offset_secs",
+                    problem: format!(
+                        "{secs} is beyond +-{MAX_OFFSET_SECS} s (100 years), which no NTP \
+                         timestamp of today's era can carry"
+                    ),
+                })
+            }
+            Self::KissOfDeath(code) if !code.iter().all(u8::is_ascii_alphanumeric) => {
+                Err(crate::faults::FaultError {
+                    field: "kiss_of_death",
+                    problem: "must be 4 ASCII letters or digits (RATE, DENY, RSTR)".into(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 const MODE_CLIENT: u8 = 3;
 const MODE_SERVER: u8 = 4;
 /// The reference id of a local clock.
@@ -49,9 +78,11 @@ pub fn reply(
     }
     let served = match behaviour {
         SntpBehaviour::Silent => return None,
-        SntpBehaviour::OffsetSecs(secs) if secs >= 0 => {
-            now + Duration::from_secs(secs.unsigned_abs())
-        }
+        // Out-of-range offsets are refused by `check`; should one get here anyway, the
+        // reply is the nearest time the arithmetic can hold, never a panic.
+        SntpBehaviour::OffsetSecs(secs) if secs >= 0 => now
+            .checked_add(Duration::from_secs(secs.unsigned_abs()))
+            .unwrap_or(now),
         SntpBehaviour::OffsetSecs(secs) => now
             .checked_sub(Duration::from_secs(secs.unsigned_abs()))
             .unwrap_or(UNIX_EPOCH),
@@ -161,5 +192,20 @@ mod tests {
         let mut server_packet = request(SENT);
         server_packet[0] = (4 << 3) | MODE_SERVER;
         assert_eq!(reply(&server_packet, now, SntpBehaviour::Correct), None);
+    }
+
+    #[test]
+    fn absurd_offsets_are_refused_and_never_panic() {
+        let now = at(1_795_000_000);
+        for secs in [i64::MIN, i64::MAX] {
+            let behaviour = SntpBehaviour::OffsetSecs(secs);
+            assert_eq!(behaviour.check().unwrap_err().field, "offset_secs");
+            // Even unchecked, the server answers instead of panicking.
+            assert!(reply(&request(SENT), now, behaviour).is_some());
+        }
+        // 1970 and 2100 from today are fine.
+        assert!(SntpBehaviour::OffsetSecs(-1_795_000_000).check().is_ok());
+        assert!(SntpBehaviour::OffsetSecs(2_300_000_000).check().is_ok());
+        assert!(SntpBehaviour::KissOfDeath(*b"R\0TE").check().is_err());
     }
 }
