@@ -254,7 +254,21 @@ fn read_config_file(path: &Path, cert_cn: Option<&str>) -> Result<DeviceConfig, 
         let cn = cert_cn.unwrap_or_default();
         object.insert("client_id".into(), serde_json::Value::from(cn));
     }
-    serde_json::from_value::<DeviceConfig>(value).map_err(|e| bad(e.to_string()))
+    let json = serde_json::to_vec(&value).expect("a JSON value always serialises");
+    serde_json::from_value::<DeviceConfig>(value).map_err(|e| {
+        // serde_json names unknown keys but not the field of a value that does not fit
+        // ("invalid value: integer `70000`, expected u16"): the device's parser does.
+        match DeviceConfig::from_json(&json) {
+            Err(named) if named.field != "config.json" && !is_unknown(&named) => {
+                bad(named.to_string())
+            }
+            _ => bad(e.to_string()),
+        }
+    })
+}
+
+fn is_unknown(e: &ConfigError) -> bool {
+    e.problem == config::Problem::UnknownField
 }
 
 /// `host`, `host:port`, `[v6]:port`.

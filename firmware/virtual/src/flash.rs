@@ -219,4 +219,46 @@ mod tests {
             .to_string();
         assert!(line.contains("config: invalid"), "{line}");
     }
+
+    /// The boot log names the field and the rule, not `field=config.json error=syntax`.
+    #[test]
+    fn config_errors_name_the_field_in_the_boot_log() {
+        let cases = [
+            (
+                r#"{"endpoint":{"host":"h"}}"#.to_string(),
+                "config: invalid field=client_id error=missing",
+            ),
+            (
+                format!(
+                    r#"{{"endpoint":{{"host":"h"}},"client_id":"{}"}}"#,
+                    "x".repeat(200)
+                ),
+                "config: invalid field=client_id error=too-long",
+            ),
+            (
+                r#"{"endpoint":{"host":"h","port":70000},"client_id":"c"}"#.to_string(),
+                "config: invalid field=endpoint.port error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","period_ms":-2000}"#.to_string(),
+                "config: invalid field=period_ms error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","keepalive_s":70000}"#.to_string(),
+                "config: invalid field=keepalive_s error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","sub_topic":"in/#/x"}"#.to_string(),
+                "config: invalid field=sub_topic error=misplaced-wildcard",
+            ),
+        ];
+        for (json, expected) in cases {
+            let mut img = build_image(&[("/config.json", json.as_bytes())]);
+            let line = load_config_bytes(&mut img)
+                .unwrap_err()
+                .log_line(5)
+                .to_string();
+            assert!(line.ends_with(expected), "{json}: {line}");
+        }
+    }
 }

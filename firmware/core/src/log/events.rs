@@ -268,14 +268,8 @@ pub enum ConfigFailure {
 
 /// The slug of a config validation problem.
 pub const fn problem_slug(problem: &Problem) -> &'static str {
-    match problem {
-        Problem::Syntax(_) => "syntax",
-        Problem::Empty => "empty",
-        Problem::TooLong { .. } => "too-long",
-        Problem::TooManySlashes => "too-many-slashes",
-        Problem::Wildcard => "wildcard",
-        Problem::OutOfRange { .. } => "out-of-range",
-    }
+    // The vocabulary lives with the rules, in `config`.
+    problem.slug()
 }
 
 /// Build a line whose tag and keys are constants. The capacities are chosen so the
