@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use firmware_core::config::DeviceConfig;
+use firmware_core::log::LoadError;
 use time::OffsetDateTime;
 
 use crate::error::{CertsError, InputProblem};
@@ -52,7 +53,9 @@ fn inspect_file(
     out: &mut dyn Write,
 ) -> Result<(), CertsError> {
     let bytes = x509::read_input(path)?;
-    if !x509::looks_like_pem(&bytes) && looks_like_image(&bytes) {
+    // The superblock magic first: an image may hold PEM text in a file (a `/private.der`
+    // that is really PEM), which must not make the whole image read as a PEM file.
+    if has_image_magic(&bytes) || (!x509::looks_like_pem(&bytes) && looks_like_image(&bytes)) {
         return inspect_image(path, &bytes, now, out);
     }
     let objects = x509::decode_objects(path, &bytes)?;
@@ -83,20 +86,23 @@ fn inspect_file(
     }
 }
 
+/// The LittleFS superblock names itself in block 0 or 1.
+fn has_image_magic(bytes: &[u8]) -> bool {
+    let magic_in_block = |block: usize| {
+        let at = block * BLOCK_SIZE + LFS_MAGIC_OFFSET;
+        bytes.get(at..at + LFS_MAGIC.len()) == Some(LFS_MAGIC)
+    };
+    magic_in_block(0) || magic_in_block(1)
+}
+
 /// Not PEM, not a DER certificate or key, and shaped like a LittleFS image.
 fn looks_like_image(bytes: &[u8]) -> bool {
     if x509::is_der_certificate(bytes) || keys::parse_der_key(bytes).is_ok() {
         return false;
     }
-    let magic_in_block = |block: usize| {
-        let at = block * BLOCK_SIZE + LFS_MAGIC_OFFSET;
-        bytes.get(at..at + LFS_MAGIC.len()) == Some(LFS_MAGIC)
-    };
     // Whole blocks are enough: a corrupted image may have lost its magic too, and must be
     // reported as corrupt rather than as "not PEM or DER".
-    magic_in_block(0)
-        || magic_in_block(1)
-        || (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_SIZE))
+    has_image_magic(bytes) || (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_SIZE))
 }
 
 fn describe_cert(
@@ -231,6 +237,20 @@ fn inspect_image(
         writeln!(out, "    {line}").ok();
     }
     let cert_der = file(CERT_PATH)?;
+    // The device's own check first, so this names the file the device's log would.
+    if let Err(f) =
+        firmware_core::creds::check_credentials(cert_der, file(KEY_PATH)?, file(CA_PATH)?)
+    {
+        let detail = format!("{}: {}", f.file, crate::creds::device_refusal(&f));
+        // Damage is corruption of the image; a wrong but intact file is not.
+        let problem = match f.error {
+            LoadError::Empty | LoadError::Malformed | LoadError::BadSignature => {
+                InputProblem::CorruptImage(detail)
+            }
+            _ => InputProblem::DeviceRefuses(detail),
+        };
+        return Err(CertsError::input(path, problem));
+    }
     let cert = CertInfo::from_der(cert_der)
         .map_err(|e| corrupt(format!("{CERT_PATH}: not a DER certificate: {e}")))?;
     let key = keys::parse_der_key(file(KEY_PATH)?).map_err(|e| {

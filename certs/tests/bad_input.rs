@@ -280,6 +280,22 @@ fn ca_that_is_not_a_ca() {
 }
 
 #[test]
+fn ca_the_device_would_refuse_is_refused_at_import() {
+    let work = downloads();
+    work.openssl(&["x509", "-in", CA, "-outform", "DER", "-out", "ca.der"]);
+    let mut der = work.read("ca.der");
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    work.write("damaged-ca.der", &der);
+    let out = import(&work, CERT, KEY, "damaged-ca.der");
+    assert_bad_input(
+        &out,
+        &["damaged-ca.der", "the device would refuse it", "damaged"],
+    );
+    assert_nothing_written(&work);
+}
+
+#[test]
 fn bundle_where_one_certificate_is_expected() {
     let work = downloads();
     let bundle = [work.read(CA), work.read(CA)].concat();

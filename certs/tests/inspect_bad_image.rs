@@ -85,5 +85,70 @@ fn client_id_over_the_device_limit_is_named() {
         &work.certs(&["inspect", "flash.img"]),
         &["flash.img", "client_id: longer than 64 bytes"],
     );
-    let _ = GOOD_CONFIG;
+}
+
+/// Inspect an image with these three credential files and a good config.
+fn inspect_creds(work: &Work, cert: &[u8], key: &[u8], ca: &[u8]) -> std::process::Output {
+    image(
+        work,
+        "flash.img",
+        &[
+            ("/cert.der", cert),
+            ("/private.der", key),
+            ("/ca.der", ca),
+            ("/config.json", GOOD_CONFIG.as_bytes()),
+        ],
+    );
+    work.certs(&["inspect", "flash.img"])
+}
+
+#[test]
+fn damaged_credentials_are_named_as_the_device_names_them() {
+    let work = Work::new();
+    let (cert, key, ca) = pki(&work);
+    assert!(inspect_creds(&work, &cert, &key, &ca).status.success());
+
+    // A flipped byte in the CA's signature: x509 parsers still read it ("CA: yes").
+    let mut flipped = ca.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    let out = inspect_creds(&work, &cert, &key, &flipped);
+    assert_bad_input(
+        &out,
+        &["flash.img", "/ca.der", "damaged", "error=bad-signature"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("CA:       yes"),
+        "a damaged CA is described as a CA"
+    );
+
+    assert_bad_input(
+        &inspect_creds(&work, &cert, &[0x5A; 121], &ca),
+        &[
+            "flash.img",
+            "/private.der",
+            "not a DER private key",
+            "error=malformed",
+        ],
+    );
+    assert_bad_input(
+        &inspect_creds(&work, b"not a certificate", &key, &ca),
+        &["flash.img", "/cert.der", "error=malformed"],
+    );
+    assert_bad_input(
+        &inspect_creds(&work, &cert, &key, &cert),
+        &["flash.img", "/ca.der", "error=not-a-ca"],
+    );
+}
+
+#[test]
+fn a_pem_key_inside_an_image_does_not_make_the_image_pem() {
+    let work = Work::new();
+    let (cert, _, ca) = pki(&work);
+    let pem = work.read("pki/device/private.pem");
+    assert!(pem.starts_with(b"-----BEGIN"));
+    assert_bad_input(
+        &inspect_creds(&work, &cert, &pem, &ca),
+        &["flash.img", "/private.der", "not a DER private key"],
+    );
 }

@@ -59,6 +59,7 @@ impl ImageFailure {
                 flash_file(path).unwrap_or(FlashFile::Image),
                 LoadError::TooLarge,
             ),
+            ImageError::Creds { file, error } => creds(*file, *error),
             ImageError::Flash(_) => creds(FlashFile::Image, LoadError::Io),
             // Not an image, a damaged one, or one that does not fit the partition.
             ImageError::Geometry { .. }

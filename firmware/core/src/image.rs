@@ -24,6 +24,7 @@ use heapless::String;
 use littlefs2_sys as lfs;
 
 use crate::config::{ConfigError, DeviceConfig, MAX_CONFIG_JSON};
+use crate::log::{FlashFile, LoadError};
 
 /// Erase block size, fixed by the design (the ESP32's flash sector).
 pub const BLOCK_SIZE: usize = 4096;
@@ -120,6 +121,12 @@ pub enum ImageError {
     Flash(FlashError),
     /// `/config.json` is present but invalid.
     Config(ConfigError),
+    /// A credential file is present but the device would refuse it (feature `tls`: see
+    /// [`crate::creds`]).
+    Creds {
+        file: FlashFile,
+        error: LoadError,
+    },
     /// Any other littlefs error code.
     Lfs(i32),
 }
@@ -148,6 +155,9 @@ impl fmt::Display for ImageError {
             Self::BadPath => write!(f, "path too long"),
             Self::Flash(e) => write!(f, "flash error at offset {}", e.offset),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
+            Self::Creds { file, error } => {
+                write!(f, "{file}: {}", crate::creds::describe(*file, *error))
+            }
             Self::Lfs(code) => write!(f, "littlefs error {code}"),
         }
     }
@@ -529,7 +539,8 @@ impl<F> Mounted<'_, F> {
         self.check(code, "/").map(drop)
     }
 
-    /// Load and validate the device's credentials and config.
+    /// Load and validate the device's config and credentials; with feature `tls` the
+    /// credentials pass [`crate::creds::check_credentials`].
     pub fn load_credentials<'b>(
         &mut self,
         bufs: &'b mut CredentialBuffers,
@@ -539,6 +550,12 @@ impl<F> Mounted<'_, F> {
         let cert = self.read_file(CERT_PATH, &mut bufs.cert)?;
         let key = self.read_file(KEY_PATH, &mut bufs.key)?;
         let ca = self.read_file(CA_PATH, &mut bufs.ca)?;
+        // Name a bad file now, not as a nameless handshake failure later.
+        #[cfg(feature = "tls")]
+        crate::creds::check_credentials(cert, key, ca).map_err(|f| ImageError::Creds {
+            file: f.file,
+            error: f.error,
+        })?;
         Ok(Credentials {
             cert,
             key,

@@ -103,6 +103,14 @@ slugs! {
         /// Not DER / not the expected key type.
         Malformed = "malformed",
         Io = "io-error",
+        /// A key (or certificate key) type the firmware cannot use.
+        UnsupportedKey = "unsupported-key",
+        /// `/private.der` is not the key of `/cert.der`.
+        KeyMismatch = "key-mismatch",
+        /// `/ca.der` is not a CA certificate.
+        NotCa = "not-a-ca",
+        /// Well-formed, but its signature does not verify: damaged.
+        BadSignature = "bad-signature",
     }
 }
 
