@@ -8,7 +8,9 @@
 //!
 //! Bad input ends with exit status 2 and one line on stderr naming the file and the
 //! problem. Outputs are all-or-nothing: files are written under temporary names and
-//! renamed into place once everything is written, private keys with mode 0600.
+//! renamed into place once everything is written, private keys with mode 0600; with
+//! `--force`, the files being replaced are kept aside and put back if any file of the
+//! new set cannot be renamed into place.
 //!
 //! # Layout
 //!
