@@ -10,6 +10,7 @@ use firmware_core::image::{self as fs, ImageError};
 use crate::cli::ImageArgs;
 use crate::creds::Credentials;
 use crate::error::{CertsError, InputProblem, OutputProblem};
+use crate::show;
 
 pub use firmware_core::image::{BLOCK_SIZE, CA_PATH, CERT_PATH, CONFIG_PATH, KEY_PATH};
 
@@ -361,7 +362,7 @@ pub fn run_image(
         out,
         "  {CERT_PATH} {} B ({}), {KEY_PATH} {} B ({}), {CA_PATH} {} B",
         creds.cert_der.len(),
-        creds.cert.subject,
+        crate::show::text(&creds.cert.subject),
         key_len,
         creds.key.key_type(),
         creds.ca_der.len()
@@ -369,15 +370,19 @@ pub fn run_image(
     .ok();
     writeln!(
         out,
-        "  {CONFIG_PATH}: client_id={} endpoint={}:{} pub={} sub={} period_ms={} qos={} wifi_ssid={:?}",
-        config.client_id,
-        config.endpoint.host,
+        "  {CONFIG_PATH}: client_id={} endpoint={}:{} pub={} sub={} period_ms={} qos={} wifi_ssid={}",
+        show::value(&config.client_id),
+        show::value(&config.endpoint.host),
         config.endpoint.port,
-        config.pub_topic,
-        config.sub_topic,
+        show::value(&config.pub_topic),
+        show::value(&config.sub_topic),
         config.period_ms,
         config.qos,
-        config.wifi.ssid.as_str()
+        if config.wifi.ssid.is_empty() {
+            "(none)".to_string()
+        } else {
+            show::value(&config.wifi.ssid)
+        }
     )
     .ok();
     Ok(warnings)

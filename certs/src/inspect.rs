@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::error::{CertsError, InputProblem};
 use crate::image::{self, BLOCK_SIZE, CA_PATH, CERT_PATH, CONFIG_PATH, KEY_PATH};
 use crate::keys::{self, KeyError, PrivateKey};
+use crate::show;
 use crate::x509::{self, CertInfo, Object};
 
 /// The LittleFS superblock names itself at this offset of block 0 (and of block 1).
@@ -141,8 +142,8 @@ fn write_cert_details(info: &CertInfo, now: OffsetDateTime, out: &mut dyn Write)
     } else {
         format!("{} days left", (info.not_after - now).whole_days())
     };
-    writeln!(out, "  subject:  {}", info.subject).ok();
-    writeln!(out, "  issuer:   {}", info.issuer).ok();
+    writeln!(out, "  subject:  {}", show::text(&info.subject)).ok();
+    writeln!(out, "  issuer:   {}", show::text(&info.issuer)).ok();
     writeln!(
         out,
         "  validity: {} to {} ({state})",
@@ -155,7 +156,8 @@ fn write_cert_details(info: &CertInfo, now: OffsetDateTime, out: &mut dyn Write)
         writeln!(out, "  CA:       yes").ok();
     }
     if !info.subject_alt_names.is_empty() {
-        writeln!(out, "  SANs:     {}", info.subject_alt_names.join(", ")).ok();
+        let sans = show::text(&info.subject_alt_names.join(", "));
+        writeln!(out, "  SANs:     {sans}").ok();
     }
     writeln!(out, "  sha256:   {}", info.fingerprint()).ok();
 }

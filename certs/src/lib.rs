@@ -47,6 +47,7 @@
 //! - [`creds`]: the three credential files, checked together.
 //! - [`image`]: build and read flash images.
 //! - [`x509`]: certificate facts and PEM/DER input.
+//! - [`show`]: outside text (names, ids, topics) escaped for printing as the device log does.
 
 pub mod cli;
 pub mod creds;
@@ -58,6 +59,7 @@ pub mod load;
 pub mod observer;
 pub mod output;
 pub mod pki;
+pub mod show;
 pub mod x509;
 
 use std::io::Write;
@@ -129,15 +131,21 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
     output::write_set(&args.out, &files, args.force)?;
     let dir = args.out.display();
     writeln!(out, "wrote test PKI ({}) to {dir}/", options.key).ok();
-    writeln!(out, "  ca.pem        CA \"{} test CA\"", options.thing).ok();
+    let thing = show::text(&options.thing);
+    writeln!(out, "  ca.pem        CA \"{thing} test CA\"").ok();
     writeln!(
         out,
         "  server.pem    broker, SANs {}",
-        options.server_names().join(", ")
+        show::text(&options.server_names().join(", "))
     )
     .ok();
-    writeln!(out, "  device.pem    thing CN={}", options.thing).ok();
-    writeln!(out, "  observer.pem  rig client CN={}", options.observer).ok();
+    writeln!(out, "  device.pem    thing CN={thing}").ok();
+    writeln!(
+        out,
+        "  observer.pem  rig client CN={}",
+        show::text(&options.observer)
+    )
+    .ok();
     writeln!(out, "  policy.json   AWS IoT policy for the thing").ok();
     writeln!(
         out,
@@ -170,7 +178,7 @@ pub fn run_import(
         out,
         "wrote {dir}/cert.der ({} B, {}, {}, until {})",
         creds.cert_der.len(),
-        creds.cert.subject,
+        show::text(&creds.cert.subject),
         creds.cert.public_key.key_type(),
         x509::format_time(creds.cert.not_after)
     )
@@ -186,7 +194,7 @@ pub fn run_import(
         out,
         "wrote {dir}/ca.der ({} B, {})",
         creds.ca_der.len(),
-        creds.ca.subject
+        show::text(&creds.ca.subject)
     )
     .ok();
     Ok(warnings)
