@@ -272,6 +272,51 @@ fn is_unknown(e: &ConfigError) -> bool {
     e.problem == config::Problem::UnknownField
 }
 
+/// The environment variable `certs image` takes the WiFi passphrase from.
+pub const WIFI_PASSWORD_ENV: &str = "WIFI_PASSWORD";
+
+/// Settle where the WiFi passphrase comes from, so a password need never appear in the
+/// process list: `--wifi-password-stdin` (the first line of `stdin`), else
+/// `--wifi-password` (with a warning that `ps` shows it), else `env` (the value of
+/// [`WIFI_PASSWORD_ENV`]; empty counts as unset). Returns the warnings.
+pub fn resolve_wifi_password(
+    args: &mut ImageArgs,
+    stdin: &mut dyn std::io::BufRead,
+    env: Option<std::ffi::OsString>,
+) -> Result<Vec<String>, CertsError> {
+    if args.wifi_password_stdin {
+        let mut line = String::new();
+        stdin.read_line(&mut line).map_err(|e| {
+            CertsError::argument("--wifi-password-stdin", format!("cannot read stdin: {e}"))
+        })?;
+        let password = line
+            .strip_suffix('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .unwrap_or(&line);
+        if password.is_empty() {
+            return Err(CertsError::argument(
+                "--wifi-password-stdin",
+                "no password on the first line of stdin",
+            ));
+        }
+        args.wifi_password = Some(password.to_string());
+        return Ok(Vec::new());
+    }
+    if args.wifi_password.is_some() {
+        return Ok(vec![format!(
+            "--wifi-password is visible to every user in the process list; \
+             use {WIFI_PASSWORD_ENV}=... or --wifi-password-stdin instead"
+        )]);
+    }
+    if let Some(value) = env.filter(|v| !v.is_empty()) {
+        let password = value
+            .into_string()
+            .map_err(|_| CertsError::argument(WIFI_PASSWORD_ENV, "not valid UTF-8"))?;
+        args.wifi_password = Some(password);
+    }
+    Ok(Vec::new())
+}
+
 /// `host`, `host:port`, `[v6]:port`.
 fn split_host_port<'a>(flag: &str, s: &'a str) -> Result<(&'a str, Option<u16>), CertsError> {
     let port_of = |p: &str| {

@@ -82,7 +82,15 @@ pub fn run(cli: Cli) -> Result<(), CertsError> {
     let warnings = match cli.command {
         Command::Init(args) => run_init(&args, &mut out)?,
         Command::Import(args) => run_import(&args, now, &mut out)?,
-        Command::Image(args) => image::run_image(&args, now, &mut out)?,
+        Command::Image(mut args) => {
+            let mut warnings = image::resolve_wifi_password(
+                &mut args,
+                &mut std::io::stdin().lock(),
+                std::env::var_os(image::WIFI_PASSWORD_ENV),
+            )?;
+            warnings.extend(image::run_image(&args, now, &mut out)?);
+            warnings
+        }
         Command::Inspect(args) => {
             inspect::run_inspect(&args.files, args.cert.as_deref(), now, &mut out)?;
             Vec::new()
