@@ -106,6 +106,16 @@ pub fn read_image(bytes: &[u8]) -> Result<ImageContents, ImageError> {
                 format!("/{name}")
             };
             let len = mounted.file_len(&path)?;
+            // A file cannot hold more than the image: a larger size is damaged metadata,
+            // and must not become an allocation of up to 4 GiB.
+            if len > bytes.len() {
+                return Err(ImageError::TooLarge {
+                    path: firmware_core::config::set_str("path", &path)
+                        .map_err(|_| ImageError::BadPath)?,
+                    len,
+                    max: bytes.len(),
+                });
+            }
             let mut data = vec![0u8; len];
             let read = mounted.read_file(&path, &mut data)?.len();
             data.truncate(read);

@@ -227,9 +227,25 @@ fn inspect_image(
     // littlefs checksums its metadata but not file data: parse every file so damaged
     // contents are reported here instead of failing on the device.
     let file = |name: &str| {
-        contents
+        let data = contents
             .file(name)
-            .ok_or_else(|| corrupt(format!("{name} missing from the image")))
+            .ok_or_else(|| corrupt(format!("{name} missing from the image")))?;
+        // The device reads each file into a fixed buffer: a larger one never loads.
+        let max = match name {
+            CONFIG_PATH => firmware_core::config::MAX_CONFIG_JSON,
+            KEY_PATH => firmware_core::image::MAX_KEY,
+            _ => firmware_core::image::MAX_CERT,
+        };
+        if data.len() > max {
+            return Err(CertsError::input(
+                path,
+                InputProblem::Other(format!(
+                    "{name}: {} bytes, the device reads at most {max}",
+                    data.len()
+                )),
+            ));
+        }
+        Ok(data)
     };
     let config_bytes = file(CONFIG_PATH)?;
     let config = DeviceConfig::from_json(config_bytes)

@@ -64,6 +64,7 @@ impl ImageFailure {
             // Not an image, a damaged one, or one that does not fit the partition.
             ImageError::Geometry { .. }
             | ImageError::Corrupt
+            | ImageError::BlockSize { .. }
             | ImageError::Truncated { .. }
             | ImageError::NoSpace
             | ImageError::BadPath

@@ -313,4 +313,31 @@ mod tests {
             assert!(line.ends_with(expected), "{json}: {line}");
         }
     }
+
+    /// Hostile images: a config larger than the device's buffer, a file cut short.
+    #[test]
+    fn oversized_and_truncated_images_are_named() {
+        let big = format!(
+            r#"{{"endpoint":{{"host":"h"}},"client_id":"c"{}}}"#,
+            " ".repeat(3000)
+        );
+        let mut img = build_image(&[("/config.json", big.as_bytes())]);
+        let err = load_config_bytes(&mut img).unwrap_err();
+        assert_eq!(
+            Line::config_failed(5, err.config_failure()).to_string(),
+            "E (       5) config: load failed error=too-large"
+        );
+        assert!(err.to_string().contains("/config.json: 3"), "{err}");
+
+        let (cert, key, ca) = real_creds();
+        let mut img = image_with(&cert, &key, &ca);
+        img.truncate(img.len() / 2);
+        let err = load_bytes(&mut img).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(
+            err.log_line(5)
+                .to_string()
+                .ends_with("creds: load failed file=image error=malformed")
+        );
+    }
 }
