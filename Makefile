@@ -56,7 +56,8 @@ help:
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
 	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
-	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s WIFI_PASSWORD=p]"
+	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s]"
+	@echo "             (WiFi passphrase from the environment: read -rs WIFI_PASSWORD; export WIFI_PASSWORD)"
 	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
 
 deps:
@@ -174,6 +175,8 @@ clean-certs:
 	rm -rf $(DEV_DIR)
 
 # The AWS console's three downloads -> DER files -> flash image, in one command.
+# The WiFi passphrase never goes on a command line (every user sees those in `ps`):
+# certs reads WIFI_PASSWORD from the environment, which make passes on to the recipe.
 aws-image:
 	@test -n "$(DOWNLOADS)" || { echo "aws-image: set DOWNLOADS=<folder with the console downloads>" >&2; exit 2; }
 	@test -n "$(ENDPOINT)" || { echo "aws-image: set ENDPOINT=<xxxx-ats.iot.REGION.amazonaws.com>" >&2; exit 2; }
@@ -185,4 +188,4 @@ aws-image:
 	$(BIN)/certs import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
 	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
-		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")
+		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")

@@ -86,9 +86,15 @@ pub struct ImageArgs {
     /// WiFi network name.
     #[arg(long, value_name = "S")]
     pub wifi_ssid: Option<String>,
-    /// WiFi passphrase (stored in the image, never printed).
+    /// WiFi passphrase (stored in the image, never printed). Visible to every user in
+    /// the process list: prefer the WIFI_PASSWORD environment variable or
+    /// --wifi-password-stdin. Order: --wifi-password-stdin, this flag, WIFI_PASSWORD.
     #[arg(long, value_name = "P")]
     pub wifi_password: Option<String>,
+    /// Read the WiFi passphrase from the first line of stdin (`read -rs P; printf
+    /// '%s\n' "$P" | certs image ...`), out of sight of `ps`.
+    #[arg(long, conflicts_with = "wifi_password")]
+    pub wifi_password_stdin: bool,
     /// MQTT broker [default: localhost:8883; port 8883 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub endpoint: Option<String>,

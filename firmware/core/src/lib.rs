@@ -1,7 +1,11 @@
 //! The AWS IoT thing's device logic, shared by every board.
 //!
 //! # Layout
-//! - [`config`]: `/config.json` from the flash image — the one definition of its format.
+//! - [`config`]: `/config.json` from the flash image — the one definition of its format,
+//!   read so every error names its field and rule; AWS IoT's topic rules.
+//! - [`creds`]: the one check (feature `tls`) of `/cert.der`, `/private.der` and `/ca.der`
+//!   (well-formed DER, the key is the certificate's, the CA is a CA and undamaged), run
+//!   by both boards at load and by the `certs` tool.
 //! - [`driver`] (features `flash-image`, `tls`): glue a board's driver needs around the
 //!   session — image load failures as session events, the write gate that keeps
 //!   deadlines from cancelling a TLS write.
@@ -30,6 +34,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod creds;
 #[cfg(any(feature = "flash-image", feature = "tls"))]
 pub mod driver;
 #[cfg(feature = "flash-image")]

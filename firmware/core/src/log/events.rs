@@ -103,6 +103,14 @@ slugs! {
         /// Not DER / not the expected key type.
         Malformed = "malformed",
         Io = "io-error",
+        /// A key (or certificate key) type the firmware cannot use.
+        UnsupportedKey = "unsupported-key",
+        /// `/private.der` is not the key of `/cert.der`.
+        KeyMismatch = "key-mismatch",
+        /// `/ca.der` is not a CA certificate.
+        NotCa = "not-a-ca",
+        /// Well-formed, but its signature does not verify: damaged.
+        BadSignature = "bad-signature",
     }
 }
 
@@ -268,14 +276,8 @@ pub enum ConfigFailure {
 
 /// The slug of a config validation problem.
 pub const fn problem_slug(problem: &Problem) -> &'static str {
-    match problem {
-        Problem::Syntax(_) => "syntax",
-        Problem::Empty => "empty",
-        Problem::TooLong { .. } => "too-long",
-        Problem::TooManySlashes => "too-many-slashes",
-        Problem::Wildcard => "wildcard",
-        Problem::OutOfRange { .. } => "out-of-range",
-    }
+    // The vocabulary lives with the rules, in `config`.
+    problem.slug()
 }
 
 /// Build a line whose tag and keys are constants. The capacities are chosen so the

@@ -709,7 +709,9 @@ fn bad_config_and_missing_creds_are_logged_and_retried() {
     rig.ev(Event::Start);
     let e = DeviceConfig::from_json(b"{}").unwrap_err();
     let acts = rig.at(5, Event::ConfigFailed(ConfigFailure::Invalid(e)));
-    assert!(logs(&acts)[0].starts_with("E (       5) config: invalid field=config.json"));
+    assert!(
+        logs(&acts)[0].starts_with("E (       5) config: invalid field=endpoint error=missing")
+    );
     assert!(rig.tick().contains(&Act::LoadConfig));
     let config = rig.config.clone();
     rig.ev(Event::ConfigLoaded(&config));

@@ -37,12 +37,12 @@
 //! No panics on network input; key bytes never in `Debug` or the log; the core reads no
 //! clock (the epoch is passed in) and touches no socket (the transport is generic).
 
-mod cert;
+pub(crate) mod cert;
 mod error;
 mod key;
 mod name;
 mod provider;
-mod pubkey;
+pub(crate) mod pubkey;
 mod record;
 mod verifier;
 
