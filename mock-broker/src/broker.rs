@@ -219,6 +219,9 @@ impl MockBroker {
     }
 }
 
+/// How long a session may take to end after the broker is told to shut down.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+
 /// Accept until `stop`; sessions end with `shutdown` (the whole broker), not with `stop`.
 async fn accept_loop(
     listener: TcpListener,
@@ -236,14 +239,20 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 // Each connection, handshake included, runs in its own task: a slow or
-                // idle client never holds up the accept loop.
-                tracker.spawn(session::serve(
-                    tcp,
-                    peer,
-                    kind,
-                    shared.clone(),
-                    shutdown.clone(),
-                ));
+                // idle client never holds up the accept loop. At shutdown a session gets
+                // SHUTDOWN_GRACE to say goodbye; one stuck in a fault's latency or on a
+                // client that stopped reading is then dropped, so shutdown always ends.
+                let session = session::serve(tcp, peer, kind, shared.clone(), shutdown.clone());
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        () = session => {}
+                        () = async {
+                            shutdown.cancelled().await;
+                            tokio::time::sleep(SHUTDOWN_GRACE).await;
+                        } => {}
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.

@@ -1,0 +1,119 @@
+//! The broker against a hostile or careless owner and hostile clients: it stays bounded,
+//! refuses nonsense naming the field, and always shuts down.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RawClient, Rig, connect_packet, http, subscribe_packet_v5};
+use mock_broker::{Faults, SntpBehaviour};
+use serde_json::json;
+
+const CONNACK: u8 = 0x20;
+
+/// Shutdown ends within this, whatever faults are set.
+const SHUTDOWN_WITHIN: Duration = Duration::from_secs(2);
+
+async fn connected(rig: &Rig, broker: &mock_broker::Handle, id: &str) -> RawClient {
+    let mut client = RawClient::connect(rig, broker.mqtt_addr()).await;
+    client.send(&connect_packet(5, id, 60, &[])).await;
+    assert_eq!(client.next().await.unwrap().0, CONNACK);
+    client
+}
+
+#[tokio::test]
+async fn shutdown_ends_in_time_whatever_faults_are_set() {
+    let faults = [
+        Faults {
+            latency: mock_broker::faults::MAX_LATENCY,
+            ..Faults::default()
+        },
+        Faults {
+            black_hole: true,
+            ..Faults::default()
+        },
+        Faults {
+            withhold_puback: true,
+            withhold_suback: true,
+            withhold_pingresp: true,
+            ..Faults::default()
+        },
+    ];
+    for fault in faults {
+        let rig = Rig::new();
+        let broker = rig.start(rig.config()).await;
+        let mut client = connected(&rig, &broker, "ESPthing").await;
+        broker.set_faults(fault.clone());
+        // A packet the broker now answers through the fault (a latency sleep, or not at
+        // all), so the session is inside it when shutdown comes.
+        client.send(&subscribe_packet_v5(1, "test/in")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = Instant::now();
+        tokio::time::timeout(SHUTDOWN_WITHIN, broker.shutdown())
+            .await
+            .unwrap_or_else(|_| panic!("shutdown hung with {fault:?}"));
+        assert!(started.elapsed() < SHUTDOWN_WITHIN);
+        drop(client);
+    }
+}
+
+#[tokio::test]
+async fn absurd_faults_are_refused_with_400_naming_the_field() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.control_addr = Some("127.0.0.1:0".parse().unwrap());
+    config.sntp_addr = Some("127.0.0.1:0".parse().unwrap());
+    let broker = rig.start(config).await;
+    let control = broker.control_addr().unwrap();
+    let (status, body) = http(
+        control,
+        "PUT",
+        "/faults",
+        Some(json!({"faults": {"latency_ms": u64::MAX}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("latency_ms"),
+        "{body}"
+    );
+    for offset in [i64::MIN, i64::MAX] {
+        let (status, body) = http(
+            control,
+            "PUT",
+            "/sntp",
+            Some(json!({"offset_secs": offset})),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("offset_secs"),
+            "{body}"
+        );
+    }
+    // Sensible values still go through, and SNTP still answers after the refusals.
+    let (status, _) = http(
+        control,
+        "PUT",
+        "/faults",
+        Some(json!({"faults": {"latency_ms": 250}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    broker.set_sntp(SntpBehaviour::Correct);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sent = firmware_core::sntp::NtpTimestamp::from_bits(0x1234_5678_9abc_def0);
+    socket
+        .send_to(
+            &firmware_core::sntp::request(sent),
+            broker.sntp_addr().unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(common::WAIT, socket.recv(&mut buf))
+        .await
+        .expect("SNTP answers")
+        .unwrap();
+    assert!(firmware_core::sntp::parse_reply(&buf[..n], sent).is_ok());
+}
