@@ -295,13 +295,25 @@ impl Observer {
 }
 
 /// The topic of AWS's connected lifecycle event for `client_id`.
-pub fn connected_topic(client_id: &str) -> String {
-    format!("$aws/events/presence/connected/{client_id}")
+pub fn connected_topic(client_id: &str) -> Option<String> {
+    lifecycle_topic("connected", client_id)
 }
 
 /// The topic of AWS's disconnected lifecycle event for `client_id`.
-pub fn disconnected_topic(client_id: &str) -> String {
-    format!("$aws/events/presence/disconnected/{client_id}")
+pub fn disconnected_topic(client_id: &str) -> Option<String> {
+    lifecycle_topic("disconnected", client_id)
+}
+
+/// `$aws/events/presence/EVENT/CLIENT_ID`, or `None` when the client id cannot be part of
+/// a topic name: AWS documents that client ids containing `#` or `+` get no lifecycle
+/// events, and a NUL or an over-long result is no topic at all. The client id is never
+/// spliced into a topic unchecked.
+fn lifecycle_topic(event: &str, client_id: &str) -> Option<String> {
+    if client_id.is_empty() || client_id.contains(['#', '+', '\0']) {
+        return None;
+    }
+    let topic = format!("$aws/events/presence/{event}/{client_id}");
+    (topic.len() <= usize::from(u16::MAX)).then_some(topic)
 }
 
 pub(crate) fn millis(at: SystemTime) -> u64 {

@@ -375,7 +375,11 @@ fn refuse(shared: &Shared, peer: SocketAddr, reason: String) {
     shared.emit(Event::Refused { peer, reason });
 }
 
-fn lifecycle(shared: &Shared, topic: String, document: String) {
+/// Publish a lifecycle event, unless the client id gave no topic for it.
+fn lifecycle(shared: &Shared, topic: Option<String>, document: String) {
+    let Some(topic) = topic else {
+        return;
+    };
     shared.publish(Message {
         publisher: Publisher::Broker,
         topic,

@@ -117,3 +117,44 @@ async fn absurd_faults_are_refused_with_400_naming_the_field() {
         .unwrap();
     assert!(firmware_core::sntp::parse_reply(&buf[..n], sent).is_ok());
 }
+
+#[tokio::test]
+async fn a_client_id_with_wildcards_gets_no_lifecycle_topic_built_from_it() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    // AWS accepts such an id but publishes no lifecycle events for it (its lifecycle
+    // page: "Client IDs that contain # or + do not receive lifecycle events").
+    let evil = connected(&rig, &broker, "ESPthing/#").await;
+    let plain = connected(&rig, &broker, "ESPthing-plain").await;
+    // Every publish up to the plain id's connected event (which comes after the evil
+    // one's would have).
+    let mut lifecycle_topics = Vec::new();
+    let plain_event = "$aws/events/presence/connected/ESPthing-plain";
+    tokio::time::timeout(common::WAIT, async {
+        while let Some(Ok(event)) = observer.next().await {
+            if let mock_broker::Event::Publish(p) = event {
+                let done = p.topic == plain_event;
+                lifecycle_topics.push(p.topic);
+                if done {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the plain id's connected event");
+    drop((evil, plain));
+    assert!(
+        lifecycle_topics
+            .iter()
+            .all(|t| !t.contains('#') && !t.contains('+')),
+        "{lifecycle_topics:?}"
+    );
+    assert_eq!(mock_broker::observe::connected_topic("evil/#"), None);
+    assert_eq!(mock_broker::observe::connected_topic("a+b"), None);
+    assert_eq!(
+        mock_broker::observe::connected_topic("ESPthing").as_deref(),
+        Some("$aws/events/presence/connected/ESPthing")
+    );
+}
