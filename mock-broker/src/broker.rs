@@ -428,6 +428,12 @@ impl Controls {
             .global = faults;
     }
 
+    /// What the broker holds for `client_id` (routed, not yet written), if connected.
+    pub fn backlog(&self, client_id: &str) -> Option<crate::backlog::BacklogFigures> {
+        let state = self.shared.lock();
+        state.clients.get(client_id).map(|c| c.backlog.figures())
+    }
+
     /// Apply `faults` to `client_id` only (replacing the global faults for it).
     pub fn set_client_faults(&self, client_id: &str, faults: Faults) {
         self.shared
@@ -580,6 +586,8 @@ pub(crate) struct ClientEntry {
     pub connection: u64,
     pub commands: mpsc::UnboundedSender<session::Command>,
     pub info: ClientInfo,
+    /// What is queued for the connection; the router admits each delivery against it.
+    pub backlog: Arc<crate::backlog::Backlog>,
 }
 
 #[derive(Default)]
@@ -668,6 +676,7 @@ impl Shared {
                 properties: m.properties.clone(),
                 retained: true,
                 redelivery: false,
+                metered: false,
             })
             .collect()
     }
@@ -728,7 +737,12 @@ impl Shared {
                 properties: message.properties.clone(),
                 retained: false,
                 redelivery: false,
+                metered: true,
             };
+            if !client.backlog.admit(delivery.cost(), delivery.qos) {
+                tracing::info!(client = %client.info.client_id, topic = %message.topic, qos = ?delivery.qos, "backlog full: delivery dropped");
+                continue;
+            }
             if client
                 .commands
                 .send(session::Command::Deliver(delivery))
@@ -764,6 +778,7 @@ impl Shared {
                     properties: message.properties.clone(),
                     retained: false,
                     redelivery: false,
+                    metered: false,
                 });
             }
         }

@@ -58,6 +58,8 @@ pub enum DisconnectReason {
     ClientError,
     /// The broker's owner kicked the client or the broker shut down.
     ServerInitiatedDisconnect,
+    /// The client exceeded a limit: it stopped reading what the broker sends it.
+    Throttled,
 }
 
 impl DisconnectReason {
@@ -71,6 +73,7 @@ impl DisconnectReason {
             DisconnectReason::MqttKeepAliveTimeout => "MQTT_KEEP_ALIVE_TIMEOUT",
             DisconnectReason::ClientError => "CLIENT_ERROR",
             DisconnectReason::ServerInitiatedDisconnect => "SERVER_INITIATED_DISCONNECT",
+            DisconnectReason::Throttled => "THROTTLED",
         }
     }
 }

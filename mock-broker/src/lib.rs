@@ -33,6 +33,7 @@
 //! - [`control`]: the loopback HTTP/JSON control API.
 //! - [`cli`]: the `mock-broker serve` command line.
 
+pub mod backlog;
 pub mod broker;
 pub mod cli;
 pub mod control;
@@ -54,5 +55,6 @@ pub use mqtt::QoS;
 pub use observe::{Event, Observer, PublishObservation, Publisher};
 pub use policy::Policy;
 pub use server_cert::ServerCertificateCase;
+pub use session::WRITE_STALL;
 pub use sntp::SntpBehaviour;
 pub use tls::{Credentials, SniRule};

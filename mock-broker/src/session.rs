@@ -1,6 +1,7 @@
 //! One client connection: TLS handshake, CONNECT and AWS's admission rules, then the
 //! session loop (packets in, deliveries out, keep-alive), and the lifecycle events.
 
+use crate::backlog::Backlog;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,7 +49,21 @@ pub(crate) struct Delivery {
     pub retained: bool,
     /// Sent before to an earlier connection of the session, never acknowledged (DUP).
     pub redelivery: bool,
+    /// Counted in the connection's backlog (routed to it live): released once written
+    /// or dropped.
+    pub metered: bool,
 }
+
+impl Delivery {
+    /// What the delivery weighs in a backlog.
+    pub fn cost(&self) -> usize {
+        self.payload.len() + self.topic.len() + self.properties.len() + 64
+    }
+}
+
+/// Longest a write to a client may take: a client that takes no bytes for this long is
+/// disconnected (its backlog would otherwise only grow).
+pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 type Stream = TlsStream<TcpStream>;
 
@@ -154,6 +169,7 @@ pub(crate) async fn serve(
         version_number,
         session_present,
         queued,
+        backlog,
     } = register(&shared, info, !connect.clean_start);
     // AWS keeps a session after the connection for clean-start-off clients: 3.1.1 for
     // its default expiry, MQTT 5 for the interval asked for, capped by the same.
@@ -215,13 +231,20 @@ pub(crate) async fn serve(
         in_flight: Vec::new(),
         waiting: VecDeque::new(),
         next_packet_id: 1,
+        backlog,
+        stalled: false,
     };
     // Messages stored for a resumed session go out first, within Receive Maximum.
     for delivery in queued {
         session.deliver(delivery).await;
     }
     let reason = session.run(inbox, &cancel).await;
-    let _ = session.link.stream.shutdown().await;
+    // Bounded: a client that stopped reading would block the close_notify forever.
+    let _ = timeout(
+        std::time::Duration::from_secs(1),
+        session.link.stream.shutdown(),
+    )
+    .await;
 
     let owed = session.unfinished();
     let version_number = unregister(&shared, &connect.client_id, connection, persist_for, owed);
@@ -261,6 +284,8 @@ struct Registered {
     session_present: bool,
     /// QoS 1 messages stored for the session while it was away.
     queued: Vec<Delivery>,
+    /// The connection's backlog, shared with the router.
+    backlog: Arc<Backlog>,
 }
 
 /// Enter a new session in the client table, dropping an older connection with the same
@@ -268,7 +293,10 @@ struct Registered {
 /// and stored messages carry over from the older connection or the stored session.
 fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
     let connection = shared.new_connection_id();
+    // Unbounded as a channel, bounded by `backlog`: the router admits each delivery
+    // against the connection's limits before it sends it.
     let (commands, inbox) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
     let client_id = info.client_id.clone();
     let mut state = shared.lock();
     let now = Instant::now();
@@ -297,6 +325,7 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
             connection,
             commands,
             info,
+            backlog: Arc::clone(&backlog),
         },
     );
     let version = state.lifecycle_versions.entry(client_id).or_insert(0);
@@ -307,6 +336,7 @@ fn register(shared: &Shared, mut info: ClientInfo, resume: bool) -> Registered {
         version_number: *version,
         session_present,
         queued,
+        backlog,
     }
 }
 
@@ -540,6 +570,10 @@ struct Session {
     in_flight: Vec<(u16, Delivery)>,
     waiting: VecDeque<Delivery>,
     next_packet_id: u16,
+    /// Deliveries routed to this connection and not yet written.
+    backlog: Arc<Backlog>,
+    /// A write did not finish within [`WRITE_STALL`]: the client stopped reading.
+    stalled: bool,
 }
 
 /// What handling one packet leads to.
@@ -607,6 +641,11 @@ impl Session {
                     }
                 }
             };
+            let flow = if self.stalled {
+                Flow::Close(DisconnectReason::Throttled, None)
+            } else {
+                flow
+            };
             if let Flow::Close(why, code) = flow {
                 if let Some(code) = code {
                     self.reply(&ServerPacket::Disconnect { reason: code }).await;
@@ -643,7 +682,14 @@ impl Session {
         if !faults.latency.is_zero() {
             tokio::time::sleep(faults.latency).await;
         }
-        self.link.send(packet).await;
+        if tokio::time::timeout(WRITE_STALL, self.link.send(packet))
+            .await
+            .is_err()
+        {
+            tracing::info!(client = %self.client_id, packet = packet.name(), "write stalled: the client stopped reading");
+            self.stalled = true;
+            return false;
+        }
         true
     }
 
@@ -842,9 +888,17 @@ impl Session {
     async fn deliver(&mut self, delivery: Delivery) {
         let qos1 = delivery.qos == QoS::AtLeastOnce;
         if qos1 && self.in_flight.len() >= self.receive_maximum {
+            // Still counted in the backlog: waiting is part of what the broker holds.
             self.waiting.push_back(delivery);
             return;
         }
+        if delivery.metered {
+            self.backlog.release(delivery.cost());
+        }
+        let delivery = Delivery {
+            metered: false,
+            ..delivery
+        };
         let packet_id = qos1.then(|| self.new_packet_id());
         let packet = ServerPacket::Publish(Publish {
             dup: delivery.redelivery,

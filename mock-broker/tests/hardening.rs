@@ -158,3 +158,64 @@ async fn a_client_id_with_wildcards_gets_no_lifecycle_topic_built_from_it() {
         Some("$aws/events/presence/connected/ESPthing")
     );
 }
+
+/// Resident set size of this process (the broker runs in it), in bytes.
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_cannot_grow_the_broker() {
+    use mock_broker::backlog::MAX_BACKLOG_BYTES;
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut victim = connected(&rig, &broker, "ESPthing-victim").await;
+    victim.send(&subscribe_packet_v5(1, "test/#")).await;
+    assert_eq!(victim.next().await.unwrap().0, 0x90);
+    // From here on the victim reads nothing.
+    let mut flooder = connected(&rig, &broker, "ESPthing-flooder").await;
+    let payload = vec![b'x'; 100 * 1024];
+    let before = rss();
+    let mut peak_backlog = 0;
+    let messages = 400u16; // 40 MB through the broker
+    for id in 1..=messages {
+        flooder
+            .send(&common::publish_packet_v5(1, id, "test/flood", &payload))
+            .await;
+        if let Some(b) = broker.backlog("ESPthing-victim") {
+            peak_backlog = peak_backlog.max(b.bytes);
+        }
+    }
+    // Every publish was taken (acknowledged) by the broker.
+    let mut acked = 0;
+    while acked < messages {
+        match flooder.next().await {
+            Some((0x40, _)) => acked += 1,
+            Some(_) => {}
+            None => panic!("the flooder was disconnected after {acked} acks"),
+        }
+    }
+    let grown = rss().saturating_sub(before);
+    assert!(
+        peak_backlog <= MAX_BACKLOG_BYTES,
+        "backlog {peak_backlog} over {MAX_BACKLOG_BYTES}"
+    );
+    let figures = broker.backlog("ESPthing-victim");
+    if let Some(f) = figures {
+        assert!(f.dropped > 0, "{f:?}");
+    }
+    // 40 MB went through; what stays is the bounded backlog plus buffers, not the flood.
+    assert!(grown < 24 * 1024 * 1024, "RSS grew by {grown} bytes");
+    // The victim stays stuck: it is disconnected once a write has stalled. (Observed only
+    // from here: an observer holds what it has not read yet, which is the owner's
+    // memory, not the broker's.)
+    let mut observer = broker.observe();
+    let stalled_within = mock_broker::WRITE_STALL + Duration::from_secs(10);
+    let reason = observer
+        .wait_for_disconnect("ESPthing-victim", stalled_within)
+        .await;
+    assert_eq!(reason, Some(mock_broker::DisconnectReason::Throttled));
+    drop(victim);
+}
