@@ -470,7 +470,10 @@ async fn admit(
                 thing_name,
             };
             if shared.allowed(Action::Connect, id, &principal) {
-                None
+                connect
+                    .will
+                    .as_ref()
+                    .and_then(|will| refuse_will(shared, will, &principal))
             } else {
                 // AWS closes 3.1.1 connections without a CONNACK on authorization failure.
                 Some((
@@ -499,6 +502,41 @@ async fn admit(
             None
         }
     }
+}
+
+/// A will the broker could never publish refuses the CONNECT, as a publish to that topic
+/// would be refused: an invalid topic name (v5 0x90), QoS 2 (0x9B), or a topic the policy
+/// does not let this client publish to (0x87). MQTT 3.1.1 clients are closed.
+fn refuse_will(
+    shared: &Shared,
+    will: &mqtt::Will,
+    principal: &Principal<'_>,
+) -> Option<(u8, Option<u8>, String)> {
+    if let Err(problem) = rules::check_topic_name(&will.topic) {
+        return Some((
+            reason::TOPIC_NAME_INVALID,
+            None,
+            format!("will topic {:?}: {problem}", will.topic),
+        ));
+    }
+    if will.qos == QoS::ExactlyOnce {
+        return Some((
+            reason::QOS_NOT_SUPPORTED,
+            None,
+            "will QoS 2 (AWS IoT supports QoS 0 and 1)".into(),
+        ));
+    }
+    if !shared.allowed(Action::Publish, &will.topic, principal) {
+        return Some((
+            reason::NOT_AUTHORIZED,
+            None,
+            format!(
+                "policy does not allow iot:Publish to the will topic {:?}",
+                will.topic
+            ),
+        ));
+    }
+    None
 }
 
 #[derive(Debug, thiserror::Error)]

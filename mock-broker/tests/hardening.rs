@@ -219,3 +219,60 @@ async fn a_subscriber_that_stops_reading_cannot_grow_the_broker() {
     assert_eq!(reason, Some(mock_broker::DisconnectReason::Throttled));
     drop(victim);
 }
+
+/// An MQTT 5 CONNECT (clean start) with a will on `topic` at `qos`.
+fn connect_with_will(client_id: &str, topic: &str, qos: u8) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &[u8]| {
+        out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        out.extend_from_slice(s);
+    };
+    let mut body = Vec::new();
+    string(&mut body, b"MQTT");
+    body.push(5);
+    body.push(0b10 | 0b100 | (qos << 3));
+    body.extend_from_slice(&60u16.to_be_bytes());
+    body.push(0); // CONNECT properties
+    string(&mut body, client_id.as_bytes());
+    body.push(0); // will properties
+    string(&mut body, topic.as_bytes());
+    string(&mut body, b"gone");
+    common::packet(0x10, &body)
+}
+
+#[tokio::test]
+async fn a_will_the_broker_could_never_publish_refuses_the_connect() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    for (topic, qos, code) in [
+        ("will/#/x", 1, 0x90),
+        ("", 0, 0x90),
+        ("test/+", 0, 0x90),
+        ("test/will", 2, 0x9B),
+        // TEST_POLICY allows publishing under test/ only.
+        ("forbidden/will", 1, 0x87),
+    ] {
+        let mut client = RawClient::connect(&rig, broker.mqtt_addr()).await;
+        client
+            .send(&connect_with_will("ESPthing", topic, qos))
+            .await;
+        let (first, body) = client.next().await.expect("a CONNACK");
+        assert_eq!(first, CONNACK, "{topic:?}");
+        assert_eq!(
+            body.get(1),
+            Some(&code),
+            "will {topic:?} QoS {qos}: {body:?}"
+        );
+        assert!(
+            observer.wait_for_refusal(common::WAIT).await.is_some(),
+            "{topic:?} reported as refused"
+        );
+    }
+    // A will the policy allows is accepted as before.
+    let mut client = RawClient::connect(&rig, broker.mqtt_addr()).await;
+    client
+        .send(&connect_with_will("ESPthing", "test/will", 1))
+        .await;
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!((first, body.get(1)), (CONNACK, Some(&0)));
+}
