@@ -6,11 +6,13 @@
 //! loop:
 //!
 //! - drain the queue of actions (logs go to the serial port, requests run to completion:
-//!   reading the image, joining WiFi, SNTP, each bounded by its own timeout below the
-//!   session's request timeout);
+//!   reading the image, joining WiFi, each bounded by its own timeout below the
+//!   session's request timeout; an SNTP sync is handed to the SNTP task, as the session
+//!   asks for one while connected too);
 //! - wait for whichever comes first: the session's deadline (`Sleep`), the MQTT
 //!   connection (minimq is polled all the time, so inbound messages and acks are
-//!   reported as they arrive), the network going down, or the next heap report;
+//!   reported as they arrive), the network going down, the SNTP task's answer, or the
+//!   next heap report;
 //! - feed the resulting event, which queues more actions.
 //!
 //! Writes on a connection that stays in use (SUBSCRIBE, PUBLISH, and whatever `poll()`
@@ -111,6 +113,8 @@ struct Driver {
     loaded: Option<Loaded>,
     config: Option<DeviceConfig>,
     net: Option<Net>,
+    /// The SNTP task, started with the network stack.
+    time: Option<sntp::TimeClient>,
     /// The session has been told the network is up.
     net_up: bool,
     rng: Trng,
@@ -155,6 +159,9 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
             None
         }
     };
+    let time = net
+        .as_ref()
+        .and_then(|net| sntp::TimeClient::start(spawner, net.stack, rng.clone()));
     let mut driver = Driver {
         spawner,
         core: Session::new(session_settings(), Jitter(rng.clone())),
@@ -165,6 +172,7 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
         loaded: None,
         config: None,
         net,
+        time,
         net_up: false,
         rng,
         gate: GATE.init(WriteGate::new()),
@@ -331,13 +339,10 @@ impl Driver {
                     Err(e) => self.feed(Event::NetDown(e)),
                 }
             }
+            // Answered in `wait`, beside the connection (a re-sync must not stall it).
             Todo::SyncTime => {
-                if let (Some(net), Some(config)) = (&self.net, &self.config) {
-                    let ntp = &config.ntp;
-                    match sntp::sync(net, &self.rng, &ntp.host, ntp.port).await {
-                        Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
-                        Err(e) => self.feed(e.event()),
-                    }
+                if let (Some(time), Some(config)) = (self.time.as_mut(), &self.config) {
+                    time.request(&config.ntp);
                 }
             }
             Todo::Connect | Todo::Disconnect => {}
@@ -394,24 +399,34 @@ impl Driver {
     /// Wait for one event and feed it. `Err` means the connection died (reported).
     async fn wait(&mut self, conn: Option<&mut Mqtt<'_, '_, '_>>) -> Result<(), ()> {
         let gate = self.gate;
+        let (deadline, next_heap) = (self.deadline, self.next_heap);
+        let net = self.net.as_ref().filter(|_| self.net_up);
+        let time = self.time.as_mut();
         // Timers win over a pending poll() only between writes (see the module docs).
         let deadline = async {
-            match self.deadline {
+            match deadline {
                 Some(t) => Timer::at(at(t)).await,
                 None => pending().await,
             }
             between_writes(gate).await
         };
         let heap_due = async {
-            Timer::at(self.next_heap).await;
+            Timer::at(next_heap).await;
             between_writes(gate).await
         };
         let net_down = async {
-            match (&self.net, self.net_up) {
-                (Some(net), true) => net.wait_down().await,
-                _ => pending().await,
+            match net {
+                Some(net) => net.wait_down().await,
+                None => pending().await,
             }
             between_writes(gate).await
+        };
+        let time_answer = async {
+            let answer = match time {
+                Some(time) => time.answer().await,
+                None => pending().await,
+            };
+            (answer, between_writes(gate).await)
         };
         let connected = conn.is_some();
         let mut conn = conn;
@@ -421,24 +436,36 @@ impl Driver {
                 None => pending().await,
             }
         };
-        let woke = select4(deadline, heap_due, net_down, polled).await;
+        let woke = select(select4(deadline, heap_due, net_down, time_answer), polled).await;
         match woke {
+            Either::First(Either4::Fourth((answer, gate))) => {
+                // The answer is taken: report it even if the connection turns out dead.
+                match answer {
+                    Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
+                    Err(e) => self.feed(e.event()),
+                }
+                if connected && gate == Stalled {
+                    return self.lost(DisconnectReason::Io);
+                }
+            }
             // A write poll() started has stalled: the connection is dead, and dropping it
             // (the only way out) is safe because it is never used again.
-            Either4::First(Stalled) | Either4::Second(Stalled) | Either4::Third(Stalled)
+            Either::First(Either4::First(Stalled))
+            | Either::First(Either4::Second(Stalled))
+            | Either::First(Either4::Third(Stalled))
                 if connected =>
             {
                 return self.lost(DisconnectReason::Io);
             }
-            Either4::First(_) => self.feed(Event::Tick),
-            Either4::Second(_) => {
+            Either::First(Either4::First(_)) => self.feed(Event::Tick),
+            Either::First(Either4::Second(_)) => {
                 // From now, not from the missed time: a long request must not cause a
                 // burst of catch-up reports.
                 self.next_heap = embassy_time::Instant::now() + HEAP_REPORT_EVERY;
                 self.report_heap();
             }
-            Either4::Third(_) => self.feed(Event::NetDown(NetError::LinkLost)),
-            Either4::Fourth(polled) => {
+            Either::First(Either4::Third(_)) => self.feed(Event::NetDown(NetError::LinkLost)),
+            Either::Second(polled) => {
                 // Report the message while it borrows the connection, then look at acks.
                 let (inbound, error) = match polled {
                     Ok(Some(msg)) => {

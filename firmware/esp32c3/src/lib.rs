@@ -11,7 +11,8 @@
 //! - [`storage`]: the `storage` data partition (from the partition table) as the core's
 //!   `image::Flash`, over esp-storage; credentials are read with `firmware_core::image`.
 //! - [`net`]: WiFi station and embassy-net (DHCP, DNS); the WiFi and stack tasks.
-//! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket.
+//! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket, in a task of its own
+//!   so a re-sync runs beside the MQTT connection.
 //! - [`transport`]: TCP + TLS (the core's provider and verifier, record-atomic reads,
 //!   gated writes) + minimq, with the buffer sizes below.
 //! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
