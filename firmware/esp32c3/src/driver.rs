@@ -36,9 +36,9 @@ use firmware_core::driver::{ImageFailure, WriteGate};
 use firmware_core::image::{self, CredentialBuffers, ImageError};
 use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
-    NetError,
+    NetError, ProtocolViolation,
 };
-use firmware_core::mqtt::{self, Todo, Tracker};
+use firmware_core::mqtt::{self, BrokerNotes, Todo, Tracker, Watched};
 use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
 use static_cell::{ConstStaticCell, StaticCell};
 
@@ -122,6 +122,8 @@ struct Driver {
     next_heap: embassy_time::Instant,
     /// The SUBSCRIBE, keep-alive probe and QoS 1 publishes awaiting acks.
     mqtt: Tracker,
+    /// What the broker says that minimq does not pass on (DISCONNECT code, Maximum QoS).
+    notes: &'static BrokerNotes,
 }
 
 /// Buffers of the one connection; static so they are counted in `.bss`, not the stack.
@@ -130,6 +132,8 @@ static TCP_BUFS: ConstStaticCell<TcpBuffers> = ConstStaticCell::new(TcpBuffers::
 static MQTT_BUFS: ConstStaticCell<MqttBuffers> = ConstStaticCell::new(MqttBuffers::new());
 static GATE: StaticCell<WriteGate> = StaticCell::new();
 static FILES: ConstStaticCell<CredentialBuffers> = ConstStaticCell::new(CredentialBuffers::new());
+/// Atomics only: shared by the connection's reader (inside minimq) and the driver.
+static NOTES: BrokerNotes = BrokerNotes::new();
 
 /// Run the device forever.
 pub async fn run(spawner: Spawner, board: Board) -> ! {
@@ -178,6 +182,7 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
         gate: GATE.init(WriteGate::new()),
         next_heap: embassy_time::Instant::now() + HEAP_REPORT_EVERY,
         mqtt: Tracker::new(),
+        notes: &NOTES,
     };
     let tls_bufs = TLS_BUFS.take();
     let tcp_bufs = TCP_BUFS.take();
@@ -467,18 +472,25 @@ impl Driver {
             Either::First(Either4::Third(_)) => self.feed(Event::NetDown(NetError::LinkLost)),
             Either::Second(polled) => {
                 // Report the message while it borrows the connection, then look at acks.
+                let mut violation = None;
                 let (inbound, error) = match polled {
                     Ok(Some(msg)) => {
-                        self.feed(Event::Inbound {
-                            topic: msg.topic(),
-                            payload: msg.payload(),
-                        });
+                        violation = mqtt::inbound_violation(&msg);
+                        if violation.is_none() {
+                            self.feed(Event::Inbound {
+                                topic: msg.topic(),
+                                payload: msg.payload(),
+                            });
+                        }
                         (true, None)
                     }
                     Ok(None) => (false, None),
                     Err(e) => (false, Some(e)),
                 };
                 if connected && let Some(c) = conn {
+                    if let Some(violation) = violation {
+                        return self.refuse(violation, c).await;
+                    }
                     return self.polled(inbound, error, c);
                 }
             }
@@ -511,6 +523,20 @@ impl Driver {
         outcome.or_else(|reason| self.lost(reason))
     }
 
+    /// The broker broke the protocol: DISCONNECT with the reason (bounded in time), then
+    /// report it. Always `Err`: the connection is over.
+    async fn refuse(
+        &mut self,
+        violation: ProtocolViolation,
+        conn: &mut Mqtt<'_, '_, '_>,
+    ) -> Result<(), ()> {
+        let disconnect = mqtt::violation_disconnect(violation);
+        let _ = with_timeout(DISCONNECT_TIMEOUT, conn.disconnect_with(disconnect)).await;
+        self.mqtt.lost();
+        self.feed(Event::ProtocolViolation(violation));
+        Err(())
+    }
+
     /// Report what an action on the connection brought. `Err` means the connection died
     /// (reported).
     fn report(&mut self, outcome: mqtt::Outcome) -> Result<(), ()> {
@@ -525,10 +551,11 @@ impl Driver {
         }
     }
 
-    /// The connection died: report it. Always `Err`, for the caller to return.
+    /// The connection died: report it (with the broker's DISCONNECT reason code if it
+    /// sent one). Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
         self.mqtt.lost();
-        self.feed(Event::Disconnected(reason));
+        self.feed(self.notes.lost_event(reason));
         Err(())
     }
 
@@ -560,6 +587,7 @@ impl Driver {
         let stack = net.stack;
         let rng = self.rng.clone();
         let gate = self.gate;
+        let notes = self.notes;
         let attempt = async {
             let Some(addr) = net.resolve(host).await else {
                 return Err(ConnectFailure::Mqtt(ConnectError::Dns));
@@ -569,7 +597,7 @@ impl Driver {
                 transport::connect_tls(stack, remote, host, &identity, unix_now, rng, bufs, gate)
                     .await?;
             client
-                .connect(tls)
+                .connect(Watched::new(tls, notes))
                 .await
                 .map_err(|e| firmware_core::mqtt::connect_failure(&e))
         };
@@ -590,6 +618,9 @@ impl Driver {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,
                 });
+                if let Some(event) = self.notes.max_qos_event() {
+                    self.feed(event);
+                }
                 self.report_heap();
                 Some(conn)
             }

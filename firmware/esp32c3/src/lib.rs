@@ -14,7 +14,8 @@
 //! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket, in a task of its own
 //!   so a re-sync runs beside the MQTT connection.
 //! - [`transport`]: TCP + TLS (the core's provider and verifier, record-atomic reads,
-//!   gated writes) + minimq, with the buffer sizes below.
+//!   gated writes) + minimq, with the buffer sizes below; the broker's DISCONNECT reason
+//!   code and CONNACK Maximum QoS are watched on the way (`firmware_core::mqtt::Watched`).
 //! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
 //!   connection, the network or the heap report.
 //! - [`serial`]: log lines over USB-Serial-JTAG; [`heap`]: esp-alloc regions and figures;
