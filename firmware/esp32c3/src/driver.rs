@@ -44,12 +44,13 @@ use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board, FIRMWARE};
 use crate::net::Net;
+use crate::serial::Serial;
 use crate::storage::Partition;
 use crate::transport::{
     self, ConnBuffers, IO_TIMEOUT, Identity, MQTT_BYTES, Mqtt, MqttBuffers, MqttError, TLS_BYTES,
     TcpBuffers, TlsBuffers,
 };
-use crate::{heap, led, serial, sntp};
+use crate::{heap, led, sntp};
 
 /// How often the `heap:` line is logged (besides once after each connect).
 pub const HEAP_REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -109,6 +110,7 @@ struct Driver {
     /// The last `Sleep` of the last `handle` call.
     deadline: Option<Instant>,
     flash: FlashStorage<'static>,
+    serial: Serial,
     files: &'static mut CredentialBuffers,
     loaded: Option<Loaded>,
     config: Option<DeviceConfig>,
@@ -139,6 +141,7 @@ static NOTES: BrokerNotes = BrokerNotes::new();
 pub async fn run(spawner: Spawner, board: Board) -> ! {
     let Board {
         flash,
+        mut serial,
         wifi,
         rng,
         led,
@@ -158,7 +161,7 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
                 let _ = line
                     .message_text("init-failed")
                     .and_then(|l| l.field_display("error", DebugSlug(&e)));
-                serial::line(&line);
+                serial.log(&line);
             }
             None
         }
@@ -172,6 +175,7 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
         queue: VecDeque::new(),
         deadline: None,
         flash,
+        serial,
         files: FILES.take(),
         loaded: None,
         config: None,
@@ -309,7 +313,7 @@ impl Driver {
         conn: Option<&mut Mqtt<'_, '_, '_>>,
     ) -> Result<(), ()> {
         match todo {
-            Todo::Log(line) => serial::line(&line),
+            Todo::Log(line) => self.serial.log(&line),
             Todo::LoadConfig => match self.load_config() {
                 Ok(config) => {
                     self.feed(Event::ConfigLoaded(&config));

@@ -17,8 +17,9 @@
 //!   gated writes) + minimq, with the buffer sizes below; the broker's DISCONNECT reason
 //!   code and CONNACK Maximum QoS are watched on the way (`firmware_core::mqtt::Watched`).
 //! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
-//!   connection, the network or the heap report.
-//! - [`serial`]: log lines over USB-Serial-JTAG; [`heap`]: esp-alloc regions and figures;
+//!   connection, the network, the SNTP task's answer or the heap report.
+//! - [`serial`]: log lines over USB-Serial-JTAG, dropped lines counted and reported
+//!   in-band ([`serial::lines`], HAL-free); [`heap`]: esp-alloc regions and figures;
 //!   [`led`]: the blinking LED.
 //! - [`libc`]: `strspn`/`strcspn`, the C functions littlefs needs beyond the ROM's.
 //!

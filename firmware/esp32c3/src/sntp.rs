@@ -129,7 +129,9 @@ pub async fn sync(
     let mut tx = [0u8; 128];
     let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx, &mut tx_meta, &mut tx);
     // Port 0: the stack picks a free ephemeral port.
-    socket.bind(0).map_err(|_| SyncError::Failed(TimeError::Io))?;
+    socket
+        .bind(0)
+        .map_err(|_| SyncError::Failed(TimeError::Io))?;
     let mut last = TimeError::Timeout;
     for _ in 0..ATTEMPTS {
         let sent = NtpTimestamp::from_bits(u64::from(rng.random()) << 32 | u64::from(rng.random()));
