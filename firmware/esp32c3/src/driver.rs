@@ -399,7 +399,7 @@ impl Driver {
                 cert: creds.cert.len(),
                 key: creds.key.len(),
                 ca: creds.ca.len(),
-                cert_not_after: firmware_core::tls::certificate_not_after(&creds.cert[..]),
+                cert_not_after: firmware_core::tls::certificate_not_after(creds.cert),
             })
         })
         .map_err(|e| ImageFailure::of(&e))
