@@ -55,14 +55,31 @@ pub enum DecodeError {
     /// Not a whole packet yet: read more.
     #[error("incomplete packet")]
     Incomplete,
+    /// The bytes do not follow the packet's format (MQTT 5: 0x81 Malformed Packet).
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    /// Well-formed, but against a protocol rule, e.g. a property given twice (MQTT 5:
+    /// 0x82 Protocol Error).
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
     #[error("packet of {0} bytes exceeds the limit")]
     TooLarge(usize),
     #[error("protocol level {0} is not supported")]
     UnsupportedVersion(u8),
     #[error("a client does not send packet type {0}")]
     UnexpectedType(u8),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code a server answers this error with (CONNACK or DISCONNECT).
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::Protocol(_) | DecodeError::UnexpectedType(_) => reason::PROTOCOL_ERROR,
+            DecodeError::TooLarge(_) => reason::PACKET_TOO_LARGE,
+            DecodeError::UnsupportedVersion(_) => reason::UNSUPPORTED_VERSION,
+            DecodeError::Incomplete | DecodeError::Malformed(_) => reason::MALFORMED,
+        }
+    }
 }
 
 /// The CONNECT fields the broker acts on.
@@ -88,6 +105,9 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// MQTT 5: the will's properties to publish it with (checked; the will delay left
+    /// out).
+    pub properties: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +278,11 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
         };
         remaining |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::Malformed(
+                    "remaining length not in its shortest form",
+                ));
+            }
             return Ok((first, 2 + i, remaining));
         }
     }
@@ -266,9 +291,25 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
     ))
 }
 
+/// The protocol level of the CONNECT at the front of `buf`, without consuming
+/// anything: lets the broker answer a CONNECT it cannot read in the client's own
+/// version (an MQTT 5 client gets a CONNACK with the reason code).
+pub fn peek_connect_level(buf: &[u8]) -> Option<u8> {
+    let (first, header_len, _) = fixed_header(buf).ok()?;
+    let body = buf.get(header_len..)?;
+    // "MQTT" as a 2-byte-length string, then the level.
+    (first >> 4 == 1 && body.get(..6) == Some(b"\x00\x04MQTT".as_slice()))
+        .then(|| body.get(6).copied())
+        .flatten()
+}
+
 /// Read one client packet from the front of `buf`, consuming it. `version` is `None`
 /// until CONNECT has been read (the CONNECT says which version the rest uses).
 /// `max_size` bounds a whole packet; a larger one is refused before it is buffered.
+///
+/// Every field is checked as MQTT 3.1.1 and 5 require of a server: fixed-header flags,
+/// packet ids, trailing bytes, and (MQTT 5) each property's type, value and count
+/// against the packet it appears in. Only a packet that passes is returned.
 pub fn decode(
     buf: &mut BytesMut,
     version: Option<Version>,
@@ -287,12 +328,34 @@ pub fn decode(
     let v5 = version == Some(Version::V5);
     let packet_type = first >> 4;
     let flags = first & 0x0f;
+    let expect_flags = |wanted: u8, why: &'static str| {
+        if flags == wanted {
+            Ok(())
+        } else {
+            Err(DecodeError::Malformed(why))
+        }
+    };
     let packet = match packet_type {
-        1 => ClientPacket::Connect(read_connect(&mut body)?),
+        1 => {
+            expect_flags(0, "CONNECT flags must be 0000")?;
+            ClientPacket::Connect(read_connect(&mut body)?)
+        }
         3 => ClientPacket::Publish(read_publish(flags, &mut body, v5)?),
         4..=7 => {
-            let packet_id = read_u16(&mut body)?;
-            // Reason codes and properties of acks are informational here.
+            if packet_type == 6 {
+                expect_flags(0b0010, "PUBREL flags must be 0010")?;
+            } else {
+                expect_flags(0, "acknowledgement flags must be 0000")?;
+            }
+            let packet_id = read_packet_id(&mut body)?;
+            if v5 && body.has_remaining() {
+                // Reason code, then properties (both optional).
+                read_u8(&mut body)?;
+                if body.has_remaining() {
+                    read_properties(&mut body, PropertyContext::Ack)?;
+                }
+            }
+            expect_end(&body)?;
             match packet_type {
                 4 => ClientPacket::PubAck { packet_id },
                 5 => ClientPacket::PubRec { packet_id },
@@ -301,24 +364,31 @@ pub fn decode(
             }
         }
         8 => {
-            if flags != 0b0010 {
-                return Err(DecodeError::Malformed("SUBSCRIBE flags must be 0010"));
-            }
-            let packet_id = read_u16(&mut body)?;
+            expect_flags(0b0010, "SUBSCRIBE flags must be 0010")?;
+            let packet_id = read_packet_id(&mut body)?;
             if v5 {
-                skip_properties(&mut body)?;
+                read_properties(&mut body, PropertyContext::Subscribe)?;
             }
             let mut subscriptions = Vec::new();
             while body.has_remaining() {
                 let filter = read_string(&mut body)?;
                 let options = read_u8(&mut body)?;
+                let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+                if options & reserved != 0 {
+                    return Err(DecodeError::Malformed(
+                        "SUBSCRIBE options use reserved bits",
+                    ));
+                }
+                if v5 && (options >> 4) & 0b11 == 3 {
+                    return Err(DecodeError::Protocol("retain handling 3 is reserved"));
+                }
                 subscriptions.push(Subscription {
                     filter,
                     qos: QoS::from_bits(options & 0b11)?,
                 });
             }
             if subscriptions.is_empty() {
-                return Err(DecodeError::Malformed("SUBSCRIBE without a topic filter"));
+                return Err(DecodeError::Protocol("SUBSCRIBE without a topic filter"));
             }
             ClientPacket::Subscribe {
                 packet_id,
@@ -326,27 +396,56 @@ pub fn decode(
             }
         }
         10 => {
-            let packet_id = read_u16(&mut body)?;
+            expect_flags(0b0010, "UNSUBSCRIBE flags must be 0010")?;
+            let packet_id = read_packet_id(&mut body)?;
             if v5 {
-                skip_properties(&mut body)?;
+                read_properties(&mut body, PropertyContext::Unsubscribe)?;
             }
             let mut filters = Vec::new();
             while body.has_remaining() {
                 filters.push(read_string(&mut body)?);
             }
+            if filters.is_empty() {
+                return Err(DecodeError::Protocol("UNSUBSCRIBE without a topic filter"));
+            }
             ClientPacket::Unsubscribe { packet_id, filters }
         }
-        12 => ClientPacket::PingReq,
-        14 => ClientPacket::Disconnect {
-            reason: if body.has_remaining() {
-                read_u8(&mut body)?
-            } else {
-                0
-            },
-        },
+        12 => {
+            expect_flags(0, "PINGREQ flags must be 0000")?;
+            expect_end(&body)?;
+            ClientPacket::PingReq
+        }
+        14 => {
+            expect_flags(0, "DISCONNECT flags must be 0000")?;
+            let mut reason = 0;
+            if v5 && body.has_remaining() {
+                reason = read_u8(&mut body)?;
+                if body.has_remaining() {
+                    read_properties(&mut body, PropertyContext::Disconnect)?;
+                }
+            }
+            expect_end(&body)?;
+            ClientPacket::Disconnect { reason }
+        }
         other => return Err(DecodeError::UnexpectedType(other)),
     };
     Ok(packet)
+}
+
+fn expect_end(body: &Bytes) -> Result<(), DecodeError> {
+    if body.has_remaining() {
+        Err(DecodeError::Malformed("bytes after the end of the packet"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A packet id of a SUBSCRIBE, UNSUBSCRIBE, QoS 1 PUBLISH or acknowledgement: never 0.
+fn read_packet_id(body: &mut Bytes) -> Result<u16, DecodeError> {
+    match read_u16(body)? {
+        0 => Err(DecodeError::Malformed("packet id 0")),
+        id => Ok(id),
+    }
 }
 
 fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
@@ -365,26 +464,45 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     if flags & 1 != 0 {
         return Err(DecodeError::Malformed("CONNECT reserved flag set"));
     }
+    let will_flag = flags & 0b100 != 0;
+    let will_bits = flags & 0b11_1000;
+    if !will_flag && will_bits != 0 {
+        return Err(DecodeError::Malformed(
+            "will QoS or will retain set without the will flag",
+        ));
+    }
+    let username_flag = flags & 0b1000_0000 != 0;
+    let password_flag = flags & 0b0100_0000 != 0;
+    if version == Version::V311 && password_flag && !username_flag {
+        return Err(DecodeError::Malformed("password without a user name"));
+    }
     let keep_alive_secs = read_u16(body)?;
     let mut max_packet_size = None;
     let mut receive_maximum = None;
     let mut session_expiry_secs = None;
     if version == Version::V5 {
-        for_each_property(body, |id, value| {
-            match (id, value) {
-                (0x27, PropertyValue::U32(v)) => max_packet_size = Some(v),
-                (0x21, PropertyValue::U16(v)) => receive_maximum = Some(v),
-                (0x11, PropertyValue::U32(v)) => session_expiry_secs = Some(v),
+        for property in read_properties(body, PropertyContext::Connect)?.iter() {
+            match property.value {
+                PropertyValue::U32(v) if property.id == MAXIMUM_PACKET_SIZE => {
+                    max_packet_size = Some(v)
+                }
+                PropertyValue::U16(v) if property.id == RECEIVE_MAXIMUM => {
+                    receive_maximum = Some(v)
+                }
+                PropertyValue::U32(v) if property.id == SESSION_EXPIRY_INTERVAL => {
+                    session_expiry_secs = Some(v)
+                }
                 _ => {}
             }
-            Ok(())
-        })?;
+        }
     }
     let client_id = read_string(body)?;
-    let will = if flags & 0b100 != 0 {
-        if version == Version::V5 {
-            skip_properties(body)?;
-        }
+    let will = if will_flag {
+        let properties = if version == Version::V5 {
+            read_properties(body, PropertyContext::Will)?.forwarded
+        } else {
+            Bytes::new()
+        };
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
         Some(Will {
@@ -392,19 +510,21 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
             payload,
             qos: QoS::from_bits((flags >> 3) & 0b11)?,
             retain: flags & 0b10_0000 != 0,
+            properties,
         })
     } else {
         None
     };
-    let username = if flags & 0b1000_0000 != 0 {
+    let username = if username_flag {
         Some(read_string(body)?)
     } else {
         None
     };
     // The password is read past and dropped: AWS ignores it on mutual-TLS endpoints.
-    if flags & 0b0100_0000 != 0 {
+    if password_flag {
         read_binary(body)?;
     }
+    expect_end(body)?;
     Ok(Connect {
         version,
         client_id,
@@ -420,64 +540,213 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
 
 fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, DecodeError> {
     let qos = QoS::from_bits((flags >> 1) & 0b11)?;
+    let dup = flags & 0b1000 != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
+    }
     let topic = read_string(body)?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
-        Some(read_u16(body)?)
+        Some(read_packet_id(body)?)
     };
     let mut topic_alias = None;
-    let mut kept = BytesMut::new();
+    let mut properties = Bytes::new();
     if v5 {
-        let length = read_varint(body)?;
-        if body.remaining() < length {
-            return Err(DecodeError::Malformed("properties longer than the packet"));
-        }
-        let mut properties = body.split_to(length);
-        while properties.has_remaining() {
-            let start = properties.clone();
-            let id = read_varint(&mut properties)? as u8;
-            let value = read_property_value(id, &mut properties)?;
-            let consumed = start.len() - properties.len();
-            match (id, value) {
-                (0x23, PropertyValue::U16(alias)) => topic_alias = Some(alias),
-                // Subscription identifiers belong to the receiving subscription.
-                (0x0B, _) => {}
-                _ => kept.extend_from_slice(&start[..consumed]),
-            }
-        }
+        let read = read_properties(body, PropertyContext::Publish)?;
+        topic_alias = read.iter().find_map(|p| match p.value {
+            PropertyValue::U16(alias) if p.id == TOPIC_ALIAS => Some(alias),
+            _ => None,
+        });
+        properties = read.forwarded;
     }
     Ok(Publish {
-        dup: flags & 0b1000 != 0,
+        dup,
         qos,
         retain: flags & 1 != 0,
         topic,
         packet_id,
         payload: body.split_to(body.len()),
         topic_alias,
-        properties: kept.freeze(),
+        properties,
     })
 }
 
+// MQTT 5 property identifiers (section 2.2.2.2).
+const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+const CONTENT_TYPE: u8 = 0x03;
+const RESPONSE_TOPIC: u8 = 0x08;
+const CORRELATION_DATA: u8 = 0x09;
+const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+const AUTHENTICATION_METHOD: u8 = 0x15;
+const AUTHENTICATION_DATA: u8 = 0x16;
+const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+const WILL_DELAY_INTERVAL: u8 = 0x18;
+const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+const SERVER_REFERENCE: u8 = 0x1C;
+const REASON_STRING: u8 = 0x1F;
+const RECEIVE_MAXIMUM: u8 = 0x21;
+const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+const TOPIC_ALIAS: u8 = 0x23;
+const USER_PROPERTY: u8 = 0x26;
+const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+
+/// Which packet a property list belongs to: each allows its own set (MQTT 5 table 2-4,
+/// as sent by a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropertyContext {
+    Connect,
+    Will,
+    Publish,
+    Ack,
+    Subscribe,
+    Unsubscribe,
+    Disconnect,
+}
+
+impl PropertyContext {
+    fn allows(self, id: u8) -> bool {
+        let allowed: &[u8] = match self {
+            PropertyContext::Connect => &[
+                SESSION_EXPIRY_INTERVAL,
+                AUTHENTICATION_METHOD,
+                AUTHENTICATION_DATA,
+                REQUEST_PROBLEM_INFORMATION,
+                REQUEST_RESPONSE_INFORMATION,
+                RECEIVE_MAXIMUM,
+                TOPIC_ALIAS_MAXIMUM,
+                USER_PROPERTY,
+                MAXIMUM_PACKET_SIZE,
+            ],
+            PropertyContext::Will => &[
+                PAYLOAD_FORMAT_INDICATOR,
+                MESSAGE_EXPIRY_INTERVAL,
+                CONTENT_TYPE,
+                RESPONSE_TOPIC,
+                CORRELATION_DATA,
+                WILL_DELAY_INTERVAL,
+                USER_PROPERTY,
+            ],
+            // A client never sends a Subscription Identifier in PUBLISH [MQTT-3.3.4-6].
+            PropertyContext::Publish => &[
+                PAYLOAD_FORMAT_INDICATOR,
+                MESSAGE_EXPIRY_INTERVAL,
+                CONTENT_TYPE,
+                RESPONSE_TOPIC,
+                CORRELATION_DATA,
+                TOPIC_ALIAS,
+                USER_PROPERTY,
+            ],
+            PropertyContext::Ack => &[REASON_STRING, USER_PROPERTY],
+            PropertyContext::Subscribe => &[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY],
+            PropertyContext::Unsubscribe => &[USER_PROPERTY],
+            PropertyContext::Disconnect => &[
+                SESSION_EXPIRY_INTERVAL,
+                REASON_STRING,
+                SERVER_REFERENCE,
+                USER_PROPERTY,
+            ],
+        };
+        allowed.contains(&id)
+    }
+
+    /// Whether a property read in this context is passed on to subscribers: the
+    /// application properties of a PUBLISH or a will, not the topic alias (which is
+    /// per connection) nor the will delay (which is about the will, not the message).
+    fn forwards(self, id: u8) -> bool {
+        matches!(self, PropertyContext::Publish | PropertyContext::Will)
+            && !matches!(id, TOPIC_ALIAS | WILL_DELAY_INTERVAL)
+    }
+}
+
+/// One property's value, as far as the broker needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PropertyValue {
-    U8,
+    U8(u8),
     U16(u16),
     U32(u32),
+    VarInt(usize),
+    /// A string, binary or string pair: checked, not kept apart.
     Other,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Property {
+    id: u8,
+    value: PropertyValue,
+}
+
+/// A checked property list: the properties read, and the encoded bytes of those to
+/// pass on to subscribers.
+struct Properties {
+    read: Vec<Property>,
+    forwarded: Bytes,
+}
+
+impl Properties {
+    fn iter(&self) -> impl Iterator<Item = &Property> {
+        self.read.iter()
+    }
+}
+
+/// Read a property list for `context`, refusing unknown identifiers (0x81), properties
+/// the packet does not allow, repeats of a property that may appear once, and values
+/// MQTT 5 forbids (0x82).
+fn read_properties(body: &mut Bytes, context: PropertyContext) -> Result<Properties, DecodeError> {
+    let length = read_varint(body)?;
+    if body.remaining() < length {
+        return Err(DecodeError::Malformed("properties longer than the packet"));
+    }
+    let mut list = body.split_to(length);
+    let mut read: Vec<Property> = Vec::new();
+    let mut forwarded = BytesMut::new();
+    while list.has_remaining() {
+        let start = list.clone();
+        // Identifiers are variable byte integers, but every defined one fits one byte.
+        let id = u8::try_from(read_varint(&mut list)?)
+            .map_err(|_| DecodeError::Malformed("unknown property identifier"))?;
+        let value = read_property_value(id, &mut list)?;
+        if !context.allows(id) {
+            return Err(DecodeError::Protocol("property not allowed in this packet"));
+        }
+        if id != USER_PROPERTY && read.iter().any(|p| p.id == id) {
+            return Err(DecodeError::Protocol("property given more than once"));
+        }
+        check_property_value(id, value)?;
+        read.push(Property { id, value });
+        if context.forwards(id) {
+            forwarded.extend_from_slice(&start[..start.len() - list.len()]);
+        }
+    }
+    Ok(Properties {
+        read,
+        forwarded: forwarded.freeze(),
+    })
+}
+
+fn check_property_value(id: u8, value: PropertyValue) -> Result<(), DecodeError> {
+    let problem = match (id, value) {
+        (
+            PAYLOAD_FORMAT_INDICATOR | REQUEST_PROBLEM_INFORMATION | REQUEST_RESPONSE_INFORMATION,
+            PropertyValue::U8(v),
+        ) if v > 1 => "a 0-or-1 property is neither",
+        (RECEIVE_MAXIMUM, PropertyValue::U16(0)) => "Receive Maximum 0",
+        (MAXIMUM_PACKET_SIZE, PropertyValue::U32(0)) => "Maximum Packet Size 0",
+        (TOPIC_ALIAS, PropertyValue::U16(0)) => "topic alias 0",
+        (SUBSCRIPTION_IDENTIFIER, PropertyValue::VarInt(0)) => "subscription identifier 0",
+        _ => return Ok(()),
+    };
+    Err(DecodeError::Protocol(problem))
 }
 
 fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, DecodeError> {
     Ok(match id {
-        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
-            read_u8(body)?;
-            PropertyValue::U8
-        }
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => PropertyValue::U8(read_u8(body)?),
         0x13 | 0x21 | 0x22 | 0x23 => PropertyValue::U16(read_u16(body)?),
         0x02 | 0x11 | 0x18 | 0x27 => PropertyValue::U32(read_u32(body)?),
-        0x0B => {
-            read_varint(body)?;
-            PropertyValue::Other
-        }
+        0x0B => PropertyValue::VarInt(read_varint(body)?),
         0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => {
             read_string(body)?;
             PropertyValue::Other
@@ -493,27 +762,6 @@ fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, Decode
         }
         _ => return Err(DecodeError::Malformed("unknown property identifier")),
     })
-}
-
-fn for_each_property(
-    body: &mut Bytes,
-    mut each: impl FnMut(u8, PropertyValue) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
-    let length = read_varint(body)?;
-    if body.remaining() < length {
-        return Err(DecodeError::Malformed("properties longer than the packet"));
-    }
-    let mut properties = body.split_to(length);
-    while properties.has_remaining() {
-        let id = read_varint(&mut properties)? as u8;
-        let value = read_property_value(id, &mut properties)?;
-        each(id, value)?;
-    }
-    Ok(())
-}
-
-fn skip_properties(body: &mut Bytes) -> Result<(), DecodeError> {
-    for_each_property(body, |_, _| Ok(()))
 }
 
 fn read_u8(body: &mut Bytes) -> Result<u8, DecodeError> {
@@ -537,12 +785,18 @@ fn read_u32(body: &mut Bytes) -> Result<u32, DecodeError> {
     Ok(body.get_u32())
 }
 
+/// A variable byte integer, in its shortest form as MQTT requires.
 fn read_varint(body: &mut Bytes) -> Result<usize, DecodeError> {
     let mut value = 0usize;
     for i in 0..4 {
         let byte = read_u8(body)?;
         value |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::Malformed(
+                    "variable byte integer not in its shortest form",
+                ));
+            }
             return Ok(value);
         }
     }
@@ -839,5 +1093,189 @@ mod tests {
         out.clear();
         encode(&ServerPacket::ConnAck(ack), Version::V5, &mut out);
         assert_eq!(&out[..], &[0x20, 8, 0, 0, 5, 0x24, 1, 0x13, 0, 30]);
+    }
+
+    fn v5_packet(first: u8, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_packet(&mut out, first, body);
+        out
+    }
+
+    fn publish_with_properties(qos: u8, packet_id: Option<u16>, props: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "test/t");
+        if let Some(id) = packet_id {
+            body.put_u16(id);
+        }
+        put_properties(&mut body, props);
+        body.put_slice(b"x");
+        v5_packet(0x30 | (qos << 1), &body)
+    }
+
+    fn decode_v5(mut buf: BytesMut) -> Result<ClientPacket, DecodeError> {
+        decode(&mut buf, Some(Version::V5), 1024)
+    }
+
+    #[test]
+    fn publish_properties_are_checked_per_packet_type_count_and_value() {
+        let content_type = [0x03, 0, 1, b't'];
+        let twice = [content_type, content_type].concat();
+        let cases: &[(&[u8], u8)] = &[
+            // Content type twice: protocol error.
+            (&twice, reason::PROTOCOL_ERROR),
+            // Session Expiry Interval belongs to CONNECT, not PUBLISH.
+            (&[0x11, 0, 0, 0, 1], reason::PROTOCOL_ERROR),
+            // A client never sends a subscription identifier in PUBLISH.
+            (&[0x0B, 1], reason::PROTOCOL_ERROR),
+            // Payload format indicator 2.
+            (&[0x01, 2], reason::PROTOCOL_ERROR),
+            // Topic alias 0.
+            (&[0x23, 0, 0], reason::PROTOCOL_ERROR),
+            // Unknown identifier 0x7F.
+            (&[0x7F, 0], reason::MALFORMED),
+            // Identifier 257 as a two-byte variable byte integer: not 0x01 in disguise.
+            (&[0x81, 0x02, 1], reason::MALFORMED),
+            // Identifier 1 in a non-minimal two-byte form.
+            (&[0x81, 0x00, 1], reason::MALFORMED),
+            // A string property running past the list.
+            (&[0x03, 0, 9, b't'], reason::MALFORMED),
+        ];
+        for (props, code) in cases {
+            let error = decode_v5(publish_with_properties(0, None, props)).unwrap_err();
+            assert_eq!(error.reason_code(), *code, "{props:x?}: {error}");
+        }
+        // User properties may repeat; they are passed on with the rest.
+        let users = [0x26, 0, 1, b'k', 0, 1, b'v', 0x26, 0, 1, b'k', 0, 1, b'w'];
+        let ClientPacket::Publish(p) = decode_v5(publish_with_properties(0, None, &users)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(&p.properties[..], &users[..]);
+    }
+
+    #[test]
+    fn packet_ids_flags_and_trailing_bytes_are_checked() {
+        // QoS 1 with packet id 0.
+        let e = decode_v5(publish_with_properties(1, Some(0), &[])).unwrap_err();
+        assert_eq!(e, DecodeError::Malformed("packet id 0"));
+        // DUP on QoS 0.
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        put_properties(&mut body, &[]);
+        assert!(decode_v5(v5_packet(0x38, &body)).is_err());
+        // PINGREQ with a body, and with flags.
+        assert!(decode_v5(v5_packet(0xC0, &[0])).is_err());
+        assert!(decode_v5(v5_packet(0xC1, &[])).is_err());
+        assert_eq!(decode_v5(v5_packet(0xC0, &[])), Ok(ClientPacket::PingReq));
+        // A 3.1.1 PUBACK is exactly a packet id.
+        let mut buf = v5_packet(0x40, &[0, 1, 0]);
+        assert!(decode(&mut buf, Some(Version::V311), 1024).is_err());
+        // UNSUBSCRIBE: wrong flags, no filters, packet id 0.
+        let mut body = BytesMut::new();
+        body.put_u16(1);
+        put_properties(&mut body, &[]);
+        assert_eq!(
+            decode_v5(v5_packet(0xA2, &body)).unwrap_err().reason_code(),
+            reason::PROTOCOL_ERROR,
+            "no filters"
+        );
+        put_string(&mut body, "a");
+        assert!(decode_v5(v5_packet(0xA0, &body)).is_err(), "flags 0000");
+        assert!(decode_v5(v5_packet(0xA2, &body)).is_ok());
+        body[1] = 0;
+        assert!(decode_v5(v5_packet(0xA2, &body)).is_err(), "packet id 0");
+        // A remaining length in a non-minimal form.
+        let mut buf = BytesMut::from(&[0xC0u8, 0x80, 0x00][..]);
+        assert!(decode(&mut buf, Some(Version::V5), 1024).is_err());
+    }
+
+    #[test]
+    fn subscribe_options_reserved_bits_and_retain_handling_3_are_refused() {
+        let subscribe = |options: u8, packet_id: u16, version: Version| {
+            let mut body = BytesMut::new();
+            body.put_u16(packet_id);
+            if version == Version::V5 {
+                put_properties(&mut body, &[]);
+            }
+            put_string(&mut body, "a/b");
+            body.put_u8(options);
+            let mut buf = v5_packet(0x82, &body);
+            decode(&mut buf, Some(version), 1024)
+        };
+        assert!(subscribe(0b0010_1101, 1, Version::V5).is_ok());
+        assert_eq!(
+            subscribe(0b0011_0001, 1, Version::V5)
+                .unwrap_err()
+                .reason_code(),
+            reason::PROTOCOL_ERROR
+        );
+        assert!(subscribe(0b0100_0001, 1, Version::V5).is_err());
+        assert!(subscribe(0b0000_0101, 1, Version::V311).is_err());
+        assert!(subscribe(1, 0, Version::V5).is_err());
+    }
+
+    fn connect_v5(flags: u8, properties: &[u8], tail: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "MQTT");
+        body.put_u8(5);
+        body.put_u8(flags);
+        body.put_u16(60);
+        put_properties(&mut body, properties);
+        put_string(&mut body, "dev");
+        body.put_slice(tail);
+        v5_packet(0x10, &body)
+    }
+
+    #[test]
+    fn connect_is_checked_and_its_level_is_seen_before_decoding() {
+        let ok = connect_v5(0b10, &[], &[]);
+        assert_eq!(peek_connect_level(&ok), Some(5));
+        assert!(decode(&mut ok.clone(), None, 1024).is_ok());
+        let refused: &[(BytesMut, u8)] = &[
+            // Receive Maximum 0, Maximum Packet Size 0.
+            (connect_v5(0b10, &[0x21, 0, 0], &[]), reason::PROTOCOL_ERROR),
+            (
+                connect_v5(0b10, &[0x27, 0, 0, 0, 0], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            // Session expiry twice.
+            (
+                connect_v5(0b10, &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            // Topic alias is a PUBLISH property.
+            (connect_v5(0b10, &[0x23, 0, 1], &[]), reason::PROTOCOL_ERROR),
+            // Will QoS 1 without the will flag.
+            (connect_v5(0b1010, &[], &[]), reason::MALFORMED),
+            // Will retain without the will flag.
+            (connect_v5(0b10_0010, &[], &[]), reason::MALFORMED),
+            // Bytes after the last field.
+            (connect_v5(0b10, &[], &[0xAA]), reason::MALFORMED),
+        ];
+        for (packet, code) in refused {
+            let error = decode(&mut packet.clone(), None, 1024).unwrap_err();
+            assert_eq!(error.reason_code(), *code, "{packet:x?}: {error}");
+        }
+        // A will with its own properties: checked, kept (minus the will delay).
+        let mut tail = BytesMut::new();
+        put_properties(&mut tail, &[0x18, 0, 0, 0, 5, 0x03, 0, 1, b'j']);
+        put_string(&mut tail, "test/will");
+        put_string(&mut tail, "bye");
+        let mut buf = connect_v5(0b1110, &[], &tail);
+        let ClientPacket::Connect(c) = decode(&mut buf, None, 1024).unwrap() else {
+            panic!()
+        };
+        let will = c.will.unwrap();
+        assert_eq!(
+            (will.topic.as_str(), will.qos),
+            ("test/will", QoS::AtLeastOnce)
+        );
+        assert_eq!(&will.properties[..], &[0x03, 0, 1, b'j']);
+        // The same will with the will delay twice.
+        let mut tail = BytesMut::new();
+        put_properties(&mut tail, &[0x18, 0, 0, 0, 5, 0x18, 0, 0, 0, 5]);
+        put_string(&mut tail, "test/will");
+        put_string(&mut tail, "bye");
+        assert!(decode(&mut connect_v5(0b1110, &[], &tail), None, 1024).is_err());
     }
 }
