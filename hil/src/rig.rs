@@ -137,7 +137,7 @@ impl Rig {
     pub async fn with_pki_dir(device_binary: PathBuf, dir: &Path) -> Result<Self, String> {
         let ca = CertificateAuthority::load_dir(dir).map_err(|e| {
             format!(
-                "--pki {}: {e}; it must be a `certs init` folder (make one with \
+                "--pki: {e}; {} must be a `certs init` folder (make one with \
                  `cargo run -p certs -- init --out {}`, or `make certs` for certs/dev)",
                 dir.display(),
                 dir.display()
