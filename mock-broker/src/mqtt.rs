@@ -3,9 +3,10 @@
 //!
 //! Only the broker's side is implemented: [`decode`] reads client-to-server packets,
 //! [`encode`] writes server-to-client packets (and, for tests, the client-to-server ones
-//! a raw client needs). MQTT 5 properties the broker does not act on are skipped when
-//! read; a publish's properties are kept as raw bytes (minus the topic alias, which is
-//! per-connection) so they reach MQTT 5 subscribers unchanged.
+//! a raw client needs). Every MQTT 5 property list is checked against the packet it sits
+//! in (MQTT 5 section 2.2.2.2: allowed properties, duplicates, value ranges); a publish's
+//! properties that a subscriber may receive are re-encoded from what was checked (minus
+//! the topic alias, which is per-connection) and reach MQTT 5 subscribers that way.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -49,7 +50,8 @@ impl QoS {
     }
 }
 
-/// Why bytes could not be read as a packet.
+/// Why bytes could not be read as a packet. [`DecodeError::reason_code`] says which MQTT 5
+/// reason code refuses it; MQTT 3.1.1 clients are just disconnected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Not a whole packet yet: read more.
@@ -57,12 +59,51 @@ pub enum DecodeError {
     Incomplete,
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    /// Well-formed bytes that break a rule of the protocol.
+    #[error("protocol error: {0}")]
+    ProtocolError(&'static str),
+    /// A property the packet may not carry (MQTT 5 section 2.2.2.2): malformed.
+    #[error("malformed packet: {property} is not allowed in {packet}")]
+    PropertyNotAllowed {
+        property: &'static str,
+        packet: &'static str,
+    },
+    /// A property that may appear once appears again: a protocol error.
+    #[error("protocol error: {property} appears more than once in {packet}")]
+    DuplicateProperty {
+        property: &'static str,
+        packet: &'static str,
+    },
+    /// A property value the specification forbids: a protocol error.
+    #[error("protocol error: {property} in {packet} {problem}")]
+    InvalidProperty {
+        property: &'static str,
+        packet: &'static str,
+        problem: &'static str,
+    },
     #[error("packet of {0} bytes exceeds the limit")]
     TooLarge(usize),
     #[error("protocol level {0} is not supported")]
     UnsupportedVersion(u8),
     #[error("a client does not send packet type {0}")]
     UnexpectedType(u8),
+}
+
+impl DecodeError {
+    /// The MQTT 5 reason code of the DISCONNECT (or CONNACK) that refuses the packet.
+    pub fn reason_code(&self) -> u8 {
+        match self {
+            DecodeError::Incomplete
+            | DecodeError::Malformed(_)
+            | DecodeError::PropertyNotAllowed { .. } => reason::MALFORMED,
+            DecodeError::ProtocolError(_)
+            | DecodeError::DuplicateProperty { .. }
+            | DecodeError::InvalidProperty { .. }
+            | DecodeError::UnexpectedType(_) => reason::PROTOCOL_ERROR,
+            DecodeError::TooLarge(_) => reason::PACKET_TOO_LARGE,
+            DecodeError::UnsupportedVersion(_) => reason::UNSUPPORTED_VERSION,
+        }
+    }
 }
 
 /// The CONNECT fields the broker acts on.
@@ -256,6 +297,11 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
         let Some(&byte) = buf.get(1 + i) else {
             return Err(DecodeError::Incomplete);
         };
+        if i > 0 && byte == 0 {
+            return Err(DecodeError::Malformed(
+                "remaining length not in its shortest encoding",
+            ));
+        }
         remaining |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok((first, 2 + i, remaining));
@@ -264,6 +310,16 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
     Err(DecodeError::Malformed(
         "remaining length longer than 4 bytes",
     ))
+}
+
+/// The flags (low four bits of the first byte) each client packet type must carry;
+/// anything else is malformed (MQTT-2.1.3-1). PUBLISH's flags are checked on their own.
+fn required_flags(packet_type: u8) -> Option<u8> {
+    match packet_type {
+        1 | 4 | 5 | 7 | 12 | 14 => Some(0),
+        6 | 8 | 10 => Some(0b0010),
+        _ => None,
+    }
 }
 
 /// Read one client packet from the front of `buf`, consuming it. `version` is `None`
@@ -287,12 +343,25 @@ pub fn decode(
     let v5 = version == Some(Version::V5);
     let packet_type = first >> 4;
     let flags = first & 0x0f;
+    if let Some(required) = required_flags(packet_type)
+        && flags != required
+    {
+        return Err(DecodeError::Malformed(
+            "reserved flags of the fixed header are wrong",
+        ));
+    }
     let packet = match packet_type {
         1 => ClientPacket::Connect(read_connect(&mut body)?),
         3 => ClientPacket::Publish(read_publish(flags, &mut body, v5)?),
         4..=7 => {
-            let packet_id = read_u16(&mut body)?;
-            // Reason codes and properties of acks are informational here.
+            let packet_id = read_packet_id(&mut body)?;
+            if v5 && body.has_remaining() {
+                // The reason code and properties are informational here, but checked.
+                read_u8(&mut body)?;
+                if body.has_remaining() {
+                    read_properties(&mut body, PropertyPlace::Ack)?;
+                }
+            }
             match packet_type {
                 4 => ClientPacket::PubAck { packet_id },
                 5 => ClientPacket::PubRec { packet_id },
@@ -300,53 +369,87 @@ pub fn decode(
                 _ => ClientPacket::PubComp { packet_id },
             }
         }
-        8 => {
-            if flags != 0b0010 {
-                return Err(DecodeError::Malformed("SUBSCRIBE flags must be 0010"));
-            }
-            let packet_id = read_u16(&mut body)?;
-            if v5 {
-                skip_properties(&mut body)?;
-            }
-            let mut subscriptions = Vec::new();
-            while body.has_remaining() {
-                let filter = read_string(&mut body)?;
-                let options = read_u8(&mut body)?;
-                subscriptions.push(Subscription {
-                    filter,
-                    qos: QoS::from_bits(options & 0b11)?,
-                });
-            }
-            if subscriptions.is_empty() {
-                return Err(DecodeError::Malformed("SUBSCRIBE without a topic filter"));
-            }
-            ClientPacket::Subscribe {
-                packet_id,
-                subscriptions,
-            }
-        }
+        8 => read_subscribe(&mut body, v5)?,
         10 => {
-            let packet_id = read_u16(&mut body)?;
+            let packet_id = read_packet_id(&mut body)?;
             if v5 {
-                skip_properties(&mut body)?;
+                read_properties(&mut body, PropertyPlace::Unsubscribe)?;
             }
             let mut filters = Vec::new();
             while body.has_remaining() {
                 filters.push(read_string(&mut body)?);
             }
+            if filters.is_empty() {
+                return Err(DecodeError::ProtocolError(
+                    "UNSUBSCRIBE without a topic filter",
+                ));
+            }
             ClientPacket::Unsubscribe { packet_id, filters }
         }
         12 => ClientPacket::PingReq,
         14 => ClientPacket::Disconnect {
-            reason: if body.has_remaining() {
-                read_u8(&mut body)?
+            reason: if v5 && body.has_remaining() {
+                let reason = read_u8(&mut body)?;
+                if body.has_remaining() {
+                    read_properties(&mut body, PropertyPlace::Disconnect)?;
+                }
+                reason
             } else {
                 0
             },
         },
         other => return Err(DecodeError::UnexpectedType(other)),
     };
+    if body.has_remaining() {
+        return Err(DecodeError::Malformed(
+            "bytes after the end of the packet's fields",
+        ));
+    }
     Ok(packet)
+}
+
+/// A packet identifier, which is never 0 (MQTT-2.3.1-1).
+fn read_packet_id(body: &mut Bytes) -> Result<u16, DecodeError> {
+    match read_u16(body)? {
+        0 => Err(DecodeError::ProtocolError("packet identifier 0")),
+        id => Ok(id),
+    }
+}
+
+fn read_subscribe(body: &mut Bytes, v5: bool) -> Result<ClientPacket, DecodeError> {
+    let packet_id = read_packet_id(body)?;
+    if v5 {
+        read_properties(body, PropertyPlace::Subscribe)?;
+    }
+    let mut subscriptions = Vec::new();
+    while body.has_remaining() {
+        let filter = read_string(body)?;
+        let options = read_u8(body)?;
+        // 3.1.1 uses only the QoS bits; MQTT 5 adds No Local, Retain As Published and
+        // Retain Handling. The rest are reserved.
+        let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+        if options & reserved != 0 {
+            return Err(DecodeError::Malformed(
+                "reserved subscription option bits set",
+            ));
+        }
+        if v5 && (options >> 4) & 0b11 == 3 {
+            return Err(DecodeError::ProtocolError("Retain Handling 3 is reserved"));
+        }
+        subscriptions.push(Subscription {
+            filter,
+            qos: QoS::from_bits(options & 0b11)?,
+        });
+    }
+    if subscriptions.is_empty() {
+        return Err(DecodeError::ProtocolError(
+            "SUBSCRIBE without a topic filter",
+        ));
+    }
+    Ok(ClientPacket::Subscribe {
+        packet_id,
+        subscriptions,
+    })
 }
 
 fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
@@ -365,44 +468,68 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     if flags & 1 != 0 {
         return Err(DecodeError::Malformed("CONNECT reserved flag set"));
     }
+    let will_flag = flags & 0b100 != 0;
+    let will_qos = (flags >> 3) & 0b11;
+    let will_retain = flags & 0b10_0000 != 0;
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(DecodeError::Malformed(
+            "will QoS or will retain set without the will flag",
+        ));
+    }
+    let has_username = flags & 0b1000_0000 != 0;
+    let has_password = flags & 0b0100_0000 != 0;
+    if version == Version::V311 && has_password && !has_username {
+        return Err(DecodeError::Malformed(
+            "password flag set without the user name flag",
+        ));
+    }
     let keep_alive_secs = read_u16(body)?;
     let mut max_packet_size = None;
     let mut receive_maximum = None;
     let mut session_expiry_secs = None;
     if version == Version::V5 {
-        for_each_property(body, |id, value| {
-            match (id, value) {
-                (0x27, PropertyValue::U32(v)) => max_packet_size = Some(v),
-                (0x21, PropertyValue::U16(v)) => receive_maximum = Some(v),
-                (0x11, PropertyValue::U32(v)) => session_expiry_secs = Some(v),
+        let properties = read_properties(body, PropertyPlace::Connect)?;
+        let mut authentication_method = false;
+        let mut authentication_data = false;
+        for property in properties {
+            match (property.id, property.value) {
+                (MAXIMUM_PACKET_SIZE, PropertyValue::U32(v)) => max_packet_size = Some(v),
+                (RECEIVE_MAXIMUM, PropertyValue::U16(v)) => receive_maximum = Some(v),
+                (SESSION_EXPIRY_INTERVAL, PropertyValue::U32(v)) => session_expiry_secs = Some(v),
+                (AUTHENTICATION_METHOD, _) => authentication_method = true,
+                (AUTHENTICATION_DATA, _) => authentication_data = true,
                 _ => {}
             }
-            Ok(())
-        })?;
+        }
+        if authentication_data && !authentication_method {
+            return Err(DecodeError::ProtocolError(
+                "Authentication Data without an Authentication Method",
+            ));
+        }
     }
     let client_id = read_string(body)?;
-    let will = if flags & 0b100 != 0 {
+    let will = if will_flag {
         if version == Version::V5 {
-            skip_properties(body)?;
+            read_properties(body, PropertyPlace::Will)?;
         }
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
         Some(Will {
             topic,
             payload,
-            qos: QoS::from_bits((flags >> 3) & 0b11)?,
-            retain: flags & 0b10_0000 != 0,
+            qos: QoS::from_bits(will_qos)?,
+            retain: will_retain,
         })
     } else {
         None
     };
-    let username = if flags & 0b1000_0000 != 0 {
+    let username = if has_username {
         Some(read_string(body)?)
     } else {
         None
     };
     // The password is read past and dropped: AWS ignores it on mutual-TLS endpoints.
-    if flags & 0b0100_0000 != 0 {
+    if has_password {
         read_binary(body)?;
     }
     Ok(Connect {
@@ -420,100 +547,293 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
 
 fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, DecodeError> {
     let qos = QoS::from_bits((flags >> 1) & 0b11)?;
+    let dup = flags & 0b1000 != 0;
+    if dup && qos == QoS::AtMostOnce {
+        return Err(DecodeError::Malformed("DUP set on a QoS 0 PUBLISH"));
+    }
     let topic = read_string(body)?;
     let packet_id = if qos == QoS::AtMostOnce {
         None
     } else {
-        Some(read_u16(body)?)
+        Some(read_packet_id(body)?)
     };
     let mut topic_alias = None;
-    let mut kept = BytesMut::new();
+    // Only validated properties a PUBLISH to a subscriber may carry are passed on,
+    // re-encoded, so subscribers get exactly what was checked here.
+    let mut forwarded = BytesMut::new();
     if v5 {
-        let length = read_varint(body)?;
-        if body.remaining() < length {
-            return Err(DecodeError::Malformed("properties longer than the packet"));
-        }
-        let mut properties = body.split_to(length);
-        while properties.has_remaining() {
-            let start = properties.clone();
-            let id = read_varint(&mut properties)? as u8;
-            let value = read_property_value(id, &mut properties)?;
-            let consumed = start.len() - properties.len();
-            match (id, value) {
-                (0x23, PropertyValue::U16(alias)) => topic_alias = Some(alias),
-                // Subscription identifiers belong to the receiving subscription.
-                (0x0B, _) => {}
-                _ => kept.extend_from_slice(&start[..consumed]),
+        for property in read_properties(body, PropertyPlace::Publish)? {
+            match (property.id, &property.value) {
+                (TOPIC_ALIAS, PropertyValue::U16(alias)) => topic_alias = Some(*alias),
+                (SUBSCRIPTION_IDENTIFIER, _) => {
+                    // MQTT-3.3.4-6: identifiers belong to the receiving subscription.
+                    return Err(DecodeError::ProtocolError(
+                        "a client's PUBLISH carries a Subscription Identifier",
+                    ));
+                }
+                _ => put_property(&mut forwarded, &property),
             }
         }
     }
     Ok(Publish {
-        dup: flags & 0b1000 != 0,
+        dup,
         qos,
         retain: flags & 1 != 0,
         topic,
         packet_id,
         payload: body.split_to(body.len()),
         topic_alias,
-        properties: kept.freeze(),
+        properties: forwarded.freeze(),
     })
 }
 
+const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
+const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
+const CONTENT_TYPE: u8 = 0x03;
+const RESPONSE_TOPIC: u8 = 0x08;
+const CORRELATION_DATA: u8 = 0x09;
+const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
+const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
+const SERVER_REFERENCE: u8 = 0x1C;
+const AUTHENTICATION_METHOD: u8 = 0x15;
+const AUTHENTICATION_DATA: u8 = 0x16;
+const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
+const WILL_DELAY_INTERVAL: u8 = 0x18;
+const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+const REASON_STRING: u8 = 0x1F;
+const RECEIVE_MAXIMUM: u8 = 0x21;
+const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+const TOPIC_ALIAS: u8 = 0x23;
+const USER_PROPERTY: u8 = 0x26;
+const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+
+/// Where a property list sits in a client's packet; each place allows its own set
+/// (MQTT 5 section 2.2.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PropertyPlace {
+    Connect,
+    Will,
+    Publish,
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
+    Ack,
+    Subscribe,
+    Unsubscribe,
+    Disconnect,
+}
+
+impl PropertyPlace {
+    fn name(self) -> &'static str {
+        match self {
+            PropertyPlace::Connect => "CONNECT",
+            PropertyPlace::Will => "the will properties",
+            PropertyPlace::Publish => "PUBLISH",
+            PropertyPlace::Ack => "a publish acknowledgement",
+            PropertyPlace::Subscribe => "SUBSCRIBE",
+            PropertyPlace::Unsubscribe => "UNSUBSCRIBE",
+            PropertyPlace::Disconnect => "DISCONNECT",
+        }
+    }
+
+    fn allows(self, id: u8) -> bool {
+        match self {
+            PropertyPlace::Connect => matches!(
+                id,
+                SESSION_EXPIRY_INTERVAL
+                    | AUTHENTICATION_METHOD
+                    | AUTHENTICATION_DATA
+                    | REQUEST_PROBLEM_INFORMATION
+                    | REQUEST_RESPONSE_INFORMATION
+                    | RECEIVE_MAXIMUM
+                    | TOPIC_ALIAS_MAXIMUM
+                    | USER_PROPERTY
+                    | MAXIMUM_PACKET_SIZE
+            ),
+            PropertyPlace::Will => matches!(
+                id,
+                PAYLOAD_FORMAT_INDICATOR
+                    | MESSAGE_EXPIRY_INTERVAL
+                    | CONTENT_TYPE
+                    | RESPONSE_TOPIC
+                    | CORRELATION_DATA
+                    | WILL_DELAY_INTERVAL
+                    | USER_PROPERTY
+            ),
+            PropertyPlace::Publish => matches!(
+                id,
+                PAYLOAD_FORMAT_INDICATOR
+                    | MESSAGE_EXPIRY_INTERVAL
+                    | CONTENT_TYPE
+                    | RESPONSE_TOPIC
+                    | CORRELATION_DATA
+                    | SUBSCRIPTION_IDENTIFIER
+                    | TOPIC_ALIAS
+                    | USER_PROPERTY
+            ),
+            PropertyPlace::Ack => matches!(id, REASON_STRING | USER_PROPERTY),
+            PropertyPlace::Subscribe => matches!(id, SUBSCRIPTION_IDENTIFIER | USER_PROPERTY),
+            PropertyPlace::Unsubscribe => id == USER_PROPERTY,
+            PropertyPlace::Disconnect => matches!(
+                id,
+                SESSION_EXPIRY_INTERVAL | REASON_STRING | SERVER_REFERENCE | USER_PROPERTY
+            ),
+        }
+    }
+}
+
+/// How a property's value is encoded.
+#[derive(Debug, Clone, Copy)]
+enum PropertyType {
+    Byte,
+    U16,
+    U32,
+    VarInt,
+    Text,
+    Binary,
+    TextPair,
+}
+
+/// Every property MQTT 5 defines: (name, type). All identifiers fit one byte.
+fn property_kind(id: u8) -> Option<(&'static str, PropertyType)> {
+    use PropertyType::*;
+    Some(match id {
+        0x01 => ("Payload Format Indicator", Byte),
+        0x02 => ("Message Expiry Interval", U32),
+        0x03 => ("Content Type", Text),
+        0x08 => ("Response Topic", Text),
+        0x09 => ("Correlation Data", Binary),
+        0x0B => ("Subscription Identifier", VarInt),
+        0x11 => ("Session Expiry Interval", U32),
+        0x12 => ("Assigned Client Identifier", Text),
+        0x13 => ("Server Keep Alive", U16),
+        0x15 => ("Authentication Method", Text),
+        0x16 => ("Authentication Data", Binary),
+        0x17 => ("Request Problem Information", Byte),
+        0x18 => ("Will Delay Interval", U32),
+        0x19 => ("Request Response Information", Byte),
+        0x1A => ("Response Information", Text),
+        0x1C => ("Server Reference", Text),
+        0x1F => ("Reason String", Text),
+        0x21 => ("Receive Maximum", U16),
+        0x22 => ("Topic Alias Maximum", U16),
+        0x23 => ("Topic Alias", U16),
+        0x24 => ("Maximum QoS", Byte),
+        0x25 => ("Retain Available", Byte),
+        0x26 => ("User Property", TextPair),
+        0x27 => ("Maximum Packet Size", U32),
+        0x28 => ("Wildcard Subscription Available", Byte),
+        0x29 => ("Subscription Identifier Available", Byte),
+        0x2A => ("Shared Subscription Available", Byte),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PropertyValue {
-    U8,
+    U8(u8),
     U16(u16),
     U32(u32),
-    Other,
+    VarInt(usize),
+    Text(String),
+    Binary(Bytes),
+    TextPair(String, String),
 }
 
-fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, DecodeError> {
-    Ok(match id {
-        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => {
-            read_u8(body)?;
-            PropertyValue::U8
-        }
-        0x13 | 0x21 | 0x22 | 0x23 => PropertyValue::U16(read_u16(body)?),
-        0x02 | 0x11 | 0x18 | 0x27 => PropertyValue::U32(read_u32(body)?),
-        0x0B => {
-            read_varint(body)?;
-            PropertyValue::Other
-        }
-        0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => {
-            read_string(body)?;
-            PropertyValue::Other
-        }
-        0x09 | 0x16 => {
-            read_binary(body)?;
-            PropertyValue::Other
-        }
-        0x26 => {
-            read_string(body)?;
-            read_string(body)?;
-            PropertyValue::Other
-        }
-        _ => return Err(DecodeError::Malformed("unknown property identifier")),
-    })
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Property {
+    id: u8,
+    value: PropertyValue,
 }
 
-fn for_each_property(
-    body: &mut Bytes,
-    mut each: impl FnMut(u8, PropertyValue) -> Result<(), DecodeError>,
-) -> Result<(), DecodeError> {
+/// Read a property list and check it against `place`: only allowed properties, each
+/// at most once (User Property may repeat), values within their ranges.
+fn read_properties(body: &mut Bytes, place: PropertyPlace) -> Result<Vec<Property>, DecodeError> {
     let length = read_varint(body)?;
     if body.remaining() < length {
         return Err(DecodeError::Malformed("properties longer than the packet"));
     }
-    let mut properties = body.split_to(length);
-    while properties.has_remaining() {
-        let id = read_varint(&mut properties)? as u8;
-        let value = read_property_value(id, &mut properties)?;
-        each(id, value)?;
+    let mut list = body.split_to(length);
+    let mut seen = [false; 128];
+    let mut properties = Vec::new();
+    while list.has_remaining() {
+        // Identifiers are variable byte integers; every defined one fits a single byte,
+        // so a longer one (even one whose low byte names a property) is unknown.
+        let raw_id = read_varint(&mut list)?;
+        let Some((id, (property, kind))) = u8::try_from(raw_id)
+            .ok()
+            .and_then(|id| property_kind(id).map(|kind| (id, kind)))
+        else {
+            return Err(DecodeError::Malformed("unknown property identifier"));
+        };
+        let packet = place.name();
+        if !place.allows(id) {
+            return Err(DecodeError::PropertyNotAllowed { property, packet });
+        }
+        let seen_before = &mut seen[usize::from(id)];
+        if *seen_before && id != USER_PROPERTY {
+            return Err(DecodeError::DuplicateProperty { property, packet });
+        }
+        *seen_before = true;
+        let value = match kind {
+            PropertyType::Byte => PropertyValue::U8(read_u8(&mut list)?),
+            PropertyType::U16 => PropertyValue::U16(read_u16(&mut list)?),
+            PropertyType::U32 => PropertyValue::U32(read_u32(&mut list)?),
+            PropertyType::VarInt => PropertyValue::VarInt(read_varint(&mut list)?),
+            PropertyType::Text => PropertyValue::Text(read_string(&mut list)?),
+            PropertyType::Binary => PropertyValue::Binary(read_binary(&mut list)?),
+            PropertyType::TextPair => {
+                PropertyValue::TextPair(read_string(&mut list)?, read_string(&mut list)?)
+            }
+        };
+        if let Some(problem) = property_value_problem(id, &value) {
+            return Err(DecodeError::InvalidProperty {
+                property,
+                packet,
+                problem,
+            });
+        }
+        properties.push(Property { id, value });
     }
-    Ok(())
+    Ok(properties)
 }
 
-fn skip_properties(body: &mut Bytes) -> Result<(), DecodeError> {
-    for_each_property(body, |_, _| Ok(()))
+/// What is wrong with a property's value, if anything (each a protocol error).
+fn property_value_problem(id: u8, value: &PropertyValue) -> Option<&'static str> {
+    match (id, value) {
+        (
+            PAYLOAD_FORMAT_INDICATOR | REQUEST_PROBLEM_INFORMATION | REQUEST_RESPONSE_INFORMATION,
+            PropertyValue::U8(v),
+        ) if *v > 1 => Some("is neither 0 nor 1"),
+        (RECEIVE_MAXIMUM | TOPIC_ALIAS, PropertyValue::U16(0)) => Some("is 0"),
+        (MAXIMUM_PACKET_SIZE, PropertyValue::U32(0)) => Some("is 0"),
+        (SUBSCRIPTION_IDENTIFIER, PropertyValue::VarInt(0)) => Some("is 0"),
+        (RESPONSE_TOPIC, PropertyValue::Text(topic))
+            if topic.is_empty() || topic.contains(['+', '#']) =>
+        {
+            Some("is not a topic name (empty or with a wildcard)")
+        }
+        _ => None,
+    }
+}
+
+/// Append one property in its only encoding (one-byte identifier, fixed-size or
+/// length-prefixed value).
+fn put_property(out: &mut BytesMut, property: &Property) {
+    out.put_u8(property.id);
+    match &property.value {
+        PropertyValue::U8(v) => out.put_u8(*v),
+        PropertyValue::U16(v) => out.put_u16(*v),
+        PropertyValue::U32(v) => out.put_u32(*v),
+        PropertyValue::VarInt(v) => put_varint(out, *v),
+        PropertyValue::Text(text) => put_string(out, text),
+        PropertyValue::Binary(bytes) => {
+            out.put_u16(bytes.len() as u16);
+            out.put_slice(bytes);
+        }
+        PropertyValue::TextPair(key, value) => {
+            put_string(out, key);
+            put_string(out, value);
+        }
+    }
 }
 
 fn read_u8(body: &mut Bytes) -> Result<u8, DecodeError> {
@@ -541,6 +861,11 @@ fn read_varint(body: &mut Bytes) -> Result<usize, DecodeError> {
     let mut value = 0usize;
     for i in 0..4 {
         let byte = read_u8(body)?;
+        if i > 0 && byte == 0 {
+            return Err(DecodeError::Malformed(
+                "variable byte integer not in its shortest encoding",
+            ));
+        }
         value |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
             return Ok(value);
