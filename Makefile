@@ -108,8 +108,10 @@ firmware-tests: certs
 	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
 		$(CARGO) test --release --locked --test on_target --no-run
 
-# What CI checks for the firmware workspace: format, lints, size limits, tests compile.
+# What CI checks for the firmware workspace: format, lints, size limits, tests compile,
+# and the board's HAL-free parts tested on the host (host-tests/: its own workspace).
 firmware-check: firmware firmware-tests
+	cd $(FW_DIR)/host-tests && $(CARGO) test --locked
 	cd $(FW_DIR) && $(CARGO) fmt -- --check
 	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
 		$(CARGO) clippy --release --locked --lib --bins --test on_target -- -D warnings

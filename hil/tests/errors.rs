@@ -54,11 +54,22 @@ fn an_empty_pki_folder_points_at_certs_init() {
     );
 }
 
+/// A file with the header of a 32-bit RISC-V ELF, as the ESP32-C3 firmware has.
+fn riscv_elf(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut elf = b"\x7fELF\x01\x01".to_vec();
+    elf.resize(64, 0);
+    elf[18..20].copy_from_slice(&243u16.to_le_bytes());
+    let path = dir.join("firmware.elf");
+    std::fs::write(&path, elf).unwrap();
+    path
+}
+
 #[test]
 fn a_port_that_does_not_exist_lists_the_ports_seen() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("flash.img");
     std::fs::write(&image, vec![0u8; 4096]).unwrap();
+    let firmware = riscv_elf(dir.path());
     for board in ["esp32c3", "esp8266"] {
         let out = hil(&[
             "--board",
@@ -66,7 +77,7 @@ fn a_port_that_does_not_exist_lists_the_ports_seen() {
             "--port",
             "/dev/no-such-port",
             "--firmware",
-            "/bin/sh",
+            firmware.to_str().unwrap(),
             "--flash",
             image.to_str().unwrap(),
         ]);

@@ -4,9 +4,8 @@
 //! Only the broker's side is implemented: [`decode`] reads client-to-server packets,
 //! [`encode`] writes server-to-client packets (and, for tests, the client-to-server ones
 //! a raw client needs). Every MQTT 5 property list is checked against the packet it sits
-//! in (MQTT 5 section 2.2.2.2: allowed properties, duplicates, value ranges); a publish's
-//! properties that a subscriber may receive are re-encoded from what was checked (minus
-//! the topic alias, which is per-connection) and reach MQTT 5 subscribers that way.
+//! in (MQTT 5 section 2.2.2.2: allowed properties, repeats, values); of a publish's (or a
+//! will's) properties only the checked ones a subscriber may receive are passed on.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -50,31 +49,32 @@ impl QoS {
     }
 }
 
-/// Why bytes could not be read as a packet. [`DecodeError::reason_code`] says which MQTT 5
-/// reason code refuses it; MQTT 3.1.1 clients are just disconnected.
+/// Why bytes could not be read as a packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Not a whole packet yet: read more.
     #[error("incomplete packet")]
     Incomplete,
+    /// The bytes do not follow the packet's format (MQTT 5: 0x81 Malformed Packet).
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
-    /// Well-formed bytes that break a rule of the protocol.
+    /// Well-formed, but against a protocol rule, e.g. a property given twice (MQTT 5:
+    /// 0x82 Protocol Error).
     #[error("protocol error: {0}")]
-    ProtocolError(&'static str),
-    /// A property the packet may not carry (MQTT 5 section 2.2.2.2): malformed.
+    Protocol(&'static str),
+    /// A property identifier not valid for the packet (MQTT 5 section 2.2.2.2: 0x81).
     #[error("malformed packet: {property} is not allowed in {packet}")]
     PropertyNotAllowed {
         property: &'static str,
         packet: &'static str,
     },
-    /// A property that may appear once appears again: a protocol error.
+    /// A property that may appear once given again (0x82).
     #[error("protocol error: {property} appears more than once in {packet}")]
     DuplicateProperty {
         property: &'static str,
         packet: &'static str,
     },
-    /// A property value the specification forbids: a protocol error.
+    /// A property value MQTT 5 forbids (0x82).
     #[error("protocol error: {property} in {packet} {problem}")]
     InvalidProperty {
         property: &'static str,
@@ -90,18 +90,18 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// The MQTT 5 reason code of the DISCONNECT (or CONNACK) that refuses the packet.
+    /// The MQTT 5 reason code a server answers this error with (CONNACK or DISCONNECT).
     pub fn reason_code(&self) -> u8 {
         match self {
-            DecodeError::Incomplete
-            | DecodeError::Malformed(_)
-            | DecodeError::PropertyNotAllowed { .. } => reason::MALFORMED,
-            DecodeError::ProtocolError(_)
+            DecodeError::Protocol(_)
             | DecodeError::DuplicateProperty { .. }
             | DecodeError::InvalidProperty { .. }
             | DecodeError::UnexpectedType(_) => reason::PROTOCOL_ERROR,
             DecodeError::TooLarge(_) => reason::PACKET_TOO_LARGE,
             DecodeError::UnsupportedVersion(_) => reason::UNSUPPORTED_VERSION,
+            DecodeError::Incomplete
+            | DecodeError::Malformed(_)
+            | DecodeError::PropertyNotAllowed { .. } => reason::MALFORMED,
         }
     }
 }
@@ -129,6 +129,9 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// MQTT 5: the will's properties to publish it with (checked; the will delay left
+    /// out).
+    pub properties: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,13 +300,13 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
         let Some(&byte) = buf.get(1 + i) else {
             return Err(DecodeError::Incomplete);
         };
-        if i > 0 && byte == 0 {
-            return Err(DecodeError::Malformed(
-                "remaining length not in its shortest encoding",
-            ));
-        }
         remaining |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::Malformed(
+                    "remaining length not in its shortest form",
+                ));
+            }
             return Ok((first, 2 + i, remaining));
         }
     }
@@ -312,19 +315,25 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
     ))
 }
 
-/// The flags (low four bits of the first byte) each client packet type must carry;
-/// anything else is malformed (MQTT-2.1.3-1). PUBLISH's flags are checked on their own.
-fn required_flags(packet_type: u8) -> Option<u8> {
-    match packet_type {
-        1 | 4 | 5 | 7 | 12 | 14 => Some(0),
-        6 | 8 | 10 => Some(0b0010),
-        _ => None,
-    }
+/// The protocol level of the CONNECT at the front of `buf`, without consuming
+/// anything: lets the broker answer a CONNECT it cannot read in the client's own
+/// version (an MQTT 5 client gets a CONNACK with the reason code).
+pub fn peek_connect_level(buf: &[u8]) -> Option<u8> {
+    let (first, header_len, _) = fixed_header(buf).ok()?;
+    let body = buf.get(header_len..)?;
+    // "MQTT" as a 2-byte-length string, then the level.
+    (first >> 4 == 1 && body.get(..6) == Some(b"\x00\x04MQTT".as_slice()))
+        .then(|| body.get(6).copied())
+        .flatten()
 }
 
 /// Read one client packet from the front of `buf`, consuming it. `version` is `None`
 /// until CONNECT has been read (the CONNECT says which version the rest uses).
 /// `max_size` bounds a whole packet; a larger one is refused before it is buffered.
+///
+/// Every field is checked as MQTT 3.1.1 and 5 require of a server: fixed-header flags,
+/// packet ids, trailing bytes, and (MQTT 5) each property's type, value and count
+/// against the packet it appears in. Only a packet that passes is returned.
 pub fn decode(
     buf: &mut BytesMut,
     version: Option<Version>,
@@ -343,25 +352,34 @@ pub fn decode(
     let v5 = version == Some(Version::V5);
     let packet_type = first >> 4;
     let flags = first & 0x0f;
-    if let Some(required) = required_flags(packet_type)
-        && flags != required
-    {
-        return Err(DecodeError::Malformed(
-            "reserved flags of the fixed header are wrong",
-        ));
-    }
+    let expect_flags = |wanted: u8, why: &'static str| {
+        if flags == wanted {
+            Ok(())
+        } else {
+            Err(DecodeError::Malformed(why))
+        }
+    };
     let packet = match packet_type {
-        1 => ClientPacket::Connect(read_connect(&mut body)?),
+        1 => {
+            expect_flags(0, "CONNECT flags must be 0000")?;
+            ClientPacket::Connect(read_connect(&mut body)?)
+        }
         3 => ClientPacket::Publish(read_publish(flags, &mut body, v5)?),
         4..=7 => {
+            if packet_type == 6 {
+                expect_flags(0b0010, "PUBREL flags must be 0010")?;
+            } else {
+                expect_flags(0, "acknowledgement flags must be 0000")?;
+            }
             let packet_id = read_packet_id(&mut body)?;
             if v5 && body.has_remaining() {
-                // The reason code and properties are informational here, but checked.
+                // Reason code, then properties (both optional).
                 read_u8(&mut body)?;
                 if body.has_remaining() {
-                    read_properties(&mut body, PropertyPlace::Ack)?;
+                    read_properties(&mut body, PropertyContext::Ack)?;
                 }
             }
+            expect_end(&body)?;
             match packet_type {
                 4 => ClientPacket::PubAck { packet_id },
                 5 => ClientPacket::PubRec { packet_id },
@@ -369,87 +387,89 @@ pub fn decode(
                 _ => ClientPacket::PubComp { packet_id },
             }
         }
-        8 => read_subscribe(&mut body, v5)?,
-        10 => {
+        8 => {
+            expect_flags(0b0010, "SUBSCRIBE flags must be 0010")?;
             let packet_id = read_packet_id(&mut body)?;
             if v5 {
-                read_properties(&mut body, PropertyPlace::Unsubscribe)?;
+                read_properties(&mut body, PropertyContext::Subscribe)?;
+            }
+            let mut subscriptions = Vec::new();
+            while body.has_remaining() {
+                let filter = read_string(&mut body)?;
+                let options = read_u8(&mut body)?;
+                let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
+                if options & reserved != 0 {
+                    return Err(DecodeError::Malformed(
+                        "SUBSCRIBE options use reserved bits",
+                    ));
+                }
+                if v5 && (options >> 4) & 0b11 == 3 {
+                    return Err(DecodeError::Protocol("retain handling 3 is reserved"));
+                }
+                subscriptions.push(Subscription {
+                    filter,
+                    qos: QoS::from_bits(options & 0b11)?,
+                });
+            }
+            if subscriptions.is_empty() {
+                return Err(DecodeError::Protocol("SUBSCRIBE without a topic filter"));
+            }
+            ClientPacket::Subscribe {
+                packet_id,
+                subscriptions,
+            }
+        }
+        10 => {
+            expect_flags(0b0010, "UNSUBSCRIBE flags must be 0010")?;
+            let packet_id = read_packet_id(&mut body)?;
+            if v5 {
+                read_properties(&mut body, PropertyContext::Unsubscribe)?;
             }
             let mut filters = Vec::new();
             while body.has_remaining() {
                 filters.push(read_string(&mut body)?);
             }
             if filters.is_empty() {
-                return Err(DecodeError::ProtocolError(
-                    "UNSUBSCRIBE without a topic filter",
-                ));
+                return Err(DecodeError::Protocol("UNSUBSCRIBE without a topic filter"));
             }
             ClientPacket::Unsubscribe { packet_id, filters }
         }
-        12 => ClientPacket::PingReq,
-        14 => ClientPacket::Disconnect {
-            reason: if v5 && body.has_remaining() {
-                let reason = read_u8(&mut body)?;
+        12 => {
+            expect_flags(0, "PINGREQ flags must be 0000")?;
+            expect_end(&body)?;
+            ClientPacket::PingReq
+        }
+        14 => {
+            expect_flags(0, "DISCONNECT flags must be 0000")?;
+            let mut reason = 0;
+            if v5 && body.has_remaining() {
+                reason = read_u8(&mut body)?;
                 if body.has_remaining() {
-                    read_properties(&mut body, PropertyPlace::Disconnect)?;
+                    read_properties(&mut body, PropertyContext::Disconnect)?;
                 }
-                reason
-            } else {
-                0
-            },
-        },
+            }
+            expect_end(&body)?;
+            ClientPacket::Disconnect { reason }
+        }
         other => return Err(DecodeError::UnexpectedType(other)),
     };
-    if body.has_remaining() {
-        return Err(DecodeError::Malformed(
-            "bytes after the end of the packet's fields",
-        ));
-    }
     Ok(packet)
 }
 
-/// A packet identifier, which is never 0 (MQTT-2.3.1-1).
-fn read_packet_id(body: &mut Bytes) -> Result<u16, DecodeError> {
-    match read_u16(body)? {
-        0 => Err(DecodeError::ProtocolError("packet identifier 0")),
-        id => Ok(id),
+fn expect_end(body: &Bytes) -> Result<(), DecodeError> {
+    if body.has_remaining() {
+        Err(DecodeError::Malformed("bytes after the end of the packet"))
+    } else {
+        Ok(())
     }
 }
 
-fn read_subscribe(body: &mut Bytes, v5: bool) -> Result<ClientPacket, DecodeError> {
-    let packet_id = read_packet_id(body)?;
-    if v5 {
-        read_properties(body, PropertyPlace::Subscribe)?;
+/// A packet id of a SUBSCRIBE, UNSUBSCRIBE, QoS 1 PUBLISH or acknowledgement: never 0.
+fn read_packet_id(body: &mut Bytes) -> Result<u16, DecodeError> {
+    match read_u16(body)? {
+        0 => Err(DecodeError::Malformed("packet id 0")),
+        id => Ok(id),
     }
-    let mut subscriptions = Vec::new();
-    while body.has_remaining() {
-        let filter = read_string(body)?;
-        let options = read_u8(body)?;
-        // 3.1.1 uses only the QoS bits; MQTT 5 adds No Local, Retain As Published and
-        // Retain Handling. The rest are reserved.
-        let reserved = if v5 { 0b1100_0000 } else { 0b1111_1100 };
-        if options & reserved != 0 {
-            return Err(DecodeError::Malformed(
-                "reserved subscription option bits set",
-            ));
-        }
-        if v5 && (options >> 4) & 0b11 == 3 {
-            return Err(DecodeError::ProtocolError("Retain Handling 3 is reserved"));
-        }
-        subscriptions.push(Subscription {
-            filter,
-            qos: QoS::from_bits(options & 0b11)?,
-        });
-    }
-    if subscriptions.is_empty() {
-        return Err(DecodeError::ProtocolError(
-            "SUBSCRIBE without a topic filter",
-        ));
-    }
-    Ok(ClientPacket::Subscribe {
-        packet_id,
-        subscriptions,
-    })
 }
 
 fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
@@ -469,69 +489,66 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
         return Err(DecodeError::Malformed("CONNECT reserved flag set"));
     }
     let will_flag = flags & 0b100 != 0;
-    let will_qos = (flags >> 3) & 0b11;
-    let will_retain = flags & 0b10_0000 != 0;
-    if !will_flag && (will_qos != 0 || will_retain) {
+    let will_bits = flags & 0b11_1000;
+    if !will_flag && will_bits != 0 {
         return Err(DecodeError::Malformed(
             "will QoS or will retain set without the will flag",
         ));
     }
-    let has_username = flags & 0b1000_0000 != 0;
-    let has_password = flags & 0b0100_0000 != 0;
-    if version == Version::V311 && has_password && !has_username {
-        return Err(DecodeError::Malformed(
-            "password flag set without the user name flag",
-        ));
+    let username_flag = flags & 0b1000_0000 != 0;
+    let password_flag = flags & 0b0100_0000 != 0;
+    if version == Version::V311 && password_flag && !username_flag {
+        return Err(DecodeError::Malformed("password without a user name"));
     }
     let keep_alive_secs = read_u16(body)?;
     let mut max_packet_size = None;
     let mut receive_maximum = None;
     let mut session_expiry_secs = None;
     if version == Version::V5 {
-        let properties = read_properties(body, PropertyPlace::Connect)?;
-        let mut authentication_method = false;
-        let mut authentication_data = false;
-        for property in properties {
-            match (property.id, property.value) {
-                (MAXIMUM_PACKET_SIZE, PropertyValue::U32(v)) => max_packet_size = Some(v),
-                (RECEIVE_MAXIMUM, PropertyValue::U16(v)) => receive_maximum = Some(v),
-                (SESSION_EXPIRY_INTERVAL, PropertyValue::U32(v)) => session_expiry_secs = Some(v),
-                (AUTHENTICATION_METHOD, _) => authentication_method = true,
-                (AUTHENTICATION_DATA, _) => authentication_data = true,
+        for property in read_properties(body, PropertyContext::Connect)?.iter() {
+            match property.value {
+                PropertyValue::U32(v) if property.id == MAXIMUM_PACKET_SIZE => {
+                    max_packet_size = Some(v)
+                }
+                PropertyValue::U16(v) if property.id == RECEIVE_MAXIMUM => {
+                    receive_maximum = Some(v)
+                }
+                PropertyValue::U32(v) if property.id == SESSION_EXPIRY_INTERVAL => {
+                    session_expiry_secs = Some(v)
+                }
                 _ => {}
             }
-        }
-        if authentication_data && !authentication_method {
-            return Err(DecodeError::ProtocolError(
-                "Authentication Data without an Authentication Method",
-            ));
         }
     }
     let client_id = read_string(body)?;
     let will = if will_flag {
-        if version == Version::V5 {
-            read_properties(body, PropertyPlace::Will)?;
-        }
+        let properties = if version == Version::V5 {
+            read_properties(body, PropertyContext::Will)?.forwarded
+        } else {
+            Bytes::new()
+        };
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
         Some(Will {
             topic,
             payload,
-            qos: QoS::from_bits(will_qos)?,
-            retain: will_retain,
+            qos: QoS::from_bits((flags >> 3) & 0b11)?,
+            retain: flags & 0b10_0000 != 0,
+            properties,
         })
     } else {
         None
     };
-    let username = if has_username {
+    let username = if username_flag {
         Some(read_string(body)?)
     } else {
         None
     };
     // The password is read past and dropped: AWS ignores it on mutual-TLS endpoints.
-    if has_password {
+    if password_flag {
         read_binary(body)?;
     }
+    expect_end(body)?;
     Ok(Connect {
         version,
         client_id,
@@ -558,22 +575,14 @@ fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, Decode
         Some(read_packet_id(body)?)
     };
     let mut topic_alias = None;
-    // Only validated properties a PUBLISH to a subscriber may carry are passed on,
-    // re-encoded, so subscribers get exactly what was checked here.
-    let mut forwarded = BytesMut::new();
+    let mut properties = Bytes::new();
     if v5 {
-        for property in read_properties(body, PropertyPlace::Publish)? {
-            match (property.id, &property.value) {
-                (TOPIC_ALIAS, PropertyValue::U16(alias)) => topic_alias = Some(*alias),
-                (SUBSCRIPTION_IDENTIFIER, _) => {
-                    // MQTT-3.3.4-6: identifiers belong to the receiving subscription.
-                    return Err(DecodeError::ProtocolError(
-                        "a client's PUBLISH carries a Subscription Identifier",
-                    ));
-                }
-                _ => put_property(&mut forwarded, &property),
-            }
-        }
+        let read = read_properties(body, PropertyContext::Publish)?;
+        topic_alias = read.iter().find_map(|p| match p.value {
+            PropertyValue::U16(alias) if p.id == TOPIC_ALIAS => Some(alias),
+            _ => None,
+        });
+        properties = read.forwarded;
     }
     Ok(Publish {
         dup,
@@ -583,10 +592,11 @@ fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, Decode
         packet_id,
         payload: body.split_to(body.len()),
         topic_alias,
-        properties: forwarded.freeze(),
+        properties,
     })
 }
 
+// MQTT 5 property identifiers (section 2.2.2.2).
 const PAYLOAD_FORMAT_INDICATOR: u8 = 0x01;
 const MESSAGE_EXPIRY_INTERVAL: u8 = 0x02;
 const CONTENT_TYPE: u8 = 0x03;
@@ -594,12 +604,12 @@ const RESPONSE_TOPIC: u8 = 0x08;
 const CORRELATION_DATA: u8 = 0x09;
 const SUBSCRIPTION_IDENTIFIER: u8 = 0x0B;
 const SESSION_EXPIRY_INTERVAL: u8 = 0x11;
-const SERVER_REFERENCE: u8 = 0x1C;
 const AUTHENTICATION_METHOD: u8 = 0x15;
 const AUTHENTICATION_DATA: u8 = 0x16;
 const REQUEST_PROBLEM_INFORMATION: u8 = 0x17;
 const WILL_DELAY_INTERVAL: u8 = 0x18;
 const REQUEST_RESPONSE_INFORMATION: u8 = 0x19;
+const SERVER_REFERENCE: u8 = 0x1C;
 const REASON_STRING: u8 = 0x1F;
 const RECEIVE_MAXIMUM: u8 = 0x21;
 const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
@@ -607,126 +617,88 @@ const TOPIC_ALIAS: u8 = 0x23;
 const USER_PROPERTY: u8 = 0x26;
 const MAXIMUM_PACKET_SIZE: u8 = 0x27;
 
-/// Where a property list sits in a client's packet; each place allows its own set
-/// (MQTT 5 section 2.2.2.2).
+/// Which packet a property list belongs to: each allows its own set (MQTT 5 table 2-4,
+/// as sent by a client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PropertyPlace {
+enum PropertyContext {
     Connect,
     Will,
     Publish,
-    /// PUBACK, PUBREC, PUBREL, PUBCOMP.
     Ack,
     Subscribe,
     Unsubscribe,
     Disconnect,
 }
 
-impl PropertyPlace {
+impl PropertyContext {
     fn name(self) -> &'static str {
         match self {
-            PropertyPlace::Connect => "CONNECT",
-            PropertyPlace::Will => "the will properties",
-            PropertyPlace::Publish => "PUBLISH",
-            PropertyPlace::Ack => "a publish acknowledgement",
-            PropertyPlace::Subscribe => "SUBSCRIBE",
-            PropertyPlace::Unsubscribe => "UNSUBSCRIBE",
-            PropertyPlace::Disconnect => "DISCONNECT",
+            PropertyContext::Connect => "CONNECT",
+            PropertyContext::Will => "the will properties",
+            PropertyContext::Publish => "PUBLISH",
+            PropertyContext::Ack => "a publish acknowledgement",
+            PropertyContext::Subscribe => "SUBSCRIBE",
+            PropertyContext::Unsubscribe => "UNSUBSCRIBE",
+            PropertyContext::Disconnect => "DISCONNECT",
         }
     }
 
     fn allows(self, id: u8) -> bool {
-        match self {
-            PropertyPlace::Connect => matches!(
-                id,
-                SESSION_EXPIRY_INTERVAL
-                    | AUTHENTICATION_METHOD
-                    | AUTHENTICATION_DATA
-                    | REQUEST_PROBLEM_INFORMATION
-                    | REQUEST_RESPONSE_INFORMATION
-                    | RECEIVE_MAXIMUM
-                    | TOPIC_ALIAS_MAXIMUM
-                    | USER_PROPERTY
-                    | MAXIMUM_PACKET_SIZE
-            ),
-            PropertyPlace::Will => matches!(
-                id,
-                PAYLOAD_FORMAT_INDICATOR
-                    | MESSAGE_EXPIRY_INTERVAL
-                    | CONTENT_TYPE
-                    | RESPONSE_TOPIC
-                    | CORRELATION_DATA
-                    | WILL_DELAY_INTERVAL
-                    | USER_PROPERTY
-            ),
-            PropertyPlace::Publish => matches!(
-                id,
-                PAYLOAD_FORMAT_INDICATOR
-                    | MESSAGE_EXPIRY_INTERVAL
-                    | CONTENT_TYPE
-                    | RESPONSE_TOPIC
-                    | CORRELATION_DATA
-                    | SUBSCRIPTION_IDENTIFIER
-                    | TOPIC_ALIAS
-                    | USER_PROPERTY
-            ),
-            PropertyPlace::Ack => matches!(id, REASON_STRING | USER_PROPERTY),
-            PropertyPlace::Subscribe => matches!(id, SUBSCRIPTION_IDENTIFIER | USER_PROPERTY),
-            PropertyPlace::Unsubscribe => id == USER_PROPERTY,
-            PropertyPlace::Disconnect => matches!(
-                id,
-                SESSION_EXPIRY_INTERVAL | REASON_STRING | SERVER_REFERENCE | USER_PROPERTY
-            ),
-        }
+        let allowed: &[u8] = match self {
+            PropertyContext::Connect => &[
+                SESSION_EXPIRY_INTERVAL,
+                AUTHENTICATION_METHOD,
+                AUTHENTICATION_DATA,
+                REQUEST_PROBLEM_INFORMATION,
+                REQUEST_RESPONSE_INFORMATION,
+                RECEIVE_MAXIMUM,
+                TOPIC_ALIAS_MAXIMUM,
+                USER_PROPERTY,
+                MAXIMUM_PACKET_SIZE,
+            ],
+            PropertyContext::Will => &[
+                PAYLOAD_FORMAT_INDICATOR,
+                MESSAGE_EXPIRY_INTERVAL,
+                CONTENT_TYPE,
+                RESPONSE_TOPIC,
+                CORRELATION_DATA,
+                WILL_DELAY_INTERVAL,
+                USER_PROPERTY,
+            ],
+            // Valid in PUBLISH, but a client never sends one (see property_value_problem).
+            PropertyContext::Publish => &[
+                PAYLOAD_FORMAT_INDICATOR,
+                MESSAGE_EXPIRY_INTERVAL,
+                CONTENT_TYPE,
+                RESPONSE_TOPIC,
+                CORRELATION_DATA,
+                SUBSCRIPTION_IDENTIFIER,
+                TOPIC_ALIAS,
+                USER_PROPERTY,
+            ],
+            PropertyContext::Ack => &[REASON_STRING, USER_PROPERTY],
+            PropertyContext::Subscribe => &[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY],
+            PropertyContext::Unsubscribe => &[USER_PROPERTY],
+            PropertyContext::Disconnect => &[
+                SESSION_EXPIRY_INTERVAL,
+                REASON_STRING,
+                SERVER_REFERENCE,
+                USER_PROPERTY,
+            ],
+        };
+        allowed.contains(&id)
+    }
+
+    /// Whether a property read in this context is passed on to subscribers: the
+    /// application properties of a PUBLISH or a will, not the topic alias (which is
+    /// per connection) nor the will delay (which is about the will, not the message).
+    fn forwards(self, id: u8) -> bool {
+        matches!(self, PropertyContext::Publish | PropertyContext::Will)
+            && !matches!(id, TOPIC_ALIAS | WILL_DELAY_INTERVAL)
     }
 }
 
-/// How a property's value is encoded.
-#[derive(Debug, Clone, Copy)]
-enum PropertyType {
-    Byte,
-    U16,
-    U32,
-    VarInt,
-    Text,
-    Binary,
-    TextPair,
-}
-
-/// Every property MQTT 5 defines: (name, type). All identifiers fit one byte.
-fn property_kind(id: u8) -> Option<(&'static str, PropertyType)> {
-    use PropertyType::*;
-    Some(match id {
-        0x01 => ("Payload Format Indicator", Byte),
-        0x02 => ("Message Expiry Interval", U32),
-        0x03 => ("Content Type", Text),
-        0x08 => ("Response Topic", Text),
-        0x09 => ("Correlation Data", Binary),
-        0x0B => ("Subscription Identifier", VarInt),
-        0x11 => ("Session Expiry Interval", U32),
-        0x12 => ("Assigned Client Identifier", Text),
-        0x13 => ("Server Keep Alive", U16),
-        0x15 => ("Authentication Method", Text),
-        0x16 => ("Authentication Data", Binary),
-        0x17 => ("Request Problem Information", Byte),
-        0x18 => ("Will Delay Interval", U32),
-        0x19 => ("Request Response Information", Byte),
-        0x1A => ("Response Information", Text),
-        0x1C => ("Server Reference", Text),
-        0x1F => ("Reason String", Text),
-        0x21 => ("Receive Maximum", U16),
-        0x22 => ("Topic Alias Maximum", U16),
-        0x23 => ("Topic Alias", U16),
-        0x24 => ("Maximum QoS", Byte),
-        0x25 => ("Retain Available", Byte),
-        0x26 => ("User Property", TextPair),
-        0x27 => ("Maximum Packet Size", U32),
-        0x28 => ("Wildcard Subscription Available", Byte),
-        0x29 => ("Subscription Identifier Available", Byte),
-        0x2A => ("Shared Subscription Available", Byte),
-        _ => return None,
-    })
-}
-
+/// One property's value, as far as the broker needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PropertyValue {
     U8(u8),
@@ -734,70 +706,92 @@ enum PropertyValue {
     U32(u32),
     VarInt(usize),
     Text(String),
-    Binary(Bytes),
-    TextPair(String, String),
+    /// Binary data or a string pair: checked, not kept apart.
+    Other,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Property {
     id: u8,
     value: PropertyValue,
 }
 
-/// Read a property list and check it against `place`: only allowed properties, each
-/// at most once (User Property may repeat), values within their ranges.
-fn read_properties(body: &mut Bytes, place: PropertyPlace) -> Result<Vec<Property>, DecodeError> {
+/// A checked property list: the properties read, and the encoded bytes of those to
+/// pass on to subscribers.
+struct Properties {
+    read: Vec<Property>,
+    forwarded: Bytes,
+}
+
+impl Properties {
+    fn iter(&self) -> impl Iterator<Item = &Property> {
+        self.read.iter()
+    }
+}
+
+/// Read a property list for `context`, refusing unknown identifiers and properties the
+/// packet does not allow (0x81), repeats of a property that may appear once and values
+/// MQTT 5 forbids (0x82).
+fn read_properties(body: &mut Bytes, context: PropertyContext) -> Result<Properties, DecodeError> {
     let length = read_varint(body)?;
     if body.remaining() < length {
         return Err(DecodeError::Malformed("properties longer than the packet"));
     }
     let mut list = body.split_to(length);
-    let mut seen = [false; 128];
-    let mut properties = Vec::new();
+    let mut read: Vec<Property> = Vec::new();
+    let mut forwarded = BytesMut::new();
+    let mut authentication_method = false;
+    let packet = context.name();
     while list.has_remaining() {
-        // Identifiers are variable byte integers; every defined one fits a single byte,
-        // so a longer one (even one whose low byte names a property) is unknown.
-        let raw_id = read_varint(&mut list)?;
-        let Some((id, (property, kind))) = u8::try_from(raw_id)
+        let start = list.clone();
+        // Identifiers are variable byte integers, but every defined one fits one byte:
+        // a longer one is unknown even if its low byte names a property.
+        let Some((id, property)) = u8::try_from(read_varint(&mut list)?)
             .ok()
-            .and_then(|id| property_kind(id).map(|kind| (id, kind)))
+            .and_then(|id| property_name(id).map(|name| (id, name)))
         else {
             return Err(DecodeError::Malformed("unknown property identifier"));
         };
-        let packet = place.name();
-        if !place.allows(id) {
+        if !context.allows(id) {
             return Err(DecodeError::PropertyNotAllowed { property, packet });
         }
-        let seen_before = &mut seen[usize::from(id)];
-        if *seen_before && id != USER_PROPERTY {
+        if id != USER_PROPERTY && read.iter().any(|p| p.id == id) {
             return Err(DecodeError::DuplicateProperty { property, packet });
         }
-        *seen_before = true;
-        let value = match kind {
-            PropertyType::Byte => PropertyValue::U8(read_u8(&mut list)?),
-            PropertyType::U16 => PropertyValue::U16(read_u16(&mut list)?),
-            PropertyType::U32 => PropertyValue::U32(read_u32(&mut list)?),
-            PropertyType::VarInt => PropertyValue::VarInt(read_varint(&mut list)?),
-            PropertyType::Text => PropertyValue::Text(read_string(&mut list)?),
-            PropertyType::Binary => PropertyValue::Binary(read_binary(&mut list)?),
-            PropertyType::TextPair => {
-                PropertyValue::TextPair(read_string(&mut list)?, read_string(&mut list)?)
+        let value = read_property_value(id, &mut list)?;
+        authentication_method |= id == AUTHENTICATION_METHOD;
+        let problem = match id {
+            AUTHENTICATION_DATA if !authentication_method => {
+                Some("comes without an Authentication Method before it")
             }
+            _ => property_value_problem(id, &value, context),
         };
-        if let Some(problem) = property_value_problem(id, &value) {
+        if let Some(problem) = problem {
             return Err(DecodeError::InvalidProperty {
                 property,
                 packet,
                 problem,
             });
         }
-        properties.push(Property { id, value });
+        if context.forwards(id) {
+            // A checked property with a one-byte identifier: these bytes are its only
+            // encoding, so subscribers get exactly what was checked.
+            forwarded.extend_from_slice(&start[..start.len() - list.len()]);
+        }
+        read.push(Property { id, value });
     }
-    Ok(properties)
+    Ok(Properties {
+        read,
+        forwarded: forwarded.freeze(),
+    })
 }
 
-/// What is wrong with a property's value, if anything (each a protocol error).
-fn property_value_problem(id: u8, value: &PropertyValue) -> Option<&'static str> {
+/// What is wrong with a property's value, if anything.
+fn property_value_problem(
+    id: u8,
+    value: &PropertyValue,
+    context: PropertyContext,
+) -> Option<&'static str> {
     match (id, value) {
         (
             PAYLOAD_FORMAT_INDICATOR | REQUEST_PROBLEM_INFORMATION | REQUEST_RESPONSE_INFORMATION,
@@ -806,6 +800,11 @@ fn property_value_problem(id: u8, value: &PropertyValue) -> Option<&'static str>
         (RECEIVE_MAXIMUM | TOPIC_ALIAS, PropertyValue::U16(0)) => Some("is 0"),
         (MAXIMUM_PACKET_SIZE, PropertyValue::U32(0)) => Some("is 0"),
         (SUBSCRIPTION_IDENTIFIER, PropertyValue::VarInt(0)) => Some("is 0"),
+        // Identifiers belong to the receiving subscription [MQTT-3.3.4-6].
+        (SUBSCRIPTION_IDENTIFIER, _) if context == PropertyContext::Publish => {
+            Some("is never sent by a client")
+        }
+        // Subscribers publish their responses to it [MQTT-3.3.2-14].
         (RESPONSE_TOPIC, PropertyValue::Text(topic))
             if topic.is_empty() || topic.contains(['+', '#']) =>
         {
@@ -815,25 +814,58 @@ fn property_value_problem(id: u8, value: &PropertyValue) -> Option<&'static str>
     }
 }
 
-/// Append one property in its only encoding (one-byte identifier, fixed-size or
-/// length-prefixed value).
-fn put_property(out: &mut BytesMut, property: &Property) {
-    out.put_u8(property.id);
-    match &property.value {
-        PropertyValue::U8(v) => out.put_u8(*v),
-        PropertyValue::U16(v) => out.put_u16(*v),
-        PropertyValue::U32(v) => out.put_u32(*v),
-        PropertyValue::VarInt(v) => put_varint(out, *v),
-        PropertyValue::Text(text) => put_string(out, text),
-        PropertyValue::Binary(bytes) => {
-            out.put_u16(bytes.len() as u16);
-            out.put_slice(bytes);
+/// The name of each property MQTT 5 defines (all identifiers fit one byte).
+fn property_name(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x01 => "Payload Format Indicator",
+        0x02 => "Message Expiry Interval",
+        0x03 => "Content Type",
+        0x08 => "Response Topic",
+        0x09 => "Correlation Data",
+        0x0B => "Subscription Identifier",
+        0x11 => "Session Expiry Interval",
+        0x12 => "Assigned Client Identifier",
+        0x13 => "Server Keep Alive",
+        0x15 => "Authentication Method",
+        0x16 => "Authentication Data",
+        0x17 => "Request Problem Information",
+        0x18 => "Will Delay Interval",
+        0x19 => "Request Response Information",
+        0x1A => "Response Information",
+        0x1C => "Server Reference",
+        0x1F => "Reason String",
+        0x21 => "Receive Maximum",
+        0x22 => "Topic Alias Maximum",
+        0x23 => "Topic Alias",
+        0x24 => "Maximum QoS",
+        0x25 => "Retain Available",
+        0x26 => "User Property",
+        0x27 => "Maximum Packet Size",
+        0x28 => "Wildcard Subscription Available",
+        0x29 => "Subscription Identifier Available",
+        0x2A => "Shared Subscription Available",
+        _ => return None,
+    })
+}
+
+fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, DecodeError> {
+    Ok(match id {
+        0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => PropertyValue::U8(read_u8(body)?),
+        0x13 | 0x21 | 0x22 | 0x23 => PropertyValue::U16(read_u16(body)?),
+        0x02 | 0x11 | 0x18 | 0x27 => PropertyValue::U32(read_u32(body)?),
+        0x0B => PropertyValue::VarInt(read_varint(body)?),
+        0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => PropertyValue::Text(read_string(body)?),
+        0x09 | 0x16 => {
+            read_binary(body)?;
+            PropertyValue::Other
         }
-        PropertyValue::TextPair(key, value) => {
-            put_string(out, key);
-            put_string(out, value);
+        0x26 => {
+            read_string(body)?;
+            read_string(body)?;
+            PropertyValue::Other
         }
-    }
+        _ => return Err(DecodeError::Malformed("unknown property identifier")),
+    })
 }
 
 fn read_u8(body: &mut Bytes) -> Result<u8, DecodeError> {
@@ -857,17 +889,18 @@ fn read_u32(body: &mut Bytes) -> Result<u32, DecodeError> {
     Ok(body.get_u32())
 }
 
+/// A variable byte integer, in its shortest form as MQTT requires.
 fn read_varint(body: &mut Bytes) -> Result<usize, DecodeError> {
     let mut value = 0usize;
     for i in 0..4 {
         let byte = read_u8(body)?;
-        if i > 0 && byte == 0 {
-            return Err(DecodeError::Malformed(
-                "variable byte integer not in its shortest encoding",
-            ));
-        }
         value |= usize::from(byte & 0x7f) << (7 * i);
         if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(DecodeError::Malformed(
+                    "variable byte integer not in its shortest form",
+                ));
+            }
             return Ok(value);
         }
     }
@@ -1166,6 +1199,192 @@ mod tests {
         assert_eq!(&out[..], &[0x20, 8, 0, 0, 5, 0x24, 1, 0x13, 0, 30]);
     }
 
+    fn v5_packet(first: u8, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_packet(&mut out, first, body);
+        out
+    }
+
+    fn publish_with_properties(qos: u8, packet_id: Option<u16>, props: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "test/t");
+        if let Some(id) = packet_id {
+            body.put_u16(id);
+        }
+        put_properties(&mut body, props);
+        body.put_slice(b"x");
+        v5_packet(0x30 | (qos << 1), &body)
+    }
+
+    fn decode_v5(mut buf: BytesMut) -> Result<ClientPacket, DecodeError> {
+        decode(&mut buf, Some(Version::V5), 1024)
+    }
+
+    #[test]
+    fn publish_properties_are_checked_per_packet_type_count_and_value() {
+        let content_type = [0x03, 0, 1, b't'];
+        let twice = [content_type, content_type].concat();
+        let cases: &[(&[u8], u8)] = &[
+            // Content type twice: protocol error.
+            (&twice, reason::PROTOCOL_ERROR),
+            // Session Expiry Interval belongs to CONNECT, not PUBLISH: an identifier not
+            // valid for the packet is malformed (MQTT 5 section 2.2.2.2).
+            (&[0x11, 0, 0, 0, 1], reason::MALFORMED),
+            // A client never sends a subscription identifier in PUBLISH.
+            (&[0x0B, 1], reason::PROTOCOL_ERROR),
+            // Payload format indicator 2.
+            (&[0x01, 2], reason::PROTOCOL_ERROR),
+            // Topic alias 0.
+            (&[0x23, 0, 0], reason::PROTOCOL_ERROR),
+            // Unknown identifier 0x7F.
+            (&[0x7F, 0], reason::MALFORMED),
+            // Identifier 257 as a two-byte variable byte integer: not 0x01 in disguise.
+            (&[0x81, 0x02, 1], reason::MALFORMED),
+            // Identifier 1 in a non-minimal two-byte form.
+            (&[0x81, 0x00, 1], reason::MALFORMED),
+            // A string property running past the list.
+            (&[0x03, 0, 9, b't'], reason::MALFORMED),
+        ];
+        for (props, code) in cases {
+            let error = decode_v5(publish_with_properties(0, None, props)).unwrap_err();
+            assert_eq!(error.reason_code(), *code, "{props:x?}: {error}");
+        }
+        // User properties may repeat; they are passed on with the rest.
+        let users = [0x26, 0, 1, b'k', 0, 1, b'v', 0x26, 0, 1, b'k', 0, 1, b'w'];
+        let ClientPacket::Publish(p) = decode_v5(publish_with_properties(0, None, &users)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(&p.properties[..], &users[..]);
+    }
+
+    #[test]
+    fn packet_ids_flags_and_trailing_bytes_are_checked() {
+        // QoS 1 with packet id 0.
+        let e = decode_v5(publish_with_properties(1, Some(0), &[])).unwrap_err();
+        assert_eq!(e, DecodeError::Malformed("packet id 0"));
+        // DUP on QoS 0.
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        put_properties(&mut body, &[]);
+        assert!(decode_v5(v5_packet(0x38, &body)).is_err());
+        // PINGREQ with a body, and with flags.
+        assert!(decode_v5(v5_packet(0xC0, &[0])).is_err());
+        assert!(decode_v5(v5_packet(0xC1, &[])).is_err());
+        assert_eq!(decode_v5(v5_packet(0xC0, &[])), Ok(ClientPacket::PingReq));
+        // A 3.1.1 PUBACK is exactly a packet id.
+        let mut buf = v5_packet(0x40, &[0, 1, 0]);
+        assert!(decode(&mut buf, Some(Version::V311), 1024).is_err());
+        // UNSUBSCRIBE: wrong flags, no filters, packet id 0.
+        let mut body = BytesMut::new();
+        body.put_u16(1);
+        put_properties(&mut body, &[]);
+        assert_eq!(
+            decode_v5(v5_packet(0xA2, &body)).unwrap_err().reason_code(),
+            reason::PROTOCOL_ERROR,
+            "no filters"
+        );
+        put_string(&mut body, "a");
+        assert!(decode_v5(v5_packet(0xA0, &body)).is_err(), "flags 0000");
+        assert!(decode_v5(v5_packet(0xA2, &body)).is_ok());
+        body[1] = 0;
+        assert!(decode_v5(v5_packet(0xA2, &body)).is_err(), "packet id 0");
+        // A remaining length in a non-minimal form.
+        let mut buf = BytesMut::from(&[0xC0u8, 0x80, 0x00][..]);
+        assert!(decode(&mut buf, Some(Version::V5), 1024).is_err());
+    }
+
+    #[test]
+    fn subscribe_options_reserved_bits_and_retain_handling_3_are_refused() {
+        let subscribe = |options: u8, packet_id: u16, version: Version| {
+            let mut body = BytesMut::new();
+            body.put_u16(packet_id);
+            if version == Version::V5 {
+                put_properties(&mut body, &[]);
+            }
+            put_string(&mut body, "a/b");
+            body.put_u8(options);
+            let mut buf = v5_packet(0x82, &body);
+            decode(&mut buf, Some(version), 1024)
+        };
+        assert!(subscribe(0b0010_1101, 1, Version::V5).is_ok());
+        assert_eq!(
+            subscribe(0b0011_0001, 1, Version::V5)
+                .unwrap_err()
+                .reason_code(),
+            reason::PROTOCOL_ERROR
+        );
+        assert!(subscribe(0b0100_0001, 1, Version::V5).is_err());
+        assert!(subscribe(0b0000_0101, 1, Version::V311).is_err());
+        assert!(subscribe(1, 0, Version::V5).is_err());
+    }
+
+    fn connect_v5(flags: u8, properties: &[u8], tail: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "MQTT");
+        body.put_u8(5);
+        body.put_u8(flags);
+        body.put_u16(60);
+        put_properties(&mut body, properties);
+        put_string(&mut body, "dev");
+        body.put_slice(tail);
+        v5_packet(0x10, &body)
+    }
+
+    #[test]
+    fn connect_is_checked_and_its_level_is_seen_before_decoding() {
+        let ok = connect_v5(0b10, &[], &[]);
+        assert_eq!(peek_connect_level(&ok), Some(5));
+        assert!(decode(&mut ok.clone(), None, 1024).is_ok());
+        let refused: &[(BytesMut, u8)] = &[
+            // Receive Maximum 0, Maximum Packet Size 0.
+            (connect_v5(0b10, &[0x21, 0, 0], &[]), reason::PROTOCOL_ERROR),
+            (
+                connect_v5(0b10, &[0x27, 0, 0, 0, 0], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            // Session expiry twice.
+            (
+                connect_v5(0b10, &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            // Topic alias is a PUBLISH property: not valid in CONNECT, so malformed
+            // (MQTT 5 section 2.2.2.2).
+            (connect_v5(0b10, &[0x23, 0, 1], &[]), reason::MALFORMED),
+            // Will QoS 1 without the will flag.
+            (connect_v5(0b1010, &[], &[]), reason::MALFORMED),
+            // Will retain without the will flag.
+            (connect_v5(0b10_0010, &[], &[]), reason::MALFORMED),
+            // Bytes after the last field.
+            (connect_v5(0b10, &[], &[0xAA]), reason::MALFORMED),
+        ];
+        for (packet, code) in refused {
+            let error = decode(&mut packet.clone(), None, 1024).unwrap_err();
+            assert_eq!(error.reason_code(), *code, "{packet:x?}: {error}");
+        }
+        // A will with its own properties: checked, kept (minus the will delay).
+        let mut tail = BytesMut::new();
+        put_properties(&mut tail, &[0x18, 0, 0, 0, 5, 0x03, 0, 1, b'j']);
+        put_string(&mut tail, "test/will");
+        put_string(&mut tail, "bye");
+        let mut buf = connect_v5(0b1110, &[], &tail);
+        let ClientPacket::Connect(c) = decode(&mut buf, None, 1024).unwrap() else {
+            panic!()
+        };
+        let will = c.will.unwrap();
+        assert_eq!(
+            (will.topic.as_str(), will.qos),
+            ("test/will", QoS::AtLeastOnce)
+        );
+        assert_eq!(&will.properties[..], &[0x03, 0, 1, b'j']);
+        // The same will with the will delay twice.
+        let mut tail = BytesMut::new();
+        put_properties(&mut tail, &[0x18, 0, 0, 0, 5, 0x18, 0, 0, 0, 5]);
+        put_string(&mut tail, "test/will");
+        put_string(&mut tail, "bye");
+        assert!(decode(&mut connect_v5(0b1110, &[], &tail), None, 1024).is_err());
+    }
+
     fn packet(first: u8, body: &[u8]) -> BytesMut {
         let mut out = BytesMut::new();
         put_packet(&mut out, first, body);
@@ -1193,19 +1412,6 @@ mod tests {
         put_properties(&mut body, properties);
         body.put_slice(b"x");
         packet(0x32, &body)
-    }
-
-    /// An MQTT 5 CONNECT with `flags`, `properties` and then `rest` after the client id.
-    fn connect_v5(flags: u8, properties: &[u8], rest: &[u8]) -> BytesMut {
-        let mut body = BytesMut::new();
-        put_string(&mut body, "MQTT");
-        body.put_u8(5);
-        body.put_u8(flags);
-        body.put_u16(60);
-        put_properties(&mut body, properties);
-        put_string(&mut body, "dev");
-        body.put_slice(rest);
-        packet(0x10, &body)
     }
 
     const CONTENT_TYPE_T: [u8; 4] = [0x03, 0, 1, b't'];
@@ -1333,10 +1539,10 @@ mod tests {
         let v311 = [0x32, 6, 0, 1, b't', 0, 0, b'x'];
         assert_eq!(
             read(&v311, Version::V311),
-            Err(DecodeError::ProtocolError("packet identifier 0"))
+            Err(DecodeError::Malformed("packet id 0"))
         );
         let v5 = [0x32, 7, 0, 1, b't', 0, 0, 0, b'x'];
-        assert_eq!(refusal(&v5, Version::V5), reason::PROTOCOL_ERROR);
+        assert_eq!(refusal(&v5, Version::V5), reason::MALFORMED);
         // DUP must be 0 on QoS 0 (MQTT-3.3.1-2).
         let dup_qos0 = [0x38, 4, 0, 1, b't', b'x'];
         assert_eq!(refusal(&dup_qos0, Version::V311), reason::MALFORMED);
@@ -1524,7 +1730,7 @@ mod tests {
             (
                 "packet id 0",
                 subscribe(v5, 0, &[], &[("a", 1)]),
-                reason::PROTOCOL_ERROR,
+                reason::MALFORMED,
             ),
             (
                 "no filter",
@@ -1589,7 +1795,7 @@ mod tests {
             (
                 "packet id 0",
                 unsubscribe(0xA2, 0, &[], &["a"]),
-                reason::PROTOCOL_ERROR,
+                reason::MALFORMED,
             ),
             (
                 "Subscription Identifier",
@@ -1630,7 +1836,7 @@ mod tests {
                 "PUBACK packet id 0",
                 &[0x40, 2, 0, 0][..],
                 v5,
-                reason::PROTOCOL_ERROR,
+                reason::MALFORMED,
             ),
             ("PUBACK flags", &[0x41, 2, 0, 3][..], v5, reason::MALFORMED),
             (

@@ -101,6 +101,7 @@ pub(crate) async fn serve(
         buf: BytesMut::with_capacity(4096),
         out: BytesMut::with_capacity(4096),
         version: None,
+        connect_level: None,
     };
     let connect = tokio::select! {
         _ = cancel.cancelled() => return,
@@ -128,6 +129,18 @@ pub(crate) async fn serve(
                 peer,
                 format!("MQTT protocol level {level} not supported"),
             );
+        }
+        Ok(Err(ReadError::Decode(e))) => {
+            // MQTT 5 lets the server say why it cannot read a CONNECT; 3.1.1 just closes.
+            if link.connect_level == Some(5) {
+                link.version = Some(Version::V5);
+                link.send(&ServerPacket::ConnAck(ConnAck {
+                    code: e.reason_code(),
+                    ..ConnAck::default()
+                }))
+                .await;
+            }
+            return refuse(&shared, peer, format!("reading CONNECT: {e}"));
         }
         Ok(Err(e)) => return refuse(&shared, peer, format!("reading CONNECT: {e}")),
         Err(_) => return refuse(&shared, peer, "no CONNECT in time".into()),
@@ -393,7 +406,7 @@ fn publish_will(shared: &Shared, client_id: &str, thing_name: Option<&str>, will
         payload: will.payload.clone(),
         qos: will.qos.min(QoS::AtLeastOnce),
         retain: will.retain,
-        properties: Bytes::new(),
+        properties: will.properties.clone(),
         received_at: Instant::now(),
         packet_id: None,
         dup: false,
@@ -555,12 +568,17 @@ struct Link {
     buf: BytesMut,
     out: BytesMut,
     version: Option<Version>,
+    /// The protocol level of the CONNECT being read, seen before it is decoded.
+    connect_level: Option<u8>,
 }
 
 impl Link {
     /// Read until one whole packet is buffered. Cancel-safe: bytes read stay in `buf`.
     async fn read_packet(&mut self) -> Result<ClientPacket, ReadError> {
         loop {
+            if self.version.is_none() {
+                self.connect_level = mqtt::peek_connect_level(&self.buf);
+            }
             match mqtt::decode(&mut self.buf, self.version, rules::MAX_INBOUND_PACKET_BYTES) {
                 Ok(packet) => return Ok(packet),
                 Err(DecodeError::Incomplete) => {}
@@ -673,8 +691,8 @@ impl Session {
                             Flow::Close(DisconnectReason::ClientError, Some(reason::PACKET_TOO_LARGE))
                         }
                         Err(ReadError::Decode(e)) => {
-                            tracing::info!(client = %self.client_id, error = %e, "malformed packet");
-                            Flow::Close(DisconnectReason::ClientError, Some(reason::MALFORMED))
+                            tracing::info!(client = %self.client_id, error = %e, "packet refused");
+                            Flow::Close(DisconnectReason::ClientError, Some(e.reason_code()))
                         }
                     }
                 }

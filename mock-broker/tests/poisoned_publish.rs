@@ -129,10 +129,7 @@ async fn a_publish_with_duplicated_or_out_of_range_properties_is_refused_and_nev
     }
 }
 
-/// The reason code for these is Protocol Error, which takes the session's mapping of
-/// `DecodeError::reason_code` (today it answers every decode error with 0x81).
 #[tokio::test]
-#[ignore = "needs session.rs to send DecodeError::reason_code instead of 0x81 for every decode error"]
 async fn a_publish_with_a_duplicated_property_gets_disconnect_protocol_error() {
     let rig = Rig::new();
     let broker = rig.start(rig.config()).await;

@@ -261,18 +261,11 @@ impl Esp32c3Backend {
             }
             None => ports::detect(&[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")?,
         };
-        if !port.exists() {
-            return Err(format!(
-                "esp32c3: no serial port {}; ports seen: {}",
-                port.display(),
-                ports::describe_available()
-            ));
-        }
         let firmware = firmware.unwrap_or_else(|| PathBuf::from(DEFAULT_FIRMWARE));
         // The ELF header up to e_machine: magic, class, and the machine it was built for.
-        let mut magic = [0u8; 20];
+        let mut head = Vec::with_capacity(20);
         fs::File::open(&firmware)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 20), &mut head))
             .map_err(|e| {
                 format!(
                     "esp32c3: no firmware at {} ({e}); build it (cargo build --release in \
@@ -280,6 +273,9 @@ impl Esp32c3Backend {
                     firmware.display()
                 )
             })?;
+        // Short files are padded: the checks below then name what is missing.
+        let mut magic = [0u8; 20];
+        magic[..head.len()].copy_from_slice(&head);
         if magic[..4] != *b"\x7fELF" {
             return Err(format!(
                 "esp32c3: {} is not an ELF file; pass the firmware's ELF (espflash makes the \
@@ -293,6 +289,13 @@ impl Esp32c3Backend {
                  firmware with `make firmware` (or pass its ELF, \
                  {DEFAULT_FIRMWARE})",
                 firmware.display()
+            ));
+        }
+        if !port.exists() {
+            return Err(format!(
+                "esp32c3: no serial port {}; ports seen: {}",
+                port.display(),
+                ports::describe_available()
             ));
         }
         let layout = PartitionLayout::read(partitions)?;
