@@ -10,12 +10,19 @@ AWS_DIR ?= certs/aws
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
 FLEET ?= 5000
+# Every tool is built in one invocation over the whole workspace and run from target/, so
+# shared dependencies are built with one feature set: `cargo run -p X` for each tool
+# would unify features per package and rebuild them every time another tool ran.
+BUILD_TOOLS = $(CARGO) build -q --workspace --bins --locked
+BIN := target/debug
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# chromium: hil's report test renders the HTML report in a real (headless) browser.
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
-	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf
+	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
+INSTA_VERSION := 1.49.0
 # Builds the ESP32-C3 app image for the firmware size report.
 ESPTOOL_VERSION := 5.6.0
 # The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
@@ -31,13 +38,14 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil \
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots \
 	firmware firmware-tests firmware-check hil-target
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
+	@echo "make snapshots  accept the current serial logs of boot, cadence, inbound as the snapshots"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
@@ -48,7 +56,8 @@ help:
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
 	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
-	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s WIFI_PASSWORD=p]"
+	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s]"
+	@echo "             (WiFi passphrase from the environment: read -rs WIFI_PASSWORD; export WIFI_PASSWORD)"
 	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
 
 deps:
@@ -60,6 +69,9 @@ deps:
 	else echo "system packages: all present"; fi
 	rustup target add $(RISCV)
 	rustup component add rustfmt clippy
+	@# `cargo insta review` for the serial-log snapshots (hil/README.md).
+	@cargo insta --version 2>/dev/null | grep -q "$(INSTA_VERSION)" \
+		|| $(CARGO) install cargo-insta --version $(INSTA_VERSION) --locked
 	@# A third-party MQTT client for the broker's interop tests.
 	@python3 -c "import paho.mqtt.client" 2>/dev/null || python3 -m pip install --quiet "paho-mqtt==$(PAHO_VERSION)" \
 		|| python3 -m pip install --quiet --break-system-packages "paho-mqtt==$(PAHO_VERSION)"
@@ -96,8 +108,10 @@ firmware-tests: certs
 	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
 		$(CARGO) test --release --locked --test on_target --no-run
 
-# What CI checks for the firmware workspace: format, lints, size limits, tests compile.
+# What CI checks for the firmware workspace: format, lints, size limits, tests compile,
+# and the board's HAL-free parts tested on the host (host-tests/: its own workspace).
 firmware-check: firmware firmware-tests
+	cd $(FW_DIR)/host-tests && $(CARGO) test --locked
 	cd $(FW_DIR) && $(CARGO) fmt -- --check
 	cd $(FW_DIR) && SERVER_CERT_DER=$(abspath $(DEV_DIR)/server.der) \
 		$(CARGO) clippy --release --locked --lib --bins --test on_target -- -D warnings
@@ -120,16 +134,32 @@ HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(F
 	$(if $(OBSERVER_CA),--observer-ca $(OBSERVER_CA)) \
 	$(foreach s,$(SCENARIO),--scenario $(s))
 
+# The serial-log snapshots are compared when the run is the rig's own (virtual device,
+# mock broker, its own images): they hold that setup's logs.
+SNAPSHOT_ARGS = $(if $(or $(BOARD),$(TARGET),$(FLASH),$(PKI)),,--snapshots hil/tests/snapshots)
+
 hil: certs
-	$(CARGO) build -q -p virtual-device -p hil --locked
-	$(CARGO) run -q -p hil --locked -- run $(HIL_ARGS) --junit target/hil/junit.xml --report target/hil/report
+	@if [ "$(TARGET)" = aws ] && [ -z "$(ENDPOINT)" ]; then \
+		echo "make hil TARGET=aws: set ENDPOINT=xxxx-ats.iot.REGION.amazonaws.com and the observer's" \
+		     "OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem; the device image comes from" \
+		     "FLASH=img or $(AWS_DIR)/flash.img (make aws-image DOWNLOADS=.. ENDPOINT=..)" >&2; exit 2; fi
+	$(BUILD_TOOLS)
+	$(BIN)/hil run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
+
+# Accept the current serial logs of boot, cadence and inbound as the snapshots (after
+# reviewing the diff `make hil` printed; `cargo insta review` does it one by one).
+snapshots:
+	$(BUILD_TOOLS)
+	$(BIN)/hil run --scenario boot --scenario cadence --scenario inbound \
+		--snapshots hil/tests/snapshots --update-snapshots
 
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
 bench:
 	$(CARGO) bench -p virtual-device --bench device --locked
 
 broker: certs
-	$(CARGO) run -q -p mock-broker --locked -- serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
+	$(BUILD_TOOLS)
+	$(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
 
 bench-broker:
 	$(CARGO) run -q --release -p mock-broker --locked --example fleet -- --clients $(FLEET) --seconds 20
@@ -137,23 +167,27 @@ bench-broker:
 certs: $(DEV_DIR)/flash.img
 
 $(DEV_DIR)/flash.img:
+	$(BUILD_TOOLS)
 	@if [ ! -f $(DEV_DIR)/ca.pem ]; then \
-		$(CARGO) run -q -p certs -- init --out $(DEV_DIR) --thing $(THING); \
+		$(BIN)/certs init --out $(DEV_DIR) --thing $(THING); \
 	fi
-	$(CARGO) run -q -p certs -- image --creds $(DEV_DIR)/device --out $@ --ntp 127.0.0.1:$(SNTP_PORT)
+	$(BIN)/certs image --creds $(DEV_DIR)/device --out $@ --ntp 127.0.0.1:$(SNTP_PORT)
 
 clean-certs:
 	rm -rf $(DEV_DIR)
 
 # The AWS console's three downloads -> DER files -> flash image, in one command.
+# The WiFi passphrase never goes on a command line (every user sees those in `ps`):
+# certs reads WIFI_PASSWORD from the environment, which make passes on to the recipe.
 aws-image:
 	@test -n "$(DOWNLOADS)" || { echo "aws-image: set DOWNLOADS=<folder with the console downloads>" >&2; exit 2; }
 	@test -n "$(ENDPOINT)" || { echo "aws-image: set ENDPOINT=<xxxx-ats.iot.REGION.amazonaws.com>" >&2; exit 2; }
+	$(BUILD_TOOLS)
 	@pick() { ls -1 $(DOWNLOADS)/$$1 2>/dev/null | head -1; }; \
 	cert=$$(pick '*-certificate.pem.crt*'); key=$$(pick '*-private.pem.key*'); ca=$$(pick 'AmazonRootCA1.pem*'); \
 	for f in "cert:$$cert" "key:$$key" "ca:$$ca"; do \
 		[ -n "$${f#*:}" ] || { echo "aws-image: no $${f%%:*} file in $(DOWNLOADS)" >&2; exit 2; }; done; \
-	$(CARGO) run -q -p certs -- import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
-	$(CARGO) run -q -p certs -- image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
+	$(BIN)/certs import --cert "$$cert" --key "$$key" --ca "$$ca" --out $(AWS_DIR)/device --force; \
+	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
-		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)") $(if $(WIFI_PASSWORD),--wifi-password "$(WIFI_PASSWORD)")
+		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")

@@ -86,9 +86,15 @@ pub struct ImageArgs {
     /// WiFi network name.
     #[arg(long, value_name = "S")]
     pub wifi_ssid: Option<String>,
-    /// WiFi passphrase (stored in the image, never printed).
+    /// WiFi passphrase (stored in the image, never printed). Visible to every user in
+    /// the process list: prefer the WIFI_PASSWORD environment variable or
+    /// --wifi-password-stdin. Order: --wifi-password-stdin, this flag, WIFI_PASSWORD.
     #[arg(long, value_name = "P")]
     pub wifi_password: Option<String>,
+    /// Read the WiFi passphrase from the first line of stdin (`read -rs P; printf
+    /// '%s\n' "$P" | certs image ...`), out of sight of `ps`.
+    #[arg(long, conflicts_with = "wifi_password")]
+    pub wifi_password_stdin: bool,
     /// MQTT broker [default: localhost:8883; port 8883 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub endpoint: Option<String>,
@@ -113,6 +119,9 @@ pub struct ImageArgs {
     /// SNTP server [default: pool.ntp.org:123; port 123 if omitted].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub ntp: Option<String>,
+    /// Seconds between clock re-syncs, 60..=86400 [default: 3600].
+    #[arg(long, value_name = "N")]
+    pub ntp_resync_s: Option<u32>,
     /// Image size in bytes, a multiple of 4096.
     #[arg(long, value_name = "BYTES", default_value_t = 65536)]
     pub size: usize,

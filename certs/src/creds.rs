@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+use firmware_core::creds::CredsFailure;
+use firmware_core::log::FlashFile;
+
 use crate::error::{CertsError, InputProblem};
 use crate::keys::PrivateKey;
 use crate::output::{self, OutFile};
@@ -88,6 +91,16 @@ impl Credentials {
         if !ca.usable_as_ca() {
             return Err(CertsError::input(ca_path, InputProblem::NotCa));
         }
+        // The device's own check last: whatever passes it loads on the board.
+        let key_der = key.to_traditional_der();
+        firmware_core::creds::check_credentials(&cert_der, &key_der, &ca_der).map_err(|f| {
+            let path = match f.file {
+                FlashFile::Key => key_path,
+                FlashFile::Ca => ca_path,
+                _ => cert_path,
+            };
+            CertsError::input(path, InputProblem::DeviceRefuses(device_refusal(&f)))
+        })?;
         Ok((
             Self {
                 cert_der,
@@ -146,4 +159,13 @@ impl Credentials {
     pub fn write(&self, dir: &Path, force: bool) -> Result<(), CertsError> {
         output::write_set(dir, &self.files(), force)
     }
+}
+
+/// Why the device refuses a file, with the slug its boot log prints.
+pub fn device_refusal(f: &CredsFailure) -> String {
+    format!(
+        "{} (device log: creds error={})",
+        firmware_core::creds::describe(f.file, f.error),
+        f.error
+    )
 }

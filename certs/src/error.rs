@@ -112,6 +112,9 @@ pub enum InputProblem {
     NotCa,
     #[error("corrupt flash image: {0}")]
     CorruptImage(String),
+    /// The device's own credential check (`firmware_core::creds`) refuses the file.
+    #[error("the device would refuse it: {0}")]
+    DeviceRefuses(String),
     #[error("{0}")]
     Other(String),
 }

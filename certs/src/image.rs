@@ -10,6 +10,7 @@ use firmware_core::image::{self as fs, ImageError};
 use crate::cli::ImageArgs;
 use crate::creds::Credentials;
 use crate::error::{CertsError, InputProblem, OutputProblem};
+use crate::show;
 
 pub use firmware_core::image::{BLOCK_SIZE, CA_PATH, CERT_PATH, CONFIG_PATH, KEY_PATH};
 
@@ -105,6 +106,16 @@ pub fn read_image(bytes: &[u8]) -> Result<ImageContents, ImageError> {
                 format!("/{name}")
             };
             let len = mounted.file_len(&path)?;
+            // A file cannot hold more than the image: a larger size is damaged metadata,
+            // and must not become an allocation of up to 4 GiB.
+            if len > bytes.len() {
+                return Err(ImageError::TooLarge {
+                    path: firmware_core::config::set_str("path", &path)
+                        .map_err(|_| ImageError::BadPath)?,
+                    len,
+                    max: bytes.len(),
+                });
+            }
             let mut data = vec![0u8; len];
             let read = mounted.read_file(&path, &mut data)?.len();
             data.truncate(read);
@@ -125,6 +136,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("endpoint.port", "--endpoint"),
     ("ntp.host", "--ntp"),
     ("ntp.port", "--ntp"),
+    ("ntp.resync_s", "--ntp-resync-s"),
     ("client_id", "--client-id"),
     ("pub_topic", "--pub-topic"),
     ("sub_topic", "--sub-topic"),
@@ -186,6 +198,10 @@ pub fn config_from_args(
         config.ntp.host = config::set_str("ntp.host", host).map_err(flag_err)?;
         config.ntp.port = port.unwrap_or(config::DEFAULT_NTP_PORT);
         from_flags.extend(["ntp.host", "ntp.port"]);
+    }
+    if let Some(resync) = args.ntp_resync_s {
+        config.ntp.resync_s = resync;
+        from_flags.push("ntp.resync_s");
     }
     if let Some(id) = &args.client_id {
         config.client_id = config::set_str("client_id", id).map_err(flag_err)?;
@@ -249,7 +265,66 @@ fn read_config_file(path: &Path, cert_cn: Option<&str>) -> Result<DeviceConfig, 
         let cn = cert_cn.unwrap_or_default();
         object.insert("client_id".into(), serde_json::Value::from(cn));
     }
-    serde_json::from_value::<DeviceConfig>(value).map_err(|e| bad(e.to_string()))
+    let json = serde_json::to_vec(&value).expect("a JSON value always serialises");
+    serde_json::from_value::<DeviceConfig>(value).map_err(|e| {
+        // serde_json names unknown keys but not the field of a value that does not fit
+        // ("invalid value: integer `70000`, expected u16"): the device's parser does.
+        match DeviceConfig::from_json(&json) {
+            Err(named) if named.field != "config.json" && !is_unknown(&named) => {
+                bad(named.to_string())
+            }
+            _ => bad(e.to_string()),
+        }
+    })
+}
+
+fn is_unknown(e: &ConfigError) -> bool {
+    e.problem == config::Problem::UnknownField
+}
+
+/// The environment variable `certs image` takes the WiFi passphrase from.
+pub const WIFI_PASSWORD_ENV: &str = "WIFI_PASSWORD";
+
+/// Settle where the WiFi passphrase comes from, so a password need never appear in the
+/// process list: `--wifi-password-stdin` (the first line of `stdin`), else
+/// `--wifi-password` (with a warning that `ps` shows it), else `env` (the value of
+/// [`WIFI_PASSWORD_ENV`]; empty counts as unset). Returns the warnings.
+pub fn resolve_wifi_password(
+    args: &mut ImageArgs,
+    stdin: &mut dyn std::io::BufRead,
+    env: Option<std::ffi::OsString>,
+) -> Result<Vec<String>, CertsError> {
+    if args.wifi_password_stdin {
+        let mut line = String::new();
+        stdin.read_line(&mut line).map_err(|e| {
+            CertsError::argument("--wifi-password-stdin", format!("cannot read stdin: {e}"))
+        })?;
+        let password = line
+            .strip_suffix('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .unwrap_or(&line);
+        if password.is_empty() {
+            return Err(CertsError::argument(
+                "--wifi-password-stdin",
+                "no password on the first line of stdin",
+            ));
+        }
+        args.wifi_password = Some(password.to_string());
+        return Ok(Vec::new());
+    }
+    if args.wifi_password.is_some() {
+        return Ok(vec![format!(
+            "--wifi-password is visible to every user in the process list; \
+             use {WIFI_PASSWORD_ENV}=... or --wifi-password-stdin instead"
+        )]);
+    }
+    if let Some(value) = env.filter(|v| !v.is_empty()) {
+        let password = value
+            .into_string()
+            .map_err(|_| CertsError::argument(WIFI_PASSWORD_ENV, "not valid UTF-8"))?;
+        args.wifi_password = Some(password);
+    }
+    Ok(Vec::new())
 }
 
 /// `host`, `host:port`, `[v6]:port`.
@@ -342,7 +417,7 @@ pub fn run_image(
         out,
         "  {CERT_PATH} {} B ({}), {KEY_PATH} {} B ({}), {CA_PATH} {} B",
         creds.cert_der.len(),
-        creds.cert.subject,
+        crate::show::text(&creds.cert.subject),
         key_len,
         creds.key.key_type(),
         creds.ca_der.len()
@@ -350,15 +425,19 @@ pub fn run_image(
     .ok();
     writeln!(
         out,
-        "  {CONFIG_PATH}: client_id={} endpoint={}:{} pub={} sub={} period_ms={} qos={} wifi_ssid={:?}",
-        config.client_id,
-        config.endpoint.host,
+        "  {CONFIG_PATH}: client_id={} endpoint={}:{} pub={} sub={} period_ms={} qos={} wifi_ssid={}",
+        show::value(&config.client_id),
+        show::value(&config.endpoint.host),
         config.endpoint.port,
-        config.pub_topic,
-        config.sub_topic,
+        show::value(&config.pub_topic),
+        show::value(&config.sub_topic),
         config.period_ms,
         config.qos,
-        config.wifi.ssid.as_str()
+        if config.wifi.ssid.is_empty() {
+            "(none)".to_string()
+        } else {
+            show::value(&config.wifi.ssid)
+        }
     )
     .ok();
     Ok(warnings)

@@ -5,11 +5,13 @@ use std::io::Write;
 use std::path::Path;
 
 use firmware_core::config::DeviceConfig;
+use firmware_core::log::LoadError;
 use time::OffsetDateTime;
 
 use crate::error::{CertsError, InputProblem};
 use crate::image::{self, BLOCK_SIZE, CA_PATH, CERT_PATH, CONFIG_PATH, KEY_PATH};
 use crate::keys::{self, KeyError, PrivateKey};
+use crate::show;
 use crate::x509::{self, CertInfo, Object};
 
 /// The LittleFS superblock names itself at this offset of block 0 (and of block 1).
@@ -52,7 +54,9 @@ fn inspect_file(
     out: &mut dyn Write,
 ) -> Result<(), CertsError> {
     let bytes = x509::read_input(path)?;
-    if !x509::looks_like_pem(&bytes) && looks_like_image(&bytes) {
+    // The superblock magic first: an image may hold PEM text in a file (a `/private.der`
+    // that is really PEM), which must not make the whole image read as a PEM file.
+    if has_image_magic(&bytes) || (!x509::looks_like_pem(&bytes) && looks_like_image(&bytes)) {
         return inspect_image(path, &bytes, now, out);
     }
     let objects = x509::decode_objects(path, &bytes)?;
@@ -83,20 +87,23 @@ fn inspect_file(
     }
 }
 
+/// The LittleFS superblock names itself in block 0 or 1.
+fn has_image_magic(bytes: &[u8]) -> bool {
+    let magic_in_block = |block: usize| {
+        let at = block * BLOCK_SIZE + LFS_MAGIC_OFFSET;
+        bytes.get(at..at + LFS_MAGIC.len()) == Some(LFS_MAGIC)
+    };
+    magic_in_block(0) || magic_in_block(1)
+}
+
 /// Not PEM, not a DER certificate or key, and shaped like a LittleFS image.
 fn looks_like_image(bytes: &[u8]) -> bool {
     if x509::is_der_certificate(bytes) || keys::parse_der_key(bytes).is_ok() {
         return false;
     }
-    let magic_in_block = |block: usize| {
-        let at = block * BLOCK_SIZE + LFS_MAGIC_OFFSET;
-        bytes.get(at..at + LFS_MAGIC.len()) == Some(LFS_MAGIC)
-    };
     // Whole blocks are enough: a corrupted image may have lost its magic too, and must be
     // reported as corrupt rather than as "not PEM or DER".
-    magic_in_block(0)
-        || magic_in_block(1)
-        || (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_SIZE))
+    has_image_magic(bytes) || (!bytes.is_empty() && bytes.len().is_multiple_of(BLOCK_SIZE))
 }
 
 fn describe_cert(
@@ -135,8 +142,8 @@ fn write_cert_details(info: &CertInfo, now: OffsetDateTime, out: &mut dyn Write)
     } else {
         format!("{} days left", (info.not_after - now).whole_days())
     };
-    writeln!(out, "  subject:  {}", info.subject).ok();
-    writeln!(out, "  issuer:   {}", info.issuer).ok();
+    writeln!(out, "  subject:  {}", show::text(&info.subject)).ok();
+    writeln!(out, "  issuer:   {}", show::text(&info.issuer)).ok();
     writeln!(
         out,
         "  validity: {} to {} ({state})",
@@ -149,7 +156,8 @@ fn write_cert_details(info: &CertInfo, now: OffsetDateTime, out: &mut dyn Write)
         writeln!(out, "  CA:       yes").ok();
     }
     if !info.subject_alt_names.is_empty() {
-        writeln!(out, "  SANs:     {}", info.subject_alt_names.join(", ")).ok();
+        let sans = show::text(&info.subject_alt_names.join(", "));
+        writeln!(out, "  SANs:     {sans}").ok();
     }
     writeln!(out, "  sha256:   {}", info.fingerprint()).ok();
 }
@@ -219,9 +227,25 @@ fn inspect_image(
     // littlefs checksums its metadata but not file data: parse every file so damaged
     // contents are reported here instead of failing on the device.
     let file = |name: &str| {
-        contents
+        let data = contents
             .file(name)
-            .ok_or_else(|| corrupt(format!("{name} missing from the image")))
+            .ok_or_else(|| corrupt(format!("{name} missing from the image")))?;
+        // The device reads each file into a fixed buffer: a larger one never loads.
+        let max = match name {
+            CONFIG_PATH => firmware_core::config::MAX_CONFIG_JSON,
+            KEY_PATH => firmware_core::image::MAX_KEY,
+            _ => firmware_core::image::MAX_CERT,
+        };
+        if data.len() > max {
+            return Err(CertsError::input(
+                path,
+                InputProblem::Other(format!(
+                    "{name}: {} bytes, the device reads at most {max}",
+                    data.len()
+                )),
+            ));
+        }
+        Ok(data)
     };
     let config_bytes = file(CONFIG_PATH)?;
     let config = DeviceConfig::from_json(config_bytes)
@@ -231,6 +255,20 @@ fn inspect_image(
         writeln!(out, "    {line}").ok();
     }
     let cert_der = file(CERT_PATH)?;
+    // The device's own check first, so this names the file the device's log would.
+    if let Err(f) =
+        firmware_core::creds::check_credentials(cert_der, file(KEY_PATH)?, file(CA_PATH)?)
+    {
+        let detail = format!("{}: {}", f.file, crate::creds::device_refusal(&f));
+        // Damage is corruption of the image; a wrong but intact file is not.
+        let problem = match f.error {
+            LoadError::Empty | LoadError::Malformed | LoadError::BadSignature => {
+                InputProblem::CorruptImage(detail)
+            }
+            _ => InputProblem::DeviceRefuses(detail),
+        };
+        return Err(CertsError::input(path, problem));
+    }
     let cert = CertInfo::from_der(cert_der)
         .map_err(|e| corrupt(format!("{CERT_PATH}: not a DER certificate: {e}")))?;
     let key = keys::parse_der_key(file(KEY_PATH)?).map_err(|e| {

@@ -8,7 +8,9 @@
 //!
 //! Bad input ends with exit status 2 and one line on stderr naming the file and the
 //! problem. Outputs are all-or-nothing: files are written under temporary names and
-//! renamed into place once everything is written, private keys with mode 0600.
+//! renamed into place once everything is written, private keys with mode 0600; with
+//! `--force`, the files being replaced are kept aside and put back if any file of the
+//! new set cannot be renamed into place.
 //!
 //! # Layout
 //!
@@ -45,6 +47,7 @@
 //! - [`creds`]: the three credential files, checked together.
 //! - [`image`]: build and read flash images.
 //! - [`x509`]: certificate facts and PEM/DER input.
+//! - [`show`]: outside text (names, ids, topics) escaped for printing as the device log does.
 
 pub mod cli;
 pub mod creds;
@@ -56,6 +59,7 @@ pub mod load;
 pub mod observer;
 pub mod output;
 pub mod pki;
+pub mod show;
 pub mod x509;
 
 use std::io::Write;
@@ -78,7 +82,15 @@ pub fn run(cli: Cli) -> Result<(), CertsError> {
     let warnings = match cli.command {
         Command::Init(args) => run_init(&args, &mut out)?,
         Command::Import(args) => run_import(&args, now, &mut out)?,
-        Command::Image(args) => image::run_image(&args, now, &mut out)?,
+        Command::Image(mut args) => {
+            let mut warnings = image::resolve_wifi_password(
+                &mut args,
+                &mut std::io::stdin().lock(),
+                std::env::var_os(image::WIFI_PASSWORD_ENV),
+            )?;
+            warnings.extend(image::run_image(&args, now, &mut out)?);
+            warnings
+        }
         Command::Inspect(args) => {
             inspect::run_inspect(&args.files, args.cert.as_deref(), now, &mut out)?;
             Vec::new()
@@ -127,15 +139,21 @@ pub fn run_init(args: &InitArgs, out: &mut dyn Write) -> Result<Vec<String>, Cer
     output::write_set(&args.out, &files, args.force)?;
     let dir = args.out.display();
     writeln!(out, "wrote test PKI ({}) to {dir}/", options.key).ok();
-    writeln!(out, "  ca.pem        CA \"{} test CA\"", options.thing).ok();
+    let thing = show::text(&options.thing);
+    writeln!(out, "  ca.pem        CA \"{thing} test CA\"").ok();
     writeln!(
         out,
         "  server.pem    broker, SANs {}",
-        options.server_names().join(", ")
+        show::text(&options.server_names().join(", "))
     )
     .ok();
-    writeln!(out, "  device.pem    thing CN={}", options.thing).ok();
-    writeln!(out, "  observer.pem  rig client CN={}", options.observer).ok();
+    writeln!(out, "  device.pem    thing CN={thing}").ok();
+    writeln!(
+        out,
+        "  observer.pem  rig client CN={}",
+        show::text(&options.observer)
+    )
+    .ok();
     writeln!(out, "  policy.json   AWS IoT policy for the thing").ok();
     writeln!(
         out,
@@ -168,7 +186,7 @@ pub fn run_import(
         out,
         "wrote {dir}/cert.der ({} B, {}, {}, until {})",
         creds.cert_der.len(),
-        creds.cert.subject,
+        show::text(&creds.cert.subject),
         creds.cert.public_key.key_type(),
         x509::format_time(creds.cert.not_after)
     )
@@ -184,7 +202,7 @@ pub fn run_import(
         out,
         "wrote {dir}/ca.der ({} B, {})",
         creds.ca_der.len(),
-        creds.ca.subject
+        show::text(&creds.ca.subject)
     )
     .ok();
     Ok(warnings)

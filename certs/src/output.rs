@@ -1,6 +1,9 @@
 //! All-or-nothing output: every file is written to a temporary name in the target
 //! directory and renamed into place only once the whole set is written, so an error never
-//! leaves a half-written file or a partial set behind.
+//! leaves a half-written file or a partial set behind. Replacing a set (`--force`) keeps
+//! each old file until the whole new set is in place, and puts them all back if any
+//! rename fails, so a failure never leaves a mixed set (a new `cert.der` beside an old
+//! `private.der`).
 
 use std::fs;
 use std::io::Write;
@@ -62,7 +65,9 @@ pub fn check_names(dir: &Path, names: &[PathBuf], force: bool) -> Result<(), Cer
 /// Write a set of files under `dir` (created if needed).
 ///
 /// Files go to a staging directory inside `dir` first; only when all are written and
-/// synced are they renamed into place, each rename atomic.
+/// synced are they renamed into place, each rename atomic. A file being replaced is first
+/// moved aside into the staging directory; if any rename fails, every file already
+/// renamed in is taken out again and the old ones are put back.
 pub fn write_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), CertsError> {
     let names: Vec<PathBuf> = files.iter().map(|f| f.name.clone()).collect();
     check_names(dir, &names, force)?;
@@ -79,31 +84,102 @@ pub fn write_set(dir: &Path, files: &[OutFile], force: bool) -> Result<(), Certs
     result
 }
 
+/// One file renamed into place, and where the file it replaced was put.
+struct Swapped {
+    target: PathBuf,
+    previous: Option<PathBuf>,
+}
+
 fn stage_and_rename(dir: &Path, files: &[OutFile]) -> Result<(), CertsError> {
     let staging = tempfile::Builder::new()
         .prefix(".certs-staging-")
         .tempdir_in(dir)
         .map_err(|e| CertsError::io(dir, e))?;
+    let new_dir = staging.path().join("new");
+    let old_dir = staging.path().join("old");
     for file in files {
-        let path = staging.path().join(&file.name);
+        let path = new_dir.join(&file.name);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
         }
         write_new(&path, &file.contents, file.mode())?;
     }
+    let mut swapped = Vec::new();
     for file in files {
         let target = dir.join(&file.name);
-        if let Some(parent) = target.parent()
-            && !parent.exists()
-        {
-            fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
-            set_mode(parent, 0o755)?;
+        match swap_in(
+            &new_dir.join(&file.name),
+            &target,
+            &old_dir.join(&file.name),
+        ) {
+            Ok(s) => swapped.push(s),
+            Err(e) => {
+                let unrestored = roll_back(&swapped);
+                if unrestored.is_empty() {
+                    return Err(e);
+                }
+                // Keep the old files where they are rather than delete them with the
+                // staging directory, and say where they are.
+                let kept = staging.keep();
+                return Err(CertsError::io(
+                    &target,
+                    std::io::Error::other(format!(
+                        "{e}; putting the previous files back failed for {}: they are in {}",
+                        unrestored.join(", "),
+                        kept.join("old").display()
+                    )),
+                ));
+            }
         }
-        fs::rename(staging.path().join(&file.name), &target)
-            .map_err(|e| CertsError::io(&target, e))?;
     }
     sync_dir(dir);
     Ok(())
+}
+
+/// Rename `staged` to `target`, moving a file already at `target` to `aside` first (and
+/// back again if the rename fails).
+fn swap_in(staged: &Path, target: &Path, aside: &Path) -> Result<Swapped, CertsError> {
+    if let Some(parent) = target.parent()
+        && !parent.exists()
+    {
+        fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
+        set_mode(parent, 0o755)?;
+    }
+    // Only a regular file is moved aside: anything else at `target` (a directory) makes
+    // the rename below fail, and the set is rolled back.
+    let replacing = fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_file());
+    if replacing {
+        if let Some(parent) = aside.parent() {
+            fs::create_dir_all(parent).map_err(|e| CertsError::io(parent, e))?;
+        }
+        fs::rename(target, aside).map_err(|e| CertsError::io(target, e))?;
+    }
+    if let Err(e) = fs::rename(staged, target) {
+        if replacing {
+            let _ = fs::rename(aside, target);
+        }
+        return Err(CertsError::io(target, e));
+    }
+    Ok(Swapped {
+        target: target.to_path_buf(),
+        previous: replacing.then(|| aside.to_path_buf()),
+    })
+}
+
+/// Undo `swapped`, last first: put each previous file back, or remove a file that did
+/// not exist before. Returns the targets that could not be restored.
+fn roll_back(swapped: &[Swapped]) -> Vec<String> {
+    let mut failed = Vec::new();
+    for s in swapped.iter().rev() {
+        let restored = match &s.previous {
+            Some(previous) => fs::rename(previous, &s.target),
+            None => fs::remove_file(&s.target),
+        };
+        if restored.is_err() {
+            failed.push(s.target.display().to_string());
+        }
+    }
+    failed
 }
 
 /// Write one file atomically: temporary file in the same directory, then rename.

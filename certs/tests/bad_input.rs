@@ -280,6 +280,22 @@ fn ca_that_is_not_a_ca() {
 }
 
 #[test]
+fn ca_the_device_would_refuse_is_refused_at_import() {
+    let work = downloads();
+    work.openssl(&["x509", "-in", CA, "-outform", "DER", "-out", "ca.der"]);
+    let mut der = work.read("ca.der");
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    work.write("damaged-ca.der", &der);
+    let out = import(&work, CERT, KEY, "damaged-ca.der");
+    assert_bad_input(
+        &out,
+        &["damaged-ca.der", "the device would refuse it", "damaged"],
+    );
+    assert_nothing_written(&work);
+}
+
+#[test]
 fn bundle_where_one_certificate_is_expected() {
     let work = downloads();
     let bundle = [work.read(CA), work.read(CA)].concat();
@@ -390,9 +406,30 @@ fn image_config_errors_name_the_flag_or_field() {
         &["--pub-topic", "'+' or '#'"],
     );
     assert_bad_input(&image(&["--qos", "2"]), &["--qos", "between 0 and 1"]);
+    // AWS's topic filter rules, checked before the device ever subscribes.
+    assert_bad_input(
+        &image(&["--sub-topic", "in/#/x"]),
+        &["--sub-topic", "sub_topic", "'#' must be a whole last level"],
+    );
+    assert_bad_input(
+        &image(&["--sub-topic", "in/a+"]),
+        &["--sub-topic", "'+' a whole level"],
+    );
+    assert_bad_input(
+        &image(&["--sub-topic", "$aws/rules/r"]),
+        &["--sub-topic", "AWS IoT's"],
+    );
+    assert_bad_input(
+        &image(&["--pub-topic", "$SYS/x"]),
+        &["--pub-topic", "AWS IoT's"],
+    );
     assert_bad_input(
         &image(&["--keepalive-s", "5"]),
         &["--keepalive-s", "between 30 and 1200"],
+    );
+    assert_bad_input(
+        &image(&["--ntp-resync-s", "30"]),
+        &["--ntp-resync-s", "ntp.resync_s", "between 60 and 86400"],
     );
     assert_bad_input(
         &image(&["--endpoint", "host:notaport"]),
@@ -417,6 +454,14 @@ fn image_config_errors_name_the_flag_or_field() {
     assert_bad_input(
         &image(&["--config", "device.json"]),
         &["device.json", "period_ms"],
+    );
+    work.write(
+        "device.json",
+        r#"{"endpoint": {"host": "h", "port": 70000}, "keepalive_s": 70000}"#,
+    );
+    assert_bad_input(
+        &image(&["--config", "device.json"]),
+        &["device.json", "endpoint.port: must be between 1 and 65535"],
     );
     work.write("device.json", "{ not json");
     assert_bad_input(

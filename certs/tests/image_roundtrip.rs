@@ -127,6 +127,8 @@ fn full_round_trip(reader: fn(Vec<u8>) -> ReadBack) {
         "0",
         "--ntp",
         "127.0.0.1:12345",
+        "--ntp-resync-s",
+        "900",
         "--sub-topic",
         "cmd/+",
     ]);
@@ -160,6 +162,7 @@ fn full_round_trip(reader: fn(Vec<u8>) -> ReadBack) {
     assert_eq!(config.qos, 0);
     assert_eq!(config.ntp.host.as_str(), "127.0.0.1");
     assert_eq!(config.ntp.port, 12345);
+    assert_eq!(config.ntp.resync_s, 900);
     assert_eq!(config.pub_topic.as_str(), "outTopic");
     assert_eq!(config.sub_topic.as_str(), "cmd/+");
 }

@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::backend::esp32c3::{self, Esp32c3Backend};
 use crate::backend::esp8266::Esp8266Backend;
 use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
-use crate::report::{junit_xml, summary_table, write_report_dir};
+use crate::report::{RunInfo, junit_setup_error, junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
 use crate::scenarios;
@@ -54,6 +54,27 @@ pub enum Target {
     Mock,
     /// AWS IoT Core at `--endpoint`.
     Aws,
+}
+
+impl Board {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Virtual => "virtual",
+            Self::Esp32c3 => "esp32c3",
+            Self::Esp8266 => "esp8266",
+        }
+    }
+}
+
+impl Target {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mock => "mock",
+            Self::Aws => "aws",
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -111,6 +132,14 @@ pub struct RunArgs {
     /// Write per-scenario logs and the summary into this folder.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Compare the serial logs of boot, cadence and inbound with the insta snapshots in
+    /// this folder (`hil/tests/snapshots`); a mismatch fails the run and leaves
+    /// `.snap.new` files for `cargo insta review`.
+    #[arg(long, value_name = "DIR")]
+    pub snapshots: Option<PathBuf>,
+    /// With --snapshots: write this run's logs into the snapshots instead of comparing.
+    #[arg(long, requires = "snapshots")]
+    pub update_snapshots: bool,
 }
 
 /// The scenario list `hil list` prints.
@@ -324,19 +353,37 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", list());
             ExitCode::SUCCESS
         }
-        Command::Run(args) => match run_suite_command(&args).await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(e) => {
-                eprintln!("hil: {e}");
-                ExitCode::from(2)
+        Command::Run(args) => {
+            let started = std::time::SystemTime::now();
+            match run_suite_command(&args, started).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("hil: {e}");
+                    // CI reads the JUnit file: say there why nothing ran.
+                    if let Some(path) = &args.junit {
+                        let info =
+                            RunInfo::collect(started, args.board.name(), args.target.name(), &[]);
+                        let written = path
+                            .parent()
+                            .map_or(Ok(()), std::fs::create_dir_all)
+                            .and_then(|()| std::fs::write(path, junit_setup_error(&info, &e)));
+                        if let Err(w) = written {
+                            eprintln!("hil: write {}: {w}", path.display());
+                        }
+                    }
+                    ExitCode::from(2)
+                }
             }
-        },
+        }
     }
 }
 
 /// `hil run`: `Ok(passed)`, or why the suite could not run at all.
-async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
+async fn run_suite_command(
+    args: &RunArgs,
+    started_wall: std::time::SystemTime,
+) -> Result<bool, String> {
     if let Some(e) = unsupported(args) {
         return Err(e);
     }
@@ -393,18 +440,31 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
     let total = started.elapsed();
     let summary = summary_table(&reports);
     println!("\n{summary}");
+    let info = RunInfo::collect(started_wall, backend.board(), args.target.name(), &reports);
     if let Some(path) = &args.junit {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
         }
-        std::fs::write(path, junit_xml(backend.board(), &reports, total))
+        std::fs::write(path, junit_xml(&info, &reports, total))
             .map_err(|e| format!("write {}: {e}", path.display()))?;
         println!("JUnit: {}", path.display());
     }
     if let Some(dir) = &args.report {
-        write_report_dir(dir, &reports, &summary)
+        write_report_dir(dir, &reports, &summary, &info)
             .map_err(|e| format!("write report {}: {e}", dir.display()))?;
         println!("report: {}", dir.join("index.html").display());
+    }
+    let mut snapshots_differ = false;
+    if let Some(dir) = &args.snapshots {
+        let mismatches = crate::snapshots::check(dir, &reports, args.update_snapshots)
+            .map_err(|e| format!("snapshots in {}: {e}", dir.display()))?;
+        if !mismatches.is_empty() {
+            print!(
+                "\n{}",
+                crate::snapshots::describe(&mismatches, args.update_snapshots)
+            );
+            snapshots_differ = !args.update_snapshots;
+        }
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let skips = if skipped.is_empty() {
@@ -413,14 +473,19 @@ async fn run_suite_command(args: &RunArgs) -> Result<bool, String> {
         format!(", {} skipped", skipped.len())
     };
     println!(
-        "{} passed, {failed} failed{skips}; wall time {:.1} s",
+        "{} passed, {failed} failed{skips}{}; wall time {:.1} s",
         reports.len() - failed - skipped.len(),
+        if snapshots_differ {
+            "; serial-log snapshots differ"
+        } else {
+            ""
+        },
         total.as_secs_f64()
     );
     if let Ok(rig) = Arc::try_unwrap(rig) {
         rig.shutdown().await;
     }
-    Ok(failed == 0)
+    Ok(failed == 0 && !snapshots_differ)
 }
 
 #[cfg(test)]

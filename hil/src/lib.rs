@@ -18,6 +18,8 @@
 //! - [`scenarios`]: the scenarios as data (name, tolerance, exclusivity) plus their checks.
 //! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
 //! - [`normalise`]: the serial log with run-dependent figures redacted (snapshots).
+//! - [`snapshots`]: `hil run --snapshots`: the same snapshots `cargo test -p hil` checks,
+//!   compared in the daily loop, with pending files for `cargo insta review`.
 //! - [`report`]: summary table, JUnit XML, report folder with a self-contained HTML page
 //!   (interval plot and connection timeline per scenario, [`report::html`]).
 //! - [`aws`]: `--target aws`: the observer connection (a second identity over MQTT + TLS)
@@ -33,3 +35,4 @@ pub mod rig;
 pub mod runner;
 pub mod scenarios;
 pub mod serial;
+pub mod snapshots;

@@ -7,10 +7,102 @@ pub mod html;
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::normalise::normalise;
 use crate::runner::ScenarioReport;
+
+/// What a run was: when, of which commit, on what, against what. Printed at the top of
+/// the HTML report and carried by the JUnit suite, so a report stands on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    /// When the run started.
+    pub started: SystemTime,
+    /// `git rev-parse --short HEAD` where the rig ran, if it is a checkout.
+    pub commit: Option<String>,
+    pub board: String,
+    pub target: String,
+    /// The machine the rig ran on.
+    pub host: String,
+    /// The device's own `boot: firmware=` (the first seen), if any scenario booted it.
+    pub firmware: Option<String>,
+}
+
+impl RunInfo {
+    /// The run started at `started` on `board` against `target`; the rest is looked up
+    /// here (commit, host) or read from the reports (firmware).
+    pub fn collect(
+        started: SystemTime,
+        board: &str,
+        target: &str,
+        reports: &[ScenarioReport],
+    ) -> Self {
+        let commit = std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into());
+        let firmware = reports
+            .iter()
+            .flat_map(|r| &r.full_log)
+            .filter_map(|l| l.line())
+            .find(|l| l.tag() == "boot")
+            .and_then(|l| l.field("firmware").map(str::to_string));
+        Self {
+            started,
+            commit,
+            board: board.into(),
+            target: target.into(),
+            host,
+            firmware,
+        }
+    }
+
+    /// One line: `2026-12-04T03:45:10Z · commit 1a2b3c4 · board virtual · ...`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} · commit {} · board {} · target {} · host {} · firmware {}",
+            rfc3339(self.started),
+            self.commit.as_deref().unwrap_or("unknown"),
+            self.board,
+            self.target,
+            self.host,
+            self.firmware.as_deref().unwrap_or("unknown"),
+        )
+    }
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC), as JUnit's `timestamp` wants it.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
 
 /// The summary table: scenario, result, key figure (or the first line of the failure),
 /// duration.
@@ -84,9 +176,30 @@ pub(crate) fn xml_escape(text: &str) -> String {
     out
 }
 
+/// JUnit XML when the suite could not run at all: one `setup` test case with the error,
+/// so CI shows why instead of a missing file.
+pub fn junit_setup_error(info: &RunInfo, error: &str) -> String {
+    let suite = xml_escape(&format!("hil.{}", info.board));
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <testsuites name=\"hil\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n\
+         \x20 <testsuite name=\"{suite}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\" timestamp=\"{ts}\" hostname=\"{host}\">\n\
+         \x20   <testcase classname=\"{suite}\" name=\"setup\" time=\"0.000\">\n\
+         \x20     <error message=\"{msg}\">{body}</error>\n\
+         \x20   </testcase>\n\
+         \x20 </testsuite>\n\
+         </testsuites>\n",
+        ts = rfc3339(info.started),
+        host = xml_escape(&info.host),
+        msg = xml_escape(error.lines().next().unwrap_or_default()),
+        body = xml_escape(error),
+    )
+}
+
 /// JUnit XML: one suite `hil.<board>`, one test case per scenario, the failure message
 /// and the normalised serial log of each.
-pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> String {
+pub fn junit_xml(info: &RunInfo, reports: &[ScenarioReport], total: Duration) -> String {
+    let board = info.board.as_str();
     let failures = reports.iter().filter(|r| !r.passed()).count();
     let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -99,9 +212,16 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">",
         reports.len(),
-        total.as_secs_f64()
+        total.as_secs_f64(),
+        rfc3339(info.started),
+        xml_escape(&info.host),
+    );
+    let _ = writeln!(
+        out,
+        "    <properties><property name=\"run\" value=\"{}\"/></properties>",
+        xml_escape(&info.describe())
     );
     for r in reports {
         let _ = writeln!(
@@ -132,10 +252,16 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
                 );
             }
         }
+        // The key figure first: GitHub and GitLab show system-out, not properties.
+        let head = match (&r.skipped, &r.result) {
+            (Some(why), _) => format!("skipped: {why}"),
+            (None, Ok(figure)) => format!("pass: {figure}"),
+            (None, Err(why)) => format!("FAIL: {}", why.lines().next().unwrap_or_default()),
+        };
         let _ = writeln!(
             out,
             "      <system-out>{}</system-out>",
-            xml_escape(&normalise(&r.full_log))
+            xml_escape(&format!("{head}\n\n{}", normalise(&r.full_log)))
         );
         let _ = writeln!(out, "    </testcase>");
     }
@@ -146,10 +272,27 @@ pub fn junit_xml(board: &str, reports: &[ScenarioReport], total: Duration) -> St
 /// `DIR/index.html` (see [`html`]), `DIR/summary.txt`, and per scenario
 /// `DIR/<name>/serial.log` (as captured, with host timestamps relative to the first line)
 /// and `DIR/<name>/serial.normalised.log`.
-pub fn write_report_dir(dir: &Path, reports: &[ScenarioReport], summary: &str) -> io::Result<()> {
+/// Scenario folders of an earlier run into the same `DIR` that this run did not write
+/// (they hold a `result.txt`) are removed, so the folder never mixes two runs.
+pub fn write_report_dir(
+    dir: &Path,
+    reports: &[ScenarioReport],
+    summary: &str,
+    info: &RunInfo,
+) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if path.join("result.txt").is_file() && !reports.iter().any(|r| r.name == name) {
+            std::fs::remove_dir_all(&path)?;
+        }
+    }
     std::fs::write(dir.join("summary.txt"), summary)?;
-    std::fs::write(dir.join("index.html"), html::render(reports))?;
+    std::fs::write(dir.join("index.html"), html::render(reports, info))?;
     for r in reports {
         let folder = dir.join(r.name);
         std::fs::create_dir_all(&folder)?;
@@ -184,6 +327,7 @@ mod tests {
             log: Vec::new(),
             full_log: Vec::new(),
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: None,
         }
     }
@@ -248,7 +392,7 @@ mod tests {
                 && row.contains("needs the mock broker's faults"),
             "{table}"
         );
-        let xml = junit_xml("virtual", &reports, Duration::from_secs(2));
+        let xml = junit_xml(&info(), &reports, Duration::from_secs(2));
         assert!(
             xml.contains(r#"tests="2" failures="0" skipped="1""#)
                 && xml.contains(r#"<skipped message="needs the mock broker&apos;s faults"/>"#),
@@ -261,8 +405,15 @@ mod tests {
     fn the_report_folder_has_the_html_page_next_to_the_logs() {
         let dir = tempfile::tempdir().unwrap();
         let reports = [report("cadence", Err("saw <3001> ms".into()))];
-        write_report_dir(dir.path(), &reports, "table").unwrap();
+        std::fs::create_dir_all(dir.path().join("old-scenario")).unwrap();
+        std::fs::write(dir.path().join("old-scenario/result.txt"), "pass").unwrap();
+        std::fs::create_dir_all(dir.path().join("notes")).unwrap();
+        write_report_dir(dir.path(), &reports, "table", &info()).unwrap();
+        // A stale scenario folder goes; a folder the rig did not write stays.
+        assert!(!dir.path().join("old-scenario").exists());
+        assert!(dir.path().join("notes").is_dir());
         let page = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(page.contains(&info().describe()), "{page}");
         assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
         assert!(page.contains("saw &lt;3001&gt; ms"), "{page}");
         assert!(dir.path().join("cadence/serial.log").is_file());
@@ -271,7 +422,7 @@ mod tests {
     #[test]
     fn junit_escapes_what_it_carries_and_counts_failures() {
         let xml = junit_xml(
-            "virtual",
+            &info(),
             &[report("inbound", Err("saw <\"&'\u{1b}>".into()))],
             Duration::from_secs(2),
         );
@@ -280,5 +431,58 @@ mod tests {
             xml.contains(r#"message="saw &lt;&quot;&amp;&apos;\x1b&gt;""#),
             "{xml}"
         );
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            started: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+            commit: Some("1a2b3c4".into()),
+            board: "virtual".into(),
+            target: "mock".into(),
+            host: "bench-1".into(),
+            firmware: Some("0.1.0".into()),
+        }
+    }
+
+    #[test]
+    fn dates_are_utc_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)),
+            "2026-11-18T11:06:40Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn junit_says_when_where_and_the_key_figure_where_ci_shows_it() {
+        let xml = junit_xml(
+            &info(),
+            &[report("cadence", Ok("10 intervals".into()))],
+            Duration::from_secs(2),
+        );
+        assert!(
+            xml.contains(r#"timestamp="2026-11-18T11:06:40Z" hostname="bench-1""#),
+            "{xml}"
+        );
+        assert!(xml.contains("<system-out>pass: 10 intervals"), "{xml}");
+        assert!(
+            xml.contains("commit 1a2b3c4 · board virtual · target mock"),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_suite_that_cannot_start_still_writes_junit_with_the_error() {
+        let xml = junit_setup_error(&info(), "no virtual-device binary\nbuild it first");
+        assert!(xml.contains(r#"errors="1""#), "{xml}");
+        assert!(
+            xml.contains(r#"<error message="no virtual-device binary">"#),
+            "{xml}"
+        );
+        assert!(xml.contains("build it first</error>"), "{xml}");
     }
 }

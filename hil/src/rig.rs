@@ -55,7 +55,13 @@ pub struct GivenImage {
 impl GivenImage {
     pub fn read(path: &Path) -> Result<Self, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let contents = image::read_image(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let contents = image::read_image(&bytes).map_err(|e| {
+            format!(
+                "{}: not a flash image ({e}); make one with `certs image` \
+                 (`make certs` writes certs/dev/flash.img)",
+                path.display()
+            )
+        })?;
         let json = contents
             .file(CONFIG_PATH)
             .ok_or_else(|| format!("{}: no {CONFIG_PATH}", path.display()))?;
@@ -129,7 +135,14 @@ impl Rig {
     /// (`server.pem`, `server.key.pem`). The policy stays the rig's, which gives each
     /// device its own inbound topic (the folder's `policy.json` names one thing's topics).
     pub async fn with_pki_dir(device_binary: PathBuf, dir: &Path) -> Result<Self, String> {
-        let ca = CertificateAuthority::load_dir(dir).map_err(|e| format!("--pki: {e}"))?;
+        let ca = CertificateAuthority::load_dir(dir).map_err(|e| {
+            format!(
+                "--pki: {e}; {} must be a `certs init` folder (make one with \
+                 `cargo run -p certs -- init --out {}`, or `make certs` for certs/dev)",
+                dir.display(),
+                dir.display()
+            )
+        })?;
         let credentials = mock_broker::Credentials::from_dir(dir)
             .map_err(|e| format!("--pki {}: {e}", dir.display()))?;
         Self::start_issuing(device_binary, ca, credentials).await

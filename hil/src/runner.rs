@@ -9,7 +9,7 @@ use mock_broker::{Event, Publisher};
 use crate::backend::Backend;
 use crate::backend::virtual_device::VirtualBackend;
 use crate::rig::Rig;
-use crate::scenarios::{Scenario, ScenarioRun};
+use crate::scenarios::{CheckResult, Scenario, ScenarioRun};
 use crate::serial::SerialLine;
 
 /// A scenario that has not finished in this long has hung; it fails rather than stalls
@@ -33,8 +33,11 @@ pub struct ScenarioReport {
     /// it counts as no failure).
     pub skipped: Option<String>,
     /// When the broker received each publish of the scenario's client id (lifecycle
-    /// topics excluded), in order: the broker's side of the interval plot.
+    /// topics and retransmissions excluded), in order: the broker's side of the interval
+    /// plot.
     pub broker_publishes: Vec<Instant>,
+    /// Retransmissions (DUP) the broker received: replays, not cadence slots.
+    pub broker_replays: Vec<Instant>,
 }
 
 impl ScenarioReport {
@@ -53,6 +56,7 @@ impl ScenarioReport {
             log: Vec::new(),
             full_log: Vec::new(),
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: Some(why.to_string()),
         }
     }
@@ -133,13 +137,19 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
             "expected the scenario to finish within {SCENARIO_LIMIT:?}, it did not"
         ))),
     };
-    let mut broker_publishes = Vec::new();
+    let full_log = run.log();
+    let result = note_dropped_lines(result, dropped_lines(&full_log));
+    let (mut broker_publishes, mut broker_replays) = (Vec::new(), Vec::new());
     while let Some(event) = observer.try_next() {
         if let Event::Publish(publish) = event
             && publish.publisher == Publisher::Client(run.client_id.clone())
             && !publish.topic.starts_with("$aws/")
         {
-            broker_publishes.push(publish.received_at);
+            if publish.dup {
+                broker_replays.push(publish.received_at);
+            } else {
+                broker_publishes.push(publish.received_at);
+            }
         }
     }
     ScenarioReport {
@@ -148,8 +158,65 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
         result,
         duration: started.elapsed(),
         log: run.taken(),
-        full_log: run.log(),
+        full_log,
         skipped: None,
         broker_publishes,
+        broker_replays,
+    }
+}
+
+/// Lines the device said its serial port dropped (`W log: dropped lines=N`).
+pub fn dropped_lines(log: &[SerialLine]) -> u64 {
+    log.iter()
+        .filter_map(SerialLine::line)
+        .filter(|l| l.tag() == "log" && l.message() == "dropped")
+        .filter_map(|l| l.field_as::<u64>("lines"))
+        .sum()
+}
+
+/// A scenario's result, saying so when the device dropped serial lines: the log the
+/// checks read is then incomplete, which explains a line that never came, and a pass is
+/// marked as resting on a partial log.
+pub fn note_dropped_lines(result: CheckResult, dropped: u64) -> CheckResult {
+    if dropped == 0 {
+        return result;
+    }
+    let note = format!("the device's serial port dropped {dropped} lines (W log: dropped)");
+    match result {
+        Ok(figure) => Ok(format!("{figure}; {note}")),
+        Err(failure) => Err(format!(
+            "{failure}\n{note}: lines this check waited for may be among them"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serial::SerialText;
+    use firmware_core::log::Line;
+
+    fn at(line: Line) -> SerialLine {
+        SerialLine {
+            at: Instant::now(),
+            wall: std::time::SystemTime::now(),
+            text: SerialText::Line(Box::new(line)),
+        }
+    }
+
+    #[test]
+    fn dropped_serial_lines_are_counted_and_named_in_the_result() {
+        let log = vec![
+            at(Line::inbound(1, "inTopic", b"a")),
+            at(Line::log_dropped(2, 700)),
+            at(Line::log_dropped(3, 12)),
+        ];
+        assert_eq!(dropped_lines(&log), 712);
+        let failed = note_dropped_lines(Err("expected 3000 inbound lines, saw 2288".into()), 712);
+        let text = failed.unwrap_err();
+        assert!(text.contains("dropped 712 lines"), "{text}");
+        let passed = note_dropped_lines(Ok("10 intervals".into()), 712).unwrap();
+        assert!(passed.starts_with("10 intervals; "), "{passed}");
+        assert_eq!(note_dropped_lines(Ok("x".into()), 0), Ok("x".into()));
     }
 }

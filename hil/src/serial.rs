@@ -222,6 +222,62 @@ impl SerialCapture {
     }
 }
 
+/// Longest line the rig keeps. A firmware log line is at most about 640 bytes; a device
+/// (or a noisy port) that sends more without a line end gets its text cut here, marked
+/// with [`CUT_MARKER`], and the rest of that line dropped, so a stream without newlines
+/// cannot grow the rig's memory without limit.
+pub const MAX_LINE: usize = 4096;
+/// Appended to a line cut at [`MAX_LINE`].
+pub const CUT_MARKER: &str = " [cut: no line end within 4096 bytes]";
+
+/// Splits a byte stream into lines of at most [`MAX_LINE`] bytes.
+#[derive(Debug, Default)]
+struct LineSplitter {
+    pending: Vec<u8>,
+    /// Inside a line already cut: drop bytes up to its end.
+    discarding: bool,
+}
+
+impl LineSplitter {
+    /// Feed bytes; returns the complete lines (with their `\n`; a cut line without).
+    fn feed(&mut self, mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        while !bytes.is_empty() {
+            let newline = bytes.iter().position(|&b| b == b'\n');
+            if self.discarding {
+                match newline {
+                    Some(end) => {
+                        self.discarding = false;
+                        bytes = &bytes[end + 1..];
+                    }
+                    None => return lines,
+                }
+                continue;
+            }
+            let (take, rest) = match newline {
+                Some(end) => bytes.split_at(end + 1),
+                None => (bytes, &bytes[bytes.len()..]),
+            };
+            let room = MAX_LINE - self.pending.len();
+            if take.len() > room {
+                self.pending.extend_from_slice(&take[..room]);
+                let mut cut = std::mem::take(&mut self.pending);
+                cut.extend_from_slice(CUT_MARKER.as_bytes());
+                lines.push(cut);
+                // The line's end was in this chunk: go on after it.
+                self.discarding = newline.is_none();
+            } else {
+                self.pending.extend_from_slice(take);
+                if newline.is_some() {
+                    lines.push(std::mem::take(&mut self.pending));
+                }
+            }
+            bytes = rest;
+        }
+        lines
+    }
+}
+
 /// The reader thread: split on `\n`, strip `\r`, parse, stamp, forward.
 fn read_lines(
     port: &mut dyn SerialPort,
@@ -229,12 +285,12 @@ fn read_lines(
     seen: &Mutex<Vec<SerialLine>>,
     mut translate: Option<Translate>,
 ) {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut splitter = LineSplitter::default();
     let mut buf = [0u8; 1024];
     loop {
-        match port.read(&mut buf) {
+        let lines = match port.read(&mut buf) {
             Ok(0) => return,
-            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Ok(n) => splitter.feed(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 if tx.is_closed() {
                     return;
@@ -243,9 +299,8 @@ fn read_lines(
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
-        }
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = pending.drain(..=end).collect();
+        };
+        for raw in lines {
             for line in parse(&raw, translate.as_mut()) {
                 if let Ok(mut seen) = seen.lock() {
                     seen.push(line.clone());
@@ -305,6 +360,44 @@ mod tests {
         assert_eq!(line.field("client_id"), Some("a"));
         assert!(second.at >= first.at);
         assert_eq!(capture.seen().len(), 2);
+    }
+
+    #[test]
+    fn a_stream_without_line_ends_is_cut_not_kept() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        // 1 MiB of noise without a newline, in chunks, then the rest of that line.
+        for _ in 0..1024 {
+            lines.extend(splitter.feed(&[b'x'; 1024]));
+            assert!(splitter.pending.len() <= MAX_LINE);
+        }
+        lines.extend(splitter.feed(b"tail of the noise\nI (     1) boot: x=1\r\n"));
+        assert_eq!(
+            lines.len(),
+            2,
+            "{:?}",
+            lines.iter().map(|l| l.len()).collect::<Vec<_>>()
+        );
+        assert_eq!(lines[0].len(), MAX_LINE + CUT_MARKER.len());
+        assert!(lines[0].ends_with(CUT_MARKER.as_bytes()));
+        assert_eq!(lines[1], b"I (     1) boot: x=1\r\n");
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_several_in_one_read() {
+        let mut splitter = LineSplitter::default();
+        assert!(splitter.feed(b"ab").is_empty());
+        assert_eq!(
+            splitter.feed(b"c\nde\nf"),
+            vec![b"abc\n".to_vec(), b"de\n".to_vec()]
+        );
+        assert_eq!(splitter.feed(b"\n"), vec![b"f\n".to_vec()]);
+        // A line of exactly MAX_LINE bytes plus its newline is cut (the newline is a byte).
+        let long = vec![b'y'; MAX_LINE];
+        let out = splitter.feed(&[&long[..], b"\nz\n"].concat());
+        assert_eq!(out.len(), 2);
+        assert!(out[0].ends_with(CUT_MARKER.as_bytes()));
+        assert_eq!(out[1], b"z\n");
     }
 
     #[test]

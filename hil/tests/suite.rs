@@ -42,6 +42,7 @@ async fn the_suite_passes_on_the_virtual_device_and_its_logs_match_the_snapshots
         "qos1-retry",
         "dead-link",
         "sntp-silent",
+        "sntp-bad-time",
         "duplicate-id",
     ] {
         assert!(names.contains(&name), "{name} did not run: {names:?}");

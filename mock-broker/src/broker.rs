@@ -15,12 +15,12 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backlog::{Offer, Outbox, QueueLimits};
 use crate::control;
 use crate::error::{DisconnectReason, StartError};
 use crate::faults::{FaultTable, Faults};
 use crate::mqtt::{QoS, Version};
 use crate::observe::{Event, Observer, PublishObservation, Publisher};
-use crate::outbox::{Offer, Outbox, QueueLimits};
 use crate::policy::{AccountScope, Action, Policy, Principal};
 use crate::rules;
 use crate::server_cert::ServerCertificateCase;
@@ -61,8 +61,8 @@ pub struct Config {
     /// [`ServerCertificateCase`] presets (all but `untrusted-ca` need it).
     pub issuing_ca: Option<Arc<CertificateAuthority>>,
     /// How much one client may hold in the broker (waiting, being written, awaiting a
-    /// PUBACK; a stored session likewise). Beyond it QoS 0 deliveries are dropped and a
-    /// QoS 1 delivery disconnects the client (`THROTTLED`).
+    /// PUBACK; a stored session likewise). QoS 0 deliveries give way at half of it, QoS 1
+    /// deliveries beyond it are dropped ([`crate::backlog`]).
     pub queue_limits: QueueLimits,
     /// A client whose socket takes none of the bytes due to it for this long is
     /// disconnected (`THROTTLED`): it has stopped reading. The same holds for a control
@@ -70,10 +70,12 @@ pub struct Config {
     pub write_stall_timeout: Duration,
 }
 
-/// Deliveries one client may have waiting, and stored for a persistent session.
-pub const MAX_QUEUED_MESSAGES_PER_CLIENT: usize = 1000;
-/// Bytes one client may hold in the broker.
-pub const MAX_QUEUED_BYTES_PER_CLIENT: usize = 8 * 1024 * 1024;
+/// A client whose socket takes no bytes for this long is disconnected (`THROTTLED`) by
+/// default ([`Config::write_stall_timeout`]).
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+/// How long a session may take to end after the broker is told to shut down, before its
+/// task is dropped (sessions end sooner on their own; this is the backstop).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// Retained messages kept (a mock's limit: AWS's are per account and far larger).
 pub const MAX_RETAINED_MESSAGES: usize = 10_000;
 /// Bytes of retained messages kept.
@@ -102,11 +104,8 @@ impl Config {
             min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
             max_session_expiry: Duration::from_secs(3600),
             issuing_ca: None,
-            queue_limits: QueueLimits {
-                max_messages: MAX_QUEUED_MESSAGES_PER_CLIENT,
-                max_bytes: MAX_QUEUED_BYTES_PER_CLIENT,
-            },
-            write_stall_timeout: Duration::from_secs(60),
+            queue_limits: QueueLimits::default(),
+            write_stall_timeout: WRITE_STALL,
         }
     }
 
@@ -264,14 +263,20 @@ async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 // Each connection, handshake included, runs in its own task: a slow or
-                // idle client never holds up the accept loop.
-                tracker.spawn(session::serve(
-                    tcp,
-                    peer,
-                    kind,
-                    shared.clone(),
-                    shutdown.clone(),
-                ));
+                // idle client never holds up the accept loop. At shutdown a session ends
+                // at once (every wait in it is cancellable); SHUTDOWN_GRACE is the
+                // backstop that drops its task should anything still hold it.
+                let session = session::serve(tcp, peer, kind, shared.clone(), shutdown.clone());
+                let shutdown = shutdown.clone();
+                tracker.spawn(async move {
+                    tokio::select! {
+                        () = session => {}
+                        () = async {
+                            shutdown.cancelled().await;
+                            tokio::time::sleep(SHUTDOWN_GRACE).await;
+                        } => {}
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly, keep serving.
@@ -504,6 +509,13 @@ impl Controls {
             .unwrap_or_else(|e| e.into_inner())
             .clients
             .insert(client_id.to_owned(), faults.within_limits());
+    }
+
+    /// What the broker holds for `client_id` (waiting, being written, awaiting a PUBACK),
+    /// if connected.
+    pub fn backlog(&self, client_id: &str) -> Option<crate::backlog::BacklogFigures> {
+        let state = self.shared.lock();
+        state.clients.get(client_id).map(|c| c.outbox.figures())
     }
 
     /// What the broker holds for clients that have not taken it yet: every connected
@@ -863,10 +875,10 @@ impl Shared {
                 Offer::Queued => delivered += 1,
                 Offer::DroppedQos0 => {
                     self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(client = %client.info.client_id, topic = %message.topic, "client full: QoS 0 delivery dropped");
+                    tracing::debug!(client = %client.info.client_id, topic = %message.topic, "backlog half full: QoS 0 delivery dropped");
                 }
-                Offer::Overflow => {
-                    tracing::info!(client = %client.info.client_id, topic = %message.topic, "client full: cannot hold a QoS 1 delivery");
+                Offer::DroppedQos1 => {
+                    tracing::info!(client = %client.info.client_id, topic = %message.topic, "backlog full: QoS 1 delivery dropped");
                 }
             }
         }

@@ -9,17 +9,17 @@
 //! | `POST /publish` | `{"topic", "payload", "qos"}` | `{"delivered": n}` |
 //! | `POST /kick` | `{"client_id"}` | `{"kicked": bool}` |
 //! | `POST /drop` | `{"client_id"}` or `{}` for all | `{"dropped": n}` |
-//! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields; `latency_ms` at most 1,800,000) | `{}` |
+//! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields; `latency_ms` at most 600,000) | `{}` |
 //! | `DELETE /faults` | | `{}` (every fault cleared) |
 //! | `POST /listener/stop`, `POST /listener/start` | | `{}` |
 //! | `PUT /server-certificate` | `{"chain_pem", "key_pem"}` or `{"preset": NAME}` ([`crate::ServerCertificateCase`]: `untrusted-ca`, `wrong-name`, `expired`, `large-chain`) | `{}` (new connections see it) |
 //! | `DELETE /server-certificate` | | `{}` (the configured one again) |
-//! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` (within 40 years) or `{"kiss_of_death": "RATE"}` | `{}` |
+//! | `PUT /sntp` | `{"behaviour": "correct" \| "silent"}`, `{"offset_secs": n}` (within 100 years) or `{"kiss_of_death": "RATE"}` | `{}` |
 //!
 //! Errors are `{"error": "..."}` with status 400 (the request's fault; an out-of-range
 //! value is named, e.g. `faults.latency_ms: ...`), 404 or 500. A request must arrive
 //! whole within `Config::handshake_timeout` (10 s); an `/events` reader that takes
-//! nothing for `Config::write_stall_timeout` (60 s) is dropped, so it pins no events.
+//! nothing for `Config::write_stall_timeout` (10 s) is dropped, so it pins no events.
 //! There is no authentication: bind it to loopback only.
 
 use std::sync::Arc;

@@ -28,12 +28,13 @@
 //! - [`server_cert`]: ready-made server certificates for Device Advisor's TLS cases.
 //! - [`sntp`]: the SNTP server and its misbehaviours.
 //! - [`observe`]: observer events and AWS's lifecycle event documents.
-//! - [`outbox`]: each client's bounded queue of deliveries ([`outbox::QueueLimits`]).
+//! - [`backlog`]: each client's bounded outbox of deliveries and its limits.
 //! - [`faults`]: faults to inject (withheld acks, drops, black holes, latency).
 //! - [`error`]: errors, grouped by who is at fault.
 //! - [`control`]: the loopback HTTP/JSON control API.
 //! - [`cli`]: the `mock-broker serve` command line.
 
+pub mod backlog;
 pub mod broker;
 pub mod cli;
 pub mod control;
@@ -41,7 +42,6 @@ pub mod error;
 pub mod faults;
 pub mod mqtt;
 pub mod observe;
-pub mod outbox;
 pub mod policy;
 pub mod rules;
 pub mod server_cert;
@@ -49,6 +49,7 @@ mod session;
 pub mod sntp;
 pub mod tls;
 
+pub use broker::WRITE_STALL;
 pub use broker::{ClientInfo, Config, Controls, Handle, MockBroker, QueueStats};
 pub use error::{DisconnectReason, StartError};
 pub use faults::Faults;

@@ -3,9 +3,9 @@
 //!
 //! Only the broker's side is implemented: [`decode`] reads client-to-server packets,
 //! [`encode`] writes server-to-client packets (and, for tests, the client-to-server ones
-//! a raw client needs). MQTT 5 properties the broker does not act on are skipped when
-//! read; a publish's properties are kept as raw bytes (minus the topic alias, which is
-//! per-connection) so they reach MQTT 5 subscribers unchanged.
+//! a raw client needs). Every MQTT 5 property list is checked against the packet it sits
+//! in (MQTT 5 section 2.2.2.2: allowed properties, repeats, values); of a publish's (or a
+//! will's) properties only the checked ones a subscriber may receive are passed on.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -62,6 +62,25 @@ pub enum DecodeError {
     /// 0x82 Protocol Error).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A property identifier not valid for the packet (MQTT 5 section 2.2.2.2: 0x81).
+    #[error("malformed packet: {property} is not allowed in {packet}")]
+    PropertyNotAllowed {
+        property: &'static str,
+        packet: &'static str,
+    },
+    /// A property that may appear once given again (0x82).
+    #[error("protocol error: {property} appears more than once in {packet}")]
+    DuplicateProperty {
+        property: &'static str,
+        packet: &'static str,
+    },
+    /// A property value MQTT 5 forbids (0x82).
+    #[error("protocol error: {property} in {packet} {problem}")]
+    InvalidProperty {
+        property: &'static str,
+        packet: &'static str,
+        problem: &'static str,
+    },
     #[error("packet of {0} bytes exceeds the limit")]
     TooLarge(usize),
     #[error("protocol level {0} is not supported")]
@@ -74,10 +93,15 @@ impl DecodeError {
     /// The MQTT 5 reason code a server answers this error with (CONNACK or DISCONNECT).
     pub fn reason_code(&self) -> u8 {
         match self {
-            DecodeError::Protocol(_) | DecodeError::UnexpectedType(_) => reason::PROTOCOL_ERROR,
+            DecodeError::Protocol(_)
+            | DecodeError::DuplicateProperty { .. }
+            | DecodeError::InvalidProperty { .. }
+            | DecodeError::UnexpectedType(_) => reason::PROTOCOL_ERROR,
             DecodeError::TooLarge(_) => reason::PACKET_TOO_LARGE,
             DecodeError::UnsupportedVersion(_) => reason::UNSUPPORTED_VERSION,
-            DecodeError::Incomplete | DecodeError::Malformed(_) => reason::MALFORMED,
+            DecodeError::Incomplete
+            | DecodeError::Malformed(_)
+            | DecodeError::PropertyNotAllowed { .. } => reason::MALFORMED,
         }
     }
 }
@@ -608,6 +632,18 @@ enum PropertyContext {
 }
 
 impl PropertyContext {
+    fn name(self) -> &'static str {
+        match self {
+            PropertyContext::Connect => "CONNECT",
+            PropertyContext::Will => "the will properties",
+            PropertyContext::Publish => "PUBLISH",
+            PropertyContext::Ack => "a publish acknowledgement",
+            PropertyContext::Subscribe => "SUBSCRIBE",
+            PropertyContext::Unsubscribe => "UNSUBSCRIBE",
+            PropertyContext::Disconnect => "DISCONNECT",
+        }
+    }
+
     fn allows(self, id: u8) -> bool {
         let allowed: &[u8] = match self {
             PropertyContext::Connect => &[
@@ -630,13 +666,14 @@ impl PropertyContext {
                 WILL_DELAY_INTERVAL,
                 USER_PROPERTY,
             ],
-            // A client never sends a Subscription Identifier in PUBLISH [MQTT-3.3.4-6].
+            // Valid in PUBLISH, but a client never sends one (see property_value_problem).
             PropertyContext::Publish => &[
                 PAYLOAD_FORMAT_INDICATOR,
                 MESSAGE_EXPIRY_INTERVAL,
                 CONTENT_TYPE,
                 RESPONSE_TOPIC,
                 CORRELATION_DATA,
+                SUBSCRIPTION_IDENTIFIER,
                 TOPIC_ALIAS,
                 USER_PROPERTY,
             ],
@@ -663,17 +700,18 @@ impl PropertyContext {
 }
 
 /// One property's value, as far as the broker needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum PropertyValue {
     U8(u8),
     U16(u16),
     U32(u32),
     VarInt(usize),
-    /// A string, binary or string pair: checked, not kept apart.
+    Text(String),
+    /// Binary data or a string pair: checked, not kept apart.
     Other,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Property {
     id: u8,
     value: PropertyValue,
@@ -692,8 +730,8 @@ impl Properties {
     }
 }
 
-/// Read a property list for `context`, refusing unknown identifiers (0x81), properties
-/// the packet does not allow, repeats of a property that may appear once, and values
+/// Read a property list for `context`, refusing unknown identifiers and properties the
+/// packet does not allow (0x81), repeats of a property that may appear once and values
 /// MQTT 5 forbids (0x82).
 fn read_properties(body: &mut Bytes, context: PropertyContext) -> Result<Properties, DecodeError> {
     let length = read_varint(body)?;
@@ -703,23 +741,45 @@ fn read_properties(body: &mut Bytes, context: PropertyContext) -> Result<Propert
     let mut list = body.split_to(length);
     let mut read: Vec<Property> = Vec::new();
     let mut forwarded = BytesMut::new();
+    let mut authentication_method = false;
+    let packet = context.name();
     while list.has_remaining() {
         let start = list.clone();
-        // Identifiers are variable byte integers, but every defined one fits one byte.
-        let id = u8::try_from(read_varint(&mut list)?)
-            .map_err(|_| DecodeError::Malformed("unknown property identifier"))?;
-        let value = read_property_value(id, &mut list)?;
+        // Identifiers are variable byte integers, but every defined one fits one byte:
+        // a longer one is unknown even if its low byte names a property.
+        let Some((id, property)) = u8::try_from(read_varint(&mut list)?)
+            .ok()
+            .and_then(|id| property_name(id).map(|name| (id, name)))
+        else {
+            return Err(DecodeError::Malformed("unknown property identifier"));
+        };
         if !context.allows(id) {
-            return Err(DecodeError::Protocol("property not allowed in this packet"));
+            return Err(DecodeError::PropertyNotAllowed { property, packet });
         }
         if id != USER_PROPERTY && read.iter().any(|p| p.id == id) {
-            return Err(DecodeError::Protocol("property given more than once"));
+            return Err(DecodeError::DuplicateProperty { property, packet });
         }
-        check_property_value(id, value)?;
-        read.push(Property { id, value });
+        let value = read_property_value(id, &mut list)?;
+        authentication_method |= id == AUTHENTICATION_METHOD;
+        let problem = match id {
+            AUTHENTICATION_DATA if !authentication_method => {
+                Some("comes without an Authentication Method before it")
+            }
+            _ => property_value_problem(id, &value, context),
+        };
+        if let Some(problem) = problem {
+            return Err(DecodeError::InvalidProperty {
+                property,
+                packet,
+                problem,
+            });
+        }
         if context.forwards(id) {
+            // A checked property with a one-byte identifier: these bytes are its only
+            // encoding, so subscribers get exactly what was checked.
             forwarded.extend_from_slice(&start[..start.len() - list.len()]);
         }
+        read.push(Property { id, value });
     }
     Ok(Properties {
         read,
@@ -727,19 +787,66 @@ fn read_properties(body: &mut Bytes, context: PropertyContext) -> Result<Propert
     })
 }
 
-fn check_property_value(id: u8, value: PropertyValue) -> Result<(), DecodeError> {
-    let problem = match (id, value) {
+/// What is wrong with a property's value, if anything.
+fn property_value_problem(
+    id: u8,
+    value: &PropertyValue,
+    context: PropertyContext,
+) -> Option<&'static str> {
+    match (id, value) {
         (
             PAYLOAD_FORMAT_INDICATOR | REQUEST_PROBLEM_INFORMATION | REQUEST_RESPONSE_INFORMATION,
             PropertyValue::U8(v),
-        ) if v > 1 => "a 0-or-1 property is neither",
-        (RECEIVE_MAXIMUM, PropertyValue::U16(0)) => "Receive Maximum 0",
-        (MAXIMUM_PACKET_SIZE, PropertyValue::U32(0)) => "Maximum Packet Size 0",
-        (TOPIC_ALIAS, PropertyValue::U16(0)) => "topic alias 0",
-        (SUBSCRIPTION_IDENTIFIER, PropertyValue::VarInt(0)) => "subscription identifier 0",
-        _ => return Ok(()),
-    };
-    Err(DecodeError::Protocol(problem))
+        ) if *v > 1 => Some("is neither 0 nor 1"),
+        (RECEIVE_MAXIMUM | TOPIC_ALIAS, PropertyValue::U16(0)) => Some("is 0"),
+        (MAXIMUM_PACKET_SIZE, PropertyValue::U32(0)) => Some("is 0"),
+        (SUBSCRIPTION_IDENTIFIER, PropertyValue::VarInt(0)) => Some("is 0"),
+        // Identifiers belong to the receiving subscription [MQTT-3.3.4-6].
+        (SUBSCRIPTION_IDENTIFIER, _) if context == PropertyContext::Publish => {
+            Some("is never sent by a client")
+        }
+        // Subscribers publish their responses to it [MQTT-3.3.2-14].
+        (RESPONSE_TOPIC, PropertyValue::Text(topic))
+            if topic.is_empty() || topic.contains(['+', '#']) =>
+        {
+            Some("is not a topic name (empty or with a wildcard)")
+        }
+        _ => None,
+    }
+}
+
+/// The name of each property MQTT 5 defines (all identifiers fit one byte).
+fn property_name(id: u8) -> Option<&'static str> {
+    Some(match id {
+        0x01 => "Payload Format Indicator",
+        0x02 => "Message Expiry Interval",
+        0x03 => "Content Type",
+        0x08 => "Response Topic",
+        0x09 => "Correlation Data",
+        0x0B => "Subscription Identifier",
+        0x11 => "Session Expiry Interval",
+        0x12 => "Assigned Client Identifier",
+        0x13 => "Server Keep Alive",
+        0x15 => "Authentication Method",
+        0x16 => "Authentication Data",
+        0x17 => "Request Problem Information",
+        0x18 => "Will Delay Interval",
+        0x19 => "Request Response Information",
+        0x1A => "Response Information",
+        0x1C => "Server Reference",
+        0x1F => "Reason String",
+        0x21 => "Receive Maximum",
+        0x22 => "Topic Alias Maximum",
+        0x23 => "Topic Alias",
+        0x24 => "Maximum QoS",
+        0x25 => "Retain Available",
+        0x26 => "User Property",
+        0x27 => "Maximum Packet Size",
+        0x28 => "Wildcard Subscription Available",
+        0x29 => "Subscription Identifier Available",
+        0x2A => "Shared Subscription Available",
+        _ => return None,
+    })
 }
 
 fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, DecodeError> {
@@ -748,10 +855,7 @@ fn read_property_value(id: u8, body: &mut Bytes) -> Result<PropertyValue, Decode
         0x13 | 0x21 | 0x22 | 0x23 => PropertyValue::U16(read_u16(body)?),
         0x02 | 0x11 | 0x18 | 0x27 => PropertyValue::U32(read_u32(body)?),
         0x0B => PropertyValue::VarInt(read_varint(body)?),
-        0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => {
-            read_string(body)?;
-            PropertyValue::Other
-        }
+        0x03 | 0x08 | 0x12 | 0x15 | 0x1A | 0x1C | 0x1F => PropertyValue::Text(read_string(body)?),
         0x09 | 0x16 => {
             read_binary(body)?;
             PropertyValue::Other
@@ -1124,8 +1228,9 @@ mod tests {
         let cases: &[(&[u8], u8)] = &[
             // Content type twice: protocol error.
             (&twice, reason::PROTOCOL_ERROR),
-            // Session Expiry Interval belongs to CONNECT, not PUBLISH.
-            (&[0x11, 0, 0, 0, 1], reason::PROTOCOL_ERROR),
+            // Session Expiry Interval belongs to CONNECT, not PUBLISH: an identifier not
+            // valid for the packet is malformed (MQTT 5 section 2.2.2.2).
+            (&[0x11, 0, 0, 0, 1], reason::MALFORMED),
             // A client never sends a subscription identifier in PUBLISH.
             (&[0x0B, 1], reason::PROTOCOL_ERROR),
             // Payload format indicator 2.
@@ -1244,8 +1349,9 @@ mod tests {
                 connect_v5(0b10, &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2], &[]),
                 reason::PROTOCOL_ERROR,
             ),
-            // Topic alias is a PUBLISH property.
-            (connect_v5(0b10, &[0x23, 0, 1], &[]), reason::PROTOCOL_ERROR),
+            // Topic alias is a PUBLISH property: not valid in CONNECT, so malformed
+            // (MQTT 5 section 2.2.2.2).
+            (connect_v5(0b10, &[0x23, 0, 1], &[]), reason::MALFORMED),
             // Will QoS 1 without the will flag.
             (connect_v5(0b1010, &[], &[]), reason::MALFORMED),
             // Will retain without the will flag.
@@ -1278,5 +1384,515 @@ mod tests {
         put_string(&mut tail, "test/will");
         put_string(&mut tail, "bye");
         assert!(decode(&mut connect_v5(0b1110, &[], &tail), None, 1024).is_err());
+    }
+
+    fn packet(first: u8, body: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        put_packet(&mut out, first, body);
+        out
+    }
+
+    /// Decode one packet from `bytes` as a client of `version` would send it.
+    fn read(bytes: &[u8], version: Version) -> Result<ClientPacket, DecodeError> {
+        decode(&mut BytesMut::from(bytes), Some(version), 1 << 20)
+    }
+
+    /// The MQTT 5 reason code refusing `bytes`; panics if they are accepted.
+    fn refusal(bytes: &[u8], version: Version) -> u8 {
+        match read(bytes, version) {
+            Ok(packet) => panic!("accepted {packet:?} from {bytes:02x?}"),
+            Err(e) => e.reason_code(),
+        }
+    }
+
+    /// A QoS 1 MQTT 5 PUBLISH to "t" with packet id 9 and the given property list.
+    fn publish_v5(properties: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        body.put_u16(9);
+        put_properties(&mut body, properties);
+        body.put_slice(b"x");
+        packet(0x32, &body)
+    }
+
+    const CONTENT_TYPE_T: [u8; 4] = [0x03, 0, 1, b't'];
+    const USER_K_V: [u8; 7] = [0x26, 0, 1, b'k', 0, 1, b'v'];
+
+    #[test]
+    fn publish_properties_that_may_appear_once_are_refused_twice_as_a_protocol_error() {
+        for (name, property) in [
+            ("Content Type", &CONTENT_TYPE_T[..]),
+            ("Payload Format Indicator", &[0x01, 1][..]),
+            ("Message Expiry Interval", &[0x02, 0, 0, 0, 9][..]),
+            ("Response Topic", &[0x08, 0, 1, b'r'][..]),
+            ("Correlation Data", &[0x09, 0, 1, 7][..]),
+            ("Topic Alias", &[0x23, 0, 1][..]),
+        ] {
+            let twice = [property, property].concat();
+            let error = read(&publish_v5(&twice), Version::V5).unwrap_err();
+            assert_eq!(
+                error,
+                DecodeError::DuplicateProperty {
+                    property: name,
+                    packet: "PUBLISH"
+                }
+            );
+            assert_eq!(error.reason_code(), reason::PROTOCOL_ERROR, "{name}");
+        }
+        // User Property is the one a client may repeat.
+        let users = [&USER_K_V[..], &USER_K_V[..]].concat();
+        let ClientPacket::Publish(p) = read(&publish_v5(&users), Version::V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(&p.properties[..], &users[..]);
+    }
+
+    #[test]
+    fn publish_properties_a_publish_cannot_carry_are_malformed() {
+        for (name, property) in [
+            ("Session Expiry Interval", &[0x11, 0, 0, 0, 1][..]),
+            ("Receive Maximum", &[0x21, 0, 1][..]),
+            ("Reason String", &[0x1F, 0, 1, b'r'][..]),
+            ("Will Delay Interval", &[0x18, 0, 0, 0, 1][..]),
+            ("Maximum QoS", &[0x24, 1][..]),
+            ("Assigned Client Identifier", &[0x12, 0, 1, b'a'][..]),
+        ] {
+            let error = read(&publish_v5(property), Version::V5).unwrap_err();
+            assert_eq!(
+                error,
+                DecodeError::PropertyNotAllowed {
+                    property: name,
+                    packet: "PUBLISH"
+                }
+            );
+            assert_eq!(error.reason_code(), reason::MALFORMED, "{name}");
+        }
+    }
+
+    #[test]
+    fn property_identifiers_are_single_byte_variable_byte_integers() {
+        // 0x81 0x02 is identifier 257: its low byte is 0x01 (Payload Format
+        // Indicator) but no such property exists.
+        assert_eq!(
+            refusal(&publish_v5(&[0x81, 0x02, 1]), Version::V5),
+            reason::MALFORMED
+        );
+        // 0x83 0x00 spells Content Type (3) in two bytes: not the shortest encoding.
+        assert_eq!(
+            refusal(&publish_v5(&[0x83, 0x00, 0, 1, b't']), Version::V5),
+            reason::MALFORMED
+        );
+        // An identifier no version defines.
+        assert_eq!(
+            refusal(&publish_v5(&[0x7F, 0]), Version::V5),
+            reason::MALFORMED
+        );
+    }
+
+    #[test]
+    fn property_lengths_that_disagree_with_the_packet_are_malformed() {
+        // A list longer than the packet.
+        let mut body = BytesMut::new();
+        put_string(&mut body, "t");
+        body.put_u8(9);
+        body.put_slice(&CONTENT_TYPE_T);
+        let error = read(&packet(0x30, &body), Version::V5).unwrap_err();
+        assert_eq!(error.reason_code(), reason::MALFORMED, "{error}");
+        // A string running past the end of its list (the payload is not its tail).
+        for truncated in [
+            &[0x03, 0, 5, b't'][..],
+            &[0x26, 0, 1, b'k', 0][..],
+            &[0x02, 0, 0][..],
+        ] {
+            let error = read(&publish_v5(truncated), Version::V5).unwrap_err();
+            assert!(matches!(error, DecodeError::Malformed(_)), "{error}");
+            assert_eq!(error.reason_code(), reason::MALFORMED);
+        }
+        // A property string that is not UTF-8.
+        let error = read(&publish_v5(&[0x03, 0, 1, 0xff]), Version::V5).unwrap_err();
+        assert_eq!(error.reason_code(), reason::MALFORMED);
+    }
+
+    #[test]
+    fn publish_property_values_out_of_range_are_a_protocol_error() {
+        for (what, property) in [
+            ("Payload Format Indicator 2", &[0x01, 2][..]),
+            ("Topic Alias 0", &[0x23, 0, 0][..]),
+            (
+                "Response Topic with a wildcard",
+                &[0x08, 0, 3, b'a', b'/', b'#'][..],
+            ),
+            ("empty Response Topic", &[0x08, 0, 0][..]),
+            // Identifiers belong to the receiving subscription (MQTT-3.3.4-6).
+            ("Subscription Identifier from a client", &[0x0B, 1][..]),
+        ] {
+            assert_eq!(
+                refusal(&publish_v5(property), Version::V5),
+                reason::PROTOCOL_ERROR,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn publish_qos_1_with_packet_id_0_and_qos_0_with_dup_are_refused() {
+        // Topic "t", packet id 0, (MQTT 5: no properties,) payload "x".
+        let v311 = [0x32, 6, 0, 1, b't', 0, 0, b'x'];
+        assert_eq!(
+            read(&v311, Version::V311),
+            Err(DecodeError::Malformed("packet id 0"))
+        );
+        let v5 = [0x32, 7, 0, 1, b't', 0, 0, 0, b'x'];
+        assert_eq!(refusal(&v5, Version::V5), reason::MALFORMED);
+        // DUP must be 0 on QoS 0 (MQTT-3.3.1-2).
+        let dup_qos0 = [0x38, 4, 0, 1, b't', b'x'];
+        assert_eq!(refusal(&dup_qos0, Version::V311), reason::MALFORMED);
+    }
+
+    #[test]
+    fn forwarded_publish_properties_are_exactly_the_checked_ones_re_encoded() {
+        let props = [
+            &[0x23, 0, 1][..], // topic alias: per connection, not forwarded
+            &[0x01, 1],
+            &[0x02, 0, 0, 0x0e, 0x10],
+            &CONTENT_TYPE_T,
+            &[0x08, 0, 1, b'r'],
+            &[0x09, 0, 2, 0xde, 0xad],
+            &USER_K_V,
+            &USER_K_V,
+        ]
+        .concat();
+        let ClientPacket::Publish(p) = read(&publish_v5(&props), Version::V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.topic_alias, Some(1));
+        assert_eq!(&p.properties[..], &props[3..]);
+        // What a subscriber gets decodes again to the same publish.
+        let mut out = BytesMut::new();
+        encode(&ServerPacket::Publish(p.clone()), Version::V5, &mut out);
+        let ClientPacket::Publish(again) = decode(&mut out, Some(Version::V5), 1024).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            again,
+            Publish {
+                topic_alias: None,
+                ..p
+            }
+        );
+    }
+
+    #[test]
+    fn connect_duplicated_properties_and_zero_limits_are_a_protocol_error() {
+        for (what, properties) in [
+            (
+                "Session Expiry twice",
+                &[0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2][..],
+            ),
+            ("Receive Maximum twice", &[0x21, 0, 5, 0x21, 0, 6][..]),
+            (
+                "Maximum Packet Size twice",
+                &[0x27, 0, 0, 1, 0, 0x27, 0, 0, 1, 0][..],
+            ),
+            ("Receive Maximum 0", &[0x21, 0, 0][..]),
+            ("Maximum Packet Size 0", &[0x27, 0, 0, 0, 0][..]),
+            ("Request Problem Information 2", &[0x17, 2][..]),
+            ("Request Response Information 2", &[0x19, 2][..]),
+            ("Authentication Data alone", &[0x16, 0, 1, 1][..]),
+        ] {
+            assert_eq!(
+                refusal(&connect_v5(0b10, properties, &[]), Version::V5),
+                reason::PROTOCOL_ERROR,
+                "{what}"
+            );
+        }
+        // A publish-only property in CONNECT.
+        assert_eq!(
+            read(&connect_v5(0b10, &CONTENT_TYPE_T, &[]), Version::V5),
+            Err(DecodeError::PropertyNotAllowed {
+                property: "Content Type",
+                packet: "CONNECT"
+            })
+        );
+    }
+
+    #[test]
+    fn connect_will_bits_without_the_will_flag_and_trailing_bytes_are_malformed() {
+        // Will QoS 1, will retain, each without the will flag.
+        for flags in [0b0000_1010, 0b0010_0010] {
+            assert_eq!(
+                refusal(&connect_v5(flags, &[], &[]), Version::V5),
+                reason::MALFORMED,
+                "flags {flags:08b}"
+            );
+        }
+        // Bytes after the last field.
+        assert_eq!(
+            refusal(&connect_v5(0b10, &[], &[0, 1, b'x']), Version::V5),
+            reason::MALFORMED
+        );
+        let mut v311 = connect_bytes(4, "dev", 60, &[]);
+        v311[1] += 1;
+        v311.put_u8(0);
+        assert!(matches!(
+            read(&v311, Version::V311),
+            Err(DecodeError::Malformed(_))
+        ));
+        // 3.1.1: a password needs a user name (MQTT-3.1.2-22).
+        let mut body = BytesMut::new();
+        put_string(&mut body, "MQTT");
+        body.put_u8(4);
+        body.put_u8(0b0100_0010);
+        body.put_u16(60);
+        put_string(&mut body, "dev");
+        put_string(&mut body, "pw");
+        assert!(matches!(
+            read(&packet(0x10, &body), Version::V311),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn will_properties_are_checked_like_a_publishs() {
+        let will = |properties: &[u8]| {
+            let mut rest = BytesMut::new();
+            put_properties(&mut rest, properties);
+            put_string(&mut rest, "w");
+            rest.put_u16(1);
+            rest.put_u8(b'x');
+            connect_v5(0b0000_1110, &[], &rest)
+        };
+        let ClientPacket::Connect(c) = read(
+            &will(&[0x18, 0, 0, 0, 5, 0x26, 0, 1, b'k', 0, 0]),
+            Version::V5,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.will.unwrap().qos, QoS::AtLeastOnce);
+        assert_eq!(
+            read(&will(&[0x11, 0, 0, 0, 1]), Version::V5),
+            Err(DecodeError::PropertyNotAllowed {
+                property: "Session Expiry Interval",
+                packet: "the will properties"
+            })
+        );
+        assert_eq!(
+            refusal(&will(&[0x18, 0, 0, 0, 5, 0x18, 0, 0, 0, 6]), Version::V5),
+            reason::PROTOCOL_ERROR
+        );
+    }
+
+    fn subscribe(
+        version: Version,
+        packet_id: u16,
+        properties: &[u8],
+        entries: &[(&str, u8)],
+    ) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_u16(packet_id);
+        if version == Version::V5 {
+            put_properties(&mut body, properties);
+        }
+        for (filter, options) in entries {
+            put_string(&mut body, filter);
+            body.put_u8(*options);
+        }
+        packet(0x82, &body)
+    }
+
+    #[test]
+    fn subscribe_reserved_options_retain_handling_3_packet_id_0_and_no_filter_are_refused() {
+        let v5 = Version::V5;
+        assert!(
+            read(
+                &subscribe(v5, 1, &[0x0B, 5, 0x26, 0, 0, 0, 0], &[("a", 0b0010_1101)]),
+                v5
+            )
+            .is_ok()
+        );
+        for (what, bytes, code) in [
+            (
+                "reserved bit 6",
+                subscribe(v5, 1, &[], &[("a", 0b0100_0001)]),
+                reason::MALFORMED,
+            ),
+            (
+                "reserved bit 7",
+                subscribe(v5, 1, &[], &[("a", 0b1000_0001)]),
+                reason::MALFORMED,
+            ),
+            (
+                "Retain Handling 3",
+                subscribe(v5, 1, &[], &[("a", 0b0011_0001)]),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "packet id 0",
+                subscribe(v5, 0, &[], &[("a", 1)]),
+                reason::MALFORMED,
+            ),
+            (
+                "no filter",
+                subscribe(v5, 1, &[], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "Subscription Identifier 0",
+                subscribe(v5, 1, &[0x0B, 0], &[("a", 1)]),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "Subscription Identifier twice",
+                subscribe(v5, 1, &[0x0B, 1, 0x0B, 2], &[("a", 1)]),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "Content Type",
+                subscribe(v5, 1, &CONTENT_TYPE_T, &[("a", 1)]),
+                reason::MALFORMED,
+            ),
+        ] {
+            assert_eq!(refusal(&bytes, v5), code, "{what}");
+        }
+        // 3.1.1 defines only the QoS bits (MQTT-3.8.3-4).
+        let v311 = Version::V311;
+        assert!(read(&subscribe(v311, 1, &[], &[("a", 1)]), v311).is_ok());
+        assert!(read(&subscribe(v311, 1, &[], &[("a", 0b0000_0101)]), v311).is_err());
+        assert!(read(&subscribe(v311, 0, &[], &[("a", 1)]), v311).is_err());
+    }
+
+    #[test]
+    fn unsubscribe_without_filters_with_wrong_flags_or_packet_id_0_is_refused() {
+        let unsubscribe = |first: u8, packet_id: u16, properties: &[u8], filters: &[&str]| {
+            let mut body = BytesMut::new();
+            body.put_u16(packet_id);
+            put_properties(&mut body, properties);
+            for filter in filters {
+                put_string(&mut body, filter);
+            }
+            packet(first, &body)
+        };
+        let v5 = Version::V5;
+        assert_eq!(
+            read(&unsubscribe(0xA2, 4, &USER_K_V, &["a"]), v5),
+            Ok(ClientPacket::Unsubscribe {
+                packet_id: 4,
+                filters: vec!["a".into()]
+            })
+        );
+        for (what, bytes, code) in [
+            (
+                "no filter",
+                unsubscribe(0xA2, 4, &[], &[]),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "flags 0000",
+                unsubscribe(0xA0, 4, &[], &["a"]),
+                reason::MALFORMED,
+            ),
+            (
+                "packet id 0",
+                unsubscribe(0xA2, 0, &[], &["a"]),
+                reason::MALFORMED,
+            ),
+            (
+                "Subscription Identifier",
+                unsubscribe(0xA2, 4, &[0x0B, 1], &["a"]),
+                reason::MALFORMED,
+            ),
+        ] {
+            assert_eq!(refusal(&bytes, v5), code, "{what}");
+        }
+    }
+
+    #[test]
+    fn pingreq_with_a_body_or_flags_is_malformed() {
+        for version in [Version::V311, Version::V5] {
+            assert_eq!(read(&[0xC0, 0], version), Ok(ClientPacket::PingReq));
+            assert_eq!(refusal(&[0xC0, 1, 0], version), reason::MALFORMED);
+            assert_eq!(refusal(&[0xC1, 0], version), reason::MALFORMED);
+        }
+    }
+
+    #[test]
+    fn acks_and_disconnect_are_checked_to_their_last_byte() {
+        let v5 = Version::V5;
+        let v311 = Version::V311;
+        // PUBACK: reason code and a reason string are fine in MQTT 5.
+        assert_eq!(
+            read(&[0x40, 7, 0, 3, 0x10, 3, 0x1F, 0, 0], v5),
+            Ok(ClientPacket::PubAck { packet_id: 3 })
+        );
+        for (what, bytes, version, code) in [
+            (
+                "3.1.1 PUBACK with a reason code",
+                &[0x40, 3, 0, 3, 0][..],
+                v311,
+                reason::MALFORMED,
+            ),
+            (
+                "PUBACK packet id 0",
+                &[0x40, 2, 0, 0][..],
+                v5,
+                reason::MALFORMED,
+            ),
+            ("PUBACK flags", &[0x41, 2, 0, 3][..], v5, reason::MALFORMED),
+            (
+                "PUBREL flags 0000",
+                &[0x60, 2, 0, 3][..],
+                v5,
+                reason::MALFORMED,
+            ),
+            (
+                "PUBACK with Content Type",
+                &[0x40, 8, 0, 3, 0, 4, 3, 0, 1, b't'][..],
+                v5,
+                reason::MALFORMED,
+            ),
+            (
+                "PUBACK with trailing bytes",
+                &[0x40, 5, 0, 3, 0, 0, 9][..],
+                v5,
+                reason::MALFORMED,
+            ),
+            (
+                "3.1.1 DISCONNECT with a body",
+                &[0xE0, 1, 0][..],
+                v311,
+                reason::MALFORMED,
+            ),
+            ("DISCONNECT flags", &[0xE2, 0][..], v5, reason::MALFORMED),
+            (
+                "DISCONNECT with Topic Alias",
+                &[0xE0, 5, 0, 3, 0x23, 0, 1][..],
+                v5,
+                reason::MALFORMED,
+            ),
+            (
+                "DISCONNECT with Session Expiry twice",
+                &[0xE0, 12, 0, 10, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1][..],
+                v5,
+                reason::PROTOCOL_ERROR,
+            ),
+        ] {
+            assert_eq!(refusal(bytes, version), code, "{what}");
+        }
+        assert_eq!(
+            read(&[0xE0, 7, 4, 5, 0x11, 0, 0, 0, 0], v5),
+            Ok(ClientPacket::Disconnect { reason: 4 })
+        );
+    }
+
+    #[test]
+    fn a_remaining_length_not_in_its_shortest_encoding_is_malformed() {
+        assert_eq!(refusal(&[0xC0, 0x80, 0x00], Version::V5), reason::MALFORMED);
+        let mut part = BytesMut::from(&[0xC0u8, 0x80][..]);
+        assert_eq!(
+            decode(&mut part, Some(Version::V5), 1024),
+            Err(DecodeError::Incomplete)
+        );
     }
 }

@@ -13,6 +13,7 @@ use tokio::time::{sleep_until, timeout};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::{Offer, Outbox};
 use crate::broker::{ClientEntry, ClientInfo, Message, Shared, StoredSession};
 use crate::error::DisconnectReason;
 use crate::faults::Faults;
@@ -24,7 +25,6 @@ use crate::observe::{
     Event, Publisher, SessionFacts, connected_document, connected_topic, disconnected_document,
     disconnected_topic,
 };
-use crate::outbox::{Offer, Outbox};
 use crate::policy::{Action, Principal};
 use crate::rules;
 use crate::tls::{HandshakeRefusal, ListenerKind};
@@ -823,8 +823,7 @@ impl Session {
         }
     }
 
-    /// Orders from outside, and limits: a kick or drop, a client too slow to hold its
-    /// QoS 1 deliveries, or too much to write.
+    /// Orders from outside, and limits: a kick or drop, or too much to write.
     fn orders(&mut self) -> Flow {
         match self.outbox.take_command() {
             Some(Command::Kick(why)) => {
@@ -838,10 +837,6 @@ impl Session {
                 return Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None);
             }
             None => {}
-        }
-        if self.outbox.overflowed() {
-            tracing::info!(client = %self.client_id, held = self.outbox.held_bytes(), "client cannot keep up with its QoS 1 deliveries: disconnected");
-            return Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED));
         }
         if self.writer.bytes > self.shared.config.queue_limits.max_bytes {
             tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "too much to write to the client: disconnected");

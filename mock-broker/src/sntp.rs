@@ -28,29 +28,40 @@ pub enum SntpBehaviour {
     KissOfDeath([u8; 4]),
 }
 
-/// The largest clock offset served: 40 years either way keeps the time inside the NTP
-/// era the device decodes (1968..2104) for decades to come.
-pub const MAX_OFFSET_SECS: i64 = 40 * 365 * 86_400;
+/// Largest `OffsetSecs` either way: a hundred years reaches 1970 and 2100 from today,
+/// within what an NTP timestamp can hold (1968..2104).
+pub const MAX_OFFSET_SECS: i64 = 100 * 365 * 86_400;
 
 impl SntpBehaviour {
-    /// Refuse values that cannot be served, naming the field.
-    pub fn check(&self) -> Result<(), crate::faults::InvalidSetting> {
+    /// Refuse behaviours the server cannot serve, naming the field (`offset_secs`,
+    /// `kiss_of_death`).
+    pub fn check(&self) -> Result<(), crate::faults::FaultError> {
         match self {
-            SntpBehaviour::OffsetSecs(secs) if secs.unsigned_abs() > MAX_OFFSET_SECS as u64 => {
-                Err(crate::faults::InvalidSetting {
+            Self::OffsetSecs(secs) if secs.unsigned_abs() > MAX_OFFSET_SECS as u64 => {
+                Err(crate::faults::FaultError {
                     field: "offset_secs",
-                    problem: format!("{secs} s is beyond the +-{MAX_OFFSET_SECS} s allowed"),
+                    problem: format!(
+                        "{secs} is beyond +-{MAX_OFFSET_SECS} s (100 years), which no NTP \
+                         timestamp of today's era can carry"
+                    ),
+                })
+            }
+            Self::KissOfDeath(code) if !code.iter().all(u8::is_ascii_alphanumeric) => {
+                Err(crate::faults::FaultError {
+                    field: "kiss_of_death",
+                    problem: "must be 4 ASCII letters or digits (RATE, DENY, RSTR)".into(),
                 })
             }
             _ => Ok(()),
         }
     }
 
-    /// This behaviour with the offset brought within [`MAX_OFFSET_SECS`].
+    /// This behaviour with the offset brought within [`MAX_OFFSET_SECS`] (the library's
+    /// setter uses it; the control API refuses instead).
     pub fn within_limits(self) -> Self {
         match self {
-            SntpBehaviour::OffsetSecs(secs) => {
-                SntpBehaviour::OffsetSecs(secs.clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS))
+            Self::OffsetSecs(secs) => {
+                Self::OffsetSecs(secs.clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS))
             }
             other => other,
         }
@@ -76,17 +87,16 @@ pub fn reply(
     if request[0] & 0x7 != MODE_CLIENT || !(1..=4).contains(&version) {
         return None;
     }
-    let served = match behaviour.within_limits() {
+    let served = match behaviour {
         SntpBehaviour::Silent => return None,
-        SntpBehaviour::OffsetSecs(secs) => {
-            let offset = Duration::from_secs(secs.unsigned_abs());
-            if secs >= 0 {
-                now.checked_add(offset)
-            } else {
-                now.checked_sub(offset)
-            }
-            .unwrap_or(now)
-        }
+        // Out-of-range offsets are refused by `check`; should one get here anyway, the
+        // reply is the nearest time the arithmetic can hold, never a panic.
+        SntpBehaviour::OffsetSecs(secs) if secs >= 0 => now
+            .checked_add(Duration::from_secs(secs.unsigned_abs()))
+            .unwrap_or(now),
+        SntpBehaviour::OffsetSecs(secs) => now
+            .checked_sub(Duration::from_secs(secs.unsigned_abs()))
+            .unwrap_or(UNIX_EPOCH),
         _ => now,
     };
     let since_epoch = served.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -187,31 +197,30 @@ mod tests {
     }
 
     #[test]
-    fn absurd_offsets_are_refused_naming_the_field_and_never_break_the_server() {
-        assert_eq!(
-            SntpBehaviour::OffsetSecs(i64::MIN)
-                .check()
-                .unwrap_err()
-                .field,
-            "offset_secs"
-        );
-        assert!(SntpBehaviour::OffsetSecs(i64::MAX).check().is_err());
-        assert!(SntpBehaviour::OffsetSecs(-3600).check().is_ok());
-        // Served anyway (say through the library), they are limited, not a panic.
-        let now = at(1_795_000_000);
-        for secs in [i64::MIN, i64::MAX] {
-            let answer = reply(&request(SENT), now, SntpBehaviour::OffsetSecs(secs)).unwrap();
-            let served = parse_reply(&answer, SENT).unwrap().time.secs as i64;
-            assert_eq!(served - 1_795_000_000, secs.signum() * MAX_OFFSET_SECS);
-        }
-    }
-
-    #[test]
     fn non_requests_are_ignored() {
         let now = at(1_795_000_000);
         assert_eq!(reply(&[0u8; 10], now, SntpBehaviour::Correct), None);
         let mut server_packet = request(SENT);
         server_packet[0] = (4 << 3) | MODE_SERVER;
         assert_eq!(reply(&server_packet, now, SntpBehaviour::Correct), None);
+    }
+
+    #[test]
+    fn absurd_offsets_are_refused_and_never_panic() {
+        let now = at(1_795_000_000);
+        for secs in [i64::MIN, i64::MAX] {
+            let behaviour = SntpBehaviour::OffsetSecs(secs);
+            assert_eq!(behaviour.check().unwrap_err().field, "offset_secs");
+            // Even unchecked, the server answers instead of panicking.
+            assert!(reply(&request(SENT), now, behaviour).is_some());
+        }
+        // 1970 and 2100 from today are fine.
+        assert!(SntpBehaviour::OffsetSecs(-1_795_000_000).check().is_ok());
+        assert!(SntpBehaviour::OffsetSecs(2_300_000_000).check().is_ok());
+        assert!(SntpBehaviour::KissOfDeath(*b"R\0TE").check().is_err());
+        assert_eq!(
+            SntpBehaviour::OffsetSecs(i64::MIN).within_limits(),
+            SntpBehaviour::OffsetSecs(-MAX_OFFSET_SECS)
+        );
     }
 }

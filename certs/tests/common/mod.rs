@@ -38,11 +38,18 @@ impl Work {
 
     /// Run `certs ARGS` in the work directory.
     pub fn certs(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_certs"))
+        self.certs_command(args).output().expect("run certs")
+    }
+
+    /// `certs ARGS` in the work directory, ready to run; the caller's WIFI_PASSWORD is
+    /// not passed on, so a developer's environment cannot change a test.
+    pub fn certs_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_certs"));
+        command
             .args(args)
             .current_dir(self.dir.path())
-            .output()
-            .expect("run certs")
+            .env_remove("WIFI_PASSWORD");
+        command
     }
 
     /// Run `certs ARGS` and insist on success.

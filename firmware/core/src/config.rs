@@ -3,13 +3,18 @@
 //! This is the one definition of the format: the `certs` tool writes it (with
 //! `serde_json`), the firmware and the virtual device read it with [`DeviceConfig::from_json`]
 //! (with `serde-json-core`, no allocator). Limits follow AWS IoT Core's quotas so a
-//! configuration that parses here is one AWS will accept.
+//! configuration that parses here is one AWS will accept; topics are held to AWS's topic
+//! rules ([`check_topic`]).
+//!
+//! Every error names the field (`client_id`, `endpoint.port`) and the rule it broke
+//! ([`Problem`]: missing, too long, out of range, wrong type...); only JSON that is not
+//! valid at all is blamed on `config.json`.
 //!
 //! ```json
 //! {
 //!   "wifi": { "ssid": "bench-ap", "password": "..." },
 //!   "endpoint": { "host": "xxxxxxxxxxxxxx-ats.iot.us-east-1.amazonaws.com", "port": 8883 },
-//!   "ntp": { "host": "pool.ntp.org", "port": 123 },
+//!   "ntp": { "host": "pool.ntp.org", "port": 123, "resync_s": 3600 },
 //!   "client_id": "ESPthing",
 //!   "pub_topic": "outTopic",
 //!   "sub_topic": "inTopic",
@@ -23,6 +28,11 @@ use core::fmt;
 
 use heapless::String;
 use serde::{Deserialize, Serialize};
+
+mod parse;
+mod topic;
+
+pub use topic::{TopicUse, check_topic};
 
 /// Longest WiFi SSID (IEEE 802.11).
 pub const MAX_SSID: usize = 32;
@@ -41,12 +51,22 @@ pub const MAX_TOPIC: usize = 256;
 pub const MAX_TOPIC_SLASHES: usize = 7;
 /// AWS IoT Core clamps keep-alive to this range (seconds).
 pub const KEEPALIVE_RANGE_S: core::ops::RangeInclusive<u16> = 30..=1200;
+/// Accepted publish periods (milliseconds).
+pub const PERIOD_RANGE_MS: core::ops::RangeInclusive<u32> = 100..=3_600_000;
+/// QoS 2 is refused by AWS IoT Core.
+pub const QOS_RANGE: core::ops::RangeInclusive<u8> = 0..=1;
 /// Largest `/config.json` the device reads.
 pub const MAX_CONFIG_JSON: usize = 2048;
 
 pub const DEFAULT_MQTT_PORT: u16 = 8883;
 pub const DEFAULT_NTP_HOST: &str = "pool.ntp.org";
 pub const DEFAULT_NTP_PORT: u16 = 123;
+/// How often the device re-syncs its clock once synced, in seconds.
+pub const DEFAULT_NTP_RESYNC_S: u32 = 3600;
+/// Accepted `ntp.resync_s`: at least a minute (public NTP pools throttle faster
+/// clients), at most a day (a crystal drifts by seconds a day, enough to fail TLS
+/// validity checks near a certificate's edges).
+pub const NTP_RESYNC_RANGE_S: core::ops::RangeInclusive<u32> = 60..=86_400;
 pub const DEFAULT_PUB_TOPIC: &str = "outTopic";
 pub const DEFAULT_SUB_TOPIC: &str = "inTopic";
 pub const DEFAULT_PERIOD_MS: u32 = 2000;
@@ -80,13 +100,16 @@ pub struct Endpoint {
     pub port: u16,
 }
 
-/// The SNTP server the device syncs its clock with.
+/// The SNTP server the device syncs its clock with, and how often it re-syncs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NtpServer {
     pub host: String<MAX_HOST>,
     #[serde(default = "default_ntp_port")]
     pub port: u16,
+    /// Seconds between clock re-syncs once the clock is set.
+    #[serde(default = "default_ntp_resync_s")]
+    pub resync_s: u32,
 }
 
 impl Default for NtpServer {
@@ -94,6 +117,7 @@ impl Default for NtpServer {
         Self {
             host: bounded(DEFAULT_NTP_HOST),
             port: DEFAULT_NTP_PORT,
+            resync_s: DEFAULT_NTP_RESYNC_S,
         }
     }
 }
@@ -125,6 +149,9 @@ fn default_mqtt_port() -> u16 {
 }
 fn default_ntp_port() -> u16 {
     DEFAULT_NTP_PORT
+}
+fn default_ntp_resync_s() -> u32 {
+    DEFAULT_NTP_RESYNC_S
 }
 fn default_pub_topic() -> String<MAX_TOPIC> {
     bounded(DEFAULT_PUB_TOPIC)
@@ -160,18 +187,56 @@ pub struct ConfigError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
-    /// Not valid JSON, a wrong type, an unknown or missing field.
+    /// Not valid JSON (or a bad string escape in a field).
     Syntax(&'static str),
+    /// A required field is absent.
+    Missing,
+    /// A value of the wrong JSON kind (a string for a number, a fraction for a count...).
+    WrongType {
+        expected: &'static str,
+    },
+    /// The object has a key the format does not define.
+    UnknownField,
+    /// The same key twice in one object.
+    Duplicate,
     Empty,
     TooLong {
         max: usize,
     },
     TooManySlashes,
+    /// A wildcard in a topic name (publish topic).
     Wildcard,
+    /// A topic filter with `#` not alone as its last level, or `+` not alone in a level.
+    MisplacedWildcard,
+    /// A topic containing U+0000, which MQTT forbids.
+    NulCharacter,
+    /// A `$` topic AWS IoT does not offer in this direction.
+    Reserved,
     OutOfRange {
         min: u32,
         max: u32,
     },
+}
+
+impl Problem {
+    /// The stable slug of this problem in the serial log (`error=too-long`).
+    pub const fn slug(&self) -> &'static str {
+        match self {
+            Self::Syntax(_) => "syntax",
+            Self::Missing => "missing",
+            Self::WrongType { .. } => "wrong-type",
+            Self::UnknownField => "unknown-field",
+            Self::Duplicate => "duplicate",
+            Self::Empty => "empty",
+            Self::TooLong { .. } => "too-long",
+            Self::TooManySlashes => "too-many-slashes",
+            Self::Wildcard => "wildcard",
+            Self::MisplacedWildcard => "misplaced-wildcard",
+            Self::NulCharacter => "nul-character",
+            Self::Reserved => "reserved-topic",
+            Self::OutOfRange { .. } => "out-of-range",
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -179,12 +244,25 @@ impl fmt::Display for ConfigError {
         write!(f, "{}: ", self.field)?;
         match self.problem {
             Problem::Syntax(what) => write!(f, "{what}"),
+            Problem::Missing => write!(f, "required field missing"),
+            Problem::WrongType { expected } => write!(f, "expected {expected}"),
+            Problem::UnknownField => write!(f, "unknown field"),
+            Problem::Duplicate => write!(f, "given twice"),
             Problem::Empty => write!(f, "must not be empty"),
             Problem::TooLong { max } => write!(f, "longer than {max} bytes"),
             Problem::TooManySlashes => {
                 write!(f, "more than {MAX_TOPIC_SLASHES} '/' (AWS IoT limit)")
             }
             Problem::Wildcard => write!(f, "publish topic must not contain '+' or '#'"),
+            Problem::MisplacedWildcard => write!(
+                f,
+                "'#' must be a whole last level and '+' a whole level (MQTT topic filter)"
+            ),
+            Problem::NulCharacter => write!(f, "contains a NUL character (MQTT forbids it)"),
+            Problem::Reserved => write!(
+                f,
+                "'$' topics are AWS IoT's: only its documented $aws/ topics, in their direction"
+            ),
             Problem::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
         }
     }
@@ -212,17 +290,10 @@ impl DeviceConfig {
         Ok(config)
     }
 
-    /// Parse and validate `/config.json`. Needs no allocator.
+    /// Parse and validate `/config.json`. Needs no allocator. Errors name the field and
+    /// the rule it broke; `config.json` only for JSON that is not valid at all.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
-        // Big enough for the longest escaped string field (a topic).
-        let mut scratch = [0u8; MAX_TOPIC];
-        let (config, _) =
-            serde_json_core::from_slice_escaped::<Self>(json, &mut scratch).map_err(|e| {
-                ConfigError {
-                    field: "config.json",
-                    problem: Problem::Syntax(json_error(&e)),
-                }
-            })?;
+        let config = parse::parse(json)?;
         config.validate()?;
         Ok(config)
     }
@@ -240,18 +311,34 @@ impl DeviceConfig {
                 },
             });
         }
-        topic("pub_topic", &self.pub_topic, false)?;
-        topic("sub_topic", &self.sub_topic, true)?;
+        topic("pub_topic", &self.pub_topic, TopicUse::Publish)?;
+        topic("sub_topic", &self.sub_topic, TopicUse::Subscribe)?;
         range("endpoint.port", self.endpoint.port.into(), 1, 65535)?;
         range("ntp.port", self.ntp.port.into(), 1, 65535)?;
-        range("period_ms", self.period_ms, 100, 3_600_000)?;
+        range(
+            "ntp.resync_s",
+            self.ntp.resync_s,
+            *NTP_RESYNC_RANGE_S.start(),
+            *NTP_RESYNC_RANGE_S.end(),
+        )?;
+        range(
+            "period_ms",
+            self.period_ms,
+            *PERIOD_RANGE_MS.start(),
+            *PERIOD_RANGE_MS.end(),
+        )?;
         range(
             "keepalive_s",
             self.keepalive_s.into(),
             (*KEEPALIVE_RANGE_S.start()).into(),
             (*KEEPALIVE_RANGE_S.end()).into(),
         )?;
-        range("qos", self.qos.into(), 0, 1)?;
+        range(
+            "qos",
+            self.qos.into(),
+            (*QOS_RANGE.start()).into(),
+            (*QOS_RANGE.end()).into(),
+        )?;
         Ok(())
     }
 }
@@ -276,16 +363,8 @@ fn non_empty(field: &'static str, value: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn topic(field: &'static str, value: &str, filter: bool) -> Result<(), ConfigError> {
-    non_empty(field, value)?;
-    let fail = |problem| Err(ConfigError { field, problem });
-    if value.bytes().filter(|&b| b == b'/').count() > MAX_TOPIC_SLASHES {
-        return fail(Problem::TooManySlashes);
-    }
-    if !filter && value.bytes().any(|b| b == b'+' || b == b'#') {
-        return fail(Problem::Wildcard);
-    }
-    Ok(())
+fn topic(field: &'static str, value: &str, usage: TopicUse) -> Result<(), ConfigError> {
+    check_topic(value, usage).map_err(|problem| ConfigError { field, problem })
 }
 
 fn range(field: &'static str, value: u32, min: u32, max: u32) -> Result<(), ConfigError> {
@@ -313,7 +392,7 @@ fn json_error(e: &serde_json_core::de::Error) -> &'static str {
         E::ExpectedSomeValue | E::ExpectedSomeIdent | E::ExpectedColon => "malformed JSON",
         E::ExpectedListCommaOrEnd | E::ExpectedObjectCommaOrEnd => "malformed JSON",
         E::KeyMustBeAString => "object key is not a string",
-        E::CustomError => "unknown field, missing field or value too long",
+        E::CustomError => "malformed JSON",
         _ => "malformed JSON",
     }
 }

@@ -59,10 +59,12 @@ impl ImageFailure {
                 flash_file(path).unwrap_or(FlashFile::Image),
                 LoadError::TooLarge,
             ),
+            ImageError::Creds { file, error } => creds(*file, *error),
             ImageError::Flash(_) => creds(FlashFile::Image, LoadError::Io),
             // Not an image, a damaged one, or one that does not fit the partition.
             ImageError::Geometry { .. }
             | ImageError::Corrupt
+            | ImageError::BlockSize { .. }
             | ImageError::Truncated { .. }
             | ImageError::NoSpace
             | ImageError::BadPath

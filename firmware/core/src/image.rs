@@ -24,6 +24,7 @@ use heapless::String;
 use littlefs2_sys as lfs;
 
 use crate::config::{ConfigError, DeviceConfig, MAX_CONFIG_JSON};
+use crate::log::{FlashFile, LoadError};
 
 /// Erase block size, fixed by the design (the ESP32's flash sector).
 pub const BLOCK_SIZE: usize = 4096;
@@ -102,6 +103,10 @@ pub enum ImageError {
     },
     /// No LittleFS superblock, or a damaged one: not an image, or a corrupted image.
     Corrupt,
+    /// A LittleFS image made with another block size than [`BLOCK_SIZE`].
+    BlockSize {
+        found: u32,
+    },
     /// The image claims more blocks than the flash holds.
     Truncated {
         image_bytes: usize,
@@ -120,6 +125,12 @@ pub enum ImageError {
     Flash(FlashError),
     /// `/config.json` is present but invalid.
     Config(ConfigError),
+    /// A credential file is present but the device would refuse it (feature `tls`: see
+    /// [`crate::creds`]).
+    Creds {
+        file: FlashFile,
+        error: LoadError,
+    },
     /// Any other littlefs error code.
     Lfs(i32),
 }
@@ -133,6 +144,10 @@ impl fmt::Display for ImageError {
                 MIN_BLOCKS * BLOCK_SIZE
             ),
             Self::Corrupt => write!(f, "not a LittleFS image, or a corrupted one"),
+            Self::BlockSize { found } => write!(
+                f,
+                "LittleFS image with {found}-byte blocks; the device reads {BLOCK_SIZE}-byte blocks"
+            ),
             Self::Truncated {
                 image_bytes,
                 capacity,
@@ -148,6 +163,9 @@ impl fmt::Display for ImageError {
             Self::BadPath => write!(f, "path too long"),
             Self::Flash(e) => write!(f, "flash error at offset {}", e.offset),
             Self::Config(e) => write!(f, "{CONFIG_PATH}: {e}"),
+            Self::Creds { file, error } => {
+                write!(f, "{file}: {}", crate::creds::describe(*file, *error))
+            }
             Self::Lfs(code) => write!(f, "littlefs error {code}"),
         }
     }
@@ -341,6 +359,11 @@ pub fn mount<F: Flash, R>(
     let mut state = lfs::lfs_t::default();
     // SAFETY: cfg, its buffers and its context outlive the mount, which ends below.
     let code = unsafe { lfs::lfs_mount(&mut state, &cfg) };
+    if let Err(ImageError::Corrupt) = check(code, ctx.error) {
+        // Say so if it is a sound image of another geometry rather than damage.
+        return Err(foreign_block_size(ctx.flash)
+            .map_or(ImageError::Corrupt, |found| ImageError::BlockSize { found }));
+    }
     check(code, ctx.error)?;
     let blocks = state.block_count as usize;
     let result = if blocks * BLOCK_SIZE > capacity {
@@ -362,6 +385,29 @@ pub fn mount<F: Flash, R>(
     let value = result?;
     check(code, ctx.error)?;
     Ok(value)
+}
+
+/// Where block 0 of a LittleFS 2.x image holds the magic and the superblock's geometry:
+/// revision (4), name tag (4), `littlefs` (8), struct tag (4), then little-endian
+/// version, block size, block count.
+const SUPERBLOCK_MAGIC_AT: usize = 8;
+const SUPERBLOCK_BLOCK_SIZE_AT: usize = 24;
+
+/// The block size a LittleFS superblock at offset 0 declares, if it is a plausible one
+/// (a power of two littlefs accepts, dividing the flash) other than [`BLOCK_SIZE`].
+fn foreign_block_size<F: Flash>(flash: &mut F) -> Option<u32> {
+    let mut head = [0u8; 32];
+    flash.read(0, &mut head).ok()?;
+    if head.get(SUPERBLOCK_MAGIC_AT..SUPERBLOCK_MAGIC_AT + 8) != Some(b"littlefs") {
+        return None;
+    }
+    let field = head.get(SUPERBLOCK_BLOCK_SIZE_AT..SUPERBLOCK_BLOCK_SIZE_AT + 4)?;
+    let found = u32::from_le_bytes(field.try_into().ok()?);
+    let plausible = found.is_power_of_two()
+        && (128..=1 << 20).contains(&found)
+        && found as usize != BLOCK_SIZE
+        && flash.capacity().is_multiple_of(found as usize);
+    plausible.then_some(found)
 }
 
 /// A NUL-terminated copy of a path for the C API.
@@ -529,7 +575,8 @@ impl<F> Mounted<'_, F> {
         self.check(code, "/").map(drop)
     }
 
-    /// Load and validate the device's credentials and config.
+    /// Load and validate the device's config and credentials; with feature `tls` the
+    /// credentials pass [`crate::creds::check_credentials`].
     pub fn load_credentials<'b>(
         &mut self,
         bufs: &'b mut CredentialBuffers,
@@ -539,6 +586,12 @@ impl<F> Mounted<'_, F> {
         let cert = self.read_file(CERT_PATH, &mut bufs.cert)?;
         let key = self.read_file(KEY_PATH, &mut bufs.key)?;
         let ca = self.read_file(CA_PATH, &mut bufs.ca)?;
+        // Name a bad file now, not as a nameless handshake failure later.
+        #[cfg(feature = "tls")]
+        crate::creds::check_credentials(cert, key, ca).map_err(|f| ImageError::Creds {
+            file: f.file,
+            error: f.error,
+        })?;
         Ok(Credentials {
             cert,
             key,

@@ -1,7 +1,11 @@
 //! The AWS IoT thing's device logic, shared by every board.
 //!
 //! # Layout
-//! - [`config`]: `/config.json` from the flash image — the one definition of its format.
+//! - [`config`]: `/config.json` from the flash image — the one definition of its format,
+//!   read so every error names its field and rule; AWS IoT's topic rules.
+//! - [`creds`]: the one check (feature `tls`) of `/cert.der`, `/private.der` and `/ca.der`
+//!   (well-formed DER, the key is the certificate's, the CA is a CA and undamaged), run
+//!   by both boards at load and by the `certs` tool.
 //! - [`driver`] (features `flash-image`, `tls`): glue a board's driver needs around the
 //!   session — image load failures as session events, the write gate that keeps
 //!   deadlines from cancelling a TLS write.
@@ -16,6 +20,7 @@
 //!   explicit time: boot phases, publish cadence, reconnect backoff, keep-alive, QoS 1
 //!   retries.
 //! - [`sntp`]: SNTPv4 request/reply codec (anti-spoof originate check, 2036 rollover).
+//! - [`topic`]: MQTT topic filter matching, to tell our messages from unsolicited ones.
 //! - [`tls`] (features `tls`, `tls-rsa`): embedded-tls crypto provider with the device
 //!   key, the server-certificate verifier, and the record-atomic transport under TLS.
 //!
@@ -29,6 +34,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod creds;
 #[cfg(any(feature = "flash-image", feature = "tls"))]
 pub mod driver;
 #[cfg(feature = "flash-image")]
@@ -40,3 +46,4 @@ pub mod session;
 pub mod sntp;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod topic;

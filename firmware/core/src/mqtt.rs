@@ -11,6 +11,9 @@
 //!   [`Tracker::subscribe`], [`Tracker::publish`] and [`Tracker::probe`] carry out the
 //!   session's `Subscribe`, `Publish` and `Ping` on a live minimq connection over any
 //!   transport, each write bounded by the board's [`WriteTimeout`].
+//! - [`watch`]: what the broker says that minimq does not pass on (the DISCONNECT reason
+//!   code, the CONNACK's Maximum QoS), read off the byte stream under minimq.
+//! - [`inbound_violation`]: an inbound PUBLISH the device must refuse (topic alias).
 //! - [`op_packet_id`], [`qos`], [`disconnect_reason`], [`connect_failure`] (with feature
 //!   `tls`): minimq's types in the session's terms.
 //!
@@ -29,11 +32,14 @@ use minimq::{
 
 #[cfg(feature = "tls")]
 use crate::log::{ConnectError, ConnectFailure};
-use crate::log::{DisconnectReason, Line, SubscribeError};
+use crate::log::{DisconnectReason, Line, ProtocolViolation, SubscribeError};
 use crate::session::{Action, Event, Publish, Qos, SESSION_EXPIRY_S};
 
 #[cfg(test)]
 mod tests;
+pub mod watch;
+
+pub use watch::{BrokerNotes, PacketWatch, Watched};
 
 /// An action, owned, so it can wait in the queue while the session is borrowed.
 #[derive(Debug)]
@@ -182,6 +188,22 @@ pub fn disconnect_reason<E>(e: &minimq::Error<E>) -> DisconnectReason {
         minimq::Error::Transport(_) | minimq::Error::WriteZero => DisconnectReason::Tls,
         _ => DisconnectReason::Protocol,
     }
+}
+
+/// Why an inbound PUBLISH must be refused: the device announces no Topic Alias Maximum,
+/// so a Topic Alias (or an empty topic, which only an alias could fill) is a protocol
+/// error (MQTT 5 section 3.3.2.3.4). The driver answers with DISCONNECT 0x94.
+pub fn inbound_violation(msg: &minimq::InboundPublish<'_>) -> Option<ProtocolViolation> {
+    let alias = msg
+        .properties()
+        .iter()
+        .any(|p| matches!(p, Ok(minimq::Property::TopicAlias(_))));
+    (alias || msg.topic().is_empty()).then_some(ProtocolViolation::TopicAliasInvalid)
+}
+
+/// The DISCONNECT the device sends after `violation`.
+pub fn violation_disconnect(violation: ProtocolViolation) -> minimq::Disconnect<'static> {
+    minimq::Disconnect::with_reason(minimq::ReasonCode::from(violation.reason_code()))
 }
 
 /// The filter for the session's SUBSCRIBE.
@@ -346,10 +368,21 @@ impl<O: Copy> Tracker<O> {
         match error {
             None => {}
             // A SUBACK or PUBACK with a failure code; the connection stays up.
-            Some(minimq::Error::Peer(minimq::PeerError::Rejected(_))) if connected => {
+            Some(minimq::Error::Peer(minimq::PeerError::Rejected(code))) if connected => {
                 let refused = self.subscription.take_if(|op| !ops.is_pending(op));
                 if refused.is_some() {
                     feed(Event::SubscribeFailed(SubscribeError::Refused));
+                    return Ok(());
+                }
+                // minimq completes the publish it refers to before it reports the code
+                // (one packet per poll), so the completed one is the refused one: it must
+                // not be reported as acknowledged.
+                if let Some(i) = self.sent.iter().position(|s| ops.is_complete(&s.op)) {
+                    let s = self.sent.swap_remove(i);
+                    feed(Event::PublishRefused {
+                        packet_id: s.packet_id,
+                        code: u8::from(&code),
+                    });
                     return Ok(());
                 }
             }

@@ -208,5 +208,37 @@ pub fn parse_reply(buf: &[u8], sent: NtpTimestamp) -> Result<Reply, Error> {
     })
 }
 
+/// What one datagram that arrived while a request is out means for that request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The server's time: done.
+    Time(Reply),
+    /// Not an answer to this request (too short, not a server packet, or it does not
+    /// echo our transmit timestamp: a late reply, a duplicate, a spoof, garbage). Keep
+    /// waiting: one bad datagram must not end an exchange a good answer would finish.
+    Ignore,
+    /// The server refused service (stratum 0) with this code; the client must back off.
+    KissOfDeath([u8; 4]),
+    /// The server answered this request but its time is unusable (unsynchronised, zero
+    /// transmit timestamp): this request is over; another may fare better.
+    Refused(Error),
+}
+
+/// Classify a datagram received for the request sent with `sent`.
+///
+/// The originate check comes first, so nothing a blind spoofer sends (a kiss-o'-death
+/// included) can end the exchange.
+pub fn answer(buf: &[u8], sent: NtpTimestamp) -> Answer {
+    if buf.len() < PACKET_LEN || NtpTimestamp::read(buf, OFF_ORIGINATE) != sent {
+        return Answer::Ignore;
+    }
+    match parse_reply(buf, sent) {
+        Ok(reply) => Answer::Time(reply),
+        Err(Error::KissOfDeath(code)) => Answer::KissOfDeath(code),
+        Err(Error::Mode(_) | Error::Version(_) | Error::TooShort(_)) => Answer::Ignore,
+        Err(e) => Answer::Refused(e),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use esp_radio::wifi::{ControllerConfig, Interface, WifiController, WifiError};
 use esp_storage::FlashStorage;
 
 use crate::heap;
+use crate::serial::Serial;
 
 /// Board name in the boot line.
 pub const BOARD: &str = "esp32c3";
@@ -17,6 +18,8 @@ pub const FIRMWARE: &str = env!("CARGO_PKG_VERSION");
 /// Everything the driver uses, owned for the life of the program.
 pub struct Board {
     pub flash: FlashStorage<'static>,
+    /// The log port (USB-Serial-JTAG).
+    pub serial: Serial,
     /// The WiFi controller, or why it could not start (logged, and the network phase
     /// then fails and retries like any other network failure).
     pub wifi: Result<(WifiController<'static>, Interface), WifiError>,
@@ -30,13 +33,14 @@ pub struct Board {
 }
 
 impl Board {
-    /// Clocks, heap, the esp-rtos scheduler (embassy time driver, WiFi tasks), RNG,
-    /// flash, WiFi and the LED pin.
+    /// Clocks, heap, the esp-rtos scheduler (embassy time driver, WiFi tasks), the log
+    /// port, RNG, flash, WiFi and the LED pin.
     pub fn init() -> Self {
         let p = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
         heap::init();
         let timg0 = TimerGroup::new(p.TIMG0);
         esp_rtos::start(timg0.timer0, p.FROM_CPU_INTR0);
+        let serial = Serial::new(p.USB_DEVICE);
 
         let entropy = TrngSource::new(p.RNG, p.ADC1);
         // Cannot fail: the entropy source above is enabled.
@@ -61,6 +65,7 @@ impl Board {
 
         Self {
             flash: FlashStorage::new(p.FLASH),
+            serial,
             wifi,
             rng,
             led,

@@ -6,11 +6,13 @@
 //! loop:
 //!
 //! - drain the queue of actions (logs go to the serial port, requests run to completion:
-//!   reading the image, joining WiFi, SNTP, each bounded by its own timeout below the
-//!   session's request timeout);
+//!   reading the image, joining WiFi, each bounded by its own timeout below the
+//!   session's request timeout; an SNTP sync is handed to the SNTP task, as the session
+//!   asks for one while connected too);
 //! - wait for whichever comes first: the session's deadline (`Sleep`), the MQTT
 //!   connection (minimq is polled all the time, so inbound messages and acks are
-//!   reported as they arrive), the network going down, or the next heap report;
+//!   reported as they arrive), the network going down, the SNTP task's answer, or the
+//!   next heap report;
 //! - feed the resulting event, which queues more actions.
 //!
 //! Writes on a connection that stays in use (SUBSCRIBE, PUBLISH, and whatever `poll()`
@@ -34,20 +36,21 @@ use firmware_core::driver::{ImageFailure, WriteGate};
 use firmware_core::image::{self, CredentialBuffers, ImageError};
 use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
-    NetError,
+    NetError, ProtocolViolation,
 };
-use firmware_core::mqtt::{self, Todo, Tracker};
+use firmware_core::mqtt::{self, BrokerNotes, Todo, Tracker, Watched};
 use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
 use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board, FIRMWARE};
 use crate::net::Net;
+use crate::serial::Serial;
 use crate::storage::Partition;
 use crate::transport::{
     self, ConnBuffers, IO_TIMEOUT, Identity, MQTT_BYTES, Mqtt, MqttBuffers, MqttError, TLS_BYTES,
     TcpBuffers, TlsBuffers,
 };
-use crate::{heap, led, serial, sntp};
+use crate::{heap, led, sntp};
 
 /// How often the `heap:` line is logged (besides once after each connect).
 pub const HEAP_REPORT_EVERY: Duration = Duration::from_secs(30);
@@ -69,6 +72,7 @@ impl RandomSource for Jitter {
 pub fn session_settings() -> Settings {
     let mut settings = Settings::new(FIRMWARE, BOARD);
     settings.retransmit = Retransmit::ByReconnect;
+    settings.clock_floor = firmware_core::session::clock_floor(env!("BUILD_EPOCH"));
     settings
 }
 
@@ -94,6 +98,8 @@ struct Loaded {
     cert: usize,
     key: usize,
     ca: usize,
+    /// The device certificate's notAfter, for the session's check of SNTP times.
+    cert_not_after: Option<u64>,
 }
 
 /// Everything the loop needs except the buffers a connection borrows.
@@ -104,10 +110,13 @@ struct Driver {
     /// The last `Sleep` of the last `handle` call.
     deadline: Option<Instant>,
     flash: FlashStorage<'static>,
+    serial: Serial,
     files: &'static mut CredentialBuffers,
     loaded: Option<Loaded>,
     config: Option<DeviceConfig>,
     net: Option<Net>,
+    /// The SNTP task, started with the network stack.
+    time: Option<sntp::TimeClient>,
     /// The session has been told the network is up.
     net_up: bool,
     rng: Trng,
@@ -115,6 +124,8 @@ struct Driver {
     next_heap: embassy_time::Instant,
     /// The SUBSCRIBE, keep-alive probe and QoS 1 publishes awaiting acks.
     mqtt: Tracker,
+    /// What the broker says that minimq does not pass on (DISCONNECT code, Maximum QoS).
+    notes: &'static BrokerNotes,
 }
 
 /// Buffers of the one connection; static so they are counted in `.bss`, not the stack.
@@ -123,11 +134,14 @@ static TCP_BUFS: ConstStaticCell<TcpBuffers> = ConstStaticCell::new(TcpBuffers::
 static MQTT_BUFS: ConstStaticCell<MqttBuffers> = ConstStaticCell::new(MqttBuffers::new());
 static GATE: StaticCell<WriteGate> = StaticCell::new();
 static FILES: ConstStaticCell<CredentialBuffers> = ConstStaticCell::new(CredentialBuffers::new());
+/// Atomics only: shared by the connection's reader (inside minimq) and the driver.
+static NOTES: BrokerNotes = BrokerNotes::new();
 
 /// Run the device forever.
 pub async fn run(spawner: Spawner, board: Board) -> ! {
     let Board {
         flash,
+        mut serial,
         wifi,
         rng,
         led,
@@ -147,26 +161,32 @@ pub async fn run(spawner: Spawner, board: Board) -> ! {
                 let _ = line
                     .message_text("init-failed")
                     .and_then(|l| l.field_display("error", DebugSlug(&e)));
-                serial::line(&line);
+                serial.log(&line);
             }
             None
         }
     };
+    let time = net
+        .as_ref()
+        .and_then(|net| sntp::TimeClient::start(spawner, net.stack, rng.clone()));
     let mut driver = Driver {
         spawner,
         core: Session::new(session_settings(), Jitter(rng.clone())),
         queue: VecDeque::new(),
         deadline: None,
         flash,
+        serial,
         files: FILES.take(),
         loaded: None,
         config: None,
         net,
+        time,
         net_up: false,
         rng,
         gate: GATE.init(WriteGate::new()),
         next_heap: embassy_time::Instant::now() + HEAP_REPORT_EVERY,
         mqtt: Tracker::new(),
+        notes: &NOTES,
     };
     let tls_bufs = TLS_BUFS.take();
     let tcp_bufs = TCP_BUFS.take();
@@ -293,7 +313,7 @@ impl Driver {
         conn: Option<&mut Mqtt<'_, '_, '_>>,
     ) -> Result<(), ()> {
         match todo {
-            Todo::Log(line) => serial::line(&line),
+            Todo::Log(line) => self.serial.log(&line),
             Todo::LoadConfig => match self.load_config() {
                 Ok(config) => {
                     self.feed(Event::ConfigLoaded(&config));
@@ -309,6 +329,7 @@ impl Driver {
                         key: loaded.key,
                         ca: loaded.ca,
                         source: CredSource::Flash,
+                        cert_not_after: loaded.cert_not_after,
                     });
                 }
                 Err(failure) => self.feed(failure.creds_event()),
@@ -327,13 +348,10 @@ impl Driver {
                     Err(e) => self.feed(Event::NetDown(e)),
                 }
             }
+            // Answered in `wait`, beside the connection (a re-sync must not stall it).
             Todo::SyncTime => {
-                if let (Some(net), Some(config)) = (&self.net, &self.config) {
-                    let ntp = &config.ntp;
-                    match sntp::sync(net, &self.rng, &ntp.host, ntp.port).await {
-                        Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
-                        Err(e) => self.feed(Event::TimeSyncFailed(e)),
-                    }
+                if let (Some(time), Some(config)) = (self.time.as_mut(), &self.config) {
+                    time.request(&config.ntp);
                 }
             }
             Todo::Connect | Todo::Disconnect => {}
@@ -381,6 +399,7 @@ impl Driver {
                 cert: creds.cert.len(),
                 key: creds.key.len(),
                 ca: creds.ca.len(),
+                cert_not_after: firmware_core::tls::certificate_not_after(creds.cert),
             })
         })
         .map_err(|e| ImageFailure::of(&e))
@@ -389,24 +408,34 @@ impl Driver {
     /// Wait for one event and feed it. `Err` means the connection died (reported).
     async fn wait(&mut self, conn: Option<&mut Mqtt<'_, '_, '_>>) -> Result<(), ()> {
         let gate = self.gate;
+        let (deadline, next_heap) = (self.deadline, self.next_heap);
+        let net = self.net.as_ref().filter(|_| self.net_up);
+        let time = self.time.as_mut();
         // Timers win over a pending poll() only between writes (see the module docs).
         let deadline = async {
-            match self.deadline {
+            match deadline {
                 Some(t) => Timer::at(at(t)).await,
                 None => pending().await,
             }
             between_writes(gate).await
         };
         let heap_due = async {
-            Timer::at(self.next_heap).await;
+            Timer::at(next_heap).await;
             between_writes(gate).await
         };
         let net_down = async {
-            match (&self.net, self.net_up) {
-                (Some(net), true) => net.wait_down().await,
-                _ => pending().await,
+            match net {
+                Some(net) => net.wait_down().await,
+                None => pending().await,
             }
             between_writes(gate).await
+        };
+        let time_answer = async {
+            let answer = match time {
+                Some(time) => time.answer().await,
+                None => pending().await,
+            };
+            (answer, between_writes(gate).await)
         };
         let connected = conn.is_some();
         let mut conn = conn;
@@ -416,37 +445,56 @@ impl Driver {
                 None => pending().await,
             }
         };
-        let woke = select4(deadline, heap_due, net_down, polled).await;
+        let woke = select(select4(deadline, heap_due, net_down, time_answer), polled).await;
         match woke {
+            Either::First(Either4::Fourth((answer, gate))) => {
+                // The answer is taken: report it even if the connection turns out dead.
+                match answer {
+                    Ok(reply) => self.feed(Event::TimeSynced(reply.time.secs)),
+                    Err(e) => self.feed(e.event()),
+                }
+                if connected && gate == Stalled {
+                    return self.lost(DisconnectReason::Io);
+                }
+            }
             // A write poll() started has stalled: the connection is dead, and dropping it
             // (the only way out) is safe because it is never used again.
-            Either4::First(Stalled) | Either4::Second(Stalled) | Either4::Third(Stalled)
+            Either::First(Either4::First(Stalled))
+            | Either::First(Either4::Second(Stalled))
+            | Either::First(Either4::Third(Stalled))
                 if connected =>
             {
                 return self.lost(DisconnectReason::Io);
             }
-            Either4::First(_) => self.feed(Event::Tick),
-            Either4::Second(_) => {
+            Either::First(Either4::First(_)) => self.feed(Event::Tick),
+            Either::First(Either4::Second(_)) => {
                 // From now, not from the missed time: a long request must not cause a
                 // burst of catch-up reports.
                 self.next_heap = embassy_time::Instant::now() + HEAP_REPORT_EVERY;
                 self.report_heap();
             }
-            Either4::Third(_) => self.feed(Event::NetDown(NetError::LinkLost)),
-            Either4::Fourth(polled) => {
+            Either::First(Either4::Third(_)) => self.feed(Event::NetDown(NetError::LinkLost)),
+            Either::Second(polled) => {
                 // Report the message while it borrows the connection, then look at acks.
+                let mut violation = None;
                 let (inbound, error) = match polled {
                     Ok(Some(msg)) => {
-                        self.feed(Event::Inbound {
-                            topic: msg.topic(),
-                            payload: msg.payload(),
-                        });
+                        violation = mqtt::inbound_violation(&msg);
+                        if violation.is_none() {
+                            self.feed(Event::Inbound {
+                                topic: msg.topic(),
+                                payload: msg.payload(),
+                            });
+                        }
                         (true, None)
                     }
                     Ok(None) => (false, None),
                     Err(e) => (false, Some(e)),
                 };
                 if connected && let Some(c) = conn {
+                    if let Some(violation) = violation {
+                        return self.refuse(violation, c).await;
+                    }
                     return self.polled(inbound, error, c);
                 }
             }
@@ -479,6 +527,20 @@ impl Driver {
         outcome.or_else(|reason| self.lost(reason))
     }
 
+    /// The broker broke the protocol: DISCONNECT with the reason (bounded in time), then
+    /// report it. Always `Err`: the connection is over.
+    async fn refuse(
+        &mut self,
+        violation: ProtocolViolation,
+        conn: &mut Mqtt<'_, '_, '_>,
+    ) -> Result<(), ()> {
+        let disconnect = mqtt::violation_disconnect(violation);
+        let _ = with_timeout(DISCONNECT_TIMEOUT, conn.disconnect_with(disconnect)).await;
+        self.mqtt.lost();
+        self.feed(Event::ProtocolViolation(violation));
+        Err(())
+    }
+
     /// Report what an action on the connection brought. `Err` means the connection died
     /// (reported).
     fn report(&mut self, outcome: mqtt::Outcome) -> Result<(), ()> {
@@ -493,10 +555,11 @@ impl Driver {
         }
     }
 
-    /// The connection died: report it. Always `Err`, for the caller to return.
+    /// The connection died: report it (with the broker's DISCONNECT reason code if it
+    /// sent one). Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
         self.mqtt.lost();
-        self.feed(Event::Disconnected(reason));
+        self.feed(self.notes.lost_event(reason));
         Err(())
     }
 
@@ -528,6 +591,7 @@ impl Driver {
         let stack = net.stack;
         let rng = self.rng.clone();
         let gate = self.gate;
+        let notes = self.notes;
         let attempt = async {
             let Some(addr) = net.resolve(host).await else {
                 return Err(ConnectFailure::Mqtt(ConnectError::Dns));
@@ -537,7 +601,7 @@ impl Driver {
                 transport::connect_tls(stack, remote, host, &identity, unix_now, rng, bufs, gate)
                     .await?;
             client
-                .connect(tls)
+                .connect(Watched::new(tls, notes))
                 .await
                 .map_err(|e| firmware_core::mqtt::connect_failure(&e))
         };
@@ -558,6 +622,9 @@ impl Driver {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,
                 });
+                if let Some(event) = self.notes.max_qos_event() {
+                    self.feed(event);
+                }
                 self.report_heap();
                 Some(conn)
             }

@@ -11,12 +11,15 @@
 //! - [`storage`]: the `storage` data partition (from the partition table) as the core's
 //!   `image::Flash`, over esp-storage; credentials are read with `firmware_core::image`.
 //! - [`net`]: WiFi station and embassy-net (DHCP, DNS); the WiFi and stack tasks.
-//! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket.
+//! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket, in a task of its own
+//!   so a re-sync runs beside the MQTT connection.
 //! - [`transport`]: TCP + TLS (the core's provider and verifier, record-atomic reads,
-//!   gated writes) + minimq, with the buffer sizes below.
+//!   gated writes) + minimq, with the buffer sizes below; the broker's DISCONNECT reason
+//!   code and CONNACK Maximum QoS are watched on the way (`firmware_core::mqtt::Watched`).
 //! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
-//!   connection, the network or the heap report.
-//! - [`serial`]: log lines over USB-Serial-JTAG; [`heap`]: esp-alloc regions and figures;
+//!   connection, the network, the SNTP task's answer or the heap report.
+//! - [`serial`]: log lines over USB-Serial-JTAG, dropped lines counted and reported
+//!   in-band ([`serial::lines`], HAL-free); [`heap`]: esp-alloc regions and figures;
 //!   [`led`]: the blinking LED.
 //! - [`libc`]: `strspn`/`strcspn`, the C functions littlefs needs beyond the ROM's.
 //!

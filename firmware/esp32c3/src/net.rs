@@ -107,15 +107,20 @@ impl Net {
 
     /// Resolve `host` (a name or an IPv4 literal) to its first IPv4 address.
     pub async fn resolve(&self, host: &str) -> Option<IpAddress> {
-        match with_timeout(DNS_TIMEOUT, self.stack.dns_query(host, DnsQueryType::A)).await {
-            Ok(Ok(addrs)) => addrs.first().copied(),
-            _ => None,
-        }
+        resolve(self.stack, host).await
     }
 
     /// Resolves when the stack loses its address (WiFi dropped, DHCP lease lost).
     pub async fn wait_down(&self) {
         self.stack.wait_config_down().await
+    }
+}
+
+/// Resolve `host` (a name or an IPv4 literal) on `stack` to its first IPv4 address.
+pub async fn resolve(stack: Stack<'static>, host: &str) -> Option<IpAddress> {
+    match with_timeout(DNS_TIMEOUT, stack.dns_query(host, DnsQueryType::A)).await {
+        Ok(Ok(addrs)) => addrs.first().copied(),
+        _ => None,
     }
 }
 

@@ -26,6 +26,7 @@ use embedded_tls::{Aes128GcmSha256, TlsConfig, TlsConnection, TlsContext, TlsErr
 use esp_hal::rng::Trng;
 use firmware_core::driver::{Gated, WriteGate};
 use firmware_core::log::{ConnectError, ConnectFailure, TlsError as TlsSlug};
+use firmware_core::mqtt::Watched;
 use firmware_core::tls::{
     CertVerifier, DeviceKey, DeviceProvider, MAX_RECORD_LEN, RecordAtomic, handshake_error_kind,
     handshake_failure,
@@ -57,7 +58,9 @@ pub type Tcp<'b> = Gated<'b, TcpSocket<'b>>;
 /// The byte stream under TLS: whole records only.
 pub type Records<'b> = RecordAtomic<'b, Tcp<'b>>;
 pub type Tls<'b> = TlsConnection<'b, Records<'b>, Suite>;
-pub type Mqtt<'s, 'm, 'b> = minimq::Connection<'s, 'm, Tls<'b>>;
+/// minimq over TLS, with the broker's DISCONNECT reason code and CONNACK Maximum QoS
+/// watched on the way (`firmware_core::mqtt::BrokerNotes`).
+pub type Mqtt<'s, 'm, 'b> = minimq::Connection<'s, 'm, Watched<'b, Tls<'b>>>;
 pub type MqttError = minimq::Error<TlsError>;
 
 /// TLS buffers a connection borrows; one connection at a time.

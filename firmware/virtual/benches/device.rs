@@ -122,6 +122,7 @@ async fn connect_time(key: KeyAlgorithm) {
     let mut mqtt_bufs = MqttBuffers::new();
     let mut session = transport::mqtt_session(DEVICE_CN, 60, &mut mqtt_bufs).expect("session");
     let (mut total, mut tls) = (Vec::new(), Vec::new());
+    let notes = firmware_core::mqtt::BrokerNotes::new();
     for _ in 0..CONNECTS {
         let mut timings = Timings::default();
         let start = Instant::now();
@@ -135,7 +136,7 @@ async fn connect_time(key: KeyAlgorithm) {
         )
         .await
         .expect("tls");
-        let mut conn = transport::connect_mqtt(&mut session, conn, &mut timings)
+        let mut conn = transport::connect_mqtt(&mut session, conn, &notes, &mut timings)
             .await
             .expect("connect");
         let op = conn

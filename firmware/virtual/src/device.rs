@@ -26,7 +26,7 @@ use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, HeapReport, NetError,
     ShutdownReason,
 };
-use firmware_core::mqtt::{self, Todo, Tracker};
+use firmware_core::mqtt::{self, BrokerNotes, Todo, Tracker};
 use firmware_core::session::{Action, Event, Instant, RandomSource, Retransmit, Session, Settings};
 use rand_core::{OsRng, RngCore};
 
@@ -131,6 +131,8 @@ struct Driver<'a> {
     net: Option<NetInfo>,
     /// The SUBSCRIBE, keep-alive probe and QoS 1 publishes awaiting acks.
     mqtt: Tracker,
+    /// What the broker says that minimq does not pass on (DISCONNECT code, Maximum QoS).
+    notes: &'a BrokerNotes,
 }
 
 /// Run the device until a signal arrives; the last line says why it stopped.
@@ -143,6 +145,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         }
     };
     let clock = Clock::start();
+    let notes = BrokerNotes::new();
     let mut driver = Driver {
         flash: args.flash.clone(),
         serial,
@@ -159,6 +162,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         identity: None,
         net: None,
         mqtt: Tracker::new(),
+        notes: &notes,
     };
     // Allocated once, as the board's static buffers; a connection borrows them.
     let mut tls_bufs = TlsBuffers::new();
@@ -201,10 +205,11 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
 fn session_settings() -> Settings {
     let mut settings = Settings::new(FIRMWARE, BOARD);
     settings.retransmit = Retransmit::ByReconnect;
+    settings.clock_floor = firmware_core::session::clock_floor(env!("BUILD_EPOCH"));
     settings
 }
 
-impl Driver<'_> {
+impl<'a> Driver<'a> {
     /// Feed one event with the current time; its actions join the queue.
     fn feed(&mut self, event: Event<'_>) {
         let now = self.clock.now();
@@ -268,7 +273,7 @@ impl Driver<'_> {
         conn: Option<&mut Mqtt<'_, '_, '_>>,
     ) -> Result<(), ()> {
         match todo {
-            Todo::Log(line) => self.serial.line(&*line),
+            Todo::Log(line) => self.serial.log(&line),
             Todo::LoadConfig => match flash::load_config(&self.flash) {
                 Ok(config) => {
                     self.feed(Event::ConfigLoaded(&config));
@@ -283,6 +288,7 @@ impl Driver<'_> {
                         key: identity.key.len(),
                         ca: identity.ca.len(),
                         source: CredSource::Flash,
+                        cert_not_after: firmware_core::tls::certificate_not_after(&identity.cert),
                     });
                     self.identity = Some(identity);
                 }
@@ -374,15 +380,22 @@ impl Driver<'_> {
                 }
             }, if connected => {
                 // Report the message while it borrows the connection, then look at acks.
+                let mut violation = None;
                 let (inbound, error) = match polled {
                     Ok(Some(msg)) => {
-                        self.feed(Event::Inbound { topic: msg.topic(), payload: msg.payload() });
+                        violation = mqtt::inbound_violation(&msg);
+                        if violation.is_none() {
+                            self.feed(Event::Inbound { topic: msg.topic(), payload: msg.payload() });
+                        }
                         (true, None)
                     }
                     Ok(None) => (false, None),
                     Err(e) => (false, Some(e)),
                 };
                 if let Some(c) = conn {
+                    if let Some(violation) = violation {
+                        return self.refuse(violation, c).await;
+                    }
                     return self.polled(inbound, error, c);
                 }
             }
@@ -401,7 +414,7 @@ impl Driver<'_> {
             // broker is what a board sees as no DHCP lease.
             Reply::Net(Err(_)) => self.feed(Event::NetDown(NetError::Dhcp)),
             Reply::Time(Ok(reply)) => self.feed(Event::TimeSynced(reply.time.secs)),
-            Reply::Time(Err(e)) => self.feed(Event::TimeSyncFailed(e.slug())),
+            Reply::Time(Err(e)) => self.feed(e.event()),
         }
     }
 
@@ -441,6 +454,20 @@ impl Driver<'_> {
         outcome.or_else(|reason| self.lost(reason))
     }
 
+    /// The broker broke the protocol: DISCONNECT with the reason (bounded in time), then
+    /// report it. Always `Err`: the connection is over.
+    async fn refuse(
+        &mut self,
+        violation: firmware_core::log::ProtocolViolation,
+        conn: &mut Mqtt<'_, '_, '_>,
+    ) -> Result<(), ()> {
+        let disconnect = mqtt::violation_disconnect(violation);
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, conn.disconnect_with(disconnect)).await;
+        self.mqtt.lost();
+        self.feed(Event::ProtocolViolation(violation));
+        Err(())
+    }
+
     /// Report what an action on the connection brought. `Err` means the connection died
     /// (reported).
     fn report(&mut self, outcome: mqtt::Outcome) -> Result<(), ()> {
@@ -458,7 +485,7 @@ impl Driver<'_> {
     /// The connection died: report it. Always `Err`, for the caller to return.
     fn lost(&mut self, reason: DisconnectReason) -> Result<(), ()> {
         self.mqtt.lost();
-        self.feed(Event::Disconnected(reason));
+        self.feed(self.notes.lost_event(reason));
         Err(())
     }
 
@@ -468,13 +495,17 @@ impl Driver<'_> {
         &mut self,
         client: &'s mut minimq::Session<'b>,
         tls_bufs: &'t mut TlsBuffers,
-    ) -> Option<Mqtt<'s, 'b, 't>> {
+    ) -> Option<Mqtt<'s, 'b, 't>>
+    where
+        'a: 't,
+    {
         let (Some(identity), Some(net), Some(config)) = (&self.identity, &self.net, &self.config)
         else {
             self.connect_failed(ConnectError::Protocol);
             return None;
         };
         let unix_now = self.core.unix_time(self.clock.now());
+        let notes = self.notes;
         let deadline = self.deadline.map(|t| self.clock.at(t));
         let mut timings = Timings::default();
         let started = tokio::time::Instant::now();
@@ -488,7 +519,7 @@ impl Driver<'_> {
                 &mut timings,
             )
             .await?;
-            transport::connect_mqtt(client, tls, &mut timings).await
+            transport::connect_mqtt(client, tls, notes, &mut timings).await
         };
         let signals = &mut self.signals;
         enum Outcome<T> {
@@ -519,6 +550,9 @@ impl Driver<'_> {
                     session_present: conn.connect_event() == minimq::ConnectEvent::Reconnected,
                     handshake_ms,
                 });
+                if let Some(event) = self.notes.max_qos_event() {
+                    self.feed(event);
+                }
                 self.report_heap();
                 Some(conn)
             }

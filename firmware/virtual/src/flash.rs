@@ -165,21 +165,73 @@ mod tests {
 
     const CONFIG: &str = r#"{"endpoint":{"host":"localhost","port":8883},"client_id":"ESPthing"}"#;
 
+    /// A real credential set from the `certs` tool: (cert, key, ca) DER.
+    fn real_creds() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let pki = certs::pki::Pki::generate(&certs::pki::InitOptions::default()).unwrap();
+        let creds = certs::creds::Credentials::from_pki(&pki).unwrap();
+        (
+            creds.cert_der.clone(),
+            creds.key_der(),
+            creds.ca_der.clone(),
+        )
+    }
+
+    fn image_with(cert: &[u8], key: &[u8], ca: &[u8]) -> Vec<u8> {
+        build_image(&[
+            ("/config.json", CONFIG.as_bytes()),
+            ("/cert.der", cert),
+            ("/private.der", key),
+            ("/ca.der", ca),
+        ])
+    }
+
     #[test]
     fn loads_a_good_image() {
-        let mut img = build_image(&[
-            ("/config.json", CONFIG.as_bytes()),
-            ("/cert.der", b"cert"),
-            ("/private.der", b"secret-key"),
-            ("/ca.der", b"ca!"),
-        ]);
+        let (cert, key, ca) = real_creds();
+        let mut img = image_with(&cert, &key, &ca);
         let id = load_bytes(&mut img).unwrap();
-        assert_eq!(id.cert, b"cert");
-        assert_eq!(id.key.expose(), b"secret-key");
+        assert_eq!(id.cert, cert);
+        assert_eq!(id.key.expose(), key);
         assert_eq!(id.config.client_id.as_str(), "ESPthing");
         let debug = format!("{id:?}");
-        assert!(!debug.contains("secret"), "{debug}");
-        assert!(debug.contains("key_bytes: 10"), "{debug}");
+        assert!(!debug.contains(&format!("{:?}", &key[..8])), "{debug}");
+        assert!(
+            debug.contains(&format!("key_bytes: {}", key.len())),
+            "{debug}"
+        );
+    }
+
+    /// Each damaged credential file is named in the boot log, before any handshake.
+    #[test]
+    fn damaged_credentials_name_their_file_in_the_log() {
+        let (cert, key, ca) = real_creds();
+        let line = |cert: &[u8], key: &[u8], ca: &[u8]| {
+            let mut img = image_with(cert, key, ca);
+            load_bytes(&mut img).unwrap_err().log_line(5).to_string()
+        };
+        let mut flipped_ca = ca.clone();
+        let last = flipped_ca.len() - 1;
+        flipped_ca[last] ^= 0x01;
+        assert!(
+            line(&cert, &key, &flipped_ca)
+                .ends_with("creds: load failed file=/ca.der error=bad-signature")
+        );
+        assert!(
+            line(&cert, &[0x42; 121], &ca)
+                .ends_with("creds: load failed file=/private.der error=malformed")
+        );
+        assert!(
+            line(&[0x30, 0x03, 0x02, 0x01, 0x00], &key, &ca)
+                .ends_with("creds: load failed file=/cert.der error=malformed")
+        );
+        let other = certs::keys::PrivateKey::generate(certs::pki::KeyAlgorithm::EcP256).unwrap();
+        assert!(
+            line(&cert, &other.to_traditional_der(), &ca)
+                .ends_with("creds: load failed file=/private.der error=key-mismatch")
+        );
+        assert!(
+            line(&cert, &key, &cert).ends_with("creds: load failed file=/ca.der error=not-a-ca")
+        );
     }
 
     #[test]
@@ -218,5 +270,74 @@ mod tests {
             .log_line(5)
             .to_string();
         assert!(line.contains("config: invalid"), "{line}");
+    }
+
+    /// The boot log names the field and the rule, not `field=config.json error=syntax`.
+    #[test]
+    fn config_errors_name_the_field_in_the_boot_log() {
+        let cases = [
+            (
+                r#"{"endpoint":{"host":"h"}}"#.to_string(),
+                "config: invalid field=client_id error=missing",
+            ),
+            (
+                format!(
+                    r#"{{"endpoint":{{"host":"h"}},"client_id":"{}"}}"#,
+                    "x".repeat(200)
+                ),
+                "config: invalid field=client_id error=too-long",
+            ),
+            (
+                r#"{"endpoint":{"host":"h","port":70000},"client_id":"c"}"#.to_string(),
+                "config: invalid field=endpoint.port error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","period_ms":-2000}"#.to_string(),
+                "config: invalid field=period_ms error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","keepalive_s":70000}"#.to_string(),
+                "config: invalid field=keepalive_s error=out-of-range",
+            ),
+            (
+                r#"{"endpoint":{"host":"h"},"client_id":"c","sub_topic":"in/#/x"}"#.to_string(),
+                "config: invalid field=sub_topic error=misplaced-wildcard",
+            ),
+        ];
+        for (json, expected) in cases {
+            let mut img = build_image(&[("/config.json", json.as_bytes())]);
+            let line = load_config_bytes(&mut img)
+                .unwrap_err()
+                .log_line(5)
+                .to_string();
+            assert!(line.ends_with(expected), "{json}: {line}");
+        }
+    }
+
+    /// Hostile images: a config larger than the device's buffer, a file cut short.
+    #[test]
+    fn oversized_and_truncated_images_are_named() {
+        let big = format!(
+            r#"{{"endpoint":{{"host":"h"}},"client_id":"c"{}}}"#,
+            " ".repeat(3000)
+        );
+        let mut img = build_image(&[("/config.json", big.as_bytes())]);
+        let err = load_config_bytes(&mut img).unwrap_err();
+        assert_eq!(
+            Line::config_failed(5, err.config_failure()).to_string(),
+            "E (       5) config: load failed error=too-large"
+        );
+        assert!(err.to_string().contains("/config.json: 3"), "{err}");
+
+        let (cert, key, ca) = real_creds();
+        let mut img = image_with(&cert, &key, &ca);
+        img.truncate(img.len() / 2);
+        let err = load_bytes(&mut img).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(
+            err.log_line(5)
+                .to_string()
+                .ends_with("creds: load failed file=image error=malformed")
+        );
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Writes happen on a dedicated thread so a reader that stops draining the terminal can
 //! stall only that thread, never the device's event loop. When the queue is full, lines are
-//! dropped (and counted), as a USB-CDC console drops output nobody reads.
+//! dropped, as a USB-CDC console drops output nobody reads, but never silently: they are
+//! counted, and [`Serial::log`] writes `W log: dropped lines=N` before the next line
+//! that fits (and [`Serial::close`] before it stops), where the gap is.
 
 use std::fmt::Display;
 use std::fs::{File, OpenOptions};
@@ -16,8 +18,10 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use firmware_core::log::{DroppedLines, Line};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 
@@ -47,7 +51,9 @@ impl std::str::FromStr for Target {
 #[derive(Clone)]
 pub struct Serial {
     tx: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
+    dropped: Arc<Mutex<DroppedLines>>,
+    /// Uptime of the last line logged, for the marker written at close.
+    last_uptime: Arc<AtomicU64>,
     writer: Arc<Option<JoinHandle<()>>>,
 }
 
@@ -83,34 +89,79 @@ impl Serial {
             .ok();
         Self {
             tx,
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::new(Mutex::new(DroppedLines::new())),
+            last_uptime: Arc::new(AtomicU64::new(0)),
             writer: Arc::new(writer),
         }
     }
 
-    /// Queue one line (without its line ending); never blocks.
+    /// Queue one log line, after the `log: dropped` marker if lines were dropped since
+    /// the last one; never blocks.
+    pub fn log(&self, line: &Line) {
+        self.last_uptime.store(line.uptime_ms, Ordering::Relaxed);
+        let mut dropped = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(marker) = dropped.marker(line.uptime_ms) {
+            if !self.send(&marker) {
+                dropped.dropped();
+                return;
+            }
+            dropped.reported();
+        }
+        if !self.send(line) {
+            dropped.dropped();
+        }
+    }
+
+    /// Queue one line of any text (without its line ending); never blocks. A line that
+    /// does not fit is counted like a log line.
     pub fn line(&self, line: impl Display) {
+        if !self.send(line) {
+            self.dropped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .dropped();
+        }
+    }
+
+    /// Queue `line`; false if the queue is full (or the writer is gone).
+    fn send(&self, line: impl Display) -> bool {
         let mut text = line.to_string();
         // Keep one event on one line even if a caller passes a line break.
         text.retain(|c| c != '\r' && c != '\n');
         text.push_str("\r\n");
         match self.tx.try_send(text) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
         }
     }
 
-    /// Lines dropped because the writer could not keep up.
+    /// Lines dropped since start because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total()
     }
 
-    /// Write out every queued line and stop the writer. Call it on the last handle (the
-    /// others dropped): the writer thread ends when the last sender goes.
+    /// Write out every queued line (and the `log: dropped` marker still owed, waiting for
+    /// room) and stop the writer. Call it on the last handle (the others dropped): the
+    /// writer thread ends when the last sender goes.
     pub fn close(self) {
-        let Self { tx, writer, .. } = self;
+        let Self {
+            tx,
+            writer,
+            dropped,
+            last_uptime,
+        } = self;
+        let marker = dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .marker(last_uptime.load(Ordering::Relaxed));
+        if let Some(marker) = marker {
+            // Blocking: the writer drains the queue, so this ends unless the sink is stuck
+            // for good, and then nothing more can be said anyway.
+            let _ = tx.send(format!("{marker}\r\n"));
+        }
         drop(tx);
         if let Ok(Some(handle)) = Arc::try_unwrap(writer) {
             let _ = handle.join();
@@ -210,6 +261,92 @@ mod tests {
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 100);
         assert!(text.ends_with("n=99\r\n"));
+    }
+
+    /// A sink that blocks every write until the test lets it go, as a terminal nobody
+    /// reads does.
+    struct Stalled {
+        gate: std::sync::mpsc::Receiver<()>,
+        out: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            // Released for good once the test drops its sender.
+            let _ = self.gate.recv();
+            self.out.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn dropped_lines_are_reported_in_band_where_the_gap_is() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let serial = Serial::with_sink(Box::new(Stalled {
+            gate,
+            out: out.clone(),
+        }));
+        let sent = 3000u64;
+        for i in 0..sent {
+            serial.log(&Line::inbound(i, "inTopic", format!("m{i}").as_bytes()));
+        }
+        let dropped = serial.dropped();
+        assert!(dropped > 0, "the stalled sink must overflow the queue");
+        drop(release);
+        // The next line that fits carries the marker before it.
+        serial.log(&Line::shutdown(
+            sent,
+            firmware_core::log::ShutdownReason::Requested,
+        ));
+        serial.close();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Line> = text.lines().map(|l| l.parse().unwrap()).collect();
+        let is_marker = |l: &Line| l.tag() == "log" && l.message() == "dropped";
+        let written = lines.iter().filter(|l| !is_marker(l)).count() as u64;
+        let reported: u64 = lines
+            .iter()
+            .filter(|l| is_marker(l))
+            .map(|l| l.field_as::<u64>("lines").unwrap())
+            .sum();
+        // Every line (the 3000 and the last one) is accounted for: written, or counted in
+        // a marker. The writer may still be draining when the last line comes, so it too
+        // may be among the dropped; close() then writes the marker still owed.
+        assert_eq!(written + reported, sent + 1, "{text}");
+        assert!(reported >= dropped, "{reported} < {dropped}");
+        // The log ends with the last line, or with the marker that accounts for it.
+        let last = lines.last().unwrap();
+        assert!(last.tag() == "shutdown" || is_marker(last), "{text}");
+    }
+
+    #[test]
+    fn a_marker_still_owed_is_written_at_close() {
+        let (release, gate) = std::sync::mpsc::channel();
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let serial = Serial::with_sink(Box::new(Stalled {
+            gate,
+            out: out.clone(),
+        }));
+        for i in 0..1000 {
+            serial.log(&Line::inbound(i, "inTopic", b"x"));
+        }
+        let dropped = serial.dropped();
+        drop(release);
+        serial.close();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Line> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(lines.last().unwrap().tag(), "log", "{text}");
+        // A slot freed mid-burst may have let an earlier marker out; together they
+        // account for every dropped line.
+        let reported: u64 = lines
+            .iter()
+            .filter(|l| l.tag() == "log")
+            .filter_map(|l| l.field_as::<u64>("lines"))
+            .sum();
+        assert_eq!(reported, dropped);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use firmware_core::log::TimeError;
-use firmware_core::sntp::{self, NtpTimestamp, Reply};
+use firmware_core::sntp::{self, Answer, NtpTimestamp, Reply};
 use rand_core::{OsRng, RngCore};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout_at};
@@ -39,8 +39,10 @@ pub enum SntpError {
     Io(io::Error),
     /// No valid reply to any request.
     Timeout,
-    /// The server answered but its reply was unusable; kiss-o'-death ends the attempts
-    /// at once (the server asked us to stop), anything else after the last attempt.
+    /// The server refused service with this kiss-o'-death code: the attempts end at once
+    /// (the server asked us to stop) and the session backs off.
+    KissOfDeath([u8; 4]),
+    /// The server answered but its reply was unusable, on the last attempt.
     Rejected(sntp::Error),
 }
 
@@ -51,7 +53,17 @@ impl SntpError {
             Self::Dns(_) => TimeError::Dns,
             Self::Io(_) => TimeError::Io,
             Self::Timeout => TimeError::Timeout,
+            Self::KissOfDeath(_) => TimeError::KissOfDeath,
             Self::Rejected(_) => TimeError::BadResponse,
+        }
+    }
+
+    /// The session's event for this failure.
+    pub fn event(&self) -> firmware_core::session::Event<'static> {
+        use firmware_core::session::Event;
+        match self {
+            Self::KissOfDeath(code) => Event::TimeKissOfDeath(*code),
+            other => Event::TimeSyncFailed(other.slug()),
         }
     }
 }
@@ -62,6 +74,9 @@ impl std::fmt::Display for SntpError {
             Self::Dns(e) => write!(f, "dns: {e}"),
             Self::Io(e) => write!(f, "io: {e}"),
             Self::Timeout => f.write_str("no reply"),
+            Self::KissOfDeath(code) => {
+                write!(f, "kiss-o'-death {}", String::from_utf8_lossy(code))
+            }
             Self::Rejected(e) => write!(f, "rejected: {e}"),
         }
     }
@@ -98,9 +113,7 @@ pub async fn sync_addr(addr: SocketAddr, options: SntpOptions) -> Result<Reply, 
             .map_err(SntpError::Io)?;
         match await_reply(&socket, sent, Instant::now() + options.timeout).await {
             Ok(reply) => return Ok(reply),
-            Err(SntpError::Rejected(e @ sntp::Error::KissOfDeath(_))) => {
-                return Err(SntpError::Rejected(e));
-            }
+            Err(e @ SntpError::KissOfDeath(_)) => return Err(e),
             Err(e @ SntpError::Rejected(_)) | Err(e @ SntpError::Timeout) => last = e,
             // ICMP port unreachable shows up as a refused receive: worth another try.
             Err(SntpError::Io(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -125,12 +138,12 @@ async fn await_reply(
             Ok(Err(e)) => return Err(SntpError::Io(e)),
             Ok(Ok(n)) => n,
         };
-        match sntp::parse_reply(&buf[..n], sent) {
-            Ok(reply) => return Ok(reply),
-            // Not an answer to this request (late reply to an earlier one, or a spoof):
-            // keep waiting for the real one.
-            Err(sntp::Error::OriginateMismatch) | Err(sntp::Error::TooShort(_)) => {}
-            Err(e) => return Err(SntpError::Rejected(e)),
+        match sntp::answer(&buf[..n], sent) {
+            Answer::Time(reply) => return Ok(reply),
+            // Not an answer to this request (late, spoofed, garbage): keep waiting.
+            Answer::Ignore => {}
+            Answer::KissOfDeath(code) => return Err(SntpError::KissOfDeath(code)),
+            Answer::Refused(e) => return Err(SntpError::Rejected(e)),
         }
     }
 }
@@ -242,12 +255,40 @@ mod tests {
     async fn kiss_of_death_stops_at_once() {
         let (addr, count) = server(|_, req| vec![answer(req, 0, *b"RATE")]).await;
         let err = sync_addr(addr, quick(3)).await.unwrap_err();
-        match &err {
-            SntpError::Rejected(e) => assert_eq!(e.kiss_code(), Some("RATE")),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(err.slug(), TimeError::BadResponse);
+        assert!(
+            matches!(err, SntpError::KissOfDeath(code) if &code == b"RATE"),
+            "{err:?}"
+        );
+        assert_eq!(err.slug(), TimeError::KissOfDeath);
+        assert_eq!(
+            err.event(),
+            firmware_core::session::Event::TimeKissOfDeath(*b"RATE")
+        );
         assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn one_garbage_datagram_does_not_abort_the_exchange() {
+        let (addr, count) = server(|_, req| {
+            let mut wrong_mode = answer(req, 2, [0; 4]);
+            wrong_mode[0] = (4 << 3) | 3;
+            vec![vec![0xff; 48], wrong_mode, answer(req, 2, [0; 4])]
+        })
+        .await;
+        let reply = sync_addr(addr, quick(1)).await.unwrap();
+        assert_eq!(reply.time.secs, EPOCH);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_spoofed_kiss_of_death_is_ignored() {
+        let (addr, _) = server(|_, req| {
+            let mut spoof = answer(req, 0, *b"DENY");
+            spoof[24..32].fill(0);
+            vec![spoof, answer(req, 2, [0; 4])]
+        })
+        .await;
+        assert_eq!(sync_addr(addr, quick(1)).await.unwrap().time.secs, EPOCH);
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@
 //! certificate, and a verifier that checks the server chain against `/ca.der`, the
 //! endpoint name and the synced clock.
 
+use firmware_core::mqtt::{BrokerNotes, Watched};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,7 +66,8 @@ pub type Records<'b> = RecordAtomic<'b, Tcp>;
 /// An open TLS connection, borrowing its buffers.
 pub type Tls<'b> = TlsConnection<'b, Records<'b>, Suite>;
 /// The MQTT connection over TLS.
-pub type Mqtt<'s, 'b, 't> = minimq::Connection<'s, 'b, Tls<'t>>;
+/// minimq over TLS, with the broker's DISCONNECT code and Maximum QoS watched on the way.
+pub type Mqtt<'s, 'b, 't> = minimq::Connection<'s, 'b, Watched<'t, Tls<'t>>>;
 pub type MqttError = minimq::Error<TlsError>;
 
 /// TLS record buffers; heap-allocated once and reused across reconnects.
@@ -264,14 +266,19 @@ pub fn mqtt_session<'b>(
         .map_err(TransportError::Config)
 }
 
-/// MQTT CONNECT over an open TLS connection; returns the live connection.
+/// MQTT CONNECT over an open TLS connection; returns the live connection. What the broker
+/// says that minimq does not pass on goes to `notes` (cleared here).
 pub async fn connect_mqtt<'s, 'b, 't>(
     session: &'s mut Session<'b>,
     tls: Tls<'t>,
+    notes: &'t BrokerNotes,
     timings: &mut Timings,
 ) -> Result<Mqtt<'s, 'b, 't>, TransportError> {
     let start = Instant::now();
-    let conn = session.connect(tls).await.map_err(TransportError::Mqtt)?;
+    let conn = session
+        .connect(Watched::new(tls, notes))
+        .await
+        .map_err(TransportError::Mqtt)?;
     timings.mqtt_connect = start.elapsed();
     Ok(conn)
 }

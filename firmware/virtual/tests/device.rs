@@ -154,15 +154,12 @@ fn is_publish(l: &Line) -> bool {
 }
 
 fn payload_for(seq: u32) -> String {
-    format!(r#"{{"message": "hello world #{seq}"}}"#)
+    firmware_core::session::hello_payload(seq).to_string()
 }
 
 /// The sequence number in an observed payload.
 fn seq_of(msg: &Received) -> u32 {
-    msg.payload_str()
-        .strip_prefix(r#"{"message": "hello world #"#)
-        .and_then(|s| s.strip_suffix(r#""}"#))
-        .and_then(|s| s.parse().ok())
+    firmware_core::session::hello_seq(msg.payload_str().as_bytes())
         .unwrap_or_else(|| panic!("unexpected payload {:?}", msg.payload_str()))
 }
 

@@ -11,6 +11,9 @@ use virtual_device::transport::{self, MqttBuffers, Timings, TlsBuffers, Transpor
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Broker notes for the connections here (none of these tests reads them).
+static NOTES: firmware_core::mqtt::BrokerNotes = firmware_core::mqtt::BrokerNotes::new();
+
 fn now() -> Option<u64> {
     Some(
         std::time::SystemTime::now()
@@ -74,7 +77,7 @@ async fn device_publishes_and_receives_over_tls13_with_client_cert() {
     )
     .await
     .unwrap();
-    let mut conn = transport::connect_mqtt(&mut session, tls, &mut timings)
+    let mut conn = transport::connect_mqtt(&mut session, tls, &NOTES, &mut timings)
         .await
         .unwrap();
     let total = start.elapsed();
@@ -187,7 +190,7 @@ async fn mosquitto_refuses_a_client_without_certificate() {
             &mut timings,
         )
         .await?;
-        transport::connect_mqtt(&mut session, tls, &mut timings)
+        transport::connect_mqtt(&mut session, tls, &NOTES, &mut timings)
             .await
             .map(drop)
     }
@@ -225,7 +228,7 @@ async fn broker_restart_on_the_same_port() {
     )
     .await
     .unwrap();
-    let mut conn = transport::connect_mqtt(&mut session, tls, &mut timings)
+    let mut conn = transport::connect_mqtt(&mut session, tls, &NOTES, &mut timings)
         .await
         .unwrap();
 
@@ -250,7 +253,7 @@ async fn broker_restart_on_the_same_port() {
     )
     .await
     .unwrap();
-    let conn = transport::connect_mqtt(&mut session, tls, &mut timings)
+    let conn = transport::connect_mqtt(&mut session, tls, &NOTES, &mut timings)
         .await
         .unwrap();
     // persistence off: the restarted broker has no session for us.

@@ -163,6 +163,27 @@ pub fn flash_plan(
     Ok(plan)
 }
 
+/// What a non-ESP32-C3 ELF header (its first 20 bytes) was built for; `None` for a
+/// 32-bit little-endian RISC-V ELF. Checked before anything touches the board.
+pub fn foreign_elf(header: &[u8; 20]) -> Option<String> {
+    const EM_RISCV: u16 = 243;
+    let machine = u16::from_le_bytes([header[18], header[19]]);
+    let class32 = header[4] == 1;
+    let little = header[5] == 1;
+    if machine == EM_RISCV && class32 && little {
+        return None;
+    }
+    Some(match (machine, class32) {
+        (EM_RISCV, false) => "64-bit RISC-V".into(),
+        (62, _) => "x86-64".into(),
+        (3, _) => "x86".into(),
+        (40, _) => "ARM".into(),
+        (183, _) => "AArch64".into(),
+        (94, _) => "Xtensa (an ESP32/ESP8266 build)".into(),
+        (m, _) => format!("machine {m}"),
+    })
+}
+
 /// Check that the segments espflash made from the ELF land where the plan says, each
 /// within its room.
 fn check_segments(plan: &[Region], segments: &[Segment<'_>]) -> Result<(), String> {
@@ -241,9 +262,10 @@ impl Esp32c3Backend {
             None => ports::detect(&[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")?,
         };
         let firmware = firmware.unwrap_or_else(|| PathBuf::from(DEFAULT_FIRMWARE));
-        let mut magic = [0u8; 4];
+        // The ELF header up to e_machine: magic, class, and the machine it was built for.
+        let mut head = Vec::with_capacity(20);
         fs::File::open(&firmware)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 20), &mut head))
             .map_err(|e| {
                 format!(
                     "esp32c3: no firmware at {} ({e}); build it (cargo build --release in \
@@ -251,11 +273,29 @@ impl Esp32c3Backend {
                     firmware.display()
                 )
             })?;
-        if magic != *b"\x7fELF" {
+        // Short files are padded: the checks below then name what is missing.
+        let mut magic = [0u8; 20];
+        magic[..head.len()].copy_from_slice(&head);
+        if magic[..4] != *b"\x7fELF" {
             return Err(format!(
                 "esp32c3: {} is not an ELF file; pass the firmware's ELF (espflash makes the \
                  app image from it)",
                 firmware.display()
+            ));
+        }
+        if let Some(machine) = foreign_elf(&magic) {
+            return Err(format!(
+                "esp32c3: {} is an ELF for {machine}, not a 32-bit RISC-V one; build the \
+                 firmware with `make firmware` (or pass its ELF, \
+                 {DEFAULT_FIRMWARE})",
+                firmware.display()
+            ));
+        }
+        if !port.exists() {
+            return Err(format!(
+                "esp32c3: no serial port {}; ports seen: {}",
+                port.display(),
+                ports::describe_available()
             ));
         }
         let layout = PartitionLayout::read(partitions)?;
@@ -372,6 +412,24 @@ impl Esp32c3Backend {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn only_a_32_bit_risc_v_elf_is_taken_as_firmware() {
+        let mut header = [0u8; 20];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[4] = 1; // 32-bit
+        header[5] = 1; // little-endian
+        header[18..20].copy_from_slice(&243u16.to_le_bytes());
+        assert_eq!(foreign_elf(&header), None);
+        header[18..20].copy_from_slice(&62u16.to_le_bytes());
+        assert_eq!(foreign_elf(&header).as_deref(), Some("x86-64"));
+        header[18..20].copy_from_slice(&94u16.to_le_bytes());
+        assert!(foreign_elf(&header).unwrap().contains("Xtensa"));
+        header[18..20].copy_from_slice(&243u16.to_le_bytes());
+        header[4] = 2;
+        assert_eq!(foreign_elf(&header).as_deref(), Some("64-bit RISC-V"));
+    }
+
     use super::*;
 
     const CSV: &str = "\

@@ -204,6 +204,13 @@ impl Esp8266Backend {
             Some(port) => port,
             None => ports::detect(&[CP210X, CH340], "esp8266")?.0,
         };
+        if !port.exists() {
+            return Err(format!(
+                "esp8266: no serial port {}; ports seen: {}",
+                port.display(),
+                ports::describe_available()
+            ));
+        }
         let firmware = firmware.ok_or(
             "esp8266: pass --firmware BIN, the sketch built with arduino-cli (see \
              firmware/esp8266-arduino/README.md)",
@@ -341,7 +348,7 @@ impl SketchLog {
         }
         if let Some(payload) = raw.strip_prefix(b"Publish message: ") {
             self.published += 1;
-            let seq = hello_number(payload).unwrap_or(self.published);
+            let seq = firmware_core::session::hello_seq(payload).unwrap_or(self.published);
             return vec![Line::publish(t, &self.pub_topic, seq, payload)];
         }
         let text = String::from_utf8_lossy(raw);
@@ -543,11 +550,6 @@ pub fn tls_error(text: &str) -> TlsError {
 fn word_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.split(' ')
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-}
-
-/// `{"message": "hello world #N"}`'s N.
-fn hello_number(payload: &[u8]) -> Option<u32> {
-    crate::scenarios::cadence::hello_number(payload)
 }
 
 #[cfg(test)]

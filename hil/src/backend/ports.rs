@@ -103,6 +103,15 @@ pub fn pick(
     }
 }
 
+/// The system's serial ports, for an error message: `none`, or each described.
+pub fn describe_available() -> String {
+    match serialport::available_ports() {
+        Ok(ports) if ports.is_empty() => "none".into(),
+        Ok(ports) => ports.iter().map(describe).collect::<Vec<_>>().join(", "),
+        Err(e) => format!("(cannot list them: {e})"),
+    }
+}
+
 /// Find the board's port among the system's serial ports.
 pub fn detect(ids: &[UsbId], board: &str) -> Result<(PathBuf, UsbPortInfo), String> {
     let ports = serialport::available_ports().map_err(|e| format!("list the serial ports: {e}"))?;

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::RunInfo;
 use crate::runner::ScenarioReport;
 use crate::serial::SerialLine;
 
@@ -35,19 +36,54 @@ fn intervals(times: &[Option<Instant>]) -> Vec<f64> {
         .collect()
 }
 
-/// Host read times of the device's `publish:` lines; a `boot:` line (the device was
-/// started again) breaks the sequence.
+/// Host read times of the device's `publish:` lines (new publishes, not `publish:
+/// retry`, `skipped` or `refused`); a `boot:` line (the device was started again) breaks
+/// the sequence.
 fn device_publish_times(log: &[SerialLine]) -> Vec<Option<Instant>> {
     let mut times = Vec::new();
     for serial in log {
         let Some(line) = serial.line() else { continue };
-        match line.tag() {
-            "publish" => times.push(Some(serial.at)),
-            "boot" if !times.is_empty() => times.push(None),
+        match (line.tag(), line.message()) {
+            ("publish", "") => times.push(Some(serial.at)),
+            ("boot", _) if !times.is_empty() => times.push(None),
             _ => {}
         }
     }
     times
+}
+
+/// Host read times of the device's `mqtt: disconnected` lines.
+fn disconnect_times(log: &[SerialLine]) -> Vec<Instant> {
+    log.iter()
+        .filter(|s| {
+            s.line()
+                .is_some_and(|l| l.tag() == "mqtt" && l.message() == "disconnected")
+        })
+        .map(|s| s.at)
+        .collect()
+}
+
+/// For each interval between consecutive `times`, whether it is an expected gap rather
+/// than a cadence error: the device lost its connection within it (an outage the
+/// scenario made), or it is the catch-up after such an outage (the drift-free cadence
+/// publishes once on reconnect, then goes back to its grid, so the next interval is
+/// shorter than a period).
+fn expected_gaps(times: &[Option<Instant>], disconnects: &[Instant]) -> Vec<bool> {
+    let mut gaps: Vec<bool> = times
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [Some(a), Some(b)] => Some(disconnects.iter().any(|d| d > a && d < b)),
+            _ => None,
+        })
+        .collect();
+    let ms = intervals(times);
+    let across: Vec<bool> = gaps.clone();
+    for i in 1..gaps.len() {
+        if across[i - 1] && !across[i] && ms.get(i).is_some_and(|ms| *ms < TARGET_MS) {
+            gaps[i] = true;
+        }
+    }
+    gaps
 }
 
 /// The publish intervals of one scenario, as the device logged them and as the broker
@@ -56,15 +92,23 @@ fn device_publish_times(log: &[SerialLine]) -> Vec<Option<Instant>> {
 pub struct Intervals {
     pub device_ms: Vec<f64>,
     pub broker_ms: Vec<f64>,
+    /// Per device interval: it spans a disconnect (drawn as a gap, not an error).
+    pub device_gap: Vec<bool>,
+    /// Per broker interval: the same, by host time.
+    pub broker_gap: Vec<bool>,
 }
 
 impl Intervals {
     pub fn of(report: &ScenarioReport) -> Self {
         let broker: Vec<Option<Instant>> =
             report.broker_publishes.iter().copied().map(Some).collect();
+        let device = device_publish_times(&report.full_log);
+        let disconnects = disconnect_times(&report.full_log);
         Self {
-            device_ms: intervals(&device_publish_times(&report.full_log)),
+            device_ms: intervals(&device),
             broker_ms: intervals(&broker),
+            device_gap: expected_gaps(&device, &disconnects),
+            broker_gap: expected_gaps(&broker, &disconnects),
         }
     }
 
@@ -84,6 +128,8 @@ pub struct IntervalScale {
     pub plot_height: f64,
     pub min_ms: f64,
     pub max_ms: f64,
+    /// Between labelled ticks on the y axis (1-2-5 steps).
+    pub step: f64,
     pub count: usize,
 }
 
@@ -99,10 +145,11 @@ impl IntervalScale {
             min_ms = min_ms.min(v);
             max_ms = max_ms.max(v);
         }
-        // Round outwards to 100 ms so the axis labels are round numbers.
-        let min_ms = (min_ms / 100.0).floor() * 100.0;
-        let max_ms = (max_ms / 100.0).ceil() * 100.0;
-        let (width, height, left, top) = (720.0, 260.0, 60.0, 16.0);
+        // Round outwards to the tick step so the axis starts and ends on a label.
+        let step = nice_step(max_ms - min_ms, MAX_TICKS);
+        let min_ms = (min_ms / step).floor() * step;
+        let max_ms = (max_ms / step).ceil() * step;
+        let (width, height, left, top) = (720.0, 280.0, 64.0, 30.0);
         Self {
             width,
             height,
@@ -112,6 +159,7 @@ impl IntervalScale {
             plot_height: height - top - 40.0,
             min_ms,
             max_ms,
+            step,
             count,
         }
     }
@@ -128,6 +176,27 @@ impl IntervalScale {
         self.top + self.plot_height * (self.max_ms - ms) / span
     }
 }
+
+/// A round tick step (1, 2 or 5 times a power of ten) that cuts `span` into at most
+/// `max_ticks` intervals, as plotting libraries choose them.
+pub fn nice_step(span: f64, max_ticks: usize) -> f64 {
+    let raw = (span / max_ticks.max(1) as f64).max(f64::MIN_POSITIVE);
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|step| *step >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// The ticks of a `step` grid from `lo` to `hi` (both multiples of `step`).
+fn ticks(lo: f64, hi: f64, step: f64) -> impl Iterator<Item = f64> {
+    let n = ((hi - lo) / step).round().max(0.0) as usize;
+    (0..=n).map(move |i| lo + step * i as f64)
+}
+
+/// Most labelled ticks on an axis.
+const MAX_TICKS: usize = 6;
 
 fn within_tolerance(ms: f64) -> bool {
     (ms - TARGET_MS).abs() <= TOLERANCE_MS
@@ -147,9 +216,10 @@ pub fn interval_svg(intervals: &Intervals) -> String {
     let mut svg = String::new();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="publish intervals">"#,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="publish intervals"><text class="title" x="{tx}" y="16">Publish intervals (ms)</text>"#,
         w = s.width,
-        h = s.height
+        h = s.height,
+        tx = s.left,
     );
     let band_top = s.y(TARGET_MS + TOLERANCE_MS);
     let band_bottom = s.y(TARGET_MS - TOLERANCE_MS);
@@ -161,27 +231,17 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         pw = s.plot_width,
         bh = band_bottom - band_top
     );
-    // Horizontal grid every 100 ms (labelled every 500 ms or at the band's edges).
-    let mut ms = s.min_ms;
-    while ms <= s.max_ms + 0.5 {
+    // One labelled grid line per tick (1-2-5 steps, at most MAX_TICKS intervals).
+    for ms in ticks(s.min_ms, s.max_ms, s.step) {
         let y = s.y(ms);
-        let major = (ms % 500.0).abs() < 0.5;
         let _ = write!(
             svg,
-            r#"<line class="{class}" x1="{x1}" y1="{y:.1}" x2="{x2}" y2="{y:.1}"/>"#,
-            class = if major { "grid major" } else { "grid" },
+            r#"<line class="grid major" x1="{x1}" y1="{y:.1}" x2="{x2}" y2="{y:.1}"/><text class="axis" x="{x}" y="{ty:.1}" text-anchor="end">{ms} ms</text>"#,
             x1 = s.left,
             x2 = s.left + s.plot_width,
+            x = s.left - 6.0,
+            ty = y + 4.0,
         );
-        if major {
-            let _ = write!(
-                svg,
-                r#"<text class="axis" x="{x}" y="{ty:.1}" text-anchor="end">{ms}</text>"#,
-                x = s.left - 6.0,
-                ty = y + 4.0,
-            );
-        }
-        ms += 100.0;
     }
     let target = s.y(TARGET_MS);
     let _ = write!(
@@ -190,8 +250,11 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         x1 = s.left,
         x2 = s.left + s.plot_width,
     );
+    let gap = |gaps: &[bool], i: usize| gaps.get(i).copied().unwrap_or(false);
     for (i, ms) in intervals.broker_ms.iter().enumerate() {
-        let class = if within_tolerance(*ms) {
+        let class = if gap(&intervals.broker_gap, i) {
+            "broker gap"
+        } else if within_tolerance(*ms) {
             "broker"
         } else {
             "broker out"
@@ -205,7 +268,9 @@ pub fn interval_svg(intervals: &Intervals) -> String {
         );
     }
     for (i, ms) in intervals.device_ms.iter().enumerate() {
-        let class = if within_tolerance(*ms) {
+        let class = if gap(&intervals.device_gap, i) {
+            "device gap"
+        } else if within_tolerance(*ms) {
             "device"
         } else {
             "device out"
@@ -216,6 +281,23 @@ pub fn interval_svg(intervals: &Intervals) -> String {
             x = s.x(i),
             y = s.y(*ms),
             n = i + 1,
+        );
+    }
+    // Name each expected gap once, above its markers.
+    let gaps =
+        (0..count).filter(|&i| gap(&intervals.device_gap, i) || gap(&intervals.broker_gap, i));
+    for i in gaps {
+        let ms = intervals
+            .device_ms
+            .get(i)
+            .into_iter()
+            .chain(intervals.broker_ms.get(i))
+            .fold(f64::MIN, |a, b| a.max(*b));
+        let _ = write!(
+            svg,
+            r#"<text class="gap-note" x="{x:.1}" y="{y:.1}" text-anchor="middle">reconnect</text>"#,
+            x = s.x(i),
+            y = (s.y(ms) - 8.0).max(s.top + 8.0),
         );
     }
     let axis_y = s.top + s.plot_height;
@@ -254,6 +336,9 @@ pub enum TimelineKind {
     ConnectFailed,
     /// A publish: a small tick, so cadence reads against the connection state.
     Publish,
+    /// SNTP failed or gave a time the device refused.
+    TimeSyncFailed,
+    TimeSynced,
 }
 
 impl TimelineKind {
@@ -266,6 +351,8 @@ impl TimelineKind {
             Self::HandshakeFailed => "handshake-failed",
             Self::ConnectFailed => "connect-failed",
             Self::Publish => "publish",
+            Self::TimeSyncFailed => "time-failed",
+            Self::TimeSynced => "time-synced",
         }
     }
 }
@@ -287,7 +374,9 @@ pub fn timeline(log: &[SerialLine]) -> Vec<TimelineEvent> {
             )),
             ("tls", "handshake failed") => TimelineKind::HandshakeFailed,
             ("mqtt", "connect failed") => TimelineKind::ConnectFailed,
-            ("publish", _) => TimelineKind::Publish,
+            ("publish", "") => TimelineKind::Publish,
+            ("time", "sync failed" | "implausible") => TimelineKind::TimeSyncFailed,
+            ("time", "synced") => TimelineKind::TimeSynced,
             _ => continue,
         };
         let detail = line
@@ -295,7 +384,14 @@ pub fn timeline(log: &[SerialLine]) -> Vec<TimelineEvent> {
             .filter(|(key, _)| {
                 matches!(
                     *key,
-                    "reason" | "error" | "attempt" | "delay_ms" | "session" | "seq"
+                    "reason"
+                        | "error"
+                        | "attempt"
+                        | "delay_ms"
+                        | "session"
+                        | "seq"
+                        | "epoch"
+                        | "code"
                 )
             })
             .map(|(key, value)| format!("{key}={value}"))
@@ -323,6 +419,10 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
         .fold(span, Duration::max)
         .as_secs_f64()
         .max(1.0);
+    // Round ticks (1-2-5 steps), at most MAX_TICKS intervals; the axis ends on a tick, so
+    // every marker and backoff bar lies within it.
+    let step = nice_step(end, MAX_TICKS);
+    let end = (end / step - 1e-9).ceil() * step;
     let x = |t: f64| left + plot * t / end;
     let mid = 28.0;
     let mut svg = String::new();
@@ -332,19 +432,11 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
     );
     let _ = write!(
         svg,
-        r#"<line class="grid major" x1="{left}" y1="{mid}" x2="{x2}" y2="{mid}"/>"#,
+        r#"<text class="title" x="{left}" y="12">Connection timeline (s since the first serial line)</text><line class="grid major" x1="{left}" y1="{mid}" x2="{x2}" y2="{mid}"/>"#,
         x2 = left + plot
     );
-    // Round ticks, at most about ten of them.
-    let step = [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
-    ]
-    .into_iter()
-    .find(|step| end / step <= 10.0)
-    .unwrap_or(600.0);
     let decimals = if step < 1.0 { 1 } else { 0 };
-    let mut t: f64 = 0.0;
-    while t <= end + 1e-9 {
+    for t in ticks(0.0, end, step) {
         let _ = write!(
             svg,
             r#"<line class="grid" x1="{tx:.1}" y1="{y1}" x2="{tx:.1}" y2="{y2}"/><text class="axis" x="{tx:.1}" y="62" text-anchor="middle">{t:.decimals$} s</text>"#,
@@ -352,7 +444,6 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
             y1 = mid - 14.0,
             y2 = mid + 14.0,
         );
-        t += step;
     }
     for event in events {
         let at = event.at.as_secs_f64();
@@ -384,6 +475,12 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
                 y1 = mid - 14.0,
                 y2 = mid + 14.0,
             ),
+            TimelineKind::TimeSyncFailed | TimelineKind::TimeSynced => write!(
+                svg,
+                r#"<path class="{class}" d="M{a:.1},{b:.1}l5,5l-5,5l-5,-5z">{title}</path>"#,
+                a = x(at),
+                b = mid + 4.0,
+            ),
             TimelineKind::Publish => write!(
                 svg,
                 r#"<line class="{class}" x1="{px:.1}" y1="{y1}" x2="{px:.1}" y2="{y2}">{title}</line>"#,
@@ -405,9 +502,10 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
 }
 
 const STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1000px; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; }
+table { border-collapse: collapse; width: 100%; }
+.run { color: #444; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td.pass { color: #176c2b; font-weight: bold; }
@@ -423,12 +521,20 @@ svg .grid { stroke: #eee; stroke-width: 1; } svg .grid.major { stroke: #ccc; }
 svg .target { stroke: #176c2b; stroke-width: 1.5; stroke-dasharray: 6 3; }
 svg .axis { font: 11px system-ui, sans-serif; fill: #555; }
 svg circle.device { fill: #1f5fbf; } svg rect.broker { fill: none; stroke: #8a4baf; stroke-width: 1.5; }
-svg .out { fill: #b00020; stroke: #b00020; } svg rect.broker.out { fill: none; }
+svg .title { font: bold 12px system-ui, sans-serif; fill: #333; }
+/* Out of the band is red, whatever the marker: these selectors outrank the per-marker
+   colours above (a plain `.out` would lose to `circle.device`). */
+svg circle.device.out { fill: #d0021b; } svg rect.broker.out { fill: none; stroke: #d0021b; }
+/* An interval across a disconnect the scenario caused: expected, so grey and named. */
+svg circle.device.gap { fill: #fff; stroke: #888; stroke-width: 1.5; }
+svg rect.broker.gap { fill: none; stroke: #888; stroke-dasharray: 2 1; }
+svg .gap-note { font: 10px system-ui, sans-serif; fill: #666; }
 svg circle.connected { fill: #176c2b; } svg circle.disconnected { fill: #e08a00; }
 svg rect.backoff { fill: #999; } svg path.handshake-failed { stroke: #b00020; stroke-width: 2.5; }
 svg line.boot { stroke: #1f5fbf; stroke-width: 2; }
 svg circle.connect-failed { fill: #fff; stroke: #b00020; stroke-width: 2; }
 svg line.publish { stroke: #1f5fbf; stroke-width: 1; }
+svg path.time-failed { fill: #e08a00; } svg path.time-synced { fill: #176c2b; }
 h2 span.pass { color: #176c2b; } h2 span.fail { color: #b00020; }
 "#;
 
@@ -459,7 +565,7 @@ fn log_text(log: &[SerialLine]) -> String {
 }
 
 /// The whole page.
-pub fn render(reports: &[ScenarioReport]) -> String {
+pub fn render(reports: &[ScenarioReport], info: &RunInfo) -> String {
     let failed = reports.iter().filter(|r| !r.passed()).count();
     let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let mut page =
@@ -467,6 +573,7 @@ pub fn render(reports: &[ScenarioReport]) -> String {
     page.push_str("<title>hil report</title>\n<style>");
     page.push_str(STYLE);
     page.push_str("</style>\n</head>\n<body>\n<h1>hil report</h1>\n");
+    let _ = writeln!(page, "<p class=\"run\">{}</p>", escape(&info.describe()));
     let _ = writeln!(
         page,
         "<p>{} scenario(s): {} passed, {failed} failed, {skipped} skipped.</p>",
@@ -489,10 +596,12 @@ pub fn render(reports: &[ScenarioReport]) -> String {
     page.push_str("</table>\n");
     page.push_str(
         "<p class=\"legend note\"><span>● device-logged interval</span><span>□ broker-observed interval</span>\
-         <span>green band: 2000 ± 150 ms</span><span>red: outside the band</span></p>\n\
+         <span>green band: 2000 ± 150 ms</span><span>red: outside the band</span>\
+         <span>○ grey, \"reconnect\": spans a disconnect (expected gap)</span></p>\n\
          <p class=\"legend note\"><span>timeline: ● green connected</span><span>● orange disconnected</span>\
          <span>grey bar: backoff</span><span>✕ red: TLS handshake failed</span><span>○ red: connect failed</span>\
-         <span>blue bar: boot</span><span>blue tick: publish</span></p>\n",
+         <span>blue bar: boot</span><span>blue tick: publish</span>\
+         <span>◆ orange: clock sync failed or refused</span><span>◆ green: clock synced</span></p>\n",
     );
     for r in reports {
         let (class, word, _) = result_cells(r);
@@ -513,9 +622,15 @@ pub fn render(reports: &[ScenarioReport]) -> String {
         } else {
             let _ = writeln!(
                 page,
-                "<p class=\"note\">Publish intervals: {} from the device log, {} at the broker.</p>",
+                "<p class=\"note\">Publish intervals: {} from the device log, {} at the broker{}.</p>",
                 intervals.device_ms.len(),
-                intervals.broker_ms.len()
+                intervals.broker_ms.len(),
+                match r.broker_replays.len() {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} retransmission(s) (DUP) at the broker, replays rather than cadence slots"
+                    ),
+                }
             );
             page.push_str(&interval_svg(&intervals));
             page.push('\n');
@@ -550,6 +665,18 @@ mod tests {
     use super::*;
     use crate::serial::SerialText;
 
+    fn render_test(reports: &[ScenarioReport]) -> String {
+        let info = RunInfo {
+            started: SystemTime::UNIX_EPOCH,
+            commit: None,
+            board: "virtual".into(),
+            target: "mock".into(),
+            host: "test".into(),
+            firmware: None,
+        };
+        render(reports, &info)
+    }
+
     /// A serial line read `ms` after `base`.
     fn line(base: Instant, ms: u64, text: &str) -> SerialLine {
         let parsed = text
@@ -580,6 +707,7 @@ mod tests {
             log: Vec::new(),
             full_log,
             broker_publishes: Vec::new(),
+            broker_replays: Vec::new(),
             skipped: None,
         }
     }
@@ -622,7 +750,7 @@ mod tests {
     fn hostile_log_text_and_failure_messages_are_escaped() {
         let base = Instant::now();
         let hostile = "<script>alert('x')</script> & \u{1b}[31m";
-        let page = render(&[report(
+        let page = render_test(&[report(
             Err(format!("expected 2000 ms, saw {hostile}")),
             vec![line(base, 0, hostile)],
         )]);
@@ -657,11 +785,11 @@ mod tests {
         assert_eq!(count(&svg, "<circle class=\"device\""), 2, "{svg}");
         assert_eq!(count(&svg, "<circle class=\"device out\""), 1, "{svg}");
         assert_eq!(count(&svg, "<rect class=\"broker\""), 1, "{svg}");
-        // 2300 ms stretches the default 1550..2450 range to 1500..2500 after rounding.
+        // The default 1550..2450 range, rounded out to its 200 ms tick step.
         let s = IntervalScale::new(3, intervals.device_ms.iter().copied());
-        assert_eq!((s.min_ms, s.max_ms), (1500.0, 2500.0));
-        assert_eq!(s.y(2500.0), s.top);
-        assert_eq!(s.y(1500.0), s.top + s.plot_height);
+        assert_eq!((s.min_ms, s.max_ms, s.step), (1400.0, 2600.0, 200.0));
+        assert_eq!(s.y(2600.0), s.top);
+        assert_eq!(s.y(1400.0), s.top + s.plot_height);
         assert_eq!(s.y(2000.0), s.top + s.plot_height / 2.0);
         // The on-target point sits exactly on the target line.
         let target_y = format!("y1=\"{:.1}\"", s.y(2000.0));
@@ -707,7 +835,7 @@ mod tests {
     #[test]
     fn scenarios_without_publishes_or_lines_still_render() {
         let base = Instant::now();
-        let page = render(&[
+        let page = render_test(&[
             report(Err("no line at all".into()), Vec::new()),
             report(
                 Ok("refused".into()),
@@ -733,7 +861,7 @@ mod tests {
     fn a_skipped_scenario_shows_its_reason_and_counts_as_skipped() {
         let mut skipped = report(Ok("skipped: needs <faults>".into()), Vec::new());
         skipped.skipped = Some("needs <faults>".into());
-        let page = render(&[skipped]);
+        let page = render_test(&[skipped]);
         assert!(
             page.contains("<td class=\"skip\">skipped</td><td>needs &lt;faults&gt;</td>"),
             "{page}"
@@ -800,10 +928,100 @@ mod tests {
         assert_eq!(count(&svg, "class=\"handshake-failed\""), 1);
         assert_eq!(count(&svg, "class=\"connect-failed\""), 1);
         assert_eq!(count(&svg, "class=\"publish\""), 1);
-        // 10 s: a tick every 1 s, 0 s to 10 s.
-        assert_eq!(count(&svg, " s</text>"), 11, "{svg}");
+        // 10 s: a tick every 2 s, 0 s to 10 s.
+        assert_eq!(count(&svg, " s</text>"), 6, "{svg}");
         // 10 s over a 644 px wide plot: the 0.734 s bar is 47.3 px wide.
         assert!(svg.contains("width=\"47.3\""), "{svg}");
         assert_well_formed(&svg);
+    }
+
+    #[test]
+    fn ticks_are_round_and_few_whatever_the_range() {
+        assert_eq!(nice_step(900.0, 6), 200.0);
+        assert_eq!(nice_step(10.0, 6), 2.0);
+        assert_eq!(nice_step(43_000.0, 6), 10_000.0);
+        assert_eq!(nice_step(0.3, 6), 0.05);
+        // dead-link: a 43 s interval among 2 s ones.
+        let intervals = Intervals {
+            device_ms: vec![2000.0, 2001.0, 43_012.0, 1999.0],
+            broker_ms: vec![2000.0, 43_020.0],
+            ..Intervals::default()
+        };
+        let svg = interval_svg(&intervals);
+        let labels = count(&svg, " ms</text>");
+        assert!(
+            (2..=MAX_TICKS + 1).contains(&labels),
+            "{labels} labels: {svg}"
+        );
+        assert_eq!(count(&svg, "<line class=\"grid"), labels, "{svg}");
+        // Long timelines too.
+        let events = [TimelineEvent {
+            at: Duration::from_secs(300),
+            kind: TimelineKind::Publish,
+            detail: String::new(),
+        }];
+        let svg = timeline_svg(&events, Duration::from_secs(301));
+        assert!(count(&svg, " s</text>") <= MAX_TICKS + 1, "{svg}");
+    }
+
+    #[test]
+    fn an_out_of_band_point_is_drawn_red_whatever_its_marker() {
+        // The rule for out-of-band markers must outrank the markers' own colours: same
+        // element and class plus `.out`, and later in the sheet.
+        let device = STYLE.find("svg circle.device {").unwrap();
+        let device_out = STYLE.find("svg circle.device.out {").unwrap();
+        assert!(device_out > device);
+        let broker = STYLE.find("svg rect.broker {").unwrap();
+        let broker_out = STYLE.find("svg rect.broker.out {").unwrap();
+        assert!(broker_out > broker);
+        assert!(STYLE[device_out..].starts_with("svg circle.device.out { fill: #d0021b; }"));
+    }
+
+    #[test]
+    fn an_interval_across_a_disconnect_is_an_expected_gap_not_an_error() {
+        let base = Instant::now();
+        let log = vec![
+            publish(base, 1000, 1),
+            publish(base, 3000, 2),
+            line(
+                base,
+                3500,
+                "W (    3500) mqtt: disconnected reason=peer-closed",
+            ),
+            line(
+                base,
+                3600,
+                "W (    3600) publish: retry topic=t seq=2 id=1 attempt=2",
+            ),
+            publish(base, 6000, 3),
+            publish(base, 8000, 4),
+            publish(base, 11_000, 5),
+        ];
+        let mut r = report(Ok("x".into()), log);
+        r.broker_publishes = [1010, 3010, 6010, 8010]
+            .iter()
+            .map(|ms| base + Duration::from_millis(*ms))
+            .collect();
+        let intervals = Intervals::of(&r);
+        // `publish: retry` is not a new publish.
+        assert_eq!(intervals.device_ms, [2000.0, 3000.0, 2000.0, 3000.0]);
+        assert_eq!(intervals.device_gap, [false, true, false, false]);
+        // A catch-up publish right after the reconnect makes the next interval short:
+        // expected too, and only that one.
+        let catch_up = [0, 2000, 5200, 6000, 7999, 9999];
+        let times: Vec<Option<Instant>> = catch_up
+            .iter()
+            .map(|ms| Some(base + Duration::from_millis(*ms)))
+            .collect();
+        let gaps = expected_gaps(&times, &[base + Duration::from_millis(2100)]);
+        assert_eq!(gaps, [false, true, true, false, false]);
+        assert_eq!(intervals.broker_gap, [false, true, false]);
+        let svg = interval_svg(&intervals);
+        assert_eq!(count(&svg, "<circle class=\"device gap\""), 1, "{svg}");
+        assert_eq!(count(&svg, "<rect class=\"broker gap\""), 1, "{svg}");
+        // The 3000 ms interval that is neither across a disconnect nor a catch-up is
+        // still an error.
+        assert_eq!(count(&svg, "<circle class=\"device out\""), 1, "{svg}");
+        assert_eq!(count(&svg, ">reconnect</text>"), 1, "{svg}");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use firmware_core::session::hello_seq;
 use mock_broker::{Event, PublishObservation, Publisher};
 
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun};
@@ -28,16 +29,6 @@ pub const SCENARIO: Scenario = Scenario {
 
 fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
     Box::pin(cadence(run))
-}
-
-/// `{"message": "hello world #N"}`'s N.
-pub fn hello_number(payload: &[u8]) -> Option<u32> {
-    std::str::from_utf8(payload)
-        .ok()?
-        .strip_prefix(r#"{"message": "hello world #"#)?
-        .strip_suffix(r#""}"#)?
-        .parse()
-        .ok()
 }
 
 async fn cadence(run: &mut ScenarioRun) -> CheckResult {
@@ -74,7 +65,7 @@ async fn cadence(run: &mut ScenarioRun) -> CheckResult {
                 publishes.len() + 1
             )));
         };
-        let Some(n) = hello_number(&p.payload) else {
+        let Some(n) = hello_seq(&p.payload) else {
             return Err(run.failure(&format!(
                 "expected payload {{\"message\": \"hello world #N\"}}, saw {:?}",
                 String::from_utf8_lossy(&p.payload)
@@ -88,9 +79,14 @@ async fn cadence(run: &mut ScenarioRun) -> CheckResult {
             }
             let ms = p.received_at.duration_since(last.received_at).as_millis() as u64;
             if ms.abs_diff(PERIOD_MS) > TOLERANCE_MS {
+                let so_far = if intervals.is_empty() {
+                    "the first interval".to_string()
+                } else {
+                    format!("after intervals {intervals:?} ms")
+                };
                 return Err(run.failure(&format!(
                     "expected every interval {PERIOD_MS} +- {TOLERANCE_MS} ms {at}, \
-                     saw #{n} after {ms} ms (intervals so far: {intervals:?})"
+                     saw #{n} after {ms} ms ({so_far})"
                 )));
             }
             intervals.push(ms);
@@ -135,16 +131,4 @@ async fn cadence(run: &mut ScenarioRun) -> CheckResult {
         intervals.len(),
         numbers[0]
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hello_number;
-
-    #[test]
-    fn hello_numbers_are_read_from_the_exact_payload_only() {
-        assert_eq!(hello_number(br#"{"message": "hello world #12"}"#), Some(12));
-        assert_eq!(hello_number(br#"{"message": "hello world #"}"#), None);
-        assert_eq!(hello_number(br#"{"message":"hello world #1"}"#), None);
-    }
 }

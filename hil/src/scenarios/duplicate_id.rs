@@ -23,8 +23,10 @@
 //! delay stays under its ceiling; once the duplicate is gone the original reconnects
 //! within its announced delay and stays connected.
 //!
-//! Not asserted: the reason the device logs for the takeover. minimq 0.13 reports a
-//! broker DISCONNECT without its reason code, so the device logs `reason=peer-closed`.
+//! Also asserted: the original names the takeover in its log with the broker's MQTT 5
+//! reason code, `mqtt: disconnected reason=server-disconnect code=0x8e
+//! name=session-taken-over` (minimq reports a broker DISCONNECT without its code; the
+//! device reads it off the byte stream, `firmware_core::mqtt::watch`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,6 +103,35 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
             duplicate.serial.tail(8)
         )));
     };
+
+    // The original's own account of it.
+    let reason = |l: &firmware_core::log::Line| {
+        is(l, "mqtt", "disconnected") && l.field("reason") != Some("shutdown")
+    };
+    let said = run
+        .log()
+        .into_iter()
+        .filter(|l| l.at >= arrived)
+        .find_map(|l| l.line().filter(|l| reason(l)).cloned());
+    let said = match said {
+        Some(line) => line,
+        None => run
+            .expect_line(
+                "`mqtt: disconnected` for the takeover",
+                TAKEOVER_WITHIN,
+                reason,
+            )
+            .await?
+            .line()
+            .cloned()
+            .ok_or_else(|| run.failure("expected a parsed `mqtt: disconnected` line"))?,
+    };
+    if said.field("reason") != Some("server-disconnect") || said.field("code") != Some("0x8e") {
+        return Err(run.failure(&format!(
+            "expected the original to log `mqtt: disconnected reason=server-disconnect \
+             code=0x8e` for the takeover, saw `{said}`"
+        )));
+    }
 
     // Both run for the window: a measurement period, not a wait for an event.
     tokio::time::sleep_until((arrived + WINDOW).into()).await;

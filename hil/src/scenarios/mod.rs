@@ -26,6 +26,7 @@ pub mod duplicate_id;
 pub mod inbound;
 pub mod qos1_retry;
 pub mod reconnect;
+pub mod sntp_bad_time;
 pub mod sntp_silent;
 pub mod stamped;
 pub mod tls;
@@ -67,6 +68,7 @@ pub fn all() -> Vec<Scenario> {
         qos1_retry::SCENARIO,
         dead_link::SCENARIO,
         sntp_silent::SCENARIO,
+        sntp_bad_time::SCENARIO,
         duplicate_id::SCENARIO,
     ]
 }

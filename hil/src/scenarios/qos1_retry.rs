@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use mock_broker::{Event, Faults, PublishObservation};
 
-use super::cadence::hello_number;
 use super::stamped::{StampedEvents, first_publish, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use firmware_core::session::hello_seq;
 
 /// The core's `publish_retry` (5 s) plus scheduling and serial latency.
 pub const PUBACK_TIMEOUT: Duration = Duration::from_secs(8);
@@ -62,7 +62,7 @@ async fn qos1_retry(run: &mut ScenarioRun) -> CheckResult {
     // Lift the fault whatever happened (the success path lifted it already).
     broker.set_client_faults(&client, Faults::default());
     let (unacked, resent, dropped_at) = outcome?;
-    let unacked_n = hello_number(&unacked.payload).unwrap_or_default();
+    let unacked_n = hello_seq(&unacked.payload).unwrap_or_default();
 
     // Acknowledged now: the numbers carry on from the resend, consecutively (the other
     // publishes sent while PUBACK was withheld come first, replayed with DUP too), until
@@ -75,7 +75,7 @@ async fn qos1_retry(run: &mut ScenarioRun) -> CheckResult {
         let timeout = PERIOD * 2;
         let next = events
             .wait_for(from, timeout, |e| {
-                mine(e).filter(|p| hello_number(&p.payload).is_some_and(|n| n > last))
+                mine(e).filter(|p| hello_seq(&p.payload).is_some_and(|n| n > last))
             })
             .await;
         let Some((at, p)) = next else {
@@ -84,7 +84,7 @@ async fn qos1_retry(run: &mut ScenarioRun) -> CheckResult {
                 last + 1
             )));
         };
-        let n = hello_number(&p.payload).unwrap_or_default();
+        let n = hello_seq(&p.payload).unwrap_or_default();
         if n != last + 1 {
             return Err(run.failure(&format!(
                 "expected #{} after #{last}, saw #{n} (a gap in the sequence)",
@@ -137,7 +137,7 @@ async fn withheld_then_resent(
             PERIOD * 2
         )));
     };
-    let Some(n) = hello_number(&unacked.payload) else {
+    let Some(n) = hello_seq(&unacked.payload) else {
         return Err(run.failure(&format!(
             "expected a `hello world #N` payload, saw {:?}",
             String::from_utf8_lossy(&unacked.payload)
@@ -172,9 +172,8 @@ async fn withheld_then_resent(
 
     let resent = events
         .wait_for(unacked.received_at, PUBACK_TIMEOUT + RESENT_WITHIN, |e| {
-            mine(e).filter(|p| {
-                p.received_at > unacked.received_at && hello_number(&p.payload) == Some(n)
-            })
+            mine(e)
+                .filter(|p| p.received_at > unacked.received_at && hello_seq(&p.payload) == Some(n))
         })
         .await;
     let Some((_, resent)) = resent else {

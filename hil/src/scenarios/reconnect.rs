@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use firmware_core::log::Line;
 use mock_broker::{Event, Publisher};
 
-use super::cadence::hello_number;
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 use crate::rig::OUT_TOPIC;
+use firmware_core::session::hello_seq;
 
 const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 /// Drop to the device's `disconnected` line.
@@ -41,9 +41,7 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
     let mut observer = run.start_device(|_| {})?;
     let client = Publisher::Client(run.client_id.clone());
     let mine = |event: &Event| match event {
-        Event::Publish(p) if p.publisher == client && p.topic == OUT_TOPIC => {
-            hello_number(&p.payload)
-        }
+        Event::Publish(p) if p.publisher == client && p.topic == OUT_TOPIC => hello_seq(&p.payload),
         _ => None,
     };
     let Some(mut before) = observer.wait_for(FIRST_PUBLISH, mine).await else {

@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 
 use super::stamped::{StampedEvents, connected, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::serial::SerialLine;
 
 /// Failed syncs to see before the server answers: one could be a lost datagram, two is
 /// the retry policy at work.
@@ -50,9 +51,10 @@ fn check(run: &mut ScenarioRun) -> CheckFuture<'_> {
     Box::pin(sntp_silent(run))
 }
 
-/// An SNTP server that ignores requests until told to answer; counts what it got.
-struct SntpServer {
-    addr: SocketAddr,
+/// An SNTP server on `127.0.0.1:0` that answers as `before` until told to answer
+/// correctly; counts what it got.
+pub(super) struct SntpServer {
+    pub(super) addr: SocketAddr,
     answering: Arc<AtomicBool>,
     requests: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -60,6 +62,11 @@ struct SntpServer {
 
 impl SntpServer {
     async fn silent() -> Result<Self, String> {
+        Self::answering_as(SntpBehaviour::Silent).await
+    }
+
+    /// Answers as `before` (silent, a wrong time, a kiss) until [`SntpServer::answer`].
+    pub(super) async fn answering_as(before: SntpBehaviour) -> Result<Self, String> {
         let socket = UdpSocket::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| format!("SNTP server on 127.0.0.1:0: {e}"))?;
@@ -80,7 +87,7 @@ impl SntpServer {
                 let behaviour = if answer.load(Ordering::SeqCst) {
                     SntpBehaviour::Correct
                 } else {
-                    SntpBehaviour::Silent
+                    before
                 };
                 if let Some(reply) =
                     mock_broker::sntp::reply(&buf[..len], SystemTime::now(), behaviour)
@@ -95,6 +102,18 @@ impl SntpServer {
             requests,
             task,
         })
+    }
+}
+
+impl SntpServer {
+    /// From now on, the host's time.
+    pub(super) fn answer(&self) {
+        self.answering.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests received so far.
+    pub(super) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -184,24 +203,7 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
     server.answer();
     let answered = Instant::now();
 
-    let synced = line_after(
-        run,
-        answered,
-        "`time: synced` once SNTP answers",
-        SYNCED_WITHIN,
-        |l| is(l, "time", "synced"),
-    )
-    .await?;
-    let epoch: Option<u64> = synced.line().and_then(|l| l.field_as("epoch"));
-    let host = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    if epoch.is_none_or(|e| e.abs_diff(host) > CLOCK_TOLERANCE_S) {
-        return Err(run.failure(&format!(
-            "expected `time: synced epoch=` within {CLOCK_TOLERANCE_S} s of the host's {host}, saw {epoch:?}"
-        )));
-    }
+    let synced = synced_near_host_time(run, answered, SYNCED_WITHIN).await?;
 
     // Before the sync: retries, and nothing towards the broker.
     let log = run.log();
@@ -231,16 +233,7 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
         ));
     }
 
-    let published = events
-        .wait_for(synced.at, PUBLISHING_WITHIN, |e| {
-            published(e, &client).map(|_| ())
-        })
-        .await;
-    let Some((published_at, ())) = published else {
-        return Err(run.failure(&format!(
-            "expected a publish within {PUBLISHING_WITHIN:?} of `time: synced`, saw none"
-        )));
-    };
+    let published_at = publishing_after(run, &events, synced.at).await?;
     let requests = requests_unanswered
         .map(|n| format!(", {n} requests unanswered"))
         .unwrap_or_default();
@@ -250,4 +243,53 @@ async fn silent_then_answering(run: &mut ScenarioRun, server: &Server<'_>) -> Ch
         synced.at.duration_since(answered).as_secs_f64(),
         published_at.duration_since(synced.at).as_secs_f64()
     ))
+}
+
+/// The `time: synced` line that comes within `within` of `since`, its epoch within
+/// [`CLOCK_TOLERANCE_S`] of the host's clock.
+pub(super) async fn synced_near_host_time(
+    run: &mut ScenarioRun,
+    since: Instant,
+    within: Duration,
+) -> Result<SerialLine, String> {
+    let synced = line_after(
+        run,
+        since,
+        "`time: synced` once SNTP answers correctly",
+        within,
+        |l| is(l, "time", "synced"),
+    )
+    .await?;
+    let epoch: Option<u64> = synced.line().and_then(|l| l.field_as("epoch"));
+    let host = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    if epoch.is_none_or(|e| e.abs_diff(host) > CLOCK_TOLERANCE_S) {
+        return Err(run.failure(&format!(
+            "expected `time: synced epoch=` within {CLOCK_TOLERANCE_S} s of the host's {host}, saw {epoch:?}"
+        )));
+    }
+    Ok(synced)
+}
+
+/// When the broker saw the device's first publish within [`PUBLISHING_WITHIN`] of
+/// `synced_at`.
+pub(super) async fn publishing_after(
+    run: &mut ScenarioRun,
+    events: &StampedEvents,
+    synced_at: Instant,
+) -> Result<Instant, String> {
+    let client = run.client_id.clone();
+    let published = events
+        .wait_for(synced_at, PUBLISHING_WITHIN, |e| {
+            published(e, &client).map(|_| ())
+        })
+        .await;
+    match published {
+        Some((at, ())) => Ok(at),
+        None => Err(run.failure(&format!(
+            "expected a publish within {PUBLISHING_WITHIN:?} of `time: synced`, saw none"
+        ))),
+    }
 }

@@ -18,17 +18,110 @@ fn config_json() -> std::string::String {
     serde_json::to_string_pretty(&c).unwrap()
 }
 
+/// A real credential set (P-256 device certificate and key, P-256 root), made with the
+/// `openssl` CLI in a fresh directory.
+struct RealCreds {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Vec<u8>,
+}
+
+fn real_creds() -> RealCreds {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=Image Test CA",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    openssl(&["x509", "-in", "ca.pem", "-outform", "DER", "-out", "ca.der"]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "dev.pem",
+    ]);
+    openssl(&[
+        "ec",
+        "-in",
+        "dev.pem",
+        "-outform",
+        "DER",
+        "-out",
+        "dev.key.der",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-key",
+        "dev.pem",
+        "-subj",
+        "/CN=ESPthing",
+        "-out",
+        "dev.csr",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "dev.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-days",
+        "30",
+        "-set_serial",
+        "2",
+        "-outform",
+        "DER",
+        "-out",
+        "dev.der",
+    ]);
+    let read = |name| std::fs::read(dir.path().join(name)).unwrap();
+    RealCreds {
+        cert: read("dev.der"),
+        key: read("dev.key.der"),
+        ca: read("ca.der"),
+    }
+}
+
 #[test]
 fn files_round_trip() {
-    let cert: Vec<u8> = (0..900u32).map(|i| i as u8).collect();
-    let key = [7u8; 121];
+    let RealCreds { cert, key, ca } = real_creds();
     let json = config_json();
     let mut img = build(
         64 * 1024,
         &[
             (CERT_PATH, &cert),
             (KEY_PATH, &key),
-            (CA_PATH, b"ca"),
+            (CA_PATH, &ca),
             (CONFIG_PATH, json.as_bytes()),
         ],
     )
@@ -39,7 +132,7 @@ fn files_round_trip() {
         let creds = fs.load_credentials(&mut bufs)?;
         assert_eq!(creds.cert, &cert[..]);
         assert_eq!(creds.key, &key[..]);
-        assert_eq!(creds.ca, b"ca");
+        assert_eq!(creds.ca, &ca[..]);
         assert_eq!(creds.config.client_id.as_str(), "ESPthing");
         let mut names = Vec::new();
         fs.list(|n, len| names.push((n.to_owned(), len)))?;
@@ -51,10 +144,10 @@ fn files_round_trip() {
     assert_eq!(
         names,
         [
-            ("ca.der".to_owned(), 2),
-            ("cert.der".to_owned(), 900),
+            ("ca.der".to_owned(), ca.len()),
+            ("cert.der".to_owned(), cert.len()),
             ("config.json".to_owned(), json.len()),
-            ("private.der".to_owned(), 121)
+            ("private.der".to_owned(), key.len())
         ]
     );
 }
@@ -118,6 +211,77 @@ fn too_small_images_are_refused() {
     assert!(matches!(err, ImageError::Geometry { .. }));
     let err = build(MIN_BLOCKS * BLOCK_SIZE, &[(CERT_PATH, &[0u8; 40_000])]).unwrap_err();
     assert_eq!(err, ImageError::NoSpace);
+}
+
+/// With the TLS pieces built in, a credential file the device would refuse is named at
+/// load (a flipped byte in `/ca.der` used to surface as `tls: handshake failed
+/// error=other`, a garbage key as `unsupported-algorithm`).
+#[cfg(feature = "tls")]
+#[test]
+fn credentials_the_device_would_refuse_are_named_at_load() {
+    let RealCreds { cert, key, ca } = real_creds();
+    let json = config_json();
+    let load = |cert: &[u8], key: &[u8], ca: &[u8]| {
+        let mut img = build(
+            64 * 1024,
+            &[
+                (CERT_PATH, cert),
+                (KEY_PATH, key),
+                (CA_PATH, ca),
+                (CONFIG_PATH, json.as_bytes()),
+            ],
+        )
+        .unwrap();
+        let mut flash = &mut img[..];
+        let mut bufs = CredentialBuffers::new();
+        mount(&mut flash, |fs| fs.load_credentials(&mut bufs).map(drop))
+    };
+    assert_eq!(load(&cert, &key, &ca), Ok(()));
+    // A byte of the CA's signature flipped.
+    let mut flipped = ca.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x01;
+    let err = load(&cert, &key, &flipped).unwrap_err();
+    assert_eq!(
+        err,
+        ImageError::Creds {
+            file: FlashFile::Ca,
+            error: LoadError::BadSignature
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "/ca.der: its self-signature does not verify: the file is damaged"
+    );
+    assert_eq!(
+        load(&cert, &[0x42; 121], &ca),
+        Err(ImageError::Creds {
+            file: FlashFile::Key,
+            error: LoadError::Malformed
+        })
+    );
+    assert_eq!(
+        load(b"garbage", &key, &ca),
+        Err(ImageError::Creds {
+            file: FlashFile::Cert,
+            error: LoadError::Malformed
+        })
+    );
+    // The CA where the device certificate belongs: the key is not its key.
+    assert_eq!(
+        load(&ca, &key, &ca),
+        Err(ImageError::Creds {
+            file: FlashFile::Key,
+            error: LoadError::KeyMismatch
+        })
+    );
+    assert_eq!(
+        load(&cert, &key, &cert),
+        Err(ImageError::Creds {
+            file: FlashFile::Ca,
+            error: LoadError::NotCa
+        })
+    );
 }
 
 proptest::proptest! {

@@ -103,6 +103,14 @@ slugs! {
         /// Not DER / not the expected key type.
         Malformed = "malformed",
         Io = "io-error",
+        /// A key (or certificate key) type the firmware cannot use.
+        UnsupportedKey = "unsupported-key",
+        /// `/private.der` is not the key of `/cert.der`.
+        KeyMismatch = "key-mismatch",
+        /// `/ca.der` is not a CA certificate.
+        NotCa = "not-a-ca",
+        /// Well-formed, but its signature does not verify: damaged.
+        BadSignature = "bad-signature",
     }
 }
 
@@ -144,7 +152,23 @@ slugs! {
         PeerAlert = "peer-alert",
         Timeout = "timeout",
         Io = "io-error",
+        /// No plausible wall clock to check certificate dates with (e.g. SNTP said 1970).
+        ClockNotSet = "clock-not-set",
+        /// `/ca.der` is not a usable trust anchor.
+        BadTrustAnchor = "bad-trust-anchor",
+        /// The server's certificate is not well-formed DER/X.509.
+        MalformedCertificate = "malformed-certificate",
         Other = "other",
+    }
+}
+
+impl TlsError {
+    /// A failure that a wrong wall clock explains: the device re-syncs its clock at once.
+    pub const fn is_time_related(self) -> bool {
+        matches!(
+            self,
+            Self::CertificateExpired | Self::CertificateNotYetValid | Self::ClockNotSet
+        )
     }
 }
 
@@ -180,7 +204,22 @@ slugs! {
         Timeout = "timeout",
         Dns = "dns-failed",
         BadResponse = "bad-response",
+        /// The server answered with a kiss-o'-death (stratum 0): `RATE` (poll less often),
+        /// `DENY`/`RSTR` (access denied). The code is logged beside it; the device backs
+        /// off for at least [`crate::session::KISS_OF_DEATH_BACKOFF`].
+        KissOfDeath = "kiss-of-death",
         Io = "io-error",
+    }
+}
+
+slugs! {
+    /// Why a time from SNTP was refused.
+    pub enum ImplausibleTime {
+        /// Earlier than the firmware's build date: no clock can be that far behind.
+        BeforeBuild = "before-build",
+        /// Later than the device certificate's notAfter plus a margin: the certificate
+        /// would be long dead, so the server is wrong, not the certificate.
+        AfterCertExpiry = "after-cert-expiry",
     }
 }
 
@@ -237,14 +276,8 @@ pub enum ConfigFailure {
 
 /// The slug of a config validation problem.
 pub const fn problem_slug(problem: &Problem) -> &'static str {
-    match problem {
-        Problem::Syntax(_) => "syntax",
-        Problem::Empty => "empty",
-        Problem::TooLong { .. } => "too-long",
-        Problem::TooManySlashes => "too-many-slashes",
-        Problem::Wildcard => "wildcard",
-        Problem::OutOfRange { .. } => "out-of-range",
-    }
+    // The vocabulary lives with the rules, in `config`.
+    problem.slug()
 }
 
 /// Build a line whose tag and keys are constants. The capacities are chosen so the
@@ -291,6 +324,70 @@ fn endpoint_field(l: &mut Line, host: &str, port: u16) -> Result<(), BuildError>
 impl fmt::Display for Endpoint<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.0, self.1)
+    }
+}
+
+/// A reason code prints as `0x98`.
+struct Hex(u8);
+
+impl fmt::Display for Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#04x}", self.0)
+    }
+}
+
+slugs! {
+    /// How the broker broke MQTT 5 on an inbound packet.
+    pub enum ProtocolViolation {
+        /// A PUBLISH used a Topic Alias the device never allowed (it announces none), or
+        /// had an empty topic without one.
+        TopicAliasInvalid = "topic-alias-invalid",
+    }
+}
+
+impl ProtocolViolation {
+    /// The MQTT 5 reason code the device's DISCONNECT carries.
+    pub const fn reason_code(self) -> u8 {
+        match self {
+            Self::TopicAliasInvalid => 0x94,
+        }
+    }
+}
+
+/// The MQTT 5 name of a reason code (section 2.4), as a slug; `unknown` otherwise.
+pub const fn reason_code_name(code: u8) -> &'static str {
+    match code {
+        0x00 => "success",
+        0x04 => "disconnect-with-will",
+        0x10 => "no-matching-subscribers",
+        0x80 => "unspecified-error",
+        0x81 => "malformed-packet",
+        0x82 => "protocol-error",
+        0x83 => "implementation-specific-error",
+        0x87 => "not-authorized",
+        0x89 => "server-busy",
+        0x8B => "server-shutting-down",
+        0x8D => "keep-alive-timeout",
+        0x8E => "session-taken-over",
+        0x90 => "topic-name-invalid",
+        0x91 => "packet-id-in-use",
+        0x93 => "receive-maximum-exceeded",
+        0x94 => "topic-alias-invalid",
+        0x95 => "packet-too-large",
+        0x96 => "message-rate-too-high",
+        0x97 => "quota-exceeded",
+        0x98 => "administrative-action",
+        0x99 => "payload-format-invalid",
+        0x9A => "retain-not-supported",
+        0x9B => "qos-not-supported",
+        0x9C => "use-another-server",
+        0x9D => "server-moved",
+        0x9E => "shared-subscriptions-not-supported",
+        0x9F => "connection-rate-exceeded",
+        0xA0 => "maximum-connect-time",
+        0xA1 => "subscription-identifiers-not-supported",
+        0xA2 => "wildcard-subscriptions-not-supported",
+        _ => "unknown",
     }
 }
 
@@ -401,6 +498,36 @@ impl Line {
         })
     }
 
+    /// `W time: sync failed error=kiss-of-death code=RATE` (the code escaped: it comes from
+    /// the server).
+    pub fn time_kiss_of_death(uptime_ms: u64, code: [u8; 4]) -> Line {
+        line(Level::Warn, uptime_ms, "time", |l| {
+            l.message_text("sync failed")?
+                .field_display("error", TimeError::KissOfDeath)?
+                .field_escaped("code", &code)?;
+            Ok(())
+        })
+    }
+
+    /// `E time: implausible epoch=0 reason=before-build` — refused, SNTP is retried.
+    pub fn time_implausible(uptime_ms: u64, epoch: u64, reason: ImplausibleTime) -> Line {
+        line(Level::Error, uptime_ms, "time", |l| {
+            l.message_text("implausible")?
+                .field_display("epoch", epoch)?
+                .field_display("reason", reason)?;
+            Ok(())
+        })
+    }
+
+    /// `W log: dropped lines=712` — lines the serial port could not take (nobody read
+    /// it fast enough), printed as soon as there is room again.
+    pub fn log_dropped(uptime_ms: u64, lines: u64) -> Line {
+        line(Level::Warn, uptime_ms, "log", |l| {
+            l.message_text("dropped")?.field_display("lines", lines)?;
+            Ok(())
+        })
+    }
+
     /// `I mqtt: backoff attempt=1 delay_ms=734` (tag = the stage being retried).
     pub fn backoff(uptime_ms: u64, stage: Stage, attempt: u32, delay_ms: u64) -> Line {
         line(Level::Info, uptime_ms, stage.as_str(), |l| {
@@ -485,6 +612,53 @@ impl Line {
         })
     }
 
+    /// `W mqtt: disconnected reason=server-disconnect code=0x98 name=administrative-action`:
+    /// the broker's DISCONNECT with its MQTT 5 reason code.
+    pub fn mqtt_server_disconnect(uptime_ms: u64, code: u8) -> Line {
+        line(Level::Warn, uptime_ms, "mqtt", |l| {
+            l.message_text("disconnected")?
+                .field_display("reason", DisconnectReason::ServerDisconnect)?
+                .field_display("code", Hex(code))?
+                .field_display("name", reason_code_name(code))?;
+            Ok(())
+        })
+    }
+
+    /// `E mqtt: protocol violation error=topic-alias-invalid` — the broker broke MQTT 5;
+    /// the device sends DISCONNECT with that reason and reconnects.
+    pub fn mqtt_protocol_violation(uptime_ms: u64, error: ProtocolViolation) -> Line {
+        line(Level::Error, uptime_ms, "mqtt", |l| {
+            l.message_text("protocol violation")?
+                .field_display("error", error)?
+                .field_display("code", Hex(error.reason_code()))?;
+            Ok(())
+        })
+    }
+
+    /// `W mqtt: qos downgraded max_qos=0 qos=1` — the broker's CONNACK allows less than
+    /// the configured QoS; publishes on this connection go out at `max_qos`.
+    pub fn mqtt_qos_downgraded(uptime_ms: u64, max_qos: u8, qos: u8) -> Line {
+        line(Level::Warn, uptime_ms, "mqtt", |l| {
+            l.message_text("qos downgraded")?
+                .field_display("max_qos", max_qos)?
+                .field_display("qos", qos)?;
+            Ok(())
+        })
+    }
+
+    /// `E publish: refused seq=7 id=3 code=0x80 name=unspecified-error` — a PUBACK with a
+    /// failure reason code: the broker did not accept the message.
+    pub fn publish_refused(uptime_ms: u64, seq: u32, packet_id: u16, code: u8) -> Line {
+        line(Level::Error, uptime_ms, "publish", |l| {
+            l.message_text("refused")?
+                .field_display("seq", seq)?
+                .field_display("id", packet_id)?
+                .field_display("code", Hex(code))?
+                .field_display("name", reason_code_name(code))?;
+            Ok(())
+        })
+    }
+
     /// `I publish: topic=outTopic seq=1 bytes=29 payload={"message": "hello world #1"}`
     pub fn publish(uptime_ms: u64, topic: &str, seq: u32, payload: &[u8]) -> Line {
         line(Level::Info, uptime_ms, "publish", |l| {
@@ -530,6 +704,17 @@ impl Line {
         line(Level::Info, uptime_ms, "inbound", |l| {
             l.field_escaped("topic", topic.as_bytes())?
                 .payload_raw(payload)?;
+            Ok(())
+        })
+    }
+
+    /// `W inbound: unsolicited topic=other bytes=5` — a message on a topic the device never
+    /// subscribed to: acknowledged as MQTT requires, but not taken as ours (no payload).
+    pub fn inbound_unsolicited(uptime_ms: u64, topic: &str, bytes: usize) -> Line {
+        line(Level::Warn, uptime_ms, "inbound", |l| {
+            l.message_text("unsolicited")?
+                .field_escaped("topic", topic.as_bytes())?
+                .field_display("bytes", bytes)?;
             Ok(())
         })
     }

@@ -41,6 +41,7 @@
 //! The typed constructors in [`events`] build every line the device prints; they take
 //! sizes, never secret bytes.
 
+mod dropped;
 pub mod escape;
 pub mod events;
 
@@ -49,6 +50,7 @@ use core::str::FromStr;
 
 use heapless::{String, Vec};
 
+pub use dropped::DroppedLines;
 pub use escape::{Context, TRUNCATION_MARKER, Unescape, UnescapeError, unescape};
 pub use events::*;
 

@@ -53,6 +53,7 @@ fn poll(
             Event::Subscribed => Event::Subscribed,
             Event::SubscribeFailed(f) => Event::SubscribeFailed(f),
             Event::PublishAcked(id) => Event::PublishAcked(id),
+            Event::PublishRefused { packet_id, code } => Event::PublishRefused { packet_id, code },
             Event::Received => Event::Received,
             other => panic!("unexpected event {other:?}"),
         })
@@ -529,4 +530,31 @@ mod on_a_connection {
             .await;
         assert_eq!(stalled, Err(DisconnectReason::Io));
     }
+}
+
+#[test]
+fn a_puback_with_a_failure_code_is_reported_as_refused_not_acked() {
+    let ops = Ops::default();
+    let mut tracker = Tracker::<u16>::new();
+    tracker.connected();
+    assert!(tracker.should_publish(1, false, &ops));
+    tracker.published(1, 10, Some(7));
+    assert!(tracker.should_publish(2, false, &ops));
+    tracker.published(2, 11, Some(8));
+    // minimq completed op 10 and reported PUBACK reason 0x80.
+    ops.set(10, Status::Complete);
+    let rejected = E::Peer(minimq::PeerError::Rejected(minimq::ReasonCode::from(0x80)));
+    let (events, outcome) = poll(&mut tracker, &ops, false, Some(rejected), true);
+    assert_eq!(outcome, Ok(()));
+    assert_eq!(
+        events,
+        [Event::PublishRefused {
+            packet_id: 7,
+            code: 0x80
+        }]
+    );
+    // The next successful PUBACK is an ack, and the refused one is not reported again.
+    ops.set(11, Status::Complete);
+    let (events, _) = poll(&mut tracker, &ops, false, None, true);
+    assert_eq!(events, [Event::PublishAcked(8)]);
 }

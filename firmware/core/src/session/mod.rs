@@ -50,222 +50,60 @@
 //!   link (`puback-timeout`) instead and the retransmit happens on reconnect.
 //! - `Connect` means: open TCP + TLS to the configured endpoint and send CONNECT with the
 //!   configured client id and keep-alive; the session needs the broker's answer within
-//!   `connect_timeout`.
+//!   `connect_timeout`. After `Connected`, report the CONNACK's Maximum QoS with `MaxQos`
+//!   if it sent one (publishes then go out at that QoS).
+//! - `SyncTime` can come in any phase after the first sync (an hourly re-sync, or at once
+//!   after a handshake failed for a date reason): run it beside the connection and report
+//!   `TimeSynced`, `TimeSyncFailed` or `TimeKissOfDeath`. The session refuses a time before
+//!   `Settings::clock_floor` or long after the device certificate's notAfter.
+//! - Say what the broker said when it can be told: `ServerDisconnected { code }` for its
+//!   DISCONNECT, `PublishRefused` for a PUBACK with a failure code, `ProtocolViolation`
+//!   after closing a connection on which the broker broke MQTT 5.
+//!
+//! # Layout
+//! - `mod.rs`: the state machine (phases, requests, connection, keep-alive);
+//! - [`io`](Event): the events in and the actions out; [`settings`](Settings): the board's
+//!   policy and the shared constants;
+//! - `clock`: which SNTP times are believed, and the re-sync; `publishing`: the cadence's
+//!   publishes and QoS 1 retransmits; `inflight`, `link`: their state;
+//! - [`hello`]: the `hello world #N` payload, made and read back; [`backoff`],
+//!   [`cadence`], [`time`]: the policies and the time types.
 
 pub mod backoff;
 pub mod cadence;
+mod clock;
+pub mod hello;
+mod inflight;
+mod io;
+mod link;
+mod publishing;
+mod settings;
 pub mod time;
 
 #[cfg(test)]
 mod tests;
 
-use core::fmt::Write as _;
-use core::net::IpAddr;
-
 use heapless::{String, Vec};
 
 pub use backoff::{Backoff, BackoffConfig, RandomSource};
 pub use cadence::{CadenceSchedule, Fire};
+pub use hello::{MAX_PAYLOAD, hello_payload, hello_seq};
+pub use inflight::MAX_IN_FLIGHT;
+pub use io::{Action, Event, Publish, Qos};
+pub use settings::{
+    CERT_EXPIRY_MARGIN, DEFAULT_CLOCK_FLOOR, DEFAULT_RESYNC, KISS_OF_DEATH_BACKOFF, Retransmit,
+    SESSION_EXPIRY_S, Settings, clock_floor,
+};
 pub use time::{Duration, Instant};
+
+use inflight::{InFlight, next_free_id};
+use link::{Link, dead_after};
 
 use crate::config::{DeviceConfig, MAX_HOST, MAX_TOPIC};
 use crate::log::{
-    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
-    HeapReport, Line, LoadError, NetError, ShutdownReason, SkipReason, Stage, SubscribeError,
-    TimeError,
+    ConfigFailure, ConnectError, ConnectFailure, DisconnectReason, FlashFile, ImplausibleTime,
+    Line, LoadError, NetError, SkipReason, Stage, SubscribeError, TimeError,
 };
-
-/// QoS 1 publishes that may wait for PUBACK at once; a slot that finds them all busy is
-/// skipped (logged) rather than queued, so memory stays fixed.
-pub const MAX_IN_FLIGHT: usize = 4;
-/// Longest publish payload: `{"message": "hello world #4294967295"}` is 39 bytes.
-pub const MAX_PAYLOAD: usize = 48;
-/// MQTT 5 Session Expiry Interval a driver asks for in CONNECT: AWS IoT Core's default limit
-/// for persistent sessions (1 h). With 0 the broker forgets the session on every disconnect,
-/// the client drops its unacknowledged QoS 1 publishes, and they go out again as new packets
-/// (new id, no DUP) instead of being replayed with their own id; a resumed session also gets
-/// the QoS 1 messages sent while the device was away.
-pub const SESSION_EXPIRY_S: u32 = 3600;
-
-/// MQTT quality of service; QoS 2 is not supported by AWS IoT Core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Qos {
-    AtMostOnce,
-    AtLeastOnce,
-}
-
-impl Qos {
-    /// 0 or 1; anything else (rejected by config validation) is taken as 1.
-    pub const fn from_u8(q: u8) -> Self {
-        if q == 0 {
-            Qos::AtMostOnce
-        } else {
-            Qos::AtLeastOnce
-        }
-    }
-
-    pub const fn as_u8(self) -> u8 {
-        match self {
-            Qos::AtMostOnce => 0,
-            Qos::AtLeastOnce => 1,
-        }
-    }
-}
-
-/// Everything that is not in `/config.json`: who we are and the timing policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// Firmware version for the boot line.
-    pub firmware: &'static str,
-    /// Board name for the boot line (`virtual`, `esp32c3`).
-    pub board: &'static str,
-    /// Reconnect backoff (also used, separately counted, for boot-phase retries).
-    pub backoff: BackoffConfig,
-    /// A connection that stayed up this long resets the reconnect backoff.
-    pub stable_after: Duration,
-    /// Time allowed for TCP + TLS + CONNACK.
-    pub connect_timeout: Duration,
-    /// Time allowed for SUBACK.
-    pub subscribe_timeout: Duration,
-    /// Time allowed for the driver to load files, bring the network up, sync the clock.
-    pub request_timeout: Duration,
-    /// QoS 1 publishes without PUBACK are sent again (DUP, same id) after this long.
-    pub publish_retry: Duration,
-    /// How an unacknowledged QoS 1 publish is sent again.
-    pub retransmit: Retransmit,
-}
-
-/// How a QoS 1 publish left without PUBACK for `publish_retry` is sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retransmit {
-    /// Ask for a DUP PUBLISH with the same id on the live connection (MQTT 3.1.1 clients,
-    /// as Device Advisor's retry case expects).
-    OnLiveConnection,
-    /// Drop the connection (`puback-timeout`) and resend on reconnect: MQTT 5 forbids
-    /// resending on a live connection, and minimq replays its unacknowledged publishes
-    /// (DUP, same id) when the session resumes.
-    ByReconnect,
-}
-
-impl Settings {
-    pub const fn new(firmware: &'static str, board: &'static str) -> Self {
-        Self {
-            firmware,
-            board,
-            backoff: BackoffConfig {
-                base: Duration::from_secs(1),
-                cap: Duration::from_secs(60),
-                floor: Duration::from_millis(100),
-            },
-            stable_after: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(30),
-            subscribe_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            publish_retry: Duration::from_secs(5),
-            retransmit: Retransmit::OnLiveConnection,
-        }
-    }
-}
-
-/// What the driver reports. Each comes with `now` in [`Session::handle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// Power on: start the boot sequence.
-    Start,
-    /// A deadline passed (or the driver just wants the session to look at the time).
-    Tick,
-    ConfigLoaded(&'a DeviceConfig),
-    ConfigFailed(ConfigFailure),
-    /// Sizes of the DER files read; the bytes stay with the driver.
-    CredsLoaded {
-        cert: usize,
-        key: usize,
-        ca: usize,
-        source: CredSource,
-    },
-    CredsFailed {
-        file: FlashFile,
-        error: LoadError,
-    },
-    NetUp {
-        local_addr: IpAddr,
-    },
-    NetDown(NetError),
-    /// Unix time in seconds from SNTP.
-    TimeSynced(u64),
-    TimeSyncFailed(TimeError),
-    /// CONNACK accepted.
-    Connected {
-        session_present: bool,
-        /// TCP + TLS + CONNACK time, if the driver measured it.
-        handshake_ms: Option<u32>,
-    },
-    ConnectFailed(ConnectFailure),
-    /// SUBACK granted the subscription.
-    Subscribed,
-    SubscribeFailed(SubscribeError),
-    Disconnected(DisconnectReason),
-    Inbound {
-        topic: &'a str,
-        payload: &'a [u8],
-    },
-    /// The client sent publish `seq` with this packet id (when it differs from the
-    /// proposed one).
-    PublishSent {
-        seq: u32,
-        packet_id: u16,
-    },
-    /// PUBACK for this packet id.
-    PublishAcked(u16),
-    /// Any other packet from the broker (PINGRESP…): proof the link is alive.
-    Received,
-    /// Heap and buffer figures to log.
-    Heap(HeapReport),
-    Shutdown(ShutdownReason),
-}
-
-/// One publish to put on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Publish<'a> {
-    pub topic: &'a str,
-    pub payload: &'a [u8],
-    pub qos: Qos,
-    /// The message's sequence number (`hello world #seq`).
-    pub seq: u32,
-    /// QoS 1: the packet id to use (proposed on the first send, the same on retries).
-    pub packet_id: Option<u16>,
-    /// A retransmission of an unacknowledged QoS 1 publish.
-    pub dup: bool,
-}
-
-/// What the session asks the driver to do, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action<'a> {
-    /// Print this line on the serial port.
-    Log(&'a Line),
-    /// Read and parse `/config.json`; answer `ConfigLoaded` or `ConfigFailed`.
-    LoadConfig,
-    /// Read the three DER files; answer `CredsLoaded` or `CredsFailed`.
-    LoadCredentials,
-    /// Bring the network up; answer `NetUp` or `NetDown`.
-    JoinNetwork,
-    /// Query SNTP; answer `TimeSynced` or `TimeSyncFailed`.
-    SyncTime,
-    /// Open TCP + TLS + MQTT; answer `Connected` or `ConnectFailed`.
-    Connect,
-    /// Answer `Subscribed` or `SubscribeFailed`.
-    Subscribe {
-        topic: &'a str,
-        qos: Qos,
-    },
-    Publish(Publish<'a>),
-    /// Send PINGREQ (clients that ping on their own may ignore this).
-    Ping,
-    /// Close the connection (no `Disconnected` event needed).
-    Disconnect,
-    /// Send `Tick` at this time unless another event comes first. Always the last action.
-    Sleep(Instant),
-}
 
 /// Which phase the session is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -299,23 +137,7 @@ struct Profile {
     sub_topic: String<MAX_TOPIC>,
     qos: Qos,
     keepalive: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct InFlight {
-    seq: u32,
-    packet_id: u16,
-    payload: String<MAX_PAYLOAD>,
-    sent_at: Instant,
-    sends: u32,
-}
-
-/// Link liveness while connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Link {
-    last_rx: Instant,
-    last_tx: Instant,
-    ping_sent: Option<Instant>,
+    resync: Duration,
 }
 
 type Out<'o> = dyn FnMut(Action<'_>) + 'o;
@@ -336,6 +158,15 @@ pub struct Session<R> {
     net_up: bool,
     /// (Unix seconds, instant) of the last SNTP sync.
     clock: Option<(u64, Instant)>,
+    /// The device certificate's notAfter, once the credentials are loaded.
+    cert_not_after: Option<u64>,
+    /// A clock re-sync while connected (or between connects): due, or awaited.
+    resync: Request,
+    /// Retries of a failed re-sync (the boot phases have `retry`).
+    resync_retry: Backoff,
+    /// The QoS publishes go out at on this connection: the configured one, or less if
+    /// the broker's CONNACK says so.
+    link_qos: Qos,
     connected_since: Option<Instant>,
     link: Link,
     cadence: CadenceSchedule,
@@ -367,6 +198,10 @@ impl<R: RandomSource> Session<R> {
             profile: None,
             net_up: false,
             clock: None,
+            cert_not_after: None,
+            resync: Request::None,
+            resync_retry: Backoff::new(settings.backoff),
+            link_qos: Qos::AtLeastOnce,
             connected_since: None,
             link: Link {
                 last_rx: Instant::ZERO,
@@ -417,9 +252,16 @@ impl<R: RandomSource> Session<R> {
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
-        match self.request {
-            Request::Due(t) | Request::Awaiting(t) => consider(t),
-            Request::None => {}
+        let resync = if self.resync_active() {
+            self.resync
+        } else {
+            Request::None
+        };
+        for request in [self.request, resync] {
+            match request {
+                Request::Due(t) | Request::Awaiting(t) => consider(t),
+                Request::None => {}
+            }
         }
         if self.is_connected()
             && let Some(profile) = &self.profile
@@ -433,8 +275,10 @@ impl<R: RandomSource> Session<R> {
             if let Some(t) = self.cadence.next_deadline() {
                 consider(t);
             }
-            for f in &self.in_flight {
-                consider(f.sent_at + self.settings.publish_retry);
+            if self.link_qos == Qos::AtLeastOnce {
+                for f in &self.in_flight {
+                    consider(f.sent_at + self.settings.publish_retry);
+                }
             }
         }
         next
@@ -468,12 +312,13 @@ impl<R: RandomSource> Session<R> {
         out(Action::Log(&line));
     }
 
-    fn t(now: Instant) -> u64 {
+    /// What a log line's uptime is: milliseconds since boot.
+    fn uptime_ms(now: Instant) -> u64 {
         now.as_millis()
     }
 
     fn on_event(&mut self, now: Instant, event: Event<'_>, out: &mut Out<'_>) {
-        let t = Self::t(now);
+        let t = Self::uptime_ms(now);
         match event {
             Event::Start => {
                 if self.phase == Phase::Idle {
@@ -515,11 +360,13 @@ impl<R: RandomSource> Session<R> {
                 key,
                 ca,
                 source,
+                cert_not_after,
             } => {
                 if self.phase != Phase::Creds {
                     return;
                 }
                 Self::log(out, Line::creds(t, cert, key, ca, source));
+                self.cert_not_after = cert_not_after;
                 self.retry.reset();
                 self.after_creds(now);
             }
@@ -543,7 +390,7 @@ impl<R: RandomSource> Session<R> {
                 match self.phase {
                     Phase::Subscribe | Phase::Run => {
                         out(Action::Disconnect);
-                        self.connection_lost(now, DisconnectReason::NetworkDown, out);
+                        self.connection_lost(now, Lost::Reason(DisconnectReason::NetworkDown), out);
                     }
                     Phase::Connect => {
                         if matches!(self.request, Request::Awaiting(_)) {
@@ -557,8 +404,18 @@ impl<R: RandomSource> Session<R> {
                 }
             }
             Event::TimeSynced(epoch) => {
+                if let Some(reason) = self.implausible(epoch) {
+                    Self::log(out, Line::time_implausible(t, epoch, reason));
+                    self.time_failed(now, Duration::ZERO, out);
+                    return;
+                }
                 self.clock = Some((epoch, now));
                 Self::log(out, Line::time_synced(t, epoch));
+                self.resync_retry.reset();
+                self.resync = match &self.profile {
+                    Some(p) => Request::Due(now + p.resync),
+                    None => Request::None,
+                };
                 if self.phase == Phase::Time {
                     self.retry.reset();
                     self.enter(Phase::Connect, now);
@@ -566,9 +423,11 @@ impl<R: RandomSource> Session<R> {
             }
             Event::TimeSyncFailed(error) => {
                 Self::log(out, Line::time_sync_failed(t, error));
-                if self.phase == Phase::Time {
-                    self.schedule_retry(now, Stage::Time, out);
-                }
+                self.time_failed(now, Duration::ZERO, out);
+            }
+            Event::TimeKissOfDeath(code) => {
+                Self::log(out, Line::time_kiss_of_death(t, code));
+                self.time_failed(now, KISS_OF_DEATH_BACKOFF, out);
             }
             Event::Connected {
                 session_present,
@@ -584,6 +443,7 @@ impl<R: RandomSource> Session<R> {
                     );
                 }
                 self.connected_since = Some(now);
+                self.link_qos = self.profile.as_ref().map_or(Qos::AtLeastOnce, |p| p.qos);
                 self.link = Link {
                     last_rx: now,
                     last_tx: now,
@@ -594,6 +454,20 @@ impl<R: RandomSource> Session<R> {
             Event::ConnectFailed(failure) => {
                 if self.phase == Phase::Connect {
                     self.connect_failed(now, failure, out);
+                }
+            }
+            Event::MaxQos(max) => {
+                if !self.is_connected() {
+                    return;
+                }
+                if let Some(p) = &self.profile
+                    && max.as_u8() < p.qos.as_u8()
+                {
+                    Self::log(
+                        out,
+                        Line::mqtt_qos_downgraded(t, max.as_u8(), p.qos.as_u8()),
+                    );
+                    self.link_qos = max;
                 }
             }
             Event::Subscribed => {
@@ -615,16 +489,25 @@ impl<R: RandomSource> Session<R> {
                 }
                 self.subscribe_failed(now, error, out);
             }
-            Event::Disconnected(reason) => match self.phase {
-                Phase::Subscribe | Phase::Run => self.connection_lost(now, reason, out),
-                Phase::Connect if matches!(self.request, Request::Awaiting(_)) => {
-                    self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Io), out);
-                }
-                _ => {}
-            },
+            Event::Disconnected(reason) => self.closed_by_peer(now, Lost::Reason(reason), out),
+            Event::ServerDisconnected { code } => {
+                self.closed_by_peer(now, Lost::ServerDisconnect(code), out)
+            }
+            Event::ProtocolViolation(violation) => {
+                Self::log(out, Line::mqtt_protocol_violation(t, violation));
+                self.closed_by_peer(now, Lost::Reason(DisconnectReason::Protocol), out);
+            }
             Event::Inbound { topic, payload } => {
                 self.received(now);
-                Self::log(out, Line::inbound(t, topic, payload));
+                let ours = self
+                    .profile
+                    .as_ref()
+                    .is_some_and(|p| crate::topic::matches(&p.sub_topic, topic));
+                if ours {
+                    Self::log(out, Line::inbound(t, topic, payload));
+                } else {
+                    Self::log(out, Line::inbound_unsolicited(t, topic, payload.len()));
+                }
             }
             Event::PublishSent { seq, packet_id } => {
                 if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
@@ -635,6 +518,15 @@ impl<R: RandomSource> Session<R> {
                 self.received(now);
                 if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
                     self.in_flight.remove(i);
+                }
+            }
+            Event::PublishRefused { packet_id, code } => {
+                self.received(now);
+                // The exchange is over (MQTT 5 forbids sending it again on this
+                // connection), and a broker that refused it once would refuse it again.
+                if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
+                    let f = self.in_flight.remove(i);
+                    Self::log(out, Line::publish_refused(t, f.seq, packet_id, code));
                 }
             }
             Event::Received => self.received(now),
@@ -658,6 +550,7 @@ impl<R: RandomSource> Session<R> {
             sub_topic: config.sub_topic.clone(),
             qos: Qos::from_u8(config.qos),
             keepalive: Duration::from_secs(config.keepalive_s.max(1).into()),
+            resync: Duration::from_secs(config.ntp.resync_s.into()),
         });
         // The grid is anchored on the first subscribe, so a new period applies cleanly.
         if !self.cadence.is_started() {
@@ -691,12 +584,38 @@ impl<R: RandomSource> Session<R> {
         }
     }
 
+    /// The broker ended the connection (or broke the protocol, and the driver closed it).
+    fn closed_by_peer(&mut self, now: Instant, lost: Lost, out: &mut Out<'_>) {
+        match self.phase {
+            Phase::Subscribe | Phase::Run => self.connection_lost(now, lost, out),
+            Phase::Connect if matches!(self.request, Request::Awaiting(_)) => {
+                self.connect_failed(now, ConnectFailure::Mqtt(ConnectError::Io), out);
+            }
+            _ => {}
+        }
+    }
+
     /// A boot-phase request failed: try it again after a backoff.
     fn schedule_retry(&mut self, now: Instant, stage: Stage, out: &mut Out<'_>) {
-        let delay = self.retry.next_delay(&mut self.rng);
+        self.schedule_retry_at_least(now, stage, Duration::ZERO, out);
+    }
+
+    fn schedule_retry_at_least(
+        &mut self,
+        now: Instant,
+        stage: Stage,
+        at_least: Duration,
+        out: &mut Out<'_>,
+    ) {
+        let delay = self.retry.next_delay(&mut self.rng).max(at_least);
         Self::log(
             out,
-            Line::backoff(Self::t(now), stage, self.retry.attempt(), delay.as_millis()),
+            Line::backoff(
+                Self::uptime_ms(now),
+                stage,
+                self.retry.attempt(),
+                delay.as_millis(),
+            ),
         );
         self.request = Request::Due(now + delay);
     }
@@ -706,7 +625,7 @@ impl<R: RandomSource> Session<R> {
         Self::log(
             out,
             Line::backoff(
-                Self::t(now),
+                Self::uptime_ms(now),
                 Stage::Mqtt,
                 self.reconnect.attempt(),
                 delay.as_millis(),
@@ -722,15 +641,24 @@ impl<R: RandomSource> Session<R> {
     }
 
     fn connect_failed(&mut self, now: Instant, failure: ConnectFailure, out: &mut Out<'_>) {
-        Self::log(out, Line::connect_failed(Self::t(now), failure));
+        Self::log(out, Line::connect_failed(Self::uptime_ms(now), failure));
         self.schedule_reconnect(now, out);
+        // A certificate that looks expired or not yet valid may be a wrong clock: sync it
+        // again before the next attempt (which still waits for its backoff).
+        if let ConnectFailure::Tls(e) = failure
+            && e.is_time_related()
+            && self.net_up
+        {
+            self.resync = Request::None;
+            self.enter(Phase::Time, now);
+        }
     }
 
     fn subscribe_failed(&mut self, now: Instant, error: SubscribeError, out: &mut Out<'_>) {
         if let Some(p) = &self.profile {
             Self::log(
                 out,
-                Line::mqtt_subscribe_failed(Self::t(now), &p.sub_topic, error),
+                Line::mqtt_subscribe_failed(Self::uptime_ms(now), &p.sub_topic, error),
             );
         }
         out(Action::Disconnect);
@@ -738,18 +666,25 @@ impl<R: RandomSource> Session<R> {
             SubscribeError::Timeout => DisconnectReason::SubscribeTimeout,
             SubscribeError::Refused => DisconnectReason::SubscribeRefused,
         };
-        self.connection_lost(now, reason, out);
+        self.connection_lost(now, Lost::Reason(reason), out);
     }
 
     /// The connection is gone (already closed, or `Disconnect` was just asked for).
-    fn connection_lost(&mut self, now: Instant, reason: DisconnectReason, out: &mut Out<'_>) {
+    fn connection_lost(&mut self, now: Instant, lost: Lost, out: &mut Out<'_>) {
         if let Some(since) = self.connected_since.take()
             && now - since >= self.settings.stable_after
         {
             self.reconnect.reset();
         }
         self.link.ping_sent = None;
-        Self::log(out, Line::mqtt_disconnected(Self::t(now), reason));
+        let t = Self::uptime_ms(now);
+        Self::log(
+            out,
+            match lost {
+                Lost::Reason(reason) => Line::mqtt_disconnected(t, reason),
+                Lost::ServerDisconnect(code) => Line::mqtt_server_disconnect(t, code),
+            },
+        );
         self.schedule_reconnect(now, out);
     }
 
@@ -763,6 +698,7 @@ impl<R: RandomSource> Session<R> {
     /// Act on every deadline that has passed at `now`.
     fn service(&mut self, now: Instant, out: &mut Out<'_>) {
         self.service_connection(now, out);
+        self.service_resync(now, out);
         // A timeout can lead to a request that is due at once (e.g. rejoin the network);
         // settle here so every deadline handed out is in the future. Each round either
         // stops or sends a request awaited for a non-zero timeout, so two rounds suffice.
@@ -781,7 +717,7 @@ impl<R: RandomSource> Session<R> {
         {
             if now >= self.link.last_rx + dead_after(keepalive) {
                 out(Action::Disconnect);
-                self.connection_lost(now, DisconnectReason::KeepaliveTimeout, out);
+                self.connection_lost(now, Lost::Reason(DisconnectReason::KeepaliveTimeout), out);
                 return;
             }
             if self.link.ping_sent.is_none() && now >= self.ping_due(keepalive) {
@@ -791,11 +727,13 @@ impl<R: RandomSource> Session<R> {
             }
         }
         if self.phase == Phase::Run {
-            if self.settings.retransmit == Retransmit::ByReconnect {
+            if self.settings.retransmit == Retransmit::ByReconnect
+                && self.link_qos == Qos::AtLeastOnce
+            {
                 let retry = self.settings.publish_retry;
                 if self.in_flight.iter().any(|f| now >= f.sent_at + retry) {
                     out(Action::Disconnect);
-                    self.connection_lost(now, DisconnectReason::PubackTimeout, out);
+                    self.connection_lost(now, Lost::Reason(DisconnectReason::PubackTimeout), out);
                     return;
                 }
             }
@@ -804,7 +742,7 @@ impl<R: RandomSource> Session<R> {
                 if fire.skipped > 0 {
                     Self::log(
                         out,
-                        Line::publish_skipped(Self::t(now), fire.skipped, SkipReason::Late),
+                        Line::publish_skipped(Self::uptime_ms(now), fire.skipped, SkipReason::Late),
                     );
                 }
                 self.publish_next(now, out);
@@ -833,7 +771,10 @@ impl<R: RandomSource> Session<R> {
             }
             Phase::Connect => {
                 if let Some(p) = &self.profile {
-                    Self::log(out, Line::mqtt_connecting(Self::t(now), &p.host, p.port));
+                    Self::log(
+                        out,
+                        Line::mqtt_connecting(Self::uptime_ms(now), &p.host, p.port),
+                    );
                 }
                 out(Action::Connect);
                 self.settings.connect_timeout
@@ -858,7 +799,7 @@ impl<R: RandomSource> Session<R> {
 
     /// The driver did not answer the current request in time.
     fn timed_out(&mut self, now: Instant, out: &mut Out<'_>) {
-        let t = Self::t(now);
+        let t = Self::uptime_ms(now);
         match self.phase {
             Phase::Config => {
                 Self::log(
@@ -887,93 +828,12 @@ impl<R: RandomSource> Session<R> {
             Phase::Idle | Phase::Run | Phase::Stopped => self.request = Request::None,
         }
     }
-
-    fn publish_next(&mut self, now: Instant, out: &mut Out<'_>) {
-        let Some(p) = &self.profile else { return };
-        let t = Self::t(now);
-        if p.qos == Qos::AtLeastOnce && self.in_flight.is_full() {
-            Self::log(out, Line::publish_skipped(t, 1, SkipReason::InFlightFull));
-            return;
-        }
-        self.seq = self.seq.wrapping_add(1).max(1);
-        let seq = self.seq;
-        let mut payload: String<MAX_PAYLOAD> = String::new();
-        // Fits: at most 39 bytes (see MAX_PAYLOAD).
-        let _ = write!(payload, "{{\"message\": \"hello world #{seq}\"}}");
-        Self::log(out, Line::publish(t, &p.pub_topic, seq, payload.as_bytes()));
-        let packet_id = match p.qos {
-            Qos::AtMostOnce => None,
-            Qos::AtLeastOnce => {
-                let id = next_free_id(&mut self.next_packet_id, &self.in_flight);
-                let _ = self.in_flight.push(InFlight {
-                    seq,
-                    packet_id: id,
-                    payload: payload.clone(),
-                    sent_at: now,
-                    sends: 1,
-                });
-                Some(id)
-            }
-        };
-        out(Action::Publish(Publish {
-            topic: &p.pub_topic,
-            payload: payload.as_bytes(),
-            qos: p.qos,
-            seq,
-            packet_id,
-            dup: false,
-        }));
-        self.link.last_tx = now;
-    }
-
-    fn retransmit_due(&mut self, now: Instant, out: &mut Out<'_>) {
-        let retry = self.settings.publish_retry;
-        self.retransmit(now, out, |f| now >= f.sent_at + retry);
-    }
-
-    fn retransmit_all(&mut self, now: Instant, out: &mut Out<'_>) {
-        self.retransmit(now, out, |_| true);
-    }
-
-    fn retransmit(&mut self, now: Instant, out: &mut Out<'_>, due: impl Fn(&InFlight) -> bool) {
-        let Some(p) = &self.profile else { return };
-        let mut sent = false;
-        for f in self.in_flight.iter_mut().filter(|f| due(f)) {
-            f.sends = f.sends.saturating_add(1);
-            f.sent_at = now;
-            Self::log(
-                out,
-                Line::publish_retry(Self::t(now), &p.pub_topic, f.seq, f.packet_id, f.sends),
-            );
-            out(Action::Publish(Publish {
-                topic: &p.pub_topic,
-                payload: f.payload.as_bytes(),
-                qos: Qos::AtLeastOnce,
-                seq: f.seq,
-                packet_id: Some(f.packet_id),
-                dup: true,
-            }));
-            sent = true;
-        }
-        if sent {
-            self.link.last_tx = now;
-        }
-    }
 }
 
-/// No traffic from the broker for this long means the link is dead: 1.5x keep-alive.
-fn dead_after(keepalive: Duration) -> Duration {
-    keepalive.mul_div(3, 2)
-}
-
-/// The next packet id (1..=65535) not used by an in-flight publish.
-fn next_free_id(next: &mut u16, in_flight: &[InFlight]) -> u16 {
-    loop {
-        let id = (*next).max(1);
-        *next = id.wrapping_add(1).max(1);
-        // At most MAX_IN_FLIGHT ids are taken, so this ends within a few rounds.
-        if !in_flight.iter().any(|f| f.packet_id == id) {
-            return id;
-        }
-    }
+/// How a connection ended, for its `mqtt: disconnected` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    Reason(DisconnectReason),
+    /// The broker's DISCONNECT with its reason code.
+    ServerDisconnect(u8),
 }

@@ -1,10 +1,18 @@
 use super::*;
 use crate::config::DeviceConfig;
-use crate::log::TlsError;
+use crate::log::{
+    ConfigFailure, ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile,
+    LoadError, NetError, ProtocolViolation, ShutdownReason, SubscribeError, TimeError, TlsError,
+};
 use core::net::{IpAddr, Ipv4Addr};
 use proptest::prelude::*;
 use std::string::String;
 use std::vec::Vec;
+
+/// The device certificate's notAfter in these tests (2030-03-17).
+const CERT_NOT_AFTER: u64 = 1_900_000_000;
+/// What SNTP says in these tests (2026-11-19).
+const SYNCED_EPOCH: u64 = 1_795_000_000;
 
 /// xorshift32: deterministic, seeded per test.
 struct Rng(u32);
@@ -155,6 +163,7 @@ impl<R: RandomSource> Rig<R> {
             key: 121,
             ca: 837,
             source: CredSource::Flash,
+            cert_not_after: Some(CERT_NOT_AFTER),
         };
         assert!(self.ev(creds).contains(&Act::JoinNetwork));
         let up = Event::NetUp {
@@ -364,10 +373,11 @@ fn zero_draws_are_floored_and_max_draws_hit_the_ceiling() {
 fn reconnect_backoff_grows_and_resets_only_after_a_stable_connection() {
     let mut rig = Rig::new(Rng(11), 1);
     rig.boot();
-    // Three quick failures: attempts 1, 2, 3.
+    // Three quick failures: attempts 1, 2, 3. (Not a date error: that would re-sync
+    // the clock first, see a_handshake_that_fails_for_a_time_reason_...)
     for _ in 0..3 {
         rig.ev(Event::ConnectFailed(ConnectFailure::Tls(
-            TlsError::CertificateExpired,
+            TlsError::UnknownCa,
         )));
         rig.wait_for_connect();
     }
@@ -392,7 +402,7 @@ fn reconnect_backoff_grows_and_resets_only_after_a_stable_connection() {
     assert!(
         logs(&rig.acts)
             .iter()
-            .any(|l| l.contains("tls: handshake failed error=certificate-expired"))
+            .any(|l| l.contains("tls: handshake failed error=unknown-ca"))
     );
 }
 
@@ -646,6 +656,7 @@ fn boot_logs_and_never_connects_before_time_sync() {
             key: 121,
             ca: 837,
             source: CredSource::Flash,
+            cert_not_after: None,
         },
     );
     let up = Event::NetUp {
@@ -698,7 +709,9 @@ fn bad_config_and_missing_creds_are_logged_and_retried() {
     rig.ev(Event::Start);
     let e = DeviceConfig::from_json(b"{}").unwrap_err();
     let acts = rig.at(5, Event::ConfigFailed(ConfigFailure::Invalid(e)));
-    assert!(logs(&acts)[0].starts_with("E (       5) config: invalid field=config.json"));
+    assert!(
+        logs(&acts)[0].starts_with("E (       5) config: invalid field=endpoint error=missing")
+    );
     assert!(rig.tick().contains(&Act::LoadConfig));
     let config = rig.config.clone();
     rig.ev(Event::ConfigLoaded(&config));
@@ -780,7 +793,7 @@ fn inbound_is_logged_escaped_and_shutdown_stops() {
 // ---- arbitrary event sequences ----
 
 fn arb_event() -> impl Strategy<Value = (u64, u8, u16)> {
-    (0u64..120_000, 0u8..20, any::<u16>())
+    (0u64..120_000, 0u8..28, any::<u16>())
 }
 
 fn event_for(kind: u8, n: u16, config: &DeviceConfig) -> Event<'_> {
@@ -795,10 +808,11 @@ fn event_for(kind: u8, n: u16, config: &DeviceConfig) -> Event<'_> {
             key: 2,
             ca: 3,
             source: CredSource::Flash,
+            cert_not_after: Some(CERT_NOT_AFTER),
         },
         3 => up,
         4 => Event::NetDown(NetError::LinkLost),
-        5 => Event::TimeSynced(n.into()),
+        5 => Event::TimeSynced(SYNCED_EPOCH + u64::from(n)),
         6 => Event::TimeSyncFailed(TimeError::Timeout),
         7 => Event::Connected {
             session_present: n.is_multiple_of(2),
@@ -823,6 +837,20 @@ fn event_for(kind: u8, n: u16, config: &DeviceConfig) -> Event<'_> {
             file: FlashFile::Ca,
             error: LoadError::Malformed,
         },
+        18 => Event::TimeSynced(n.into()),
+        19 => Event::TimeKissOfDeath(*b"RATE"),
+        20 => Event::ServerDisconnected { code: n as u8 },
+        21 => Event::PublishRefused {
+            packet_id: n % 8,
+            code: 0x80,
+        },
+        22 => Event::MaxQos(Qos::AtMostOnce),
+        23 => Event::ProtocolViolation(ProtocolViolation::TopicAliasInvalid),
+        24 => Event::Inbound {
+            topic: "other",
+            payload: b"x",
+        },
+        25 => Event::ConnectFailed(ConnectFailure::Tls(TlsError::CertificateExpired)),
         _ => Event::Tick,
     }
 }
@@ -837,7 +865,15 @@ proptest! {
         let mut rig = Rig::new(Rng(seed), qos);
         let config = rig.config.clone();
         let mut last_seq = 0;
+        // The broker's Maximum QoS 0 (kind 22) holds until the next connection (kind 7).
+        let mut downgraded = false;
         for (dt, kind, n) in steps {
+            if kind == 7 && rig.s.phase() == Phase::Connect {
+                downgraded = false;
+            }
+            if kind == 22 && rig.s.is_connected() {
+                downgraded = true;
+            }
             // Half the time follow the deadline, as a driver would.
             let at = if dt.is_multiple_of(2) { rig.s.next_deadline().map_or(rig.now + dt, Instant::as_millis) } else { rig.now + dt };
             let acts = rig.at(at, event_for(kind, n, &config));
@@ -846,7 +882,7 @@ proptest! {
                     prop_assert_eq!(seq, last_seq + 1);
                     last_seq = seq;
                 }
-                prop_assert_eq!(id.is_some(), qos == 1);
+                prop_assert_eq!(id.is_some(), qos == 1 && !downgraded);
             }
             prop_assert!(rig.s.in_flight() <= MAX_IN_FLIGHT);
             if !acts.is_empty() && rig.s.phase() != Phase::Idle {
@@ -877,4 +913,330 @@ fn settings_of_zero_cannot_make_the_session_spin() {
         });
     }
     assert!(n > 10);
+}
+
+// ---- a wrong clock, a refusing broker, a broker that breaks the protocol ----
+
+/// Boot up to the `SyncTime` action (config, creds with the test notAfter, network).
+fn boot_to_time_sync(rig: &mut Rig<Rng>) {
+    rig.ev(Event::Start);
+    let config = rig.config.clone();
+    rig.ev(Event::ConfigLoaded(&config));
+    rig.ev(Event::CredsLoaded {
+        cert: 812,
+        key: 121,
+        ca: 837,
+        source: CredSource::Flash,
+        cert_not_after: Some(CERT_NOT_AFTER),
+    });
+    let acts = rig.ev(Event::NetUp {
+        local_addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+    });
+    assert!(acts.contains(&Act::SyncTime), "{acts:?}");
+}
+
+/// Tick until the session asks for `want` (at most 5000 deadlines). While connected,
+/// the broker answers each tick (keep-alive traffic), so the link stays up.
+fn tick_until(rig: &mut Rig<Rng>, want: &Act) -> Vec<Act> {
+    for _ in 0..5000 {
+        let acts = rig.tick();
+        if acts.contains(want) {
+            return acts;
+        }
+        if rig.s.is_connected() {
+            rig.ev(Event::Received);
+        }
+    }
+    panic!("no {want:?}: {:?}", rig.acts);
+}
+
+#[test]
+fn a_1970_answer_is_refused_as_before_build_and_sntp_is_asked_again() {
+    let mut rig = Rig::new(Rng(21), 1);
+    boot_to_time_sync(&mut rig);
+    let acts = rig.ev(Event::TimeSynced(0));
+    assert!(!acts.contains(&Act::Connect), "{acts:?}");
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("time: implausible epoch=0 reason=before-build")),
+        "{acts:?}"
+    );
+    assert_eq!(rig.s.unix_time(Instant::from_millis(rig.now)), None);
+    tick_until(&mut rig, &Act::SyncTime);
+    let acts = rig.ev(Event::TimeSynced(SYNCED_EPOCH));
+    assert!(acts.contains(&Act::Connect), "{acts:?}");
+}
+
+#[test]
+fn a_2100_answer_is_refused_as_after_the_certificates_expiry() {
+    let mut rig = Rig::new(Rng(22), 1);
+    boot_to_time_sync(&mut rig);
+    let year_2100 = 4_102_444_800;
+    let acts = rig.ev(Event::TimeSynced(year_2100));
+    assert!(!acts.contains(&Act::Connect), "{acts:?}");
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("reason=after-cert-expiry")),
+        "{acts:?}"
+    );
+    // Within the margin after notAfter the time is believed (the handshake will say
+    // whether the certificate is really expired).
+    tick_until(&mut rig, &Act::SyncTime);
+    let acts = rig.ev(Event::TimeSynced(CERT_NOT_AFTER + 86_400));
+    assert!(acts.contains(&Act::Connect), "{acts:?}");
+}
+
+#[test]
+fn the_build_date_is_the_clock_floor() {
+    let mut settings = Settings::new("0.1.0", "test");
+    settings.clock_floor = SYNCED_EPOCH;
+    let mut rig = Rig::new(Rng(23), 1);
+    rig.s = Session::new(settings, Rng(23));
+    boot_to_time_sync(&mut rig);
+    let acts = rig.ev(Event::TimeSynced(SYNCED_EPOCH - 1));
+    assert!(!acts.contains(&Act::Connect), "{acts:?}");
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(
+        rig.ev(Event::TimeSynced(SYNCED_EPOCH))
+            .contains(&Act::Connect)
+    );
+}
+
+#[test]
+fn the_clock_is_synced_again_every_hour_while_connected() {
+    let mut rig = Rig::new(Rng(24), 0);
+    rig.boot();
+    rig.connect();
+    let synced_at = rig.now;
+    let acts = tick_until(&mut rig, &Act::SyncTime);
+    assert!(rig.now >= synced_at + 3_600_000, "{}", rig.now);
+    // Still connected and publishing: the re-sync runs beside the connection.
+    assert!(!acts.contains(&Act::Disconnect));
+    assert_eq!(rig.s.phase(), Phase::Run);
+    let epoch = SYNCED_EPOCH + 3600;
+    rig.ev(Event::TimeSynced(epoch));
+    assert_eq!(rig.s.unix_time(Instant::from_millis(rig.now)), Some(epoch));
+    // A failed re-sync keeps the clock in use and tries again later.
+    tick_until(&mut rig, &Act::SyncTime);
+    let acts = rig.ev(Event::TimeSyncFailed(TimeError::Timeout));
+    assert!(!acts.contains(&Act::Disconnect));
+    assert!(rig.s.unix_time(Instant::from_millis(rig.now)).is_some());
+    let failed_at = rig.now;
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(
+        rig.now - failed_at <= 2_000,
+        "retried after {}",
+        rig.now - failed_at
+    );
+}
+
+#[test]
+fn an_unanswered_resync_times_out_and_is_retried() {
+    let mut rig = Rig::new(Rng(25), 0);
+    rig.boot();
+    rig.connect();
+    tick_until(&mut rig, &Act::SyncTime);
+    let asked = rig.now;
+    // Nobody answers: the session notices after its request timeout and asks again.
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(rig.now > asked + 30_000);
+    assert!(
+        logs(&rig.acts)
+            .iter()
+            .any(|l| l.contains("time: sync failed error=timeout"))
+    );
+}
+
+#[test]
+fn a_handshake_that_fails_for_a_time_reason_syncs_the_clock_before_the_next_attempt() {
+    for error in [
+        TlsError::CertificateExpired,
+        TlsError::CertificateNotYetValid,
+        TlsError::ClockNotSet,
+    ] {
+        let mut rig = Rig::new(Rng(26), 1);
+        rig.boot();
+        let acts = rig.ev(Event::ConnectFailed(ConnectFailure::Tls(error)));
+        assert!(acts.contains(&Act::SyncTime), "{error:?}: {acts:?}");
+        assert!(!acts.contains(&Act::Connect));
+        let acts = rig.ev(Event::TimeSynced(SYNCED_EPOCH + 10));
+        assert!(!acts.contains(&Act::Connect), "backoff still applies");
+        tick_until(&mut rig, &Act::Connect);
+    }
+    // Other TLS failures keep the clock and just back off.
+    let mut rig = Rig::new(Rng(27), 1);
+    rig.boot();
+    let acts = rig.ev(Event::ConnectFailed(ConnectFailure::Tls(
+        TlsError::UnknownCa,
+    )));
+    assert!(!acts.contains(&Act::SyncTime), "{acts:?}");
+}
+
+#[test]
+fn a_kiss_of_death_is_logged_with_its_code_and_backs_off_at_least_64_s() {
+    let mut rig = Rig::new(Rng(28), 1);
+    boot_to_time_sync(&mut rig);
+    let at = rig.now;
+    let acts = rig.ev(Event::TimeKissOfDeath(*b"RATE"));
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("time: sync failed error=kiss-of-death code=RATE")),
+        "{acts:?}"
+    );
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(rig.now - at >= 64_000, "retried after {} ms", rig.now - at);
+}
+
+#[test]
+fn inbound_on_a_topic_never_subscribed_is_not_taken_as_ours() {
+    let mut rig = Rig::new(Rng(29), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.ev(Event::Inbound {
+        topic: "other/topic",
+        payload: b"hello",
+    });
+    let lines = logs(&acts);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("W (")
+                && l.contains("inbound: unsolicited topic=other/topic bytes=5")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("payload=hello")));
+    let acts = rig.ev(Event::Inbound {
+        topic: "inTopic",
+        payload: b"hello",
+    });
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("inbound: topic=inTopic bytes=5 payload=hello"))
+    );
+}
+
+#[test]
+fn a_puback_with_a_failure_code_is_a_refusal_not_a_success() {
+    let mut rig = Rig::new(Rng(30), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.tick();
+    assert_eq!(publishes(&acts), [(1, Some(1), false)]);
+    assert_eq!(rig.s.in_flight(), 1);
+    let acts = rig.ev(Event::PublishRefused {
+        packet_id: 1,
+        code: 0x80,
+    });
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("E (") && l.contains("publish: refused seq=1 id=1 code=0x80")),
+        "{acts:?}"
+    );
+    // Done with (no retry on this connection), and the device stays connected.
+    assert_eq!(rig.s.in_flight(), 0);
+    assert!(!acts.contains(&Act::Disconnect));
+    assert_eq!(rig.s.phase(), Phase::Run);
+}
+
+#[test]
+fn a_server_disconnect_is_logged_with_its_reason_code() {
+    let mut rig = Rig::new(Rng(31), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.ev(Event::ServerDisconnected { code: 0x98 });
+    let lines = logs(&acts);
+    assert!(
+        lines.iter().any(|l| l.contains(
+            "mqtt: disconnected reason=server-disconnect code=0x98 name=administrative-action"
+        )),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("peer-closed")));
+    rig.wait_for_connect();
+}
+
+#[test]
+fn a_broker_maximum_qos_of_0_downgrades_publishes_and_says_so() {
+    let mut rig = Rig::new(Rng(32), 1);
+    rig.boot();
+    rig.ev(Event::Connected {
+        session_present: false,
+        handshake_ms: None,
+    });
+    let acts = rig.ev(Event::MaxQos(Qos::AtMostOnce));
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("mqtt: qos downgraded max_qos=0 qos=1")),
+        "{acts:?}"
+    );
+    rig.ev(Event::Subscribed);
+    let mut sent = Vec::new();
+    while sent.len() < 3 {
+        sent.extend(publishes(&rig.tick()));
+    }
+    // QoS 0: no packet id, nothing waits for a PUBACK that will never come.
+    assert!(sent.iter().all(|p| p.1.is_none() && !p.2), "{sent:?}");
+    assert_eq!(rig.s.in_flight(), 0);
+    // The next connection starts from the configured QoS again.
+    rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+    rig.wait_for_connect();
+    rig.connect();
+    let first = loop {
+        if let Some(p) = publishes(&rig.tick()).first() {
+            break *p;
+        }
+    };
+    assert!(first.1.is_some(), "{first:?}");
+}
+
+#[test]
+fn a_protocol_violation_is_named_and_the_device_reconnects() {
+    let mut rig = Rig::new(Rng(33), 1);
+    rig.boot();
+    rig.connect();
+    let acts = rig.ev(Event::ProtocolViolation(
+        ProtocolViolation::TopicAliasInvalid,
+    ));
+    let lines = logs(&acts);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("mqtt: protocol violation error=topic-alias-invalid code=0x94")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("mqtt: disconnected reason=protocol-error"))
+    );
+    rig.wait_for_connect();
+}
+
+#[test]
+fn the_clock_floor_is_a_day_before_the_build_and_never_before_2020() {
+    assert_eq!(clock_floor("1795000000"), 1_795_000_000 - 86_400);
+    assert_eq!(clock_floor(" 1795000000\n"), 1_795_000_000 - 86_400);
+    assert_eq!(clock_floor("12"), DEFAULT_CLOCK_FLOOR);
+    assert_eq!(clock_floor("not a number"), DEFAULT_CLOCK_FLOOR);
+}
+
+#[test]
+fn the_resync_period_comes_from_the_config() {
+    let mut rig = Rig::new(Rng(34), 0);
+    rig.config.ntp.resync_s = 600;
+    rig.boot();
+    rig.connect();
+    let synced_at = rig.now;
+    tick_until(&mut rig, &Act::SyncTime);
+    assert!(
+        (synced_at + 600_000..synced_at + 602_001).contains(&rig.now),
+        "re-synced at {} ms, synced at {synced_at} ms",
+        rig.now
+    );
 }

@@ -160,3 +160,31 @@ proptest! {
         prop_assert!(u.millis as u32 == ms || u.millis as u32 + 1 == ms);
     }
 }
+
+#[test]
+fn answer_ignores_anything_that_does_not_echo_the_request() {
+    let good = reply(1_795_000_000, 0);
+    assert!(matches!(answer(&good, SENT), Answer::Time(r) if r.time.secs == 1_795_000_000));
+    // Garbage, a short datagram, a client packet, a spoofed kiss: all ignored.
+    assert_eq!(answer(&[0xff; 48], SENT), Answer::Ignore);
+    assert_eq!(answer(&good[..47], SENT), Answer::Ignore);
+    let mut client = good;
+    client[0] = (4 << 3) | 3;
+    assert_eq!(answer(&client, SENT), Answer::Ignore);
+    let mut spoofed_kiss = good;
+    spoofed_kiss[1] = 0;
+    spoofed_kiss[12..16].copy_from_slice(b"DENY");
+    spoofed_kiss[24] ^= 1;
+    assert_eq!(answer(&spoofed_kiss, SENT), Answer::Ignore);
+}
+
+#[test]
+fn answer_names_a_kiss_of_death_and_a_refusal() {
+    let mut kiss = reply(1_795_000_000, 0);
+    kiss[1] = 0;
+    kiss[12..16].copy_from_slice(b"RATE");
+    assert_eq!(answer(&kiss, SENT), Answer::KissOfDeath(*b"RATE"));
+    let mut unsynced = reply(1_795_000_000, 0);
+    unsynced[1] = 16;
+    assert_eq!(answer(&unsynced, SENT), Answer::Refused(Error::Stratum(16)));
+}

@@ -37,12 +37,12 @@
 //! No panics on network input; key bytes never in `Debug` or the log; the core reads no
 //! clock (the epoch is passed in) and touches no socket (the transport is generic).
 
-mod cert;
+pub(crate) mod cert;
 mod error;
 mod key;
 mod name;
 mod provider;
-mod pubkey;
+pub(crate) mod pubkey;
 mod record;
 mod verifier;
 
@@ -67,4 +67,11 @@ pub fn verify_server_chain(
     now: Option<u64>,
 ) -> Result<(), VerifyError> {
     verifier::verify_chain(trust_anchor, chain, ServerName::parse(server_name), now).map(|_| ())
+}
+
+/// The notAfter (Unix seconds) of a DER certificate, or `None` if it does not parse.
+/// The session uses the device certificate's to refuse an SNTP time far beyond it.
+#[must_use]
+pub fn certificate_not_after(der: &[u8]) -> Option<u64> {
+    cert::Certificate::parse(der).ok().map(|c| c.not_after)
 }

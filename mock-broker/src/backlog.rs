@@ -1,11 +1,13 @@
-//! A client's outbox: the deliveries routed to it that it has not taken yet, and the
-//! commands for its session. Bounded in messages and bytes, so a subscriber that stops
-//! reading cannot grow the broker: when it is full, QoS 0 deliveries are dropped and a
-//! QoS 1 delivery marks the client as stuck (its session disconnects it), as AWS does
-//! with a client that cannot keep up.
+//! Per-client backlog: what the broker holds for a subscriber, and its limits.
 //!
-//! The byte budget covers everything the client holds in the broker: deliveries waiting
-//! here, and (released by the session) those being written or awaiting a PUBACK.
+//! Each connected client has an [`Outbox`]: the deliveries routed to it that its session
+//! has not taken yet, and the commands for the session. The byte budget covers
+//! everything the client holds in the broker: deliveries waiting here, and (released by
+//! the session) those being written or awaiting a PUBACK. Past the limits the broker does
+//! what AWS IoT Core does with a client that cannot keep up: QoS 0 deliveries give way
+//! first (once the backlog is half full), QoS 1 deliveries are held up to the full limit
+//! and dropped beyond it, and a client whose socket takes nothing for the write stall
+//! timeout is disconnected (`THROTTLED`) by its session.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,6 +16,12 @@ use tokio::sync::Notify;
 
 use crate::mqtt::QoS;
 use crate::session::{Command, Delivery};
+
+/// Most bytes held for one client by default (payload, topic, properties, overhead).
+pub const MAX_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
+/// Most deliveries waiting for one client by default (and stored for a persistent
+/// session).
+pub const MAX_BACKLOG_MESSAGES: usize = 1000;
 
 /// How much one client may hold in the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +32,34 @@ pub struct QueueLimits {
     pub max_bytes: usize,
 }
 
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            max_messages: MAX_BACKLOG_MESSAGES,
+            max_bytes: MAX_BACKLOG_BYTES,
+        }
+    }
+}
+
+/// A client's backlog as figures ([`crate::Controls::backlog`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BacklogFigures {
+    /// Bytes held for the client.
+    pub bytes: usize,
+    /// Deliveries waiting for its session to take them.
+    pub messages: usize,
+    /// Deliveries dropped because the backlog was full, since the client connected.
+    pub dropped: u64,
+}
+
 /// What became of a delivery offered to a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
     Queued,
-    /// The client is full: a QoS 0 delivery is dropped.
+    /// The backlog is half full: a QoS 0 delivery gives way.
     DroppedQos0,
-    /// The client is full: a QoS 1 delivery cannot be held, the client is stuck.
-    Overflow,
+    /// The backlog is full: a QoS 1 delivery cannot be held.
+    DroppedQos1,
 }
 
 #[derive(Default)]
@@ -41,7 +69,7 @@ struct State {
     held_bytes: usize,
     /// The first kick or drop ordered; later ones change nothing.
     command: Option<Command>,
-    overflowed: bool,
+    dropped: u64,
 }
 
 pub(crate) struct Outbox {
@@ -66,24 +94,31 @@ impl Outbox {
     /// Queue `delivery` if the client's limits allow it.
     pub fn offer(&self, delivery: Delivery) -> Offer {
         let cost = delivery.cost();
-        let mut state = self.lock();
-        let full = state.deliveries.len() >= self.limits.max_messages
-            || state.held_bytes + cost > self.limits.max_bytes;
-        let offer = match (full, delivery.qos) {
-            (false, _) => {
-                state.held_bytes += cost;
-                state.deliveries.push_back(delivery);
-                Offer::Queued
-            }
-            (true, QoS::AtMostOnce) => return Offer::DroppedQos0,
-            (true, _) => {
-                state.overflowed = true;
-                Offer::Overflow
-            }
+        // QoS 0 gives way early, so room stays for the deliveries that must arrive.
+        let (max_messages, max_bytes, dropped) = match delivery.qos {
+            QoS::AtMostOnce => (
+                self.limits.max_messages / 2,
+                self.limits.max_bytes / 2,
+                Offer::DroppedQos0,
+            ),
+            _ => (
+                self.limits.max_messages,
+                self.limits.max_bytes,
+                Offer::DroppedQos1,
+            ),
         };
+        let mut state = self.lock();
+        if state.deliveries.len() >= max_messages
+            || state.held_bytes.saturating_add(cost) > max_bytes
+        {
+            state.dropped += 1;
+            return dropped;
+        }
+        state.held_bytes += cost;
+        state.deliveries.push_back(delivery);
         drop(state);
         self.wake.notify_one();
-        offer
+        Offer::Queued
     }
 
     /// Order the session to end; the first order stands.
@@ -94,11 +129,6 @@ impl Outbox {
 
     pub fn take_command(&self) -> Option<Command> {
         self.lock().command.take()
-    }
-
-    /// A QoS 1 delivery did not fit: the client cannot keep up.
-    pub fn overflowed(&self) -> bool {
-        self.lock().overflowed
     }
 
     /// The front delivery, if `ready` says the session can send it now.
@@ -130,6 +160,15 @@ impl Outbox {
         self.lock().held_bytes
     }
 
+    pub fn figures(&self) -> BacklogFigures {
+        let state = self.lock();
+        BacklogFigures {
+            bytes: state.held_bytes,
+            messages: state.deliveries.len(),
+            dropped: state.dropped,
+        }
+    }
+
     pub fn waiting(&self) -> usize {
         self.lock().deliveries.len()
     }
@@ -157,34 +196,32 @@ mod tests {
     }
 
     #[test]
-    fn a_full_outbox_drops_qos0_and_marks_a_qos1_overflow() {
-        let one = delivery(QoS::AtMostOnce, 1000).cost();
+    fn qos0_gives_way_at_half_and_qos1_at_the_limit() {
+        let chunk = delivery(QoS::AtMostOnce, 128 * 1024).cost();
         let outbox = Outbox::new(QueueLimits {
-            max_messages: 10,
-            max_bytes: 2 * one,
+            max_messages: 1000,
+            max_bytes: 8 * chunk,
         });
-        assert_eq!(outbox.offer(delivery(QoS::AtMostOnce, 1000)), Offer::Queued);
-        assert_eq!(
-            outbox.offer(delivery(QoS::AtLeastOnce, 1000)),
-            Offer::Queued
-        );
-        assert_eq!(outbox.held_bytes(), 2 * one);
-        assert_eq!(
-            outbox.offer(delivery(QoS::AtMostOnce, 1000)),
-            Offer::DroppedQos0
-        );
-        assert!(!outbox.overflowed());
-        assert_eq!(
-            outbox.offer(delivery(QoS::AtLeastOnce, 1000)),
-            Offer::Overflow
-        );
-        assert!(outbox.overflowed());
-        assert_eq!(outbox.waiting(), 2);
+        let mut qos0 = 0;
+        while outbox.offer(delivery(QoS::AtMostOnce, 128 * 1024)) == Offer::Queued {
+            qos0 += 1;
+        }
+        assert_eq!(qos0, 4);
+        let mut qos1 = 0;
+        while outbox.offer(delivery(QoS::AtLeastOnce, 128 * 1024)) == Offer::Queued {
+            qos1 += 1;
+        }
+        assert_eq!(qos0 + qos1, 8);
+        assert!(outbox.held_bytes() <= 8 * chunk);
+        assert_eq!(outbox.figures().dropped, 2);
         // Taken and written: the budget is free again.
         let taken = outbox.pop_if(|_| true).unwrap();
         outbox.release(taken.cost());
-        assert_eq!(outbox.held_bytes(), one);
-        assert_eq!(outbox.drain().len(), 1);
+        assert_eq!(
+            outbox.offer(delivery(QoS::AtLeastOnce, 128 * 1024)),
+            Offer::Queued
+        );
+        assert_eq!(outbox.drain().len(), 8);
         assert_eq!(outbox.held_bytes(), 0);
     }
 
@@ -195,11 +232,11 @@ mod tests {
             max_bytes: usize::MAX,
         });
         for _ in 0..2 {
-            assert_eq!(outbox.offer(delivery(QoS::AtMostOnce, 1)), Offer::Queued);
+            assert_eq!(outbox.offer(delivery(QoS::AtLeastOnce, 1)), Offer::Queued);
         }
         assert_eq!(
-            outbox.offer(delivery(QoS::AtMostOnce, 1)),
-            Offer::DroppedQos0
+            outbox.offer(delivery(QoS::AtLeastOnce, 1)),
+            Offer::DroppedQos1
         );
         outbox.command(Command::Drop);
         outbox.command(Command::Kick(
