@@ -22,6 +22,10 @@ APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
+CARGO_FUZZ_VERSION := 0.13.1
+# Seconds per fuzz target in `make fuzz`.
+FUZZ_SECONDS ?= 30
+CORE_FUZZ_DIR := firmware/core/fuzz
 INSTA_VERSION := 1.49.0
 # Builds the ESP32-C3 app image for the firmware size report.
 ESPTOOL_VERSION := 5.6.0
@@ -38,7 +42,7 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots \
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
 	firmware firmware-tests firmware-check hil-target
 
 help:
@@ -46,6 +50,7 @@ help:
 	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
 	@echo "make snapshots  accept the current serial logs of boot, cadence, inbound as the snapshots"
+	@echo "make fuzz    every firmware-core fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each; a crash fails"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
@@ -191,3 +196,18 @@ aws-image:
 	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")
+
+# The core's parsers under libFuzzer (cargo-fuzz on the stable toolchain with
+# RUSTC_BOOTSTRAP=1), each target for FUZZ_SECONDS from its seeds; new inputs go to the
+# git-ignored corpus/, a crash to artifacts/ and fails the run. The last line per target
+# is libFuzzer's coverage (cov:, ft:).
+fuzz:
+	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" \
+		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
+	cd $(CORE_FUZZ_DIR) && for target in $$(ls seeds); do \
+		mkdir -p corpus/$$target; \
+		echo "== $$target ($(FUZZ_SECONDS) s)"; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target seeds/$$target -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E "^#[0-9]+.*DONE|^Done|stat::|ERROR|panicked" \
+			|| exit 1; \
+	done
