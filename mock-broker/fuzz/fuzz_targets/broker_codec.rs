@@ -18,9 +18,14 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use mock_broker::mqtt::{
-    self, ClientPacket, ConnAck, DecodeError, Publish, ServerPacket, Version, decode, encode,
-    encoded_len,
+
+/// The broker's codec, this very file (see Cargo.toml for why not the crate).
+#[allow(dead_code)]
+#[path = "../../src/mqtt.rs"]
+mod mqtt;
+
+use mqtt::{
+    ClientPacket, ConnAck, DecodeError, Publish, ServerPacket, Version, decode, encode, encoded_len,
 };
 
 /// Remaining length of the packet at the front of `bytes`: (header length, body length).
@@ -186,7 +191,7 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
             Err(e) => {
-                let _ = e.to_string();
+                let _ = (e.to_string(), e.reason_code());
                 break;
             }
         }
