@@ -22,11 +22,19 @@ APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
-CARGO_FUZZ_VERSION := 0.13.1
-# Seconds per fuzz target in `make fuzz`.
-FUZZ_SECONDS ?= 30
-CORE_FUZZ_DIR := firmware/core/fuzz
 INSTA_VERSION := 1.49.0
+# Drives the libFuzzer targets (`make fuzz`); RUSTC_BOOTSTRAP=1 lets it build on stable.
+CARGO_FUZZ_VERSION := 0.13.1
+# Seconds per fuzz target in `make fuzz` (two run at a time).
+FUZZ_SECONDS ?= 30
+FUZZ_DIR := target/fuzz
+CORE_FUZZ := firmware/core/fuzz
+BROKER_FUZZ := mock-broker/fuzz
+CORE_FUZZ_TARGETS := log_line_parser config_reader image_reader sntp_codec tls_record tls_handshake \
+	tls_der mqtt_inbound
+BROKER_FUZZ_TARGETS := broker_codec broker_policy
+# How long `make soak` runs.
+MINUTES ?= 30
 # Builds the ESP32-C3 app image for the firmware size report.
 ESPTOOL_VERSION := 5.6.0
 # The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
@@ -43,19 +51,21 @@ export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
 .PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
-	firmware firmware-tests firmware-check hil-target
+	firmware firmware-tests firmware-check hil-target soak
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
 	@echo "make snapshots  accept the current serial logs of boot, cadence, inbound as the snapshots"
-	@echo "make fuzz    every firmware-core fuzz target for FUZZ_SECONDS (default $(FUZZ_SECONDS)) each; a crash fails"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
 	@echo "make firmware  ESP32-C3 release image + size report (app image, flash, static RAM, heap)"
 	@echo "make hil-target  on-target tests on a board over USB-JTAG (probe-rs; flashes $(DEV_DIR)/flash.img)"
+	@echo "make fuzz    every fuzz target for FUZZ_SECONDS (default 30) each; fails on any crash"
+	@echo "make soak    one virtual device vs the mock broker for MINUTES (default 30) with inbound"
+	@echo "             traffic and faults: QoS 1 loss and RSS table, target/soak/ (not in CI)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
 	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT)"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
@@ -84,8 +94,11 @@ deps:
 	@python3 -c "import esptool, sys; sys.exit(esptool.__version__ != '$(ESPTOOL_VERSION)')" 2>/dev/null \
 		|| python3 -m pip install --quiet "esptool==$(ESPTOOL_VERSION)" \
 		|| python3 -m pip install --quiet --break-system-packages "esptool==$(ESPTOOL_VERSION)"
+	@# cargo-fuzz builds the libFuzzer targets of `make fuzz`.
+	@cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" \
+		|| $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
-test: fmt clippy host-test core-riscv firmware-check
+test: fmt clippy host-test core-riscv firmware-check fuzz
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -106,6 +119,21 @@ core-riscv:
 firmware:
 	cd $(FW_DIR) && $(CARGO) build --release --locked
 	python3 $(FW_DIR)/size-report.py $(FW_ELF) --max-app 1572864 --max-ram 163840
+
+# Fuzzing that runs: both fuzz crates (their own workspaces, sharing one target dir) are
+# built with cargo-fuzz (sanitizer coverage + AddressSanitizer), then every target runs
+# for FUZZ_SECONDS from its seeds in git plus what earlier runs found. Any crash, hang
+# or leak fails; the table shows libFuzzer's final coverage (cov: edges, ft: features).
+fuzz:
+	cd $(CORE_FUZZ) && $(CARGO) fmt -- --check
+	cd $(BROKER_FUZZ) && $(CARGO) fmt -- --check
+	@# cargo-fuzz has no --locked: check the committed lock files are current first.
+	cd $(CORE_FUZZ) && $(CARGO) metadata --locked --format-version 1 >/dev/null
+	cd $(BROKER_FUZZ) && $(CARGO) metadata --locked --format-version 1 >/dev/null
+	cd $(CORE_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
+	cd $(BROKER_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
+	$(CORE_FUZZ)/run-bounded.sh $(FUZZ_DIR)/x86_64-unknown-linux-gnu/release $(FUZZ_DIR) $(FUZZ_SECONDS) \
+		$(foreach t,$(CORE_FUZZ_TARGETS),$(CORE_FUZZ):$(t)) $(foreach t,$(BROKER_FUZZ_TARGETS),$(BROKER_FUZZ):$(t))
 
 # The on-target tests, compiled (release profile: shares the firmware's build). They embed
 # the broker certificate of the test PKI, which they verify on the chip.
@@ -196,18 +224,3 @@ aws-image:
 	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")
-
-# The core's parsers under libFuzzer (cargo-fuzz on the stable toolchain with
-# RUSTC_BOOTSTRAP=1), each target for FUZZ_SECONDS from its seeds; new inputs go to the
-# git-ignored corpus/, a crash to artifacts/ and fails the run. The last line per target
-# is libFuzzer's coverage (cov:, ft:).
-fuzz:
-	@cargo fuzz --version 2>/dev/null | grep -q "$(CARGO_FUZZ_VERSION)" \
-		|| $(CARGO) install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked
-	cd $(CORE_FUZZ_DIR) && for target in $$(ls seeds); do \
-		mkdir -p corpus/$$target; \
-		echo "== $$target ($(FUZZ_SECONDS) s)"; \
-		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target seeds/$$target -- \
-			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | grep -E "^#[0-9]+.*DONE|^Done|stat::|ERROR|panicked" \
-			|| exit 1; \
-	done
