@@ -135,6 +135,13 @@ fuzz:
 	$(CORE_FUZZ)/run-bounded.sh $(FUZZ_DIR)/x86_64-unknown-linux-gnu/release $(FUZZ_DIR) $(FUZZ_SECONDS) \
 		$(foreach t,$(CORE_FUZZ_TARGETS),$(CORE_FUZZ):$(t)) $(foreach t,$(BROKER_FUZZ_TARGETS),$(BROKER_FUZZ):$(t))
 
+# A soak, not a CI step: one virtual device against the in-process mock broker for
+# MINUTES with inbound QoS 1 traffic and a fault a minute; checks QoS 1 loss both ways
+# and flat RSS, prints the per-minute RSS table, writes target/soak/{rss.csv,summary.json}.
+soak:
+	$(CARGO) build -q -p virtual-device -p hil --example soak --locked
+	$(CARGO) run -q -p hil --example soak --locked -- --minutes $(MINUTES) --out target/soak
+
 # The on-target tests, compiled (release profile: shares the firmware's build). They embed
 # the broker certificate of the test PKI, which they verify on the chip.
 firmware-tests: certs
