@@ -139,7 +139,8 @@ fuzz:
 # MINUTES with inbound QoS 1 traffic and a fault a minute; checks QoS 1 loss both ways
 # and flat RSS, prints the per-minute RSS table, writes target/soak/{rss.csv,summary.json}.
 soak:
-	$(CARGO) build -q -p virtual-device -p hil --example soak --locked
+	@# `--example` would build only the example: the device binary is built on its own.
+	$(CARGO) build -q -p virtual-device --locked
 	$(CARGO) run -q -p hil --example soak --locked -- --minutes $(MINUTES) --out target/soak
 
 # The on-target tests, compiled (release profile: shares the firmware's build). They embed
