@@ -27,6 +27,8 @@ INSTA_VERSION := 1.49.0
 CARGO_FUZZ_VERSION := 0.13.1
 # Seconds per fuzz target in `make fuzz` (two run at a time).
 FUZZ_SECONDS ?= 30
+# libFuzzer's seed: fixed so CI's runs reproduce; FUZZ_SEED=0 explores afresh.
+FUZZ_SEED ?= 1
 FUZZ_DIR := target/fuzz
 CORE_FUZZ := firmware/core/fuzz
 BROKER_FUZZ := mock-broker/fuzz
@@ -132,7 +134,7 @@ fuzz:
 	cd $(BROKER_FUZZ) && $(CARGO) metadata --locked --format-version 1 >/dev/null
 	cd $(CORE_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
 	cd $(BROKER_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
-	$(CORE_FUZZ)/run-bounded.sh $(FUZZ_DIR)/x86_64-unknown-linux-gnu/release $(FUZZ_DIR) $(FUZZ_SECONDS) \
+	FUZZ_SEED=$(FUZZ_SEED) $(CORE_FUZZ)/run-bounded.sh $(FUZZ_DIR)/x86_64-unknown-linux-gnu/release $(FUZZ_DIR) $(FUZZ_SECONDS) \
 		$(foreach t,$(CORE_FUZZ_TARGETS),$(CORE_FUZZ):$(t)) $(foreach t,$(BROKER_FUZZ_TARGETS),$(BROKER_FUZZ):$(t))
 
 # A soak, not a CI step: one virtual device against the in-process mock broker for

@@ -193,7 +193,9 @@ impl Policy {
             .ok_or_else(|| PolicyError::invalid("document", "must be a JSON object"))?;
         for key in doc.keys() {
             if key != "Version" && key != "Statement" && key != "Id" {
-                return Err(PolicyError::invalid(key, "unknown top-level field"));
+                // An empty or odd key must still be visible in the message.
+                let at = if key.is_empty() { "\"\"" } else { key.as_str() };
+                return Err(PolicyError::invalid(at, "unknown top-level field"));
             }
         }
         match doc.get("Version") {
@@ -738,6 +740,13 @@ mod tests {
                 Err(PolicyError::Invalid { at: got, .. }) => assert_eq!(got, at, "{text}"),
                 other => panic!("{text}: expected an error at {at}, got {other:?}"),
             }
+        }
+        // Found by the broker_policy fuzz target: an empty key named nothing.
+        match Policy::from_json(r#"{"":1,"Version":"2012-10-17","Statement":[]}"#) {
+            Err(PolicyError::Invalid { at, problem }) => {
+                assert_eq!((at.as_str(), problem.as_str()), ("\"\"", "unknown top-level field"))
+            }
+            other => panic!("expected an unknown-field error, got {other:?}"),
         }
         assert!(matches!(
             Policy::from_json("{not json"),

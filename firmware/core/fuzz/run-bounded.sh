@@ -4,6 +4,9 @@
 #
 #   run-bounded.sh BIN_DIR WORK_DIR SECONDS CRATE_DIR:TARGET...
 #
+# FUZZ_SEED (default 1) fixes libFuzzer's random seed, so a clean checkout explores the
+# same inputs first on every run and a CI failure reproduces; 0 picks a fresh seed.
+#
 # Each target starts from CRATE_DIR/seeds/TARGET (kept in git) and WORK_DIR/corpus/TARGET
 # (what earlier runs found; git-ignored); its log goes to WORK_DIR/logs/TARGET.log and a
 # crashing input to WORK_DIR/artifacts/TARGET/. The last line of the summary table is
@@ -20,7 +23,7 @@ run_one() {
     mkdir -p "$corpus" "$artifacts"
     # -timeout: an input running over 10 s is a hang; -rss_limit_mb: a leak or blow-up.
     "$bin_dir/$target" "$corpus" "$crate/seeds/$target" \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$artifacts" -print_final_stats=1 \
         >"$work/logs/$target.log" 2>&1
     echo $? >"$work/logs/$target.rc"
