@@ -23,6 +23,10 @@ use core::marker::PhantomData;
 use heapless::String;
 use littlefs2_sys as lfs;
 
+mod failure;
+
+pub use failure::ImageFailure;
+
 use crate::config::{ConfigError, DeviceConfig, MAX_CONFIG_JSON};
 use crate::log::{FlashFile, LoadError};
 

@@ -6,11 +6,13 @@
 //! - [`creds`]: the one check (feature `tls`) of `/cert.der`, `/private.der` and `/ca.der`
 //!   (well-formed DER, the key is the certificate's, the CA is a CA and undamaged), run
 //!   by both boards at load and by the `certs` tool.
-//! - [`driver`] (features `flash-image`, `tls`): glue a board's driver needs around the
-//!   session — image load failures as session events, the write gate that keeps
-//!   deadlines from cancelling a TLS write.
+//! - [`driver`] (feature `driver`): the driver loop every board runs, [`driver::Runner`],
+//!   over tiny board hooks (clock, network, SNTP, storage, log); the TLS handshake, the
+//!   buffer sizes and the cancel-safety rules live there once. Its docs hold the board
+//!   boundary: what a board may and may not do.
 //! - [`image`] (feature `flash-image`): the LittleFS flash image holding the credentials
-//!   and config, read on the device and written by the `certs` tool.
+//!   and config, read on the device and written by the `certs` tool; how a load failure
+//!   reaches the session ([`image::ImageFailure`]).
 //! - [`log`]: the serial log line — one type formats it on the device and parses it in
 //!   the test rig; typed constructors for every event, escaping and truncation.
 //! - [`mqtt`] (feature `mqtt`): the driver glue around minimq every board shares — the
@@ -35,7 +37,7 @@ extern crate alloc;
 
 pub mod config;
 pub mod creds;
-#[cfg(any(feature = "flash-image", feature = "tls"))]
+#[cfg(feature = "driver")]
 pub mod driver;
 #[cfg(feature = "flash-image")]
 pub mod image;

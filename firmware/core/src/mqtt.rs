@@ -2,7 +2,7 @@
 //! and transport: the owned action queue, the session config, and the bookkeeping that
 //! turns minimq's operation handles into the session's events.
 //!
-//! - [`Todo`]: an [`Action`] owned, so it can wait in the driver's queue.
+//! - [`OwnedAction`]: an [`Action`] owned, so it can wait in the driver's queue.
 //! - [`session`]: the minimq session every board opens (client id, keep-alive, the
 //!   session expiry that lets minimq replay unacknowledged QoS 1 publishes).
 //! - [`Tracker`]: the SUBSCRIBE, the keep-alive probe and the QoS 1 publishes minimq
@@ -43,7 +43,7 @@ pub use watch::{BrokerNotes, PacketWatch, Watched};
 
 /// An action, owned, so it can wait in the queue while the session is borrowed.
 #[derive(Debug)]
-pub enum Todo {
+pub enum OwnedAction {
     Log(Box<Line>),
     LoadConfig,
     LoadCredentials,
@@ -67,21 +67,21 @@ pub enum Todo {
     Disconnect,
 }
 
-impl Todo {
+impl OwnedAction {
     /// The owned form of an action; `Sleep` is not queued (it sets the deadline).
     pub fn from_action(action: Action<'_>) -> Option<Self> {
         Some(match action {
-            Action::Log(line) => Todo::Log(Box::new(line.clone())),
-            Action::LoadConfig => Todo::LoadConfig,
-            Action::LoadCredentials => Todo::LoadCredentials,
-            Action::JoinNetwork => Todo::JoinNetwork,
-            Action::SyncTime => Todo::SyncTime,
-            Action::Connect => Todo::Connect,
-            Action::Subscribe { topic, qos } => Todo::Subscribe {
+            Action::Log(line) => OwnedAction::Log(Box::new(line.clone())),
+            Action::LoadConfig => OwnedAction::LoadConfig,
+            Action::LoadCredentials => OwnedAction::LoadCredentials,
+            Action::JoinNetwork => OwnedAction::JoinNetwork,
+            Action::SyncTime => OwnedAction::SyncTime,
+            Action::Connect => OwnedAction::Connect,
+            Action::Subscribe { topic, qos } => OwnedAction::Subscribe {
                 topic: topic.to_string(),
                 qos,
             },
-            Action::Publish(p) => Todo::Publish {
+            Action::Publish(p) => OwnedAction::Publish {
                 topic: p.topic.to_string(),
                 payload: p.payload.to_vec(),
                 qos: p.qos,
@@ -89,8 +89,8 @@ impl Todo {
                 packet_id: p.packet_id,
                 dup: p.dup,
             },
-            Action::Ping => Todo::Ping,
-            Action::Disconnect => Todo::Disconnect,
+            Action::Ping => OwnedAction::Ping,
+            Action::Disconnect => OwnedAction::Disconnect,
             Action::Sleep(_) => return None,
         })
     }
@@ -98,7 +98,7 @@ impl Todo {
     /// The publish this `Publish` holds, borrowed for [`Tracker::publish`].
     pub fn as_publish(&self) -> Option<Publish<'_>> {
         match self {
-            Todo::Publish {
+            OwnedAction::Publish {
                 topic,
                 payload,
                 qos,

@@ -81,7 +81,7 @@ impl std::error::Error for LoadError {}
 
 /// A load failure as the session hears it: `/config.json` problems are config failures,
 /// everything else is a credentials failure (the board's classification).
-pub use firmware_core::driver::ImageFailure as Failure;
+pub use firmware_core::image::ImageFailure as Failure;
 
 impl LoadError {
     /// How the session classifies this failure.

@@ -120,7 +120,7 @@ fn session_takes_the_client_id_or_refuses_it() {
 #[test]
 fn todo_owns_every_action_but_sleep() {
     let line = Line::new(Level::Info, 5, "mqtt").unwrap();
-    let Some(Todo::Log(owned)) = Todo::from_action(Action::Log(&line)) else {
+    let Some(OwnedAction::Log(owned)) = OwnedAction::from_action(Action::Log(&line)) else {
         panic!("log not queued");
     };
     assert_eq!(*owned, line);
@@ -132,11 +132,11 @@ fn todo_owns_every_action_but_sleep() {
         packet_id: Some(7),
         dup: true,
     };
-    let owned = Todo::from_action(Action::Publish(publish)).unwrap();
+    let owned = OwnedAction::from_action(Action::Publish(publish)).unwrap();
     assert_eq!(owned.as_publish(), Some(publish));
-    assert!(Todo::Ping.as_publish().is_none());
-    match Todo::from_action(Action::Publish(publish)) {
-        Some(Todo::Publish {
+    assert!(OwnedAction::Ping.as_publish().is_none());
+    match OwnedAction::from_action(Action::Publish(publish)) {
+        Some(OwnedAction::Publish {
             topic,
             payload,
             qos: Qos::AtLeastOnce,
@@ -150,10 +150,12 @@ fn todo_owns_every_action_but_sleep() {
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        Todo::from_action(Action::Subscribe { topic: "inTopic", qos: Qos::AtMostOnce }),
-        Some(Todo::Subscribe { ref topic, qos: Qos::AtMostOnce }) if topic == "inTopic"
+        OwnedAction::from_action(Action::Subscribe { topic: "inTopic", qos: Qos::AtMostOnce }),
+        Some(OwnedAction::Subscribe { ref topic, qos: Qos::AtMostOnce }) if topic == "inTopic"
     ));
-    assert!(Todo::from_action(Action::Sleep(crate::session::Instant::from_millis(1))).is_none());
+    assert!(
+        OwnedAction::from_action(Action::Sleep(crate::session::Instant::from_millis(1))).is_none()
+    );
 }
 
 #[test]

@@ -11,6 +11,9 @@
 //!   [`VerifyError`] with a log kind (`certificate-expired`, `unknown-ca`, ...).
 //! - [`RecordAtomic`]: the transport under embedded-tls that hands up whole records only,
 //!   so cancelling a read (minimq's `poll()` deadline) never desynchronises the stream.
+//! - [`WriteGate`] and [`Gated`]: the other half of cancel-safety. A write is never
+//!   cancelled: the wrapper under the record layer marks the gate busy while one is under
+//!   way, and a driver lets a deadline win over the connection only when it is idle.
 //!
 //! # Features
 //! - `tls`: all of the above for P-256 device keys and ECDSA (P-256/P-384) server chains;
@@ -39,6 +42,7 @@
 
 pub(crate) mod cert;
 mod error;
+mod gate;
 mod key;
 mod name;
 mod provider;
@@ -47,6 +51,7 @@ mod record;
 mod verifier;
 
 pub use error::{KeyError, VerifyError, handshake_error_kind, handshake_failure};
+pub use gate::{Gated, WriteGate};
 pub use key::{
     DeviceKey, DeviceSignature, KeyAlgorithm, KeyFormat, MAX_SIGNATURE_LEN, detect_key_format,
 };
