@@ -9,7 +9,7 @@
   counted: the stack (the rest of RAM), the heap in reclaimed bootloader RAM
   (`.dram2_uninit`) and `.rwdata_dummy` (the DRAM alias of the code in IRAM, which is
   reported beside).
-- Heap, TLS + MQTT buffers: the sizes of the statics that hold them, from the symbol
+- Heap, connection and credential buffers: the sizes of the statics that hold them, from the symbol
   table.
 
 Exit status 1 when a limit is exceeded, with the figures printed either way.
@@ -30,9 +30,7 @@ IROM = (0x42000000, 0x42800000)
 # Statics worth naming in the report: (label, regex on the demangled symbol).
 STATICS = [
     ("heap (DRAM region)", r"heap::init::HEAP$"),
-    ("TLS buffers (read, write, record)", r"driver::TLS_BUFS$"),
-    ("MQTT buffers (rx, tx)", r"driver::MQTT_BUFS$"),
-    ("TCP windows", r"driver::TCP_BUFS$"),
+    ("connection buffers (TLS, MQTT, TCP windows)", r"driver::BUFS$"),
     ("credential buffers", r"driver::FILES$"),
 ]
 
@@ -131,10 +129,6 @@ def main():
     dram_heap = find(STATICS[0][1]) or 0
     print(f"{'heap (reclaimed bootloader RAM)':<40}{str(reclaimed) + ' B':>10}")
     print(f"{'heap total':<40}{str(dram_heap + reclaimed) + ' B':>10}")
-    conn = find(STATICS[1][1])
-    mqtt = find(STATICS[2][1])
-    if conn is not None and mqtt is not None:
-        print(f"{'TLS + MQTT buffers':<40}{str(conn + mqtt) + ' B':>10}")
 
     failed = []
     if app > args.max_app:

@@ -2,7 +2,7 @@
 //!
 //! The WiFi driver allocates its buffers and tasks here; the `rsa` crate allocates its
 //! big integers during a handshake with an RSA key or chain. TLS and MQTT buffers are
-//! static ([`crate::transport`]), not on the heap.
+//! static (`firmware_core::driver::buffers`), not on the heap.
 
 use firmware_core::log::HeapReport;
 

@@ -13,18 +13,16 @@
 //! - [`net`]: WiFi station and embassy-net (DHCP, DNS); the WiFi and stack tasks.
 //! - [`sntp`]: `firmware_core::sntp` over an embassy-net UDP socket, in a task of its own
 //!   so a re-sync runs beside the MQTT connection.
-//! - [`transport`]: TCP + TLS (the core's provider and verifier, record-atomic reads,
-//!   gated writes) + minimq, with the buffer sizes below; the broker's DISCONNECT reason
-//!   code and CONNACK Maximum QoS are watched on the way (`firmware_core::mqtt::Watched`).
-//! - [`driver`]: the session loop — actions in order, then wait for a deadline, the
-//!   connection, the network, the SNTP task's answer or the heap report.
+//! - [`transport`]: the TCP socket's windows and timeout, under the core's TLS + MQTT.
+//! - [`driver`]: the chip's hooks for `firmware_core::driver::Runner`, the loop every
+//!   board runs (clock, WiFi network, SNTP task, flash partition, log, heap, LED).
 //! - [`serial`]: log lines over USB-Serial-JTAG, dropped lines counted and reported
 //!   in-band ([`serial::lines`], HAL-free); [`heap`]: esp-alloc regions and figures;
 //!   [`led`]: the blinking LED.
 //! - [`libc`]: `strspn`/`strcspn`, the C functions littlefs needs beyond the ROM's.
 //!
 //! # Memory
-//! TLS + MQTT buffers: [`transport::BUFFER_BYTES`] (43.5 KiB, static). Heap:
+//! TLS + MQTT buffers: `firmware_core::driver::buffers::BUFFER_BYTES` (43.5 KiB, static). Heap:
 //! [`heap::HEAP_BYTES`] for the WiFi driver, RSA arithmetic and the driver's queue.
 #![no_std]
 

@@ -25,11 +25,11 @@ mod tests {
     use der::referenced::OwnedToRef;
     use embassy_time::{Duration, Instant};
     use esp_radio::wifi::scan::ScanConfig;
+    use firmware_core::driver::Jitter;
     use firmware_core::image::{self, CredentialBuffers};
     use firmware_core::session::{Backoff, BackoffConfig};
     use firmware_core::tls::{DeviceKey, KeyAlgorithm, verify_server_chain};
     use firmware_esp32c3::board::Board;
-    use firmware_esp32c3::driver::Jitter;
     use firmware_esp32c3::storage::Partition;
     use x509_cert::Certificate;
 
