@@ -744,7 +744,10 @@ mod tests {
         // Found by the broker_policy fuzz target: an empty key named nothing.
         match Policy::from_json(r#"{"":1,"Version":"2012-10-17","Statement":[]}"#) {
             Err(PolicyError::Invalid { at, problem }) => {
-                assert_eq!((at.as_str(), problem.as_str()), ("\"\"", "unknown top-level field"))
+                assert_eq!(
+                    (at.as_str(), problem.as_str()),
+                    ("\"\"", "unknown top-level field")
+                )
             }
             other => panic!("expected an unknown-field error, got {other:?}"),
         }

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::{Rig, WAIT, http, run};
-use mock_broker::{Handle, Policy, Publisher, ServerCertificateCase};
+use mock_broker::{Handle, ServerCertificateCase};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
@@ -149,34 +149,5 @@ async fn the_control_api_presents_presets_by_name_and_explains_refusals() {
         body["error"].as_str().unwrap().contains("ca.key.pem"),
         "{body}"
     );
-    broker.shutdown().await;
-}
-
-#[tokio::test]
-async fn the_virtual_device_connects_through_the_large_chain() {
-    let rig = Rig::new();
-    let mut config = rig.config();
-    config.policy = Policy::from_json(&rig.pki.policy).unwrap();
-    config.sntp_addr = Some("127.0.0.1:0".parse().unwrap());
-    config.issuing_ca = Some(rig.issuing_ca());
-    let broker = rig.start(config).await;
-    broker
-        .present_server_certificate(ServerCertificateCase::LargeChain)
-        .unwrap();
-    let mut observer = broker.observe();
-
-    let (args, serial, serial_path) = common::virtual_device(&rig, &broker);
-    let published = async {
-        let first = observer.wait_for_publish("outTopic", WAIT).await;
-        first.expect("a publish through the large chain")
-    };
-    let first = tokio::select! {
-        _ = virtual_device::device::run(&args, &serial, None) => panic!("the device stopped"),
-        first = published => first,
-    };
-    assert_eq!(first.publisher, Publisher::Client("ESPthing".into()));
-    let log = std::fs::read_to_string(&serial_path).unwrap();
-    assert!(log.contains("mqtt: connected"), "{log}");
-    assert!(!log.contains("handshake failed"), "{log}");
     broker.shutdown().await;
 }

@@ -11,19 +11,22 @@
 //!
 //! Run with `cargo bench -p virtual-device --bench device`.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use certs::pki::{InitOptions, KeyAlgorithm, Pki};
+use common::device::{DeviceProcess, SerialCapture, sntp_server};
+use common::image::device_image;
+use common::mosquitto::Mosquitto;
+use common::pki::{DEVICE_CN, TestPki};
 use firmware_core::config::DeviceConfig;
 use firmware_core::log::Line;
 use firmware_core::tls::MAX_RECORD_LEN;
 use minimq::TopicFilter;
 use virtual_device::flash::{Identity, SecretBytes};
-use virtual_device::testing::device::{DeviceProcess, SerialCapture, sntp_server};
-use virtual_device::testing::image::device_image;
-use virtual_device::testing::mosquitto::Mosquitto;
-use virtual_device::testing::pki::{DEVICE_CN, TestPki};
 use virtual_device::transport::{
     self, MQTT_RX_BUF, MQTT_TX_BUF, MqttBuffers, TLS_READ_BUF, TLS_WRITE_BUF, Timings, TlsBuffers,
 };
@@ -241,7 +244,7 @@ async fn cadence(publishes: usize) {
         .await
         .is_some()
     {}
-    if let Some(heap) = heap_report(device.serial.seen()) {
+    if let Some(heap) = heap_report(&device.serial.seen()) {
         println!("{heap}");
     }
 }

@@ -161,7 +161,11 @@ pub fn load_bytes(bytes: &mut [u8]) -> Result<Identity, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::image::build_image;
+
+    /// A 128 KiB image holding `files`, from the `certs` tool's writer.
+    fn build_image(files: &[(&str, &[u8])]) -> Vec<u8> {
+        certs::image::build_image_files(files, 32 * image::BLOCK_SIZE).expect("test image")
+    }
 
     const CONFIG: &str = r#"{"endpoint":{"host":"localhost","port":8883},"client_id":"ESPthing"}"#;
 

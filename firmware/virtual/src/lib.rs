@@ -14,8 +14,10 @@
 //! - [`heap`]: counting global allocator for the `heap:` line.
 //! - [`shutdown`]: a clean stop on Ctrl-C or SIGTERM, with a final log line.
 //! - [`device`]: the driver: `firmware_core::session` over all of the above.
-//! - `testing` (feature `test-support`): mosquitto harness, openssl test PKI, image
-//!   builder — for this crate's tests and for other crates' integration tests.
+//!
+//! The device's own tests (`tests/`, sharing `tests/common`) cover what the HIL suite's
+//! scenarios do not: mosquitto interop, an RSA chain, split TLS records, the binary's
+//! exits and signals.
 
 pub mod cli;
 pub mod device;
@@ -26,6 +28,3 @@ pub mod serial;
 pub mod shutdown;
 pub mod sntp;
 pub mod transport;
-
-#[cfg(any(test, feature = "test-support"))]
-pub mod testing;

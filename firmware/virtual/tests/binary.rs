@@ -1,13 +1,15 @@
 //! The `virtual-device` binary end to end: serial through a real pseudo-terminal, the
 //! flash image, SNTP, mosquitto, and a clean stop on SIGTERM/SIGINT.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
-use virtual_device::testing::device::{DeviceProcess, SerialCapture, sntp_server};
-use virtual_device::testing::image::{config_json, device_image};
-use virtual_device::testing::mosquitto::Mosquitto;
-use virtual_device::testing::pki::{DEVICE_CN, TestPki};
+use common::device::{DeviceProcess, SerialCapture, sntp_server};
+use common::image::{config_json, device_image};
+use common::mosquitto::Mosquitto;
+use common::pki::{DEVICE_CN, TestPki};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -1,12 +1,14 @@
 //! The transport against a real broker: mosquitto with TLS 1.3 and client certificates.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::mosquitto::Mosquitto;
+use common::pki::{DEVICE_CN, TestPki};
 use firmware_core::config::DeviceConfig;
 use minimq::{Publication, QoS, TopicFilter};
 use virtual_device::flash::{Identity, SecretBytes};
-use virtual_device::testing::mosquitto::Mosquitto;
-use virtual_device::testing::pki::{DEVICE_CN, TestPki};
 use virtual_device::transport::{self, MqttBuffers, Timings, TlsBuffers, TransportError};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -30,12 +32,7 @@ fn pki() -> (tempfile::TempDir, TestPki) {
 }
 
 fn identity(pki: &TestPki, broker: &Mosquitto) -> Identity {
-    let json = virtual_device::testing::image::config_json(
-        "localhost",
-        broker.port(),
-        ("127.0.0.1", 1),
-        DEVICE_CN,
-    );
+    let json = common::image::config_json("localhost", broker.port(), ("127.0.0.1", 1), DEVICE_CN);
     Identity {
         cert: pki.device_cert_der.clone(),
         key: SecretBytes::new(pki.device_key_der.clone()),
@@ -300,4 +297,29 @@ async fn device_refuses_a_server_from_another_ca_and_without_time() {
 
     // The name is checked too: the server certificate is not for this one.
     refused(&broker, "broker.example", &id, now(), "name-mismatch").await;
+}
+
+#[test]
+fn parses_observer_lines() {
+    let r = common::mosquitto::parse_line("MSG 1795813701.816964070 6869207468657265 out topic")
+        .unwrap();
+    assert_eq!(r.topic, "out topic");
+    assert_eq!(r.payload, b"hi there");
+    assert_eq!(
+        r.at,
+        std::time::SystemTime::UNIX_EPOCH + Duration::new(1_795_813_701, 816_964_070)
+    );
+    // An empty payload prints as an empty hex field.
+    assert_eq!(
+        common::mosquitto::parse_line("MSG 1.5 t").map(|r| r.topic),
+        None
+    );
+    assert_eq!(
+        common::mosquitto::parse_line("MSG 1.000000005  t")
+            .unwrap()
+            .payload,
+        b""
+    );
+    assert!(common::mosquitto::parse_line("Client x received PUBLISH").is_none());
+    assert!(common::mosquitto::parse_line("MSG x.y 00 t").is_none());
 }

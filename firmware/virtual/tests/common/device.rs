@@ -1,20 +1,17 @@
-//! The `virtual-device` binary under test: its serial port on a pseudo-terminal (the rig's
-//! capture path), the process, and an SNTP server for it.
+//! The `virtual-device` binary under test: its serial port on a pseudo-terminal (the
+//! HIL rig's capture, `hil::serial::SerialCapture`), the process, and an SNTP server.
 //!
-//! Serial lines are parsed with `firmware_core::log::Line` and stamped with the host's
-//! monotonic time as they arrive, so tests can wait for events with timeouts and measure
-//! latencies without sleeping.
+//! Lines are parsed with `firmware_core::log::Line` and stamped with the host's monotonic
+//! time as they arrive, so tests wait for events with timeouts and measure latencies
+//! without sleeping.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use firmware_core::log::Line;
 use firmware_core::sntp::NtpTimestamp;
-use tokio::sync::mpsc;
 
 /// One serial line as the rig saw it.
 #[derive(Debug, Clone)]
@@ -24,80 +21,37 @@ pub struct Captured {
     pub at: Instant,
 }
 
-/// The rig's side of the serial port: a pty master whose lines arrive on a channel.
-pub struct SerialCapture {
-    slave_path: PathBuf,
-    // Held open so the master never sees a hang-up between device runs.
-    _slave: OwnedFd,
-    lines: mpsc::UnboundedReceiver<(Instant, String)>,
-    /// Every line read so far, for failure messages.
-    seen: Vec<Line>,
-}
+/// The rig's side of the serial port, strict: every line must be a log line, as the
+/// serial format is an API.
+pub struct SerialCapture(hil::serial::SerialCapture);
 
 impl SerialCapture {
     pub fn open() -> io::Result<Self> {
-        let (mut master, mut slave) = (-1, -1);
-        // SAFETY: valid out-pointers; the optional arguments may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptors from openpty, owned from here on.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        let slave_path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))?;
-        let (tx, lines) = mpsc::unbounded_channel();
-        let mut reader = BufReader::new(File::from(master));
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap_or(0) > 0 {
-                if tx
-                    .send((Instant::now(), std::mem::take(&mut line)))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Ok(Self {
-            slave_path,
-            _slave: slave,
-            lines,
-            seen: Vec::new(),
-        })
+        hil::serial::SerialCapture::pseudo_terminal().map(Self)
     }
 
-    /// The path to hand the device as `--serial`.
+    /// The path the device opens as its serial port.
     pub fn path(&self) -> &Path {
-        &self.slave_path
+        self.0.device_path().expect("a pseudo-terminal has a path")
     }
 
-    /// Every line read so far.
-    pub fn seen(&self) -> &[Line] {
-        &self.seen
+    /// Every line read so far, for failure messages.
+    pub fn seen(&self) -> Vec<Line> {
+        self.0
+            .seen()
+            .iter()
+            .filter_map(|l| l.line().cloned())
+            .collect()
     }
 
-    /// The next line within `timeout`. Panics on a line that is not CRLF-terminated or
-    /// does not parse: the serial format is an API.
+    /// The next line within `timeout`. Panics on a line that does not parse.
     pub async fn next(&mut self, timeout: Duration) -> Option<Captured> {
-        let (at, raw) = tokio::time::timeout(timeout, self.lines.recv())
-            .await
-            .ok()
-            .flatten()?;
-        assert!(raw.ends_with("\r\n"), "serial line without CRLF: {raw:?}");
-        let line: Line = raw
-            .parse()
-            .unwrap_or_else(|e| panic!("serial line does not parse: {raw:?}: {e:?}"));
-        self.seen.push(line.clone());
-        Some(Captured { line, at })
+        let read = self.0.next(timeout).await?;
+        let line = read
+            .line()
+            .unwrap_or_else(|| panic!("serial line does not parse: {:?}", read.text))
+            .clone();
+        Some(Captured { line, at: read.at })
     }
 
     /// Read lines until one satisfies `pred`, within `timeout`; panics naming `what` and
@@ -114,17 +68,10 @@ impl SerialCapture {
             match self.next(left).await {
                 Some(c) if pred(&c.line) => return c,
                 Some(_) => {}
-                None => {
-                    let tail: Vec<String> = self
-                        .seen
-                        .iter()
-                        .rev()
-                        .take(30)
-                        .rev()
-                        .map(ToString::to_string)
-                        .collect();
-                    panic!("no {what} line within {timeout:?}; last lines:\n{tail:#?}");
-                }
+                None => panic!(
+                    "no {what} line within {timeout:?}; last lines:\n{}",
+                    self.0.tail(30)
+                ),
             }
         }
     }
