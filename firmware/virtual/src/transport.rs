@@ -2,19 +2,10 @@
 //! and minimq (MQTT 5), with the buffer sizes the ESP32-C3 uses.
 //!
 //! # Buffers
-//! - TLS read: [`TLS_READ_BUF`] = 16,640 bytes, one full TLS record (2^14 plaintext +
-//!   256 overhead). rustls-based brokers (the mock broker) ignore max_fragment_length, so a
-//!   smaller buffer fails with `InsufficientSpace` on the first large record.
-//! - TLS write: [`TLS_WRITE_BUF`] = 4 KiB: every packet the device sends (CONNECT, a
-//!   publish of a short JSON payload, acks) fits one record; larger writes are split.
-//! - Record buffer: [`MAX_RECORD_LEN`] = 16,645 bytes for the record-atomic layer under
-//!   TLS (see below): it must hold one whole record before handing any of it up.
-//! - MQTT rx: [`MQTT_RX_BUF`] = 5 KiB, the largest inbound packet: a 4 KiB payload plus
-//!   topic, header and properties. minimq announces it as MQTT 5 Maximum Packet Size, so a
-//!   broker that honours it (mosquitto, AWS) drops larger messages for this client instead
-//!   of sending them. TLS + MQTT buffers stay under the board's 48 KiB budget.
-//! - MQTT tx: [`MQTT_TX_BUF`] = 2 KiB: the CONNECT workspace (client id up to 128 bytes)
-//!   plus a few retained QoS 1 publishes awaiting PUBACK, replayed on reconnect.
+//! The chip's sizes, from `firmware_core::driver::buffers` (defined once there); here on
+//! the heap. The device itself connects through `firmware_core::driver::Runner`; this
+//! module is the same connection for tests and benches that drive minimq directly
+//! (mosquitto interop, handshake figures).
 //!
 //! # Cancel-safety
 //! embedded-tls reads a record's 5-byte header into a local and then the body into its
@@ -50,10 +41,7 @@ use tokio::net::TcpStream;
 
 use crate::flash::Identity;
 
-pub const TLS_READ_BUF: usize = 16_640;
-pub const TLS_WRITE_BUF: usize = 4096;
-pub const MQTT_RX_BUF: usize = 5120;
-pub const MQTT_TX_BUF: usize = 2048;
+pub use firmware_core::driver::buffers::{MQTT_RX_BUF, MQTT_TX_BUF, TLS_READ_BUF, TLS_WRITE_BUF};
 
 pub use firmware_core::mqtt::op_packet_id;
 pub use firmware_core::session::SESSION_EXPIRY_S;
