@@ -61,15 +61,20 @@
 //!   after closing a connection on which the broker broke MQTT 5.
 //!
 //! # Layout
-//! - `mod.rs`: the state machine (phases, requests, connection, keep-alive);
+//! - `mod.rs`: the state machine's frame: phases, requests, deadlines, and `on_event`,
+//!   which hands each event to the handler of its concern;
+//! - `boot`: config, credentials, network and clock events; `link`: the MQTT connection's
+//!   events and its liveness (keep-alive, dead link); `traffic`: inbound messages and
+//!   the acks that settle QoS 1 publishes;
 //! - [`io`](Event): the events in and the actions out; [`settings`](Settings): the board's
 //!   policy and the shared constants;
 //! - `clock`: which SNTP times are believed, and the re-sync; `publishing`: the cadence's
-//!   publishes and QoS 1 retransmits; `inflight`, `link`: their state;
+//!   publishes and QoS 1 retransmits; `inflight`: their state;
 //! - [`hello`]: the `hello world #N` payload, made and read back; [`backoff`],
 //!   [`cadence`], [`time`]: the policies and the time types.
 
 pub mod backoff;
+mod boot;
 pub mod cadence;
 mod clock;
 pub mod hello;
@@ -79,6 +84,7 @@ mod link;
 mod publishing;
 mod settings;
 pub mod time;
+mod traffic;
 
 #[cfg(test)]
 mod tests;
@@ -317,219 +323,34 @@ impl<R: RandomSource> Session<R> {
         now.as_millis()
     }
 
+    /// Dispatch by concern: the boot phases, the MQTT link, the traffic on it.
     fn on_event(&mut self, now: Instant, event: Event<'_>, out: &mut Out<'_>) {
         let t = Self::uptime_ms(now);
         match event {
-            Event::Start => {
-                if self.phase == Phase::Idle {
-                    self.enter(Phase::Config, now);
-                }
-            }
+            Event::Start
+            | Event::ConfigLoaded(_)
+            | Event::ConfigFailed(_)
+            | Event::CredsLoaded { .. }
+            | Event::CredsFailed { .. }
+            | Event::NetUp { .. }
+            | Event::NetDown(_)
+            | Event::TimeSynced(_)
+            | Event::TimeSyncFailed(_)
+            | Event::TimeKissOfDeath(_) => self.on_boot_event(now, event, out),
+            Event::Connected { .. }
+            | Event::ConnectFailed(_)
+            | Event::MaxQos(_)
+            | Event::Subscribed
+            | Event::SubscribeFailed(_)
+            | Event::Disconnected(_)
+            | Event::ServerDisconnected { .. }
+            | Event::ProtocolViolation(_) => self.on_link_event(now, event, out),
+            Event::Inbound { .. }
+            | Event::PublishSent { .. }
+            | Event::PublishAcked(_)
+            | Event::PublishRefused { .. }
+            | Event::Received => self.on_traffic_event(now, event, out),
             Event::Tick => {}
-            Event::ConfigLoaded(config) => {
-                if self.phase != Phase::Config {
-                    return;
-                }
-                if let Err(e) = config.validate() {
-                    Self::log(out, Line::config_failed(t, ConfigFailure::Invalid(e)));
-                    self.schedule_retry(now, Stage::Config, out);
-                    return;
-                }
-                self.load_profile(config);
-                Self::log(
-                    out,
-                    Line::boot(
-                        t,
-                        self.settings.firmware,
-                        self.settings.board,
-                        &config.client_id,
-                    ),
-                );
-                Self::log(out, Line::config_loaded(t, config));
-                self.retry.reset();
-                self.enter(Phase::Creds, now);
-            }
-            Event::ConfigFailed(failure) => {
-                Self::log(out, Line::config_failed(t, failure));
-                if self.phase == Phase::Config {
-                    self.schedule_retry(now, Stage::Config, out);
-                }
-            }
-            Event::CredsLoaded {
-                cert,
-                key,
-                ca,
-                source,
-                cert_not_after,
-            } => {
-                if self.phase != Phase::Creds {
-                    return;
-                }
-                Self::log(out, Line::creds(t, cert, key, ca, source));
-                self.cert_not_after = cert_not_after;
-                self.retry.reset();
-                self.after_creds(now);
-            }
-            Event::CredsFailed { file, error } => {
-                Self::log(out, Line::creds_failed(t, file, error));
-                if self.phase == Phase::Creds {
-                    self.schedule_retry(now, Stage::Creds, out);
-                }
-            }
-            Event::NetUp { local_addr } => {
-                self.net_up = true;
-                Self::log(out, Line::wifi_up(t, local_addr));
-                if self.phase == Phase::Network {
-                    self.retry.reset();
-                    self.after_network(now);
-                }
-            }
-            Event::NetDown(reason) => {
-                self.net_up = false;
-                Self::log(out, Line::wifi_down(t, reason));
-                match self.phase {
-                    Phase::Subscribe | Phase::Run => {
-                        out(Action::Disconnect);
-                        self.connection_lost(now, Lost::Reason(DisconnectReason::NetworkDown), out);
-                    }
-                    Phase::Connect => {
-                        if matches!(self.request, Request::Awaiting(_)) {
-                            out(Action::Disconnect);
-                        }
-                        self.enter(Phase::Network, now);
-                    }
-                    Phase::Time => self.enter(Phase::Network, now),
-                    Phase::Network => self.schedule_retry(now, Stage::Wifi, out),
-                    _ => {}
-                }
-            }
-            Event::TimeSynced(epoch) => {
-                if let Some(reason) = self.implausible(epoch) {
-                    Self::log(out, Line::time_implausible(t, epoch, reason));
-                    self.time_failed(now, Duration::ZERO, out);
-                    return;
-                }
-                self.clock = Some((epoch, now));
-                Self::log(out, Line::time_synced(t, epoch));
-                self.resync_retry.reset();
-                self.resync = match &self.profile {
-                    Some(p) => Request::Due(now + p.resync),
-                    None => Request::None,
-                };
-                if self.phase == Phase::Time {
-                    self.retry.reset();
-                    self.enter(Phase::Connect, now);
-                }
-            }
-            Event::TimeSyncFailed(error) => {
-                Self::log(out, Line::time_sync_failed(t, error));
-                self.time_failed(now, Duration::ZERO, out);
-            }
-            Event::TimeKissOfDeath(code) => {
-                Self::log(out, Line::time_kiss_of_death(t, code));
-                self.time_failed(now, KISS_OF_DEATH_BACKOFF, out);
-            }
-            Event::Connected {
-                session_present,
-                handshake_ms,
-            } => {
-                if self.phase != Phase::Connect {
-                    return;
-                }
-                if let Some(p) = &self.profile {
-                    Self::log(
-                        out,
-                        Line::mqtt_connected(t, &p.host, p.port, session_present, handshake_ms),
-                    );
-                }
-                self.connected_since = Some(now);
-                self.link_qos = self.profile.as_ref().map_or(Qos::AtLeastOnce, |p| p.qos);
-                self.link = Link {
-                    last_rx: now,
-                    last_tx: now,
-                    ping_sent: None,
-                };
-                self.enter(Phase::Subscribe, now);
-            }
-            Event::ConnectFailed(failure) => {
-                if self.phase == Phase::Connect {
-                    self.connect_failed(now, failure, out);
-                }
-            }
-            Event::MaxQos(max) => {
-                if !self.is_connected() {
-                    return;
-                }
-                if let Some(p) = &self.profile
-                    && max.as_u8() < p.qos.as_u8()
-                {
-                    Self::log(
-                        out,
-                        Line::mqtt_qos_downgraded(t, max.as_u8(), p.qos.as_u8()),
-                    );
-                    self.link_qos = max;
-                }
-            }
-            Event::Subscribed => {
-                if self.phase != Phase::Subscribe {
-                    return;
-                }
-                self.received(now);
-                if let Some(p) = &self.profile {
-                    Self::log(out, Line::mqtt_subscribed(t, &p.sub_topic, p.qos.as_u8()));
-                }
-                self.request = Request::None;
-                self.phase = Phase::Run;
-                self.cadence.start(now);
-                self.retransmit_all(now, out);
-            }
-            Event::SubscribeFailed(error) => {
-                if self.phase != Phase::Subscribe {
-                    return;
-                }
-                self.subscribe_failed(now, error, out);
-            }
-            Event::Disconnected(reason) => self.closed_by_peer(now, Lost::Reason(reason), out),
-            Event::ServerDisconnected { code } => {
-                self.closed_by_peer(now, Lost::ServerDisconnect(code), out)
-            }
-            Event::ProtocolViolation(violation) => {
-                Self::log(out, Line::mqtt_protocol_violation(t, violation));
-                self.closed_by_peer(now, Lost::Reason(DisconnectReason::Protocol), out);
-            }
-            Event::Inbound { topic, payload } => {
-                self.received(now);
-                let ours = self
-                    .profile
-                    .as_ref()
-                    .is_some_and(|p| crate::topic::matches(&p.sub_topic, topic));
-                if ours {
-                    Self::log(out, Line::inbound(t, topic, payload));
-                } else {
-                    Self::log(out, Line::inbound_unsolicited(t, topic, payload.len()));
-                }
-            }
-            Event::PublishSent { seq, packet_id } => {
-                if let Some(f) = self.in_flight.iter_mut().find(|f| f.seq == seq) {
-                    f.packet_id = packet_id;
-                }
-            }
-            Event::PublishAcked(packet_id) => {
-                self.received(now);
-                if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
-                    self.in_flight.remove(i);
-                }
-            }
-            Event::PublishRefused { packet_id, code } => {
-                self.received(now);
-                // The exchange is over (MQTT 5 forbids sending it again on this
-                // connection), and a broker that refused it once would refuse it again.
-                if let Some(i) = self.in_flight.iter().position(|f| f.packet_id == packet_id) {
-                    let f = self.in_flight.remove(i);
-                    Self::log(out, Line::publish_refused(t, f.seq, packet_id, code));
-                }
-            }
-            Event::Received => self.received(now),
             Event::Heap(report) => Self::log(out, Line::heap_report(t, &report)),
             Event::Shutdown(reason) => {
                 Self::log(out, Line::shutdown(t, reason));
