@@ -160,6 +160,11 @@ pub struct Session<R> {
     reconnect: Backoff,
     /// No connect attempt before this (the reconnect backoff survives a network drop).
     connect_not_before: Instant,
+    /// When the last connection attempt started: the next waits `min_connect_interval`.
+    last_connect: Option<Instant>,
+    /// Since when the link has been down, counted from the end of the last connection
+    /// that stayed up its stable period (or the first attempt): caps the backoff.
+    down_since: Option<Instant>,
     profile: Option<Profile>,
     net_up: bool,
     /// (Unix seconds, instant) of the last SNTP sync.
@@ -201,6 +206,8 @@ impl<R: RandomSource> Session<R> {
             retry: Backoff::new(settings.backoff),
             reconnect: Backoff::new(settings.backoff),
             connect_not_before: Instant::ZERO,
+            last_connect: None,
+            down_since: None,
             profile: None,
             net_up: false,
             clock: None,
@@ -442,7 +449,13 @@ impl<R: RandomSource> Session<R> {
     }
 
     fn schedule_reconnect(&mut self, now: Instant, out: &mut Out<'_>) {
-        let delay = self.reconnect.next_delay(&mut self.rng);
+        let down_for = now.saturating_since(*self.down_since.get_or_insert(now));
+        let mut delay = self.reconnect.next_delay_after(down_for, &mut self.rng);
+        // AWS IoT accepts one CONNECT per second per client id.
+        if let Some(last) = self.last_connect {
+            let earliest = last + self.settings.min_connect_interval;
+            delay = delay.max(earliest.saturating_since(now));
+        }
         Self::log(
             out,
             Line::backoff(
@@ -495,7 +508,9 @@ impl<R: RandomSource> Session<R> {
         if let Some(since) = self.connected_since.take()
             && now - since >= self.settings.stable_after
         {
+            // A connection that stayed up is trusted: the outage starts now.
             self.reconnect.reset();
+            self.down_since = Some(now);
         }
         self.link.ping_sent = None;
         let t = Self::uptime_ms(now);
@@ -598,6 +613,8 @@ impl<R: RandomSource> Session<R> {
                     );
                 }
                 out(Action::Connect);
+                self.last_connect = Some(now);
+                self.down_since.get_or_insert(now);
                 self.settings.connect_timeout
             }
             Phase::Subscribe => {

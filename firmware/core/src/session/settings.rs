@@ -46,8 +46,12 @@ pub struct Settings {
     pub board: &'static str,
     /// Reconnect backoff (also used, separately counted, for boot-phase retries).
     pub backoff: BackoffConfig,
-    /// A connection that stayed up this long resets the reconnect backoff.
+    /// A connection that stayed up this long resets the reconnect backoff (one that drops
+    /// sooner, e.g. right after CONNACK, does not).
     pub stable_after: Duration,
+    /// Shortest time between the starts of two connection attempts (AWS IoT: one CONNECT
+    /// per second per client id).
+    pub min_connect_interval: Duration,
     /// Time allowed for TCP + TLS + CONNACK.
     pub connect_timeout: Duration,
     /// Time allowed for SUBACK.
@@ -80,11 +84,12 @@ impl Settings {
             firmware,
             board,
             backoff: BackoffConfig {
-                base: Duration::from_secs(1),
+                base: Duration::from_millis(500),
                 cap: Duration::from_secs(60),
                 floor: Duration::from_millis(100),
             },
-            stable_after: Duration::from_secs(30),
+            stable_after: Duration::from_secs(5),
+            min_connect_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             subscribe_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),

@@ -323,17 +323,18 @@ fn session_publishes_on_the_grid_with_the_exact_payload() {
 
 proptest! {
     #[test]
-    fn backoff_delays_stay_within_full_jitter_bounds(seed in any::<u32>(), draws in 1usize..40) {
+    fn backoff_delays_stay_within_equal_jitter_bounds(seed in any::<u32>(), draws in 1usize..40) {
         let config = BackoffConfig::default();
         let mut b = Backoff::new(config);
         let mut rng = Rng(seed);
         let mut seen = Vec::new();
         for n in 0..draws {
-            let ceiling = (1000u64 << n.min(20)).min(60_000);
+            let ceiling = (500u64 << n.min(20)).min(60_000);
             prop_assert_eq!(b.ceiling().as_millis(), ceiling);
             let d = b.next_delay(&mut rng).as_millis();
             prop_assert!(d <= ceiling, "attempt {} delay {} > {}", n, d, ceiling);
-            prop_assert!(d >= config.floor.as_millis());
+            // Equal jitter: never below half the ceiling (nor the floor).
+            prop_assert!(d >= (ceiling / 2).max(config.floor.as_millis()));
             seen.push(d);
         }
         if draws >= 8 {
@@ -355,16 +356,41 @@ proptest! {
             prop_assert!(b.next_delay(&mut Fixed(r)) <= c);
         }
     }
+
+    #[test]
+    fn the_ceiling_is_at_most_half_the_outage_and_at_least_the_base(
+        seed in any::<u32>(),
+        attempts in 0u32..30,
+        down_ms in 0u64..600_000,
+    ) {
+        let config = BackoffConfig::default();
+        let mut b = Backoff::new(config);
+        let mut rng = Rng(seed);
+        for _ in 0..attempts {
+            b.next_delay(&mut rng);
+        }
+        let by_attempt = b.ceiling().as_millis();
+        let ceiling = by_attempt.min((down_ms / 2).max(500));
+        let d = b.next_delay_after(Duration::from_millis(down_ms), &mut rng).as_millis();
+        prop_assert!(d <= ceiling, "delay {} over ceiling {}", d, ceiling);
+        prop_assert!(d >= (ceiling / 2).max(100), "delay {} under half of {}", d, ceiling);
+    }
 }
 
 #[test]
 fn zero_draws_are_floored_and_max_draws_hit_the_ceiling() {
     let mut b = Backoff::new(BackoffConfig::default());
-    assert_eq!(b.next_delay(&mut Fixed(0)), Duration::from_millis(100));
+    // Equal jitter: a zero draw is half the first ceiling (500 ms), a full one the ceiling.
+    assert_eq!(b.next_delay(&mut Fixed(0)), Duration::from_millis(250));
     assert_eq!(
         b.next_delay(&mut Fixed(u32::MAX)),
-        Duration::from_millis(2000)
+        Duration::from_millis(1000)
     );
+    let mut tiny = Backoff::new(BackoffConfig {
+        base: Duration::from_millis(150),
+        ..BackoffConfig::default()
+    });
+    assert_eq!(tiny.next_delay(&mut Fixed(0)), Duration::from_millis(100));
     b.reset();
     assert_eq!(b.attempt(), 0);
 }
@@ -381,10 +407,10 @@ fn reconnect_backoff_grows_and_resets_only_after_a_stable_connection() {
         )));
         rig.wait_for_connect();
     }
-    // Up for 5 s only: no reset, the next is attempt 4.
+    // Up for 4 s only (under the 5 s stable period): no reset, the next is attempt 4.
     rig.connect();
     rig.at(
-        rig.now + 5_000,
+        rig.now + 4_000,
         Event::Disconnected(DisconnectReason::PeerClosed),
     );
     rig.wait_for_connect();
@@ -418,13 +444,83 @@ fn reconnect_delays_respect_the_backoff_and_vary() {
         let at = rig.wait_for_connect();
         let (attempt, delay) = *mqtt_backoffs(&rig.acts).last().unwrap();
         assert_eq!(at - last, delay, "connect exactly after the logged delay");
-        let ceiling = (1000u64 << (attempt - 1)).min(60_000);
-        assert!((100..=ceiling).contains(&delay), "{attempt}: {delay}");
+        // Under the attempt's ceiling (the outage's may be lower), but never under a
+        // second after the last attempt started (AWS IoT: one CONNECT per second per
+        // client id).
+        let ceiling = (500u64 << (attempt - 1)).min(60_000);
+        assert!(
+            (1000..=ceiling.max(1000)).contains(&delay),
+            "{attempt}: {delay}"
+        );
         last = at;
     }
     let mut delays: Vec<u64> = mqtt_backoffs(&rig.acts).iter().map(|b| b.1).collect();
     delays.dedup();
     assert!(delays.len() > 1);
+}
+
+/// Device Advisor's unstable-connection case: the broker accepts CONNECT, then drops the
+/// connection at once, again and again. The backoff must keep growing, not reset.
+#[test]
+fn a_connack_then_an_immediate_drop_does_not_reset_the_backoff() {
+    let mut rig = Rig::new(Rng(3), 1);
+    rig.boot();
+    let mut previous_ceiling = 0;
+    for n in 1..=6u32 {
+        rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+        let (attempt, _) = *mqtt_backoffs(&rig.acts).last().unwrap();
+        assert_eq!(attempt, n, "the count goes on through unstable connections");
+        let ceiling = rig.s.reconnect.ceiling().as_millis();
+        assert!(ceiling >= previous_ceiling);
+        previous_ceiling = ceiling;
+        rig.wait_for_connect();
+        rig.connect();
+    }
+}
+
+/// A link that flaps (3 s down every 10 s) comes back fast each time: a connection that
+/// stayed up its stable period resets the count, so every outage starts at attempt 1.
+#[test]
+fn a_flapping_link_with_stable_spells_starts_each_outage_afresh() {
+    let mut rig = Rig::new(Rng(9), 1);
+    rig.boot();
+    for _ in 0..5 {
+        rig.at(
+            rig.now + 7_000,
+            Event::Disconnected(DisconnectReason::PeerClosed),
+        );
+        let (attempt, delay) = *mqtt_backoffs(&rig.acts).last().unwrap();
+        assert_eq!(attempt, 1);
+        assert!(
+            (250..=1000).contains(&delay),
+            "first retry within a second: {delay}"
+        );
+        rig.wait_for_connect();
+        rig.connect();
+    }
+}
+
+/// However the attempts fail, two connection attempts never start less than a second
+/// apart.
+#[test]
+fn connection_attempts_are_at_least_a_second_apart() {
+    let mut rig = Rig::new(Rng(21), 1);
+    rig.boot();
+    let mut starts = vec![rig.now];
+    for i in 0..20 {
+        if i % 3 == 0 {
+            rig.connect();
+            rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+        } else {
+            rig.ev(Event::ConnectFailed(ConnectFailure::Mqtt(
+                ConnectError::Tcp,
+            )));
+        }
+        starts.push(rig.wait_for_connect());
+    }
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= 1000, "attempts at {pair:?}");
+    }
 }
 
 // ---- keep-alive ----
