@@ -41,16 +41,40 @@ pub struct BackoffConfig {
     pub cap: Duration,
     /// Smallest delay ever returned (clamped to the current ceiling).
     pub floor: Duration,
+    /// How a delay is drawn under its ceiling.
+    pub shape: JitterShape,
+    /// Whether the ceiling is also at most half the time the link has been down.
+    pub outage_cap: bool,
+}
+
+/// How a delay is drawn under its ceiling `c`. The device uses `Equal`; the others are
+/// the schedules it is compared with in `make bench` (the earlier full jitter from 1 s,
+/// the tutorial's fixed 5 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitterShape {
+    /// Uniform in `[c/2, c]`.
+    Equal,
+    /// Uniform in `[0, c]`.
+    Full,
+    /// Always `c`.
+    Fixed,
+}
+
+impl BackoffConfig {
+    /// The device's schedule (see the module docs).
+    pub const DEVICE: Self = Self {
+        base: Duration::from_millis(500),
+        cap: Duration::from_secs(60),
+        floor: Duration::from_millis(100),
+        shape: JitterShape::Equal,
+        outage_cap: true,
+    };
 }
 
 impl Default for BackoffConfig {
-    /// 500 ms base, 60 s cap, 100 ms floor.
+    /// 500 ms base, 60 s cap, 100 ms floor, equal jitter, capped by the outage.
     fn default() -> Self {
-        Self {
-            base: Duration::from_millis(500),
-            cap: Duration::from_secs(60),
-            floor: Duration::from_millis(100),
-        }
+        Self::DEVICE
     }
 }
 
@@ -100,18 +124,24 @@ impl Backoff {
         down_for: Duration,
         rng: &mut impl RandomSource,
     ) -> Duration {
-        let by_outage = (down_for.as_millis() / 2).max(self.config.base.as_millis());
-        let ceiling = self.ceiling().as_millis().min(by_outage);
+        let mut ceiling = self.ceiling().as_millis();
+        if self.config.outage_cap {
+            ceiling = ceiling.min((down_for.as_millis() / 2).max(self.config.base.as_millis()));
+        }
         self.draw(Duration::from_millis(ceiling), rng)
     }
 
     fn draw(&mut self, ceiling: Duration, rng: &mut impl RandomSource) -> Duration {
         let ceiling = ceiling.as_millis();
-        let half = ceiling / 2;
-        let span = ceiling - half;
+        let low = match self.config.shape {
+            JitterShape::Equal => ceiling / 2,
+            JitterShape::Full => 0,
+            JitterShape::Fixed => ceiling,
+        };
+        let span = ceiling - low;
         // Uniform in [0, span] by scaling a 32-bit draw: no modulo bias worth noting.
         let wide = (u128::from(rng.next_u32()) * u128::from(span.saturating_add(1))) >> 32;
-        let draw = half.saturating_add(u64::try_from(wide).unwrap_or(span));
+        let draw = low.saturating_add(u64::try_from(wide).unwrap_or(span));
         let floor = self.config.floor.as_millis().min(ceiling);
         self.attempt = self.attempt.saturating_add(1);
         Duration::from_millis(draw.clamp(floor, ceiling))

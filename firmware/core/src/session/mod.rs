@@ -91,7 +91,7 @@ mod tests;
 
 use heapless::{String, Vec};
 
-pub use backoff::{Backoff, BackoffConfig, RandomSource};
+pub use backoff::{Backoff, BackoffConfig, JitterShape, RandomSource};
 pub use cadence::{CadenceSchedule, Fire};
 pub use hello::{MAX_PAYLOAD, hello_payload, hello_seq};
 pub use inflight::MAX_IN_FLIGHT;

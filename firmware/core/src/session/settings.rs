@@ -83,11 +83,7 @@ impl Settings {
         Self {
             firmware,
             board,
-            backoff: BackoffConfig {
-                base: Duration::from_millis(500),
-                cap: Duration::from_secs(60),
-                floor: Duration::from_millis(100),
-            },
+            backoff: BackoffConfig::DEVICE,
             stable_after: Duration::from_secs(5),
             min_connect_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),

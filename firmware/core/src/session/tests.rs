@@ -349,6 +349,7 @@ proptest! {
             base: Duration::from_millis(base),
             cap: Duration::from_millis(cap),
             floor: Duration::from_millis(floor),
+            ..BackoffConfig::default()
         };
         let mut b = Backoff::new(config);
         for _ in 0..70 {
@@ -393,6 +394,35 @@ fn zero_draws_are_floored_and_max_draws_hit_the_ceiling() {
     assert_eq!(tiny.next_delay(&mut Fixed(0)), Duration::from_millis(100));
     b.reset();
     assert_eq!(b.attempt(), 0);
+}
+
+#[test]
+fn the_comparison_shapes_draw_full_and_fixed_delays() {
+    use super::JitterShape;
+    let full = BackoffConfig {
+        base: Duration::from_secs(1),
+        shape: JitterShape::Full,
+        outage_cap: false,
+        ..BackoffConfig::default()
+    };
+    let mut b = Backoff::new(full);
+    assert_eq!(b.next_delay(&mut Fixed(0)), Duration::from_millis(100));
+    // No outage cap: a fresh outage does not lower the 2 s ceiling.
+    assert_eq!(
+        b.next_delay_after(Duration::ZERO, &mut Fixed(u32::MAX)),
+        Duration::from_secs(2)
+    );
+    let fixed = BackoffConfig {
+        base: Duration::from_secs(5),
+        cap: Duration::from_secs(5),
+        shape: JitterShape::Fixed,
+        outage_cap: false,
+        ..BackoffConfig::default()
+    };
+    let mut b = Backoff::new(fixed);
+    for r in [0, 7, u32::MAX] {
+        assert_eq!(b.next_delay(&mut Fixed(r)), Duration::from_secs(5));
+    }
 }
 
 #[test]
