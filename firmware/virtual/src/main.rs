@@ -12,6 +12,16 @@ static HEAP: CountingAlloc = CountingAlloc::new();
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // A damaged image is the device's problem (logged and retried, as on the chip); no
+    // image file at all is the user's: say which path and how to make one.
+    if !args.flash.is_file() {
+        eprintln!(
+            "virtual-device: no flash image at {}: make one with `certs image` \
+             (`make certs` writes the test PKI's to certs/dev/flash.img)",
+            args.flash.display()
+        );
+        return ExitCode::from(2);
+    }
     let serial = match Serial::open(&args.serial) {
         Ok(serial) => serial,
         Err(e) => {

@@ -22,18 +22,35 @@ fn spawn_device(flash: &Path, serial: &SerialCapture) -> DeviceProcess {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn missing_image_retries_and_sigterm_stops_cleanly() {
+#[test]
+fn a_missing_image_file_exits_naming_the_path_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let mut capture = SerialCapture::open().unwrap();
-    let child = spawn_device(&dir.path().join("absent.img"), &capture);
+    let absent = dir.path().join("absent.img");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_virtual-device"))
+        .arg("--flash")
+        .arg(&absent)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&absent.display().to_string()), "{stderr}");
+    assert!(stderr.contains("certs image"), "{stderr}");
+}
 
-    // No image, no config: the session's first step fails and is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_image_is_retried_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let damaged = dir.path().join("damaged.img");
+    std::fs::write(&damaged, vec![0x5Au8; 64 * 1024]).unwrap();
+    let mut capture = SerialCapture::open().unwrap();
+    let child = spawn_device(&damaged, &capture);
+
+    // Not an image: the session's first step fails and is retried, as on the chip.
     let failed = capture
         .until("config failure", WAIT, |l| l.tag() == "config")
         .await;
     assert_eq!(failed.line.message(), "load failed");
-    assert_eq!(failed.line.field("error"), Some("missing"));
+    assert_eq!(failed.line.field("error"), Some("malformed"));
     let backoff = capture
         .until("backoff", WAIT, |l| l.message() == "backoff")
         .await;
