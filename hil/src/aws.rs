@@ -14,7 +14,7 @@
 //!
 //! The observer needs an AWS IoT policy allowing `iot:Connect` as its client id,
 //! `iot:Subscribe`/`iot:Receive` on the device's publish topic and `iot:Publish` on the
-//! device's subscribe topic: `certs::observer::observer_policy_document` writes it.
+//! device's subscribe topic: `certs::policy::observer_policy_document` writes it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,7 +30,7 @@ pub const DEFAULT_PORT: u16 = 8883;
 /// The ALPN protocol AWS IoT expects for MQTT with client certificates on port 443.
 pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
 /// The observer's client id when none is given (`--observer-client-id`).
-pub const DEFAULT_CLIENT_ID: &str = certs::observer::DEFAULT_OBSERVER_CLIENT_ID;
+pub const DEFAULT_CLIENT_ID: &str = certs::policy::DEFAULT_OBSERVER_CLIENT_ID;
 /// Connecting and subscribing, including the TLS handshake to a far region.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// An injected QoS 1 publish to its PUBACK.

@@ -15,10 +15,8 @@ use std::path::{Path, PathBuf};
 
 use certs::creds::Credentials;
 use certs::image;
-use certs::pki::{
-    CertificateAuthority, InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity,
-    policy_document,
-};
+use certs::pki::{CertificateAuthority, InitOptions, KeyAlgorithm, Pki, Validity};
+use certs::policy::{THING_NAME_CLIENT, policy_document};
 use firmware_core::config::DeviceConfig;
 use firmware_core::image::CONFIG_PATH;
 use mock_broker::{Config, Handle, MockBroker, Observer, Policy, QoS};
