@@ -295,6 +295,7 @@ async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
     let Err(why) = AwsObserver::connect(&endpoint, &identity, "outTopic", "ESPthing").await else {
         panic!("connected without ALPN");
     };
+    let why = why.to_string();
     assert!(
         why.starts_with("observer hil-observer at localhost:"),
         "{why}"
@@ -343,7 +344,8 @@ async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
     let refused = observer
         .publish("inTopic", b"late".to_vec())
         .await
-        .expect_err("published after the connection was lost");
+        .expect_err("published after the connection was lost")
+        .to_string();
     assert!(
         refused.contains(&format!("connection lost: {why}")),
         "{refused}"
