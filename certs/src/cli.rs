@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::pki::KeyAlgorithm;
+use crate::keys::KeyAlgorithm;
 
 /// Test PKI, AWS IoT console import, flash image builder and inspector for the thing.
 #[derive(Debug, Parser)]

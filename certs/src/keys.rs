@@ -29,6 +29,27 @@ const OID_DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.
 const OID_PKCS5: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5");
 const OID_PKCS12_PBE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1");
 
+/// The key algorithms the firmware supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KeyAlgorithm {
+    /// ECDSA on NIST P-256 with SHA-256 (fast; the default for the test PKI).
+    #[default]
+    #[value(name = "ec-p256")]
+    EcP256,
+    /// RSA-2048 with PKCS#1 v1.5 SHA-256 (the AWS console's default and AWS's own chain).
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+}
+
+impl fmt::Display for KeyAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyAlgorithm::EcP256 => "ec-p256",
+            KeyAlgorithm::Rsa2048 => "rsa-2048",
+        })
+    }
+}
+
 /// The kind and size of a public or private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyType {
@@ -140,8 +161,7 @@ impl fmt::Debug for PrivateKey {
 
 impl PrivateKey {
     /// Generate a fresh key of the given algorithm.
-    pub fn generate(algorithm: crate::pki::KeyAlgorithm) -> Result<Self, KeyError> {
-        use crate::pki::KeyAlgorithm;
+    pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, KeyError> {
         match algorithm {
             KeyAlgorithm::EcP256 => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
@@ -402,7 +422,6 @@ pub(crate) fn pem_encode(tag: &str, der: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::KeyAlgorithm;
 
     #[test]
     fn ec_forms_round_trip() {

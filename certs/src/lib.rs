@@ -42,8 +42,10 @@
 //!   [`pki::aws_like_chain`], [`pki::server_cert_expired`], [`pki::server_cert_untrusted`].
 //! - [`load`]: an existing CA (`ca.pem` + `ca.key.pem` of a `certs init` folder) that
 //!   issues again: [`pki::CertificateAuthority::load_dir`].
-//! - [`observer`]: the AWS IoT policy of the rig's observer identity (`hil --target aws`).
-//! - [`keys`]: private keys in every form and their conversion to the device's.
+//! - [`policy`]: the AWS IoT policies of the thing and of the rig's observer identity
+//!   (`hil --target aws`).
+//! - [`keys`]: key algorithms, private keys in every form and their conversion to the
+//!   device's.
 //! - [`creds`]: the three credential files, checked together.
 //! - [`image`]: build and read flash images.
 //! - [`x509`]: certificate facts and PEM/DER input.
@@ -56,9 +58,9 @@ pub mod image;
 pub mod inspect;
 pub mod keys;
 pub mod load;
-pub mod observer;
 pub mod output;
 pub mod pki;
+pub mod policy;
 pub mod show;
 pub mod x509;
 

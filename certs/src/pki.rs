@@ -23,27 +23,10 @@ use zeroize::Zeroizing;
 
 use crate::keys::{KeyError, PrivateKey};
 use crate::output::OutFile;
+use crate::policy::{self, DEFAULT_OBSERVER_CLIENT_ID, THING_NAME_CLIENT};
 
-/// The key algorithms the firmware supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum KeyAlgorithm {
-    /// ECDSA on NIST P-256 with SHA-256 (fast; the default for the test PKI).
-    #[default]
-    #[value(name = "ec-p256")]
-    EcP256,
-    /// RSA-2048 with PKCS#1 v1.5 SHA-256 (the AWS console's default and AWS's own chain).
-    #[value(name = "rsa-2048")]
-    Rsa2048,
-}
-
-impl fmt::Display for KeyAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyAlgorithm::EcP256 => "ec-p256",
-            KeyAlgorithm::Rsa2048 => "rsa-2048",
-        })
-    }
-}
+/// Every constructor here takes one; re-exported so PKI callers need only this module.
+pub use crate::keys::KeyAlgorithm;
 
 /// Generating or signing failed: a bug or a missing system RNG, never the user's input
 /// (names are validated before they get here).
@@ -384,7 +367,7 @@ pub struct Pki {
     /// The AWS IoT policy document (JSON).
     pub policy: String,
     /// The AWS IoT policy of the rig's observer (`hil --target aws`): connect as
-    /// [`crate::observer::DEFAULT_OBSERVER_CLIENT_ID`], watch the thing's publish topic,
+    /// [`DEFAULT_OBSERVER_CLIENT_ID`], watch the thing's publish topic,
     /// inject on its subscribe topic.
     pub observer_policy: String,
 }
@@ -400,9 +383,10 @@ impl Pki {
         let server = ca.issue_server(&names, alg, validity)?;
         let device = ca.issue_client(&options.thing, alg, validity)?;
         let observer = ca.issue_client(&options.observer, alg, validity)?;
-        let policy = policy_document(THING_NAME_CLIENT, &options.pub_topic, &options.sub_topic);
-        let observer_policy = crate::observer::observer_policy_document(
-            crate::observer::DEFAULT_OBSERVER_CLIENT_ID,
+        let policy =
+            policy::policy_document(THING_NAME_CLIENT, &options.pub_topic, &options.sub_topic);
+        let observer_policy = policy::observer_policy_document(
+            DEFAULT_OBSERVER_CLIENT_ID,
             &options.pub_topic,
             &options.sub_topic,
         );
@@ -471,54 +455,6 @@ pub fn layout() -> Vec<PathBuf> {
         names.push(Path::new("device").join(file));
     }
     names
-}
-
-/// The policy variable AWS IoT substitutes with the connecting thing's name.
-pub const THING_NAME_CLIENT: &str = "${iot:Connection.Thing.ThingName}";
-
-/// An AWS IoT policy granting exactly what the thing does: connect as `client`, publish
-/// to `pub_topic`, subscribe to and receive `sub_topic`. `client` may be a literal client
-/// id or a policy variable such as [`THING_NAME_CLIENT`].
-pub fn policy_document(client: &str, pub_topic: &str, sub_topic: &str) -> String {
-    allow_policy(&[
-        ("iot:Connect", format!("client/{client}")),
-        ("iot:Publish", format!("topic/{pub_topic}")),
-        ("iot:Subscribe", format!("topicfilter/{sub_topic}")),
-        ("iot:Receive", format!("topic/{sub_topic}")),
-    ])
-}
-
-/// An AWS IoT policy document with one Allow statement per `(action, resource)`; the
-/// resource is written after `arn:aws:iot:*:*:` (e.g. `topic/outTopic`).
-pub(crate) fn allow_policy(grants: &[(&'static str, String)]) -> String {
-    // Structs rather than `json!` so the keys keep AWS's conventional order.
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Policy {
-        version: &'static str,
-        statement: Vec<Statement>,
-    }
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Statement {
-        effect: &'static str,
-        action: &'static str,
-        resource: String,
-    }
-    let policy = Policy {
-        version: "2012-10-17",
-        statement: grants
-            .iter()
-            .map(|(action, resource)| Statement {
-                effect: "Allow",
-                action,
-                resource: format!("arn:aws:iot:*:*:{resource}"),
-            })
-            .collect(),
-    };
-    let mut text = serde_json::to_string_pretty(&policy).expect("plain structs always serialise");
-    text.push('\n');
-    text
 }
 
 /// A chain shaped like the one AWS IoT presents: an RSA-2048 root named like Amazon Root

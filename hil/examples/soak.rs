@@ -133,7 +133,7 @@ fn device_pid(binary: &Path) -> Option<u32> {
         })
 }
 
-async fn soak(args: &Args) -> Result<bool, String> {
+async fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let binary = find_virtual_device()?;
     let rig = Arc::new(Rig::start(binary.clone()).await?);
     let mut run = ScenarioRun::new(Arc::clone(&rig), &SOAK);
@@ -231,7 +231,9 @@ async fn soak(args: &Args) -> Result<bool, String> {
             next_fault += FAULT_EVERY;
         }
         if let Some(status) = device_exited(pid) {
-            return Err(run.failure(&format!("the device exited during the soak ({status})")));
+            return Err(run
+                .failure(&format!("the device exited during the soak ({status})"))
+                .into());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -14,7 +14,7 @@
 //!
 //! The observer needs an AWS IoT policy allowing `iot:Connect` as its client id,
 //! `iot:Subscribe`/`iot:Receive` on the device's publish topic and `iot:Publish` on the
-//! device's subscribe topic: `certs::observer::observer_policy_document` writes it.
+//! device's subscribe topic: `certs::policy::observer_policy_document` writes it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,12 +25,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::error::RigError;
+
 /// The port AWS IoT serves MQTT over TLS on; 443 needs ALPN [`ALPN_MQTT`].
 pub const DEFAULT_PORT: u16 = 8883;
 /// The ALPN protocol AWS IoT expects for MQTT with client certificates on port 443.
 pub const ALPN_MQTT: &[u8] = b"x-amzn-mqtt-ca";
 /// The observer's client id when none is given (`--observer-client-id`).
-pub const DEFAULT_CLIENT_ID: &str = certs::observer::DEFAULT_OBSERVER_CLIENT_ID;
+pub const DEFAULT_CLIENT_ID: &str = certs::policy::DEFAULT_OBSERVER_CLIENT_ID;
 /// Connecting and subscribing, including the TLS handshake to a far region.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// An injected QoS 1 publish to its PUBACK.
@@ -52,8 +54,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("--endpoint {text:?}: {why} (expected HOST or HOST:PORT)");
+    pub fn parse(text: &str) -> Result<Self, RigError> {
+        let bad = |why: &str| {
+            RigError::usage(format!(
+                "--endpoint {text:?}: {why} (expected HOST or HOST:PORT)"
+            ))
+        };
         let (host, port) = match text.rsplit_once(':') {
             Some((host, port)) => (
                 host,
@@ -105,32 +111,34 @@ impl ObserverIdentity {
         key: &std::path::Path,
         ca: &std::path::Path,
         client_id: &str,
-    ) -> Result<Self, String> {
-        let (cert_der, info) = certs::x509::read_certificate(cert).map_err(|e| e.to_string())?;
-        let private = certs::x509::read_private_key(key).map_err(|e| e.to_string())?;
+    ) -> Result<Self, RigError> {
+        let (cert_der, info) = certs::x509::read_certificate(cert)?;
+        let private = certs::x509::read_private_key(key)?;
         if !private.matches(&info.public_key) {
-            return Err(format!(
-                "{}: private key does not match the certificate {}",
-                key.display(),
-                cert.display()
+            return Err(RigError::file(
+                key,
+                format!(
+                    "private key does not match the certificate {}",
+                    cert.display()
+                ),
             ));
         }
-        let bytes = certs::x509::read_input(ca).map_err(|e| e.to_string())?;
+        let bytes = certs::x509::read_input(ca)?;
         let mut roots = rustls::RootCertStore::empty();
-        for object in certs::x509::decode_objects(ca, &bytes).map_err(|e| e.to_string())? {
+        for object in certs::x509::decode_objects(ca, &bytes)? {
             if let certs::x509::Object::Certificate(der) = object {
                 roots
                     .add(CertificateDer::from(der))
-                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+                    .map_err(|e| RigError::file(ca, e))?;
             }
         }
         if roots.is_empty() {
-            return Err(format!("{}: holds no CA certificate", ca.display()));
+            return Err(RigError::file(ca, "holds no CA certificate"));
         }
         if client_id.is_empty() || client_id.len() > 128 {
-            return Err(format!(
+            return Err(RigError::usage(format!(
                 "--observer-client-id {client_id:?}: must be 1 to 128 bytes (AWS IoT's limit)"
-            ));
+            )));
         }
         Ok(Self {
             chain: vec![CertificateDer::from(cert_der)],
@@ -140,14 +148,14 @@ impl ObserverIdentity {
         })
     }
 
-    fn tls_config(&self, endpoint: &Endpoint) -> Result<rustls::ClientConfig, String> {
+    fn tls_config(&self, endpoint: &Endpoint) -> Result<rustls::ClientConfig, RigError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
+            .map_err(|e| RigError::make("TLS setup", e))?
             .with_root_certificates(self.roots.clone())
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
-            .map_err(|e| format!("observer certificate and key: {e}"))?;
+            .map_err(|e| RigError::make("observer certificate and key", e))?;
         if endpoint.alpn {
             config.alpn_protocols = vec![ALPN_MQTT.to_vec()];
         }
@@ -176,7 +184,7 @@ impl AwsObserver {
         identity: &ObserverIdentity,
         watch_topic: &str,
         device_client_id: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RigError> {
         let mut options = MqttOptions::new(&identity.client_id, &endpoint.host, endpoint.port);
         options
             .set_keep_alive(KEEP_ALIVE)
@@ -188,10 +196,14 @@ impl AwsObserver {
         let (client, mut eventloop) = AsyncClient::new(options, 16);
         let (events, _) = broadcast::channel(BACKLOG);
         let who = format!("observer {} at {endpoint}", identity.client_id);
+        let failed = |problem: String| RigError::Observer {
+            who: who.clone(),
+            problem,
+        };
         client
             .subscribe(watch_topic, rumqttc::QoS::AtLeastOnce)
             .await
-            .map_err(|e| format!("{who}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         let attribute = Publisher::Client(device_client_id.to_string());
         let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
             loop {
@@ -199,9 +211,9 @@ impl AwsObserver {
                     Ok(rumqttc::Event::Incoming(Packet::SubAck(ack))) => {
                         return match ack.return_codes.first() {
                             Some(SubscribeReasonCode::Success(_)) => Ok(()),
-                            _ => Err(format!(
-                                "{who}: subscription to {watch_topic} refused (the observer's policy must allow iot:Subscribe on topicfilter/{watch_topic})"
-                            )),
+                            _ => Err(failed(format!(
+                                "subscription to {watch_topic} refused (the observer's policy must allow iot:Subscribe on topicfilter/{watch_topic})"
+                            ))),
                         };
                     }
                     Ok(rumqttc::Event::Incoming(Packet::Publish(p))) => {
@@ -209,16 +221,18 @@ impl AwsObserver {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        return Err(format!(
-                            "{who}: {e} (before the subscription to {watch_topic} was granted; a policy that refuses the client id or the subscription closes the connection)"
-                        ));
+                        return Err(failed(format!(
+                            "{e} (before the subscription to {watch_topic} was granted; a policy that refuses the client id or the subscription closes the connection)"
+                        )));
                     }
                 }
             }
         })
         .await
         .map_err(|_| {
-            format!("{who}: not connected and subscribed to {watch_topic} within {CONNECT_TIMEOUT:?}")
+            failed(format!(
+                "not connected and subscribed to {watch_topic} within {CONNECT_TIMEOUT:?}"
+            ))
         })?;
         subscribed?;
 
@@ -242,27 +256,30 @@ impl AwsObserver {
     }
 
     /// Publish `payload` to `topic` at QoS 1 and wait for the endpoint's PUBACK.
-    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
-        let who = format!("observer {} at {}", self.client_id, self.endpoint);
+    pub async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), RigError> {
+        let failed = |problem: String| RigError::Observer {
+            who: format!("observer {} at {}", self.client_id, self.endpoint),
+            problem,
+        };
         if let Some(why) = self.lost() {
-            return Err(format!("{who}: connection lost: {why}"));
+            return Err(failed(format!("connection lost: {why}")));
         }
         let mut acks = self.acks.clone();
         let before = *acks.borrow_and_update();
         self.client
             .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .await
-            .map_err(|e| format!("{who}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         let acked = tokio::time::timeout(PUBACK_TIMEOUT, acks.wait_for(|n| *n > before)).await;
         match acked {
             Ok(Ok(_)) => Ok(()),
             _ => {
                 let lost = self.lost();
-                Err(format!(
-                    "{who}: no PUBACK for the publish to {topic} within {PUBACK_TIMEOUT:?}{} (the observer's policy must allow iot:Publish on topic/{topic})",
+                Err(failed(format!(
+                    "no PUBACK for the publish to {topic} within {PUBACK_TIMEOUT:?}{} (the observer's policy must allow iot:Publish on topic/{topic})",
                     lost.map(|why| format!("; connection lost: {why}"))
                         .unwrap_or_default()
-                ))
+                )))
             }
         }
     }
@@ -360,7 +377,7 @@ mod tests {
             "localhost:4433"
         );
         for junk in ["", ":8883", "host:0", "host:port", "host:70000", "a b:1"] {
-            let why = Endpoint::parse(junk).expect_err(junk);
+            let why = Endpoint::parse(junk).expect_err(junk).to_string();
             assert!(why.starts_with("--endpoint"), "{why}");
         }
     }

@@ -12,6 +12,7 @@ use crate::backend::Backend;
 use crate::backend::esp32c3::{self, Esp32c3Backend};
 use crate::backend::esp8266::Esp8266Backend;
 use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
+use crate::error::{RigError, SetupError};
 use crate::report::{RunInfo, junit_setup_error, junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
@@ -188,7 +189,7 @@ fn board_without_image(args: &RunArgs) -> Option<String> {
 
 /// The backend `--board` names. A board is looked for first: without it nothing can run,
 /// and the error says which ports were seen.
-fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, String> {
+fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
     Ok(match args.board {
         Board::Virtual => Arc::new(VirtualBackend::new(find_virtual_device()?)),
         Board::Esp32c3 => {
@@ -221,7 +222,7 @@ pub struct AwsSettings {
 }
 
 /// Check that the target options belong together: `Some` settings for `--target aws`.
-pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, String> {
+pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, RigError> {
     let observer = [
         ("--observer-cert", &args.observer_cert),
         ("--observer-key", &args.observer_key),
@@ -243,19 +244,24 @@ pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, String> {
             if stray.is_empty() {
                 Ok(None)
             } else {
-                Err(format!("{}: only with --target aws", stray.join(", ")))
+                Err(RigError::usage(format!(
+                    "{}: only with --target aws",
+                    stray.join(", ")
+                )))
             }
         }
         Target::Aws => {
             if args.pki.is_some() {
-                return Err("--pki: --target aws starts no broker (the device's credentials are in the --flash image)".into());
+                return Err(RigError::usage(
+                    "--pki: --target aws starts no broker (the device's credentials are in the --flash image)",
+                ));
             }
-            let image = args.flash.clone().ok_or(
+            let image = args.flash.clone().ok_or(RigError::usage(
                 "--target aws needs --flash IMAGE: the device's image, built with `certs image` from what `certs import` wrote",
-            )?;
-            let endpoint = args.endpoint.as_deref().ok_or(
+            ))?;
+            let endpoint = args.endpoint.as_deref().ok_or(RigError::usage(
                 "--target aws needs --endpoint HOST[:PORT]: the account's AWS IoT data endpoint",
-            )?;
+            ))?;
             let endpoint = Endpoint::parse(endpoint)?;
             let missing: Vec<&str> = observer
                 .iter()
@@ -263,10 +269,10 @@ pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, String> {
                 .map(|(flag, _)| *flag)
                 .collect();
             if !missing.is_empty() {
-                return Err(format!(
+                return Err(RigError::usage(format!(
                     "--target aws needs {} FILE: the observer identity that watches and injects (see hil/README.md)",
                     missing.join(" FILE, ")
-                ));
+                )));
             }
             let file = |given: &Option<PathBuf>| given.clone().expect("checked above");
             Ok(Some(AwsSettings {
@@ -303,7 +309,7 @@ async fn start_rig(
     args: &RunArgs,
     binary: PathBuf,
     selected: &mut Vec<scenarios::Scenario>,
-) -> Result<(Rig, Vec<(&'static str, &'static str)>), String> {
+) -> Result<(Rig, Vec<(&'static str, &'static str)>), RigError> {
     let aws = target_settings(args)?;
     let skipped: Vec<(&'static str, &'static str)> = selected
         .iter()
@@ -359,7 +365,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {
-                    eprintln!("hil: {e}");
+                    // Named as the rig's or the backend's: no scenario ran, so nothing
+                    // here is a verdict on the device.
+                    eprintln!("hil: {} error: {e}", e.fault());
                     // CI reads the JUnit file: say there why nothing ran.
                     if let Some(path) = &args.junit {
                         let info =
@@ -383,21 +391,23 @@ pub async fn run(cli: Cli) -> ExitCode {
 async fn run_suite_command(
     args: &RunArgs,
     started_wall: std::time::SystemTime,
-) -> Result<bool, String> {
+) -> Result<bool, SetupError> {
     if let Some(e) = unsupported(args) {
-        return Err(e);
+        return Err(RigError::Usage(e).into());
     }
     let mut selected = scenarios::select(&args.scenarios)?;
     let started = Instant::now();
     let backend = backend(args)?;
     if let Some(e) = board_without_image(args) {
-        return Err(e);
+        return Err(RigError::Usage(e).into());
     }
     // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
     tokio::task::spawn_blocking(move || preparing.prepare())
         .await
-        .map_err(|e| format!("preparing the {} device: {e}", backend.board()))??;
+        .map_err(|e| {
+            crate::error::BackendError::board(backend.board(), format!("preparing the device: {e}"))
+        })??;
     // The rig's own virtual-device binary is only run by the virtual backend.
     let binary = match args.board {
         Board::Virtual => find_virtual_device()?,
@@ -424,7 +434,9 @@ async fn run_suite_command(
                 Progress::Started(name) => eprintln!("[{at:6.1}s] start {name}"),
                 Progress::Finished(r) => match &r.result {
                     Ok(figure) => eprintln!("[{at:6.1}s] pass  {}: {figure}", r.name),
-                    Err(why) => eprintln!("[{at:6.1}s] FAIL  {}: {why}", r.name),
+                    Err(failed) => {
+                        eprintln!("[{at:6.1}s] {:<5} {}: {failed}", failed.label(), r.name)
+                    }
                 },
             }
         },
@@ -443,21 +455,22 @@ async fn run_suite_command(
     let info = RunInfo::collect(started_wall, backend.board(), args.target.name(), &reports);
     if let Some(path) = &args.junit {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| RigError::io(parent.display().to_string(), e))?;
         }
         std::fs::write(path, junit_xml(&info, &reports, total))
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
+            .map_err(|e| RigError::io(format!("write {}", path.display()), e))?;
         println!("JUnit: {}", path.display());
     }
     if let Some(dir) = &args.report {
         write_report_dir(dir, &reports, &summary, &info)
-            .map_err(|e| format!("write report {}: {e}", dir.display()))?;
+            .map_err(|e| RigError::io(format!("write report {}", dir.display()), e))?;
         println!("report: {}", dir.join("index.html").display());
     }
     let mut snapshots_differ = false;
     if let Some(dir) = &args.snapshots {
         let mismatches = crate::snapshots::check(dir, &reports, args.update_snapshots)
-            .map_err(|e| format!("snapshots in {}: {e}", dir.display()))?;
+            .map_err(|e| RigError::io(format!("snapshots in {}", dir.display()), e))?;
         if !mismatches.is_empty() {
             print!(
                 "\n{}",
@@ -467,14 +480,25 @@ async fn run_suite_command(
         }
     }
     let failed = reports.iter().filter(|r| !r.passed()).count();
+    let broken = reports
+        .iter()
+        .filter(|r| r.result.as_ref().is_err_and(|f| !f.fault.is_device()))
+        .count();
     let skips = if skipped.is_empty() {
         String::new()
     } else {
         format!(", {} skipped", skipped.len())
     };
+    // A scenario the rig or backend broke says nothing about the device: counted apart.
+    let errors = if broken == 0 {
+        String::new()
+    } else {
+        format!(", {broken} not run to a verdict (rig or backend error)")
+    };
     println!(
-        "{} passed, {failed} failed{skips}{}; wall time {:.1} s",
+        "{} passed, {} failed{errors}{skips}{}; wall time {:.1} s",
         reports.len() - failed - skipped.len(),
+        failed - broken,
         if snapshots_differ {
             "; serial-log snapshots differ"
         } else {
@@ -528,7 +552,7 @@ mod tests {
     fn a_pki_folder_without_an_image_is_supported() {
         let args = run_args(&["--pki", "certs/dev"]);
         assert_eq!(unsupported(&args), None);
-        assert_eq!(target_settings(&args), Ok(None));
+        assert!(matches!(target_settings(&args), Ok(None)));
     }
 
     #[test]
@@ -564,12 +588,16 @@ mod tests {
             let at = full.iter().position(|a| *a == flag).unwrap();
             let mut args = full.to_vec();
             args.drain(at..at + 2);
-            let why = target_settings(&run_args(&args)).expect_err(flag);
+            let why = target_settings(&run_args(&args))
+                .expect_err(flag)
+                .to_string();
             assert!(why.starts_with(expected), "{why}");
         }
         let mut with_pki = full.to_vec();
         with_pki.extend(["--pki", "certs/dev"]);
-        let why = target_settings(&run_args(&with_pki)).unwrap_err();
+        let why = target_settings(&run_args(&with_pki))
+            .unwrap_err()
+            .to_string();
         assert!(
             why.starts_with("--pki: --target aws starts no broker"),
             "{why}"
@@ -580,7 +608,7 @@ mod tests {
     fn aws_options_without_target_aws_are_refused_by_name() {
         let args = run_args(&["--endpoint", "h", "--observer-ca", "ca.pem"]);
         assert_eq!(
-            target_settings(&args),
+            target_settings(&args).map_err(|e| e.to_string()),
             Err("--endpoint, --observer-ca: only with --target aws".into())
         );
     }
@@ -615,7 +643,7 @@ mod tests {
         let chosen = scenarios::select(&["inbound".into(), "boot".into()]).unwrap();
         let names: Vec<&str> = chosen.iter().map(|s| s.name).collect();
         assert_eq!(names, ["inbound", "boot"]);
-        let Err(why) = scenarios::select(&["nope".into()]) else {
+        let Err(why) = scenarios::select(&["nope".into()]).map_err(|e| e.to_string()) else {
             panic!("an unknown scenario was accepted");
         };
         assert!(

@@ -24,11 +24,14 @@
 //!   (interval plot and connection timeline per scenario, [`report::html`]).
 //! - [`aws`]: `--target aws`: the observer connection (a second identity over MQTT + TLS)
 //!   that watches and injects on a real AWS IoT endpoint.
+//! - [`error`]: errors, grouped by who is at fault (rig, backend, device, check), so a
+//!   failing scenario and a broken rig read differently.
 //! - [`cli`]: `hil list`, `hil run`.
 
 pub mod aws;
 pub mod backend;
 pub mod cli;
+pub mod error;
 pub mod normalise;
 pub mod report;
 pub mod rig;

@@ -9,6 +9,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::error::SetupError;
 use crate::normalise::normalise;
 use crate::runner::ScenarioReport;
 
@@ -125,13 +126,13 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
         .iter()
         .map(|r| {
             let (result, figure) = match (&r.skipped, &r.result) {
-                (Some(why), _) => ("skip", why.clone()),
-                (None, Ok(figure)) => ("pass", figure.clone()),
-                (None, Err(why)) => ("FAIL", why.lines().next().unwrap_or_default().to_string()),
+                (Some(why), _) => ("skip".to_string(), why.clone()),
+                (None, Ok(figure)) => ("pass".to_string(), figure.clone()),
+                (None, Err(failed)) => (failed.label(), failed.headline().to_string()),
             };
             [
                 r.name.to_string(),
-                result.to_string(),
+                result,
                 clip(figure, FIGURE_WIDTH),
                 format!("{:.1} s", r.duration.as_secs_f64()),
             ]
@@ -176,43 +177,53 @@ pub(crate) fn xml_escape(text: &str) -> String {
     out
 }
 
-/// JUnit XML when the suite could not run at all: one `setup` test case with the error,
-/// so CI shows why instead of a missing file.
-pub fn junit_setup_error(info: &RunInfo, error: &str) -> String {
+/// JUnit XML when the suite could not run at all: one `setup` test case with the error
+/// (typed `rig` or `backend`), so CI shows why instead of a missing file.
+pub fn junit_setup_error(info: &RunInfo, error: &SetupError) -> String {
+    let error_text = error.to_string();
     let suite = xml_escape(&format!("hil.{}", info.board));
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <testsuites name=\"hil\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n\
          \x20 <testsuite name=\"{suite}\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\" timestamp=\"{ts}\" hostname=\"{host}\">\n\
          \x20   <testcase classname=\"{suite}\" name=\"setup\" time=\"0.000\">\n\
-         \x20     <error message=\"{msg}\">{body}</error>\n\
+         \x20     <error message=\"{msg}\" type=\"{fault}\">{body}</error>\n\
          \x20   </testcase>\n\
          \x20 </testsuite>\n\
          </testsuites>\n",
         ts = rfc3339(info.started),
         host = xml_escape(&info.host),
-        msg = xml_escape(error.lines().next().unwrap_or_default()),
-        body = xml_escape(error),
+        msg = xml_escape(error_text.lines().next().unwrap_or_default()),
+        body = xml_escape(&error_text),
+        fault = error.fault(),
     )
 }
 
 /// JUnit XML: one suite `hil.<board>`, one test case per scenario, the failure message
-/// and the normalised serial log of each.
+/// and the normalised serial log of each. A scenario the device failed is a `<failure>`,
+/// one the rig or backend broke an `<error>`, each typed with its
+/// [`Fault`](crate::error::Fault).
 pub fn junit_xml(info: &RunInfo, reports: &[ScenarioReport], total: Duration) -> String {
     let board = info.board.as_str();
-    let failures = reports.iter().filter(|r| !r.passed()).count();
+    let faults = |device: bool| {
+        reports
+            .iter()
+            .filter(|r| matches!(&r.result, Err(f) if f.fault.is_device() == device))
+            .count()
+    };
+    let (failures, errors) = (faults(true), faults(false));
     let skipped = reports.iter().filter(|r| r.skipped.is_some()).count();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let suite = xml_escape(&format!("hil.{board}"));
     let _ = writeln!(
         out,
-        "<testsuites name=\"hil\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        "<testsuites name=\"hil\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\">",
         reports.len(),
         total.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">",
+        "  <testsuite name=\"{suite}\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{:.3}\" timestamp=\"{}\" hostname=\"{}\">",
         reports.len(),
         total.as_secs_f64(),
         rfc3339(info.started),
@@ -242,13 +253,18 @@ pub fn junit_xml(info: &RunInfo, reports: &[ScenarioReport], total: Duration) ->
                     xml_escape(r.tolerance)
                 );
             }
-            (None, Err(why)) => {
-                let first = why.lines().next().unwrap_or_default();
+            (None, Err(failed)) => {
+                let element = if failed.fault.is_device() {
+                    "failure"
+                } else {
+                    "error"
+                };
                 let _ = writeln!(
                     out,
-                    "      <failure message=\"{}\" type=\"scenario\">{}</failure>",
-                    xml_escape(first),
-                    xml_escape(&format!("{why}\n\ntolerance: {}", r.tolerance))
+                    "      <{element} message=\"{}\" type=\"{}\">{}</{element}>",
+                    xml_escape(failed.headline()),
+                    failed.fault,
+                    xml_escape(&format!("{failed}\n\ntolerance: {}", r.tolerance))
                 );
             }
         }
@@ -256,7 +272,7 @@ pub fn junit_xml(info: &RunInfo, reports: &[ScenarioReport], total: Duration) ->
         let head = match (&r.skipped, &r.result) {
             (Some(why), _) => format!("skipped: {why}"),
             (None, Ok(figure)) => format!("pass: {figure}"),
-            (None, Err(why)) => format!("FAIL: {}", why.lines().next().unwrap_or_default()),
+            (None, Err(failed)) => format!("{}: {}", failed.label(), failed.headline()),
         };
         let _ = writeln!(
             out,
@@ -307,7 +323,7 @@ pub fn write_report_dir(
         std::fs::write(folder.join("serial.normalised.log"), normalise(&r.full_log))?;
         let result = match &r.result {
             Ok(figure) => format!("pass: {figure}\n"),
-            Err(why) => format!("FAIL: {why}\n"),
+            Err(failed) => format!("{}: {failed}\n", failed.label()),
         };
         std::fs::write(folder.join("result.txt"), result)?;
     }
@@ -317,8 +333,9 @@ pub fn write_report_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Failed, Fault, RigError};
 
-    fn report(name: &'static str, result: Result<String, String>) -> ScenarioReport {
+    fn report(name: &'static str, result: Result<String, Failed>) -> ScenarioReport {
         ScenarioReport {
             name,
             tolerance: "2000 +- 150 ms",
@@ -338,7 +355,7 @@ mod tests {
             report("boot", Ok("subscribed after 20 ms".into())),
             report(
                 "cadence",
-                Err("expected 2000 ms, saw 3001 ms\nlast lines".into()),
+                Err(Failed::check("expected 2000 ms, saw 3001 ms\nlast lines")),
             ),
         ]);
         let rows: Vec<&str> = table.lines().collect();
@@ -394,7 +411,7 @@ mod tests {
         );
         let xml = junit_xml(&info(), &reports, Duration::from_secs(2));
         assert!(
-            xml.contains(r#"tests="2" failures="0" skipped="1""#)
+            xml.contains(r#"tests="2" failures="0" errors="0" skipped="1""#)
                 && xml.contains(r#"<skipped message="needs the mock broker&apos;s faults"/>"#),
             "{xml}"
         );
@@ -404,7 +421,7 @@ mod tests {
     #[test]
     fn the_report_folder_has_the_html_page_next_to_the_logs() {
         let dir = tempfile::tempdir().unwrap();
-        let reports = [report("cadence", Err("saw <3001> ms".into()))];
+        let reports = [report("cadence", Err(Failed::check("saw <3001> ms")))];
         std::fs::create_dir_all(dir.path().join("old-scenario")).unwrap();
         std::fs::write(dir.path().join("old-scenario/result.txt"), "pass").unwrap();
         std::fs::create_dir_all(dir.path().join("notes")).unwrap();
@@ -423,13 +440,43 @@ mod tests {
     fn junit_escapes_what_it_carries_and_counts_failures() {
         let xml = junit_xml(
             &info(),
-            &[report("inbound", Err("saw <\"&'\u{1b}>".into()))],
+            &[report("inbound", Err(Failed::check("saw <\"&'\u{1b}>")))],
             Duration::from_secs(2),
         );
         assert!(xml.contains(r#"tests="1" failures="1""#), "{xml}");
         assert!(
             xml.contains(r#"message="saw &lt;&quot;&amp;&apos;\x1b&gt;""#),
             "{xml}"
+        );
+    }
+
+    #[test]
+    fn a_broken_rig_is_an_error_and_a_failing_device_a_failure() {
+        let rig = Failed {
+            fault: Fault::Rig,
+            message: "mock broker: cannot listen on 127.0.0.1:1".into(),
+        };
+        let reports = [
+            report(
+                "cadence",
+                Err(Failed::check("expected 2000 ms, saw 3001 ms")),
+            ),
+            report("reconnect", Err(rig)),
+        ];
+        let xml = junit_xml(&info(), &reports, Duration::from_secs(2));
+        assert!(xml.contains(r#"failures="1" errors="1""#), "{xml}");
+        assert!(
+            xml.contains(r#"<failure message="expected 2000 ms, saw 3001 ms" type="check">"#)
+                && xml.contains(
+                    r#"<error message="mock broker: cannot listen on 127.0.0.1:1" type="rig">"#
+                ),
+            "{xml}"
+        );
+        let table = summary_table(&reports);
+        assert!(
+            table.lines().nth(1).unwrap().contains("FAIL")
+                && table.lines().nth(2).unwrap().contains("ERROR (rig)"),
+            "{table}"
         );
     }
 
@@ -477,10 +524,13 @@ mod tests {
 
     #[test]
     fn a_suite_that_cannot_start_still_writes_junit_with_the_error() {
-        let xml = junit_setup_error(&info(), "no virtual-device binary\nbuild it first");
+        let error = SetupError::Rig(RigError::DeviceBinary(
+            "no virtual-device binary\nbuild it first".into(),
+        ));
+        let xml = junit_setup_error(&info(), &error);
         assert!(xml.contains(r#"errors="1""#), "{xml}");
         assert!(
-            xml.contains(r#"<error message="no virtual-device binary">"#),
+            xml.contains(r#"<error message="no virtual-device binary" type="rig">"#),
             "{xml}"
         );
         assert!(xml.contains("build it first</error>"), "{xml}");

@@ -15,15 +15,14 @@ use std::path::{Path, PathBuf};
 
 use certs::creds::Credentials;
 use certs::image;
-use certs::pki::{
-    CertificateAuthority, InitOptions, KeyAlgorithm, Pki, THING_NAME_CLIENT, Validity,
-    policy_document,
-};
+use certs::pki::{CertificateAuthority, InitOptions, KeyAlgorithm, Pki, Validity};
+use certs::policy::{THING_NAME_CLIENT, policy_document};
 use firmware_core::config::DeviceConfig;
 use firmware_core::image::CONFIG_PATH;
 use mock_broker::{Config, Handle, MockBroker, Observer, Policy, QoS};
 
 use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
+use crate::error::RigError;
 
 /// The topic the devices publish to (the tutorial's).
 pub const OUT_TOPIC: &str = "outTopic";
@@ -53,20 +52,23 @@ pub struct GivenImage {
 }
 
 impl GivenImage {
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, RigError> {
+        let bytes = std::fs::read(path).map_err(|e| RigError::file(path, e))?;
         let contents = image::read_image(&bytes).map_err(|e| {
-            format!(
-                "{}: not a flash image ({e}); make one with `certs image` \
-                 (`make certs` writes certs/dev/flash.img)",
-                path.display()
+            RigError::file(
+                path,
+                format!(
+                    "not a flash image ({e}); make one with `certs image` \
+                     (`make certs` writes certs/dev/flash.img)"
+                ),
             )
         })?;
         let json = contents
             .file(CONFIG_PATH)
-            .ok_or_else(|| format!("{}: no {CONFIG_PATH}", path.display()))?;
-        let config = DeviceConfig::from_json(json)
-            .map_err(|e| format!("{}{CONFIG_PATH}: {e:?}", path.display()))?;
+            .ok_or_else(|| RigError::file(path, format!("no {CONFIG_PATH}")))?;
+        let config = DeviceConfig::from_json(json).map_err(|e| {
+            RigError::file(format!("{}{CONFIG_PATH}", path.display()), format!("{e:?}"))
+        })?;
         Ok(Self {
             path: path.to_path_buf(),
             config,
@@ -114,19 +116,19 @@ impl Rig {
     /// Make a fresh test PKI and start the broker with the least-privilege policy: each
     /// thing may connect as itself, publish to [`OUT_TOPIC`] and subscribe to its own
     /// inbound topic.
-    pub async fn start(device_binary: PathBuf) -> Result<Self, String> {
+    pub async fn start(device_binary: PathBuf) -> Result<Self, RigError> {
         let pki = Pki::generate(&InitOptions {
             thing: "hil".into(),
             days: VALIDITY_DAYS,
             ..InitOptions::default()
         })
-        .map_err(|e| format!("test PKI: {e}"))?;
+        .map_err(|e| RigError::make("test PKI", e))?;
         let credentials = mock_broker::Credentials::with_server_pem(
             vec![pki.ca.cert_der().to_vec()],
             &pki.server.cert_pem(),
             &pki.server.key_pem(),
         )
-        .map_err(|e| format!("broker credentials: {e}"))?;
+        .map_err(|e| RigError::broker("broker credentials", e))?;
         Self::start_issuing(device_binary, pki.ca, credentials).await
     }
 
@@ -134,17 +136,20 @@ impl Rig {
     /// its CA (`ca.pem`, `ca.key.pem`), the broker presents its server certificate
     /// (`server.pem`, `server.key.pem`). The policy stays the rig's, which gives each
     /// device its own inbound topic (the folder's `policy.json` names one thing's topics).
-    pub async fn with_pki_dir(device_binary: PathBuf, dir: &Path) -> Result<Self, String> {
+    pub async fn with_pki_dir(device_binary: PathBuf, dir: &Path) -> Result<Self, RigError> {
+        let not_pki = |problem: String| RigError::PkiDir {
+            dir: dir.to_path_buf(),
+            problem,
+        };
         let ca = CertificateAuthority::load_dir(dir).map_err(|e| {
-            format!(
-                "--pki: {e}; {} must be a `certs init` folder (make one with \
+            not_pki(format!(
+                "{e}; it must be a `certs init` folder (make one with \
                  `cargo run -p certs -- init --out {}`, or `make certs` for certs/dev)",
-                dir.display(),
                 dir.display()
-            )
+            ))
         })?;
-        let credentials = mock_broker::Credentials::from_dir(dir)
-            .map_err(|e| format!("--pki {}: {e}", dir.display()))?;
+        let credentials =
+            mock_broker::Credentials::from_dir(dir).map_err(|e| not_pki(e.to_string()))?;
         Self::start_issuing(device_binary, ca, credentials).await
     }
 
@@ -153,18 +158,18 @@ impl Rig {
         device_binary: PathBuf,
         ca: CertificateAuthority,
         credentials: mock_broker::Credentials,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RigError> {
         let policy_json = policy_document(
             THING_NAME_CLIENT,
             OUT_TOPIC,
             &inbound_topic(THING_NAME_CLIENT),
         );
-        let policy = Policy::from_json(&policy_json).map_err(|e| format!("policy: {e}"))?;
+        let policy = Policy::from_json(&policy_json).map_err(|e| RigError::make("policy", e))?;
         let mut config = Config::new(credentials, policy);
         config.sntp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let broker = MockBroker::start(config)
             .await
-            .map_err(|e| format!("mock broker: {e}"))?;
+            .map_err(|e| RigError::broker("mock broker", e))?;
         Self::assemble(Target::Mock(broker), Some(ca), device_binary, None)
     }
 
@@ -175,14 +180,17 @@ impl Rig {
         device_binary: PathBuf,
         pki_dir: &Path,
         image: GivenImage,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RigError> {
         let mut config = Config::from_certs_dir(pki_dir, None)
-            .map_err(|e| format!("broker from {}: {e}", pki_dir.display()))?;
+            .map_err(|e| RigError::broker(format!("broker from {}", pki_dir.display()), e))?;
         let endpoint = &image.config.endpoint;
         config.mqtt_addr = loopback(&endpoint.host, endpoint.port).ok_or_else(|| {
-            format!(
-                "not yet supported: the image's endpoint {}:{} is not this machine",
-                endpoint.host, endpoint.port
+            RigError::file(
+                &image.path,
+                format!(
+                    "not yet supported: the image's endpoint {}:{} is not this machine",
+                    endpoint.host, endpoint.port
+                ),
             )
         })?;
         config.endpoint = endpoint.host.to_string();
@@ -193,7 +201,7 @@ impl Rig {
         config.sntp_addr = loopback(&image.config.ntp.host, image.config.ntp.port);
         let broker = MockBroker::start(config)
             .await
-            .map_err(|e| format!("mock broker: {e}"))?;
+            .map_err(|e| RigError::broker("mock broker", e))?;
         Self::assemble(Target::Mock(broker), None, device_binary, Some(image))
     }
 
@@ -205,14 +213,15 @@ impl Rig {
         image: GivenImage,
         endpoint: &Endpoint,
         identity: &ObserverIdentity,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RigError> {
         let dialled = &image.config.endpoint;
         if !dialled.host.eq_ignore_ascii_case(&endpoint.host) || dialled.port != endpoint.port {
-            return Err(format!(
-                "{}: the image's config dials {}:{}, not --endpoint {endpoint}",
-                image.path.display(),
-                dialled.host,
-                dialled.port
+            return Err(RigError::file(
+                &image.path,
+                format!(
+                    "the image's config dials {}:{}, not --endpoint {endpoint}",
+                    dialled.host, dialled.port
+                ),
             ));
         }
         let observer = AwsObserver::connect(
@@ -231,11 +240,11 @@ impl Rig {
         ca: Option<CertificateAuthority>,
         device_binary: PathBuf,
         given: Option<GivenImage>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, RigError> {
         let workdir = tempfile::Builder::new()
             .prefix("hil-")
             .tempdir()
-            .map_err(|e| format!("work folder: {e}"))?;
+            .map_err(|e| RigError::io("work folder", e))?;
         Ok(Self {
             target,
             ca,
@@ -247,10 +256,12 @@ impl Rig {
     }
 
     /// The mock broker, for scenarios that drive it (faults, restarts, certificates).
-    pub fn broker(&self) -> Result<&Handle, String> {
+    pub fn broker(&self) -> Result<&Handle, RigError> {
         match &self.target {
             Target::Mock(broker) => Ok(broker),
-            Target::Aws(_) => Err("needs the mock broker, and --target aws has none".into()),
+            Target::Aws(_) => Err(RigError::Target(
+                "needs the mock broker, and --target aws has none",
+            )),
         }
     }
 
@@ -271,7 +282,7 @@ impl Rig {
     /// Publish `payload` to `topic` at QoS 1 as the broker's owner (mock) or the observer
     /// (AWS). Returns how many subscribers it was delivered to, when the target can tell
     /// (the mock broker); AWS only acknowledges.
-    pub async fn inject(&self, topic: &str, payload: Vec<u8>) -> Result<Option<usize>, String> {
+    pub async fn inject(&self, topic: &str, payload: Vec<u8>) -> Result<Option<usize>, RigError> {
         match &self.target {
             Target::Mock(broker) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
             Target::Aws(aws) => aws.publish(topic, payload).await.map(|()| None),
@@ -325,10 +336,10 @@ impl Rig {
     }
 
     /// The rig's CA, for scenarios that issue certificates.
-    pub fn ca(&self) -> Result<&CertificateAuthority, String> {
-        self.ca
-            .as_ref()
-            .ok_or_else(|| "needs the rig's CA, and every device runs the --flash image".into())
+    pub fn ca(&self) -> Result<&CertificateAuthority, RigError> {
+        self.ca.as_ref().ok_or(RigError::Target(
+            "needs the rig's CA, and every device runs the --flash image",
+        ))
     }
 
     /// Write every later image with `sabotage` applied.
@@ -346,20 +357,23 @@ impl Rig {
 
     /// The config a device named `client_id` gets: the broker's endpoint as `localhost`
     /// (the server certificate's name), its SNTP server, its own inbound topic.
-    pub fn device_config(&self, client_id: &str) -> Result<DeviceConfig, String> {
+    pub fn device_config(&self, client_id: &str) -> Result<DeviceConfig, RigError> {
+        let what = || format!("config for {client_id}");
         let mut config = DeviceConfig::new("localhost", client_id)
-            .map_err(|e| format!("config for {client_id}: {e:?}"))?;
+            .map_err(|e| RigError::make(what(), format!("{e:?}")))?;
         let broker = self.broker()?;
         config.endpoint.port = broker.mqtt_addr().port();
-        let sntp = broker.sntp_addr().ok_or("the broker has no SNTP server")?;
+        let sntp = broker
+            .sntp_addr()
+            .ok_or(RigError::Target("the broker has no SNTP server"))?;
         config.ntp.host = "127.0.0.1"
             .try_into()
-            .map_err(|_| "NTP host too long".to_string())?;
+            .map_err(|_| RigError::make(what(), "NTP host too long"))?;
         config.ntp.port = sntp.port();
         config.sub_topic = inbound_topic(client_id)
             .as_str()
             .try_into()
-            .map_err(|_| format!("inbound topic for {client_id} too long"))?;
+            .map_err(|_| RigError::make(what(), "inbound topic too long"))?;
         if let Some(period_ms) = self.sabotage.period_ms {
             config.period_ms = period_ms;
         }
@@ -368,7 +382,7 @@ impl Rig {
 
     /// Issue an identity for `config.client_id` and write its flash image; returns the
     /// image's path.
-    pub fn write_image(&self, config: &DeviceConfig) -> Result<PathBuf, String> {
+    pub fn write_image(&self, config: &DeviceConfig) -> Result<PathBuf, RigError> {
         let client_id = config.client_id.as_str();
         let ca = self.ca()?;
         let identity = ca
@@ -377,16 +391,19 @@ impl Rig {
                 KeyAlgorithm::EcP256,
                 Validity::days(VALIDITY_DAYS),
             )
-            .map_err(|e| format!("identity for {client_id}: {e}"))?;
+            .map_err(|e| RigError::make(format!("identity for {client_id}"), e))?;
         let ca_der = match &self.sabotage.ca_der {
             Some(ca) => ca.clone(),
             None => ca.cert_der().to_vec(),
         };
-        let creds = Credentials::new(identity.cert_der, identity.key, ca_der)?;
+        let image_for = || format!("image for {client_id}");
+        let creds = Credentials::new(identity.cert_der, identity.key, ca_der)
+            .map_err(|e| RigError::make(image_for(), e))?;
         let bytes = image::build_image(&creds, config, image::DEFAULT_IMAGE_SIZE)
-            .map_err(|e| format!("image for {client_id}: {e}"))?;
+            .map_err(|e| RigError::make(image_for(), e))?;
         let path = self.workdir.path().join(format!("{client_id}.img"));
-        std::fs::write(&path, bytes).map_err(|e| format!("write {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| RigError::io(format!("write {}", path.display()), e))?;
         Ok(path)
     }
 }

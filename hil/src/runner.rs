@@ -8,8 +8,9 @@ use mock_broker::{Event, Publisher};
 
 use crate::backend::Backend;
 use crate::backend::virtual_device::VirtualBackend;
+use crate::error::Failed;
 use crate::rig::Rig;
-use crate::scenarios::{CheckResult, Scenario, ScenarioRun};
+use crate::scenarios::{Scenario, ScenarioRun};
 use crate::serial::SerialLine;
 
 /// A scenario that has not finished in this long has hung; it fails rather than stalls
@@ -22,8 +23,8 @@ pub const SCENARIO_LIMIT: Duration = Duration::from_secs(120);
 pub struct ScenarioReport {
     pub name: &'static str,
     pub tolerance: &'static str,
-    /// The key figure, or what was expected and what was seen.
-    pub result: Result<String, String>,
+    /// The key figure, or who is at fault and what was expected and seen (or broke).
+    pub result: Result<String, Failed>,
     pub duration: Duration,
     /// The serial lines the scenario read, in order (its snapshot).
     pub log: Vec<SerialLine>,
@@ -138,7 +139,7 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
         ))),
     };
     let full_log = run.log();
-    let result = note_dropped_lines(result, dropped_lines(&full_log));
+    let result = note_dropped_lines(result.map_err(Failed::from), dropped_lines(&full_log));
     let (mut broker_publishes, mut broker_replays) = (Vec::new(), Vec::new());
     while let Some(event) = observer.try_next() {
         if let Event::Publish(publish) = event
@@ -177,16 +178,20 @@ pub fn dropped_lines(log: &[SerialLine]) -> u64 {
 /// A scenario's result, saying so when the device dropped serial lines: the log the
 /// checks read is then incomplete, which explains a line that never came, and a pass is
 /// marked as resting on a partial log.
-pub fn note_dropped_lines(result: CheckResult, dropped: u64) -> CheckResult {
+pub fn note_dropped_lines(result: Result<String, Failed>, dropped: u64) -> Result<String, Failed> {
     if dropped == 0 {
         return result;
     }
     let note = format!("the device's serial port dropped {dropped} lines (W log: dropped)");
     match result {
         Ok(figure) => Ok(format!("{figure}; {note}")),
-        Err(failure) => Err(format!(
-            "{failure}\n{note}: lines this check waited for may be among them"
-        )),
+        Err(failed) => Err(Failed {
+            message: format!(
+                "{}\n{note}: lines this check waited for may be among them",
+                failed.message
+            ),
+            ..failed
+        }),
     }
 }
 
@@ -212,8 +217,11 @@ mod tests {
             at(Line::log_dropped(3, 12)),
         ];
         assert_eq!(dropped_lines(&log), 712);
-        let failed = note_dropped_lines(Err("expected 3000 inbound lines, saw 2288".into()), 712);
-        let text = failed.unwrap_err();
+        let failed = note_dropped_lines(
+            Err(Failed::check("expected 3000 inbound lines, saw 2288")),
+            712,
+        );
+        let text = failed.unwrap_err().message;
         assert!(text.contains("dropped 712 lines"), "{text}");
         let passed = note_dropped_lines(Ok("10 intervals".into()), 712).unwrap();
         assert!(passed.starts_with("10 intervals; "), "{passed}");

@@ -1,7 +1,7 @@
 //! `hil run --target aws` against the mock broker acting as the AWS IoT endpoint: the
 //! device runs the one image it is given, the rig starts no broker of its own and watches
 //! and injects through a second identity (the observer) with the policy
-//! `certs::observer::observer_policy_document` writes. Boot, cadence and inbound pass
+//! `certs::policy::observer_policy_document` writes. Boot, cadence and inbound pass
 //! through the observer; the scenarios that need broker faults are reported skipped.
 
 mod common;
@@ -12,8 +12,10 @@ use std::process::{Command, Output};
 
 use certs::creds::Credentials;
 use certs::image;
-use certs::observer::{DEFAULT_OBSERVER_CLIENT_ID, observer_policy_document};
-use certs::pki::{InitOptions, Pki, THING_NAME_CLIENT, policy_document};
+use certs::pki::{InitOptions, Pki};
+use certs::policy::{
+    DEFAULT_OBSERVER_CLIENT_ID, THING_NAME_CLIENT, observer_policy_document, policy_document,
+};
 use firmware_core::config::DeviceConfig;
 use mock_broker::{Config, Event, Handle, MockBroker, Policy, Publisher};
 
@@ -293,6 +295,7 @@ async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
     let Err(why) = AwsObserver::connect(&endpoint, &identity, "outTopic", "ESPthing").await else {
         panic!("connected without ALPN");
     };
+    let why = why.to_string();
     assert!(
         why.starts_with("observer hil-observer at localhost:"),
         "{why}"
@@ -341,7 +344,8 @@ async fn the_observer_watches_and_injects_on_a_443_style_listener_with_alpn() {
     let refused = observer
         .publish("inTopic", b"late".to_vec())
         .await
-        .expect_err("published after the connection was lost");
+        .expect_err("published after the connection was lost")
+        .to_string();
     assert!(
         refused.contains(&format!("connection lost: {why}")),
         "{refused}"

@@ -40,10 +40,12 @@ fn flashing_a_pseudo_terminal_with_no_chip_fails_in_time_naming_the_port() {
     let Err(why) = backend.prepare() else {
         panic!("flashing the app onto a pseudo-terminal succeeded");
     };
+    let why = why.to_string();
     assert!(why.contains("no chip answered"), "{why}");
     let Err(why) = backend.start(&image) else {
         panic!("flashing a pseudo-terminal succeeded");
     };
+    let why = why.to_string();
     let took = started.elapsed();
     assert!(took < LIMIT, "took {took:?} to give up (limit {LIMIT:?})");
     assert!(
@@ -68,6 +70,7 @@ fn a_firmware_that_is_not_an_elf_is_refused_before_touching_the_board() {
     ) else {
         panic!("a non-ELF firmware was accepted");
     };
+    let why = why.to_string();
     assert!(
         why.contains(&firmware.display().to_string()) && why.contains("not an ELF"),
         "{why}"

@@ -190,6 +190,7 @@ fn esptool_against_a_pseudo_terminal_with_no_chip_fails_naming_the_port() {
     let Err(why) = backend.start(&image) else {
         panic!("esptool flashed a pseudo-terminal");
     };
+    let why = why.to_string();
     let took = started.elapsed();
     // esptool's own connect attempts (7 resets) take well under a minute.
     assert!(took < Duration::from_secs(90), "took {took:?}");
@@ -206,6 +207,8 @@ fn esptool_against_a_pseudo_terminal_with_no_chip_fails_naming_the_port() {
 fn a_missing_esptool_module_says_to_run_make_deps() {
     let mut command = Command::new("python3");
     command.args(["-m", "esptool_that_is_not_installed"]);
-    let why = run_esptool(command, Path::new("/dev/ttyUSB0")).unwrap_err();
+    let why = run_esptool(command, Path::new("/dev/ttyUSB0"))
+        .unwrap_err()
+        .to_string();
     assert!(why.contains("make deps"), "{why}");
 }

@@ -52,7 +52,7 @@ impl Backend for OneAtATime {
     fn single_device(&self) -> bool {
         true
     }
-    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, hil::error::BackendError> {
         let inner = self.inner.start(image)?;
         let now = self.alive.fetch_add(1, Ordering::SeqCst) + 1;
         self.most.fetch_max(now, Ordering::SeqCst);

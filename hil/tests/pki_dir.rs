@@ -97,7 +97,8 @@ fn a_folder_without_the_ca_key_is_refused_naming_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let expected = format!(
-        "hil: --pki: {}: no such file",
+        "hil: rig error: --pki {}: {}: no such file",
+        dir.path().display(),
         dir.path().join("ca.key.pem").display()
     );
     assert!(stderr.contains(&expected), "{stderr}");

@@ -74,7 +74,9 @@ fn report() -> ScenarioReport {
     ScenarioReport {
         name: "cadence",
         tolerance: "2000 +- 150 ms",
-        result: Err("expected every interval 2000 +- 150 ms, saw 2999 ms".into()),
+        result: Err(hil::error::Failed::check(
+            "expected every interval 2000 +- 150 ms, saw 2999 ms",
+        )),
         duration: Duration::from_secs(54),
         log: log.clone(),
         full_log: log,

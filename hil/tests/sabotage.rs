@@ -18,7 +18,11 @@ async fn failure_of(scenario: &str, sabotage: ImageSabotage) -> String {
     let reports = run_suite(Arc::new(rig), selected, |_| {}).await;
     match &reports[0].result {
         Ok(figure) => panic!("{scenario} passed with a sabotaged image: {figure}"),
-        Err(why) => why.clone(),
+        Err(why) => {
+            // A wrong image is the device's failure, never the rig's.
+            assert!(why.fault.is_device(), "{why:?}");
+            why.message.clone()
+        }
     }
 }
 

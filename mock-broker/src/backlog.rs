@@ -1,7 +1,7 @@
 //! Per-client backlog: what the broker holds for a subscriber, and its limits.
 //!
-//! Each connected client has an [`Outbox`]: the deliveries routed to it that its session
-//! has not taken yet, and the commands for the session. The byte budget covers
+//! Each connected client has an `Outbox`: the `Delivery`s routed to it that its session
+//! has not taken yet, and the `Command`s for the session. The byte budget covers
 //! everything the client holds in the broker: deliveries waiting here, and (released by
 //! the session) those being written or awaiting a PUBACK. Past the limits the broker does
 //! what AWS IoT Core does with a client that cannot keep up: QoS 0 deliveries give way
@@ -12,10 +12,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::error::DisconnectReason;
 use crate::mqtt::QoS;
-use crate::session::{Command, Delivery};
 
 /// Most bytes held for one client by default (payload, topic, properties, overhead).
 pub const MAX_BACKLOG_BYTES: usize = 4 * 1024 * 1024;
@@ -50,6 +51,34 @@ pub struct BacklogFigures {
     pub messages: usize,
     /// Deliveries dropped because the backlog was full, since the client connected.
     pub dropped: u64,
+}
+
+/// A message on its way to one client, as its session will send it.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub properties: Bytes,
+    /// A retained message sent because of a new subscription.
+    pub retained: bool,
+    /// Sent before to an earlier connection of the session, never acknowledged (DUP).
+    pub redelivery: bool,
+}
+
+impl Delivery {
+    /// Roughly the bytes it takes to hold, charged to its client's budget.
+    pub fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len() + 64
+    }
+}
+
+/// What the broker's owner (or a newer connection) tells a session to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Kick(DisconnectReason),
+    /// Close without a DISCONNECT, as a broken network would.
+    Drop,
 }
 
 /// What became of a delivery offered to a client.
@@ -182,7 +211,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn delivery(qos: QoS, size: usize) -> Delivery {
         Delivery {
@@ -239,9 +267,7 @@ mod tests {
             Offer::DroppedQos1
         );
         outbox.command(Command::Drop);
-        outbox.command(Command::Kick(
-            crate::DisconnectReason::ServerInitiatedDisconnect,
-        ));
+        outbox.command(Command::Kick(DisconnectReason::ServerInitiatedDisconnect));
         assert!(matches!(outbox.take_command(), Some(Command::Drop)));
         assert!(outbox.take_command().is_none());
     }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::broker::{Config, Handle, MockBroker};
+use crate::broker::{Handle, MockBroker};
+use crate::config::Config;
 use crate::error::StartError;
 use crate::tls::SniRule;
 

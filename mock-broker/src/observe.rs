@@ -148,9 +148,14 @@ impl Event {
     }
 }
 
+/// Events an observer may fall behind by before it skips some. The ring is allocated
+/// up front, so it is sized for a busy fleet (2,500 publishes/s) read a few seconds late,
+/// not more.
+pub const OBSERVER_BACKLOG: usize = 16 * 1024;
+
 /// A stream of [`Event`]s from the moment it was made. It holds up to
-/// [`crate::broker::OBSERVER_BACKLOG`] events; an
-/// observer that falls further behind skips the oldest and is told how many it missed.
+/// [`OBSERVER_BACKLOG`] events; an observer that falls further behind skips the oldest
+/// and is told how many it missed.
 pub struct Observer {
     pub(crate) receiver: broadcast::Receiver<Event>,
 }

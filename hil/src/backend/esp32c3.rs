@@ -25,8 +25,11 @@ use serialport::UsbPortInfo;
 use super::flashing::ProgressBars;
 use super::ports::{self, ESPRESSIF_USB_SERIAL_JTAG};
 use super::{Backend, BoardDevice, Device};
+use crate::error::BackendError;
 use crate::serial::SerialCapture;
 
+/// The board's name as `--board` spells it.
+const BOARD: &str = "esp32c3";
 pub const CHIP: Chip = Chip::Esp32c3;
 /// `--firmware` when absent: the release build of `firmware/esp32c3`.
 pub const DEFAULT_FIRMWARE: &str =
@@ -74,31 +77,35 @@ pub struct PartitionLayout {
 }
 
 impl PartitionLayout {
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let csv = fs::read_to_string(path)
-            .map_err(|e| format!("partition table {}: {e}", path.display()))?;
+    pub fn read(path: &Path) -> Result<Self, BackendError> {
+        let csv = fs::read_to_string(path).map_err(|e| BackendError::PartitionTable {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
         Self::parse(&csv, path)
     }
 
     /// Parse `csv` (read from `source`, named in errors).
-    pub fn parse(csv: &str, source: &Path) -> Result<Self, String> {
-        let table = PartitionTable::try_from_str(csv)
-            .map_err(|e| format!("partition table {}: {e}", source.display()))?;
+    pub fn parse(csv: &str, source: &Path) -> Result<Self, BackendError> {
+        let invalid = |problem: String| BackendError::PartitionTable {
+            path: source.to_path_buf(),
+            problem,
+        };
+        let table = PartitionTable::try_from_str(csv).map_err(|e| invalid(e.to_string()))?;
         let find = |name: &str| {
             table
                 .find(name)
                 .map(|p| (p.offset(), p.size()))
                 .ok_or_else(|| {
-                    format!(
-                        "partition table {}: no `{name}` partition (has: {})",
-                        source.display(),
+                    invalid(format!(
+                        "no `{name}` partition (has: {})",
                         table
                             .partitions()
                             .iter()
                             .map(|p| p.name())
                             .collect::<Vec<_>>()
                             .join(", ")
-                    )
+                    ))
                 })
         };
         let first_offset = table
@@ -122,16 +129,19 @@ pub fn flash_plan(
     layout: &PartitionLayout,
     image_len: Option<usize>,
     with_app: bool,
-) -> Result<Vec<Region>, String> {
+) -> Result<Vec<Region>, BackendError> {
     let (data_offset, data_size) = layout.data;
     if let Some(image_len) = image_len
         && image_len > data_size as usize
     {
-        return Err(format!(
-            "the flash image is {image_len} bytes, larger than the `{DATA_PARTITION}` \
+        return Err(BackendError::board(
+            BOARD,
+            format!(
+                "the flash image is {image_len} bytes, larger than the `{DATA_PARTITION}` \
              partition ({data_size} bytes at {data_offset:#x} in {}); build a smaller image \
              (certs image --size) or grow the partition",
-            layout.source.display()
+                layout.source.display()
+            ),
         ));
     }
     let mut plan = Vec::with_capacity(4);
@@ -186,17 +196,20 @@ pub fn foreign_elf(header: &[u8; 20]) -> Option<String> {
 
 /// Check that the segments espflash made from the ELF land where the plan says, each
 /// within its room.
-fn check_segments(plan: &[Region], segments: &[Segment<'_>]) -> Result<(), String> {
+fn check_segments(plan: &[Region], segments: &[Segment<'_>]) -> Result<(), BackendError> {
     for (region, segment) in plan.iter().zip(segments) {
         if segment.addr != region.offset || segment.size() > region.room {
-            return Err(format!(
-                "espflash placed the {:?} ({} bytes) at {:#x}, the partition table says {:#x} \
+            return Err(BackendError::board(
+                BOARD,
+                format!(
+                    "espflash placed the {:?} ({} bytes) at {:#x}, the partition table says {:#x} \
                  with room for {} bytes",
-                region.part,
-                segment.size(),
-                segment.addr,
-                region.offset,
-                region.room
+                    region.part,
+                    segment.size(),
+                    segment.addr,
+                    region.offset,
+                    region.room
+                ),
             ));
         }
     }
@@ -205,11 +218,11 @@ fn check_segments(plan: &[Region], segments: &[Segment<'_>]) -> Result<(), Strin
 
 /// Connect to the ROM bootloader of the ESP32-C3 on `port`: a clear error when nothing
 /// answers.
-pub fn connect(port: &Path, usb: &UsbPortInfo) -> Result<Flasher, String> {
+pub fn connect(port: &Path, usb: &UsbPortInfo) -> Result<Flasher, BackendError> {
     let serial = serialport::new(port.to_string_lossy(), CONNECT_BAUD)
         .timeout(PORT_TIMEOUT)
         .open_native()
-        .map_err(|e| format!("esp32c3: open {}: {e}", port.display()))?;
+        .map_err(|e| BackendError::board(BOARD, format!("open {}: {e}", port.display())))?;
     let connection = Connection::new(
         serial,
         usb.clone(),
@@ -218,11 +231,14 @@ pub fn connect(port: &Path, usb: &UsbPortInfo) -> Result<Flasher, String> {
         CONNECT_BAUD,
     );
     Flasher::connect(connection, true, true, true, Some(CHIP), None).map_err(|e| {
-        format!(
-            "esp32c3 on {}: no chip answered, could not connect to its ROM bootloader ({e}). \
-             Is an ESP32-C3 connected to this port, and no serial monitor holding it?",
-            port.display()
-        )
+        BackendError::Port {
+            board: BOARD,
+            port: port.to_path_buf(),
+            problem: format!(
+                "no chip answered, could not connect to its ROM bootloader ({e}). Is an \
+                 ESP32-C3 connected to this port, and no serial monitor holding it?"
+            ),
+        }
     })
 }
 
@@ -245,7 +261,7 @@ impl Esp32c3Backend {
         port: Option<PathBuf>,
         firmware: Option<PathBuf>,
         partitions: &Path,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BackendError> {
         let (port, usb) = match port {
             Some(port) => {
                 // A port the system does not list as USB (a pseudo-terminal, a remote
@@ -259,7 +275,7 @@ impl Esp32c3Backend {
                 });
                 (port, usb)
             }
-            None => ports::detect(&[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")?,
+            None => ports::detect(&[ESPRESSIF_USB_SERIAL_JTAG], BOARD)?,
         };
         let firmware = firmware.unwrap_or_else(|| PathBuf::from(DEFAULT_FIRMWARE));
         // The ELF header up to e_machine: magic, class, and the machine it was built for.
@@ -267,35 +283,46 @@ impl Esp32c3Backend {
         fs::File::open(&firmware)
             .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 20), &mut head))
             .map_err(|e| {
-                format!(
-                    "esp32c3: no firmware at {} ({e}); build it (cargo build --release in \
-                     firmware/esp32c3) or pass --firmware ELF",
-                    firmware.display()
+                BackendError::board(
+                    BOARD,
+                    format!(
+                        "no firmware at {} ({e}); build it (cargo build --release in \
+                         firmware/esp32c3) or pass --firmware ELF",
+                        firmware.display()
+                    ),
                 )
             })?;
         // Short files are padded: the checks below then name what is missing.
         let mut magic = [0u8; 20];
         magic[..head.len()].copy_from_slice(&head);
         if magic[..4] != *b"\x7fELF" {
-            return Err(format!(
-                "esp32c3: {} is not an ELF file; pass the firmware's ELF (espflash makes the \
-                 app image from it)",
-                firmware.display()
+            return Err(BackendError::board(
+                BOARD,
+                format!(
+                    "{} is not an ELF file; pass the firmware's ELF (espflash makes the app \
+                     image from it)",
+                    firmware.display()
+                ),
             ));
         }
         if let Some(machine) = foreign_elf(&magic) {
-            return Err(format!(
-                "esp32c3: {} is an ELF for {machine}, not a 32-bit RISC-V one; build the \
-                 firmware with `make firmware` (or pass its ELF, \
-                 {DEFAULT_FIRMWARE})",
-                firmware.display()
+            return Err(BackendError::board(
+                BOARD,
+                format!(
+                    "{} is an ELF for {machine}, not a 32-bit RISC-V one; build the firmware \
+                     with `make firmware` (or pass its ELF, {DEFAULT_FIRMWARE})",
+                    firmware.display()
+                ),
             ));
         }
         if !port.exists() {
-            return Err(format!(
-                "esp32c3: no serial port {}; ports seen: {}",
-                port.display(),
-                ports::describe_available()
+            return Err(BackendError::board(
+                BOARD,
+                format!(
+                    "no serial port {}; ports seen: {}",
+                    port.display(),
+                    ports::describe_available()
+                ),
             ));
         }
         let layout = PartitionLayout::read(partitions)?;
@@ -323,7 +350,7 @@ impl Backend for Esp32c3Backend {
         true
     }
 
-    fn prepare(&self) -> Result<(), String> {
+    fn prepare(&self) -> Result<(), BackendError> {
         let mut app_flashed = self.lock()?;
         if !*app_flashed {
             self.flash(&mut app_flashed, None)?;
@@ -331,12 +358,10 @@ impl Backend for Esp32c3Backend {
         Ok(())
     }
 
-    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
-        let data = fs::read(image).map_err(|e| format!("{}: {e}", image.display()))?;
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError> {
+        let data = fs::read(image).map_err(|e| BackendError::file(image, e))?;
         let mut app_flashed = self.lock()?;
-        let flasher = self
-            .flash(&mut app_flashed, Some(&data))
-            .map_err(|e| format!("{}: {e}", image.display()))?;
+        let flasher = self.flash(&mut app_flashed, Some(&data))?;
         // Writing ends with a hard reset (the connection's `HardReset`), so the board is
         // already booting: what it prints waits in the port's buffer for the capture.
         let serial = SerialCapture::from_serial(
@@ -349,22 +374,22 @@ impl Backend for Esp32c3Backend {
 }
 
 impl Esp32c3Backend {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, String> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, BackendError> {
         self.app_flashed
             .lock()
-            .map_err(|_| "esp32c3: an earlier start panicked while flashing".to_string())
+            .map_err(|_| BackendError::board(BOARD, "an earlier start panicked while flashing"))
     }
 
     /// One flashing session: bootloader, partition table and application unless already
     /// on the board, then `data` into the storage partition. Ends with a hard reset;
     /// returns the flasher, whose port the capture goes on reading.
-    fn flash(&self, app_flashed: &mut bool, data: Option<&[u8]>) -> Result<Flasher, String> {
+    fn flash(&self, app_flashed: &mut bool, data: Option<&[u8]>) -> Result<Flasher, BackendError> {
         let with_app = !*app_flashed;
         let plan = flash_plan(&self.layout, data.map(<[u8]>::len), with_app)?;
         // Connected first: without the board nothing else matters, and the error says so.
         let mut flasher = connect(&self.port, &self.usb)?;
         let elf = if with_app {
-            fs::read(&self.firmware).map_err(|e| format!("{}: {e}", self.firmware.display()))?
+            fs::read(&self.firmware).map_err(|e| BackendError::file(&self.firmware, e))?
         } else {
             Vec::new()
         };
@@ -385,7 +410,9 @@ impl Esp32c3Backend {
                 Some(PARTITION_TABLE_OFFSET),
                 Some(APP_PARTITION),
             )
-            .map_err(|e| format!("esp32c3 firmware {}: {e}", self.firmware.display()))?;
+            .map_err(|e| {
+                BackendError::board(BOARD, format!("firmware {}: {e}", self.firmware.display()))
+            })?;
             segments.extend(format.flash_segments());
         }
         if let Some(data) = data {
@@ -404,7 +431,11 @@ impl Esp32c3Backend {
         );
         flasher
             .write_bins_to_flash(&segments, &mut ProgressBars::default())
-            .map_err(|e| format!("esp32c3 on {}: flashing failed: {e}", self.port.display()))?;
+            .map_err(|e| BackendError::Port {
+                board: BOARD,
+                port: self.port.clone(),
+                problem: format!("flashing failed: {e}"),
+            })?;
         *app_flashed = true;
         Ok(flasher)
     }
@@ -464,7 +495,9 @@ storage,  data, spiffs,   0x190000, 0x70000
     #[test]
     fn a_table_without_the_data_partition_is_refused_by_name() {
         let csv = "factory, app, factory, 0x10000, 0x180000\n";
-        let why = PartitionLayout::parse(csv, Path::new("p.csv")).unwrap_err();
+        let why = PartitionLayout::parse(csv, Path::new("p.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("p.csv")
                 && why.contains("no `storage` partition")
@@ -473,7 +506,8 @@ storage,  data, spiffs,   0x190000, 0x70000
         );
         let why =
             PartitionLayout::parse("storage, data, nope, 0x9000, 0x1000\n", Path::new("p.csv"))
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(why.starts_with("partition table p.csv:"), "{why}");
     }
 
@@ -514,7 +548,9 @@ storage,  data, spiffs,   0x190000, 0x70000
     #[test]
     fn an_image_larger_than_the_data_partition_is_refused() {
         assert!(flash_plan(&layout(), Some(0x70000), false).is_ok());
-        let why = flash_plan(&layout(), Some(0x70001), false).unwrap_err();
+        let why = flash_plan(&layout(), Some(0x70001), false)
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("458753 bytes")
                 && why.contains("`storage` partition (458752 bytes at 0x190000 in partitions.csv)"),
@@ -527,7 +563,9 @@ storage,  data, spiffs,   0x190000, 0x70000
         let plan = flash_plan(&layout(), Some(4), false).unwrap();
         let data = [0u8; 4];
         assert!(check_segments(&plan, &[Segment::new(0x190000, &data)]).is_ok());
-        let why = check_segments(&plan, &[Segment::new(0x180000, &data)]).unwrap_err();
+        let why = check_segments(&plan, &[Segment::new(0x180000, &data)])
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("0x180000") && why.contains("0x190000"),
             "{why}"

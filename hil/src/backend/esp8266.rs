@@ -24,7 +24,11 @@ use firmware_core::log::{
 
 use super::ports::{self, CH340, CP210X};
 use super::{Backend, BoardDevice, Device};
+use crate::error::BackendError;
 use crate::serial::{SerialCapture, Translate};
+
+/// The board's name as `--board` spells it.
+const BOARD: &str = "esp8266";
 
 /// Where the LittleFS image goes: the NodeMCU 4 MB board with the "4MB (FS:2MB OTA:~1019KB)"
 /// layout (Arduino ESP8266 core, boards.txt `nodemcuv2.menu.eesz.4M2M`, linker script
@@ -78,17 +82,17 @@ pub fn esptool_command(
 
 /// Run esptool, forwarding its output (its progress) to stderr, within [`FLASH_LIMIT`];
 /// a failure says what went wrong in terms of the board.
-pub fn run_esptool(mut command: Command, port: &Path) -> Result<(), String> {
+pub fn run_esptool(mut command: Command, port: &Path) -> Result<(), BackendError> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| {
-            format!(
+            BackendError::Esptool(format!(
                 "esp8266: could not run {:?}: {e}; run `make deps`",
                 command.get_program()
-            )
+            ))
         })?;
     let (tx, lines) = mpsc::channel::<String>();
     let readers: Vec<_> = [
@@ -130,26 +134,29 @@ pub fn run_esptool(mut command: Command, port: &Path) -> Result<(), String> {
     if timed_out {
         let _ = child.kill();
     }
-    let status = child.wait().map_err(|e| format!("esp8266: esptool: {e}"))?;
+    let status = child
+        .wait()
+        .map_err(|e| BackendError::Esptool(format!("esp8266: esptool: {e}")))?;
     for reader in readers {
         let _ = reader.join();
     }
     if timed_out {
-        return Err(format!(
-            "esp8266 on {}: esptool did not finish within {FLASH_LIMIT:?}",
-            port.display()
-        ));
+        return Err(BackendError::Port {
+            board: BOARD,
+            port: port.to_path_buf(),
+            problem: format!("esptool did not finish within {FLASH_LIMIT:?}"),
+        });
     }
     if status.success() {
         return Ok(());
     }
     let text = output.join("\n");
     if text.contains("No module named") {
-        return Err(
+        return Err(BackendError::Esptool(
             "esp8266: esptool is not installed for python3; run `make deps` (it installs \
              esptool from PyPI)"
                 .into(),
-        );
+        ));
     }
     // esptool's own verdict, else its last words (stdout and stderr interleave).
     let last = output
@@ -164,16 +171,20 @@ pub fn run_esptool(mut command: Command, port: &Path) -> Result<(), String> {
         })
         .unwrap_or("no output");
     if text.contains("Failed to connect") || text.contains("No serial data received") {
-        return Err(format!(
-            "esp8266 on {}: no chip answered, esptool could not connect ({last}). Is a \
-             NodeMCU connected to this port, and no serial monitor holding it?",
-            port.display()
-        ));
+        return Err(BackendError::Port {
+            board: BOARD,
+            port: port.to_path_buf(),
+            problem: format!(
+                "no chip answered, esptool could not connect ({last}). Is a NodeMCU \
+                 connected to this port, and no serial monitor holding it?"
+            ),
+        });
     }
-    Err(format!(
-        "esp8266 on {}: esptool failed ({status}): {last}",
-        port.display()
-    ))
+    Err(BackendError::Port {
+        board: BOARD,
+        port: port.to_path_buf(),
+        problem: format!("esptool failed ({status}): {last}"),
+    })
 }
 
 /// The NodeMCU's auto-reset circuit: RTS low pulls EN low while DTR (GPIO0) stays high,
@@ -199,24 +210,31 @@ pub struct Esp8266Backend {
 impl Esp8266Backend {
     /// The board on `port` (found by USB id when absent), to run the sketch binary
     /// `firmware` (required: it is built with arduino-cli, not here).
-    pub fn new(port: Option<PathBuf>, firmware: Option<PathBuf>) -> Result<Self, String> {
+    pub fn new(port: Option<PathBuf>, firmware: Option<PathBuf>) -> Result<Self, BackendError> {
         let port = match port {
             Some(port) => port,
-            None => ports::detect(&[CP210X, CH340], "esp8266")?.0,
+            None => ports::detect(&[CP210X, CH340], BOARD)?.0,
         };
         if !port.exists() {
-            return Err(format!(
-                "esp8266: no serial port {}; ports seen: {}",
-                port.display(),
-                ports::describe_available()
+            return Err(BackendError::board(
+                BOARD,
+                format!(
+                    "no serial port {}; ports seen: {}",
+                    port.display(),
+                    ports::describe_available()
+                ),
             ));
         }
-        let firmware = firmware.ok_or(
-            "esp8266: pass --firmware BIN, the sketch built with arduino-cli (see \
+        let firmware = firmware.ok_or(BackendError::board(
+            BOARD,
+            "pass --firmware BIN, the sketch built with arduino-cli (see \
              firmware/esp8266-arduino/README.md)",
-        )?;
+        ))?;
         if !firmware.is_file() {
-            return Err(format!("esp8266: no firmware at {}", firmware.display()));
+            return Err(BackendError::board(
+                BOARD,
+                format!("no firmware at {}", firmware.display()),
+            ));
         }
         Ok(Self {
             port,
@@ -233,14 +251,14 @@ impl Esp8266Backend {
 
 impl Backend for Esp8266Backend {
     fn board(&self) -> &'static str {
-        "esp8266"
+        BOARD
     }
 
     fn single_device(&self) -> bool {
         true
     }
 
-    fn prepare(&self) -> Result<(), String> {
+    fn prepare(&self) -> Result<(), BackendError> {
         let mut flashed = self.lock()?;
         if !*flashed {
             self.flash(&mut flashed, None)?;
@@ -248,15 +266,17 @@ impl Backend for Esp8266Backend {
         Ok(())
     }
 
-    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError> {
         let len = std::fs::metadata(image)
-            .map_err(|e| format!("{}: {e}", image.display()))?
+            .map_err(|e| BackendError::file(image, e))?
             .len();
         if len > u64::from(LITTLEFS_SIZE) {
-            return Err(format!(
-                "{}: the flash image is {len} bytes, larger than the NodeMCU 4M2M layout's \
-                 LittleFS area ({LITTLEFS_SIZE} bytes at {LITTLEFS_OFFSET:#x})",
-                image.display()
+            return Err(BackendError::file(
+                image,
+                format!(
+                    "the flash image is {len} bytes, larger than the NodeMCU 4M2M layout's \
+                     LittleFS area ({LITTLEFS_SIZE} bytes at {LITTLEFS_OFFSET:#x})"
+                ),
             ));
         }
         let mut flashed = self.lock()?;
@@ -267,20 +287,20 @@ impl Backend for Esp8266Backend {
             reset_into_sketch,
             Some(translator()),
         )
-        .map_err(|e| format!("esp8266: {e}"))?;
+        .map_err(|e| BackendError::board(BOARD, e))?;
         Ok(Box::new(BoardDevice { serial }))
     }
 }
 
 impl Esp8266Backend {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, String> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, BackendError> {
         self.firmware_flashed
             .lock()
-            .map_err(|_| "esp8266: an earlier start panicked while flashing".to_string())
+            .map_err(|_| BackendError::board(BOARD, "an earlier start panicked while flashing"))
     }
 
     /// One esptool run: the sketch unless already on the board, and `image` if given.
-    fn flash(&self, flashed: &mut bool, image: Option<&Path>) -> Result<(), String> {
+    fn flash(&self, flashed: &mut bool, image: Option<&Path>) -> Result<(), BackendError> {
         let firmware = (!*flashed).then_some(self.firmware.as_path());
         let what: Vec<String> = [
             firmware.map(|f| format!("{} at {FIRMWARE_OFFSET:#x}", f.display())),

@@ -9,6 +9,7 @@
 
 use std::path::Path;
 
+use crate::error::BackendError;
 use crate::serial::SerialCapture;
 
 pub mod esp32c3;
@@ -37,11 +38,11 @@ pub trait Backend: Send + Sync {
     fn single_device(&self) -> bool;
     /// Before the first scenario: put on the device what every start shares (a board's
     /// firmware), so no scenario's deadline includes it. Blocks while a board flashes.
-    fn prepare(&self) -> Result<(), String> {
+    fn prepare(&self) -> Result<(), BackendError> {
         Ok(())
     }
     /// Start a device running the flash image at `image`. Blocks while a board flashes.
-    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String>;
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError>;
 }
 
 /// A board after a start: its serial port, captured from the reset on. The board keeps

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serialport::{SerialPortInfo, SerialPortType, UsbPortInfo};
 
+use crate::error::BackendError;
+
 /// A USB serial device a board shows up as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsbId {
@@ -62,7 +64,7 @@ pub fn pick(
     ports: &[SerialPortInfo],
     ids: &[UsbId],
     board: &str,
-) -> Result<(PathBuf, UsbPortInfo), String> {
+) -> Result<(PathBuf, UsbPortInfo), BackendError> {
     let matching: Vec<(&SerialPortInfo, &UsbPortInfo)> = ports
         .iter()
         .filter_map(|port| match &port.port_type {
@@ -87,19 +89,19 @@ pub fn pick(
             } else {
                 ports.iter().map(describe).collect::<Vec<_>>().join(", ")
             };
-            Err(format!(
+            Err(BackendError::Ports(format!(
                 "no {board} serial port found (looked for USB {wanted}); ports seen: {seen}. \
                  Connect the board, or pass --port DEV"
-            ))
+            )))
         }
-        several => Err(format!(
+        several => Err(BackendError::Ports(format!(
             "several {board} serial ports found (USB {wanted}): {}; pass --port DEV to choose one",
             several
                 .iter()
                 .map(|(port, _)| describe(port))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
+        ))),
     }
 }
 
@@ -113,8 +115,9 @@ pub fn describe_available() -> String {
 }
 
 /// Find the board's port among the system's serial ports.
-pub fn detect(ids: &[UsbId], board: &str) -> Result<(PathBuf, UsbPortInfo), String> {
-    let ports = serialport::available_ports().map_err(|e| format!("list the serial ports: {e}"))?;
+pub fn detect(ids: &[UsbId], board: &str) -> Result<(PathBuf, UsbPortInfo), BackendError> {
+    let ports = serialport::available_ports()
+        .map_err(|e| BackendError::Ports(format!("list the serial ports: {e}")))?;
     pick(&ports, ids, board)
 }
 
@@ -172,7 +175,9 @@ mod tests {
             uart("/dev/ttyS0"),
             usb("/dev/ttyUSB0", 0x1a86, 0x7523, "USB Serial"),
         ];
-        let why = pick(&ports, &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3").unwrap_err();
+        let why = pick(&ports, &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("no esp32c3 serial port found")
                 && why.contains("303a:1001")
@@ -181,7 +186,9 @@ mod tests {
                 && why.contains("--port"),
             "{why}"
         );
-        let why = pick(&[], &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3").unwrap_err();
+        let why = pick(&[], &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")
+            .unwrap_err()
+            .to_string();
         assert!(why.contains("ports seen: none"), "{why}");
     }
 
@@ -191,7 +198,9 @@ mod tests {
             usb("/dev/ttyACM0", 0x303a, 0x1001, "a"),
             usb("/dev/ttyACM1", 0x303a, 0x1001, "b"),
         ];
-        let why = pick(&ports, &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3").unwrap_err();
+        let why = pick(&ports, &[ESPRESSIF_USB_SERIAL_JTAG], "esp32c3")
+            .unwrap_err()
+            .to_string();
         assert!(
             why.contains("several esp32c3 serial ports")
                 && why.contains("/dev/ttyACM0")

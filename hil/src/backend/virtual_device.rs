@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use super::{Backend, Device};
+use crate::error::{BackendError, RigError};
 use crate::serial::SerialCapture;
 
 /// Environment variable that names the `virtual-device` binary explicitly.
@@ -16,19 +17,19 @@ const BINARY_NAME: &str = "virtual-device";
 /// Where the `virtual-device` binary is: `$HIL_VIRTUAL_DEVICE`, else next to the running
 /// executable (`target/<profile>/`), else one folder up (test binaries live in
 /// `target/<profile>/deps/`).
-pub fn find_virtual_device() -> Result<PathBuf, String> {
+pub fn find_virtual_device() -> Result<PathBuf, RigError> {
     if let Some(path) = std::env::var_os(VIRTUAL_DEVICE_ENV) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!(
+            Err(RigError::DeviceBinary(format!(
                 "{VIRTUAL_DEVICE_ENV}={} is not a file",
                 path.display()
-            ))
+            )))
         };
     }
-    let exe = std::env::current_exe().map_err(|e| format!("current executable: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| RigError::io("current executable", e))?;
     let name = format!("{BINARY_NAME}{}", std::env::consts::EXE_SUFFIX);
     let candidates: Vec<PathBuf> = exe
         .ancestors()
@@ -41,7 +42,7 @@ pub fn find_virtual_device() -> Result<PathBuf, String> {
         .find(|path| path.is_file())
         .cloned()
         .ok_or_else(|| {
-            format!(
+            RigError::DeviceBinary(format!(
                 "no {BINARY_NAME} binary at {}; build it with `cargo build -p virtual-device` \
                  (or set {VIRTUAL_DEVICE_ENV})",
                 candidates
@@ -49,7 +50,7 @@ pub fn find_virtual_device() -> Result<PathBuf, String> {
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
                     .join(" or ")
-            )
+            ))
         })
 }
 
@@ -127,10 +128,10 @@ impl Backend for VirtualBackend {
         false
     }
 
-    fn start(&self, image: &Path) -> Result<Box<dyn Device>, String> {
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError> {
         VirtualDevice::spawn(&self.binary, image)
             .map(|device| Box::new(device) as Box<dyn Device>)
-            .map_err(|e| format!("virtual device: {e}"))
+            .map_err(BackendError::Start)
     }
 }
 

@@ -538,17 +538,13 @@ svg path.time-failed { fill: #e08a00; } svg path.time-synced { fill: #176c2b; }
 h2 span.pass { color: #176c2b; } h2 span.fail { color: #b00020; }
 "#;
 
-fn result_cells(report: &ScenarioReport) -> (&'static str, &'static str, String) {
+fn result_cells(report: &ScenarioReport) -> (&'static str, String, String) {
     if let Some(why) = &report.skipped {
-        return ("skip", "skipped", why.clone());
+        return ("skip", "skipped".into(), why.clone());
     }
     match &report.result {
-        Ok(figure) => ("pass", "pass", figure.clone()),
-        Err(why) => (
-            "fail",
-            "FAIL",
-            why.lines().next().unwrap_or_default().to_string(),
-        ),
+        Ok(figure) => ("pass", "pass".into(), figure.clone()),
+        Err(failed) => ("fail", failed.label(), failed.headline().to_string()),
     }
 }
 
@@ -611,8 +607,12 @@ pub fn render(reports: &[ScenarioReport], info: &RunInfo) -> String {
             id = escape(r.name),
             name = escape(r.name),
         );
-        if let Err(why) = &r.result {
-            let _ = writeln!(page, "<pre class=\"failure\">{}</pre>", escape(why));
+        if let Err(failed) = &r.result {
+            let _ = writeln!(
+                page,
+                "<pre class=\"failure\">{}</pre>",
+                escape(&failed.message)
+            );
         }
         let intervals = Intervals::of(r);
         if intervals.is_empty() {
@@ -663,6 +663,7 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::error::Failed;
     use crate::serial::SerialText;
 
     fn render_test(reports: &[ScenarioReport]) -> String {
@@ -698,7 +699,7 @@ mod tests {
         )
     }
 
-    fn report(result: Result<String, String>, full_log: Vec<SerialLine>) -> ScenarioReport {
+    fn report(result: Result<String, Failed>, full_log: Vec<SerialLine>) -> ScenarioReport {
         ScenarioReport {
             name: "cadence",
             tolerance: "2000 +- 150 ms",
@@ -751,7 +752,7 @@ mod tests {
         let base = Instant::now();
         let hostile = "<script>alert('x')</script> & \u{1b}[31m";
         let page = render_test(&[report(
-            Err(format!("expected 2000 ms, saw {hostile}")),
+            Err(Failed::check(format!("expected 2000 ms, saw {hostile}"))),
             vec![line(base, 0, hostile)],
         )]);
         assert!(!page.contains("<script"), "{page}");
@@ -836,7 +837,7 @@ mod tests {
     fn scenarios_without_publishes_or_lines_still_render() {
         let base = Instant::now();
         let page = render_test(&[
-            report(Err("no line at all".into()), Vec::new()),
+            report(Err(Failed::check("no line at all")), Vec::new()),
             report(
                 Ok("refused".into()),
                 vec![

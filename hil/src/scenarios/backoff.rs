@@ -18,6 +18,7 @@ use mock_broker::Event;
 use self::classify::{Class, classify};
 use super::stamped::{FIRST_PUBLISH, StampedEvents, connected, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::error::CheckFailure;
 use crate::rig::OUT_TOPIC;
 
 pub const DISCONNECTS: usize = 5;
@@ -142,14 +143,14 @@ async fn backoff(run: &mut ScenarioRun) -> CheckResult {
         wait = Duration::from_secs(10);
     }
 
-    judge(&seen).map_err(|why| run.failure(&why))
+    judge(&seen).map_err(|why| run.failure(&why.0))
 }
 
 /// The verdict on five reconnects: the key figure, or what was expected and what was seen.
 /// Attempts must count 1.. (no reset), each delay must lie within its ceiling, the broker
 /// must have seen each reconnect when the device said it would, and the delays must be
 /// jitter.
-fn judge(seen: &[Reconnect]) -> Result<String, String> {
+fn judge(seen: &[Reconnect]) -> Result<String, CheckFailure> {
     let series = seen
         .iter()
         .map(|r| format!("#{} {} ms (broker {} ms)", r.attempt, r.delay_ms, r.gap_ms))
@@ -158,36 +159,36 @@ fn judge(seen: &[Reconnect]) -> Result<String, String> {
     for (i, r) in seen.iter().enumerate() {
         let expected_attempt = i as u32 + 1;
         if r.attempt != expected_attempt {
-            return Err(format!(
+            return Err(CheckFailure(format!(
                 "expected attempt={expected_attempt} after disconnect {} (no connection lasted \
                  the 30 s that resets the backoff), saw attempt={}; series: {series}",
                 i + 1,
                 r.attempt,
-            ));
+            )));
         }
         let ceiling = ceiling_ms(r.attempt);
         let floor = FLOOR_MS.min(ceiling);
         if !(floor..=ceiling).contains(&r.delay_ms) {
-            return Err(format!(
+            return Err(CheckFailure(format!(
                 "expected attempt {}'s delay within [{floor}, {ceiling}] ms, saw {} ms; series: {series}",
                 r.attempt, r.delay_ms,
-            ));
+            )));
         }
         let off = r.gap_ms as i64 - r.delay_ms as i64;
         if !(GAP_EARLY_MS..=GAP_LATE_MS).contains(&off) {
-            return Err(format!(
+            return Err(CheckFailure(format!(
                 "expected the broker's reconnect gap to be the announced delay \
                  {GAP_EARLY_MS:+}/+{GAP_LATE_MS} ms, saw {} ms for {} ms (attempt {})",
                 r.gap_ms, r.delay_ms, r.attempt
-            ));
+            )));
         }
     }
     let delays: Vec<u64> = seen.iter().map(|r| r.delay_ms).collect();
-    let found = classify(&delays, DEVICE_SLACK_MS).map_err(|e| e.to_string())?;
+    let found = classify(&delays, DEVICE_SLACK_MS).map_err(|e| CheckFailure(e.to_string()))?;
     if found.class != Class::Jitter {
-        return Err(format!(
+        return Err(CheckFailure(format!(
             "expected jittered reconnect delays, saw {found}: {series}"
-        ));
+        )));
     }
     let offs: Vec<i64> = seen
         .iter()
@@ -235,7 +236,9 @@ mod tests {
     #[test]
     fn a_fixed_delay_device_fails_as_constant() {
         // A firmware with `delay(1000)` between attempts, within every ceiling.
-        let why = judge(&reconnects(&[1000, 1000, 1000, 1000, 1000])).unwrap_err();
+        let why = judge(&reconnects(&[1000, 1000, 1000, 1000, 1000]))
+            .unwrap_err()
+            .0;
         assert!(
             why.starts_with("expected jittered reconnect delays, saw constant (1000 ms)"),
             "{why}"
@@ -245,35 +248,39 @@ mod tests {
     #[test]
     fn plain_exponential_and_linear_backoff_fail() {
         let exponential = [1000, 2000, 4000, 8000, 16000];
-        let why = judge(&reconnects(&exponential)).unwrap_err();
+        let why = judge(&reconnects(&exponential)).unwrap_err().0;
         assert!(why.contains("saw exponential (1000 * 2.00^n ms)"), "{why}");
-        let why = judge(&reconnects(&[200, 400, 600, 800, 1000])).unwrap_err();
+        let why = judge(&reconnects(&[200, 400, 600, 800, 1000]))
+            .unwrap_err()
+            .0;
         assert!(why.contains("saw linear"), "{why}");
     }
 
     #[test]
     fn delays_over_the_ceiling_a_reset_or_a_lying_log_fail() {
-        let why = judge(&reconnects(&[914, 2458, 3101, 2388, 7732])).unwrap_err();
+        let why = judge(&reconnects(&[914, 2458, 3101, 2388, 7732]))
+            .unwrap_err()
+            .0;
         assert!(
             why.starts_with("expected attempt 2's delay within [100, 2000] ms, saw 2458 ms"),
             "{why}"
         );
         let mut reset = reconnects(&[914, 1458, 3101, 2388, 7732]);
         reset[3].attempt = 1;
-        let why = judge(&reset).unwrap_err();
+        let why = judge(&reset).unwrap_err().0;
         assert!(
             why.starts_with("expected attempt=4 after disconnect 4"),
             "{why}"
         );
         let mut early = reconnects(&[914, 1458, 3101, 2388, 7732]);
         early[2].gap_ms = 900;
-        let why = judge(&early).unwrap_err();
+        let why = judge(&early).unwrap_err().0;
         assert!(why.contains("saw 900 ms for 3101 ms (attempt 3)"), "{why}");
     }
 
     #[test]
     fn four_reconnects_are_too_few_to_judge() {
-        let why = judge(&reconnects(&[914, 1458, 3101])).unwrap_err();
+        let why = judge(&reconnects(&[914, 1458, 3101])).unwrap_err().0;
         assert!(why.contains("at least 4 are needed"), "{why}");
     }
 

@@ -37,6 +37,7 @@ use super::backoff::{FLOOR_MS, ceiling_ms};
 use super::stamped::{StampedEvents, first_publish, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 use crate::backend::virtual_device::VirtualDevice;
+use crate::error::BackendError;
 
 /// How long both devices run side by side.
 pub const WINDOW: Duration = Duration::from_secs(15);
@@ -84,8 +85,8 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
         None => rig.write_image(&rig.device_config(&client)?)?,
     };
     let arrived = Instant::now();
-    let duplicate = VirtualDevice::spawn(rig.device_binary(), &image)
-        .map_err(|e| format!("the duplicate virtual device: {e}"))?;
+    let duplicate =
+        VirtualDevice::spawn(rig.device_binary(), &image).map_err(BackendError::Start)?;
     let taken_over = events
         .wait_for(arrived, TAKEOVER_WITHIN, |e| match e {
             Event::Disconnected { client_id, reason }

@@ -1,8 +1,9 @@
 //! The scenarios: each is data (name, what it proves, its tolerances, whether it needs the
 //! broker to itself) plus an async check that drives the broker and reads the device.
 //!
-//! A check returns its key figure (`10 intervals 1994..2006 ms`) or a failure that says
-//! what was expected and what was seen.
+//! A check returns its key figure (`10 intervals 1994..2006 ms`) or a [`ScenarioError`]:
+//! a check failure that says what was expected and what was seen, the device stopping,
+//! or the rig or backend breaking (which is no verdict on the device).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use mock_broker::Observer;
 
 use crate::backend::virtual_device::VirtualBackend;
 use crate::backend::{Backend, Device};
+use crate::error::{CheckFailure, DeviceError, RigError, ScenarioError};
 use crate::rig::Rig;
 use crate::serial::{SerialCapture, SerialLine};
 
@@ -32,7 +34,7 @@ pub mod stamped;
 pub mod tls;
 
 /// What a check's future resolves to: the key figure, or what went wrong.
-pub type CheckResult = Result<String, String>;
+pub type CheckResult = Result<String, ScenarioError>;
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = CheckResult> + Send + 'a>>;
 
 /// One scenario of the suite.
@@ -74,7 +76,7 @@ pub fn all() -> Vec<Scenario> {
 }
 
 /// The scenarios named in `names` (all of them when empty), or the unknown name.
-pub fn select(names: &[String]) -> Result<Vec<Scenario>, String> {
+pub fn select(names: &[String]) -> Result<Vec<Scenario>, RigError> {
     if names.is_empty() {
         return Ok(all());
     }
@@ -82,7 +84,10 @@ pub fn select(names: &[String]) -> Result<Vec<Scenario>, String> {
     for name in names {
         let scenario = all().into_iter().find(|s| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = all().iter().map(|s| s.name).collect();
-            format!("unknown scenario {name:?}; known: {}", known.join(", "))
+            RigError::usage(format!(
+                "unknown scenario {name:?}; known: {}",
+                known.join(", ")
+            ))
         })?;
         if !chosen.iter().any(|s: &Scenario| s.name == scenario.name) {
             chosen.push(scenario);
@@ -132,7 +137,7 @@ impl ScenarioRun {
     pub fn start_device(
         &mut self,
         adjust: impl FnOnce(&mut DeviceConfig),
-    ) -> Result<Observer, String> {
+    ) -> Result<Observer, ScenarioError> {
         let image = match self.rig.given_image() {
             Some(given) => given.path.clone(),
             None => {
@@ -172,7 +177,7 @@ impl ScenarioRun {
         what: &str,
         timeout: Duration,
         pick: impl Fn(&Line) -> bool,
-    ) -> Result<SerialLine, String> {
+    ) -> Result<SerialLine, ScenarioError> {
         self.expect_serial(what, timeout, |l| l.line().is_some_and(&pick))
             .await
     }
@@ -183,7 +188,7 @@ impl ScenarioRun {
         what: &str,
         timeout: Duration,
         pick: impl Fn(&SerialLine) -> bool,
-    ) -> Result<SerialLine, String> {
+    ) -> Result<SerialLine, ScenarioError> {
         let found = self
             .serial()
             .until(timeout, |l| pick(l).then_some(()))
@@ -194,24 +199,30 @@ impl ScenarioRun {
         }
     }
 
-    /// `message`, then the device's last serial lines (or why there are none).
-    pub fn failure(&mut self, message: &str) -> String {
-        let exited = self
-            .device
-            .as_mut()
-            .and_then(|d| d.exited())
-            .map(|status| format!(" (the device exited: {status})"))
-            .unwrap_or_default();
-        let exited = match self.rig.trouble() {
-            Some(trouble) => format!("{exited} ({trouble})"),
-            None => exited,
+    /// `message`, then the device's last serial lines (or why there are none), as the
+    /// error of whoever is at fault: the device if it stopped, the rig if its observer
+    /// lost sight of the device, else the check.
+    pub fn failure(&mut self, message: &str) -> ScenarioError {
+        let Some(device) = self.device.as_mut() else {
+            return CheckFailure(message.to_string()).into();
         };
-        match &self.device {
-            Some(device) => format!(
-                "{message}{exited}\nlast serial lines:\n{}",
-                device.capture().tail(12)
-            ),
-            None => message.to_string(),
+        let status = device.exited();
+        let trouble = self.rig.trouble();
+        let mut report = message.to_string();
+        if let Some(status) = &status {
+            report.push_str(&format!(" (the device exited: {status})"));
+        }
+        if let Some(trouble) = &trouble {
+            report.push_str(&format!(" ({trouble})"));
+        }
+        report.push_str(&format!(
+            "\nlast serial lines:\n{}",
+            device.capture().tail(12)
+        ));
+        match (status, trouble) {
+            (Some(status), _) => DeviceError::Exited { status, report }.into(),
+            (None, Some(trouble)) => RigError::ObserverLost { trouble, report }.into(),
+            (None, None) => CheckFailure(report).into(),
         }
     }
 

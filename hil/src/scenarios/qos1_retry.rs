@@ -15,6 +15,7 @@ use mock_broker::{Event, Faults, PublishObservation};
 
 use super::stamped::{StampedEvents, first_publish, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::error::ScenarioError;
 use firmware_core::session::hello_seq;
 
 /// The core's `publish_retry` (5 s) plus scheduling and serial latency.
@@ -127,7 +128,7 @@ async fn withheld_then_resent(
     events: &StampedEvents,
     mine: &(impl Fn(&Event) -> Option<PublishObservation> + Sync),
     faulted: Instant,
-) -> Result<(PublishObservation, PublishObservation, Instant), String> {
+) -> Result<(PublishObservation, PublishObservation, Instant), ScenarioError> {
     let Some((_, unacked)) = events
         .wait_for(faulted, PERIOD * 2, |e| mine(e).filter(|p| !p.dup))
         .await

@@ -8,6 +8,7 @@ use firmware_core::log::Line;
 use mock_broker::{Event, Publisher};
 
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::error::RigError;
 use crate::rig::OUT_TOPIC;
 use firmware_core::session::hello_seq;
 
@@ -81,7 +82,7 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
     .await;
     let resumed = broker.resume_listening().await;
     result?;
-    resumed.map_err(|e| format!("the broker could not listen again: {e}"))?;
+    resumed.map_err(|e| RigError::broker("the broker could not listen again", e))?;
     let down_ms = outage.elapsed().as_millis();
     let back = Instant::now();
 

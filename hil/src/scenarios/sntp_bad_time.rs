@@ -14,6 +14,7 @@ use mock_broker::SntpBehaviour;
 use super::sntp_silent::{SntpServer, publishing_after, synced_near_host_time};
 use super::stamped::{StampedEvents, line_after};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::error::RigError;
 
 /// The first answer: boot plus one request.
 pub const REFUSED_WITHIN: Duration = Duration::from_secs(10);
@@ -45,9 +46,10 @@ fn back_to_1970() -> i64 {
 
 async fn sntp_bad_time(run: &mut ScenarioRun) -> CheckResult {
     if run.rig.given_image().is_some() {
-        return Err(
-            run.failure("needs its own SNTP server in the device's image; run it without --flash")
-        );
+        return Err(RigError::Target(
+            "needs its own SNTP server in the device's image; run it without --flash",
+        )
+        .into());
     }
     let server = SntpServer::answering_as(SntpBehaviour::OffsetSecs(back_to_1970())).await?;
     let port = server.addr.port();

@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 
 use super::stamped::{StampedEvents, connected, line_after, published};
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
+use crate::error::{RigError, ScenarioError};
 use crate::serial::SerialLine;
 
 /// Failed syncs to see before the server answers: one could be a lost datagram, two is
@@ -61,18 +62,18 @@ pub(super) struct SntpServer {
 }
 
 impl SntpServer {
-    async fn silent() -> Result<Self, String> {
+    async fn silent() -> Result<Self, RigError> {
         Self::answering_as(SntpBehaviour::Silent).await
     }
 
     /// Answers as `before` (silent, a wrong time, a kiss) until [`SntpServer::answer`].
-    pub(super) async fn answering_as(before: SntpBehaviour) -> Result<Self, String> {
+    pub(super) async fn answering_as(before: SntpBehaviour) -> Result<Self, RigError> {
         let socket = UdpSocket::bind(("127.0.0.1", 0))
             .await
-            .map_err(|e| format!("SNTP server on 127.0.0.1:0: {e}"))?;
+            .map_err(|e| RigError::io("SNTP server on 127.0.0.1:0", e))?;
         let addr = socket
             .local_addr()
-            .map_err(|e| format!("SNTP server address: {e}"))?;
+            .map_err(|e| RigError::io("SNTP server address", e))?;
         let answering = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let (answer, count) = (Arc::clone(&answering), Arc::clone(&requests));
@@ -251,7 +252,7 @@ pub(super) async fn synced_near_host_time(
     run: &mut ScenarioRun,
     since: Instant,
     within: Duration,
-) -> Result<SerialLine, String> {
+) -> Result<SerialLine, ScenarioError> {
     let synced = line_after(
         run,
         since,
@@ -279,7 +280,7 @@ pub(super) async fn publishing_after(
     run: &mut ScenarioRun,
     events: &StampedEvents,
     synced_at: Instant,
-) -> Result<Instant, String> {
+) -> Result<Instant, ScenarioError> {
     let client = run.client_id.clone();
     let published = events
         .wait_for(synced_at, PUBLISHING_WITHIN, |e| {

@@ -11,6 +11,7 @@ use mock_broker::{Event, Observer, PublishObservation, Publisher};
 use tokio::sync::Notify;
 
 use super::ScenarioRun;
+use crate::error::ScenarioError;
 use crate::rig::OUT_TOPIC;
 use crate::serial::SerialLine;
 
@@ -105,7 +106,7 @@ pub async fn line_after(
     what: &str,
     timeout: Duration,
     pick: impl Fn(&Line) -> bool,
-) -> Result<SerialLine, String> {
+) -> Result<SerialLine, ScenarioError> {
     run.expect_serial(what, timeout, |l| {
         l.at >= from && l.line().is_some_and(&pick)
     })
@@ -118,7 +119,7 @@ pub async fn first_publish(
     run: &mut ScenarioRun,
     events: &StampedEvents,
     client_id: &str,
-) -> Result<(), String> {
+) -> Result<(), ScenarioError> {
     if events
         .wait_for(Instant::now(), FIRST_PUBLISH, |e| {
             published(e, client_id).map(|_| ())

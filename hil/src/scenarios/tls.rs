@@ -11,6 +11,7 @@ use certs::pki;
 use mock_broker::{Event, Publisher, ServerCertificateCase};
 
 use super::{CheckResult, Scenario, ScenarioRun, is};
+use crate::error::RigError;
 use crate::rig::{OUT_TOPIC, Rig};
 
 /// Start to the `tls: handshake failed` line.
@@ -50,7 +51,7 @@ impl BadServer {
 }
 
 /// Have the broker present `case`, made for the names of the rig's server certificate.
-fn present(rig: &Rig, case: ServerCertificateCase) -> Result<(), String> {
+fn present(rig: &Rig, case: ServerCertificateCase) -> Result<(), RigError> {
     let names: Vec<String> = pki::InitOptions::default().server_names();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     // Only the untrusted-CA case is made without the rig's CA.
@@ -60,13 +61,13 @@ fn present(rig: &Rig, case: ServerCertificateCase) -> Result<(), String> {
     };
     let (chain, key) = case
         .make(ca, &names)
-        .map_err(|e| format!("{} server certificate: {e}", case.name()))?;
+        .map_err(|e| RigError::broker(format!("{} server certificate", case.name()), e))?;
     rig.broker()?
         .replace_server_certificate_pem(&chain, &key)
         .map_err(|e| {
-            format!(
-                "the broker would not take the {} certificate: {e}",
-                case.name()
+            RigError::broker(
+                format!("the broker would not take the {} certificate", case.name()),
+                e,
             )
         })
 }
@@ -83,7 +84,7 @@ async fn presenting(
     let outcome = check(run).await;
     let restored = rig.broker()?.restore_server_credentials();
     let figure = outcome?;
-    restored.map_err(|e| format!("the broker could not restore its certificate: {e}"))?;
+    restored.map_err(|e| RigError::broker("the broker could not restore its certificate", e))?;
     Ok(figure)
 }
 

@@ -30,10 +30,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Controls;
+use crate::controls::Controls;
 use crate::faults::Faults;
 use crate::mqtt::QoS;
 use crate::observe::millis;
+use crate::rules;
 use crate::sntp::SntpBehaviour;
 
 /// Largest request accepted (headers and body).
@@ -296,7 +297,7 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
                 1 => QoS::AtLeastOnce,
                 other => return Err(bad_request(format!("qos {other}: only 0 and 1"))),
             };
-            crate::rules::check_topic_name(&publish.topic)
+            rules::check_topic_name(&publish.topic)
                 .map_err(|e| bad_request(format!("topic: {e}")))?;
             let delivered = controls.inject(&publish.topic, publish.payload, qos);
             Ok(json!({ "delivered": delivered }))

@@ -1,0 +1,111 @@
+//! How the broker is set up: listeners, AWS's limits as the mock applies them, the
+//! policy and the credentials.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certs::pki::CertificateAuthority;
+
+use crate::backlog::QueueLimits;
+use crate::error::StartError;
+use crate::policy::{AccountScope, Policy};
+use crate::rules;
+use crate::tls::{Credentials, SniRule};
+
+/// How the broker is set up. [`Config::new`] gives AWS's behaviour on a loopback
+/// ephemeral port; the policy is the caller's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub credentials: Credentials,
+    /// The host name clients must send as SNI.
+    pub endpoint: String,
+    pub sni: SniRule,
+    pub policy: Policy,
+    pub scope: AccountScope,
+    /// The MQTT-over-TLS listener (AWS's 8883).
+    pub mqtt_addr: SocketAddr,
+    /// The ALPN listener (AWS's 443), if wanted.
+    pub alpn_addr: Option<SocketAddr>,
+    /// The SNTP server (UDP), if wanted.
+    pub sntp_addr: Option<SocketAddr>,
+    /// The HTTP/JSON control API (loopback only: it has no authentication), if wanted.
+    pub control_addr: Option<SocketAddr>,
+    /// Longest a TLS handshake may take (and a control API request to arrive).
+    pub handshake_timeout: Duration,
+    /// Longest between the handshake and the CONNECT packet.
+    pub connect_timeout: Duration,
+    /// Least time between two CONNECTs with the same client id (AWS: 1 s).
+    pub connect_interval: Duration,
+    /// The lower keep-alive clamp (AWS: 30 s); tests lower it to see a timeout quickly.
+    pub min_keep_alive_secs: u16,
+    /// How long a persistent session outlives its connection at most (AWS's default:
+    /// 1 hour).
+    pub max_session_expiry: Duration,
+    /// The CA that signed the server certificate, with its key: it signs the
+    /// [`crate::server_cert::ServerCertificateCase`] presets (all but `untrusted-ca` need it).
+    pub issuing_ca: Option<Arc<CertificateAuthority>>,
+    /// How much one client may hold in the broker (waiting, being written, awaiting a
+    /// PUBACK; a stored session likewise). QoS 0 deliveries give way at half of it, QoS 1
+    /// deliveries beyond it are dropped ([`crate::backlog`]).
+    pub queue_limits: QueueLimits,
+    /// A client whose socket takes none of the bytes due to it for this long is
+    /// disconnected (`THROTTLED`): it has stopped reading. The same holds for a control
+    /// API `/events` reader.
+    pub write_stall_timeout: Duration,
+}
+
+/// A client whose socket takes no bytes for this long is disconnected (`THROTTLED`) by
+/// default ([`Config::write_stall_timeout`]).
+pub const WRITE_STALL: Duration = Duration::from_secs(10);
+
+impl Config {
+    /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN
+    /// listener, SNTP server or control API until their addresses are set.
+    pub fn new(credentials: Credentials, policy: Policy) -> Self {
+        Self {
+            credentials,
+            endpoint: "localhost".into(),
+            sni: SniRule::Required,
+            policy,
+            scope: AccountScope::default(),
+            mqtt_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            alpn_addr: None,
+            sntp_addr: None,
+            control_addr: None,
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            connect_interval: Duration::from_secs(1),
+            min_keep_alive_secs: rules::MIN_KEEP_ALIVE_SECS,
+            max_session_expiry: Duration::from_secs(3600),
+            issuing_ca: None,
+            queue_limits: QueueLimits::default(),
+            write_stall_timeout: WRITE_STALL,
+        }
+    }
+
+    /// Credentials, policy and (if `ca.key.pem` is there) the issuing CA from a `certs
+    /// init` folder (`policy_file` overrides `DIR/policy.json`).
+    pub fn from_certs_dir(dir: &Path, policy_file: Option<&Path>) -> Result<Self, StartError> {
+        let credentials = Credentials::from_dir(dir)?;
+        let policy_path = policy_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join("policy.json"));
+        let text = std::fs::read_to_string(&policy_path)
+            .map_err(|e| StartError::credentials(&policy_path, e))?;
+        let policy = Policy::from_json(&text).map_err(|source| StartError::Policy {
+            path: policy_path.display().to_string(),
+            source,
+        })?;
+        let mut config = Self::new(credentials, policy);
+        // The CA key signs the server certificate presets; a folder without one (only
+        // the public CA, as on a bench) still serves, and the presets say what is missing.
+        let ca_key = dir.join(certs::load::CA_KEY_FILE);
+        if ca_key.exists() {
+            let ca = CertificateAuthority::load_dir(dir).map_err(StartError::IssuingCa)?;
+            config.issuing_ca = Some(Arc::new(ca));
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,562 @@
+//! The packet loop of one admitted client: packets in (publish, subscribe, acks, pings),
+//! deliveries out from its outbox, keep-alive, faults, and the last words when it ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::time::{sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::backlog::{Command, Delivery, Offer, Outbox};
+use crate::error::DisconnectReason;
+use crate::faults::Faults;
+use crate::link::{Link, ReadError, Writer};
+use crate::mqtt::{
+    self, ClientPacket, Connect, DecodeError, Publish, QoS, ServerPacket, Version, reason,
+};
+use crate::observe::{Event, Publisher};
+use crate::policy::{Action, Principal};
+use crate::router::{Message, Router};
+use crate::rules;
+
+/// Longest the last words to a closing client (DISCONNECT, TLS close) may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Encoded bytes a session keeps ready to write; it takes more deliveries from its
+/// outbox only below this.
+const WRITE_AHEAD_BYTES: usize = 64 * 1024;
+/// While this much is waiting to be written, the session stops reading the client (so a
+/// client that sends but never reads cannot queue answers without limit).
+const READ_PAUSE_BYTES: usize = 256 * 1024;
+
+/// One admitted client's connection, served until it ends.
+pub(crate) struct PacketLoop {
+    router: Arc<Router>,
+    link: Link,
+    /// Deliveries routed to this client and commands for it, bounded.
+    outbox: Arc<Outbox>,
+    writer: Writer,
+    client_id: String,
+    thing_name: Option<String>,
+    connection: u64,
+    keep_alive: Duration,
+    /// MQTT 5 Maximum Packet Size of the client: larger deliveries are dropped, as the
+    /// specification requires of servers.
+    max_outbound_packet: Option<usize>,
+    /// How many QoS 1 deliveries may await a PUBACK; further ones wait in the outbox.
+    receive_maximum: usize,
+    /// QoS 1 deliveries not yet acknowledged, oldest first, with their packet ids.
+    in_flight: Vec<(u16, Delivery)>,
+    next_packet_id: u16,
+}
+
+/// What handling one packet leads to.
+enum Flow {
+    Continue,
+    /// End the session; MQTT 5 clients get a DISCONNECT with the reason code, if any.
+    Close(DisconnectReason, Option<u8>),
+}
+
+/// What woke the session loop.
+enum Wake {
+    Cancelled,
+    Outbox,
+    KeepAlive,
+    Stalled,
+    Written(std::io::Result<usize>),
+    Due,
+    Packet(Result<ClientPacket, ReadError>),
+}
+
+impl PacketLoop {
+    pub fn new(
+        router: Arc<Router>,
+        link: Link,
+        outbox: Arc<Outbox>,
+        connect: &Connect,
+        thing_name: Option<String>,
+        connection: u64,
+        keep_alive_secs: u16,
+    ) -> Self {
+        Self {
+            router,
+            link,
+            outbox,
+            writer: Writer::default(),
+            client_id: connect.client_id.clone(),
+            thing_name,
+            connection,
+            keep_alive: rules::keep_alive_deadline(keep_alive_secs),
+            max_outbound_packet: connect.max_packet_size.map(|m| m as usize),
+            // AWS holds at most 100 unacknowledged QoS 1 deliveries per client, fewer if
+            // the client's Receive Maximum says so.
+            receive_maximum: connect
+                .receive_maximum
+                .map_or(rules::MAX_OUTBOUND_IN_FLIGHT, usize::from)
+                .min(rules::MAX_OUTBOUND_IN_FLIGHT),
+            in_flight: Vec::new(),
+            next_packet_id: 1,
+        }
+    }
+
+    /// Serve the client until the session ends: why, and the MQTT 5 reason code to tell
+    /// the client, if any.
+    pub async fn run(&mut self, cancel: &CancellationToken) -> (DisconnectReason, Option<u8>) {
+        if self.faults().disconnect_after_connack {
+            tracing::info!(client = %self.client_id, "fault: disconnect after CONNACK");
+            return (DisconnectReason::ServerInitiatedDisconnect, None);
+        }
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut deadline = tokio::time::Instant::now() + self.keep_alive;
+        loop {
+            if let Flow::Close(why, code) = self.orders() {
+                return (why, code);
+            }
+            self.fill();
+            let now = tokio::time::Instant::now();
+            let write_now = self.writer.ready(now);
+            let due_later = self.writer.next_due().filter(|due| *due > now);
+            let stall = self
+                .writer
+                .stall_deadline(self.router.config.write_stall_timeout);
+            let reading = self.writer.bytes < READ_PAUSE_BYTES;
+            let version = self.link.version;
+            let wake = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Wake::Cancelled,
+                _ = self.outbox.changed() => Wake::Outbox,
+                _ = sleep_until(deadline) => Wake::KeepAlive,
+                _ = sleep_until(stall.unwrap_or(far)), if stall.is_some() => Wake::Stalled,
+                written = self.writer.drive(&mut self.link.output), if write_now => Wake::Written(written),
+                _ = sleep_until(due_later.unwrap_or(far)), if due_later.is_some() => Wake::Due,
+                packet = self.link.input.read_packet(version), if reading => Wake::Packet(packet),
+            };
+            let flow = match wake {
+                Wake::Cancelled => Flow::Close(
+                    DisconnectReason::ServerInitiatedDisconnect,
+                    Some(reason::SERVER_SHUTTING_DOWN),
+                ),
+                Wake::Outbox | Wake::Due => Flow::Continue,
+                Wake::KeepAlive => Flow::Close(
+                    DisconnectReason::MqttKeepAliveTimeout,
+                    Some(reason::KEEP_ALIVE_TIMEOUT),
+                ),
+                Wake::Stalled => {
+                    tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "client stopped reading: disconnected");
+                    Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED))
+                }
+                Wake::Written(Ok(released)) => {
+                    if released > 0 {
+                        self.outbox.release(released);
+                    }
+                    Flow::Continue
+                }
+                Wake::Written(Err(e)) => {
+                    tracing::debug!(client = %self.client_id, error = %e, "write failed");
+                    Flow::Close(DisconnectReason::ConnectionLost, None)
+                }
+                Wake::Packet(packet) => {
+                    deadline = tokio::time::Instant::now() + self.keep_alive;
+                    self.on_packet(packet)
+                }
+            };
+            if let Flow::Close(why, code) = flow {
+                return (why, code);
+            }
+        }
+    }
+
+    /// Orders from outside, and limits: a kick or drop, or too much to write.
+    fn orders(&mut self) -> Flow {
+        match self.outbox.take_command() {
+            Some(Command::Kick(why)) => {
+                let code = match why {
+                    DisconnectReason::DuplicateClientId => reason::SESSION_TAKEN_OVER,
+                    _ => reason::ADMINISTRATIVE_ACTION,
+                };
+                return Flow::Close(why, Some(code));
+            }
+            Some(Command::Drop) => {
+                return Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None);
+            }
+            None => {}
+        }
+        if self.writer.bytes > self.router.config.queue_limits.max_bytes {
+            tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "too much to write to the client: disconnected");
+            return Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED));
+        }
+        Flow::Continue
+    }
+
+    fn on_packet(&mut self, packet: Result<ClientPacket, ReadError>) -> Flow {
+        match packet {
+            Ok(packet) if self.faults().black_hole => {
+                self.router.emit(Event::FaultApplied {
+                    client_id: self.client_id.clone(),
+                    fault: format!("black hole: ignored {}", packet.name()),
+                });
+                Flow::Continue
+            }
+            Ok(packet) => self.handle(packet),
+            Err(ReadError::Closed | ReadError::Io(_)) => {
+                Flow::Close(DisconnectReason::ConnectionLost, None)
+            }
+            Err(ReadError::Decode(DecodeError::TooLarge(size))) => {
+                tracing::info!(client = %self.client_id, size, "packet too large");
+                Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::PACKET_TOO_LARGE),
+                )
+            }
+            Err(ReadError::Decode(e)) => {
+                tracing::info!(client = %self.client_id, error = %e, "packet refused");
+                Flow::Close(DisconnectReason::ClientError, Some(e.reason_code()))
+            }
+        }
+    }
+
+    /// The last words: a DISCONNECT with `code` (MQTT 5), what is still due, and the TLS
+    /// close, all within [`CLOSE_TIMEOUT`] and without the latency fault, so a client
+    /// that does not read cannot hold the broker up.
+    pub async fn close(&mut self, code: Option<u8>) {
+        if let Some(code) = code {
+            self.reply(&ServerPacket::Disconnect { reason: code });
+        }
+        let now = tokio::time::Instant::now();
+        self.writer.due_now(now);
+        let (writer, output) = (&mut self.writer, &mut self.link.output);
+        let last_words = async {
+            while writer.ready(now) {
+                writer.drive(output).await?;
+            }
+            output.shutdown().await
+        };
+        if timeout(CLOSE_TIMEOUT, last_words).await.is_err() {
+            tracing::debug!(client = %self.client_id, "client not reading: closed without the last words");
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        self.router.faults_for(&self.client_id)
+    }
+
+    /// Queue a packet, unless a fault says otherwise: black-holed connections get
+    /// nothing, withheld acknowledgements are skipped, latency delays it. Returns
+    /// whether it will go out.
+    fn reply(&mut self, packet: &ServerPacket) -> bool {
+        self.reply_freeing(packet, 0)
+    }
+
+    /// [`PacketLoop::reply`], freeing `release` bytes of the client's budget once written.
+    fn reply_freeing(&mut self, packet: &ServerPacket, release: usize) -> bool {
+        let faults = self.faults();
+        let withheld = match packet {
+            _ if faults.black_hole => true,
+            ServerPacket::SubAck { .. } => faults.withhold_suback,
+            ServerPacket::PubAck { .. } => faults.withhold_puback,
+            ServerPacket::PingResp => faults.withhold_pingresp,
+            _ => false,
+        };
+        if withheld {
+            tracing::debug!(client = %self.client_id, packet = packet.name(), "fault: not sent");
+            self.router.emit(Event::FaultApplied {
+                client_id: self.client_id.clone(),
+                fault: format!("withheld {}", packet.name()),
+            });
+            return false;
+        }
+        let mut encoded = BytesMut::new();
+        mqtt::encode(
+            packet,
+            self.link.version.unwrap_or(Version::V311),
+            &mut encoded,
+        );
+        if encoded.is_empty() {
+            return false;
+        }
+        let due = tokio::time::Instant::now() + faults.latency;
+        self.writer.push(encoded.freeze(), due, release);
+        true
+    }
+
+    fn principal(&self) -> Principal<'_> {
+        Principal {
+            client_id: &self.client_id,
+            thing_name: self.thing_name.as_deref(),
+        }
+    }
+
+    fn handle(&mut self, packet: ClientPacket) -> Flow {
+        match packet {
+            ClientPacket::Publish(publish) => self.on_publish(publish),
+            ClientPacket::PubAck { packet_id } => {
+                if let Some(at) = self.in_flight.iter().position(|(id, _)| *id == packet_id) {
+                    let (_, delivery) = self.in_flight.remove(at);
+                    self.outbox.release(delivery.cost());
+                }
+                Flow::Continue
+            }
+            ClientPacket::PubRec { .. }
+            | ClientPacket::PubRel { .. }
+            | ClientPacket::PubComp { .. } => {
+                tracing::info!(client = %self.client_id, "QoS 2 flow packet: not supported");
+                Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::QOS_NOT_SUPPORTED),
+                )
+            }
+            ClientPacket::Subscribe {
+                packet_id,
+                subscriptions,
+            } => self.on_subscribe(packet_id, subscriptions),
+            ClientPacket::Unsubscribe { packet_id, filters } => {
+                {
+                    let mut state = self.router.lock();
+                    if let Some(entry) = state.clients.get_mut(&self.client_id)
+                        && entry.connection == self.connection
+                    {
+                        entry
+                            .info
+                            .subscriptions
+                            .retain(|(f, _)| !filters.contains(f));
+                    }
+                }
+                self.reply(&ServerPacket::UnsubAck {
+                    packet_id,
+                    count: filters.len(),
+                });
+                Flow::Continue
+            }
+            ClientPacket::PingReq => {
+                self.reply(&ServerPacket::PingResp);
+                Flow::Continue
+            }
+            ClientPacket::Disconnect { .. } => {
+                Flow::Close(DisconnectReason::ClientInitiatedDisconnect, None)
+            }
+            ClientPacket::Connect(_) => {
+                tracing::info!(client = %self.client_id, "second CONNECT");
+                Flow::Close(DisconnectReason::ClientError, Some(reason::PROTOCOL_ERROR))
+            }
+        }
+    }
+
+    fn on_publish(&mut self, publish: Publish) -> Flow {
+        let received_at = Instant::now();
+        let client = &self.client_id;
+        if publish.qos == QoS::ExactlyOnce {
+            // AWS does not support QoS 2: MQTT 5 clients are told so, 3.1.1 clients are
+            // disconnected.
+            tracing::info!(%client, topic = %publish.topic, "QoS 2 publish: not supported");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::QOS_NOT_SUPPORTED),
+            );
+        }
+        if publish.topic_alias.is_some() {
+            tracing::info!(%client, "topic alias used, none offered");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::TOPIC_ALIAS_INVALID),
+            );
+        }
+        if let Err(problem) = rules::check_publish_topic(&publish.topic) {
+            tracing::info!(%client, topic = %publish.topic, %problem, "publish topic refused");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::TOPIC_NAME_INVALID),
+            );
+        }
+        if publish.payload.len() > rules::MAX_PAYLOAD_BYTES {
+            tracing::info!(%client, size = publish.payload.len(), "payload larger than 128 KiB");
+            return Flow::Close(
+                DisconnectReason::ClientError,
+                Some(reason::PACKET_TOO_LARGE),
+            );
+        }
+        if !self
+            .router
+            .allowed(Action::Publish, &publish.topic, &self.principal())
+        {
+            tracing::info!(%client, topic = %publish.topic, "policy does not allow iot:Publish");
+            return Flow::Close(
+                DisconnectReason::ForbiddenAccess,
+                Some(reason::NOT_AUTHORIZED),
+            );
+        }
+        let packet_id = publish.packet_id;
+        self.router.publish(Message {
+            publisher: Publisher::Client(self.client_id.clone()),
+            topic: publish.topic,
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: publish.properties,
+            received_at,
+            packet_id,
+            dup: publish.dup,
+        });
+        if let Some(packet_id) = packet_id {
+            self.reply(&ServerPacket::PubAck {
+                packet_id,
+                reason: reason::SUCCESS,
+            });
+        }
+        Flow::Continue
+    }
+
+    fn on_subscribe(&mut self, packet_id: u16, subscriptions: Vec<mqtt::Subscription>) -> Flow {
+        let v5 = self.link.version == Some(Version::V5);
+        let mut codes = Vec::with_capacity(subscriptions.len());
+        let mut granted: Vec<(String, QoS)> = Vec::new();
+        let held: Vec<String> = {
+            let state = self.router.lock();
+            state
+                .clients
+                .get(&self.client_id)
+                .filter(|entry| entry.connection == self.connection)
+                .map(|entry| {
+                    entry
+                        .info
+                        .subscriptions
+                        .iter()
+                        .map(|(f, _)| f.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for subscription in subscriptions {
+            let new_filter = !held.contains(&subscription.filter)
+                && !granted.iter().any(|(f, _)| *f == subscription.filter);
+            if new_filter && held.len() + granted.len() >= rules::MAX_SUBSCRIPTIONS_PER_CONNECTION {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "more than {} subscriptions: refused", rules::MAX_SUBSCRIPTIONS_PER_CONNECTION);
+                codes.push(if v5 { reason::QUOTA_EXCEEDED } else { 0x80 });
+                continue;
+            }
+            if let Err(problem) = rules::check_topic_filter(&subscription.filter) {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, %problem, "subscription refused");
+                codes.push(if v5 {
+                    reason::TOPIC_FILTER_INVALID
+                } else {
+                    0x80
+                });
+                continue;
+            }
+            if !self
+                .router
+                .allowed(Action::Subscribe, &subscription.filter, &self.principal())
+            {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "policy does not allow iot:Subscribe");
+                return Flow::Close(
+                    DisconnectReason::ForbiddenAccess,
+                    Some(reason::NOT_AUTHORIZED),
+                );
+            }
+            // AWS grants QoS 1 to a QoS 2 request.
+            let qos = subscription.qos.min(QoS::AtLeastOnce);
+            codes.push(qos.level());
+            granted.push((subscription.filter, qos));
+        }
+        {
+            let mut state = self.router.lock();
+            if let Some(entry) = state.clients.get_mut(&self.client_id)
+                && entry.connection == self.connection
+            {
+                for (filter, qos) in granted.iter().cloned() {
+                    let subscriptions = &mut entry.info.subscriptions;
+                    match subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                        Some(existing) => existing.1 = qos,
+                        None => subscriptions.push((filter, qos)),
+                    }
+                }
+            }
+        }
+        self.reply(&ServerPacket::SubAck { packet_id, codes });
+        for (filter, qos) in granted {
+            // Retained messages follow the SUBACK, as on AWS, within the client's limits.
+            for delivery in self.router.retained_for(&filter, qos, &self.principal()) {
+                if self.outbox.offer(delivery) == Offer::DroppedQos0 {
+                    tracing::debug!(client = %self.client_id, "client full: retained QoS 0 delivery dropped");
+                }
+            }
+            self.router.emit(Event::Subscribed {
+                client_id: self.client_id.clone(),
+                filter,
+                qos,
+            });
+        }
+        Flow::Continue
+    }
+
+    /// Take deliveries from the outbox while there is room to write them and, for QoS
+    /// 1, a free slot under the Receive Maximum.
+    fn fill(&mut self) {
+        while self.writer.bytes < WRITE_AHEAD_BYTES {
+            let slot_free = self.in_flight.len() < self.receive_maximum;
+            let Some(delivery) = self
+                .outbox
+                .pop_if(|d| d.qos == QoS::AtMostOnce || slot_free)
+            else {
+                break;
+            };
+            self.send_delivery(delivery);
+        }
+    }
+
+    fn send_delivery(&mut self, delivery: Delivery) {
+        let cost = delivery.cost();
+        let qos1 = delivery.qos == QoS::AtLeastOnce;
+        let packet_id = qos1.then(|| self.new_packet_id());
+        let packet = ServerPacket::Publish(Publish {
+            dup: delivery.redelivery,
+            qos: delivery.qos,
+            retain: delivery.retained,
+            topic: delivery.topic.clone(),
+            packet_id,
+            payload: delivery.payload.clone(),
+            topic_alias: None,
+            properties: delivery.properties.clone(),
+        });
+        if let (Some(max), Some(version)) = (self.max_outbound_packet, self.link.version) {
+            let size = mqtt::encoded_len(&packet, version);
+            if size > max {
+                tracing::info!(client = %self.client_id, size, max, "delivery larger than the client's Maximum Packet Size: dropped");
+                self.outbox.release(cost);
+                return;
+            }
+        }
+        // A QoS 1 delivery stays charged until its PUBACK, a QoS 0 one until written.
+        let release = if qos1 { 0 } else { cost };
+        match (self.reply_freeing(&packet, release), packet_id) {
+            (true, Some(id)) => self.in_flight.push((id, delivery)),
+            (true, None) => {}
+            (false, _) => self.outbox.release(cost),
+        }
+    }
+
+    /// What a persistent session still owes the client when the connection ends:
+    /// unacknowledged deliveries (to be resent as duplicates), then those waiting.
+    pub fn unfinished(&mut self) -> Vec<Delivery> {
+        let mut owed: Vec<Delivery> = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .map(|(_, delivery)| Delivery {
+                redelivery: true,
+                ..delivery
+            })
+            .collect();
+        owed.extend(self.outbox.drain());
+        owed
+    }
+
+    /// A packet id not in flight (1..=65535).
+    fn new_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.in_flight.iter().any(|(used, _)| *used == id) {
+                return id;
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Routing: the client table, retained messages and stored sessions, and `publish`,
+//! which observes a message and hands it to every subscriber the policy lets receive it.
+//! Connections, controls and the broker's lifecycle events all route through
+//! `Router::publish`; nothing here waits on a socket.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::backlog::{Delivery, Offer, Outbox, QueueLimits};
+use crate::config::Config;
+use crate::faults::{FaultTable, Faults};
+use crate::mqtt::{QoS, Version};
+use crate::observe::{Event, PublishObservation, Publisher};
+use crate::policy::{Action, Principal};
+use crate::rules;
+
+/// Retained messages kept (a mock's limit: AWS's are per account and far larger).
+pub const MAX_RETAINED_MESSAGES: usize = 10_000;
+/// Bytes of retained messages kept.
+pub const MAX_RETAINED_BYTES: usize = 64 * 1024 * 1024;
+/// Client ids remembered for the CONNECT rate and lifecycle version numbers before
+/// those no longer connected are forgotten.
+const MAX_REMEMBERED_CLIENT_IDS: usize = 10_000;
+
+/// A connected client, as listed by [`crate::Controls::clients`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub client_id: String,
+    pub thing_name: Option<String>,
+    pub version: Version,
+    pub peer: SocketAddr,
+    pub keep_alive_secs: u16,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub connected_at: SystemTime,
+}
+
+/// A message on its way to subscribers.
+#[derive(Debug, Clone)]
+pub(crate) struct Message {
+    pub publisher: Publisher,
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 publish properties to pass on.
+    pub properties: Bytes,
+    pub received_at: Instant,
+    /// The client's packet id and DUP flag, for observers (none for the broker's own).
+    pub packet_id: Option<u16>,
+    pub dup: bool,
+}
+
+impl Message {
+    /// Roughly the bytes it takes to keep.
+    fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len() + self.properties.len() + 64
+    }
+}
+
+pub(crate) struct ClientEntry {
+    pub connection: u64,
+    pub outbox: Arc<Outbox>,
+    pub info: ClientInfo,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub clients: HashMap<String, ClientEntry>,
+    /// When each client id last sent a CONNECT, for AWS's 1/s limit.
+    pub last_connect: HashMap<String, Instant>,
+    /// Per client id, the lifecycle events' `versionNumber`.
+    pub lifecycle_versions: HashMap<String, u64>,
+    /// Retained messages by topic.
+    pub retained: HashMap<String, Message>,
+    /// Persistent sessions whose connection has ended, by client id.
+    pub stored_sessions: HashMap<String, StoredSession>,
+}
+
+/// A persistent session between connections: its subscriptions and the QoS 1 messages
+/// that arrived for it meanwhile.
+pub(crate) struct StoredSession {
+    pub subscriptions: Vec<(String, QoS)>,
+    pub thing_name: Option<String>,
+    pub queued: VecDeque<Delivery>,
+    /// The queued deliveries' cost, bounded like a connected client's.
+    pub bytes: usize,
+    pub expires_at: Instant,
+}
+
+impl StoredSession {
+    /// Keep `delivery` for later, dropping the oldest beyond `limits`.
+    pub fn keep(&mut self, delivery: Delivery, limits: QueueLimits) {
+        self.bytes += delivery.cost();
+        self.queued.push_back(delivery);
+        while self.queued.len() > limits.max_messages || self.bytes > limits.max_bytes {
+            let Some(oldest) = self.queued.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.cost();
+        }
+    }
+}
+
+impl State {
+    /// Forget client ids that are neither connected nor stored once there are too many
+    /// to remember (an attacker cycling ids must not grow the broker).
+    pub fn forget_stale_client_ids(&mut self, now: Instant, connect_interval: Duration) {
+        if self.last_connect.len() > MAX_REMEMBERED_CLIENT_IDS {
+            self.last_connect
+                .retain(|_, last| now.duration_since(*last) < connect_interval);
+        }
+        if self.lifecycle_versions.len() > MAX_REMEMBERED_CLIENT_IDS {
+            let (clients, stored) = (&self.clients, &self.stored_sessions);
+            self.lifecycle_versions
+                .retain(|id, _| clients.contains_key(id) || stored.contains_key(id));
+        }
+        self.stored_sessions.retain(|_, s| s.expires_at > now);
+    }
+}
+
+/// Everything connections and controls share: the configuration, the observers, the
+/// client table and the faults.
+pub(crate) struct Router {
+    pub config: Config,
+    pub events: broadcast::Sender<Event>,
+    pub state: Mutex<State>,
+    pub faults: Mutex<FaultTable>,
+    pub next_connection: AtomicU64,
+    /// QoS 0 deliveries dropped because their client was full.
+    pub dropped_qos0: AtomicU64,
+}
+
+impl Router {
+    pub fn new(config: Config, events: broadcast::Sender<Event>) -> Self {
+        Self {
+            config,
+            events,
+            state: Mutex::new(State::default()),
+            faults: Mutex::new(FaultTable::default()),
+            next_connection: AtomicU64::new(1),
+            dropped_qos0: AtomicU64::new(0),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking session must not wedge the broker.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn faults_for(&self, client_id: &str) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .for_client(client_id)
+    }
+
+    pub fn emit(&self, event: Event) {
+        // No observers is fine.
+        let _ = self.events.send(event);
+    }
+
+    pub fn new_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn allowed(&self, action: Action, name: &str, principal: &Principal<'_>) -> bool {
+        let decision = self
+            .config
+            .policy
+            .check(&self.config.scope, action, name, principal);
+        tracing::trace!(%action, name, client = principal.client_id, %decision, "policy");
+        decision.is_allowed()
+    }
+
+    /// The retained messages a new subscription to `filter` at `qos` receives: those
+    /// whose topic matches and that the policy lets `principal` receive.
+    pub fn retained_for(&self, filter: &str, qos: QoS, principal: &Principal<'_>) -> Vec<Delivery> {
+        let state = self.lock();
+        state
+            .retained
+            .values()
+            .filter(|m| rules::filter_matches(filter, &m.topic))
+            .filter(|m| self.allowed(Action::Receive, &m.topic, principal))
+            .map(|m| Delivery {
+                topic: m.topic.clone(),
+                payload: m.payload.clone(),
+                qos: m.qos.min(qos),
+                properties: m.properties.clone(),
+                retained: true,
+                redelivery: false,
+            })
+            .collect()
+    }
+
+    /// Observe `message` and deliver it to every client with a matching subscription
+    /// whose policy allows `iot:Receive` on the topic, at the lower of the publish's and
+    /// the subscription's QoS. Returns how many clients it went to.
+    pub fn publish(&self, message: Message) -> usize {
+        let observation = PublishObservation {
+            publisher: message.publisher.clone(),
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos,
+            retain: message.retain,
+            packet_id: message.packet_id,
+            dup: message.dup,
+            received_at: message.received_at,
+            received_at_system: {
+                let now = SystemTime::now();
+                now.checked_sub(message.received_at.elapsed())
+                    .unwrap_or(now)
+            },
+        };
+        self.emit(Event::Publish(observation));
+        let mut state = self.lock();
+        if message.retain {
+            // An empty retained payload clears the topic's retained message.
+            if message.payload.is_empty() {
+                state.retained.remove(&message.topic);
+            } else {
+                let replaced = state.retained.get(&message.topic).map(Message::cost);
+                let count = state.retained.len() + usize::from(replaced.is_none());
+                let bytes: usize = state.retained.values().map(Message::cost).sum::<usize>()
+                    - replaced.unwrap_or(0)
+                    + message.cost();
+                if count <= MAX_RETAINED_MESSAGES && bytes <= MAX_RETAINED_BYTES {
+                    state
+                        .retained
+                        .insert(message.topic.clone(), message.clone());
+                } else {
+                    tracing::warn!(topic = %message.topic, "retained store full: message routed, not retained");
+                }
+            }
+        }
+        let mut delivered = 0;
+        for client in state.clients.values() {
+            let granted = client
+                .info
+                .subscriptions
+                .iter()
+                .filter(|(filter, _)| rules::filter_matches(filter, &message.topic))
+                .map(|(_, qos)| *qos)
+                .max();
+            let Some(granted) = granted else { continue };
+            let principal = Principal {
+                client_id: &client.info.client_id,
+                thing_name: client.info.thing_name.as_deref(),
+            };
+            if !self.allowed(Action::Receive, &message.topic, &principal) {
+                tracing::debug!(client = %client.info.client_id, topic = %message.topic, "receive not allowed by policy: not delivered");
+                continue;
+            }
+            let delivery = Delivery {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos: message.qos.min(granted),
+                properties: message.properties.clone(),
+                retained: false,
+                redelivery: false,
+            };
+            match client.outbox.offer(delivery) {
+                Offer::Queued => delivered += 1,
+                Offer::DroppedQos0 => {
+                    self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = %client.info.client_id, topic = %message.topic, "backlog half full: QoS 0 delivery dropped");
+                }
+                Offer::DroppedQos1 => {
+                    tracing::info!(client = %client.info.client_id, topic = %message.topic, "backlog full: QoS 1 delivery dropped");
+                }
+            }
+        }
+        // Persistent sessions without a connection keep QoS 1 messages for later.
+        if message.qos == QoS::AtLeastOnce {
+            let now = Instant::now();
+            state
+                .stored_sessions
+                .retain(|_, stored| stored.expires_at > now);
+            for (client_id, stored) in state.stored_sessions.iter_mut() {
+                let subscribed = stored.subscriptions.iter().any(|(filter, qos)| {
+                    *qos == QoS::AtLeastOnce && rules::filter_matches(filter, &message.topic)
+                });
+                let principal = Principal {
+                    client_id,
+                    thing_name: stored.thing_name.as_deref(),
+                };
+                if !subscribed || !self.allowed(Action::Receive, &message.topic, &principal) {
+                    continue;
+                }
+                stored.keep(
+                    Delivery {
+                        topic: message.topic.clone(),
+                        payload: message.payload.clone(),
+                        qos: QoS::AtLeastOnce,
+                        properties: message.properties.clone(),
+                        retained: false,
+                        redelivery: false,
+                    },
+                    self.config.queue_limits,
+                );
+            }
+        }
+        delivered
+    }
+}
