@@ -53,7 +53,7 @@ export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
 .PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
-	firmware firmware-tests firmware-check hil-target soak
+	firmware firmware-tests firmware-check hil-target soak structure
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
@@ -71,7 +71,8 @@ help:
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
 	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT)"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
-	@echo "make bench   device figures against mosquitto: cadence error, connect and reconnect"
+	@echo "make bench   reconnect figures vs the mock broker (outages, flapping, fleet; ~20 min),"
+	@echo "             then cadence and connect figures vs mosquitto"
 	@echo "             times (P-256, RSA), RAM in TLS/MQTT buffers"
 	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s]"
 	@echo "             (WiFi passphrase from the environment: read -rs WIFI_PASSWORD; export WIFI_PASSWORD)"
@@ -100,10 +101,18 @@ deps:
 	@cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" \
 		|| $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
-test: fmt clippy host-test core-riscv firmware-check fuzz
+test: fmt clippy structure host-test core-riscv firmware-check fuzz
 
 fmt:
 	$(CARGO) fmt --all -- --check
+
+# No import circle between a crate's top-level modules (each can be read and changed on
+# its own): scripts/import-cycles.py names any it finds.
+structure:
+	@# The check itself must catch a circle: a two-module fixture has one.
+	@! python3 scripts/import-cycles.py scripts/fixtures/import-circle >/dev/null
+	python3 scripts/import-cycles.py firmware/core/src firmware/virtual/src firmware/esp32c3/src \
+		mock-broker/src certs/src hil/src
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
@@ -197,7 +206,12 @@ snapshots:
 		--snapshots hil/tests/snapshots --update-snapshots
 
 # A report, not a test: cadence error over 100 publishes, connect/reconnect latency.
+# Reconnect figures (about 20 min): outages of 1, 3, 10, 60 s and a flapping link against
+# the mock broker with real devices, and a simulated fleet's CONNECT storm; results in
+# target/bench/reconnect/. Then the handshake and cadence figures against mosquitto.
 bench:
+	$(CARGO) build -q --release -p virtual-device --locked
+	$(CARGO) run -q --release -p hil --example reconnect --locked -- --out target/bench/reconnect
 	$(CARGO) bench -p virtual-device --bench device --locked
 
 broker: certs
