@@ -329,6 +329,17 @@ pub fn resolve_wifi_password(
 
 /// `host`, `host:port`, `[v6]:port`.
 fn split_host_port<'a>(flag: &str, s: &'a str) -> Result<(&'a str, Option<u16>), CertsError> {
+    // A URL copied from a console: say what the device needs instead.
+    if let Some((scheme, rest)) = s.split_once("://") {
+        let host = rest.split('/').next().unwrap_or(rest);
+        return Err(CertsError::argument(
+            flag,
+            format!(
+                "{s:?} is a URL: give the host (and port) only, e.g. {host:?}; the device \
+                 speaks MQTT over TLS to HOST:PORT, not {scheme}"
+            ),
+        ));
+    }
     let port_of = |p: &str| {
         p.parse::<u16>()
             .ok()
@@ -473,6 +484,17 @@ mod tests {
         for bad in ["h:0", "h:70000", "h:x", "[::1", "[::1]x"] {
             assert!(split_host_port("--endpoint", bad).is_err(), "{bad}");
         }
+        let url = split_host_port(
+            "--endpoint",
+            "https://abc-ats.iot.eu-west-1.amazonaws.com:8883/",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(url.contains("--endpoint"), "{url}");
+        assert!(
+            url.contains("\"abc-ats.iot.eu-west-1.amazonaws.com:8883\""),
+            "{url}"
+        );
     }
 
     #[test]

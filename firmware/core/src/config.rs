@@ -216,6 +216,8 @@ pub enum Problem {
         min: u32,
         max: u32,
     },
+    /// Not a host name or IP address: a scheme (`https://`), a path or spaces.
+    NotAHost,
 }
 
 impl Problem {
@@ -235,6 +237,7 @@ impl Problem {
             Self::NulCharacter => "nul-character",
             Self::Reserved => "reserved-topic",
             Self::OutOfRange { .. } => "out-of-range",
+            Self::NotAHost => "not-a-host",
         }
     }
 }
@@ -264,6 +267,10 @@ impl fmt::Display for ConfigError {
                 "'$' topics are AWS IoT's: only its documented $aws/ topics, in their direction"
             ),
             Problem::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
+            Problem::NotAHost => write!(
+                f,
+                "must be a host name or IP address only: no scheme (https://), path or spaces"
+            ),
         }
     }
 }
@@ -300,8 +307,8 @@ impl DeviceConfig {
 
     /// Check every field against the device's and AWS IoT Core's limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        non_empty("endpoint.host", &self.endpoint.host)?;
-        non_empty("ntp.host", &self.ntp.host)?;
+        host("endpoint.host", &self.endpoint.host)?;
+        host("ntp.host", &self.ntp.host)?;
         non_empty("client_id", &self.client_id)?;
         if self.client_id.len() > DEVICE_MAX_CLIENT_ID {
             return Err(ConfigError {
@@ -358,6 +365,19 @@ fn non_empty(field: &'static str, value: &str) -> Result<(), ConfigError> {
         return Err(ConfigError {
             field,
             problem: Problem::Empty,
+        });
+    }
+    Ok(())
+}
+
+/// A DNS name or an IP literal: letters, digits, `.`, `-`, `_` and the `:` of IPv6.
+fn host(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    non_empty(field, value)?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
+    if !value.chars().all(allowed) {
+        return Err(ConfigError {
+            field,
+            problem: Problem::NotAHost,
         });
     }
     Ok(())

@@ -311,3 +311,28 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_host_with_a_scheme_path_or_space_is_not_a_host() {
+    for bad in ["https://example.com", "example.com/path", "exa mple.com"] {
+        let mut config = DeviceConfig::new("example.com", "thing").unwrap();
+        config.endpoint.host = bad.try_into().unwrap();
+        let e = config.validate().unwrap_err();
+        assert_eq!(
+            (e.field, e.problem),
+            ("endpoint.host", Problem::NotAHost),
+            "{bad}"
+        );
+        assert!(e.to_string().contains("no scheme"), "{e}");
+    }
+    for good in [
+        "abc-ats.iot.eu-west-1.amazonaws.com",
+        "127.0.0.1",
+        "::1",
+        "my_host",
+    ] {
+        let mut config = DeviceConfig::new("example.com", "thing").unwrap();
+        config.ntp.host = good.try_into().unwrap();
+        assert!(config.validate().is_ok(), "{good}");
+    }
+}
