@@ -69,7 +69,8 @@ help:
 	@echo "make soak    one virtual device vs the mock broker for MINUTES (default 30) with inbound"
 	@echo "             traffic and faults: QoS 1 loss and RSS table, target/soak/ (not in CI)"
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
-	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT)"
+	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT),"
+	@echo "             the thing's and the observer's policies, a control API; prints how to watch"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   reconnect figures vs the mock broker (outages, flapping, fleet; ~20 min),"
 	@echo "             then cadence and connect figures vs mosquitto"
@@ -216,7 +217,7 @@ bench:
 
 broker: certs
 	$(BUILD_TOOLS)
-	$(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT)
+	$(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT) --control 127.0.0.1:0
 
 bench-broker:
 	$(CARGO) run -q --release -p mock-broker --locked --example fleet -- --clients $(FLEET) --seconds 20

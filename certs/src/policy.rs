@@ -25,13 +25,16 @@ pub fn policy_document(client: &str, pub_topic: &str, sub_topic: &str) -> String
 /// The observer's MQTT client id unless told otherwise.
 pub const DEFAULT_OBSERVER_CLIENT_ID: &str = "hil-observer";
 
-/// An AWS IoT policy granting exactly what the observer does: connect as `client_id`,
-/// subscribe to and receive `watch_topic` (the device's publish topic), publish to
-/// `inject_topic` (the device's subscribe topic). Nothing else: in particular it cannot
-/// publish to `watch_topic`, so everything seen there comes from the devices.
+/// An AWS IoT policy granting exactly what the observer does: connect as `client_id`
+/// (or `client_id-` followed by anything, so a person can watch and send from two
+/// terminals at once without taking over each other's session), subscribe to and receive
+/// `watch_topic` (the device's publish topic), publish to `inject_topic` (the device's
+/// subscribe topic). Nothing else: in particular it cannot publish to `watch_topic`, so
+/// everything seen there comes from the devices.
 pub fn observer_policy_document(client_id: &str, watch_topic: &str, inject_topic: &str) -> String {
     allow_policy(&[
         ("iot:Connect", format!("client/{client_id}")),
+        ("iot:Connect", format!("client/{client_id}-*")),
         ("iot:Subscribe", format!("topicfilter/{watch_topic}")),
         ("iot:Receive", format!("topic/{watch_topic}")),
         ("iot:Publish", format!("topic/{inject_topic}")),
@@ -100,6 +103,7 @@ mod tests {
             grants,
             [
                 ("iot:Connect".into(), arn("client/hil-observer")),
+                ("iot:Connect".into(), arn("client/hil-observer-*")),
                 ("iot:Subscribe".into(), arn("topicfilter/outTopic")),
                 ("iot:Receive".into(), arn("topic/outTopic")),
                 ("iot:Publish".into(), arn("topic/inTopic")),

@@ -85,6 +85,69 @@ pub fn ready_line(handle: &Handle) -> String {
     .to_string()
 }
 
+/// What the observer's policy in a `certs init` folder lets it do: (client ids to watch
+/// and to send with, topic it may watch, topic it may publish to), read from
+/// `observer-policy.json`.
+fn observer_grants(dir: &std::path::Path) -> Option<((String, String), String, String)> {
+    let text = std::fs::read_to_string(dir.join("observer-policy.json")).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut found = (None, None, None);
+    let mut prefixed = None;
+    for statement in doc["Statement"].as_array()? {
+        let resources = match &statement["Resource"] {
+            serde_json::Value::String(r) => vec![r.as_str()],
+            serde_json::Value::Array(list) => list.iter().filter_map(|r| r.as_str()).collect(),
+            _ => continue,
+        };
+        for resource in resources {
+            let tail = |kind: &str| resource.split_once(kind).map(|(_, t)| t.to_string());
+            match statement["Action"].as_str() {
+                Some("iot:Connect") => match tail(":client/") {
+                    Some(id) if id.ends_with('*') => {
+                        prefixed = Some(id.trim_end_matches('*').to_string())
+                    }
+                    id => found.0 = found.0.take().or(id),
+                },
+                Some("iot:Subscribe") => found.1 = found.1.take().or(tail(":topicfilter/")),
+                Some("iot:Publish") => found.2 = found.2.take().or(tail(":topic/")),
+                _ => {}
+            }
+        }
+    }
+    // Two ids when the policy allows them, so watching and sending do not take over each
+    // other's session.
+    let ids = match (prefixed, found.0) {
+        (Some(prefix), _) => (format!("{prefix}watch"), format!("{prefix}send")),
+        (None, Some(id)) => (id.clone(), id),
+        (None, None) => return None,
+    };
+    Some((ids, found.1?, found.2?))
+}
+
+/// For a person at a terminal: the exact commands that watch the device, send it a
+/// message and apply a fault, when the certs folder has the observer's identity.
+pub fn watch_hints(args: &ServeArgs, handle: &Handle) -> Option<String> {
+    let ((watch_id, send_id), watch, inject) = observer_grants(&args.certs)?;
+    let dir = args.certs.display();
+    let port = handle.mqtt_addr().port();
+    let tls = format!(
+        "-h {} -p {port} --cafile {dir}/ca.pem --cert {dir}/observer.pem --key {dir}/observer.key.pem",
+        args.endpoint
+    );
+    let mut hints = format!(
+        "watch the device:  mosquitto_sub {tls} -i {watch_id} -t {watch} -v\n\
+         send it a message: mosquitto_pub {tls} -i {send_id} -t {inject} -m '{{\"message\": \"hello from the bench\"}}'\n"
+    );
+    if let Some(control) = handle.control_addr() {
+        hints.push_str(&format!(
+            "add 500 ms latency: curl -X PUT http://{control}/faults -d '{{\"faults\": {{\"latency_ms\": 500}}}}'\n\
+             clear the faults:   curl -X DELETE http://{control}/faults\n\
+             broker status:      curl http://{control}/status\n"
+        ));
+    }
+    Some(hints)
+}
+
 /// Start the broker, print the ready line, serve until `shutdown` resolves, then stop
 /// cleanly.
 pub async fn run(
@@ -93,6 +156,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let handle = MockBroker::start(args.config()?).await?;
     println!("{}", ready_line(&handle));
+    // The ready line stays the one line on stdout (scripts read it); people read stderr.
+    if let Some(hints) = watch_hints(args, &handle) {
+        eprint!("{hints}");
+    }
     shutdown.await;
     tracing::info!("shutting down");
     handle.shutdown().await;

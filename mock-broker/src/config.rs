@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::pki::CertificateAuthority;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::backlog::QueueLimits;
 use crate::error::StartError;
@@ -23,6 +25,10 @@ pub struct Config {
     pub endpoint: String,
     pub sni: SniRule,
     pub policy: Policy,
+    /// Policies attached to other certificates, by the certificate's subject CN (the
+    /// thing name the mock derives from it). AWS attaches policies per certificate; a
+    /// client whose certificate has none of these CNs is judged by `policy`.
+    pub certificate_policies: Vec<(String, Policy)>,
     pub scope: AccountScope,
     /// The MQTT-over-TLS listener (AWS's 8883).
     pub mqtt_addr: SocketAddr,
@@ -60,7 +66,36 @@ pub struct Config {
 /// default ([`Config::write_stall_timeout`]).
 pub const WRITE_STALL: Duration = Duration::from_secs(10);
 
+/// The subject CN of the certificate in `cert_pem` and the policy in `policy_json`.
+fn observer_binding(cert_pem: &Path, policy_json: &Path) -> Result<(String, Policy), StartError> {
+    let der = CertificateDer::from_pem_file(cert_pem)
+        .map_err(|e| StartError::credentials(cert_pem, e))?;
+    let cn = certs::x509::CertInfo::from_der(&der)
+        .ok()
+        .and_then(|info| info.common_name)
+        .ok_or_else(|| StartError::credentials(cert_pem, "no subject CN in the certificate"))?;
+    let text = std::fs::read_to_string(policy_json)
+        .map_err(|e| StartError::credentials(policy_json, e))?;
+    let policy = Policy::from_json(&text).map_err(|source| StartError::Policy {
+        path: policy_json.display().to_string(),
+        source,
+    })?;
+    Ok((cn, policy))
+}
+
 impl Config {
+    /// The policy that judges a client with certificate CN `thing_name`.
+    pub fn policy_for(&self, thing_name: Option<&str>) -> &Policy {
+        thing_name
+            .and_then(|cn| {
+                self.certificate_policies
+                    .iter()
+                    .find(|(name, _)| name == cn)
+                    .map(|(_, policy)| policy)
+            })
+            .unwrap_or(&self.policy)
+    }
+
     /// AWS's rules on `127.0.0.1:0`, endpoint `localhost`, with `policy`; no ALPN
     /// listener, SNTP server or control API until their addresses are set.
     pub fn new(credentials: Credentials, policy: Policy) -> Self {
@@ -69,6 +104,7 @@ impl Config {
             endpoint: "localhost".into(),
             sni: SniRule::Required,
             policy,
+            certificate_policies: Vec::new(),
             scope: AccountScope::default(),
             mqtt_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             alpn_addr: None,
@@ -99,6 +135,15 @@ impl Config {
             source,
         })?;
         let mut config = Self::new(credentials, policy);
+        // `certs init` writes the observer's identity and policy beside the thing's: serve
+        // both, so a person can watch with the observer certificate as on AWS.
+        let (observer_cert, observer_policy) =
+            (dir.join("observer.pem"), dir.join("observer-policy.json"));
+        if observer_cert.exists() && observer_policy.exists() {
+            config
+                .certificate_policies
+                .push(observer_binding(&observer_cert, &observer_policy)?);
+        }
         // The CA key signs the server certificate presets; a folder without one (only
         // the public CA, as on a bench) still serves, and the presets say what is missing.
         let ca_key = dir.join(certs::load::CA_KEY_FILE);

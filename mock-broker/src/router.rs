@@ -170,10 +170,12 @@ impl Router {
     }
 
     pub fn allowed(&self, action: Action, name: &str, principal: &Principal<'_>) -> bool {
-        let decision = self
-            .config
-            .policy
-            .check(&self.config.scope, action, name, principal);
+        let decision = self.config.policy_for(principal.thing_name).check(
+            &self.config.scope,
+            action,
+            name,
+            principal,
+        );
         tracing::trace!(%action, name, client = principal.client_id, %decision, "policy");
         decision.is_allowed()
     }
