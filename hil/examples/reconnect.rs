@@ -41,7 +41,7 @@ use firmware_core::session::{
 };
 use hil::backend::virtual_device::find_virtual_device;
 use hil::rig::{OUT_TOPIC, Rig};
-use hil::scenarios::stamped::{StampedEvents, first_publish, published};
+use hil::scenarios::stamped::{self, StampedEvents, first_publish, published};
 use hil::scenarios::{CheckFuture, Scenario, ScenarioRun, is};
 
 #[derive(Parser)]
@@ -97,7 +97,10 @@ fn scenario(name: String) -> &'static Scenario {
 /// One outage's figures.
 #[derive(Debug, Clone, Copy)]
 struct Outage {
+    /// From the broker's return to the device's CONNECT being accepted.
+    connected: Option<Duration>,
     /// From the broker's return to the device's first publish; `None`: not back in time.
+    /// Includes the wait for the next cadence slot when the outage missed none.
     back: Option<Duration>,
     /// Connection attempts from the drop to that publish.
     attempts: usize,
@@ -135,6 +138,13 @@ impl Bench {
             .await
             .map_err(|e| format!("resume listening: {e}"))?;
         let returned = Instant::now();
+        let connected = self
+            .events
+            .wait_for(returned, up_for, |e| {
+                stamped::connected(e, &client).then_some(())
+            })
+            .await
+            .map(|(at, ())| at.saturating_duration_since(returned));
         let seen = self
             .events
             .wait_for(returned, up_for, |e| published(e, &client).map(|_| ()))
@@ -148,6 +158,7 @@ impl Bench {
             .filter(|l| l.line().is_some_and(|l| is(l, "mqtt", "connecting")))
             .count();
         Ok(Outage {
+            connected,
             back: seen.map(|(at, ())| at.saturating_duration_since(returned)),
             attempts,
         })
@@ -239,12 +250,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// (p50, p90, max) of the times back in seconds, with the count not back in time.
 fn summary(outages: &[Outage]) -> (f64, f64, f64, usize) {
-    let mut back: Vec<f64> = outages
+    spread(outages.iter().map(|o| o.back))
+}
+
+/// (p50, p90, max) in seconds of the durations given, with the count of `None`s.
+fn spread(durations: impl Iterator<Item = Option<Duration>>) -> (f64, f64, f64, usize) {
+    let all: Vec<Option<Duration>> = durations.collect();
+    let mut back: Vec<f64> = all
         .iter()
-        .filter_map(|o| o.back.map(|d| d.as_secs_f64()))
+        .filter_map(|o| o.map(|d| d.as_secs_f64()))
         .collect();
     back.sort_by(f64::total_cmp);
-    let missed = outages.len() - back.len();
+    let missed = all.len() - back.len();
     (
         percentile(&back, 50.0),
         percentile(&back, 90.0),
@@ -523,21 +540,24 @@ async fn bench(args: &Args) -> Result<(), BenchError> {
         );
         let (outages, flaps) = tokio::join!(outages, flaps);
 
-        println!("\noutage  outages  back p50  back p90  back max  not back  attempts (mean, max)");
+        println!(
+            "\noutage  outages  CONNACK p50  CONNACK p90  publish p50  publish p90  publish max  not back  attempts (mean, max)"
+        );
         json.push_str("  \"outages\": [\n");
         for (i, (length, series)) in args.lengths.iter().zip(outages).enumerate() {
             let series = series?;
             let (p50, p90, max, missed) = summary(&series);
+            let (c50, c90, _, _) = spread(series.iter().map(|o| o.connected));
             let attempts: Vec<usize> = series.iter().map(|o| o.attempts).collect();
             let mean = attempts.iter().sum::<usize>() as f64 / attempts.len().max(1) as f64;
             let most = attempts.iter().max().copied().unwrap_or(0);
             println!(
-                "{length:>5} s  {:>7}  {p50:>7.2} s  {p90:>7.2} s  {max:>7.2} s  {missed:>8}  {mean:.1}, {most}",
+                "{length:>5} s  {:>7}  {c50:>9.2} s  {c90:>9.2} s  {p50:>9.2} s  {p90:>9.2} s  {max:>9.2} s  {missed:>8}  {mean:.1}, {most}",
                 series.len()
             );
             let _ = writeln!(
                 json,
-                "    {{\"length_s\": {length}, \"outages\": {}, \"back_p50_s\": {p50:.3}, \"back_p90_s\": {p90:.3}, \"back_max_s\": {max:.3}, \"not_back\": {missed}, \"attempts_mean\": {mean:.2}, \"attempts_max\": {most}}}{}",
+                "    {{\"length_s\": {length}, \"outages\": {}, \"connack_p50_s\": {c50:.3}, \"connack_p90_s\": {c90:.3}, \"back_p50_s\": {p50:.3}, \"back_p90_s\": {p90:.3}, \"back_max_s\": {max:.3}, \"not_back\": {missed}, \"attempts_mean\": {mean:.2}, \"attempts_max\": {most}}}{}",
                 series.len(),
                 if i + 1 < args.lengths.len() { "," } else { "" }
             );
