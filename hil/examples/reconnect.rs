@@ -9,8 +9,9 @@
 //!   in-process mock broker (the HIL rig: fresh test PKI, loopback ports, serial on a
 //!   pseudo-terminal), all lengths at once. Each outage closes the broker's listener and
 //!   drops the device's connection, waits the length, then listens again. Measured: from
-//!   the broker's return to the first publish the broker sees from the device (host
-//!   timestamps), and the connection attempts the device logged (`mqtt: connecting`)
+//!   the broker's return to the broker accepting the device's CONNECT, and to the first
+//!   publish the broker sees from it (host timestamps; after an outage that missed no
+//!   cadence slot, that publish waits for the next slot), and the connection attempts the device logged (`mqtt: connecting`)
 //!   from the drop to that publish. Between outages the device stays up 8 s (over its 5 s
 //!   stable period).
 //! - **Flapping** (real processes): a 3 s outage every 10 s, and every 30 s, for
