@@ -481,6 +481,19 @@ fn fleet_svg(series: &[(&str, Vec<u64>)]) -> String {
         x1 = w - 10.0,
         ylab = h - 10.0,
     );
+    // A tick every 10 s along the time axis.
+    let seconds = (WATCH_MS / 1000) as f64;
+    for tick in (0..=WATCH_MS / 1000).step_by(10) {
+        let x = pad + (w - pad - 10.0) * tick as f64 / (seconds - 1.0).max(1.0);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{y0}\" x2=\"{x:.1}\" y2=\"{y1}\" stroke=\"black\"/>\
+             <text x=\"{x:.1}\" y=\"{yt}\" text-anchor=\"middle\">{tick}</text>",
+            y0 = h - pad,
+            y1 = h - pad + 4.0,
+            yt = h - pad + 16.0,
+        );
+    }
     for (i, (name, s)) in series.iter().enumerate() {
         let n = s.len().max(2) as f64 - 1.0;
         let points: Vec<String> = s
