@@ -483,7 +483,7 @@ fn fleet_svg(series: &[(&str, Vec<u64>)]) -> String {
     );
     // A tick every 10 s along the time axis.
     let seconds = (WATCH_MS / 1000) as f64;
-    for tick in (0..=WATCH_MS / 1000).step_by(10) {
+    for tick in (0..WATCH_MS / 1000).step_by(10) {
         let x = pad + (w - pad - 10.0) * tick as f64 / (seconds - 1.0).max(1.0);
         let _ = writeln!(
             svg,
