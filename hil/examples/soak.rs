@@ -199,13 +199,7 @@ async fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         if let Some((at, what)) = undo
             && now >= at
         {
-            match what {
-                "puback" => broker.set_client_faults(&client, Faults::default()),
-                _ => broker
-                    .resume_listening()
-                    .await
-                    .map_err(|e| format!("resume listening: {e}"))?,
-            }
+            undo_fault(broker, &client, what).await?;
             undo = None;
         }
         if now >= next_fault && undo.is_none() {
@@ -246,13 +240,7 @@ async fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if let Some((_, what)) = undo {
-        match what {
-            "puback" => broker.set_client_faults(&client, Faults::default()),
-            _ => broker
-                .resume_listening()
-                .await
-                .map_err(|e| format!("resume listening: {e}"))?,
-        }
+        undo_fault(broker, &client, what).await?;
     }
     tokio::time::sleep(DRAIN).await;
     samples.push(Sample {
@@ -433,6 +421,18 @@ async fn soak(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         .shutdown()
         .await;
     Ok(verdicts.iter().all(|(_, ok)| *ok))
+}
+
+/// End a timed fault: give `client` its PUBACKs again, or listen again.
+async fn undo_fault(broker: &mock_broker::Handle, client: &str, what: &str) -> Result<(), String> {
+    match what {
+        "puback" => broker.set_client_faults(client, Faults::default()),
+        _ => broker
+            .resume_listening()
+            .await
+            .map_err(|e| format!("resume listening: {e}"))?,
+    }
+    Ok(())
 }
 
 /// Whether the device process is gone (its /proc entry, or a zombie).

@@ -9,29 +9,24 @@ use common::{Cert, Rig, WAIT, http, mosquitto, run};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
-#[tokio::test]
-async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
-    let rig = Rig::new();
-    rig.write_identity("server", &rig.pki.server);
-    std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
-    // Writes ca.key.pem, which `serve` loads to sign the server certificate presets.
-    rig.issuing_ca();
+/// `mock-broker serve ARGS --certs DIR` with stdout (and stderr when `stderr`) piped,
+/// and its ready line.
+async fn serve(
+    args: &[&str],
+    dir: &std::path::Path,
+    stderr: bool,
+) -> (tokio::process::Child, serde_json::Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mock-broker"))
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--alpn-port",
-            "0",
-            "--sntp",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--certs",
-        ])
-        .arg(rig.dir.path())
+        .arg("serve")
+        .args(args)
+        .arg("--certs")
+        .arg(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if stderr {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -41,7 +36,28 @@ async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
         .unwrap()
         .unwrap()
         .expect("ready line");
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    (child, serde_json::from_str(&line).unwrap())
+}
+
+#[tokio::test]
+async fn serve_prints_its_addresses_serves_and_stops_on_sigint() {
+    let rig = Rig::new();
+    rig.write_identity("server", &rig.pki.server);
+    std::fs::write(rig.path("policy.json"), &rig.pki.policy).unwrap();
+    // Writes ca.key.pem, which `serve` loads to sign the server certificate presets.
+    rig.issuing_ca();
+    let args = [
+        "--port",
+        "0",
+        "--alpn-port",
+        "0",
+        "--sntp",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+    ];
+    let (mut child, ready) = serve(&args, rig.dir.path(), false).await;
+    let line = ready.to_string();
     let mqtt: std::net::SocketAddr = ready["mqtt"].as_str().unwrap().parse().unwrap();
     assert!(
         ready["alpn"].as_str().is_some() && ready["sntp"].as_str().is_some(),
