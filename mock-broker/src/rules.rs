@@ -119,8 +119,11 @@ pub fn check_topic_filter(filter: &str) -> Result<(), TopicProblem> {
     Ok(())
 }
 
-/// MQTT topic matching: `+` one level, `#` the rest (including the parent level);
-/// wildcards at the first level never match `$` topics.
+/// Topic matching as AWS documents it ("MQTT topics": a subscription to `sensor/#`
+/// receives `sensor/`, `sensor/temperature`, ... but not `sensor`): `+` one level, `#`
+/// one or more levels, never the parent level alone (MQTT's own rule, which lets
+/// `sensor/#` match `sensor`, is not AWS's); wildcards at the first level never match
+/// `$` topics.
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
@@ -128,7 +131,7 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
     let mut topic_levels = topic.split('/');
     for level in filter.split('/') {
         match level {
-            "#" => return true,
+            "#" => return topic_levels.next().is_some(),
             "+" => {
                 if topic_levels.next().is_none() {
                     return false;
@@ -204,8 +207,10 @@ mod tests {
         assert!(!filter_matches("inTopic", "inTopic/x"));
         assert!(filter_matches("a/+/c", "a/b/c"));
         assert!(!filter_matches("a/+/c", "a/b/d"));
-        assert!(filter_matches("a/#", "a"));
+        assert!(!filter_matches("a/#", "a"));
+        assert!(filter_matches("a/#", "a/"));
         assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("#", "a"));
         assert!(filter_matches("#", "anything/at/all"));
         assert!(!filter_matches("#", "$aws/events/presence/connected/x"));
         assert!(filter_matches(
