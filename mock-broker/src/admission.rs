@@ -3,7 +3,7 @@
 //! events and last will that go with both. Decisions only: the connection answers the
 //! client.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,16 +53,19 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
         .filter(|stored| stored.expires_at > now);
     let mut session_present = false;
     let mut queued = Vec::new();
+    let mut options = HashMap::new();
     if let Some(older) = state.clients.remove(&client_id) {
         older
             .outbox
             .command(Command::Kick(DisconnectReason::DuplicateClientId));
         if resume {
             info.subscriptions = older.info.subscriptions;
+            options = older.options;
             session_present = true;
         }
     } else if let (true, Some(stored)) = (resume, stored) {
         info.subscriptions = stored.subscriptions;
+        options = stored.options;
         queued = stored.queued.into();
         session_present = true;
     }
@@ -72,6 +75,7 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
             connection,
             outbox: outbox.clone(),
             info,
+            options,
         },
     );
     let version = state.lifecycle_versions.entry(client_id).or_insert(0);
@@ -106,6 +110,7 @@ pub(crate) fn unregister(
     {
         let mut stored = StoredSession {
             subscriptions: entry.info.subscriptions,
+            options: entry.options,
             thing_name: entry.info.thing_name,
             queued: VecDeque::new(),
             bytes: 0,
@@ -149,6 +154,9 @@ pub(crate) fn publish_will(
         received_at: Instant::now(),
         packet_id: None,
         dup: false,
+        expires_at: will
+            .message_expiry_secs
+            .map(|secs| Instant::now() + Duration::from_secs(secs.into())),
     });
 }
 
@@ -172,6 +180,7 @@ pub(crate) fn lifecycle(router: &Router, client_id: &str, topic: Option<String>,
         received_at: Instant::now(),
         packet_id: None,
         dup: false,
+        expires_at: None,
     });
 }
 

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -64,6 +65,9 @@ pub(crate) struct Delivery {
     pub retained: bool,
     /// Sent before to an earlier connection of the session, never acknowledged (DUP).
     pub redelivery: bool,
+    /// When the publisher's Message Expiry Interval runs out: not sent after that, and
+    /// sent with what is left of it before.
+    pub expires_at: Option<Instant>,
 }
 
 impl Delivery {
@@ -220,6 +224,7 @@ mod tests {
             properties: Bytes::new(),
             retained: false,
             redelivery: false,
+            expires_at: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -150,9 +150,14 @@ pub(crate) async fn serve(
         maximum_qos: Some(1),
         retain_available: Some(true),
         maximum_packet_size: Some(rules::MAX_INBOUND_PACKET_BYTES as u32),
-        topic_alias_maximum: None,
+        topic_alias_maximum: Some(rules::TOPIC_ALIAS_MAXIMUM),
         server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
-        receive_maximum: None,
+        receive_maximum: Some(rules::MAX_INBOUND_IN_FLIGHT),
+        wildcard_subscription_available: Some(true),
+        // AWS does not support subscription identifiers and says so in its CONNACK.
+        subscription_identifier_available: Some(false),
+        shared_subscription_available: Some(false),
+        assigned_client_identifier: None,
     };
     if !faults.latency.is_zero() {
         tokio::select! {
@@ -188,10 +193,15 @@ pub(crate) async fn serve(
     let (reason, code) = session.run(&cancel).await;
     session.close(code).await;
 
+    // MQTT 5 DISCONNECT may set a new Session Expiry Interval (AWS: "MQTT 5 supported
+    // features", session expiry), within the same cap as CONNECT's.
+    let persist_for = session.session_expiry_update.map_or(persist_for, |secs| {
+        Duration::from_secs(secs.into()).min(router.config.max_session_expiry)
+    });
     let owed = session.unfinished();
     let version_number =
         admission::unregister(&router, &connect.client_id, connection, persist_for, owed);
-    if reason != DisconnectReason::ClientInitiatedDisconnect
+    if (reason != DisconnectReason::ClientInitiatedDisconnect || session.will_requested)
         && let Some(will) = &connect.will
     {
         admission::publish_will(

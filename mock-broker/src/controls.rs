@@ -219,6 +219,7 @@ impl Controls {
             received_at: Instant::now(),
             packet_id: None,
             dup: false,
+            expires_at: None,
         })
     }
 

@@ -129,9 +129,11 @@ pub struct Will {
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
-    /// MQTT 5: the will's properties to publish it with (checked; the will delay left
-    /// out).
+    /// MQTT 5: the will's properties to publish it with (checked; the will delay and
+    /// message expiry left out).
     pub properties: Bytes,
+    /// MQTT 5: the will's Message Expiry Interval.
+    pub message_expiry_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,9 +145,12 @@ pub struct Publish {
     /// Present for QoS 1 and 2.
     pub packet_id: Option<u16>,
     pub payload: Bytes,
-    /// MQTT 5: a topic alias the client used (the broker offers none, so any is an error).
+    /// MQTT 5: the topic alias the client used, if any.
     pub topic_alias: Option<u16>,
-    /// MQTT 5: the encoded properties other than the topic alias and subscription ids.
+    /// MQTT 5: Message Expiry Interval, kept apart because the broker counts it down.
+    pub message_expiry_secs: Option<u32>,
+    /// MQTT 5: the encoded properties other than the topic alias, the message expiry and
+    /// subscription ids.
     pub properties: Bytes,
 }
 
@@ -153,6 +158,19 @@ pub struct Publish {
 pub struct Subscription {
     pub filter: String,
     pub qos: QoS,
+    /// MQTT 5 subscription options (all off for 3.1.1).
+    pub options: SubscriptionOptions,
+}
+
+/// MQTT 5 subscription options beyond the QoS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubscriptionOptions {
+    /// Never send the subscriber its own messages.
+    pub no_local: bool,
+    /// Keep the RETAIN flag of live messages as published.
+    pub retain_as_published: bool,
+    /// 0: retained messages on subscribing; 1: only for a new subscription; 2: never.
+    pub retain_handling: u8,
 }
 
 /// Packets a client sends.
@@ -175,6 +193,8 @@ pub enum ClientPacket {
     Subscribe {
         packet_id: u16,
         subscriptions: Vec<Subscription>,
+        /// MQTT 5 Subscription Identifier, if the client gave one.
+        identifier: Option<usize>,
     },
     Unsubscribe {
         packet_id: u16,
@@ -183,6 +203,8 @@ pub enum ClientPacket {
     PingReq,
     Disconnect {
         reason: u8,
+        /// MQTT 5: a new Session Expiry Interval for the session.
+        session_expiry_secs: Option<u32>,
     },
 }
 
@@ -257,11 +279,18 @@ pub struct ConnAck {
     pub topic_alias_maximum: Option<u16>,
     pub server_keep_alive: Option<u16>,
     pub receive_maximum: Option<u16>,
+    pub wildcard_subscription_available: Option<bool>,
+    pub subscription_identifier_available: Option<bool>,
+    pub shared_subscription_available: Option<bool>,
+    /// The client id the server gave a client that sent an empty one.
+    pub assigned_client_identifier: Option<String>,
 }
 
 /// MQTT 5 reason codes the broker uses.
 pub mod reason {
     pub const SUCCESS: u8 = 0x00;
+    /// DISCONNECT from a client: end, and publish the will all the same.
+    pub const DISCONNECT_WITH_WILL: u8 = 0x04;
     pub const UNSPECIFIED: u8 = 0x80;
     pub const MALFORMED: u8 = 0x81;
     pub const PROTOCOL_ERROR: u8 = 0x82;
@@ -279,6 +308,7 @@ pub mod reason {
     pub const QOS_NOT_SUPPORTED: u8 = 0x9B;
     pub const TOPIC_ALIAS_INVALID: u8 = 0x94;
     pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
+    pub const SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED: u8 = 0xA1;
 }
 
 /// MQTT 3.1.1 CONNACK return codes.
@@ -391,8 +421,13 @@ pub fn decode(
         8 => {
             expect_flags(0b0010, "SUBSCRIBE flags must be 0010")?;
             let packet_id = read_packet_id(&mut body)?;
+            let mut identifier = None;
             if v5 {
-                read_properties(&mut body, PropertyContext::Subscribe)?;
+                for property in read_properties(&mut body, PropertyContext::Subscribe)?.iter() {
+                    if let PropertyValue::VarInt(id) = property.value {
+                        identifier = Some(id);
+                    }
+                }
             }
             let mut subscriptions = Vec::new();
             while body.has_remaining() {
@@ -410,6 +445,11 @@ pub fn decode(
                 subscriptions.push(Subscription {
                     filter,
                     qos: QoS::from_bits(options & 0b11)?,
+                    options: SubscriptionOptions {
+                        no_local: v5 && options & 0b100 != 0,
+                        retain_as_published: v5 && options & 0b1000 != 0,
+                        retain_handling: if v5 { (options >> 4) & 0b11 } else { 0 },
+                    },
                 });
             }
             if subscriptions.is_empty() {
@@ -418,6 +458,7 @@ pub fn decode(
             ClientPacket::Subscribe {
                 packet_id,
                 subscriptions,
+                identifier,
             }
         }
         10 => {
@@ -443,14 +484,23 @@ pub fn decode(
         14 => {
             expect_flags(0, "DISCONNECT flags must be 0000")?;
             let mut reason = 0;
+            let mut session_expiry_secs = None;
             if v5 && body.has_remaining() {
                 reason = read_u8(&mut body)?;
                 if body.has_remaining() {
-                    read_properties(&mut body, PropertyContext::Disconnect)?;
+                    for property in read_properties(&mut body, PropertyContext::Disconnect)?.iter()
+                    {
+                        if let PropertyValue::U32(secs) = property.value {
+                            session_expiry_secs = Some(secs);
+                        }
+                    }
                 }
             }
             expect_end(&body)?;
-            ClientPacket::Disconnect { reason }
+            ClientPacket::Disconnect {
+                reason,
+                session_expiry_secs,
+            }
         }
         other => return Err(DecodeError::UnexpectedType(other)),
     };
@@ -523,10 +573,12 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     }
     let client_id = read_string(body)?;
     let will = if will_flag {
-        let properties = if version == Version::V5 {
-            read_properties(body, PropertyContext::Will)?.forwarded
+        let (properties, message_expiry_secs) = if version == Version::V5 {
+            let read = read_properties(body, PropertyContext::Will)?;
+            let expiry = message_expiry(&read);
+            (read.forwarded, expiry)
         } else {
-            Bytes::new()
+            (Bytes::new(), None)
         };
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
@@ -536,6 +588,7 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
             qos: QoS::from_bits((flags >> 3) & 0b11)?,
             retain: flags & 0b10_0000 != 0,
             properties,
+            message_expiry_secs,
         })
     } else {
         None
@@ -576,6 +629,7 @@ fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, Decode
         Some(read_packet_id(body)?)
     };
     let mut topic_alias = None;
+    let mut message_expiry_secs = None;
     let mut properties = Bytes::new();
     if v5 {
         let read = read_properties(body, PropertyContext::Publish)?;
@@ -583,6 +637,7 @@ fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, Decode
             PropertyValue::U16(alias) if p.id == TOPIC_ALIAS => Some(alias),
             _ => None,
         });
+        message_expiry_secs = message_expiry(&read);
         properties = read.forwarded;
     }
     Ok(Publish {
@@ -593,7 +648,15 @@ fn read_publish(flags: u8, body: &mut Bytes, v5: bool) -> Result<Publish, Decode
         packet_id,
         payload: body.split_to(body.len()),
         topic_alias,
+        message_expiry_secs,
         properties,
+    })
+}
+
+fn message_expiry(read: &Properties) -> Option<u32> {
+    read.iter().find_map(|p| match p.value {
+        PropertyValue::U32(secs) if p.id == MESSAGE_EXPIRY_INTERVAL => Some(secs),
+        _ => None,
     })
 }
 
@@ -692,10 +755,14 @@ impl PropertyContext {
 
     /// Whether a property read in this context is passed on to subscribers: the
     /// application properties of a PUBLISH or a will, not the topic alias (which is
-    /// per connection) nor the will delay (which is about the will, not the message).
+    /// per connection), the will delay (which is about the will, not the message) nor
+    /// the message expiry (which the broker counts down and writes afresh).
     fn forwards(self, id: u8) -> bool {
         matches!(self, PropertyContext::Publish | PropertyContext::Will)
-            && !matches!(id, TOPIC_ALIAS | WILL_DELAY_INTERVAL)
+            && !matches!(
+                id,
+                TOPIC_ALIAS | WILL_DELAY_INTERVAL | MESSAGE_EXPIRY_INTERVAL
+            )
     }
 }
 
@@ -999,6 +1066,20 @@ pub fn encode(packet: &ServerPacket, version: Version, out: &mut BytesMut) {
                     props.put_u8(0x13);
                     props.put_u16(secs);
                 }
+                for (id, flag) in [
+                    (0x28, ack.wildcard_subscription_available),
+                    (0x29, ack.subscription_identifier_available),
+                    (0x2A, ack.shared_subscription_available),
+                ] {
+                    if let Some(flag) = flag {
+                        props.put_u8(id);
+                        props.put_u8(u8::from(flag));
+                    }
+                }
+                if let Some(id) = &ack.assigned_client_identifier {
+                    props.put_u8(0x12);
+                    put_string(&mut props, id);
+                }
                 put_properties(&mut body, &props);
             }
             put_packet(out, 0x20, &body);
@@ -1009,7 +1090,14 @@ pub fn encode(packet: &ServerPacket, version: Version, out: &mut BytesMut) {
                 body.put_u16(id);
             }
             if v5 {
-                put_properties(&mut body, &publish.properties);
+                // Topic aliases are the client's to the broker only: never sent back.
+                let mut props = BytesMut::new();
+                if let Some(secs) = publish.message_expiry_secs {
+                    props.put_u8(MESSAGE_EXPIRY_INTERVAL);
+                    props.put_u32(secs);
+                }
+                props.put_slice(&publish.properties);
+                put_properties(&mut body, &props);
             }
             body.put_slice(&publish.payload);
             let first = 0x30
@@ -1134,6 +1222,7 @@ mod tests {
                 packet_id: Some(7),
                 payload: Bytes::from_static(b"hello"),
                 topic_alias: None,
+                message_expiry_secs: None,
                 properties: if version == Version::V5 {
                     // content type "t"
                     Bytes::from_static(&[0x03, 0, 1, b't'])
@@ -1179,8 +1268,13 @@ mod tests {
                 packet_id: 3,
                 subscriptions: vec![Subscription {
                     filter: "inTopic".into(),
-                    qos: QoS::ExactlyOnce
-                }]
+                    qos: QoS::ExactlyOnce,
+                    options: SubscriptionOptions {
+                        no_local: true,
+                        ..SubscriptionOptions::default()
+                    },
+                }],
+                identifier: None,
             }
         );
     }
@@ -1566,7 +1660,12 @@ mod tests {
             panic!()
         };
         assert_eq!(p.topic_alias, Some(1));
-        assert_eq!(&p.properties[..], &props[3..]);
+        // The message expiry is kept apart: the broker writes what is left of it.
+        assert_eq!(p.message_expiry_secs, Some(3600));
+        assert_eq!(
+            &p.properties[..],
+            &[&props[3..5], &props[10..]].concat()[..]
+        );
         // What a subscriber gets decodes again to the same publish.
         let mut out = BytesMut::new();
         encode(&ServerPacket::Publish(p.clone()), Version::V5, &mut out);
@@ -1882,7 +1981,10 @@ mod tests {
         }
         assert_eq!(
             read(&[0xE0, 7, 4, 5, 0x11, 0, 0, 0, 0], v5),
-            Ok(ClientPacket::Disconnect { reason: 4 })
+            Ok(ClientPacket::Disconnect {
+                reason: 4,
+                session_expiry_secs: Some(0)
+            })
         );
     }
 

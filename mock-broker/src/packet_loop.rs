@@ -14,7 +14,8 @@ use crate::error::DisconnectReason;
 use crate::faults::Faults;
 use crate::link::{Link, ReadError, Writer};
 use crate::mqtt::{
-    self, ClientPacket, Connect, DecodeError, Publish, QoS, ServerPacket, Version, reason,
+    self, ClientPacket, Connect, DecodeError, Publish, QoS, ServerPacket, SubscriptionOptions,
+    Version, reason,
 };
 use crate::observe::{Event, Publisher};
 use crate::policy::{Action, Principal};
@@ -49,6 +50,14 @@ pub(crate) struct PacketLoop {
     /// QoS 1 deliveries not yet acknowledged, oldest first, with their packet ids.
     in_flight: Vec<(u16, Delivery)>,
     next_packet_id: u16,
+    /// The Session Expiry Interval the CONNECT asked for (MQTT 5; absent is 0).
+    connect_session_expiry: u32,
+    /// A new Session Expiry Interval from the client's DISCONNECT.
+    pub session_expiry_update: Option<u32>,
+    /// The client ended with DISCONNECT 0x04: publish its will all the same.
+    pub will_requested: bool,
+    /// The topics of the client's topic aliases (1..=[`rules::TOPIC_ALIAS_MAXIMUM`]).
+    topic_aliases: Vec<Option<String>>,
 }
 
 /// What handling one packet leads to.
@@ -97,6 +106,10 @@ impl PacketLoop {
                 .min(rules::MAX_OUTBOUND_IN_FLIGHT),
             in_flight: Vec::new(),
             next_packet_id: 1,
+            connect_session_expiry: connect.session_expiry_secs.unwrap_or(0),
+            session_expiry_update: None,
+            will_requested: false,
+            topic_aliases: vec![None; usize::from(rules::TOPIC_ALIAS_MAXIMUM)],
         }
     }
 
@@ -307,8 +320,20 @@ impl PacketLoop {
                 )
             }
             ClientPacket::Subscribe {
+                identifier: Some(_),
+                ..
+            } => {
+                // The CONNACK said Subscription Identifier Available 0, as AWS's does.
+                tracing::info!(client = %self.client_id, "subscription identifier: not supported");
+                Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED),
+                )
+            }
+            ClientPacket::Subscribe {
                 packet_id,
                 subscriptions,
+                identifier: None,
             } => self.on_subscribe(packet_id, subscriptions),
             ClientPacket::Unsubscribe { packet_id, filters } => {
                 {
@@ -320,6 +345,7 @@ impl PacketLoop {
                             .info
                             .subscriptions
                             .retain(|(f, _)| !filters.contains(f));
+                        entry.options.retain(|f, _| !filters.contains(f));
                     }
                 }
                 self.reply(&ServerPacket::UnsubAck {
@@ -332,7 +358,22 @@ impl PacketLoop {
                 self.reply(&ServerPacket::PingResp);
                 Flow::Continue
             }
-            ClientPacket::Disconnect { .. } => {
+            ClientPacket::Disconnect {
+                reason,
+                session_expiry_secs,
+            } => {
+                if let Some(secs) = session_expiry_secs {
+                    if self.connect_session_expiry == 0 && secs != 0 {
+                        // MQTT 5 §3.14.2.2.2: a session CONNECT said ends cannot be revived.
+                        tracing::info!(client = %self.client_id, "DISCONNECT sets a session expiry after CONNECT set none");
+                        return Flow::Close(
+                            DisconnectReason::ClientError,
+                            Some(reason::PROTOCOL_ERROR),
+                        );
+                    }
+                    self.session_expiry_update = Some(secs);
+                }
+                self.will_requested = reason == reason::DISCONNECT_WITH_WILL;
                 Flow::Close(DisconnectReason::ClientInitiatedDisconnect, None)
             }
             ClientPacket::Connect(_) => {
@@ -342,8 +383,34 @@ impl PacketLoop {
         }
     }
 
-    fn on_publish(&mut self, publish: Publish) -> Flow {
+    fn on_publish(&mut self, mut publish: Publish) -> Flow {
         let received_at = Instant::now();
+        if let Some(alias) = publish.topic_alias {
+            // AWS supports client-to-server topic aliases, up to its CONNACK's Topic Alias
+            // Maximum (MQTT 5 §3.3.2.3.4: a topic sets the alias, an empty one uses it).
+            let Some(slot) = usize::from(alias)
+                .checked_sub(1)
+                .and_then(|at| self.topic_aliases.get_mut(at))
+            else {
+                tracing::info!(client = %self.client_id, alias, "topic alias above the maximum");
+                return Flow::Close(
+                    DisconnectReason::ClientError,
+                    Some(reason::TOPIC_ALIAS_INVALID),
+                );
+            };
+            if publish.topic.is_empty() {
+                let Some(topic) = slot.clone() else {
+                    tracing::info!(client = %self.client_id, alias, "topic alias used before it was set");
+                    return Flow::Close(
+                        DisconnectReason::ClientError,
+                        Some(reason::PROTOCOL_ERROR),
+                    );
+                };
+                publish.topic = topic;
+            } else {
+                *slot = Some(publish.topic.clone());
+            }
+        }
         let client = &self.client_id;
         if publish.qos == QoS::ExactlyOnce {
             // AWS does not support QoS 2: MQTT 5 clients are told so, 3.1.1 clients are
@@ -352,13 +419,6 @@ impl PacketLoop {
             return Flow::Close(
                 DisconnectReason::ClientError,
                 Some(reason::QOS_NOT_SUPPORTED),
-            );
-        }
-        if publish.topic_alias.is_some() {
-            tracing::info!(%client, "topic alias used, none offered");
-            return Flow::Close(
-                DisconnectReason::ClientError,
-                Some(reason::TOPIC_ALIAS_INVALID),
             );
         }
         if let Err(problem) = rules::check_publish_topic(&publish.topic) {
@@ -396,6 +456,9 @@ impl PacketLoop {
             received_at,
             packet_id,
             dup: publish.dup,
+            expires_at: publish
+                .message_expiry_secs
+                .map(|secs| received_at + Duration::from_secs(secs.into())),
         });
         if let Some(packet_id) = packet_id {
             self.reply(&ServerPacket::PubAck {
@@ -409,7 +472,7 @@ impl PacketLoop {
     fn on_subscribe(&mut self, packet_id: u16, subscriptions: Vec<mqtt::Subscription>) -> Flow {
         let v5 = self.link.version == Some(Version::V5);
         let mut codes = Vec::with_capacity(subscriptions.len());
-        let mut granted: Vec<(String, QoS)> = Vec::new();
+        let mut granted: Vec<(String, QoS, SubscriptionOptions, bool)> = Vec::new();
         let held: Vec<String> = {
             let state = self.router.lock();
             state
@@ -428,7 +491,7 @@ impl PacketLoop {
         };
         for subscription in subscriptions {
             let new_filter = !held.contains(&subscription.filter)
-                && !granted.iter().any(|(f, _)| *f == subscription.filter);
+                && !granted.iter().any(|(f, ..)| *f == subscription.filter);
             if new_filter && held.len() + granted.len() >= rules::MAX_SUBSCRIPTIONS_PER_CONNECTION {
                 tracing::info!(client = %self.client_id, filter = %subscription.filter, "more than {} subscriptions: refused", rules::MAX_SUBSCRIPTIONS_PER_CONNECTION);
                 codes.push(if v5 { reason::QUOTA_EXCEEDED } else { 0x80 });
@@ -456,29 +519,43 @@ impl PacketLoop {
             // AWS grants QoS 1 to a QoS 2 request.
             let qos = subscription.qos.min(QoS::AtLeastOnce);
             codes.push(qos.level());
-            granted.push((subscription.filter, qos));
+            // MQTT 5 Retain Handling: 0 sends retained messages on every SUBSCRIBE, 1 only
+            // for a subscription that did not exist, 2 never.
+            let send_retained = match subscription.options.retain_handling {
+                0 => true,
+                1 => !held.contains(&subscription.filter),
+                _ => false,
+            };
+            granted.push((
+                subscription.filter,
+                qos,
+                subscription.options,
+                send_retained,
+            ));
         }
         {
             let mut state = self.router.lock();
             if let Some(entry) = state.clients.get_mut(&self.client_id)
                 && entry.connection == self.connection
             {
-                for (filter, qos) in granted.iter().cloned() {
+                for (filter, qos, options, _) in granted.iter().cloned() {
                     let subscriptions = &mut entry.info.subscriptions;
                     match subscriptions.iter_mut().find(|(f, _)| *f == filter) {
                         Some(existing) => existing.1 = qos,
-                        None => subscriptions.push((filter, qos)),
+                        None => subscriptions.push((filter.clone(), qos)),
                     }
+                    entry.options.insert(filter, options);
                 }
             }
         }
         self.reply(&ServerPacket::SubAck { packet_id, codes });
-        for (filter, qos) in granted {
+        for (filter, qos, _, send_retained) in granted {
             // Retained messages follow the SUBACK, as on AWS, within the client's limits.
-            for delivery in self.router.retained_for(&filter, qos, &self.principal()) {
-                if self.outbox.offer(delivery) == Offer::DroppedQos0 {
-                    tracing::debug!(client = %self.client_id, "client full: retained QoS 0 delivery dropped");
-                }
+            if send_retained
+                && let Some(delivery) = self.router.retained_for(&filter, qos, &self.principal())
+                && self.outbox.offer(delivery) == Offer::DroppedQos0
+            {
+                tracing::debug!(client = %self.client_id, "client full: retained QoS 0 delivery dropped");
             }
             self.router.emit(Event::Subscribed {
                 client_id: self.client_id.clone(),
@@ -506,6 +583,22 @@ impl PacketLoop {
 
     fn send_delivery(&mut self, delivery: Delivery) {
         let cost = delivery.cost();
+        // MQTT 5 §3.3.2.3.3, which AWS supports ("MQTT 5 supported features"): an expired
+        // message is not sent, a live one carries the whole seconds it has left.
+        let message_expiry_secs = match delivery.expires_at {
+            None => None,
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(
+                    u32::try_from(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+                        .unwrap_or(u32::MAX),
+                ),
+                _ => {
+                    tracing::debug!(client = %self.client_id, topic = %delivery.topic, "message expired: not delivered");
+                    self.outbox.release(cost);
+                    return;
+                }
+            },
+        };
         let qos1 = delivery.qos == QoS::AtLeastOnce;
         let packet_id = qos1.then(|| self.new_packet_id());
         let packet = ServerPacket::Publish(Publish {
@@ -516,6 +609,7 @@ impl PacketLoop {
             packet_id,
             payload: delivery.payload.clone(),
             topic_alias: None,
+            message_expiry_secs,
             properties: delivery.properties.clone(),
         });
         if let (Some(max), Some(version)) = (self.max_outbound_packet, self.link.version) {

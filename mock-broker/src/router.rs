@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::backlog::{Delivery, Offer, Outbox, QueueLimits};
 use crate::config::Config;
 use crate::faults::{FaultTable, Faults};
-use crate::mqtt::{QoS, Version};
+use crate::mqtt::{QoS, SubscriptionOptions, Version};
 use crate::observe::{Event, PublishObservation, Publisher};
 use crate::policy::{Action, Principal};
 use crate::rules;
@@ -54,9 +54,15 @@ pub(crate) struct Message {
     /// The client's packet id and DUP flag, for observers (none for the broker's own).
     pub packet_id: Option<u16>,
     pub dup: bool,
+    /// When the publisher's Message Expiry Interval runs out.
+    pub expires_at: Option<Instant>,
 }
 
 impl Message {
+    fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     /// Roughly the bytes it takes to keep.
     fn cost(&self) -> usize {
         self.topic.len() + self.payload.len() + self.properties.len() + 64
@@ -67,6 +73,8 @@ pub(crate) struct ClientEntry {
     pub connection: u64,
     pub outbox: Arc<Outbox>,
     pub info: ClientInfo,
+    /// MQTT 5 options of each subscription in `info.subscriptions`, by filter.
+    pub options: HashMap<String, SubscriptionOptions>,
 }
 
 #[derive(Default)]
@@ -86,6 +94,7 @@ pub(crate) struct State {
 /// that arrived for it meanwhile.
 pub(crate) struct StoredSession {
     pub subscriptions: Vec<(String, QoS)>,
+    pub options: HashMap<String, SubscriptionOptions>,
     pub thing_name: Option<String>,
     pub queued: VecDeque<Delivery>,
     /// The queued deliveries' cost, bounded like a connected client's.
@@ -180,24 +189,35 @@ impl Router {
         decision.is_allowed()
     }
 
-    /// The retained messages a new subscription to `filter` at `qos` receives: those
-    /// whose topic matches and that the policy lets `principal` receive.
-    pub fn retained_for(&self, filter: &str, qos: QoS, principal: &Principal<'_>) -> Vec<Delivery> {
-        let state = self.lock();
-        state
-            .retained
-            .values()
-            .filter(|m| rules::filter_matches(filter, &m.topic))
-            .filter(|m| self.allowed(Action::Receive, &m.topic, principal))
-            .map(|m| Delivery {
-                topic: m.topic.clone(),
-                payload: m.payload.clone(),
-                qos: m.qos.min(qos),
-                properties: m.properties.clone(),
-                retained: true,
-                redelivery: false,
-            })
-            .collect()
+    /// The retained message a new subscription to `filter` at `qos` receives, if the
+    /// policy lets `principal` receive it. AWS ("MQTT retained messages"): "To receive a
+    /// retained message upon subscription, the topic filter in the subscription request
+    /// must match the retained message topic exactly", so a filter with wildcards gets
+    /// none.
+    pub fn retained_for(
+        &self,
+        filter: &str,
+        qos: QoS,
+        principal: &Principal<'_>,
+    ) -> Option<Delivery> {
+        let mut state = self.lock();
+        let message = state.retained.get(filter)?;
+        if message.expired(Instant::now()) {
+            state.retained.remove(filter);
+            return None;
+        }
+        if !self.allowed(Action::Receive, &message.topic, principal) {
+            return None;
+        }
+        Some(Delivery {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos.min(qos),
+            properties: message.properties.clone(),
+            retained: true,
+            redelivery: false,
+            expires_at: message.expires_at,
+        })
     }
 
     /// Observe `message` and deliver it to every client with a matching subscription
@@ -241,14 +261,25 @@ impl Router {
             }
         }
         let mut delivered = 0;
+        let publisher = match &message.publisher {
+            Publisher::Client(id) => Some(id.as_str()),
+            _ => None,
+        };
         for client in state.clients.values() {
-            let granted = client
-                .info
-                .subscriptions
-                .iter()
-                .filter(|(filter, _)| rules::filter_matches(filter, &message.topic))
-                .map(|(_, qos)| *qos)
-                .max();
+            let own = publisher == Some(client.info.client_id.as_str());
+            let mut granted = None;
+            let mut retain_as_published = false;
+            for (filter, qos) in &client.info.subscriptions {
+                if !rules::filter_matches(filter, &message.topic) {
+                    continue;
+                }
+                let options = client.options.get(filter).copied().unwrap_or_default();
+                if own && options.no_local {
+                    continue;
+                }
+                granted = granted.max(Some(*qos));
+                retain_as_published |= options.retain_as_published;
+            }
             let Some(granted) = granted else { continue };
             let principal = Principal {
                 client_id: &client.info.client_id,
@@ -258,13 +289,17 @@ impl Router {
                 tracing::debug!(client = %client.info.client_id, topic = %message.topic, "receive not allowed by policy: not delivered");
                 continue;
             }
+            // AWS: "Retained messages that are received by a subscribing client after
+            // subscription, don't [have the RETAIN flag set]", unless MQTT 5's Retain As
+            // Published asks for it.
             let delivery = Delivery {
                 topic: message.topic.clone(),
                 payload: message.payload.clone(),
                 qos: message.qos.min(granted),
                 properties: message.properties.clone(),
-                retained: false,
+                retained: message.retain && retain_as_published,
                 redelivery: false,
+                expires_at: message.expires_at,
             };
             match client.outbox.offer(delivery) {
                 Offer::Queued => delivered += 1,
@@ -302,6 +337,7 @@ impl Router {
                         properties: message.properties.clone(),
                         retained: false,
                         redelivery: false,
+                        expires_at: message.expires_at,
                     },
                     self.config.queue_limits,
                 );

@@ -13,6 +13,12 @@ pub const MAX_TOPIC_SLASHES: usize = 7;
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 /// Most QoS 1 deliveries AWS leaves unacknowledged per client; further ones wait.
 pub const MAX_OUTBOUND_IN_FLIGHT: usize = 100;
+/// Most QoS 1 publishes a client may leave unacknowledged by the broker (AWS quota
+/// "Maximum inflight unacknowledged messages"; announced as the CONNACK's Receive Maximum).
+pub const MAX_INBOUND_IN_FLIGHT: u16 = 100;
+/// Topic aliases a client may set up per connection (AWS quota "Topic aliases per
+/// connection"; announced as the CONNACK's Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 8;
 /// Most subscriptions one connection may hold (AWS quota "Subscriptions per
 /// connection").
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 50;

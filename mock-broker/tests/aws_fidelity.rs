@@ -120,7 +120,6 @@ fn disconnect(reason: u8, properties: &[u8]) -> Vec<u8> {
 struct Received {
     retain: bool,
     topic: String,
-    packet_id: Option<u16>,
     properties: Vec<u8>,
     payload: Vec<u8>,
 }
@@ -130,17 +129,13 @@ fn parse_publish(first: u8, body: &[u8]) -> Received {
     let qos = (first >> 1) & 0b11;
     let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
     let topic = String::from_utf8(body[2..2 + topic_len].to_vec()).unwrap();
-    let mut at = 2 + topic_len;
-    let packet_id = (qos > 0).then(|| {
-        at += 2;
-        u16::from_be_bytes([body[at - 2], body[at - 1]])
-    });
+    // Past the packet id, if the QoS has one.
+    let mut at = 2 + topic_len + if qos > 0 { 2 } else { 0 };
     let (length, used) = read_varint(&body[at..]);
     at += used;
     Received {
         retain: first & 1 == 1,
         topic,
-        packet_id,
         properties: body[at..at + length].to_vec(),
         payload: body[at + length..].to_vec(),
     }
@@ -232,13 +227,19 @@ async fn a_hash_filter_does_not_receive_its_parent_level() {
     let broker = rig.start(rig.config()).await;
     let addr = broker.mqtt_addr();
     let mut subscriber = plain(&rig, addr, "ESPthing-sub").await;
-    assert_eq!(subscribed(&mut subscriber, 1, "test/sensor/#", 1).await, [1]);
+    assert_eq!(
+        subscribed(&mut subscriber, 1, "test/sensor/#", 1).await,
+        [1]
+    );
     let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
     published(&mut publisher, 1, false, "test/sensor", &[], b"parent").await;
     nothing_due(&mut subscriber, "test/sensor/# got test/sensor").await;
     published(&mut publisher, 2, false, "test/sensor/", &[], b"child").await;
     let got = received(&mut subscriber).await;
-    assert_eq!((got.topic.as_str(), &got.payload[..]), ("test/sensor/", &b"child"[..]));
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("test/sensor/", &b"child"[..])
+    );
 }
 
 #[tokio::test]
@@ -271,11 +272,17 @@ async fn retain_as_published_keeps_the_flag_on_live_messages_and_others_get_it_c
     let mut rap = plain(&rig, addr, "ESPthing-rap").await;
     assert_eq!(subscribed(&mut rap, 1, "test/rap", 0x08 | 1).await, [1]);
     let mut plain_subscriber = plain(&rig, addr, "ESPthing-plain").await;
-    assert_eq!(subscribed(&mut plain_subscriber, 1, "test/rap", 1).await, [1]);
+    assert_eq!(
+        subscribed(&mut plain_subscriber, 1, "test/rap", 1).await,
+        [1]
+    );
     let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
     published(&mut publisher, 1, true, "test/rap", &[], b"state").await;
     assert!(received(&mut rap).await.retain, "Retain As Published");
-    assert!(!received(&mut plain_subscriber).await.retain, "AWS clears it");
+    assert!(
+        !received(&mut plain_subscriber).await.retain,
+        "AWS clears it"
+    );
 }
 
 #[tokio::test]
@@ -287,7 +294,10 @@ async fn retain_handling_1_sends_only_for_a_new_subscription_and_2_never() {
     published(&mut publisher, 1, true, "test/rh", &[], b"kept").await;
 
     let mut subscriber = plain(&rig, addr, "ESPthing-sub").await;
-    assert_eq!(subscribed(&mut subscriber, 1, "test/rh", 0x20 | 1).await, [1]);
+    assert_eq!(
+        subscribed(&mut subscriber, 1, "test/rh", 0x20 | 1).await,
+        [1]
+    );
     nothing_due(&mut subscriber, "retain handling 2").await;
     let mut other = plain(&rig, addr, "ESPthing-other").await;
     assert_eq!(subscribed(&mut other, 1, "test/rh", 0x10 | 1).await, [1]);
@@ -343,7 +353,12 @@ async fn a_queued_message_past_its_expiry_is_dropped_and_the_rest_carry_what_rem
     let mut observer = broker.observe();
     subscriber.send(&disconnect(0, &[])).await;
     // The session is stored before the disconnection is reported.
-    assert!(observer.wait_for_disconnect("ESPthing-away", WAIT).await.is_some());
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-away", WAIT)
+            .await
+            .is_some()
+    );
 
     let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
     let sent = Instant::now();
@@ -375,23 +390,19 @@ async fn session_expiry_in_disconnect_replaces_the_one_from_connect() {
     let broker = rig.start(rig.config()).await;
     let addr = broker.mqtt_addr();
     let session = [0x11, 0, 0, 0x0e, 0x10];
-    let (mut first, _) = client(
-        &rig,
-        addr,
-        &connect_v5("ESPthing-sx", 0x02, &session, None),
-    )
-    .await;
+    let (mut first, _) = client(&rig, addr, &connect_v5("ESPthing-sx", 0x02, &session, None)).await;
     assert_eq!(subscribed(&mut first, 1, "test/sx", 1).await, [1]);
     // Session Expiry Interval 0 on the way out: the session ends with the connection.
     let mut observer = broker.observe();
     first.send(&disconnect(0, &[0x11, 0, 0, 0, 0])).await;
-    assert!(observer.wait_for_disconnect("ESPthing-sx", WAIT).await.is_some());
-    let (_second, connack) = client(
-        &rig,
-        addr,
-        &connect_v5("ESPthing-sx", 0x00, &session, None),
-    )
-    .await;
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-sx", WAIT)
+            .await
+            .is_some()
+    );
+    let (_second, connack) =
+        client(&rig, addr, &connect_v5("ESPthing-sx", 0x00, &session, None)).await;
     assert_eq!(connack[0], 0, "no session present");
 }
 
@@ -425,13 +436,29 @@ async fn connack_announces_what_aws_announces() {
             .find(|(p, _)| *p == id)
             .map(|(_, v)| v.clone())
     };
-    assert_eq!(value(0x21), Some(100u16.to_be_bytes().to_vec()), "Receive Maximum");
+    assert_eq!(
+        value(0x21),
+        Some(100u16.to_be_bytes().to_vec()),
+        "Receive Maximum"
+    );
     assert_eq!(value(0x24), Some(vec![1]), "Maximum QoS");
     assert_eq!(value(0x25), Some(vec![1]), "Retain Available");
-    assert_eq!(value(0x22), Some(8u16.to_be_bytes().to_vec()), "Topic Alias Maximum");
-    assert_eq!(value(0x28), Some(vec![1]), "Wildcard Subscription Available");
-    assert_eq!(value(0x29), Some(vec![0]), "Subscription Identifier Available");
-    assert_eq!(value(0x2A), Some(vec![1]), "Shared Subscription Available");
+    assert_eq!(
+        value(0x22),
+        Some(8u16.to_be_bytes().to_vec()),
+        "Topic Alias Maximum"
+    );
+    assert_eq!(
+        value(0x28),
+        Some(vec![1]),
+        "Wildcard Subscription Available"
+    );
+    assert_eq!(
+        value(0x29),
+        Some(vec![0]),
+        "Subscription Identifier Available"
+    );
+    assert_eq!(value(0x2A), Some(vec![0]), "Shared Subscription Available");
     assert!(value(0x27).is_some(), "Maximum Packet Size");
 }
 
@@ -442,7 +469,11 @@ async fn a_subscription_identifier_is_refused_as_announced() {
     let mut client = plain(&rig, broker.mqtt_addr(), "ESPthing").await;
     client.send(&subscribe(1, "test/id", 1, &[0x0B, 7])).await;
     let (first, body) = client.next().await.expect("DISCONNECT");
-    assert_eq!((first, body[0]), (DISCONNECT, 0xA1), "Subscription Identifiers not supported");
+    assert_eq!(
+        (first, body[0]),
+        (DISCONNECT, 0xA1),
+        "Subscription Identifiers not supported"
+    );
 }
 
 /// Content Type "text/plain" and a User Property, as will properties.
@@ -489,18 +520,69 @@ async fn disconnect_with_reason_4_publishes_the_will_and_reason_0_does_not() {
     assert_eq!(subscribed(&mut watcher, 1, "test/will", 1).await, [1]);
     let mut observer = broker.observe();
     let will = Some((&[][..], "test/will", &b"bye-0"[..]));
-    let mut mannerly = client(&rig, addr, &connect_v5("ESPthing-0", 0x02 | 0x04, &[], will))
-        .await
-        .0;
+    let mut mannerly = client(
+        &rig,
+        addr,
+        &connect_v5("ESPthing-0", 0x02 | 0x04, &[], will),
+    )
+    .await
+    .0;
     mannerly.send(&disconnect(0, &[])).await;
     // The will, if any, is routed before the disconnection is reported.
-    assert!(observer.wait_for_disconnect("ESPthing-0", WAIT).await.is_some());
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-0", WAIT)
+            .await
+            .is_some()
+    );
     nothing_due(&mut watcher, "reason 0 published the will").await;
     let will = Some((&[][..], "test/will", &b"bye-4"[..]));
-    let mut leaving = client(&rig, addr, &connect_v5("ESPthing-4", 0x02 | 0x04, &[], will))
-        .await
-        .0;
+    let mut leaving = client(
+        &rig,
+        addr,
+        &connect_v5("ESPthing-4", 0x02 | 0x04, &[], will),
+    )
+    .await
+    .0;
     leaving.send(&disconnect(0x04, &[])).await;
-    assert!(observer.wait_for_disconnect("ESPthing-4", WAIT).await.is_some());
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-4", WAIT)
+            .await
+            .is_some()
+    );
     assert_eq!(received(&mut watcher).await.payload, b"bye-4");
+}
+
+#[tokio::test]
+async fn topic_aliases_up_to_8_are_accepted_from_the_client() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut subscriber = plain(&rig, addr, "ESPthing-sub").await;
+    assert_eq!(subscribed(&mut subscriber, 1, "test/alias", 1).await, [1]);
+    let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
+    // Topic Alias 8 set with the topic, then used with an empty topic.
+    published(
+        &mut publisher,
+        1,
+        false,
+        "test/alias",
+        &[0x23, 0, 8],
+        b"set",
+    )
+    .await;
+    published(&mut publisher, 2, false, "", &[0x23, 0, 8], b"used").await;
+    assert_eq!(received(&mut subscriber).await.payload, b"set");
+    let got = received(&mut subscriber).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("test/alias", &b"used"[..])
+    );
+    // Alias 9 is beyond the announced maximum.
+    publisher
+        .send(&publish(1, false, 3, "test/alias", &[0x23, 0, 9], b"x"))
+        .await;
+    let (first, body) = publisher.next().await.expect("DISCONNECT");
+    assert_eq!((first, body[0]), (DISCONNECT, 0x94), "Topic Alias invalid");
 }

@@ -81,9 +81,14 @@ fn round_trip(packet: &ClientPacket, version: Version) {
             },
             packet.clone(),
         ),
-        ClientPacket::Disconnect { reason } if version == Version::V5 => {
-            (ServerPacket::Disconnect { reason: *reason }, packet.clone())
-        }
+        ClientPacket::Disconnect { reason, .. } if version == Version::V5 => (
+            ServerPacket::Disconnect { reason: *reason },
+            // The server's DISCONNECT carries no properties.
+            ClientPacket::Disconnect {
+                reason: *reason,
+                session_expiry_secs: None,
+            },
+        ),
         _ => return,
     };
     let mut wire = encoded(&server, version);
@@ -115,6 +120,7 @@ fn answers(packet: &ClientPacket, version: Version) {
         ClientPacket::Subscribe {
             packet_id,
             subscriptions,
+            ..
         } => {
             let codes = subscriptions.iter().map(|s| s.qos.level()).collect();
             encoded(
