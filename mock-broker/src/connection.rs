@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::{self, Refusal, Registered, refuse};
 use crate::error::DisconnectReason;
 use crate::link::{Link, ReadError};
-use crate::mqtt::{ClientPacket, ConnAck, DecodeError, ServerPacket, Version, return_code};
+use crate::mqtt::{ClientPacket, ConnAck, DecodeError, ServerPacket, Version, reason, return_code};
 use crate::observe::{
     Event, SessionFacts, connected_document, connected_topic, disconnected_document,
     disconnected_topic,
@@ -63,10 +63,17 @@ pub(crate) async fn serve(
             );
         }
         Ok(Err(ReadError::Decode(DecodeError::UnsupportedVersion(level)))) => {
-            // 3.1.1's answer to an unknown level; MQTT 5 clients never get here.
-            link.version = Some(Version::V311);
+            // 3.1.1's answer to an unknown level. Level 5 gets here only with a protocol
+            // name other than "MQTT": it is answered in MQTT 5's form (0x84), as a level-5
+            // client reads a CONNACK.
+            let (version, code) = if level == 5 {
+                (Version::V5, reason::UNSUPPORTED_VERSION)
+            } else {
+                (Version::V311, return_code::UNACCEPTABLE_VERSION)
+            };
+            link.version = Some(version);
             link.send(&ServerPacket::ConnAck(ConnAck {
-                code: return_code::UNACCEPTABLE_VERSION,
+                code,
                 ..ConnAck::default()
             }))
             .await;

@@ -348,14 +348,17 @@ fn fixed_header(buf: &[u8]) -> Result<(u8, usize, usize), DecodeError> {
 
 /// The protocol level of the CONNECT at the front of `buf`, without consuming
 /// anything: lets the broker answer a CONNECT it cannot read in the client's own
-/// version (an MQTT 5 client gets a CONNACK with the reason code).
+/// version (an MQTT 5 client gets a CONNACK with the reason code), whatever protocol
+/// name it gave.
 pub fn peek_connect_level(buf: &[u8]) -> Option<u8> {
     let (first, header_len, _) = fixed_header(buf).ok()?;
     let body = buf.get(header_len..)?;
-    // "MQTT" as a 2-byte-length string, then the level.
-    (first >> 4 == 1 && body.get(..6) == Some(b"\x00\x04MQTT".as_slice()))
-        .then(|| body.get(6).copied())
-        .flatten()
+    if first >> 4 != 1 {
+        return None;
+    }
+    // The protocol name as a 2-byte-length string, then the level.
+    let name_len = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]));
+    body.get(2 + name_len).copied()
 }
 
 /// Read one client packet from the front of `buf`, consuming it. `version` is `None`
@@ -527,7 +530,8 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     let name = read_string(body)?;
     let level = read_u8(body)?;
     if name != "MQTT" {
-        // MQTT 3.1 ("MQIsdp") and anything else.
+        // MQTT 3.1 ("MQIsdp") and anything else; a level of 5 still gets an MQTT 5
+        // answer.
         return Err(DecodeError::UnsupportedVersion(level));
     }
     let version = match level {

@@ -440,6 +440,15 @@ impl PacketLoop {
             .allowed(Action::Publish, &publish.topic, &self.principal())
         {
             tracing::info!(%client, topic = %publish.topic, "policy does not allow iot:Publish");
+            // AWS's MQTT 5 reason codes: a QoS 1 PUBLISH is answered PUBACK 0x87 and the
+            // connection stays; MQTT 3.1.1 (no reason codes) and QoS 0 (no PUBACK) end it.
+            if let (Some(Version::V5), Some(packet_id)) = (self.link.version, publish.packet_id) {
+                self.reply(&ServerPacket::PubAck {
+                    packet_id,
+                    reason: reason::NOT_AUTHORIZED,
+                });
+                return Flow::Continue;
+            }
             return Flow::Close(
                 DisconnectReason::ForbiddenAccess,
                 Some(reason::NOT_AUTHORIZED),
@@ -511,6 +520,12 @@ impl PacketLoop {
                 .allowed(Action::Subscribe, &subscription.filter, &self.principal())
             {
                 tracing::info!(client = %self.client_id, filter = %subscription.filter, "policy does not allow iot:Subscribe");
+                // AWS's MQTT 5 reason codes: SUBACK 0x87 for the filter; MQTT 3.1.1 has
+                // no code for it, and AWS closes the connection.
+                if v5 {
+                    codes.push(reason::NOT_AUTHORIZED);
+                    continue;
+                }
                 return Flow::Close(
                     DisconnectReason::ForbiddenAccess,
                     Some(reason::NOT_AUTHORIZED),

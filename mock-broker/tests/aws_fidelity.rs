@@ -586,3 +586,39 @@ async fn topic_aliases_up_to_8_are_accepted_from_the_client() {
     let (first, body) = publisher.next().await.expect("DISCONNECT");
     assert_eq!((first, body[0]), (DISCONNECT, 0x94), "Topic Alias invalid");
 }
+
+#[tokio::test]
+async fn a_v5_client_denied_by_the_policy_gets_0x87_in_its_suback_and_puback_and_stays() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut observer = broker.observe();
+    let mut client = plain(&rig, broker.mqtt_addr(), "ESPthing").await;
+    // The test policy allows test/* only.
+    client.send(&subscribe(1, "denied/x", 1, &[])).await;
+    let (first, body) = client.next().await.expect("SUBACK");
+    assert_eq!((first, body.last().copied()), (SUBACK, Some(0x87)));
+    client
+        .send(&publish(1, false, 2, "denied/x", &[], b"no"))
+        .await;
+    let (first, body) = client.next().await.expect("PUBACK");
+    assert_eq!((first, body.get(2).copied()), (PUBACK, Some(0x87)));
+    nothing_due(&mut client, "still connected").await;
+    assert!(
+        std::iter::from_fn(|| observer.try_next())
+            .all(|e| !matches!(e, mock_broker::Event::Publish(p) if p.topic == "denied/x")),
+        "a denied publish is not routed"
+    );
+}
+
+#[tokio::test]
+async fn a_level_5_connect_with_a_wrong_protocol_name_gets_an_mqtt5_connack() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut client = RawClient::connect(&rig, broker.mqtt_addr()).await;
+    let mut connect = connect_v5("ESPthing", 0x02, &[], None);
+    connect[4..8].copy_from_slice(b"MQTX");
+    client.send(&connect).await;
+    let (first, body) = client.next().await.expect("CONNACK");
+    // Flags, reason 0x84 (Unsupported Protocol Version), no properties.
+    assert_eq!((first, &body[..]), (CONNACK, &[0, 0x84, 0][..]));
+}
