@@ -160,6 +160,12 @@ pub(crate) fn publish_will(
     });
 }
 
+/// A client id for an MQTT 5 client that sent an empty one: unique for this broker's
+/// life, and unlike any the rig's policies name.
+pub(crate) fn assign_client_id(router: &Router) -> String {
+    format!("assigned-{:016x}", router.new_connection_id())
+}
+
 pub(crate) fn refuse(router: &Router, peer: SocketAddr, reason: String) {
     tracing::info!(%peer, %reason, "connection refused");
     router.emit(Event::Refused { peer, reason });

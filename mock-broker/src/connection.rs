@@ -53,7 +53,7 @@ pub(crate) async fn serve(
         _ = cancel.cancelled() => return,
         result = timeout(router.config.connect_timeout, link.read_packet()) => result,
     };
-    let connect = match connect {
+    let mut connect = match connect {
         Ok(Ok(ClientPacket::Connect(connect))) => connect,
         Ok(Ok(other)) => {
             return refuse(
@@ -99,6 +99,14 @@ pub(crate) async fn serve(
         Err(_) => return refuse(&router, peer, "no CONNECT in time".into()),
     };
     link.version = Some(connect.version);
+    // AWS assigns a client id to an MQTT 5 client that sends none ("MQTT 5 supported
+    // features"); the policy then judges the assigned id.
+    let assigned_client_identifier = (connect.version == Version::V5
+        && connect.client_id.is_empty())
+    .then(|| admission::assign_client_id(&router));
+    if let Some(id) = &assigned_client_identifier {
+        connect.client_id = id.clone();
+    }
     let admitted = admission::admit(&router, &connect, accepted.thing_name.as_deref());
     let keep_alive_secs = match admitted {
         Ok(keep_alive_secs) => keep_alive_secs,
@@ -164,7 +172,7 @@ pub(crate) async fn serve(
         // AWS does not support subscription identifiers and says so in its CONNACK.
         subscription_identifier_available: Some(false),
         shared_subscription_available: Some(false),
-        assigned_client_identifier: None,
+        assigned_client_identifier,
     };
     if !faults.latency.is_zero() {
         tokio::select! {

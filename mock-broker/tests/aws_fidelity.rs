@@ -622,3 +622,24 @@ async fn a_level_5_connect_with_a_wrong_protocol_name_gets_an_mqtt5_connack() {
     // Flags, reason 0x84 (Unsupported Protocol Version), no properties.
     assert_eq!((first, &body[..]), (CONNACK, &[0, 0x84, 0][..]));
 }
+
+#[tokio::test]
+async fn an_mqtt5_client_without_a_client_id_is_assigned_one() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::allow_all();
+    let broker = rig.start(config).await;
+    let (_client, connack) =
+        client(&rig, broker.mqtt_addr(), &connect_v5("", 0x02, &[], None)).await;
+    let assigned = connack_properties(&connack)
+        .into_iter()
+        .find(|(id, _)| *id == 0x12)
+        .map(|(_, value)| String::from_utf8(value[2..].to_vec()).unwrap())
+        .expect("Assigned Client Identifier");
+    assert!(!assigned.is_empty());
+    let listed = broker.clients();
+    assert!(
+        listed.iter().any(|c| c.client_id == assigned),
+        "{assigned} not in {listed:?}"
+    );
+}
