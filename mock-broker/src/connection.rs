@@ -171,7 +171,7 @@ pub(crate) async fn serve(
         wildcard_subscription_available: Some(true),
         // AWS does not support subscription identifiers and says so in its CONNACK.
         subscription_identifier_available: Some(false),
-        shared_subscription_available: Some(false),
+        shared_subscription_available: Some(true),
         assigned_client_identifier,
     };
     if !faults.latency.is_zero() {

@@ -506,7 +506,18 @@ impl PacketLoop {
                 codes.push(if v5 { reason::QUOTA_EXCEEDED } else { 0x80 });
                 continue;
             }
-            if let Err(problem) = rules::check_topic_filter(&subscription.filter) {
+            let shared = subscription.filter.starts_with("$share/");
+            if shared && subscription.options.no_local {
+                // MQTT 5 [MQTT-3.8.3-4]: No Local on a shared subscription.
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "No Local on a shared subscription");
+                return Flow::Close(DisconnectReason::ClientError, Some(reason::PROTOCOL_ERROR));
+            }
+            let checked = if shared {
+                rules::check_shared_filter(&subscription.filter)
+            } else {
+                rules::check_topic_filter(&subscription.filter)
+            };
+            if let Err(problem) = checked {
                 tracing::info!(client = %self.client_id, filter = %subscription.filter, %problem, "subscription refused");
                 codes.push(if v5 {
                     reason::TOPIC_FILTER_INVALID

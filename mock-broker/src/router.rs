@@ -3,7 +3,7 @@
 //! Connections, controls and the broker's lifecycle events all route through
 //! `Router::publish`; nothing here waits on a socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub retained: HashMap<String, Message>,
     /// Persistent sessions whose connection has ended, by client id.
     pub stored_sessions: HashMap<String, StoredSession>,
+    /// Per shared subscription (`$share/group/filter`), whose turn is next.
+    pub shared_turns: HashMap<String, usize>,
 }
 
 /// A persistent session between connections: its subscriptions and the QoS 1 messages
@@ -220,6 +222,40 @@ impl Router {
         })
     }
 
+    /// Offer `message` to `client` at `granted` QoS; whether it was queued.
+    fn offer(
+        &self,
+        client: &ClientEntry,
+        message: &Message,
+        granted: QoS,
+        retain_as_published: bool,
+    ) -> bool {
+        // AWS: "Retained messages that are received by a subscribing client after
+        // subscription, don't [have the RETAIN flag set]", unless MQTT 5's Retain As
+        // Published asks for it.
+        let delivery = Delivery {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos.min(granted),
+            properties: message.properties.clone(),
+            retained: message.retain && retain_as_published,
+            redelivery: false,
+            expires_at: message.expires_at,
+        };
+        match client.outbox.offer(delivery) {
+            Offer::Queued => true,
+            Offer::DroppedQos0 => {
+                self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = %client.info.client_id, topic = %message.topic, "backlog half full: QoS 0 delivery dropped");
+                false
+            }
+            Offer::DroppedQos1 => {
+                tracing::info!(client = %client.info.client_id, topic = %message.topic, "backlog full: QoS 1 delivery dropped");
+                false
+            }
+        }
+    }
+
     /// Observe `message` and deliver it to every client with a matching subscription
     /// whose policy allows `iot:Receive` on the topic, at the lower of the publish's and
     /// the subscription's QoS. Returns how many clients it went to.
@@ -265,15 +301,33 @@ impl Router {
             Publisher::Client(id) => Some(id.as_str()),
             _ => None,
         };
+        // Shared subscriptions by their whole filter: the members the message may go to.
+        let mut groups: BTreeMap<String, Vec<(String, QoS, bool)>> = BTreeMap::new();
         for client in state.clients.values() {
             let own = publisher == Some(client.info.client_id.as_str());
+            let principal = Principal {
+                client_id: &client.info.client_id,
+                thing_name: client.info.thing_name.as_deref(),
+            };
             let mut granted = None;
             let mut retain_as_published = false;
             for (filter, qos) in &client.info.subscriptions {
+                let options = client.options.get(filter).copied().unwrap_or_default();
+                if let Some((_, inner)) = rules::shared_filter(filter) {
+                    if rules::filter_matches(inner, &message.topic)
+                        && self.allowed(Action::Receive, &message.topic, &principal)
+                    {
+                        groups.entry(filter.clone()).or_default().push((
+                            client.info.client_id.clone(),
+                            *qos,
+                            options.retain_as_published,
+                        ));
+                    }
+                    continue;
+                }
                 if !rules::filter_matches(filter, &message.topic) {
                     continue;
                 }
-                let options = client.options.get(filter).copied().unwrap_or_default();
                 if own && options.no_local {
                     continue;
                 }
@@ -281,35 +335,23 @@ impl Router {
                 retain_as_published |= options.retain_as_published;
             }
             let Some(granted) = granted else { continue };
-            let principal = Principal {
-                client_id: &client.info.client_id,
-                thing_name: client.info.thing_name.as_deref(),
-            };
             if !self.allowed(Action::Receive, &message.topic, &principal) {
                 tracing::debug!(client = %client.info.client_id, topic = %message.topic, "receive not allowed by policy: not delivered");
                 continue;
             }
-            // AWS: "Retained messages that are received by a subscribing client after
-            // subscription, don't [have the RETAIN flag set]", unless MQTT 5's Retain As
-            // Published asks for it.
-            let delivery = Delivery {
-                topic: message.topic.clone(),
-                payload: message.payload.clone(),
-                qos: message.qos.min(granted),
-                properties: message.properties.clone(),
-                retained: message.retain && retain_as_published,
-                redelivery: false,
-                expires_at: message.expires_at,
-            };
-            match client.outbox.offer(delivery) {
-                Offer::Queued => delivered += 1,
-                Offer::DroppedQos0 => {
-                    self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(client = %client.info.client_id, topic = %message.topic, "backlog half full: QoS 0 delivery dropped");
-                }
-                Offer::DroppedQos1 => {
-                    tracing::info!(client = %client.info.client_id, topic = %message.topic, "backlog full: QoS 1 delivery dropped");
-                }
+            delivered += usize::from(self.offer(client, &message, granted, retain_as_published));
+        }
+        // Each shared subscription's group gets the message once, its members in turn
+        // (AWS: "distributes messages ... in a balanced manner"; the mock's balance is a
+        // round robin by client id, so tests can predict it).
+        let state = &mut *state;
+        for (filter, mut members) in groups {
+            members.sort();
+            let turn = state.shared_turns.entry(filter).or_insert(0);
+            let (client_id, qos, retain_as_published) = &members[*turn % members.len()];
+            *turn = turn.wrapping_add(1);
+            if let Some(client) = state.clients.get(client_id) {
+                delivered += usize::from(self.offer(client, &message, *qos, *retain_as_published));
             }
         }
         // Persistent sessions without a connection keep QoS 1 messages for later.

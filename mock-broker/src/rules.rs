@@ -125,6 +125,25 @@ pub fn check_topic_filter(filter: &str) -> Result<(), TopicProblem> {
     Ok(())
 }
 
+/// A shared subscription's share name and topic filter, if `filter` is one
+/// (`$share/{ShareName}/{TopicFilter}`).
+pub fn shared_filter(filter: &str) -> Option<(&str, &str)> {
+    filter.strip_prefix("$share/")?.split_once('/')
+}
+
+/// A shared subscription's filter: a share name of one level without wildcards, and a
+/// valid topic filter after it (AWS's topic limits apply to that filter, not counting
+/// the `$share/{ShareName}/` prefix).
+pub fn check_shared_filter(filter: &str) -> Result<(), TopicProblem> {
+    let Some((name, inner)) = shared_filter(filter) else {
+        return Err(TopicProblem::BadWildcard);
+    };
+    if name.is_empty() || name.contains(['+', '#']) {
+        return Err(TopicProblem::BadWildcard);
+    }
+    check_topic_filter(inner)
+}
+
 /// Topic matching as AWS documents it ("MQTT topics": a subscription to `sensor/#`
 /// receives `sensor/`, `sensor/temperature`, ... but not `sensor`): `+` one level, `#`
 /// one or more levels, never the parent level alone (MQTT's own rule, which lets

@@ -458,7 +458,7 @@ async fn connack_announces_what_aws_announces() {
         Some(vec![0]),
         "Subscription Identifier Available"
     );
-    assert_eq!(value(0x2A), Some(vec![0]), "Shared Subscription Available");
+    assert_eq!(value(0x2A), Some(vec![1]), "Shared Subscription Available");
     assert!(value(0x27).is_some(), "Maximum Packet Size");
 }
 
@@ -642,4 +642,47 @@ async fn an_mqtt5_client_without_a_client_id_is_assigned_one() {
         listed.iter().any(|c| c.client_id == assigned),
         "{assigned} not in {listed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_shared_subscription_group_gets_each_message_once_its_members_in_turn() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::allow_all();
+    let broker = rig.start(config).await;
+    let addr = broker.mqtt_addr();
+    let filter = "$share/workers/test/jobs/+";
+    let mut a = plain(&rig, addr, "ESPthing-a").await;
+    assert_eq!(subscribed(&mut a, 1, filter, 1).await, [1]);
+    let mut b = plain(&rig, addr, "ESPthing-b").await;
+    assert_eq!(subscribed(&mut b, 1, filter, 1).await, [1]);
+    let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
+    for (id, payload) in [(1, b"1"), (2, b"2"), (3, b"3"), (4, b"4")] {
+        published(&mut publisher, id, false, "test/jobs/x", &[], payload).await;
+    }
+    // Round robin by client id: a, b, a, b.
+    assert_eq!(received(&mut a).await.payload, b"1");
+    assert_eq!(received(&mut a).await.payload, b"3");
+    nothing_due(&mut a, "a third message to a").await;
+    assert_eq!(received(&mut b).await.payload, b"2");
+    let got = received(&mut b).await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("test/jobs/x", &b"4"[..])
+    );
+    nothing_due(&mut b, "a third message to b").await;
+}
+
+#[tokio::test]
+async fn no_local_on_a_shared_subscription_is_a_protocol_error() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::allow_all();
+    let broker = rig.start(config).await;
+    let mut client = plain(&rig, broker.mqtt_addr(), "ESPthing").await;
+    client
+        .send(&subscribe(1, "$share/g/test/x", 0x04 | 1, &[]))
+        .await;
+    let (first, body) = client.next().await.expect("DISCONNECT");
+    assert_eq!((first, body[0]), (DISCONNECT, 0x82));
 }
