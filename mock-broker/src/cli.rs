@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// SNTP server address (UDP), e.g. 127.0.0.1:1123; none by default.
     #[arg(long)]
     pub sntp: Option<SocketAddr>,
+    /// Read clients as fast as they send, past AWS's 100 publishes and 512 KiB per
+    /// second per connection.
+    #[arg(long)]
+    pub no_inbound_throttle: bool,
 }
 
 impl ServeArgs {
@@ -67,6 +71,9 @@ impl ServeArgs {
         config.alpn_addr = self.alpn_port.map(|port| SocketAddr::new(self.bind, port));
         config.sntp_addr = self.sntp;
         config.control_addr = self.control;
+        if self.no_inbound_throttle {
+            config.inbound_limits = None;
+        }
         if self.allow_missing_sni {
             config.sni = SniRule::AllowMissing;
         }

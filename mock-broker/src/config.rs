@@ -60,6 +60,28 @@ pub struct Config {
     /// disconnected (`THROTTLED`): it has stopped reading. The same holds for a control
     /// API `/events` reader.
     pub write_stall_timeout: Duration,
+    /// AWS's per-connection inbound quotas (100 publishes and 512 KiB per second): a
+    /// client past either is not read until the second is over. `None` reads as fast as
+    /// the client sends.
+    pub inbound_limits: Option<InboundLimits>,
+}
+
+/// Per-connection inbound quotas, per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundLimits {
+    pub publishes: u32,
+    pub bytes: usize,
+}
+
+impl Default for InboundLimits {
+    /// AWS's quotas ("Publish requests per second per connection": 100; "Throughput per
+    /// connection": 512 KiB/s).
+    fn default() -> Self {
+        Self {
+            publishes: rules::MAX_PUBLISHES_PER_SECOND,
+            bytes: rules::MAX_INBOUND_BYTES_PER_SECOND,
+        }
+    }
 }
 
 /// A client whose socket takes no bytes for this long is disconnected (`THROTTLED`) by
@@ -118,6 +140,7 @@ impl Config {
             issuing_ca: None,
             queue_limits: QueueLimits::default(),
             write_stall_timeout: WRITE_STALL,
+            inbound_limits: Some(InboundLimits::default()),
         }
     }
 

@@ -68,7 +68,7 @@ pub mod sntp;
 pub mod tls;
 
 pub use broker::{Handle, MockBroker};
-pub use config::{Config, WRITE_STALL};
+pub use config::{Config, InboundLimits, WRITE_STALL};
 pub use controls::{Controls, QueueStats};
 pub use error::{DisconnectReason, StartError};
 pub use faults::Faults;

@@ -58,6 +58,8 @@ pub(crate) struct PacketLoop {
     pub will_requested: bool,
     /// The topics of the client's topic aliases (1..=[`rules::TOPIC_ALIAS_MAXIMUM`]).
     topic_aliases: Vec<Option<String>>,
+    /// The current one-second window of inbound publishes: its start, publishes, bytes.
+    inbound_window: (tokio::time::Instant, u32, usize),
 }
 
 /// What handling one packet leads to.
@@ -110,6 +112,7 @@ impl PacketLoop {
             session_expiry_update: None,
             will_requested: false,
             topic_aliases: vec![None; usize::from(rules::TOPIC_ALIAS_MAXIMUM)],
+            inbound_window: (tokio::time::Instant::now(), 0, 0),
         }
     }
 
@@ -133,7 +136,8 @@ impl PacketLoop {
             let stall = self
                 .writer
                 .stall_deadline(self.router.config.write_stall_timeout);
-            let reading = self.writer.bytes < READ_PAUSE_BYTES;
+            let throttled_until = self.throttled_until(now);
+            let reading = self.writer.bytes < READ_PAUSE_BYTES && throttled_until.is_none();
             let version = self.link.version;
             let wake = tokio::select! {
                 biased;
@@ -143,6 +147,7 @@ impl PacketLoop {
                 _ = sleep_until(stall.unwrap_or(far)), if stall.is_some() => Wake::Stalled,
                 written = self.writer.drive(&mut self.link.output), if write_now => Wake::Written(written),
                 _ = sleep_until(due_later.unwrap_or(far)), if due_later.is_some() => Wake::Due,
+                _ = sleep_until(throttled_until.unwrap_or(far)), if throttled_until.is_some() => Wake::Due,
                 packet = self.link.input.read_packet(version), if reading => Wake::Packet(packet),
             };
             let flow = match wake {
@@ -178,6 +183,21 @@ impl PacketLoop {
                 return (why, code);
             }
         }
+    }
+
+    /// Until when the client is not read: it has used its inbound quota for the current
+    /// second (AWS: data beyond the throughput quota "is delayed in processing").
+    fn throttled_until(&mut self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let limits = self.router.config.inbound_limits?;
+        let (start, publishes, bytes) = &mut self.inbound_window;
+        let end = *start + Duration::from_secs(1);
+        if now >= end {
+            *start = now;
+            *publishes = 0;
+            *bytes = 0;
+            return None;
+        }
+        (*publishes >= limits.publishes || *bytes >= limits.bytes).then_some(end)
     }
 
     /// Orders from outside, and limits: a kick or drop, or too much to write.
@@ -385,6 +405,8 @@ impl PacketLoop {
 
     fn on_publish(&mut self, mut publish: Publish) -> Flow {
         let received_at = Instant::now();
+        self.inbound_window.1 += 1;
+        self.inbound_window.2 += publish.topic.len() + publish.payload.len();
         if let Some(alias) = publish.topic_alias {
             // AWS supports client-to-server topic aliases, up to its CONNACK's Topic Alias
             // Maximum (MQTT 5 §3.3.2.3.4: a topic sets the alias, an empty one uses it).
@@ -498,7 +520,12 @@ impl PacketLoop {
                 })
                 .unwrap_or_default()
         };
-        for subscription in subscriptions {
+        for (index, subscription) in subscriptions.into_iter().enumerate() {
+            if index >= rules::MAX_FILTERS_PER_SUBSCRIBE {
+                tracing::info!(client = %self.client_id, filter = %subscription.filter, "more than {} filters in one SUBSCRIBE: refused", rules::MAX_FILTERS_PER_SUBSCRIBE);
+                codes.push(if v5 { reason::QUOTA_EXCEEDED } else { 0x80 });
+                continue;
+            }
             let new_filter = !held.contains(&subscription.filter)
                 && !granted.iter().any(|(f, ..)| *f == subscription.filter);
             if new_filter && held.len() + granted.len() >= rules::MAX_SUBSCRIPTIONS_PER_CONNECTION {

@@ -19,6 +19,14 @@ pub const MAX_INBOUND_IN_FLIGHT: u16 = 100;
 /// Topic aliases a client may set up per connection (AWS quota "Topic aliases per
 /// connection"; announced as the CONNACK's Topic Alias Maximum).
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 8;
+/// Inbound PUBLISH packets per second per connection (AWS quota).
+pub const MAX_PUBLISHES_PER_SECOND: u32 = 100;
+/// Inbound bytes per second per connection (AWS quota "Throughput per connection").
+pub const MAX_INBOUND_BYTES_PER_SECOND: usize = 512 * 1024;
+/// Most topic filters in one SUBSCRIBE (AWS quota "Maximum number of subscriptions per
+/// subscribe call"; AWS does not say what happens beyond it: the mock refuses the extra
+/// filters in the SUBACK, as it does beyond the 50 per connection).
+pub const MAX_FILTERS_PER_SUBSCRIBE: usize = 8;
 /// Most subscriptions one connection may hold (AWS quota "Subscriptions per
 /// connection").
 pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 50;

@@ -686,3 +686,54 @@ async fn no_local_on_a_shared_subscription_is_a_protocol_error() {
     let (first, body) = client.next().await.expect("DISCONNECT");
     assert_eq!((first, body[0]), (DISCONNECT, 0x82));
 }
+
+#[tokio::test]
+async fn at_most_8_filters_are_granted_in_one_subscribe() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut client = plain(&rig, broker.mqtt_addr(), "ESPthing").await;
+    let mut body = vec![0, 1, 0];
+    for i in 0..9 {
+        put_string(&mut body, &format!("test/{i}"));
+        body.push(1);
+    }
+    client.send(&packet(0x82, &body)).await;
+    let (first, suback) = client.next().await.expect("SUBACK");
+    assert_eq!(first, SUBACK);
+    assert_eq!(
+        &suback[3..],
+        &[1, 1, 1, 1, 1, 1, 1, 1, 0x97],
+        "Quota exceeded"
+    );
+}
+
+#[tokio::test]
+async fn a_client_past_100_publishes_or_512_kib_in_a_second_is_read_only_in_the_next() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.inbound_limits = Some(mock_broker::InboundLimits::default());
+    let broker = rig.start(config).await;
+    // (publishes in one burst, payload size): the last one is past a quota.
+    for (count, size) in [(101u16, 1usize), (5, 128 * 1024)] {
+        let id = format!("ESPthing-{count}");
+        // The client's window opens after this (when its session starts).
+        let connecting = Instant::now();
+        let mut client = plain(&rig, broker.mqtt_addr(), &id).await;
+        let payload = vec![b'x'; size];
+        let burst: Vec<u8> = (1..=count)
+            .flat_map(|id| publish(1, false, id, "test/rate", &[], &payload))
+            .collect();
+        client.send(&burst).await;
+        let mut acked = Vec::new();
+        for _ in 0..count {
+            let (first, _) = client.next().await.expect("PUBACK");
+            assert_eq!(first, PUBACK);
+            acked.push(connecting.elapsed());
+        }
+        let last = acked[acked.len() - 1];
+        assert!(
+            last >= Duration::from_secs(1),
+            "{count} x {size} B: the last was read {last:?} after connecting"
+        );
+    }
+}

@@ -73,10 +73,12 @@ impl Rig {
         }
     }
 
-    /// AWS's rules with [`TEST_POLICY`], no CONNECT rate limit (tests reconnect fast).
+    /// AWS's rules with [`TEST_POLICY`], no CONNECT rate limit (tests reconnect fast) and
+    /// no inbound throttle (tests flood).
     pub fn config(&self) -> Config {
         let mut config = Config::new(self.credentials(), Policy::from_json(TEST_POLICY).unwrap());
         config.connect_interval = Duration::ZERO;
+        config.inbound_limits = None;
         config
     }
 
