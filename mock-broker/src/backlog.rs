@@ -63,8 +63,10 @@ pub(crate) struct Delivery {
     pub properties: Bytes,
     /// A retained message sent because of a new subscription.
     pub retained: bool,
-    /// Sent before to an earlier connection of the session, never acknowledged (DUP).
-    pub redelivery: bool,
+    /// The packet id it was sent with to an earlier connection of the session, never
+    /// acknowledged: resent with that id and DUP, as MQTT requires (AWS's note on
+    /// duplicates without DUP is about resends under a different packet id).
+    pub redelivery: Option<u16>,
     /// When the publisher's Message Expiry Interval runs out: not sent after that, and
     /// sent with what is left of it before.
     pub expires_at: Option<Instant>,
@@ -223,7 +225,7 @@ mod tests {
             qos,
             properties: Bytes::new(),
             retained: false,
-            redelivery: false,
+            redelivery: None,
             expires_at: None,
         }
     }

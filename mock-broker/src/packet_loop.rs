@@ -502,6 +502,12 @@ impl PacketLoop {
 
     fn on_subscribe(&mut self, packet_id: u16, subscriptions: Vec<mqtt::Subscription>) -> Flow {
         let v5 = self.link.version == Some(Version::V5);
+        if !v5 && subscriptions.iter().any(|s| s.qos == QoS::ExactlyOnce) {
+            // AWS, differences from MQTT 3.1.1: "When QoS level 2 is requested, the
+            // message broker doesn't send a PUBACK or SUBACK." Nothing is subscribed.
+            tracing::info!(client = %self.client_id, "QoS 2 SUBSCRIBE over MQTT 3.1.1: ignored, no SUBACK");
+            return Flow::Continue;
+        }
         let mut codes = Vec::with_capacity(subscriptions.len());
         let mut granted: Vec<(String, QoS, SubscriptionOptions, bool)> = Vec::new();
         let held: Vec<String> = {
@@ -569,7 +575,7 @@ impl PacketLoop {
                     Some(reason::NOT_AUTHORIZED),
                 );
             }
-            // AWS grants QoS 1 to a QoS 2 request.
+            // MQTT 5: AWS grants QoS 1 to a QoS 2 request.
             let qos = subscription.qos.min(QoS::AtLeastOnce);
             codes.push(qos.level());
             // MQTT 5 Retain Handling: 0 sends retained messages on every SUBSCRIBE, 1 only
@@ -653,9 +659,12 @@ impl PacketLoop {
             },
         };
         let qos1 = delivery.qos == QoS::AtLeastOnce;
-        let packet_id = qos1.then(|| self.new_packet_id());
+        let resend = delivery
+            .redelivery
+            .filter(|id| !self.in_flight.iter().any(|(used, _)| used == id));
+        let packet_id = qos1.then(|| resend.unwrap_or_else(|| self.new_packet_id()));
         let packet = ServerPacket::Publish(Publish {
-            dup: delivery.redelivery,
+            dup: qos1 && resend.is_some(),
             qos: delivery.qos,
             retain: delivery.retained,
             topic: delivery.topic.clone(),
@@ -687,8 +696,8 @@ impl PacketLoop {
     pub fn unfinished(&mut self) -> Vec<Delivery> {
         let mut owed: Vec<Delivery> = std::mem::take(&mut self.in_flight)
             .into_iter()
-            .map(|(_, delivery)| Delivery {
-                redelivery: true,
+            .map(|(id, delivery)| Delivery {
+                redelivery: Some(id),
                 ..delivery
             })
             .collect();

@@ -217,7 +217,7 @@ impl Router {
             qos: message.qos.min(qos),
             properties: message.properties.clone(),
             retained: true,
-            redelivery: false,
+            redelivery: None,
             expires_at: message.expires_at,
         })
     }
@@ -239,7 +239,7 @@ impl Router {
             qos: message.qos.min(granted),
             properties: message.properties.clone(),
             retained: message.retain && retain_as_published,
-            redelivery: false,
+            redelivery: None,
             expires_at: message.expires_at,
         };
         match client.outbox.offer(delivery) {
@@ -378,7 +378,7 @@ impl Router {
                         qos: QoS::AtLeastOnce,
                         properties: message.properties.clone(),
                         retained: false,
-                        redelivery: false,
+                        redelivery: None,
                         expires_at: message.expires_at,
                     },
                     self.config.queue_limits,

@@ -737,3 +737,21 @@ async fn a_client_past_100_publishes_or_512_kib_in_a_second_is_read_only_in_the_
         );
     }
 }
+
+#[tokio::test]
+async fn a_qos_2_subscribe_over_mqtt_311_gets_no_suback_and_subscribes_nothing() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let mut client = RawClient::connect(&rig, broker.mqtt_addr()).await;
+    client
+        .send(&common::connect_packet(4, "ESPthing", 60, &[]))
+        .await;
+    assert_eq!(client.next().await.expect("CONNACK"), (CONNACK, vec![0, 0]));
+    let mut body = vec![0, 1];
+    put_string(&mut body, "test/q2");
+    body.push(2);
+    client.send(&packet(0x82, &body)).await;
+    // PINGREQ/PINGRESP are the same in 3.1.1.
+    nothing_due(&mut client, "a SUBACK").await;
+    assert!(broker.clients()[0].subscriptions.is_empty());
+}

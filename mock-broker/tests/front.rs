@@ -525,10 +525,18 @@ async fn unacknowledged_deliveries_are_resent_as_duplicates_to_a_resumed_session
     );
     client.send(&subscribe_packet_v5(1, "test/owed")).await;
     assert_eq!(client.next().await.unwrap().0, SUBACK);
+    // One acknowledged first, so the owed one's packet id is not the one a new
+    // connection would start with.
+    broker.inject("test/owed", "acked", QoS::AtLeastOnce);
+    let (first, body) = client.next().await.unwrap();
+    assert_eq!(first, PUBLISH_QOS1);
+    let acked_id = &body[2 + usize::from(body[1])..][..2];
+    client.send(&[0x40, 2, acked_id[0], acked_id[1]]).await;
     broker.inject("test/owed", "unacked", QoS::AtLeastOnce);
     let (first, body) = client.next().await.unwrap();
     assert_eq!(first, PUBLISH_QOS1);
     assert!(body.ends_with(b"unacked"));
+    let sent_id = body[2 + usize::from(body[1])..][..2].to_vec();
     drop(client); // gone without a PUBACK
     observer
         .wait_for_disconnect("ESPthing", WAIT)
@@ -546,4 +554,7 @@ async fn unacknowledged_deliveries_are_resent_as_duplicates_to_a_resumed_session
     let (first, body) = again.next().await.unwrap();
     assert_eq!(first, PUBLISH_QOS1 | 0x08, "QoS 1 with DUP");
     assert!(body.ends_with(b"unacked"));
+    // The same packet id (MQTT 3.1.1 §4.4, MQTT 5 §4.4): AWS's duplicates without DUP
+    // are those sent under a different id.
+    assert_eq!(body[2 + usize::from(body[1])..][..2], sent_id[..]);
 }
