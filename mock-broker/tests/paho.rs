@@ -88,3 +88,27 @@ async fn paho_gone_silent_is_dropped_after_one_and_a_half_keep_alives() {
     );
     assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
 }
+
+#[tokio::test]
+async fn paho_mqtt5_no_local_keeps_its_own_message_from_it() {
+    require_paho().await;
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let port = broker.mqtt_addr().port();
+    let (ok, out, err) = run(paho(&rig, "nolocal", port, "ESPthing-paho", "5")).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "me other");
+}
+
+#[tokio::test]
+async fn paho_mqtt5_shared_subscription_members_take_turns() {
+    require_paho().await;
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.policy = mock_broker::Policy::allow_all();
+    let broker = rig.start(config).await;
+    let port = broker.mqtt_addr().port();
+    let (ok, out, err) = run(paho(&rig, "shared", port, "ESPthing-paho", "5")).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "a 1\na 3\nb 2\nb 4");
+}
