@@ -755,3 +755,22 @@ async fn a_qos_2_subscribe_over_mqtt_311_gets_no_suback_and_subscribes_nothing()
     nothing_due(&mut client, "a SUBACK").await;
     assert!(broker.clients()[0].subscriptions.is_empty());
 }
+
+#[tokio::test]
+async fn a_retained_message_past_its_expiry_is_not_sent_to_new_subscribers() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut publisher = plain(&rig, addr, "ESPthing-pub").await;
+    published(&mut publisher, 1, true, "test/short", &expiry(1), b"gone").await;
+    published(&mut publisher, 2, true, "test/long", &expiry(100), b"kept").await;
+    // The interval under test has to pass; nothing else is waited for.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut subscriber = plain(&rig, addr, "ESPthing-sub").await;
+    assert_eq!(subscribed(&mut subscriber, 1, "test/short", 1).await, [1]);
+    nothing_due(&mut subscriber, "an expired retained message").await;
+    assert_eq!(subscribed(&mut subscriber, 2, "test/long", 1).await, [1]);
+    let got = received(&mut subscriber).await;
+    assert!(got.retain);
+    assert!(message_expiry_of(&got.properties).is_some_and(|left| left < 100));
+}
