@@ -56,8 +56,8 @@ pub struct ServeArgs {
     /// SNTP server address (UDP), e.g. 127.0.0.1:1123; none by default.
     #[arg(long)]
     pub sntp: Option<SocketAddr>,
-    /// Read clients as fast as they send, past AWS's 100 publishes and 512 KiB per
-    /// second per connection.
+    /// Take everything clients send, past AWS's 100 publishes and 512 KiB per second
+    /// per connection.
     #[arg(long)]
     pub no_inbound_throttle: bool,
 }

@@ -60,9 +60,9 @@ pub struct Config {
     /// disconnected (`THROTTLED`): it has stopped reading. The same holds for a control
     /// API `/events` reader.
     pub write_stall_timeout: Duration,
-    /// AWS's per-connection inbound quotas (100 publishes and 512 KiB per second): a
-    /// client past either is not read until the second is over. `None` reads as fast as
-    /// the client sends.
+    /// AWS's per-connection inbound quotas, per second: publishes past 100 are dropped
+    /// (no PUBACK), and a client past 512 KiB is not read until the second is over.
+    /// `None` takes everything as fast as the client sends.
     pub inbound_limits: Option<InboundLimits>,
 }
 

@@ -58,7 +58,8 @@ pub(crate) struct PacketLoop {
     pub will_requested: bool,
     /// The topics of the client's topic aliases (1..=[`rules::TOPIC_ALIAS_MAXIMUM`]).
     topic_aliases: Vec<Option<String>>,
-    /// The current one-second window of inbound publishes: its start, publishes, bytes.
+    /// The current one-second window of inbound publishes: its start (the first publish
+    /// in it), publishes, bytes.
     inbound_window: (tokio::time::Instant, u32, usize),
 }
 
@@ -185,19 +186,18 @@ impl PacketLoop {
         }
     }
 
-    /// Until when the client is not read: it has used its inbound quota for the current
-    /// second (AWS: data beyond the throughput quota "is delayed in processing").
+    /// Until when the client is not read: it has used its inbound byte quota for the
+    /// current second (AWS: data beyond the throughput quota is delayed, not lost).
     fn throttled_until(&mut self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
         let limits = self.router.config.inbound_limits?;
         let (start, publishes, bytes) = &mut self.inbound_window;
         let end = *start + Duration::from_secs(1);
         if now >= end {
-            *start = now;
             *publishes = 0;
             *bytes = 0;
             return None;
         }
-        (*publishes >= limits.publishes || *bytes >= limits.bytes).then_some(end)
+        (*bytes >= limits.bytes).then_some(end)
     }
 
     /// Orders from outside, and limits: a kick or drop, or too much to write.
@@ -405,8 +405,20 @@ impl PacketLoop {
 
     fn on_publish(&mut self, mut publish: Publish) -> Flow {
         let received_at = Instant::now();
+        if self.inbound_window.1 == 0 {
+            // A window opens with the first publish after the last one closed.
+            self.inbound_window.0 = tokio::time::Instant::now();
+        }
         self.inbound_window.1 += 1;
         self.inbound_window.2 += publish.topic.len() + publish.payload.len();
+        if let Some(limits) = self.router.config.inbound_limits
+            && self.inbound_window.1 > limits.publishes
+        {
+            // Past the publish-rate quota AWS keeps the connection but drops the publish:
+            // no PUBACK, so a QoS 1 sender retries.
+            tracing::info!(client = %self.client_id, topic = %publish.topic, "more than {} publishes this second: dropped", limits.publishes);
+            return Flow::Continue;
+        }
         if let Some(alias) = publish.topic_alias {
             // AWS supports client-to-server topic aliases, up to its CONNACK's Topic Alias
             // Maximum (MQTT 5 §3.3.2.3.4: a topic sets the alias, an empty one uses it).
