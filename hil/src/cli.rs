@@ -10,13 +10,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::aws::{Endpoint, ObserverIdentity};
 use crate::backend::Backend;
 use crate::backend::esp32c3::{self, Esp32c3Backend};
-use crate::backend::esp8266::Esp8266Backend;
+use crate::backend::esp8266::{Esp8266Backend, Sketch};
+use crate::backend::monitor::MonitorBackend;
+use crate::backend::ports;
 use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
 use crate::error::{RigError, SetupError};
 use crate::report::{RunInfo, junit_setup_error, junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
-use crate::scenarios;
+use crate::scenarios::{self, Vocabulary};
 
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
 pub const DEFAULT_PKI: &str = "certs/dev";
@@ -88,6 +90,15 @@ pub struct RunArgs {
     /// Firmware to flash onto a board.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
+    /// Use the board as it is: flash nothing, read its serial port (any tty, also a
+    /// pseudo-terminal; reset through RTS only when the port has modem lines). --flash
+    /// then names the image the board already holds, for its client id and topics.
+    #[arg(long, conflicts_with = "firmware", verbatim_doc_comment)]
+    pub no_flash: bool,
+    /// With --board esp8266 --no-flash: which sketch the board runs (the tutorial's
+    /// prints fewer lines; scenarios needing the others are skipped, saying why).
+    #[arg(long, value_enum, default_value = "adapted", requires = "no_flash")]
+    pub sketch: Sketch,
     /// Run with this flash image instead of the per-scenario images the rig builds (with
     /// --target aws: the image built from `certs import`, required).
     #[arg(long)]
@@ -163,17 +174,20 @@ fn unsupported(args: &RunArgs) -> Option<String> {
     let board_only: Vec<&str> = [
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
+        ("--no-flash", args.no_flash),
     ]
     .into_iter()
     .filter(|(_, given)| *given && args.board == Board::Virtual)
     .map(|(flag, _)| flag)
     .collect();
-    (!board_only.is_empty()).then(|| {
-        format!(
+    if !board_only.is_empty() {
+        return Some(format!(
             "{}: only with --board esp32c3 or --board esp8266",
             board_only.join(", ")
-        )
-    })
+        ));
+    }
+    (args.sketch != Sketch::Adapted && args.board != Board::Esp8266)
+        .then(|| "--sketch: only with --board esp8266".to_string())
 }
 
 /// A board dials the host over WiFi: the rig's own images (WiFi-less, broker at
@@ -192,6 +206,25 @@ fn board_without_image(args: &RunArgs) -> Option<String> {
 fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
     Ok(match args.board {
         Board::Virtual => Arc::new(VirtualBackend::new(find_virtual_device()?)),
+        Board::Esp32c3 | Board::Esp8266 if args.no_flash => {
+            let board = match args.board {
+                Board::Esp8266 => MonitorBackend::esp8266(
+                    given_or_detected(args, &[ports::CP210X, ports::CH340], "esp8266")?,
+                    args.sketch,
+                )?,
+                _ => MonitorBackend::esp32c3(given_or_detected(
+                    args,
+                    &[ports::ESPRESSIF_USB_SERIAL_JTAG],
+                    "esp32c3",
+                )?)?,
+            };
+            eprintln!(
+                "hil: {} on {}, as it is (--no-flash)",
+                board.board(),
+                board.port().display()
+            );
+            Arc::new(board)
+        }
         Board::Esp32c3 => {
             let board = Esp32c3Backend::new(
                 args.port.clone(),
@@ -206,6 +239,18 @@ fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
             eprintln!("hil: esp8266 on {}", board.port().display());
             Arc::new(board)
         }
+    })
+}
+
+/// `--port`, else the one port whose USB id is one of `ids`.
+fn given_or_detected(
+    args: &RunArgs,
+    ids: &[ports::UsbId],
+    board: &'static str,
+) -> Result<PathBuf, SetupError> {
+    Ok(match &args.port {
+        Some(port) => port.clone(),
+        None => ports::detect(ids, board)?.0,
     })
 }
 
@@ -288,16 +333,23 @@ pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, RigError> 
 }
 
 /// Why `scenario` cannot run on this command line, if it cannot.
-fn skip_reason(args: &RunArgs, scenario: &scenarios::Scenario) -> Option<&'static str> {
+fn skip_reason(
+    args: &RunArgs,
+    vocabulary: Vocabulary,
+    scenario: &scenarios::Scenario,
+) -> Option<String> {
+    if let Some(why) = vocabulary.skip_reason(scenario) {
+        return Some(why);
+    }
     if args.target == Target::Aws && scenario.needs_broker_faults {
-        return Some("needs the mock broker's faults, which AWS IoT does not offer");
+        return Some("needs the mock broker's faults, which AWS IoT does not offer".into());
     }
     // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
     let given_image =
         args.flash.is_some() && (args.scenarios.is_empty() || args.target == Target::Aws);
     if given_image && scenario.needs_rig_ca {
         return Some(
-            "issues certificates from the rig's CA, and every device runs the --flash image",
+            "issues certificates from the rig's CA, and every device runs the --flash image".into(),
         );
     }
     None
@@ -308,14 +360,15 @@ fn skip_reason(args: &RunArgs, scenario: &scenarios::Scenario) -> Option<&'stati
 async fn start_rig(
     args: &RunArgs,
     binary: PathBuf,
+    vocabulary: Vocabulary,
     selected: &mut Vec<scenarios::Scenario>,
-) -> Result<(Rig, Vec<(&'static str, &'static str)>), RigError> {
+) -> Result<(Rig, Vec<(&'static str, String)>), RigError> {
     let aws = target_settings(args)?;
-    let skipped: Vec<(&'static str, &'static str)> = selected
+    let skipped: Vec<(&'static str, String)> = selected
         .iter()
-        .filter_map(|s| skip_reason(args, s).map(|why| (s.name, why)))
+        .filter_map(|s| skip_reason(args, vocabulary, s).map(|why| (s.name, why)))
         .collect();
-    selected.retain(|s| skip_reason(args, s).is_none());
+    selected.retain(|s| skip_reason(args, vocabulary, s).is_none());
     let rig = match (aws, &args.flash) {
         (Some(aws), _) => {
             let identity = ObserverIdentity::load(
@@ -413,7 +466,7 @@ async fn run_suite_command(
         Board::Virtual => find_virtual_device()?,
         Board::Esp32c3 | Board::Esp8266 => PathBuf::new(),
     };
-    let (rig, skipped) = start_rig(args, binary, &mut selected).await?;
+    let (rig, skipped) = start_rig(args, binary, backend.vocabulary(), &mut selected).await?;
     for (name, why) in &skipped {
         eprintln!("hil: skipping {name}: {why}");
     }
