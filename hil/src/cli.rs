@@ -670,10 +670,10 @@ mod tests {
     fn aws_skips_the_fault_scenarios_with_the_reason() {
         let args = run_args(&["--target", "aws", "--flash", "aws.img"]);
         for scenario in scenarios::all() {
-            let why = skip_reason(&args, &scenario);
+            let why = skip_reason(&args, Vocabulary::Firmware, &scenario);
             if scenario.needs_broker_faults {
                 assert_eq!(
-                    why,
+                    why.as_deref(),
                     Some("needs the mock broker's faults, which AWS IoT does not offer"),
                     "{}",
                     scenario.name
@@ -687,7 +687,50 @@ mod tests {
                 .into_iter()
                 .find(|s| s.name == kept)
                 .unwrap();
-            assert_eq!(skip_reason(&args, &scenario), None, "{kept}");
+            assert_eq!(
+                skip_reason(&args, Vocabulary::Firmware, &scenario),
+                None,
+                "{kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_flash_is_for_boards_and_the_tutorial_sketch_skips_what_it_cannot_show() {
+        let args = run_args(&["--no-flash"]);
+        assert_eq!(
+            unsupported(&args).as_deref(),
+            Some("--no-flash: only with --board esp32c3 or --board esp8266")
+        );
+        let args = run_args(&["--board", "esp32c3", "--no-flash", "--sketch", "tutorial"]);
+        assert_eq!(
+            unsupported(&args).as_deref(),
+            Some("--sketch: only with --board esp8266")
+        );
+        let args = run_args(&[
+            "--board",
+            "esp8266",
+            "--no-flash",
+            "--sketch",
+            "tutorial",
+            "--port",
+            "/dev/pts/7",
+        ]);
+        assert_eq!(unsupported(&args), None);
+        assert!(args.no_flash && args.sketch == Sketch::Tutorial);
+        let all = scenarios::all();
+        let named = |name: &str| all.iter().find(|s| s.name == name).unwrap();
+        let why = skip_reason(&args, Vocabulary::TutorialSketch, named("dead-link")).unwrap();
+        assert!(
+            why.starts_with("needs `mqtt: disconnected`, and the tutorial's sketch prints nothing"),
+            "{why}"
+        );
+        for runs in ["boot", "cadence", "inbound", "backoff"] {
+            assert_eq!(
+                skip_reason(&args, Vocabulary::TutorialSketch, named(runs)),
+                None,
+                "{runs}"
+            );
         }
     }
 
