@@ -37,7 +37,8 @@ fn timed(transcript: &[u8]) -> Vec<(u64, Vec<u8>)> {
 
 /// Replay `transcript` into a translating pseudo-terminal capture at the transcript's own
 /// pace (the board's, so the host timestamps are the ones a bench would see), and read
-/// until its last line has come through; returns every line the capture produced.
+/// until its last line (unique in the transcript) has come through; returns every line
+/// the capture produced.
 async fn replay(transcript: &[u8]) -> (SerialCapture, Vec<SerialLine>) {
     let lines = timed(transcript);
     let last = String::from_utf8_lossy(&lines.last().unwrap().1).into_owned();
