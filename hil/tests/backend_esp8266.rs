@@ -4,6 +4,8 @@
 //! against a pseudo-terminal with no chip behind it.
 
 use std::io::Write;
+
+use serialport::SerialPort;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,8 +13,9 @@ use std::time::{Duration, Instant};
 use firmware_core::log::{Level, Line};
 use hil::backend::Backend;
 use hil::backend::esp8266::{
-    Esp8266Backend, LITTLEFS_OFFSET, esptool_command, run_esptool, translator,
+    Esp8266Backend, LITTLEFS_OFFSET, Sketch, esptool_command, run_esptool, translator,
 };
+use hil::backend::monitor::MonitorBackend;
 use hil::scenarios::backoff::{judge, one_outage};
 use hil::scenarios::{self, Vocabulary};
 use hil::serial::{SerialCapture, SerialLine, SerialText};
@@ -280,6 +283,38 @@ async fn the_adapted_sketch_at_its_pace_reads_fully_and_fails_backoff_as_constan
     assert!(
         why.starts_with("expected jittered reconnect delays, saw constant (5000 ms)"),
         "{why}"
+    );
+}
+
+#[tokio::test]
+async fn no_flash_reads_a_board_on_a_pseudo_terminal_without_resetting_it() {
+    // The rig reads the slave end, as it would a USB bridge; the "board" writes the master.
+    let (mut board, slave) = serialport::TTYPort::pair().expect("pseudo-terminal pair");
+    let port = std::path::PathBuf::from(slave.name().expect("slave name"));
+    let backend = MonitorBackend::esp8266(port.clone(), Sketch::Tutorial).expect("port exists");
+    assert_eq!(backend.vocabulary(), Vocabulary::TutorialSketch);
+    // A pseudo-terminal has no modem lines: no reset, no `Not a typewriter`, and nothing
+    // is flashed (the image is the one the board holds).
+    let mut device = backend
+        .start(Path::new("the-image-on-the-board.img"))
+        .expect("a pseudo-terminal is accepted");
+    board
+        .write_all(b"IP address: \r\n192.168.1.23\r\ncert loaded\r\n")
+        .unwrap();
+    let first = device
+        .serial()
+        .until(Duration::from_secs(10), |l| l.line().map(shown))
+        .await
+        .expect("a translated line");
+    assert_eq!(first.1, "I wifi: up ip=192.168.1.23");
+
+    let missing = MonitorBackend::esp8266("/dev/no-such-port".into(), Sketch::Adapted)
+        .err()
+        .expect("a missing port is refused")
+        .to_string();
+    assert!(
+        missing.contains("no serial port /dev/no-such-port; ports seen:"),
+        "{missing}"
     );
 }
 

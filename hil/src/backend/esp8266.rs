@@ -218,9 +218,15 @@ pub fn reset_if_possible(
     }
 }
 
-/// ENOTTY (`Not a typewriter`) from the RTS/DTR ioctl: the port has no modem lines.
+/// ENOTTY from the RTS/DTR ioctl: the port has no modem lines. serialport passes the
+/// errno on as its text only (nix's `Not a typewriter`, libc's `Inappropriate ioctl for
+/// device`).
 pub fn has_no_modem_lines(e: &std::io::Error) -> bool {
-    e.raw_os_error() == Some(25) || e.kind() == std::io::ErrorKind::Unsupported
+    let text = e.to_string();
+    e.raw_os_error() == Some(25)
+        || e.kind() == std::io::ErrorKind::Unsupported
+        || text.contains("Not a typewriter")
+        || text.contains("Inappropriate ioctl")
 }
 
 /// A NodeMCU ESP8266 on one serial port, running a user-built sketch.
@@ -738,6 +744,17 @@ mod tests {
         ] {
             assert_eq!(tls_error(text), slug, "{text}");
         }
+    }
+
+    #[test]
+    fn enotty_from_the_modem_line_ioctl_means_no_modem_lines() {
+        for e in [
+            std::io::Error::from_raw_os_error(25),
+            std::io::Error::other("Not a typewriter"),
+        ] {
+            assert!(has_no_modem_lines(&e), "{e}");
+        }
+        assert!(!has_no_modem_lines(&std::io::Error::other("Input/output error")));
     }
 
     #[test]
