@@ -201,6 +201,34 @@ fn board_without_image(args: &RunArgs) -> Option<String> {
     })
 }
 
+/// Why the `--flash` image cannot serve a board the rig flashes: a board joins WiFi and
+/// dials the host from the LAN, so an image without an SSID, or whose endpoint is this
+/// machine's loopback (the virtual device's images, `make certs`'s flash.img), would
+/// leave it retrying forever.
+fn image_unfit_for_board(args: &RunArgs, image: &GivenImage) -> Option<String> {
+    if args.board == Board::Virtual || args.no_flash {
+        return None;
+    }
+    let path = image.path.display();
+    let remake = "make one for the bench: certs image --wifi-ssid SSID --wifi-password PASS \
+                  --endpoint LAN_ADDR:8883 --ntp LAN_ADDR:1123 (see the README's Bench)";
+    if image.config.wifi.ssid.is_empty() {
+        return Some(format!(
+            "{path} has no WiFi SSID (an image for the virtual device, which needs no WiFi); \
+             the {} could not join a network. {remake}",
+            args.board.name()
+        ));
+    }
+    let host = image.config.endpoint.host.as_str();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback.then(|| {
+        format!("{path} dials {host}, the board's own loopback, not this machine; {remake}")
+    })
+}
+
 /// The backend `--board` names. A board is looked for first: without it nothing can run,
 /// and the error says which ports were seen.
 fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
@@ -454,6 +482,15 @@ async fn run_suite_command(
     if let Some(e) = board_without_image(args) {
         return Err(RigError::Usage(e).into());
     }
+    if let Some(path) = args
+        .flash
+        .as_deref()
+        .filter(|_| args.board != Board::Virtual)
+    {
+        if let Some(e) = image_unfit_for_board(args, &GivenImage::read(path)?) {
+            return Err(RigError::Usage(e).into());
+        }
+    }
     // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
     tokio::task::spawn_blocking(move || preparing.prepare())
@@ -693,6 +730,39 @@ mod tests {
                 "{kept}"
             );
         }
+    }
+
+    #[test]
+    fn a_loopback_image_is_refused_for_a_board_the_rig_flashes() {
+        let image = |json: &str| GivenImage {
+            path: PathBuf::from("certs/dev/flash.img"),
+            config: firmware_core::config::DeviceConfig::from_json(json.as_bytes()).unwrap(),
+        };
+        let virtual_image = image(r#"{"endpoint": {"host": "localhost"}, "client_id": "a"}"#);
+        let board = run_args(&["--board", "esp8266", "--flash", "certs/dev/flash.img"]);
+        let why = image_unfit_for_board(&board, &virtual_image).unwrap();
+        assert!(
+            why.starts_with("certs/dev/flash.img has no WiFi SSID")
+                && why.contains("certs image --wifi-ssid"),
+            "{why}"
+        );
+        let loopback = image(
+            r#"{"wifi": {"ssid": "bench", "password": "p"}, "endpoint": {"host": "127.0.0.1"}, "client_id": "a"}"#,
+        );
+        let why = image_unfit_for_board(&board, &loopback).unwrap();
+        assert!(
+            why.contains("dials 127.0.0.1, the board's own loopback"),
+            "{why}"
+        );
+        let bench = image(
+            r#"{"wifi": {"ssid": "bench", "password": "p"}, "endpoint": {"host": "192.168.1.10"}, "client_id": "a"}"#,
+        );
+        assert_eq!(image_unfit_for_board(&board, &bench), None);
+        // The virtual device needs no WiFi; a board used as it is keeps its own image.
+        let virtual_run = run_args(&["--flash", "certs/dev/flash.img"]);
+        assert_eq!(image_unfit_for_board(&virtual_run, &virtual_image), None);
+        let as_it_is = run_args(&["--board", "esp8266", "--no-flash", "--flash", "x.img"]);
+        assert_eq!(image_unfit_for_board(&as_it_is, &virtual_image), None);
     }
 
     #[test]

@@ -754,7 +754,9 @@ mod tests {
         ] {
             assert!(has_no_modem_lines(&e), "{e}");
         }
-        assert!(!has_no_modem_lines(&std::io::Error::other("Input/output error")));
+        assert!(!has_no_modem_lines(&std::io::Error::other(
+            "Input/output error"
+        )));
     }
 
     #[test]
