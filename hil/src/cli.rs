@@ -733,6 +733,20 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_states_every_tolerance_as_hil_list_does() {
+        let readme = include_str!("../README.md");
+        for scenario in scenarios::all() {
+            let head = format!("| `{}` |", scenario.name);
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("hil/README.md has no row for {}", scenario.name));
+            let tolerance = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+            assert_eq!(tolerance, scenario.tolerance, "{}", scenario.name);
+        }
+    }
+
+    #[test]
     fn a_loopback_image_is_refused_for_a_board_the_rig_flashes() {
         let image = |json: &str| GivenImage {
             path: PathBuf::from("certs/dev/flash.img"),

@@ -3,11 +3,13 @@
 //! serial vocabulary as `firmware_core::log::Line`s.
 //!
 //! Rust cannot target the ESP8266, so this board runs the tutorial's reference sketch,
-//! adapted to read the same LittleFS image. Its lines (`Attempting MQTT
-//! connection...connected`, `Publish message: {...}`, `Message arrived [inTopic] ...`)
-//! are translated into the lines the Rust firmware prints, so the scenarios read one
-//! vocabulary; figures the sketch does not print (handshake time, backoff attempt
-//! numbers beyond its own count) are left out.
+//! adapted to read the same LittleFS image, or (with `--no-flash`, see
+//! [`super::monitor`]) the tutorial's original sketch as a user already has it. Their
+//! lines (`Attempting MQTT connection...connected`, `Publish message: {...}`, `Message
+//! arrived [inTopic] ...`) are translated into the lines the Rust firmware prints, so the
+//! scenarios read one vocabulary; figures the sketch does not print (handshake time) are
+//! left out, and lines the original never prints make the scenarios needing them skip
+//! (`scenarios::Vocabulary`).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -50,7 +52,7 @@ const RESET_PULSE: Duration = Duration::from_millis(100);
 /// The publish topic when the sketch has not printed its config.
 const DEFAULT_PUB_TOPIC: &str = "outTopic";
 
-/// `python3 -m esptool ... write_flash [0x0 FIRMWARE] [0x200000 IMAGE]`, leaving the board
+/// `python3 -m esptool ... write-flash [0x0 FIRMWARE] [0x200000 IMAGE]`, leaving the board
 /// in the bootloader (the rig resets it once it listens, so no boot line is lost).
 /// esptool 5's spellings (`write-flash`, `no-reset`; `make deps` pins esptool 5): the
 /// underscore ones still work there but print a deprecation warning on every run.

@@ -281,6 +281,24 @@ mod tests {
     }
 
     #[test]
+    fn the_esp8266_sketchs_at_once_reconnects_fail_as_constant() {
+        // The sketch reconnects at once after each disconnect (read as `delay_ms=0`); its
+        // attempts restart at 1 and its handshake is slow, but the verdict is the law.
+        let seen: Vec<Reconnect> = (0..5)
+            .map(|_| Reconnect {
+                attempt: 1,
+                delay_ms: 0,
+                gap_ms: 1800,
+            })
+            .collect();
+        let why = judge(&seen).unwrap_err().0;
+        assert!(
+            why.starts_with("expected jittered reconnect delays, saw constant (0 ms)"),
+            "{why}"
+        );
+    }
+
+    #[test]
     fn plain_exponential_and_linear_backoff_fail() {
         let exponential = [1000, 2000, 4000, 8000, 16000];
         let why = judge(&reconnects(&exponential)).unwrap_err().0;

@@ -13,7 +13,7 @@ const SUBSCRIBED: Duration = Duration::from_secs(15);
 
 pub const SCENARIO: Scenario = Scenario {
     name: "inbound",
-    summary: "text, JSON, binary, 4 KiB, 8 KiB and 1 KiB payloads injected by the broker",
+    summary: "text, JSON, binary, 4 KiB and 1 KiB payloads injected by the broker are logged; an 8 KiB one in between is dropped by the broker",
     tolerance: "each logged within 1 s, escaped, cut at 256 B with truncated=1; 8 KiB (over the device's 5 KiB Maximum Packet Size) never logged",
     exclusive: false,
     needs_rig_ca: false,
