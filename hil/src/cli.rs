@@ -486,10 +486,9 @@ async fn run_suite_command(
         .flash
         .as_deref()
         .filter(|_| args.board != Board::Virtual)
+        && let Some(e) = image_unfit_for_board(args, &GivenImage::read(path)?)
     {
-        if let Some(e) = image_unfit_for_board(args, &GivenImage::read(path)?) {
-            return Err(RigError::Usage(e).into());
-        }
+        return Err(RigError::Usage(e).into());
     }
     // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
