@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use firmware_core::config::DeviceConfig;
 use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
     Stage, TimeError, TlsError,
@@ -376,7 +377,17 @@ pub enum Sketch {
 
 /// A [`SketchLog`] as a serial capture's translation.
 pub fn translator() -> Translate {
+    translator_for(None)
+}
+
+/// As [`translator`], knowing the endpoint and publish topic from the image's config
+/// before the sketch prints them (the tutorial's never does).
+pub fn translator_for(config: Option<&DeviceConfig>) -> Translate {
     let mut log = SketchLog::new(Instant::now());
+    if let Some(config) = config {
+        log.endpoint = Some((config.endpoint.host.to_string(), config.endpoint.port));
+        log.pub_topic = config.pub_topic.to_string();
+    }
     Box::new(move |raw| log.translate_said(raw, Instant::now()))
 }
 
@@ -769,6 +780,28 @@ mod tests {
         assert_eq!(connect_error(5), ConnectError::NotAuthorized);
         assert_eq!(connect_error(2), ConnectError::Refused);
         assert_eq!(connect_error(42), ConnectError::Protocol);
+    }
+
+    #[test]
+    fn the_images_endpoint_names_the_tutorials_attempts() {
+        let config = DeviceConfig::from_json(
+            br#"{"endpoint": {"host": "192.168.1.10", "port": 8883}, "client_id": "ESPthing"}"#,
+        )
+        .unwrap();
+        let mut translate = translator_for(Some(&config));
+        let read = translate(b"Attempting MQTT connection...failed, rc=5 try again in 5 seconds");
+        let lines: Vec<String> = read.lines.iter().map(|l| l.to_string()).collect();
+        assert!(
+            lines[0].ends_with("mqtt: connecting endpoint=192.168.1.10:8883"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            read.said.as_deref(),
+            Some(
+                "Attempting MQTT connection...failed, rc=5 try again in 5 seconds \
+                 (PubSubClient rc=5: not authorized)"
+            )
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::esp8266::{self, Sketch};
 use super::ports;
 use super::{Backend, BoardDevice, Device};
 use crate::error::BackendError;
+use crate::rig::GivenImage;
 use crate::scenarios::Vocabulary;
 use crate::serial::SerialCapture;
 
@@ -77,13 +78,16 @@ impl Backend for MonitorBackend {
         }
     }
 
-    /// The image is the one the board holds already: only its settings are used.
-    fn start(&self, _image: &Path) -> Result<Box<dyn Device>, BackendError> {
+    /// The image is the one the board holds already: only its settings are used (an
+    /// unreadable one leaves the endpoint unnamed in translated lines).
+    fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError> {
+        let config = GivenImage::read(image).ok().map(|given| given.config);
         let serial = SerialCapture::open_port_with(
             &self.port,
             self.baud,
             |port| esp8266::reset_if_possible(port, &self.port),
-            self.sketch.map(|_| esp8266::translator()),
+            self.sketch
+                .map(|_| esp8266::translator_for(config.as_ref())),
         )
         .map_err(|e| BackendError::board(self.board, e))?;
         Ok(Box::new(BoardDevice { serial }))
