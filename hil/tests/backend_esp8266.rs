@@ -431,3 +431,63 @@ fn a_missing_esptool_module_says_to_run_make_deps() {
         .to_string();
     assert!(why.contains("make deps"), "{why}");
 }
+
+#[test]
+fn hil_run_no_flash_on_the_tutorial_sketch_skips_what_it_cannot_show() {
+    // A pseudo-terminal as the board's port; the scenarios asked for all need lines the
+    // tutorial never prints, so the run names why and touches nothing.
+    let pty = SerialCapture::pseudo_terminal().expect("pseudo-terminal");
+    let port = pty.device_path().unwrap().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = certs::pki::Pki::generate(&certs::pki::InitOptions::default()).unwrap();
+    for file in pki.files() {
+        let path = dir.path().join("pki").join(&file.name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, &file.contents).unwrap();
+    }
+    // The settings the tutorial has compiled in. The rig's broker listens where the image
+    // says: a port the system just handed out (an image cannot say port 0).
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let json = format!(
+        r#"{{"endpoint": {{"host": "127.0.0.1", "port": {}}}, "client_id": "ESPthing"}}"#,
+        free.local_addr().unwrap().port()
+    );
+    drop(free);
+    let image = dir.path().join("flash.img");
+    std::fs::write(
+        &image,
+        certs::image::build_image_files(
+            &[(certs::image::CONFIG_PATH, json.as_bytes())],
+            certs::image::DEFAULT_IMAGE_SIZE,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args([
+            "run",
+            "--board",
+            "esp8266",
+            "--no-flash",
+            "--sketch",
+            "tutorial",
+        ])
+        .args(["--port", &port, "--flash"])
+        .arg(&image)
+        .arg("--pki")
+        .arg(dir.path().join("pki"))
+        .args(["--scenario", "dead-link", "--scenario", "sntp-silent"])
+        .output()
+        .expect("run hil");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stderr.contains("as it is (--no-flash)")
+            && stderr.contains(
+                "skipping dead-link: needs `mqtt: disconnected`, and the tutorial's sketch prints nothing"
+            )
+            && stderr.contains("skipping sntp-silent: needs `time: sync failed`"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+}
