@@ -491,3 +491,30 @@ fn hil_run_no_flash_on_the_tutorial_sketch_skips_what_it_cannot_show() {
     );
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
 }
+
+#[tokio::test]
+async fn a_board_running_the_tutorial_read_as_the_adapted_sketch_gets_a_hint() {
+    let (mut board, slave) = serialport::TTYPort::pair().expect("pseudo-terminal pair");
+    let port = std::path::PathBuf::from(slave.name().expect("slave name"));
+    for (sketch, hinted) in [(Sketch::Adapted, true), (Sketch::Tutorial, false)] {
+        let backend = MonitorBackend::esp8266(port.clone(), sketch).unwrap();
+        let mut device = backend.start(Path::new("on-the-board.img")).unwrap();
+        board
+            .write_all(b"Success to open cert file\r\ncert loaded\r\n")
+            .unwrap();
+        device
+            .serial()
+            .until(Duration::from_secs(10), |l| {
+                matches!(&l.text, SerialText::Unparsed(t) if t == "Success to open cert file")
+                    .then_some(())
+            })
+            .await
+            .expect("the line came through");
+        let hint = backend.explain(&device.capture().seen());
+        assert_eq!(
+            hint.is_some_and(|h| h.contains("run with --sketch tutorial")),
+            hinted,
+            "{sketch:?}"
+        );
+    }
+}

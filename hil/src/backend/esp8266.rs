@@ -28,7 +28,7 @@ use firmware_core::log::{
 use super::ports::{self, CH340, CP210X};
 use super::{Backend, BoardDevice, Device};
 use crate::error::BackendError;
-use crate::serial::{SerialCapture, Translate, Translation};
+use crate::serial::{SerialCapture, SerialLine, SerialText, Translate, Translation};
 
 /// The board's name as `--board` spells it.
 const BOARD: &str = "esp8266";
@@ -674,6 +674,16 @@ impl SketchLog {
         }
         Translation { lines, said }
     }
+}
+
+/// Whether `seen` holds a line only the tutorial's original sketch prints (the adapted
+/// sketch reports its files as `cert loaded N bytes` and never opens them aloud).
+pub fn looks_like_the_tutorial(seen: &[SerialLine]) -> bool {
+    seen.iter().any(|l| {
+        matches!(&l.text, SerialText::Unparsed(text)
+            if text.starts_with("Success to open cert file")
+                || text.starts_with("Success to open private cert file"))
+    })
 }
 
 /// What PubSubClient's `state()` means, in its header's terms.

@@ -10,7 +10,7 @@ use super::{Backend, BoardDevice, Device};
 use crate::error::BackendError;
 use crate::rig::GivenImage;
 use crate::scenarios::Vocabulary;
-use crate::serial::SerialCapture;
+use crate::serial::{SerialCapture, SerialLine};
 
 /// A board on a serial port, running whatever it runs.
 pub struct MonitorBackend {
@@ -76,6 +76,16 @@ impl Backend for MonitorBackend {
             Some(Sketch::Tutorial) => Vocabulary::TutorialSketch,
             Some(Sketch::Adapted) | None => Vocabulary::Firmware,
         }
+    }
+
+    fn explain(&self, seen: &[SerialLine]) -> Option<String> {
+        (self.sketch == Some(Sketch::Adapted) && esp8266::looks_like_the_tutorial(seen)).then(
+            || {
+                "the board prints the original tutorial sketch's lines (`Success to open cert \
+             file`); run with --sketch tutorial"
+                    .to_string()
+            },
+        )
     }
 
     /// The image is the one the board holds already: only its settings are used (an

@@ -270,6 +270,9 @@ impl ScenarioRun {
             "\nlast serial lines:\n{}",
             device.capture().tail(12)
         ));
+        if let Some(hint) = self.backend.explain(&device.capture().seen()) {
+            report.push_str(&format!("\nhint: {hint}"));
+        }
         match (status, trouble) {
             (Some(status), _) => DeviceError::Exited { status, report }.into(),
             (None, Some(trouble)) => RigError::ObserverLost { trouble, report }.into(),
