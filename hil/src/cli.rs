@@ -10,13 +10,15 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::aws::{Endpoint, ObserverIdentity};
 use crate::backend::Backend;
 use crate::backend::esp32c3::{self, Esp32c3Backend};
-use crate::backend::esp8266::Esp8266Backend;
+use crate::backend::esp8266::{Esp8266Backend, Sketch};
+use crate::backend::monitor::MonitorBackend;
+use crate::backend::ports;
 use crate::backend::virtual_device::{VirtualBackend, find_virtual_device};
 use crate::error::{RigError, SetupError};
 use crate::report::{RunInfo, junit_setup_error, junit_xml, summary_table, write_report_dir};
 use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
-use crate::scenarios;
+use crate::scenarios::{self, Vocabulary};
 
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
 pub const DEFAULT_PKI: &str = "certs/dev";
@@ -88,6 +90,15 @@ pub struct RunArgs {
     /// Firmware to flash onto a board.
     #[arg(long)]
     pub firmware: Option<PathBuf>,
+    /// Use the board as it is: flash nothing, read its serial port (any tty, also a
+    /// pseudo-terminal; reset through RTS only when the port has modem lines). --flash
+    /// then names the image the board already holds, for its client id and topics.
+    #[arg(long, conflicts_with = "firmware", verbatim_doc_comment)]
+    pub no_flash: bool,
+    /// With --board esp8266 --no-flash: which sketch the board runs (the tutorial's
+    /// prints fewer lines; scenarios needing the others are skipped, saying why).
+    #[arg(long, value_enum, default_value = "adapted", requires = "no_flash")]
+    pub sketch: Sketch,
     /// Run with this flash image instead of the per-scenario images the rig builds (with
     /// --target aws: the image built from `certs import`, required).
     #[arg(long)]
@@ -163,17 +174,20 @@ fn unsupported(args: &RunArgs) -> Option<String> {
     let board_only: Vec<&str> = [
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
+        ("--no-flash", args.no_flash),
     ]
     .into_iter()
     .filter(|(_, given)| *given && args.board == Board::Virtual)
     .map(|(flag, _)| flag)
     .collect();
-    (!board_only.is_empty()).then(|| {
-        format!(
+    if !board_only.is_empty() {
+        return Some(format!(
             "{}: only with --board esp32c3 or --board esp8266",
             board_only.join(", ")
-        )
-    })
+        ));
+    }
+    (args.sketch != Sketch::Adapted && args.board != Board::Esp8266)
+        .then(|| "--sketch: only with --board esp8266".to_string())
 }
 
 /// A board dials the host over WiFi: the rig's own images (WiFi-less, broker at
@@ -187,11 +201,58 @@ fn board_without_image(args: &RunArgs) -> Option<String> {
     })
 }
 
+/// Why the `--flash` image cannot serve a board the rig flashes: a board joins WiFi and
+/// dials the host from the LAN, so an image without an SSID, or whose endpoint is this
+/// machine's loopback (the virtual device's images, `make certs`'s flash.img), would
+/// leave it retrying forever.
+fn image_unfit_for_board(args: &RunArgs, image: &GivenImage) -> Option<String> {
+    if args.board == Board::Virtual || args.no_flash {
+        return None;
+    }
+    let path = image.path.display();
+    let remake = "make one for the bench: certs image --wifi-ssid SSID --wifi-password PASS \
+                  --endpoint LAN_ADDR:8883 --ntp LAN_ADDR:1123 (see the README's Bench)";
+    if image.config.wifi.ssid.is_empty() {
+        return Some(format!(
+            "{path} has no WiFi SSID (an image for the virtual device, which needs no WiFi); \
+             the {} could not join a network. {remake}",
+            args.board.name()
+        ));
+    }
+    let host = image.config.endpoint.host.as_str();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback.then(|| {
+        format!("{path} dials {host}, the board's own loopback, not this machine; {remake}")
+    })
+}
+
 /// The backend `--board` names. A board is looked for first: without it nothing can run,
 /// and the error says which ports were seen.
 fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
     Ok(match args.board {
         Board::Virtual => Arc::new(VirtualBackend::new(find_virtual_device()?)),
+        Board::Esp32c3 | Board::Esp8266 if args.no_flash => {
+            let board = match args.board {
+                Board::Esp8266 => MonitorBackend::esp8266(
+                    given_or_detected(args, &[ports::CP210X, ports::CH340], "esp8266")?,
+                    args.sketch,
+                )?,
+                _ => MonitorBackend::esp32c3(given_or_detected(
+                    args,
+                    &[ports::ESPRESSIF_USB_SERIAL_JTAG],
+                    "esp32c3",
+                )?)?,
+            };
+            eprintln!(
+                "hil: {} on {}, as it is (--no-flash)",
+                board.board(),
+                board.port().display()
+            );
+            Arc::new(board)
+        }
         Board::Esp32c3 => {
             let board = Esp32c3Backend::new(
                 args.port.clone(),
@@ -206,6 +267,18 @@ fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
             eprintln!("hil: esp8266 on {}", board.port().display());
             Arc::new(board)
         }
+    })
+}
+
+/// `--port`, else the one port whose USB id is one of `ids`.
+fn given_or_detected(
+    args: &RunArgs,
+    ids: &[ports::UsbId],
+    board: &'static str,
+) -> Result<PathBuf, SetupError> {
+    Ok(match &args.port {
+        Some(port) => port.clone(),
+        None => ports::detect(ids, board)?.0,
     })
 }
 
@@ -288,16 +361,23 @@ pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, RigError> 
 }
 
 /// Why `scenario` cannot run on this command line, if it cannot.
-fn skip_reason(args: &RunArgs, scenario: &scenarios::Scenario) -> Option<&'static str> {
+fn skip_reason(
+    args: &RunArgs,
+    vocabulary: Vocabulary,
+    scenario: &scenarios::Scenario,
+) -> Option<String> {
+    if let Some(why) = vocabulary.skip_reason(scenario) {
+        return Some(why);
+    }
     if args.target == Target::Aws && scenario.needs_broker_faults {
-        return Some("needs the mock broker's faults, which AWS IoT does not offer");
+        return Some("needs the mock broker's faults, which AWS IoT does not offer".into());
     }
     // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
     let given_image =
         args.flash.is_some() && (args.scenarios.is_empty() || args.target == Target::Aws);
     if given_image && scenario.needs_rig_ca {
         return Some(
-            "issues certificates from the rig's CA, and every device runs the --flash image",
+            "issues certificates from the rig's CA, and every device runs the --flash image".into(),
         );
     }
     None
@@ -308,14 +388,15 @@ fn skip_reason(args: &RunArgs, scenario: &scenarios::Scenario) -> Option<&'stati
 async fn start_rig(
     args: &RunArgs,
     binary: PathBuf,
+    vocabulary: Vocabulary,
     selected: &mut Vec<scenarios::Scenario>,
-) -> Result<(Rig, Vec<(&'static str, &'static str)>), RigError> {
+) -> Result<(Rig, Vec<(&'static str, String)>), RigError> {
     let aws = target_settings(args)?;
-    let skipped: Vec<(&'static str, &'static str)> = selected
+    let skipped: Vec<(&'static str, String)> = selected
         .iter()
-        .filter_map(|s| skip_reason(args, s).map(|why| (s.name, why)))
+        .filter_map(|s| skip_reason(args, vocabulary, s).map(|why| (s.name, why)))
         .collect();
-    selected.retain(|s| skip_reason(args, s).is_none());
+    selected.retain(|s| skip_reason(args, vocabulary, s).is_none());
     let rig = match (aws, &args.flash) {
         (Some(aws), _) => {
             let identity = ObserverIdentity::load(
@@ -401,6 +482,14 @@ async fn run_suite_command(
     if let Some(e) = board_without_image(args) {
         return Err(RigError::Usage(e).into());
     }
+    if let Some(path) = args
+        .flash
+        .as_deref()
+        .filter(|_| args.board != Board::Virtual)
+        && let Some(e) = image_unfit_for_board(args, &GivenImage::read(path)?)
+    {
+        return Err(RigError::Usage(e).into());
+    }
     // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
     tokio::task::spawn_blocking(move || preparing.prepare())
@@ -413,7 +502,7 @@ async fn run_suite_command(
         Board::Virtual => find_virtual_device()?,
         Board::Esp32c3 | Board::Esp8266 => PathBuf::new(),
     };
-    let (rig, skipped) = start_rig(args, binary, &mut selected).await?;
+    let (rig, skipped) = start_rig(args, binary, backend.vocabulary(), &mut selected).await?;
     for (name, why) in &skipped {
         eprintln!("hil: skipping {name}: {why}");
     }
@@ -617,10 +706,10 @@ mod tests {
     fn aws_skips_the_fault_scenarios_with_the_reason() {
         let args = run_args(&["--target", "aws", "--flash", "aws.img"]);
         for scenario in scenarios::all() {
-            let why = skip_reason(&args, &scenario);
+            let why = skip_reason(&args, Vocabulary::Firmware, &scenario);
             if scenario.needs_broker_faults {
                 assert_eq!(
-                    why,
+                    why.as_deref(),
                     Some("needs the mock broker's faults, which AWS IoT does not offer"),
                     "{}",
                     scenario.name
@@ -634,7 +723,97 @@ mod tests {
                 .into_iter()
                 .find(|s| s.name == kept)
                 .unwrap();
-            assert_eq!(skip_reason(&args, &scenario), None, "{kept}");
+            assert_eq!(
+                skip_reason(&args, Vocabulary::Firmware, &scenario),
+                None,
+                "{kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_states_every_tolerance_as_hil_list_does() {
+        let readme = include_str!("../README.md");
+        for scenario in scenarios::all() {
+            let head = format!("| `{}` |", scenario.name);
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&head))
+                .unwrap_or_else(|| panic!("hil/README.md has no row for {}", scenario.name));
+            let tolerance = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+            assert_eq!(tolerance, scenario.tolerance, "{}", scenario.name);
+        }
+    }
+
+    #[test]
+    fn a_loopback_image_is_refused_for_a_board_the_rig_flashes() {
+        let image = |json: &str| GivenImage {
+            path: PathBuf::from("certs/dev/flash.img"),
+            config: firmware_core::config::DeviceConfig::from_json(json.as_bytes()).unwrap(),
+        };
+        let virtual_image = image(r#"{"endpoint": {"host": "localhost"}, "client_id": "a"}"#);
+        let board = run_args(&["--board", "esp8266", "--flash", "certs/dev/flash.img"]);
+        let why = image_unfit_for_board(&board, &virtual_image).unwrap();
+        assert!(
+            why.starts_with("certs/dev/flash.img has no WiFi SSID")
+                && why.contains("certs image --wifi-ssid"),
+            "{why}"
+        );
+        let loopback = image(
+            r#"{"wifi": {"ssid": "bench", "password": "p"}, "endpoint": {"host": "127.0.0.1"}, "client_id": "a"}"#,
+        );
+        let why = image_unfit_for_board(&board, &loopback).unwrap();
+        assert!(
+            why.contains("dials 127.0.0.1, the board's own loopback"),
+            "{why}"
+        );
+        let bench = image(
+            r#"{"wifi": {"ssid": "bench", "password": "p"}, "endpoint": {"host": "192.168.1.10"}, "client_id": "a"}"#,
+        );
+        assert_eq!(image_unfit_for_board(&board, &bench), None);
+        // The virtual device needs no WiFi; a board used as it is keeps its own image.
+        let virtual_run = run_args(&["--flash", "certs/dev/flash.img"]);
+        assert_eq!(image_unfit_for_board(&virtual_run, &virtual_image), None);
+        let as_it_is = run_args(&["--board", "esp8266", "--no-flash", "--flash", "x.img"]);
+        assert_eq!(image_unfit_for_board(&as_it_is, &virtual_image), None);
+    }
+
+    #[test]
+    fn no_flash_is_for_boards_and_the_tutorial_sketch_skips_what_it_cannot_show() {
+        let args = run_args(&["--no-flash"]);
+        assert_eq!(
+            unsupported(&args).as_deref(),
+            Some("--no-flash: only with --board esp32c3 or --board esp8266")
+        );
+        let args = run_args(&["--board", "esp32c3", "--no-flash", "--sketch", "tutorial"]);
+        assert_eq!(
+            unsupported(&args).as_deref(),
+            Some("--sketch: only with --board esp8266")
+        );
+        let args = run_args(&[
+            "--board",
+            "esp8266",
+            "--no-flash",
+            "--sketch",
+            "tutorial",
+            "--port",
+            "/dev/pts/7",
+        ]);
+        assert_eq!(unsupported(&args), None);
+        assert!(args.no_flash && args.sketch == Sketch::Tutorial);
+        let all = scenarios::all();
+        let named = |name: &str| all.iter().find(|s| s.name == name).unwrap();
+        let why = skip_reason(&args, Vocabulary::TutorialSketch, named("dead-link")).unwrap();
+        assert!(
+            why.starts_with("needs `mqtt: disconnected`, and the tutorial's sketch prints nothing"),
+            "{why}"
+        );
+        for runs in ["boot", "cadence", "inbound", "backoff"] {
+            assert_eq!(
+                skip_reason(&args, Vocabulary::TutorialSketch, named(runs)),
+                None,
+                "{runs}"
+            );
         }
     }
 

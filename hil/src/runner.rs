@@ -206,6 +206,7 @@ mod tests {
             at: Instant::now(),
             wall: std::time::SystemTime::now(),
             text: SerialText::Line(Box::new(line)),
+            said: None,
         }
     }
 

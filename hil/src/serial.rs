@@ -47,6 +47,10 @@ pub struct SerialLine {
     /// The same moment on the wall clock, for reports.
     pub wall: SystemTime,
     pub text: SerialText,
+    /// For a line translated from a board's own vocabulary: what the board printed, in
+    /// its words and with their meaning (`failed, rc=-2 ... (PubSubClient rc=-2: network
+    /// connect failed)`), so a failure reads in the terms of the firmware that ran.
+    pub said: Option<String>,
 }
 
 impl SerialLine {
@@ -62,7 +66,22 @@ impl SerialLine {
 /// log lines it stands for: a board whose firmware speaks another vocabulary (the ESP8266
 /// reference sketch) is read as if it printed `firmware_core::log::Line`s. Empty: the
 /// line is kept verbatim.
-pub type Translate = Box<dyn FnMut(&[u8]) -> Vec<Line> + Send>;
+pub type Translate = Box<dyn FnMut(&[u8]) -> Translation + Send>;
+
+/// What one board line stands for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Translation {
+    pub lines: Vec<Line>,
+    /// The board's line as failures quote it, with what it means when the words alone
+    /// do not say (PubSubClient's return codes); `None`: the line as printed.
+    pub said: Option<String>,
+}
+
+impl From<Vec<Line>> for Translation {
+    fn from(lines: Vec<Line>) -> Self {
+        Self { lines, said: None }
+    }
+}
 
 /// Reads a serial port on a thread and hands out its lines, keeping every line seen.
 pub struct SerialCapture {
@@ -216,7 +235,10 @@ impl SerialCapture {
         let start = seen.len().saturating_sub(n);
         seen[start..]
             .iter()
-            .map(|l| format!("  {}", l.text))
+            .map(|l| match &l.said {
+                Some(said) => format!("  {}    (board: {said})", l.text),
+                None => format!("  {}", l.text),
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -317,7 +339,12 @@ fn read_lines(
 /// makes of it, else the text verbatim.
 fn parse(raw: &[u8], translate: Option<&mut Translate>) -> Vec<SerialLine> {
     let (at, wall) = (Instant::now(), SystemTime::now());
-    let stamp = |text| SerialLine { at, wall, text };
+    let stamp = |text, said| SerialLine {
+        at,
+        wall,
+        text,
+        said,
+    };
     let end = raw
         .iter()
         .rposition(|b| !matches!(b, b'\r' | b'\n'))
@@ -325,15 +352,17 @@ fn parse(raw: &[u8], translate: Option<&mut Translate>) -> Vec<SerialLine> {
     let raw = &raw[..end];
     let text = String::from_utf8_lossy(raw);
     if let Ok(line) = text.parse::<Line>() {
-        return vec![stamp(SerialText::Line(Box::new(line)))];
+        return vec![stamp(SerialText::Line(Box::new(line)), None)];
     }
     let translated = translate.map(|t| t(raw)).unwrap_or_default();
-    if translated.is_empty() {
-        return vec![stamp(SerialText::Unparsed(text.into_owned()))];
+    if translated.lines.is_empty() {
+        return vec![stamp(SerialText::Unparsed(text.into_owned()), None)];
     }
+    let said = translated.said.unwrap_or_else(|| text.into_owned());
     translated
+        .lines
         .into_iter()
-        .map(|line| stamp(SerialText::Line(Box::new(line))))
+        .map(|line| stamp(SerialText::Line(Box::new(line)), Some(said.clone())))
         .collect()
 }
 

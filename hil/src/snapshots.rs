@@ -164,6 +164,7 @@ mod tests {
                 at: Instant::now(),
                 wall: SystemTime::UNIX_EPOCH,
                 text: SerialText::Line(Box::new(l.parse().unwrap())),
+                said: None,
             })
             .collect();
         ScenarioReport {

@@ -76,3 +76,26 @@ fn a_firmware_that_is_not_an_elf_is_refused_before_touching_the_board() {
         "{why}"
     );
 }
+
+#[tokio::test]
+async fn no_flash_reads_the_board_as_it_runs_on_a_pseudo_terminal() {
+    use serialport::SerialPort;
+    use std::io::Write;
+    // The rig reads the slave end, as it would the board's USB-Serial-JTAG.
+    let (mut board, slave) = serialport::TTYPort::pair().expect("pseudo-terminal pair");
+    let port = std::path::PathBuf::from(slave.name().expect("slave name"));
+    let backend = hil::backend::monitor::MonitorBackend::esp32c3(port).expect("port exists");
+    // Nothing is flashed and no reset is possible: the image is the one on the board.
+    let mut device = backend
+        .start(Path::new("the-image-on-the-board.img"))
+        .expect("a pseudo-terminal is accepted");
+    board
+        .write_all(b"I (     812) boot: firmware=0.1.0 board=esp32c3 client_id=ESPthing\r\n")
+        .unwrap();
+    let (line, ()) = device
+        .serial()
+        .until(Duration::from_secs(10), |l| l.line().map(|_| ()))
+        .await
+        .expect("the board's log line");
+    assert_eq!(line.line().unwrap().field("board"), Some("esp32c3"));
+}

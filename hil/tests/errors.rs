@@ -115,3 +115,40 @@ fn firmware_for_another_machine_is_refused_before_touching_the_board() {
         "{why}"
     );
 }
+
+#[test]
+fn a_loopback_image_is_refused_for_a_board_before_anything_is_flashed() {
+    // A pseudo-terminal stands in for the port; esptool never runs.
+    let pty = hil::serial::SerialCapture::pseudo_terminal().unwrap();
+    let port = pty.device_path().unwrap().to_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // What `make certs` writes for the virtual device: no WiFi, the broker on localhost.
+    let json = br#"{"endpoint": {"host": "localhost", "port": 8883}, "client_id": "ESPthing"}"#;
+    let bytes = certs::image::build_image_files(
+        &[(certs::image::CONFIG_PATH, json)],
+        certs::image::DEFAULT_IMAGE_SIZE,
+    )
+    .unwrap();
+    let image = dir.path().join("flash.img");
+    std::fs::write(&image, bytes).unwrap();
+    let sketch = dir.path().join("sketch.bin");
+    std::fs::write(&sketch, vec![0xe9; 4096]).unwrap();
+    let out = hil(&[
+        "--board",
+        "esp8266",
+        "--port",
+        &port,
+        "--firmware",
+        sketch.to_str().unwrap(),
+        "--flash",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let why = stderr(&out);
+    assert!(
+        why.contains("flash.img has no WiFi SSID")
+            && why.contains("certs image --wifi-ssid")
+            && !why.contains("esptool"),
+        "{why}"
+    );
+}

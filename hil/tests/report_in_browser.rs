@@ -37,6 +37,7 @@ fn line(base: Instant, ms: u64, text: &str) -> SerialLine {
         at: base + Duration::from_millis(ms),
         wall: SystemTime::UNIX_EPOCH,
         text: SerialText::Line(Box::new(text.parse::<Line>().unwrap())),
+        said: None,
     }
 }
 

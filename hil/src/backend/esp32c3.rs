@@ -468,7 +468,7 @@ mod tests {
 nvs,      data, nvs,      0x9000,   0x6000
 phy_init, data, phy,      0xf000,   0x1000
 factory,  app,  factory,  0x10000,  0x180000
-storage,  data, spiffs,   0x190000, 0x70000
+storage,  data, littlefs, 0x190000, 0x70000
 ";
 
     fn layout() -> PartitionLayout {
@@ -490,6 +490,14 @@ storage,  data, spiffs,   0x190000, 0x70000
             .join(DEFAULT_PARTITIONS);
         let layout = PartitionLayout::read(&path).unwrap();
         assert!(layout.data.1 as usize >= certs::image::DEFAULT_IMAGE_SIZE);
+        // Typed as what it holds, so tools that list partitions do not call it SPIFFS.
+        let csv = std::fs::read_to_string(&path).unwrap();
+        let table = PartitionTable::try_from_str(&csv).unwrap();
+        let storage = table.find(DATA_PARTITION).unwrap();
+        assert_eq!(
+            storage.subtype(),
+            esp_idf_part::SubType::Data(esp_idf_part::DataType::Littlefs)
+        );
     }
 
     #[test]

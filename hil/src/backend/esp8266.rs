@@ -3,11 +3,13 @@
 //! serial vocabulary as `firmware_core::log::Line`s.
 //!
 //! Rust cannot target the ESP8266, so this board runs the tutorial's reference sketch,
-//! adapted to read the same LittleFS image. Its lines (`Attempting MQTT
-//! connection...connected`, `Publish message: {...}`, `Message arrived [inTopic] ...`)
-//! are translated into the lines the Rust firmware prints, so the scenarios read one
-//! vocabulary; figures the sketch does not print (handshake time, backoff attempt
-//! numbers beyond its own count) are left out.
+//! adapted to read the same LittleFS image, or (with `--no-flash`, see
+//! [`super::monitor`]) the tutorial's original sketch as a user already has it. Their
+//! lines (`Attempting MQTT connection...connected`, `Publish message: {...}`, `Message
+//! arrived [inTopic] ...`) are translated into the lines the Rust firmware prints, so the
+//! scenarios read one vocabulary; figures the sketch does not print (handshake time) are
+//! left out, and lines the original never prints make the scenarios needing them skip
+//! (`scenarios::Vocabulary`).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
@@ -17,6 +19,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use firmware_core::config::DeviceConfig;
 use firmware_core::log::{
     ConnectError, ConnectFailure, CredSource, DisconnectReason, FlashFile, Level, Line, LoadError,
     Stage, TimeError, TlsError,
@@ -25,7 +28,7 @@ use firmware_core::log::{
 use super::ports::{self, CH340, CP210X};
 use super::{Backend, BoardDevice, Device};
 use crate::error::BackendError;
-use crate::serial::{SerialCapture, Translate};
+use crate::serial::{SerialCapture, SerialLine, SerialText, Translate, Translation};
 
 /// The board's name as `--board` spells it.
 const BOARD: &str = "esp8266";
@@ -50,9 +53,10 @@ const RESET_PULSE: Duration = Duration::from_millis(100);
 /// The publish topic when the sketch has not printed its config.
 const DEFAULT_PUB_TOPIC: &str = "outTopic";
 
-/// `python3 -m esptool ... write_flash [0x0 FIRMWARE] [0x200000 IMAGE]`, leaving the board
+/// `python3 -m esptool ... write-flash [0x0 FIRMWARE] [0x200000 IMAGE]`, leaving the board
 /// in the bootloader (the rig resets it once it listens, so no boot line is lost).
-/// Underscore spellings: esptool 4 knows only those, esptool 5 still accepts them.
+/// esptool 5's spellings (`write-flash`, `no-reset`; `make deps` pins esptool 5): the
+/// underscore ones still work there but print a deprecation warning on every run.
 pub fn esptool_command(
     python: &str,
     port: &Path,
@@ -68,8 +72,8 @@ pub fn esptool_command(
             "--baud",
             &baud.to_string(),
             "--after",
-            "no_reset",
-            "write_flash",
+            "no-reset",
+            "write-flash",
         ]);
     if let Some(firmware) = firmware {
         command.arg(format!("{FIRMWARE_OFFSET:#x}")).arg(firmware);
@@ -198,6 +202,36 @@ fn reset_into_sketch(port: &mut dyn serialport::SerialPort) -> std::io::Result<(
     Ok(())
 }
 
+/// Reset through the modem lines when the port has them. A port without them (a
+/// pseudo-terminal, a bridge with only RX/TX wired) cannot reset the board: the board is
+/// read as it runs, and a note says so.
+pub fn reset_if_possible(
+    port: &mut dyn serialport::SerialPort,
+    name: &Path,
+) -> std::io::Result<()> {
+    match reset_into_sketch(port) {
+        Err(e) if has_no_modem_lines(&e) => {
+            eprintln!(
+                "hil: {}: no modem lines ({e}), so the board was not reset; reading it as it runs",
+                name.display()
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// ENOTTY from the RTS/DTR ioctl: the port has no modem lines. serialport passes the
+/// errno on as its text only (nix's `Not a typewriter`, libc's `Inappropriate ioctl for
+/// device`).
+pub fn has_no_modem_lines(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    e.raw_os_error() == Some(25)
+        || e.kind() == std::io::ErrorKind::Unsupported
+        || text.contains("Not a typewriter")
+        || text.contains("Inappropriate ioctl")
+}
+
 /// A NodeMCU ESP8266 on one serial port, running a user-built sketch.
 pub struct Esp8266Backend {
     port: PathBuf,
@@ -228,7 +262,7 @@ impl Esp8266Backend {
         let firmware = firmware.ok_or(BackendError::board(
             BOARD,
             "pass --firmware BIN, the sketch built with arduino-cli (see \
-             firmware/esp8266-arduino/README.md)",
+             firmware/esp8266-arduino/README.md), or --no-flash to use the board as it is",
         ))?;
         if !firmware.is_file() {
             return Err(BackendError::board(
@@ -281,18 +315,23 @@ impl Backend for Esp8266Backend {
         }
         let mut flashed = self.lock()?;
         self.flash(&mut flashed, Some(image))?;
+        self.listen()
+    }
+}
+
+impl Esp8266Backend {
+    /// Open the port, reset the board if the port can, and read it.
+    fn listen(&self) -> Result<Box<dyn Device>, BackendError> {
         let serial = SerialCapture::open_port_with(
             &self.port,
             LOG_BAUD,
-            reset_into_sketch,
+            |port| reset_if_possible(port, &self.port),
             Some(translator()),
         )
         .map_err(|e| BackendError::board(BOARD, e))?;
         Ok(Box::new(BoardDevice { serial }))
     }
-}
 
-impl Esp8266Backend {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, bool>, BackendError> {
         self.firmware_flashed
             .lock()
@@ -324,23 +363,56 @@ impl Esp8266Backend {
     }
 }
 
-/// A [`SketchLog`] as a serial capture's translation.
-pub fn translator() -> Translate {
-    let mut log = SketchLog::new(Instant::now());
-    Box::new(move |raw| log.translate(raw, Instant::now()))
+/// Which sketch runs on the board: its lines differ, and so does what they can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Sketch {
+    /// `firmware/esp8266-arduino`: reads the flash image, prints a banner, its config,
+    /// file sizes, clock sync, subscription and lost connections.
+    #[default]
+    Adapted,
+    /// The original tutorial's sketch as published: settings compiled in, certificates
+    /// in SPIFFS, NTPClient from pool.ntp.org, and only the tutorial's few lines.
+    Tutorial,
 }
 
-/// Reads the sketch's serial output as log lines. Keeps what later lines need: the
-/// endpoint and topic from the config line, the credential sizes until all three are
-/// in, the connection attempts since the last success. Uptime is the host's time since
-/// the capture started (the sketch prints none).
+/// A [`SketchLog`] as a serial capture's translation.
+pub fn translator() -> Translate {
+    translator_for(None)
+}
+
+/// As [`translator`], knowing the endpoint and publish topic from the image's config
+/// before the sketch prints them (the tutorial's never does).
+pub fn translator_for(config: Option<&DeviceConfig>) -> Translate {
+    let mut log = SketchLog::new(Instant::now());
+    if let Some(config) = config {
+        log.endpoint = Some((config.endpoint.host.to_string(), config.endpoint.port));
+        log.pub_topic = config.pub_topic.to_string();
+    }
+    Box::new(move |raw| log.translate_said(raw, Instant::now()))
+}
+
+/// Reads the sketch's serial output as log lines, in either sketch's vocabulary (the
+/// tutorial's lines are a subset of the adapted sketch's, with a few spelled
+/// differently). Keeps what later lines need: the endpoint and topic from the config
+/// line, the credentials loaded until all three are in, whether the last attempt
+/// connected, the waits since the last connection, an `IP address: ` whose address is on
+/// the next line. Uptime is the host's time since the capture started (the sketch prints
+/// none).
 #[derive(Debug, Clone)]
 pub struct SketchLog {
     started: Instant,
     endpoint: Option<(String, u16)>,
     pub_topic: String,
-    creds: [Option<usize>; 3],
+    /// Per file: loaded (with its size, if the sketch printed one).
+    creds: [Option<Option<usize>>; 3],
+    /// Waits announced since the last connection.
     attempts: u32,
+    /// The last attempt connected and no loss was reported since.
+    up: bool,
+    /// The adapted sketch reported the loss of the connection.
+    lost: bool,
+    /// The tutorial prints `IP address: ` and the address on a line of its own.
+    ip_next: bool,
     published: u32,
 }
 
@@ -352,27 +424,47 @@ impl SketchLog {
             pub_topic: DEFAULT_PUB_TOPIC.into(),
             creds: [None; 3],
             attempts: 0,
+            up: false,
+            lost: false,
+            ip_next: false,
             published: 0,
         }
     }
 
     /// The log lines one sketch line stands for (none: not part of its vocabulary).
     pub fn translate(&mut self, raw: &[u8], now: Instant) -> Vec<Line> {
+        self.translate_said(raw, now).lines
+    }
+
+    /// As [`Self::translate`], with the sketch's words explained where they are codes.
+    pub fn translate_said(&mut self, raw: &[u8], now: Instant) -> Translation {
         let t = now.saturating_duration_since(self.started).as_millis() as u64;
+        let ip_next = std::mem::take(&mut self.ip_next);
         // Payloads are raw bytes; the fixed words around them are ASCII.
         if let Some(rest) = raw.strip_prefix(b"Message arrived [")
             && let Some(close) = rest.windows(2).position(|w| w == b"] ")
         {
             let topic = String::from_utf8_lossy(&rest[..close]);
-            return vec![Line::inbound(t, &topic, &rest[close + 2..])];
+            return vec![Line::inbound(t, &topic, &rest[close + 2..])].into();
         }
         if let Some(payload) = raw.strip_prefix(b"Publish message: ") {
             self.published += 1;
             let seq = firmware_core::session::hello_seq(payload).unwrap_or(self.published);
-            return vec![Line::publish(t, &self.pub_topic, seq, payload)];
+            return vec![Line::publish(t, &self.pub_topic, seq, payload)].into();
         }
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
+        if ip_next && let Ok(ip) = text.parse::<IpAddr>() {
+            return vec![Line::wifi_up(t, ip)].into();
+        }
+        if let Some(rest) = text.strip_prefix("Attempting MQTT connection...") {
+            return self.attempt(t, rest);
+        }
+        self.line(t, text).into()
+    }
+
+    /// The lines with no payload and no state across attempts.
+    fn line(&mut self, t: u64, text: &str) -> Vec<Line> {
         if let Some(rest) = text.strip_prefix("esp8266-aws-iot ") {
             let field = |key: &str| word_value(rest, key).unwrap_or("?");
             return vec![Line::boot(
@@ -391,6 +483,16 @@ impl SketchLog {
                 firmware_core::log::ConfigFailure::Load(LoadError::Missing),
             )];
         }
+        // The tutorial's `Failed to open cert file` / `private cert file` / `ca `.
+        for (opened, file) in [
+            ("Failed to open cert file", FlashFile::Cert),
+            ("Failed to open private cert file", FlashFile::Key),
+            ("Failed to open ca", FlashFile::Ca),
+        ] {
+            if text == opened {
+                return vec![Line::creds_failed(t, file, LoadError::Missing)];
+            }
+        }
         for (slot, (name, file)) in [
             ("cert", FlashFile::Cert),
             ("private key", FlashFile::Key),
@@ -399,27 +501,34 @@ impl SketchLog {
         .into_iter()
         .enumerate()
         {
-            if let Some(rest) = text.strip_prefix(name) {
-                if let Some(size) = rest
-                    .strip_prefix(" loaded ")
+            let Some(rest) = text.strip_prefix(name) else {
+                continue;
+            };
+            // The adapted sketch: `cert loaded 812 bytes`; the tutorial: `cert loaded`.
+            let loaded = match rest.strip_prefix(" loaded") {
+                Some("") => Some(None),
+                Some(size) => size
+                    .strip_prefix(' ')
                     .and_then(|r| r.strip_suffix(" bytes"))
                     .and_then(|n| n.parse().ok())
-                {
-                    self.creds[slot] = Some(size);
-                    return match self.creds {
-                        [Some(cert), Some(key), Some(ca)] => {
-                            self.creds = [None; 3];
-                            vec![Line::creds(t, cert, key, ca, CredSource::Flash)]
-                        }
-                        _ => Vec::new(),
-                    };
-                }
-                if rest == " not loaded" {
-                    return vec![Line::creds_failed(t, file, LoadError::Missing)];
-                }
+                    .map(Some),
+                None => None,
+            };
+            if let Some(size) = loaded {
+                self.creds[slot] = Some(size);
+                return self.creds_line(t);
+            }
+            // The file opened but BearSSL could not read it (`ca failed` in the
+            // tutorial); the adapted sketch says `not loaded` for a missing file too.
+            if rest == " not loaded" || (slot == 2 && rest == " failed") {
+                return vec![Line::creds_failed(t, file, LoadError::Missing)];
             }
         }
-        if let Some(ip) = text.strip_prefix("IP address: ") {
+        if let Some(ip) = text.strip_prefix("IP address:") {
+            if ip.trim().is_empty() {
+                self.ip_next = true;
+                return Vec::new();
+            }
             return ip
                 .trim()
                 .parse::<IpAddr>()
@@ -432,9 +541,6 @@ impl SketchLog {
                 .parse()
                 .map(|e| vec![Line::time_synced(t, e)])
                 .unwrap_or_default();
-        }
-        if let Some(rest) = text.strip_prefix("Attempting MQTT connection...") {
-            return self.attempt(t, rest);
         }
         if let Some(rest) = text.strip_prefix("Subscribed to ") {
             let mut words = rest.split(' ');
@@ -452,9 +558,16 @@ impl SketchLog {
             return vec![Line::creds_failed(t, FlashFile::Image, LoadError::Io)];
         }
         if let Some(why) = text.strip_prefix("WiFiClientSecure SSL error: ") {
+            // The tutorial prints BearSSL's last error after every failed attempt, also
+            // when TLS was not the problem.
+            if matches!(why.trim(), "" | "OK" | "No error") {
+                return Vec::new();
+            }
             return vec![Line::connect_failed(t, ConnectFailure::Tls(tls_error(why)))];
         }
         if let Some(rc) = text.strip_prefix("MQTT connection lost, rc=") {
+            self.up = false;
+            self.lost = true;
             let reason = match rc.trim().parse::<i32>() {
                 Ok(-4) => DisconnectReason::KeepaliveTimeout,
                 _ => DisconnectReason::PeerClosed,
@@ -474,6 +587,25 @@ impl SketchLog {
                 .unwrap_or_default();
         }
         Vec::new()
+    }
+
+    /// One `creds:` line once all three files are in: with their sizes when the sketch
+    /// printed them (the adapted one), else only where they came from (the tutorial).
+    fn creds_line(&mut self, t: u64) -> Vec<Line> {
+        let [Some(cert), Some(key), Some(ca)] = self.creds else {
+            return Vec::new();
+        };
+        self.creds = [None; 3];
+        if let (Some(cert), Some(key), Some(ca)) = (cert, key, ca) {
+            return vec![Line::creds(t, cert, key, ca, CredSource::Flash)];
+        }
+        let Ok(mut line) = Line::new(Level::Info, t, "creds") else {
+            return Vec::new();
+        };
+        match line.field_display("source", "flash") {
+            Ok(_) => vec![line],
+            Err(_) => Vec::new(),
+        }
     }
 
     /// `Config loaded: endpoint=HOST:PORT client_id=ID pub=TOPIC sub=TOPIC period_ms=N
@@ -502,32 +634,72 @@ impl SketchLog {
     }
 
     /// `Attempting MQTT connection...` followed, on the same line, by `connected` or
-    /// `failed, rc=N try again in 5 seconds`.
-    fn attempt(&mut self, t: u64, outcome: &str) -> Vec<Line> {
+    /// `failed, rc=N try again in 5 seconds`. An attempt after a connection that was up
+    /// is the sketch's reconnect, which waits for nothing: `backoff delay_ms=0`.
+    fn attempt(&mut self, t: u64, outcome: &str) -> Translation {
         let (host, port) = self
             .endpoint
             .clone()
             .unwrap_or_else(|| ("?".to_string(), 0));
-        let mut lines = vec![Line::mqtt_connecting(t, &host, port)];
+        let mut lines = Vec::new();
+        if std::mem::take(&mut self.up) || std::mem::take(&mut self.lost) {
+            self.attempts += 1;
+            lines.push(Line::backoff(t, Stage::Mqtt, self.attempts, 0));
+        }
+        lines.push(Line::mqtt_connecting(t, &host, port));
+        let mut said = None;
         if outcome == "connected" {
             self.attempts = 0;
+            self.up = true;
             lines.push(Line::mqtt_connected(t, &host, port, false, None));
         } else if let Some(rest) = outcome.strip_prefix("failed, rc=") {
             let (rc, after) = rest.split_once(' ').unwrap_or((rest, ""));
+            let rc = rc.parse().unwrap_or(i32::MIN);
             lines.push(Line::connect_failed(
                 t,
-                ConnectFailure::Mqtt(connect_error(rc.parse().unwrap_or(i32::MIN))),
+                ConnectFailure::Mqtt(connect_error(rc)),
             ));
-            self.attempts += 1;
+            said = Some(format!(
+                "Attempting MQTT connection...{outcome} (PubSubClient rc={rc}: {})",
+                pubsubclient_state(rc)
+            ));
             let delay_s = after
                 .strip_prefix("try again in ")
                 .and_then(|r| r.strip_suffix(" seconds"))
                 .and_then(|s| s.parse::<u64>().ok());
             if let Some(delay_s) = delay_s {
+                self.attempts += 1;
                 lines.push(Line::backoff(t, Stage::Mqtt, self.attempts, delay_s * 1000));
             }
         }
-        lines
+        Translation { lines, said }
+    }
+}
+
+/// Whether `seen` holds a line only the tutorial's original sketch prints (the adapted
+/// sketch reports its files as `cert loaded N bytes` and never opens them aloud).
+pub fn looks_like_the_tutorial(seen: &[SerialLine]) -> bool {
+    seen.iter().any(|l| {
+        matches!(&l.text, SerialText::Unparsed(text)
+            if text.starts_with("Success to open cert file")
+                || text.starts_with("Success to open private cert file"))
+    })
+}
+
+/// What PubSubClient's `state()` means, in its header's terms.
+pub fn pubsubclient_state(rc: i32) -> &'static str {
+    match rc {
+        -4 => "connection timeout, no CONNACK within the keep-alive",
+        -3 => "connection lost",
+        -2 => "network connect failed",
+        -1 => "disconnected",
+        0 => "connected",
+        1 => "bad protocol, the server refused MQTT 3.1.1",
+        2 => "bad client id",
+        3 => "server unavailable",
+        4 => "bad credentials",
+        5 => "not authorized",
+        _ => "not a PubSubClient state",
     }
 }
 
@@ -598,6 +770,19 @@ mod tests {
     }
 
     #[test]
+    fn enotty_from_the_modem_line_ioctl_means_no_modem_lines() {
+        for e in [
+            std::io::Error::from_raw_os_error(25),
+            std::io::Error::other("Not a typewriter"),
+        ] {
+            assert!(has_no_modem_lines(&e), "{e}");
+        }
+        assert!(!has_no_modem_lines(&std::io::Error::other(
+            "Input/output error"
+        )));
+    }
+
+    #[test]
     fn pubsubclient_states_map_to_connect_errors() {
         assert_eq!(connect_error(-4), ConnectError::Timeout);
         assert_eq!(connect_error(-2), ConnectError::Tcp);
@@ -605,6 +790,28 @@ mod tests {
         assert_eq!(connect_error(5), ConnectError::NotAuthorized);
         assert_eq!(connect_error(2), ConnectError::Refused);
         assert_eq!(connect_error(42), ConnectError::Protocol);
+    }
+
+    #[test]
+    fn the_images_endpoint_names_the_tutorials_attempts() {
+        let config = DeviceConfig::from_json(
+            br#"{"endpoint": {"host": "192.168.1.10", "port": 8883}, "client_id": "ESPthing"}"#,
+        )
+        .unwrap();
+        let mut translate = translator_for(Some(&config));
+        let read = translate(b"Attempting MQTT connection...failed, rc=5 try again in 5 seconds");
+        let lines: Vec<String> = read.lines.iter().map(|l| l.to_string()).collect();
+        assert!(
+            lines[0].ends_with("mqtt: connecting endpoint=192.168.1.10:8883"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            read.said.as_deref(),
+            Some(
+                "Attempting MQTT connection...failed, rc=5 try again in 5 seconds \
+                 (PubSubClient rc=5: not authorized)"
+            )
+        );
     }
 
     #[test]

@@ -10,11 +10,13 @@
 use std::path::Path;
 
 use crate::error::BackendError;
-use crate::serial::SerialCapture;
+use crate::scenarios::Vocabulary;
+use crate::serial::{SerialCapture, SerialLine};
 
 pub mod esp32c3;
 pub mod esp8266;
 pub mod flashing;
+pub mod monitor;
 pub mod ports;
 pub mod virtual_device;
 
@@ -36,6 +38,15 @@ pub trait Backend: Send + Sync {
     fn board(&self) -> &'static str;
     /// One physical device: scenarios must run one at a time.
     fn single_device(&self) -> bool;
+    /// The log lines its firmware can print (scenarios skip what it cannot show).
+    fn vocabulary(&self) -> Vocabulary {
+        Vocabulary::Firmware
+    }
+    /// What a failure's reader should know about the device's output `seen`, beyond the
+    /// lines themselves (e.g. that another firmware than the one assumed is running).
+    fn explain(&self, _seen: &[SerialLine]) -> Option<String> {
+        None
+    }
     /// Before the first scenario: put on the device what every start shares (a board's
     /// firmware), so no scenario's deadline includes it. Blocks while a board flashes.
     fn prepare(&self) -> Result<(), BackendError> {

@@ -688,6 +688,7 @@ mod tests {
             at: base + Duration::from_millis(ms),
             wall: SystemTime::UNIX_EPOCH,
             text: parsed,
+            said: None,
         }
     }
 

@@ -20,6 +20,7 @@ use super::stamped::{FIRST_PUBLISH, StampedEvents, connected, line_after, publis
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
 use crate::error::CheckFailure;
 use crate::rig::OUT_TOPIC;
+use crate::serial::SerialLine;
 
 pub const DISCONNECTS: usize = 5;
 /// Device backoff policy (DESIGN.md contract 1): attempt n waits up to
@@ -46,6 +47,7 @@ pub const SCENARIO: Scenario = Scenario {
     exclusive: false,
     needs_rig_ca: false,
     needs_broker_faults: true,
+    needs_lines: &[],
     check,
 };
 
@@ -59,12 +61,44 @@ pub fn ceiling_ms(attempt: u32) -> u64 {
     doubled.min(CAP_MS)
 }
 
-/// One disconnect as the rig saw it.
-#[derive(Debug, Clone, Copy)]
-struct Reconnect {
-    attempt: u32,
-    delay_ms: u64,
-    gap_ms: u64,
+/// One reconnect as the rig saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// As the device announced it.
+    pub attempt: u32,
+    /// The wait the device announced.
+    pub delay_ms: u64,
+    /// From the disconnect (or the announcement) to the next attempt, measured.
+    pub gap_ms: u64,
+}
+
+/// The reconnects of the first outage in a serial log: each `mqtt: backoff` line from
+/// the first one up to the first `mqtt: connected` after it, with the gap to the next
+/// `mqtt: connecting` as the host read them. A recorded board transcript, replayed at
+/// its pace, is judged with it like a live run.
+pub fn one_outage(log: &[SerialLine]) -> Vec<Reconnect> {
+    let mut seen = Vec::new();
+    let mut waiting: Option<(&SerialLine, u32, u64)> = None;
+    for line in log {
+        let Some(l) = line.line() else { continue };
+        if is(l, "mqtt", "backoff") {
+            if let (Some(attempt), Some(delay_ms)) = (l.field_as("attempt"), l.field_as("delay_ms"))
+            {
+                waiting = Some((line, attempt, delay_ms));
+            }
+        } else if is(l, "mqtt", "connecting")
+            && let Some((announced, attempt, delay_ms)) = waiting.take()
+        {
+            seen.push(Reconnect {
+                attempt,
+                delay_ms,
+                gap_ms: line.at.duration_since(announced.at).as_millis() as u64,
+            });
+        } else if is(l, "mqtt", "connected") && !seen.is_empty() {
+            break;
+        }
+    }
+    seen
 }
 
 async fn backoff(run: &mut ScenarioRun) -> CheckResult {
@@ -147,15 +181,23 @@ async fn backoff(run: &mut ScenarioRun) -> CheckResult {
 }
 
 /// The verdict on five reconnects: the key figure, or what was expected and what was seen.
-/// Attempts must count 1.. (no reset), each delay must lie within its ceiling, the broker
-/// must have seen each reconnect when the device said it would, and the delays must be
-/// jitter.
-fn judge(seen: &[Reconnect]) -> Result<String, CheckFailure> {
+/// The delays must be jitter (judged first: a fixed delay is named `constant`, as Device
+/// Advisor names it, whatever else is wrong with it), attempts must count 1.. (no
+/// reset), each delay must lie within its ceiling, and the broker must have seen each
+/// reconnect when the device said it would.
+pub fn judge(seen: &[Reconnect]) -> Result<String, CheckFailure> {
     let series = seen
         .iter()
         .map(|r| format!("#{} {} ms (broker {} ms)", r.attempt, r.delay_ms, r.gap_ms))
         .collect::<Vec<_>>()
         .join(", ");
+    let delays: Vec<u64> = seen.iter().map(|r| r.delay_ms).collect();
+    let found = classify(&delays, DEVICE_SLACK_MS).map_err(|e| CheckFailure(e.to_string()))?;
+    if found.class != Class::Jitter {
+        return Err(CheckFailure(format!(
+            "expected jittered reconnect delays, saw {found}: {series}"
+        )));
+    }
     for (i, r) in seen.iter().enumerate() {
         let expected_attempt = i as u32 + 1;
         if r.attempt != expected_attempt {
@@ -182,13 +224,6 @@ fn judge(seen: &[Reconnect]) -> Result<String, CheckFailure> {
                 r.gap_ms, r.delay_ms, r.attempt
             )));
         }
-    }
-    let delays: Vec<u64> = seen.iter().map(|r| r.delay_ms).collect();
-    let found = classify(&delays, DEVICE_SLACK_MS).map_err(|e| CheckFailure(e.to_string()))?;
-    if found.class != Class::Jitter {
-        return Err(CheckFailure(format!(
-            "expected jittered reconnect delays, saw {found}: {series}"
-        )));
     }
     let offs: Vec<i64> = seen
         .iter()
@@ -241,6 +276,24 @@ mod tests {
             .0;
         assert!(
             why.starts_with("expected jittered reconnect delays, saw constant (1000 ms)"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_esp8266_sketchs_at_once_reconnects_fail_as_constant() {
+        // The sketch reconnects at once after each disconnect (read as `delay_ms=0`); its
+        // attempts restart at 1 and its handshake is slow, but the verdict is the law.
+        let seen: Vec<Reconnect> = (0..5)
+            .map(|_| Reconnect {
+                attempt: 1,
+                delay_ms: 0,
+                gap_ms: 1800,
+            })
+            .collect();
+        let why = judge(&seen).unwrap_err().0;
+        assert!(
+            why.starts_with("expected jittered reconnect delays, saw constant (0 ms)"),
             "{why}"
         );
     }

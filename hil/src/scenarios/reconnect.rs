@@ -26,6 +26,7 @@ pub const SCENARIO: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: false,
     needs_broker_faults: true,
+    needs_lines: &["mqtt: disconnected"],
     check,
 };
 

@@ -95,6 +95,7 @@ pub const UNTRUSTED_CA: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: false,
     needs_broker_faults: true,
+    needs_lines: &[],
     check: |run| Box::pin(refuses(run, BadServer::UntrustedCa)),
 };
 
@@ -105,6 +106,7 @@ pub const WRONG_NAME: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: true,
     needs_broker_faults: true,
+    needs_lines: &[],
     check: |run| Box::pin(refuses(run, BadServer::WrongName)),
 };
 
@@ -115,6 +117,7 @@ pub const EXPIRED: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: true,
     needs_broker_faults: true,
+    needs_lines: &[],
     check: |run| Box::pin(refuses(run, BadServer::Expired)),
 };
 
@@ -129,6 +132,7 @@ pub const LARGE_CHAIN: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: true,
     needs_broker_faults: true,
+    needs_lines: &[],
     check: |run| {
         Box::pin(presenting(
             run,
