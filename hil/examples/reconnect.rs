@@ -316,7 +316,7 @@ fn schedules() -> [Schedule; 3] {
     fixed.min_connect_interval = session::Duration::ZERO;
     [
         Schedule {
-            name: "device (equal jitter, 500 ms base)",
+            name: "device (full jitter, 500 ms base, outage cap)",
             settings: device,
         },
         Schedule {
