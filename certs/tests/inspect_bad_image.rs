@@ -149,6 +149,11 @@ fn a_pem_key_inside_an_image_does_not_make_the_image_pem() {
     assert!(pem.starts_with(b"-----BEGIN"));
     assert_bad_input(
         &inspect_creds(&work, &cert, &pem, &ca),
-        &["flash.img", "/private.der", "not a DER private key"],
+        &[
+            "flash.img",
+            "/private.der",
+            "PEM text where DER is expected",
+            "-outform der",
+        ],
     );
 }

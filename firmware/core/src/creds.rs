@@ -34,7 +34,8 @@ use crate::tls::{DeviceKey, KeyAlgorithm, KeyError, VerifyError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CredsFailure {
     pub file: FlashFile,
-    /// `Empty`, `Malformed`, `UnsupportedKey`, `KeyMismatch`, `NotCa` or `BadSignature`.
+    /// `Empty`, `Pem`, `Malformed`, `UnsupportedKey`, `KeyMismatch`, `NotCa` or
+    /// `BadSignature`.
     pub error: LoadError,
 }
 
@@ -59,6 +60,12 @@ pub fn describe(file: FlashFile, error: LoadError) -> &'static str {
             "not a CA certificate (no basicConstraints CA:TRUE with keyCertSign, not a self-signed v1 root)"
         }
         (_, LoadError::BadSignature) => "its self-signature does not verify: the file is damaged",
+        (FlashFile::Key, LoadError::Pem) => {
+            "PEM text where DER is expected: convert it (`openssl pkey -in KEY.pem -outform der`) or let `certs import` do it"
+        }
+        (_, LoadError::Pem) => {
+            "PEM text where DER is expected: convert it (`openssl x509 -in CERT.pem -outform der`) or let `certs import` do it"
+        }
         (_, other) => other.as_str(),
     }
 }
@@ -86,6 +93,10 @@ pub fn check_credentials(
     ] {
         if bytes.is_empty() {
             return Err(fail(file, LoadError::Empty));
+        }
+        // The commonest mistake: a file copied from the AWS console as it downloads.
+        if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+            return Err(fail(file, LoadError::Pem));
         }
     }
 

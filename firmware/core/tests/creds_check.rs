@@ -58,11 +58,11 @@ fn a_garbage_or_foreign_key_is_named() {
         check(&s.device.der, b"", &s.ca.der),
         failure(FlashFile::Key, LoadError::Empty)
     );
-    // A PEM key where DER belongs.
+    // A PEM key where DER belongs: named as PEM, with the conversion to make.
     let pem = std::fs::read(&s.device.key).unwrap();
     assert_eq!(
         check(&s.device.der, &pem, &s.ca.der),
-        failure(FlashFile::Key, LoadError::Malformed)
+        failure(FlashFile::Key, LoadError::Pem)
     );
     let other = s.pki.key("other", Alg::P256);
     assert_eq!(
@@ -169,4 +169,42 @@ fn failures_read_as_sentences_naming_the_file() {
         f.to_string(),
         "/private.der: not the private key of /cert.der"
     );
+}
+
+/// A file left as PEM (as the AWS console downloads it) is named as such, whichever of
+/// the three it is.
+#[test]
+fn a_pem_file_where_der_is_expected_is_named_with_the_fix() {
+    let s = set(Alg::P256);
+    let key = s.pki.key_der(&s.device.key, "sec1");
+    let pem = |der: &[u8]| {
+        let mut text = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+        text.extend(der.iter().take(40).map(|b| b'A' + b % 26));
+        text.extend(b"\n-----END CERTIFICATE-----\n");
+        text
+    };
+    for (file, cert, k, ca) in [
+        (
+            FlashFile::Cert,
+            pem(&s.device.der),
+            key.clone(),
+            s.ca.der.clone(),
+        ),
+        (
+            FlashFile::Key,
+            s.device.der.clone(),
+            pem(&key),
+            s.ca.der.clone(),
+        ),
+        (
+            FlashFile::Ca,
+            s.device.der.clone(),
+            key.clone(),
+            pem(&s.ca.der),
+        ),
+    ] {
+        let failure = check(&cert, &k, &ca).unwrap_err();
+        assert_eq!((failure.file, failure.error), (file, LoadError::Pem));
+        assert!(failure.to_string().contains("-outform der"), "{failure}");
+    }
 }

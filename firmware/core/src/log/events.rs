@@ -111,6 +111,8 @@ slugs! {
         NotCa = "not-a-ca",
         /// Well-formed, but its signature does not verify: damaged.
         BadSignature = "bad-signature",
+        /// PEM text where the device reads DER.
+        Pem = "pem-not-der",
     }
 }
 
