@@ -366,7 +366,7 @@ fn skip_reason(
     vocabulary: Vocabulary,
     scenario: &scenarios::Scenario,
 ) -> Option<String> {
-    if let Some(why) = vocabulary.skip_reason(scenario) {
+    if let Some(why) = vocabulary.skip_reason(scenario.needs_lines) {
         return Some(why);
     }
     if args.target == Target::Aws && scenario.needs_broker_faults {

@@ -16,6 +16,8 @@
 //!   flashing progress.
 //! - [`rig`]: one test PKI, one mock broker, per-device identities and flash images.
 //! - [`scenarios`]: the scenarios as data (name, tolerance, exclusivity) plus their checks.
+//! - [`vocabulary`]: which log lines a board's firmware can print (the tutorial sketch
+//!   prints few); what backends speak and scenarios need.
 //! - [`runner`]: concurrent then exclusive execution, per-scenario reports.
 //! - [`normalise`]: the serial log with run-dependent figures redacted (snapshots).
 //! - [`snapshots`]: `hil run --snapshots`: the same snapshots `cargo test -p hil` checks,
@@ -39,3 +41,4 @@ pub mod runner;
 pub mod scenarios;
 pub mod serial;
 pub mod snapshots;
+pub mod vocabulary;

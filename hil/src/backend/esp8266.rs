@@ -9,7 +9,7 @@
 //! arrived [inTopic] ...`) are translated into the lines the Rust firmware prints, so the
 //! scenarios read one vocabulary; figures the sketch does not print (handshake time) are
 //! left out, and lines the original never prints make the scenarios needing them skip
-//! (`scenarios::Vocabulary`).
+//! (`crate::vocabulary::Vocabulary`).
 
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;

@@ -10,8 +10,8 @@
 use std::path::Path;
 
 use crate::error::BackendError;
-use crate::scenarios::Vocabulary;
 use crate::serial::{SerialCapture, SerialLine};
+use crate::vocabulary::Vocabulary;
 
 pub mod esp32c3;
 pub mod esp8266;

@@ -9,8 +9,8 @@ use super::ports;
 use super::{Backend, BoardDevice, Device};
 use crate::error::BackendError;
 use crate::rig::GivenImage;
-use crate::scenarios::Vocabulary;
 use crate::serial::{SerialCapture, SerialLine};
+use crate::vocabulary::Vocabulary;
 
 /// A board on a serial port, running whatever it runs.
 pub struct MonitorBackend {
