@@ -21,6 +21,7 @@ use firmware_core::driver::{
 use firmware_core::image::{CredentialBuffers, Flash, FlashError, ImageFailure};
 use firmware_core::log::{
     ConnectError, ConnectFailure, FlashFile, HeapReport, Line, LoadError, NetError, ShutdownReason,
+    TimeError,
 };
 use firmware_core::mqtt::BrokerNotes;
 use firmware_core::session::{Event, Instant};
@@ -206,11 +207,16 @@ type TimeRequest = Pin<Box<dyn Future<Output = Event<'static>> + Send>>;
 #[derive(Default)]
 pub struct HostTime {
     request: Option<TimeRequest>,
+    /// The server asked last, for the hint below.
+    server: String,
+    /// A person running the device by hand has been told once why no time comes.
+    hinted: bool,
 }
 
 impl TimeSync for HostTime {
     fn request(&mut self, server: &NtpServer) {
         let (host, port) = (server.host.to_string(), server.port);
+        self.server = format!("{host}:{port}");
         self.request = Some(Box::pin(async move {
             match sntp::sync(&host, port, SntpOptions::default()).await {
                 Ok(reply) => Event::TimeSynced(reply.time.secs),
@@ -225,6 +231,18 @@ impl TimeSync for HostTime {
             None => std::future::pending().await,
         };
         self.request = None;
+        if matches!(
+            event,
+            Event::TimeSyncFailed(TimeError::Timeout | TimeError::Io)
+        ) && !self.hinted
+        {
+            self.hinted = true;
+            eprintln!(
+                "virtual-device: no SNTP answer from {}; the test image syncs from the mock \
+                 broker's SNTP server: start it with `make broker`",
+                self.server
+            );
+        }
         event
     }
 }

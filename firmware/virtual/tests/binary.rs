@@ -153,3 +153,57 @@ async fn boots_connects_logs_inbound_and_stops_on_sigint() {
     assert_eq!(last.field("reason"), Some("signal"));
     assert!(child.wait_exit(WAIT).await.unwrap().success());
 }
+
+/// Run by hand without the broker's SNTP server, the device says whom it asked and what
+/// to start, once, besides logging each failure with the server's address.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_sntp_answer_names_the_server_and_hints_make_broker() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    // A UDP port with nobody behind it: bound, then released.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    drop(silent);
+    let pki = TestPki::generate(dir.path()).unwrap();
+    let json = config_json("localhost", 8883, ("127.0.0.1", port), DEVICE_CN);
+    let image = device_image(
+        &json,
+        &pki.device_cert_der,
+        &pki.device_key_der,
+        &pki.ca_der,
+    );
+    let flash = dir.path().join("flash.img");
+    std::fs::write(&flash, image).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_virtual-device"))
+        .arg("--flash")
+        .arg(&flash)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut serial = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = format!("127.0.0.1:{port}");
+    let hint = tokio::time::timeout(Duration::from_secs(30), stderr.next_line())
+        .await
+        .expect("a hint within the SNTP attempts' timeouts")
+        .unwrap()
+        .unwrap();
+    assert!(
+        hint.contains(&server) && hint.contains("make broker"),
+        "{hint}"
+    );
+    let logged = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(line)) = serial.next_line().await {
+            if line.contains("time: sync failed") {
+                return line;
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap();
+    assert!(logged.contains(&format!("server={server}")), "{logged}");
+}

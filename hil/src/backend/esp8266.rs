@@ -552,7 +552,7 @@ impl SketchLog {
             return vec![Line::mqtt_subscribed(t, topic, qos)];
         }
         if text == "Time sync failed, retrying" {
-            return vec![Line::time_sync_failed(t, TimeError::Timeout)];
+            return vec![Line::time_sync_failed(t, TimeError::Timeout, None)];
         }
         if text == "Failed to mount file system" {
             return vec![Line::creds_failed(t, FlashFile::Image, LoadError::Io)];

@@ -491,11 +491,15 @@ impl Line {
         })
     }
 
-    /// `W time: sync failed error=timeout`
-    pub fn time_sync_failed(uptime_ms: u64, error: TimeError) -> Line {
+    /// `W time: sync failed error=timeout server=pool.ntp.org:123`: the server named, so
+    /// a wrong or missing one is seen at once (`None` when the board cannot say).
+    pub fn time_sync_failed(uptime_ms: u64, error: TimeError, server: Option<(&str, u16)>) -> Line {
         line(Level::Warn, uptime_ms, "time", |l| {
             l.message_text("sync failed")?
                 .field_display("error", error)?;
+            if let Some((host, port)) = server {
+                l.field_display("server", format_args!("{host}:{port}"))?;
+            }
             Ok(())
         })
     }

@@ -104,7 +104,7 @@ impl<R: RandomSource> Session<R> {
                 }
             }
             Event::TimeSyncFailed(error) => {
-                Self::log(out, Line::time_sync_failed(t, error));
+                Self::log(out, Line::time_sync_failed(t, error, self.ntp_server()));
                 self.time_failed(now, Duration::ZERO, out);
             }
             Event::TimeKissOfDeath(code) => {

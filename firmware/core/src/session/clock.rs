@@ -58,7 +58,11 @@ impl<R: RandomSource> Session<R> {
             Request::Awaiting(t) if now >= t => {
                 Self::log(
                     out,
-                    Line::time_sync_failed(Self::uptime_ms(now), TimeError::Timeout),
+                    Line::time_sync_failed(
+                        Self::uptime_ms(now),
+                        TimeError::Timeout,
+                        self.ntp_server(),
+                    ),
                 );
                 self.time_failed(now, Duration::ZERO, out);
             }

@@ -144,6 +144,8 @@ struct Profile {
     qos: Qos,
     keepalive: Duration,
     resync: Duration,
+    ntp_host: String<MAX_HOST>,
+    ntp_port: u16,
 }
 
 type Out<'o> = dyn FnMut(Action<'_>) + 'o;
@@ -370,6 +372,13 @@ impl<R: RandomSource> Session<R> {
         }
     }
 
+    /// The SNTP server, for log lines.
+    fn ntp_server(&self) -> Option<(&str, u16)> {
+        self.profile
+            .as_ref()
+            .map(|p| (p.ntp_host.as_str(), p.ntp_port))
+    }
+
     fn load_profile(&mut self, config: &DeviceConfig) {
         self.profile = Some(Profile {
             host: config.endpoint.host.clone(),
@@ -379,6 +388,8 @@ impl<R: RandomSource> Session<R> {
             qos: Qos::from_u8(config.qos),
             keepalive: Duration::from_secs(config.keepalive_s.max(1).into()),
             resync: Duration::from_secs(config.ntp.resync_s.into()),
+            ntp_host: config.ntp.host.clone(),
+            ntp_port: config.ntp.port,
         });
         // The grid is anchored on the first subscribe, so a new period applies cleanly.
         if !self.cadence.is_started() {
@@ -655,7 +666,10 @@ impl<R: RandomSource> Session<R> {
                 self.schedule_retry(now, Stage::Wifi, out);
             }
             Phase::Time => {
-                Self::log(out, Line::time_sync_failed(t, TimeError::Timeout));
+                Self::log(
+                    out,
+                    Line::time_sync_failed(t, TimeError::Timeout, self.ntp_server()),
+                );
                 self.schedule_retry(now, Stage::Time, out);
             }
             Phase::Connect => {
