@@ -16,7 +16,8 @@ const FIRST_PUBLISH: Duration = Duration::from_secs(15);
 /// Drop to the device's `disconnected` line.
 pub const NOTICE: Duration = Duration::from_secs(5);
 /// Broker back to the device's next publish: the backoff after one refused attempt is at
-/// most 2 s (full jitter, base 1 s), then a handshake and up to one period.
+/// at most 2 s (DESIGN's full jitter from a 1 s base; the core's 500 ms base and 1 s
+/// spacing stay within it), then a handshake and up to one period.
 pub const RECOVER: Duration = Duration::from_secs(10);
 
 pub const SCENARIO: Scenario = Scenario {

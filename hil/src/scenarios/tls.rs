@@ -18,7 +18,8 @@ use crate::rig::{OUT_TOPIC, Rig};
 pub const REFUSED_WITHIN: Duration = Duration::from_secs(10);
 /// Refused attempts to see before passing: one could be luck, two is a policy.
 const ATTEMPTS: usize = 2;
-/// The second attempt comes after a backoff of at most 2 s (full jitter, base 1 s).
+/// The second attempt comes after a backoff of at most 2 s (DESIGN's full jitter from a
+/// 1 s base; the core's 500 ms base and 1 s spacing stay within it).
 const SECOND_ATTEMPT: Duration = Duration::from_secs(5);
 /// Start to the first publish the broker sees through the large chain.
 pub const LARGE_CHAIN_PUBLISH_WITHIN: Duration = Duration::from_secs(10);
