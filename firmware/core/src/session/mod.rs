@@ -460,8 +460,20 @@ impl<R: RandomSource> Session<R> {
     }
 
     fn schedule_reconnect(&mut self, now: Instant, out: &mut Out<'_>) {
+        self.schedule_reconnect_after(now, false, out);
+    }
+
+    /// `taken_over`: the broker closed the connection because another client connected
+    /// with this client id. That is no outage that ends: coming back fast only takes the
+    /// id back and gets taken over again, so the delay follows the attempt count alone
+    /// (no outage cap), and the two clients' CONNECTs thin out exponentially.
+    fn schedule_reconnect_after(&mut self, now: Instant, taken_over: bool, out: &mut Out<'_>) {
         let down_for = now.saturating_since(*self.down_since.get_or_insert(now));
-        let mut delay = self.reconnect.next_delay_after(down_for, &mut self.rng);
+        let mut delay = if taken_over {
+            self.reconnect.next_delay(&mut self.rng)
+        } else {
+            self.reconnect.next_delay_after(down_for, &mut self.rng)
+        };
         // AWS IoT accepts one CONNECT per second per client id.
         if let Some(last) = self.last_connect {
             let earliest = last + self.settings.min_connect_interval;
@@ -532,7 +544,8 @@ impl<R: RandomSource> Session<R> {
                 Lost::ServerDisconnect(code) => Line::mqtt_server_disconnect(t, code),
             },
         );
-        self.schedule_reconnect(now, out);
+        let taken_over = matches!(lost, Lost::ServerDisconnect(SESSION_TAKEN_OVER));
+        self.schedule_reconnect_after(now, taken_over, out);
     }
 
     fn received(&mut self, now: Instant) {
@@ -683,6 +696,10 @@ impl<R: RandomSource> Session<R> {
 }
 
 /// How a connection ended, for its `mqtt: disconnected` line.
+/// MQTT 5 DISCONNECT reason "Session taken over": another client connected with this
+/// client id (AWS IoT sends it to the older connection).
+const SESSION_TAKEN_OVER: u8 = 0x8E;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lost {
     Reason(DisconnectReason),

@@ -529,6 +529,25 @@ fn a_flapping_link_with_stable_spells_starts_each_outage_afresh() {
     }
 }
 
+/// Another client with this id took the session over (DISCONNECT 0x8E): no outage that
+/// ends, so the delays follow the attempt count alone and the two clients thin out.
+#[test]
+fn a_taken_over_session_backs_off_by_attempt_not_by_outage() {
+    // Every draw at the ceiling, so a delay shows which ceiling applied.
+    let mut rig = Rig::new(Fixed(u32::MAX), 1);
+    rig.boot();
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        rig.at(rig.now + 200, Event::ServerDisconnected { code: 0x8E });
+        delays.push(mqtt_backoffs(&rig.acts).last().unwrap().1);
+        rig.wait_for_connect();
+        rig.connect();
+    }
+    // 500 ms * 2^n, the first raised to 1 s after the last attempt started (200 ms ago);
+    // an outage-capped schedule would have stayed near 1 s throughout.
+    assert_eq!(delays, [800, 1000, 2000, 4000, 8000]);
+}
+
 /// However the attempts fail, two connection attempts never start less than a second
 /// apart.
 #[test]
