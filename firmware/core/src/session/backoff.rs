@@ -17,7 +17,10 @@
 //! - the session never starts two connection attempts less than a second apart (AWS IoT
 //!   accepts one CONNECT per second per client id) and resets the count only after a
 //!   connection that stayed up its stable period (5 s): a CONNACK followed by an
-//!   immediate drop (Device Advisor's unstable-connection case) does not reset it.
+//!   immediate drop (Device Advisor's unstable-connection case) does not reset it;
+//! - a session taken over by another client with the same id (DISCONNECT 0x8E) is no
+//!   outage that ends: its delay follows the attempt count alone, so two clients sharing
+//!   an id thin out instead of taking it back from each other every second.
 
 use super::time::Duration;
 
