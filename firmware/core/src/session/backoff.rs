@@ -5,7 +5,7 @@
 //! # Why this schedule
 //! Measured against the mock broker (`make bench`), full jitter from a 1 s base brought
 //! the device back p50 2.44 s / p90 6.36 s after a 3 s outage, no faster than the
-//! tutorial's fixed 5 s retry, and a flapping link never earned a reset. With the four
+//! tutorial's fixed 5 s retry, and a flapping link never earned a reset. With the
 //! changes below (DESIGN's full jitter kept) it is back p50 0.38 s / p90 0.55 s after a
 //! 3 s outage, and within 0.5 s (p90) on a link that drops for 3 s every 10 s:
 //! - a short first window: base 500 ms (DESIGN's default is 1 s), so the first attempt
