@@ -598,6 +598,8 @@ impl<'a, B: Board> Runner<'a, B> {
         let port = config.endpoint.port;
         let rng = self.rng.clone();
         let (network, gate, notes) = (&self.network, self.gate, self.notes);
+        let clock = &self.clock;
+        let connack_ms = self.session.settings().connack_timeout.as_millis();
         let attempt = async {
             let key = DeviceKey::from_der(key)
                 .map_err(|_| ConnectFailure::Tls(TlsSlug::UnsupportedAlgorithm))?;
@@ -613,13 +615,12 @@ impl<'a, B: Board> Runner<'a, B> {
                 let kind = handshake_error_kind(&error, provider.verify_error());
                 return Err(ConnectFailure::Tls(handshake_failure(&error, kind)));
             }
-            client
-                .connect(Watched::new(conn, notes))
+            within(clock, connack_ms, client.connect(Watched::new(conn, notes)))
                 .await
+                .ok_or(ConnectFailure::Mqtt(ConnectError::ConnackTimeout))?
                 .map_err(|e| mqtt::connect_failure(&e))
         };
         let deadline = self.deadline;
-        let clock = &self.clock;
         // A cancelled attempt drops the half-open connection as a whole, so nothing is
         // left to desynchronise.
         let outcome = select3(

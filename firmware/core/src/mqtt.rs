@@ -294,8 +294,9 @@ impl<O: Copy> Tracker<O> {
     }
 
     fn forget_connection(&mut self) {
+        // The filter stays: a resumed session still holds it, and the keep-alive probe
+        // repeats it without a new SUBSCRIBE from the session.
         self.subscription = None;
-        self.subscribed = None;
         self.probe = None;
     }
 

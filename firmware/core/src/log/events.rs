@@ -181,6 +181,8 @@ slugs! {
         Tcp = "tcp-failed",
         /// No CONNACK (or no TCP/TLS progress) within the connect timeout.
         Timeout = "timeout",
+        /// TLS came up and CONNECT went out, but no CONNACK within the CONNACK timeout.
+        ConnackTimeout = "connack-timeout",
         /// CONNACK with a failure reason code.
         Refused = "connack-refused",
         NotAuthorized = "not-authorized",
@@ -593,6 +595,17 @@ impl Line {
     pub fn mqtt_subscribed(uptime_ms: u64, topic: &str, qos: u8) -> Line {
         line(Level::Info, uptime_ms, "mqtt", |l| {
             l.message_text("subscribed")?
+                .field_escaped("topic", topic.as_bytes())?
+                .field_display("qos", qos)?;
+            Ok(())
+        })
+    }
+
+    /// `I mqtt: subscription resumed topic=inTopic qos=1`: the broker resumed the session
+    /// that holds the subscription, so none is sent.
+    pub fn mqtt_subscription_resumed(uptime_ms: u64, topic: &str, qos: u8) -> Line {
+        line(Level::Info, uptime_ms, "mqtt", |l| {
+            l.message_text("subscription resumed")?
                 .field_escaped("topic", topic.as_bytes())?
                 .field_display("qos", qos)?;
             Ok(())

@@ -300,9 +300,9 @@ fn probe_only_with_a_subscription_and_none_outstanding() {
         [Event::Received]
     );
     assert!(tracker.probe_filter().is_some());
-    // A new connection forgets the subscription until it is made again.
+    // A new connection keeps the filter: a resumed session still holds it.
     tracker.connected();
-    assert!(tracker.probe_filter().is_none());
+    assert!(tracker.probe_filter().is_some());
 }
 
 /// A live minimq connection over an in-memory transport: what the device writes is kept,

@@ -42,7 +42,21 @@ impl<R: RandomSource> Session<R> {
                     last_tx: now,
                     ping_sent: None,
                 };
-                self.enter(Phase::Subscribe, now);
+                // A fresh session holds no subscription; a resumed one holds what was
+                // granted in it (MQTT 5 §3.2.2.1.1), and subscribing again would only
+                // repeat the request (Device Advisor's persistent-session case).
+                self.subscription_held &= session_present;
+                if self.subscription_held && !self.settings.misbehaviour.resubscribe_on_resume {
+                    if let Some(p) = &self.profile {
+                        Self::log(
+                            out,
+                            Line::mqtt_subscription_resumed(t, &p.sub_topic, p.qos.as_u8()),
+                        );
+                    }
+                    self.start_running(now, out);
+                } else {
+                    self.enter(Phase::Subscribe, now);
+                }
             }
             Event::ConnectFailed(failure) if self.phase == Phase::Connect => {
                 self.connect_failed(now, failure, out);
@@ -69,10 +83,8 @@ impl<R: RandomSource> Session<R> {
                 if let Some(p) = &self.profile {
                     Self::log(out, Line::mqtt_subscribed(t, &p.sub_topic, p.qos.as_u8()));
                 }
-                self.request = Request::None;
-                self.phase = Phase::Run;
-                self.cadence.start(now);
-                self.retransmit_all(now, out);
+                self.subscription_held = true;
+                self.start_running(now, out);
             }
             Event::SubscribeFailed(error) => {
                 if self.phase != Phase::Subscribe {
@@ -91,5 +103,14 @@ impl<R: RandomSource> Session<R> {
             // Other kinds of event go to their own handler.
             _ => {}
         }
+    }
+
+    /// Subscribed (or the session kept the subscription): publish on the cadence and
+    /// send again what is still unacknowledged.
+    pub(super) fn start_running(&mut self, now: Instant, out: &mut Out<'_>) {
+        self.request = Request::None;
+        self.phase = Phase::Run;
+        self.cadence.start(now);
+        self.retransmit_all(now, out);
     }
 }

@@ -54,6 +54,10 @@ pub struct Settings {
     pub min_connect_interval: Duration,
     /// Time allowed for TCP + TLS + CONNACK.
     pub connect_timeout: Duration,
+    /// Time allowed for CONNACK once TLS is up and CONNECT is sent (within
+    /// `connect_timeout`): a broker that takes the CONNECT and never answers is given up on
+    /// long before a slow handshake would be.
+    pub connack_timeout: Duration,
     /// Time allowed for SUBACK.
     pub subscribe_timeout: Duration,
     /// Time allowed for the driver to load files, bring the network up, sync the clock.
@@ -64,6 +68,26 @@ pub struct Settings {
     pub retransmit: Retransmit,
     /// Unix seconds: an SNTP time before this is refused (the board's build date).
     pub clock_floor: u64,
+    /// Deliberate departures from Device Advisor's rules, so a test can prove that the
+    /// qualification catches them. Every board ships with [`Misbehaviour::NONE`].
+    pub misbehaviour: Misbehaviour,
+}
+
+/// Rule breaks a test device can be built with (see [`Settings::misbehaviour`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Misbehaviour {
+    /// Subscribe again on every connection, even when the broker resumed a session that
+    /// already holds the subscription.
+    pub resubscribe_on_resume: bool,
+    /// On a SUBACK timeout, carry on without the subscription instead of retrying it.
+    pub ignore_suback_timeout: bool,
+}
+
+impl Misbehaviour {
+    pub const NONE: Self = Self {
+        resubscribe_on_resume: false,
+        ignore_suback_timeout: false,
+    };
 }
 
 /// How a QoS 1 publish left without PUBACK for `publish_retry` is sent again.
@@ -87,11 +111,13 @@ impl Settings {
             stable_after: Duration::from_secs(5),
             min_connect_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
+            connack_timeout: Duration::from_secs(5),
             subscribe_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             publish_retry: Duration::from_secs(5),
             retransmit: Retransmit::OnLiveConnection,
             clock_floor: DEFAULT_CLOCK_FLOOR,
+            misbehaviour: Misbehaviour::NONE,
         }
     }
 }

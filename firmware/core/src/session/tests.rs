@@ -103,8 +103,12 @@ struct Rig<R> {
 
 impl<R: RandomSource> Rig<R> {
     fn new(rng: R, qos: u8) -> Self {
+        Self::with_settings(Settings::new("0.1.0", "virtual"), rng, qos)
+    }
+
+    fn with_settings(settings: Settings, rng: R, qos: u8) -> Self {
         Self {
-            s: Session::new(Settings::new("0.1.0", "virtual"), rng),
+            s: Session::new(settings, rng),
             now: 0,
             config: config(qos),
             acts: Vec::new(),
@@ -621,7 +625,7 @@ fn healthy_quiet_link_pings_and_stays_up() {
 // ---- reconnect, sequence, QoS 1 ----
 
 #[test]
-fn reconnect_resubscribes_and_seq_continues() {
+fn a_resumed_session_keeps_the_subscription_and_seq_continues() {
     let mut rig = Rig::new(Rng(8), 0);
     rig.boot();
     rig.connect();
@@ -638,13 +642,70 @@ fn reconnect_resubscribes_and_seq_continues() {
         session_present: true,
         handshake_ms: None,
     });
-    assert!(acts.contains(&Act::Subscribe("inTopic".into(), Qos::AtMostOnce)));
-    rig.ev(Event::Subscribed);
+    assert!(
+        !acts.iter().any(|a| matches!(a, Act::Subscribe(..))),
+        "{acts:?}"
+    );
+    assert!(
+        logs(&acts)
+            .iter()
+            .any(|l| l.contains("mqtt: subscription resumed topic=inTopic qos=0")),
+        "{acts:?}"
+    );
+    assert_eq!(rig.s.phase(), Phase::Run);
     let mut seqs = Vec::new();
     while seqs.len() < 2 {
         seqs.extend(publishes(&rig.tick()).iter().map(|p| p.0));
     }
     assert_eq!(seqs, [4, 5]);
+}
+
+#[test]
+fn a_fresh_session_or_an_unconfirmed_subscription_is_subscribed_again() {
+    let mut rig = Rig::new(Rng(8), 1);
+    rig.boot();
+    rig.connect();
+    // The broker lost the session: subscribe again.
+    rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+    rig.wait_for_connect();
+    let acts = rig.ev(Event::Connected {
+        session_present: false,
+        handshake_ms: None,
+    });
+    assert!(acts.contains(&Act::Subscribe("inTopic".into(), Qos::AtLeastOnce)));
+    // No SUBACK: the session may hold the subscription, but the device cannot know, so a
+    // resumed session is subscribed again too.
+    let acts = rig.at(rig.now + 10_000, Event::Tick);
+    assert!(acts.contains(&Act::Disconnect), "{acts:?}");
+    rig.wait_for_connect();
+    let acts = rig.ev(Event::Connected {
+        session_present: true,
+        handshake_ms: None,
+    });
+    assert!(acts.contains(&Act::Subscribe("inTopic".into(), Qos::AtLeastOnce)));
+}
+
+#[test]
+fn misbehaviours_break_the_rules_they_name() {
+    let mut settings = Settings::new("0.1.0", "virtual");
+    settings.misbehaviour = Misbehaviour {
+        resubscribe_on_resume: true,
+        ignore_suback_timeout: true,
+    };
+    let mut rig = Rig::with_settings(settings, Rng(8), 1);
+    rig.boot();
+    rig.connect();
+    rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
+    rig.wait_for_connect();
+    let acts = rig.ev(Event::Connected {
+        session_present: true,
+        handshake_ms: None,
+    });
+    assert!(acts.contains(&Act::Subscribe("inTopic".into(), Qos::AtLeastOnce)));
+    // No SUBACK: the device runs on unsubscribed instead of retrying.
+    let acts = rig.at(rig.now + 10_000, Event::Tick);
+    assert!(!acts.contains(&Act::Disconnect), "{acts:?}");
+    assert_eq!(rig.s.phase(), Phase::Run);
 }
 
 #[test]
@@ -726,11 +787,11 @@ fn by_reconnect_a_missing_puback_drops_the_link_and_resends_with_the_same_id() {
             .any(|l| l.contains("mqtt: disconnected reason=puback-timeout"))
     );
     rig.wait_for_connect();
-    rig.ev(Event::Connected {
+    // The resumed session holds the subscription: running (and resending) at once.
+    let resent = publishes(&rig.ev(Event::Connected {
         session_present: true,
         handshake_ms: None,
-    });
-    let resent = publishes(&rig.ev(Event::Subscribed));
+    }));
     assert_eq!(resent.first(), Some(&(1, Some(23), true)));
     rig.ev(Event::PublishAcked(23));
     assert!(rig.s.in_flight() < MAX_IN_FLIGHT);
@@ -760,11 +821,10 @@ fn unacked_qos1_publishes_are_resent_after_reconnect_and_bounded() {
     );
     rig.ev(Event::Disconnected(DisconnectReason::PeerClosed));
     rig.wait_for_connect();
-    rig.ev(Event::Connected {
+    let acts = rig.ev(Event::Connected {
         session_present: true,
         handshake_ms: None,
     });
-    let acts = rig.ev(Event::Subscribed);
     let resent = publishes(&acts);
     assert_eq!(
         resent,
