@@ -85,6 +85,8 @@ pub(crate) enum Command {
     Kick(DisconnectReason),
     /// Close without a DISCONNECT, as a broken network would.
     Drop,
+    /// Kick, and keep no session: the client's next CONNACK says no session present.
+    Expire,
 }
 
 /// What became of a delivery offered to a client.

@@ -27,7 +27,8 @@ impl MockBroker {
     /// Bind the listeners and start serving. Every task and port belongs to the returned
     /// [`Handle`] and ends with it.
     pub async fn start(config: Config) -> Result<Handle, StartError> {
-        let tls = TlsFront::new(&config.credentials, config.endpoint.clone(), config.sni)?;
+        let tls = TlsFront::new(&config.credentials, config.endpoint.clone(), config.sni)?
+            .offering(config.cipher_suites.as_deref(), &config.credentials)?;
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await

@@ -64,6 +64,10 @@ pub struct Config {
     /// (no PUBACK), and a client past 512 KiB is not read until the second is over.
     /// `None` takes everything as fast as the client sends.
     pub inbound_limits: Option<InboundLimits>,
+    /// Offer only these TLS cipher suites (rustls names, e.g. `TLS13_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`); `None` offers every suite rustls has
+    /// (AWS's TLS 1.2/1.3 security policy). One at a time shows which a device speaks.
+    pub cipher_suites: Option<Vec<String>>,
 }
 
 /// Per-connection inbound quotas, per second.
@@ -141,6 +145,7 @@ impl Config {
             queue_limits: QueueLimits::default(),
             write_stall_timeout: WRITE_STALL,
             inbound_limits: Some(InboundLimits::default()),
+            cipher_suites: None,
         }
     }
 

@@ -157,6 +157,21 @@ impl Controls {
         }
     }
 
+    /// End `client_id`'s session as its Session Expiry Interval running out would: a
+    /// connected client is disconnected (MQTT 5: "administrative action") and nothing of
+    /// its session is kept; a stored session is dropped. Returns whether there was one.
+    pub fn expire_session(&self, client_id: &str) -> bool {
+        let mut state = self.router.lock();
+        let stored = state.stored_sessions.remove(client_id).is_some();
+        match state.clients.get(client_id) {
+            Some(client) => {
+                client.outbox.command(Command::Expire);
+                true
+            }
+            None => stored,
+        }
+    }
+
     /// Apply `faults` to every client without faults of its own, from now on. Values
     /// beyond [`Faults::check`]'s limits are brought within them (and logged); the
     /// control API refuses them instead.

@@ -21,6 +21,10 @@ pub struct Faults {
     /// Keep the connection open but ignore everything the client sends and send it
     /// nothing.
     pub black_hole: bool,
+    /// Write nothing to the client while set; once lifted, everything held goes out in
+    /// as few TLS writes as possible, so the client gets full-size (16 KiB) records
+    /// (Device Advisor's `TLS_Receive_Maximum_Size_Fragments`).
+    pub hold_output: bool,
     /// Delay every packet the broker sends by this long.
     #[serde(with = "millis", rename = "latency_ms")]
     pub latency: Duration,

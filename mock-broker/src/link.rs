@@ -112,6 +112,18 @@ impl Link {
     }
 }
 
+/// Most bytes gathered into one write: two full TLS records.
+const COALESCE_BYTES: usize = 32 * 1024;
+
+/// What one [`Writer::drive`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// Bytes the socket (TLS) took in this write.
+    pub bytes: usize,
+    /// Budget bytes freed by packets written completely.
+    pub released: usize,
+}
+
 /// One encoded packet waiting to be written.
 struct Outgoing {
     bytes: Bytes,
@@ -175,27 +187,63 @@ impl Writer {
         }
     }
 
-    /// Write some of the front packet (or flush once all is written). Cancel-safe: the
-    /// state changes only after the socket took the bytes. Returns the budget bytes
-    /// freed by packets written completely.
-    pub async fn drive(&mut self, output: &mut WriteHalf<Stream>) -> std::io::Result<usize> {
+    /// The rest of the front packet and the packets due after it, up to
+    /// [`COALESCE_BYTES`]; `None` when the front packet is the only one due.
+    fn batch(&self, now: tokio::time::Instant) -> Option<BytesMut> {
+        let mut queue = self.queue.iter();
+        let front = queue.next()?;
+        let mut due = queue.take_while(|o| o.due <= now).peekable();
+        due.peek()?;
+        let mut batch = BytesMut::from(&front.bytes[self.offset..]);
+        for outgoing in due {
+            if batch.len() >= COALESCE_BYTES {
+                break;
+            }
+            batch.extend_from_slice(&outgoing.bytes);
+        }
+        Some(batch)
+    }
+
+    /// Write some of what is due (or flush once all is written). Cancel-safe: the state
+    /// changes only after the socket took the bytes. Returns how many it took and the
+    /// budget bytes freed by packets written completely.
+    pub async fn drive(&mut self, output: &mut WriteHalf<Stream>) -> std::io::Result<Written> {
         let Some(front) = self.queue.front() else {
             output.flush().await?;
             self.unflushed = false;
-            return Ok(0);
+            return Ok(Written::default());
         };
-        let written = output.write(&front.bytes[self.offset..]).await?;
+        // Packets due together go out in one write, so TLS frames them in full-size
+        // records rather than one record per packet.
+        let batch = self.batch(tokio::time::Instant::now());
+        let written = match &batch {
+            Some(batch) => output.write(batch).await?,
+            None => output.write(&front.bytes[self.offset..]).await?,
+        };
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         self.progress_at = Some(tokio::time::Instant::now());
         self.unflushed = true;
-        self.offset += written;
         self.bytes -= written;
-        if self.offset < front.bytes.len() {
-            return Ok(0);
+        let mut left = written;
+        let mut released = 0;
+        while left > 0 {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let rest = front.bytes.len() - self.offset;
+            if left < rest {
+                self.offset += left;
+                break;
+            }
+            left -= rest;
+            self.offset = 0;
+            released += self.queue.pop_front().map_or(0, |done| done.release);
         }
-        self.offset = 0;
-        Ok(self.queue.pop_front().map_or(0, |done| done.release))
+        Ok(Written {
+            bytes: written,
+            released,
+        })
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backlog::{Command, Delivery, Offer, Outbox};
 use crate::error::DisconnectReason;
 use crate::faults::Faults;
-use crate::link::{Link, ReadError, Writer};
+use crate::link::{Link, ReadError, Writer, Written};
 use crate::mqtt::{
     self, ClientPacket, Connect, DecodeError, Publish, QoS, ServerPacket, SubscriptionOptions,
     Version, reason,
@@ -61,6 +61,8 @@ pub(crate) struct PacketLoop {
     /// The current one-second window of inbound publishes: its start (the first publish
     /// in it), publishes, bytes.
     inbound_window: (tokio::time::Instant, u32, usize),
+    /// The `hold_output` fault held packets back: the next write releases them.
+    holding: bool,
 }
 
 /// What handling one packet leads to.
@@ -76,7 +78,7 @@ enum Wake {
     Outbox,
     KeepAlive,
     Stalled,
-    Written(std::io::Result<usize>),
+    Written(std::io::Result<Written>),
     Due,
     Packet(Result<ClientPacket, ReadError>),
 }
@@ -114,6 +116,7 @@ impl PacketLoop {
             will_requested: false,
             topic_aliases: vec![None; usize::from(rules::TOPIC_ALIAS_MAXIMUM)],
             inbound_window: (tokio::time::Instant::now(), 0, 0),
+            holding: false,
         }
     }
 
@@ -132,7 +135,9 @@ impl PacketLoop {
             }
             self.fill();
             let now = tokio::time::Instant::now();
-            let write_now = self.writer.ready(now);
+            let hold = self.faults().hold_output;
+            self.holding |= hold && self.writer.next_due().is_some();
+            let write_now = self.writer.ready(now) && !hold;
             let due_later = self.writer.next_due().filter(|due| *due > now);
             let stall = self
                 .writer
@@ -165,9 +170,18 @@ impl PacketLoop {
                     tracing::info!(client = %self.client_id, waiting = self.writer.bytes, "client stopped reading: disconnected");
                     Flow::Close(DisconnectReason::Throttled, Some(reason::QUOTA_EXCEEDED))
                 }
-                Wake::Written(Ok(released)) => {
-                    if released > 0 {
-                        self.outbox.release(released);
+                Wake::Written(Ok(written)) => {
+                    if written.released > 0 {
+                        self.outbox.release(written.released);
+                    }
+                    if std::mem::take(&mut self.holding) {
+                        self.router.emit(Event::FaultApplied {
+                            client_id: self.client_id.clone(),
+                            fault: format!(
+                                "hold output lifted: {} bytes in one TLS write",
+                                written.bytes
+                            ),
+                        });
                     }
                     Flow::Continue
                 }
@@ -212,6 +226,14 @@ impl PacketLoop {
             }
             Some(Command::Drop) => {
                 return Flow::Close(DisconnectReason::ServerInitiatedDisconnect, None);
+            }
+            Some(Command::Expire) => {
+                // As if the Session Expiry Interval ran out: nothing is kept.
+                self.session_expiry_update = Some(0);
+                return Flow::Close(
+                    DisconnectReason::ServerInitiatedDisconnect,
+                    Some(reason::ADMINISTRATIVE_ACTION),
+                );
             }
             None => {}
         }

@@ -148,6 +148,8 @@ pub(crate) struct TlsFront {
     sni: SniRule,
     /// Swappable so a test can present another server certificate to new connections.
     configs: RwLock<Configs>,
+    /// The cipher suites offered (every one when `None`).
+    suites: Option<Vec<String>>,
 }
 
 struct Configs {
@@ -159,9 +161,47 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The cipher suites rustls (ring) offers, by name: the TLS 1.3 and 1.2 suites of AWS
+/// IoT Core's security policy that rustls implements.
+pub fn cipher_suite_names() -> Vec<&'static str> {
+    rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .filter_map(|s| s.suite().as_str())
+        .collect()
+}
+
+/// The default provider restricted to `names` (every suite when `None`).
+fn provider_offering(names: Option<&[String]>) -> Result<Arc<CryptoProvider>, StartError> {
+    let Some(names) = names else {
+        return Ok(provider());
+    };
+    let mut restricted = rustls::crypto::ring::default_provider();
+    let all = std::mem::take(&mut restricted.cipher_suites);
+    for name in names {
+        let suite = all
+            .iter()
+            .find(|s| s.suite().as_str() == Some(name.as_str()))
+            .ok_or_else(|| {
+                StartError::Tls(format!(
+                    "cipher suite {name:?}: not one the broker has (it has {})",
+                    cipher_suite_names().join(", ")
+                ))
+            })?;
+        restricted.cipher_suites.push(*suite);
+    }
+    if restricted.cipher_suites.is_empty() {
+        return Err(StartError::Tls("cipher suites: the list is empty".into()));
+    }
+    Ok(Arc::new(restricted))
+}
+
 const VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-fn server_configs(credentials: &Credentials) -> Result<Configs, StartError> {
+fn server_configs(
+    credentials: &Credentials,
+    suites: Option<&[String]>,
+) -> Result<Configs, StartError> {
     let mut roots = RootCertStore::empty();
     for der in &credentials.client_ca_der {
         roots
@@ -178,7 +218,7 @@ fn server_configs(credentials: &Credentials) -> Result<Configs, StartError> {
         .collect();
     let key = PrivateKeyDer::try_from(credentials.server_key_der.clone())
         .map_err(|e| StartError::Tls(format!("server key: {e}")))?;
-    let mqtt = ServerConfig::builder_with_provider(provider())
+    let mqtt = ServerConfig::builder_with_provider(provider_offering(suites)?)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| StartError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -201,13 +241,28 @@ impl TlsFront {
         Ok(Self {
             endpoint,
             sni,
-            configs: RwLock::new(server_configs(credentials)?),
+            configs: RwLock::new(server_configs(credentials, None)?),
+            suites: None,
         })
+    }
+
+    /// The same, offering only the cipher suites named (every one when `None`).
+    pub(crate) fn offering(
+        mut self,
+        suites: Option<&[String]>,
+        credentials: &Credentials,
+    ) -> Result<Self, StartError> {
+        if suites.is_some() {
+            self.suites = suites.map(<[String]>::to_vec);
+            *self.configs.get_mut().unwrap_or_else(|e| e.into_inner()) =
+                server_configs(credentials, suites)?;
+        }
+        Ok(self)
     }
 
     /// Present `credentials` to connections from now on (existing ones keep theirs).
     pub(crate) fn replace_credentials(&self, credentials: &Credentials) -> Result<(), StartError> {
-        let configs = server_configs(credentials)?;
+        let configs = server_configs(credentials, self.suites.as_deref())?;
         *self.configs.write().unwrap_or_else(|e| e.into_inner()) = configs;
         Ok(())
     }

@@ -71,7 +71,11 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         },
         rng: OsRng,
     };
-    let settings = driver::settings(FIRMWARE, BOARD, env!("BUILD_EPOCH"));
+    let mut settings = driver::settings(FIRMWARE, BOARD, env!("BUILD_EPOCH"));
+    for rule in &args.misbehave {
+        eprintln!("virtual-device: breaking a rule on purpose (--misbehave {rule:?})");
+        rule.apply(&mut settings);
+    }
     Runner::new(parts, settings, &mut creds, &gate, &notes)
         .run(&mut bufs)
         .await;

@@ -64,6 +64,11 @@ pub struct VirtualDevice {
 impl VirtualDevice {
     /// `binary --flash IMAGE --serial PTY`, its serial captured from the start.
     pub fn spawn(binary: &Path, image: &Path) -> io::Result<Self> {
+        Self::spawn_with(binary, image, &[])
+    }
+
+    /// As [`VirtualDevice::spawn`], with `extra` arguments after the others.
+    pub fn spawn_with(binary: &Path, image: &Path, extra: &[String]) -> io::Result<Self> {
         let serial = SerialCapture::pseudo_terminal()?;
         let pty = serial
             .device_path()
@@ -73,6 +78,7 @@ impl VirtualDevice {
             .arg(image)
             .arg("--serial")
             .arg(pty)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -109,13 +115,24 @@ impl Device for VirtualDevice {
 #[derive(Debug, Clone)]
 pub struct VirtualBackend {
     binary: PathBuf,
+    /// Arguments every device gets besides the image and serial port.
+    extra: Vec<String>,
 }
 
 impl VirtualBackend {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         Self {
             binary: binary.into(),
+            extra: Vec::new(),
         }
+    }
+
+    /// Devices that break Device Advisor's `rule` on purpose (`virtual-device
+    /// --misbehave RULE`): the tests proving that `hil qualify` can fail.
+    pub fn misbehaving(mut self, rule: &str) -> Self {
+        self.extra
+            .extend(["--misbehave".to_string(), rule.to_string()]);
+        self
     }
 }
 
@@ -129,7 +146,7 @@ impl Backend for VirtualBackend {
     }
 
     fn start(&self, image: &Path) -> Result<Box<dyn Device>, BackendError> {
-        VirtualDevice::spawn(&self.binary, image)
+        VirtualDevice::spawn_with(&self.binary, image, &self.extra)
             .map(|device| Box::new(device) as Box<dyn Device>)
             .map_err(BackendError::Start)
     }
