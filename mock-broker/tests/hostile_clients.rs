@@ -379,9 +379,17 @@ async fn shutdown_finishes_within_2s_whatever_faults_are_set() {
         withhold_pingresp: true,
         disconnect_after_connack: true,
         black_hole: true,
+        hold_output: true,
         latency: MAX_LATENCY,
     };
     let cases: Vec<(&str, Faults)> = vec![
+        (
+            "hold_output",
+            Faults {
+                hold_output: true,
+                ..Faults::default()
+            },
+        ),
         (
             "withhold_connack",
             Faults {
