@@ -20,6 +20,8 @@ use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
 use crate::scenarios::{self, Vocabulary};
 
+mod qualify;
+
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
 pub const DEFAULT_PKI: &str = "certs/dev";
 
@@ -41,6 +43,9 @@ pub enum Command {
     List,
     /// Run the suite (or the named scenarios) and report.
     Run(RunArgs),
+    /// Run AWS IoT Device Advisor's qualification cases offline (mock broker) and report
+    /// each with Device Advisor's verdict words.
+    Qualify(QualifyArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,8 +85,9 @@ impl Target {
     }
 }
 
+/// Which device, against which target: the options `hil run` and `hil qualify` share.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct DeviceArgs {
     #[arg(long, value_enum, default_value = "virtual")]
     pub board: Board,
     /// Serial port of a board (auto-detected by USB VID/PID when absent).
@@ -135,6 +141,12 @@ pub struct RunArgs {
     /// The observer's MQTT client id (--target aws).
     #[arg(long, value_name = "ID", default_value = crate::aws::DEFAULT_CLIENT_ID)]
     pub observer_client_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Run only these scenarios (repeatable); all when absent.
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
@@ -154,6 +166,51 @@ pub struct RunArgs {
     pub update_snapshots: bool,
 }
 
+impl std::ops::Deref for RunArgs {
+    type Target = DeviceArgs;
+    fn deref(&self) -> &DeviceArgs {
+        &self.device
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct QualifyArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Run only these Device Advisor cases (repeatable, e.g. MQTT_Connect); all when
+    /// absent. `hil qualify --list` names them.
+    #[arg(long = "case", value_name = "NAME")]
+    pub cases: Vec<String>,
+    /// List the cases with their rules and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// The policy attached to the device's certificate, for Security_Device_Policies
+    /// (default: the policy the mock broker applies; required to judge it on AWS).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// MQTT_Long_Duration: how long the server refuses the device in the long server
+    /// disconnect, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub long_outage: u64,
+    /// MQTT_Long_Duration: how many times the link drops in the intermittent part.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub drops: usize,
+    /// Write JUnit XML here (one testcase per case).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the report here: qualification.html and .txt, and the scenarios' logs
+    /// (index.html) behind them.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+impl std::ops::Deref for QualifyArgs {
+    type Target = DeviceArgs;
+    fn deref(&self) -> &DeviceArgs {
+        &self.device
+    }
+}
+
 /// The scenario list `hil list` prints.
 pub fn list() -> String {
     let all = scenarios::all();
@@ -170,7 +227,7 @@ pub fn list() -> String {
 }
 
 /// Options that mean nothing with the others given, as one error message.
-fn unsupported(args: &RunArgs) -> Option<String> {
+fn unsupported(args: &DeviceArgs) -> Option<String> {
     let board_only: Vec<&str> = [
         ("--port", args.port.is_some()),
         ("--firmware", args.firmware.is_some()),
@@ -192,7 +249,7 @@ fn unsupported(args: &RunArgs) -> Option<String> {
 
 /// A board dials the host over WiFi: the rig's own images (WiFi-less, broker at
 /// `localhost`) cannot reach it, so a board needs a `--flash` image made for the bench.
-fn board_without_image(args: &RunArgs) -> Option<String> {
+fn board_without_image(args: &DeviceArgs) -> Option<String> {
     (args.board != Board::Virtual && args.flash.is_none()).then(|| {
         "a board needs --flash IMAGE: an image with the WiFi credentials and this machine's \
          LAN address as endpoint and NTP server (certs image --endpoint ADDR:8883 --ntp \
@@ -205,7 +262,7 @@ fn board_without_image(args: &RunArgs) -> Option<String> {
 /// dials the host from the LAN, so an image without an SSID, or whose endpoint is this
 /// machine's loopback (the virtual device's images, `make certs`'s flash.img), would
 /// leave it retrying forever.
-fn image_unfit_for_board(args: &RunArgs, image: &GivenImage) -> Option<String> {
+fn image_unfit_for_board(args: &DeviceArgs, image: &GivenImage) -> Option<String> {
     if args.board == Board::Virtual || args.no_flash {
         return None;
     }
@@ -231,7 +288,7 @@ fn image_unfit_for_board(args: &RunArgs, image: &GivenImage) -> Option<String> {
 
 /// The backend `--board` names. A board is looked for first: without it nothing can run,
 /// and the error says which ports were seen.
-fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
+fn backend(args: &DeviceArgs) -> Result<Arc<dyn Backend>, SetupError> {
     Ok(match args.board {
         Board::Virtual => Arc::new(VirtualBackend::new(find_virtual_device()?)),
         Board::Esp32c3 | Board::Esp8266 if args.no_flash => {
@@ -272,7 +329,7 @@ fn backend(args: &RunArgs) -> Result<Arc<dyn Backend>, SetupError> {
 
 /// `--port`, else the one port whose USB id is one of `ids`.
 fn given_or_detected(
-    args: &RunArgs,
+    args: &DeviceArgs,
     ids: &[ports::UsbId],
     board: &'static str,
 ) -> Result<PathBuf, SetupError> {
@@ -295,7 +352,7 @@ pub struct AwsSettings {
 }
 
 /// Check that the target options belong together: `Some` settings for `--target aws`.
-pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, RigError> {
+pub fn target_settings(args: &DeviceArgs) -> Result<Option<AwsSettings>, RigError> {
     let observer = [
         ("--observer-cert", &args.observer_cert),
         ("--observer-key", &args.observer_key),
@@ -362,7 +419,8 @@ pub fn target_settings(args: &RunArgs) -> Result<Option<AwsSettings>, RigError> 
 
 /// Why `scenario` cannot run on this command line, if it cannot.
 fn skip_reason(
-    args: &RunArgs,
+    args: &DeviceArgs,
+    named: bool,
     vocabulary: Vocabulary,
     scenario: &scenarios::Scenario,
 ) -> Option<String> {
@@ -373,8 +431,7 @@ fn skip_reason(
         return Some("needs the mock broker's faults, which AWS IoT does not offer".into());
     }
     // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
-    let given_image =
-        args.flash.is_some() && (args.scenarios.is_empty() || args.target == Target::Aws);
+    let given_image = args.flash.is_some() && (!named || args.target == Target::Aws);
     if given_image && scenario.needs_rig_ca {
         return Some(
             "issues certificates from the rig's CA, and every device runs the --flash image".into(),
@@ -386,7 +443,8 @@ fn skip_reason(
 /// Start the rig the command line asks for; drops the scenarios it cannot run from
 /// `selected` and returns them with the reason.
 async fn start_rig(
-    args: &RunArgs,
+    args: &DeviceArgs,
+    named: bool,
     binary: PathBuf,
     vocabulary: Vocabulary,
     selected: &mut Vec<scenarios::Scenario>,
@@ -394,9 +452,9 @@ async fn start_rig(
     let aws = target_settings(args)?;
     let skipped: Vec<(&'static str, String)> = selected
         .iter()
-        .filter_map(|s| skip_reason(args, vocabulary, s).map(|why| (s.name, why)))
+        .filter_map(|s| skip_reason(args, named, vocabulary, s).map(|why| (s.name, why)))
         .collect();
-    selected.retain(|s| skip_reason(args, vocabulary, s).is_none());
+    selected.retain(|s| skip_reason(args, named, vocabulary, s).is_none());
     let rig = match (aws, &args.flash) {
         (Some(aws), _) => {
             let identity = ObserverIdentity::load(
@@ -440,6 +498,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             print!("{}", list());
             ExitCode::SUCCESS
         }
+        Command::Qualify(args) => qualify::run(args).await,
         Command::Run(args) => {
             let started = std::time::SystemTime::now();
             match run_suite_command(&args, started).await {
@@ -468,16 +527,13 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// `hil run`: `Ok(passed)`, or why the suite could not run at all.
-async fn run_suite_command(
-    args: &RunArgs,
-    started_wall: std::time::SystemTime,
-) -> Result<bool, SetupError> {
+/// Check the device options, find the backend and prepare it (a board is flashed here,
+/// outside every scenario's deadline): the backend and the virtual-device binary (empty
+/// for a board).
+async fn ready_device(args: &DeviceArgs) -> Result<(Arc<dyn Backend>, PathBuf), SetupError> {
     if let Some(e) = unsupported(args) {
         return Err(RigError::Usage(e).into());
     }
-    let mut selected = scenarios::select(&args.scenarios)?;
-    let started = Instant::now();
     let backend = backend(args)?;
     if let Some(e) = board_without_image(args) {
         return Err(RigError::Usage(e).into());
@@ -490,7 +546,6 @@ async fn run_suite_command(
     {
         return Err(RigError::Usage(e).into());
     }
-    // A board's firmware goes on before the first scenario, outside every deadline.
     let preparing = Arc::clone(&backend);
     tokio::task::spawn_blocking(move || preparing.prepare())
         .await
@@ -502,7 +557,20 @@ async fn run_suite_command(
         Board::Virtual => find_virtual_device()?,
         Board::Esp32c3 | Board::Esp8266 => PathBuf::new(),
     };
-    let (rig, skipped) = start_rig(args, binary, backend.vocabulary(), &mut selected).await?;
+    Ok((backend, binary))
+}
+
+/// `hil run`: `Ok(passed)`, or why the suite could not run at all.
+async fn run_suite_command(
+    args: &RunArgs,
+    started_wall: std::time::SystemTime,
+) -> Result<bool, SetupError> {
+    let mut selected = scenarios::select(&args.scenarios)?;
+    let started = Instant::now();
+    let (backend, binary) = ready_device(args).await?;
+    let named = !args.scenarios.is_empty();
+    let (rig, skipped) =
+        start_rig(args, named, binary, backend.vocabulary(), &mut selected).await?;
     for (name, why) in &skipped {
         eprintln!("hil: skipping {name}: {why}");
     }

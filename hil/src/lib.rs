@@ -35,6 +35,7 @@ pub mod backend;
 pub mod cli;
 pub mod error;
 pub mod normalise;
+pub mod qualify;
 pub mod report;
 pub mod rig;
 pub mod runner;

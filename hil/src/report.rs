@@ -158,7 +158,7 @@ pub fn summary_table(reports: &[ScenarioReport]) -> String {
 }
 
 /// Escape for XML (and HTML) text and attribute values.
-pub(crate) fn xml_escape(text: &str) -> String {
+pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

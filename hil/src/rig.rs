@@ -110,6 +110,9 @@ pub struct Rig {
     workdir: tempfile::TempDir,
     sabotage: ImageSabotage,
     given: Option<GivenImage>,
+    /// The policy document the broker judges the devices by: where it comes from, and
+    /// its JSON (unknown on AWS: the account holds it).
+    policy: Option<(String, String)>,
 }
 
 impl Rig {
@@ -170,7 +173,9 @@ impl Rig {
         let broker = MockBroker::start(config)
             .await
             .map_err(|e| RigError::broker("mock broker", e))?;
-        Self::assemble(Target::Mock(broker), Some(ca), device_binary, None)
+        let mut rig = Self::assemble(Target::Mock(broker), Some(ca), device_binary, None)?;
+        rig.policy = Some(("the rig's per-device policy".into(), policy_json));
+        Ok(rig)
     }
 
     /// Run every device from `image`, against a broker that serves the `certs init` folder
@@ -202,7 +207,12 @@ impl Rig {
         let broker = MockBroker::start(config)
             .await
             .map_err(|e| RigError::broker("mock broker", e))?;
-        Self::assemble(Target::Mock(broker), None, device_binary, Some(image))
+        let mut rig = Self::assemble(Target::Mock(broker), None, device_binary, Some(image))?;
+        let policy_file = pki_dir.join("policy.json");
+        rig.policy = std::fs::read_to_string(&policy_file)
+            .ok()
+            .map(|json| (policy_file.display().to_string(), json));
+        Ok(rig)
     }
 
     /// Run every device from `image` (built from `certs import`) against the AWS IoT
@@ -252,7 +262,16 @@ impl Rig {
             workdir,
             sabotage: ImageSabotage::default(),
             given,
+            policy: None,
         })
+    }
+
+    /// The policy document the broker judges the devices by (where from, JSON), when
+    /// the rig knows it.
+    pub fn policy(&self) -> Option<(&str, &str)> {
+        self.policy
+            .as_ref()
+            .map(|(from, json)| (from.as_str(), json.as_str()))
     }
 
     /// The mock broker, for scenarios that drive it (faults, restarts, certificates).

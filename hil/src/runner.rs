@@ -132,10 +132,11 @@ async fn run_one(rig: Arc<Rig>, backend: Arc<dyn Backend>, scenario: &Scenario) 
     // Subscribed before the device starts, so its first publish is seen.
     let mut observer = rig.observe();
     let mut run = ScenarioRun::on(rig, backend, scenario);
-    let result = match tokio::time::timeout(SCENARIO_LIMIT, (scenario.check)(&mut run)).await {
+    let limit = scenario.limit.unwrap_or(SCENARIO_LIMIT);
+    let result = match tokio::time::timeout(limit, (scenario.check)(&mut run)).await {
         Ok(result) => result,
         Err(_) => Err(run.failure(&format!(
-            "expected the scenario to finish within {SCENARIO_LIMIT:?}, it did not"
+            "expected the scenario to finish within {limit:?}, it did not"
         ))),
     };
     let full_log = run.log();

@@ -124,6 +124,10 @@ pub(crate) async fn serve(
     let faults = router.faults_for(&connect.client_id);
     if faults.withhold_connack {
         tracing::info!(client = %connect.client_id, "fault: CONNACK withheld");
+        router.emit(Event::FaultApplied {
+            client_id: connect.client_id.clone(),
+            fault: "withheld CONNACK".into(),
+        });
         // Hold the connection open, reading and ignoring, until the client gives up.
         tokio::select! {
             _ = cancel.cancelled() => {}

@@ -501,7 +501,7 @@ pub fn timeline_svg(events: &[TimelineEvent], span: Duration) -> String {
     svg
 }
 
-const STYLE: &str = r#"
+pub const STYLE: &str = r#"
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 table { border-collapse: collapse; width: 100%; }

@@ -48,6 +48,7 @@ pub const SCENARIO: Scenario = Scenario {
     needs_rig_ca: false,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check,
 };
 

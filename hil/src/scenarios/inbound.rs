@@ -19,6 +19,7 @@ pub const SCENARIO: Scenario = Scenario {
     needs_rig_ca: false,
     needs_broker_faults: false,
     needs_lines: &[],
+    limit: None,
     check,
 };
 

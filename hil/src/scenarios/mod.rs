@@ -56,6 +56,9 @@ pub struct Scenario {
     /// Log lines (`tag: message`) it cannot judge without; a board whose firmware never
     /// prints one skips it, saying why.
     pub needs_lines: &'static [&'static str],
+    /// How long it may take before it counts as hung, when not
+    /// [`crate::runner::SCENARIO_LIMIT`].
+    pub limit: Option<std::time::Duration>,
     pub check: for<'a> fn(&'a mut ScenarioRun) -> CheckFuture<'a>,
 }
 

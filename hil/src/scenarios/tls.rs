@@ -97,6 +97,7 @@ pub const UNTRUSTED_CA: Scenario = Scenario {
     needs_rig_ca: false,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check: |run| Box::pin(refuses(run, BadServer::UntrustedCa)),
 };
 
@@ -108,6 +109,7 @@ pub const WRONG_NAME: Scenario = Scenario {
     needs_rig_ca: true,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check: |run| Box::pin(refuses(run, BadServer::WrongName)),
 };
 
@@ -119,6 +121,7 @@ pub const EXPIRED: Scenario = Scenario {
     needs_rig_ca: true,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check: |run| Box::pin(refuses(run, BadServer::Expired)),
 };
 
@@ -134,6 +137,7 @@ pub const LARGE_CHAIN: Scenario = Scenario {
     needs_rig_ca: true,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check: |run| {
         Box::pin(presenting(
             run,
