@@ -92,6 +92,7 @@ fn scenario(name: String) -> &'static Scenario {
         needs_rig_ca: false,
         needs_broker_faults: true,
         needs_lines: &[],
+        limit: None,
         check: unused_check,
     }))
 }

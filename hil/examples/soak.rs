@@ -82,6 +82,7 @@ const SOAK: Scenario = Scenario {
     needs_rig_ca: false,
     needs_broker_faults: true,
     needs_lines: &[],
+    limit: None,
     check: unused_check,
 };
 

@@ -677,8 +677,41 @@ mod tests {
         let argv = ["hil", "run"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => args,
-            Command::List => unreachable!(),
+            Command::List | Command::Qualify(_) => unreachable!(),
         }
+    }
+
+    #[test]
+    fn qualify_takes_the_device_options_and_names_its_own() {
+        let argv = [
+            "hil",
+            "qualify",
+            "--case",
+            "MQTT_Connect",
+            "--case",
+            "TLS_Connect",
+            "--long-outage",
+            "10",
+            "--board",
+            "virtual",
+        ];
+        let Command::Qualify(args) = Cli::try_parse_from(argv).expect("parses").command else {
+            unreachable!()
+        };
+        assert_eq!(args.cases, ["MQTT_Connect", "TLS_Connect"]);
+        assert_eq!((args.long_outage, args.drops), (10, 3));
+        assert_eq!((args.board, args.target), (Board::Virtual, Target::Mock));
+        let why = crate::qualify::select(&["MQTT_Nonsense".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            why.contains("unknown Device Advisor case \"MQTT_Nonsense\"; known: TLS_Connect"),
+            "{why}"
+        );
+        assert!(
+            qualify::list()
+                .contains("MQTT_Persistent_Session_Happy_Case (MQTT; persistent-session)")
+        );
     }
 
     #[test]
@@ -774,7 +807,12 @@ mod tests {
     fn aws_skips_the_fault_scenarios_with_the_reason() {
         let args = run_args(&["--target", "aws", "--flash", "aws.img"]);
         for scenario in scenarios::all() {
-            let why = skip_reason(&args, Vocabulary::Firmware, &scenario);
+            let why = skip_reason(
+                &args,
+                !args.scenarios.is_empty(),
+                Vocabulary::Firmware,
+                &scenario,
+            );
             if scenario.needs_broker_faults {
                 assert_eq!(
                     why.as_deref(),
@@ -792,7 +830,12 @@ mod tests {
                 .find(|s| s.name == kept)
                 .unwrap();
             assert_eq!(
-                skip_reason(&args, Vocabulary::Firmware, &scenario),
+                skip_reason(
+                    &args,
+                    !args.scenarios.is_empty(),
+                    Vocabulary::Firmware,
+                    &scenario
+                ),
                 None,
                 "{kept}"
             );
@@ -871,14 +914,25 @@ mod tests {
         assert!(args.no_flash && args.sketch == Sketch::Tutorial);
         let all = scenarios::all();
         let named = |name: &str| all.iter().find(|s| s.name == name).unwrap();
-        let why = skip_reason(&args, Vocabulary::TutorialSketch, named("dead-link")).unwrap();
+        let why = skip_reason(
+            &args,
+            !args.scenarios.is_empty(),
+            Vocabulary::TutorialSketch,
+            named("dead-link"),
+        )
+        .unwrap();
         assert!(
             why.starts_with("needs `mqtt: disconnected`, and the tutorial's sketch prints nothing"),
             "{why}"
         );
         for runs in ["boot", "cadence", "inbound", "backoff"] {
             assert_eq!(
-                skip_reason(&args, Vocabulary::TutorialSketch, named(runs)),
+                skip_reason(
+                    &args,
+                    !args.scenarios.is_empty(),
+                    Vocabulary::TutorialSketch,
+                    named(runs)
+                ),
                 None,
                 "{runs}"
             );

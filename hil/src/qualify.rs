@@ -135,11 +135,7 @@ pub fn select(names: &[String]) -> Result<Vec<&'static Case>, RigError> {
 pub fn scenarios_for(cases: &[&'static Case]) -> Vec<Scenario> {
     all_scenarios()
         .into_iter()
-        .filter(|s| {
-            cases
-                .iter()
-                .any(|c| c.scenarios().iter().any(|name| *name == s.name))
-        })
+        .filter(|s| cases.iter().any(|c| c.scenarios().contains(&s.name)))
         .collect()
 }
 

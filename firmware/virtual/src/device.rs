@@ -73,7 +73,9 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
     };
     let mut settings = driver::settings(FIRMWARE, BOARD, env!("BUILD_EPOCH"));
     for rule in &args.misbehave {
-        eprintln!("virtual-device: breaking a rule on purpose (--misbehave {rule:?})");
+        let name = clap::ValueEnum::to_possible_value(rule)
+            .map_or(String::new(), |v| v.get_name().to_string());
+        eprintln!("virtual-device: breaking a rule on purpose (--misbehave {name})");
         rule.apply(&mut settings);
     }
     Runner::new(parts, settings, &mut creds, &gate, &notes)
