@@ -53,12 +53,15 @@ export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
 .PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
-	firmware firmware-tests firmware-check hil-target soak structure
+	firmware firmware-tests firmware-check hil-target soak structure qualify
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
 	@echo "             (make hil BOARD=.. PORT=.. FIRMWARE=.. TARGET=.. ENDPOINT=.. FLASH=img PKI=dir SCENARIO=\"boot cadence\")"
 	@echo "             (make hil TARGET=aws ENDPOINT=host OBSERVER_CERT=.. OBSERVER_KEY=.. OBSERVER_CA=AmazonRootCA1.pem)"
+	@echo "make qualify AWS IoT Device Advisor's cases offline (virtual device + mock broker, ~2 min);"
+	@echo "             verdicts, JUnit and qualification.html in target/qualify/ (make qualify CASE=\"MQTT_Connect ..\""
+	@echo "             BOARD=.. FLASH=.. TARGET=aws POLICY=policy.json, as for make hil)"
 	@echo "make snapshots  accept the current serial logs of boot, cadence, inbound as the snapshots"
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
@@ -179,13 +182,13 @@ hil-target: certs
 		$(CARGO) test --release --locked --test on_target
 
 # The HIL suite: virtual device + in-process mock broker by default; variables pass through.
-HIL_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(FIRMWARE),--firmware $(FIRMWARE)) \
+HIL_DEVICE_ARGS = $(if $(BOARD),--board $(BOARD)) $(if $(PORT),--port $(PORT)) $(if $(FIRMWARE),--firmware $(FIRMWARE)) \
 	$(if $(TARGET),--target $(TARGET)) $(if $(ENDPOINT),--endpoint $(ENDPOINT)) \
 	$(if $(FLASH),--flash $(FLASH),$(if $(filter aws,$(TARGET)),--flash $(AWS_DIR)/flash.img)) \
 	$(if $(PKI),--pki $(PKI)) \
 	$(if $(OBSERVER_CERT),--observer-cert $(OBSERVER_CERT)) $(if $(OBSERVER_KEY),--observer-key $(OBSERVER_KEY)) \
-	$(if $(OBSERVER_CA),--observer-ca $(OBSERVER_CA)) \
-	$(foreach s,$(SCENARIO),--scenario $(s))
+	$(if $(OBSERVER_CA),--observer-ca $(OBSERVER_CA))
+HIL_ARGS = $(HIL_DEVICE_ARGS) $(foreach s,$(SCENARIO),--scenario $(s))
 
 # The serial-log snapshots are compared when the run is the rig's own (virtual device,
 # mock broker, its own images): they hold that setup's logs.
@@ -198,6 +201,13 @@ hil: certs
 		     "FLASH=img or $(AWS_DIR)/flash.img (make aws-image DOWNLOADS=.. ENDPOINT=..)" >&2; exit 2; fi
 	$(BUILD_TOOLS)
 	$(BIN)/hil run $(HIL_ARGS) $(SNAPSHOT_ARGS) --junit target/hil/junit.xml --report target/hil/report
+
+# Device Advisor's qualification cases, offline: the same device and target options as
+# `make hil`, CASE="A B" to pick cases, POLICY=file for Security_Device_Policies.
+qualify: certs
+	$(BUILD_TOOLS)
+	$(BIN)/hil qualify $(HIL_DEVICE_ARGS) $(foreach c,$(CASE),--case $(c)) \
+		$(if $(POLICY),--policy $(POLICY)) --junit target/qualify/junit.xml --report target/qualify
 
 # Accept the current serial logs of boot, cadence and inbound as the snapshots (after
 # reviewing the diff `make hil` printed; `cargo insta review` does it one by one).

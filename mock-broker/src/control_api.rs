@@ -9,6 +9,7 @@
 //! | `POST /publish` | `{"topic", "payload", "qos"}` | `{"delivered": n}` |
 //! | `POST /kick` | `{"client_id"}` | `{"kicked": bool}` |
 //! | `POST /drop` | `{"client_id"}` or `{}` for all | `{"dropped": n}` |
+//! | `POST /expire` | `{"client_id"}` | `{"expired": bool}` (its session ends: the next CONNACK says no session) |
 //! | `PUT /faults` | `{"client_id"?, "faults": {..}}` ([`Faults`] fields; `latency_ms` at most 600,000) | `{}` |
 //! | `DELETE /faults` | | `{}` (every fault cleared) |
 //! | `POST /listener/stop`, `POST /listener/start` | | `{}` |
@@ -308,6 +309,13 @@ async fn route(request: &Request, controls: &Controls) -> Result<Value, Failure>
                 .client_id
                 .ok_or_else(|| bad_request("client_id is required"))?;
             Ok(json!({ "kicked": controls.kick(&id) }))
+        }
+        ("POST", "/expire") => {
+            let client: ClientBody = parse(body)?;
+            let id = client
+                .client_id
+                .ok_or_else(|| bad_request("client_id is required"))?;
+            Ok(json!({ "expired": controls.expire_session(&id) }))
         }
         ("POST", "/drop") => {
             let client: ClientBody = parse(body)?;

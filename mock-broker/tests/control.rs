@@ -103,6 +103,20 @@ async fn the_control_api_observes_injects_kicks_and_applies_faults() {
         next_event("disconnected").await["reason"],
         "SERVER_INITIATED_DISCONNECT"
     );
+    // Expiring needs a client id; a client with neither a connection nor a stored
+    // session has nothing to expire (tests/qualification_controls.rs expires a real one).
+    let (status, answer) = http(
+        control,
+        "POST",
+        "/expire",
+        Some(json!({"client_id": "nobody"})),
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"expired": false})));
+    assert_eq!(
+        http(control, "POST", "/expire", Some(json!({}))).await.0,
+        400
+    );
 
     assert_eq!(http(control, "POST", "/listener/stop", None).await.0, 200);
     assert!(TcpStream::connect(broker.mqtt_addr()).await.is_err());

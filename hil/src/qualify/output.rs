@@ -168,7 +168,9 @@ pub fn render(q: &Qualification, identity: &DeviceIdentity) -> String {
         String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     page.push_str("<title>Device Advisor qualification (offline)</title>\n<style>");
     page.push_str(STYLE);
-    page.push_str(".warn{color:#b36b00;font-weight:bold}\n</style>\n</head>\n<body>\n");
+    page.push_str(
+        ".warn{color:#b36b00;font-weight:bold}\npre.evidence{white-space:pre-wrap}\ntd.time{white-space:nowrap}\n</style>\n</head>\n<body>\n",
+    );
     page.push_str("<h1>Device Advisor qualification, offline</h1>\n");
     let _ = writeln!(
         page,
@@ -204,7 +206,7 @@ pub fn render(q: &Qualification, identity: &DeviceIdentity) -> String {
     for r in &q.results {
         let _ = writeln!(
             page,
-            "<tr><td><a href=\"#{id}\">{id}</a></td><td class=\"{class}\">{verdict}</td><td>{evidence}</td><td>{secs:.1} s</td></tr>",
+            "<tr><td><a href=\"#{id}\">{id}</a></td><td class=\"{class}\">{verdict}</td><td>{evidence}</td><td class=\"time\">{secs:.1} s</td></tr>",
             id = escape(r.case.name),
             class = verdict_class(r.judgement.verdict),
             verdict = r.judgement.verdict,
@@ -229,7 +231,8 @@ pub fn render(q: &Qualification, identity: &DeviceIdentity) -> String {
                 names => names.join(", "),
             }),
             rule = escape(r.case.rule),
-            evidence = escape(&r.judgement.evidence),
+            // One finding per line: the cipher-suite and long-duration cases list many.
+            evidence = escape(&r.judgement.evidence.replace("; ", ";\n")),
         );
         if TIMELINE_CASES.contains(&r.case.name) {
             for name in r.case.scenarios() {
