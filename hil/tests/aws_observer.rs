@@ -75,12 +75,17 @@ fn write_observer_files(dir: &Path, pki: &Pki) {
 }
 
 fn hil_aws(dir: &Path, broker: &Handle, extra: &[&str]) -> Output {
+    hil_aws_command(dir, broker, "run", extra)
+}
+
+/// `hil COMMAND --target aws ...` against `broker` standing in for the endpoint.
+fn hil_aws_command(dir: &Path, broker: &Handle, command: &str, extra: &[&str]) -> Output {
     common::virtual_device();
     let endpoint = format!("localhost:{}", broker.mqtt_addr().port());
     Command::new(env!("CARGO_BIN_EXE_hil"))
         .current_dir(dir)
         .args([
-            "run",
+            command,
             "--target",
             "aws",
             "--endpoint",
@@ -188,6 +193,68 @@ async fn boot_cadence_and_inbound_pass_through_the_observer_and_fault_scenarios_
         )) && junit.contains("<skipped message=\"needs the mock broker&apos;s faults"),
         "{junit}"
     );
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qualify_on_aws_judges_what_aws_can_show_and_lists_the_rest_as_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(&InitOptions::default()).expect("pki");
+    let broker = endpoint(&pki, thing_and_observer_policy(DEFAULT_OBSERVER_CLIENT_ID)).await;
+    write_thing_image(dir.path(), &pki, &broker);
+    write_observer_files(dir.path(), &pki);
+    let cases = [
+        "TLS_Connect",
+        "MQTT_Subscribe",
+        "MQTT_Persistent_Session_Happy_Case",
+        "TLS_Expired_Server_Cert",
+        "Security_Device_Policies",
+    ];
+    let mut extra = vec!["--junit", "junit.xml"];
+    for case in cases {
+        extra.extend(["--case", case]);
+    }
+    let out = hil_aws_command(dir.path(), &broker, "qualify", &extra);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Cases not run fail nothing: the qualification passes on what it could judge.
+    assert!(
+        out.status.success(),
+        "hil qualify failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let row = |case: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{case} ")))
+            .unwrap_or_else(|| panic!("no row for {case}:\n{stdout}"))
+            .to_string()
+    };
+    for case in ["TLS_Connect", "MQTT_Subscribe"] {
+        assert!(row(case).contains(" pass "), "{}", row(case));
+    }
+    for case in [
+        "MQTT_Persistent_Session_Happy_Case",
+        "TLS_Expired_Server_Cert",
+    ] {
+        let row = row(case);
+        assert!(
+            row.contains(" not run ")
+                && row.contains("needs the mock broker's faults, which AWS IoT does not offer"),
+            "{row}"
+        );
+    }
+    // The account holds the policy: without --policy it cannot be judged.
+    assert!(
+        row("Security_Device_Policies").contains("no policy document: give --policy FILE"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("5 case(s): 2 pass, 0 pass with warnings, 0 fail, 3 not run"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 5, "{junit}");
+    assert_eq!(junit.matches("<skipped message=").count(), 3, "{junit}");
     broker.shutdown().await;
 }
 
