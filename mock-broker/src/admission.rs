@@ -210,6 +210,17 @@ pub(crate) fn admit(
                 rules::MAX_CLIENT_ID_BYTES
             ),
         ))
+    } else if id.starts_with(rules::RESERVED_CLIENT_ID_PREFIX) {
+        // AWS's quotas: "$ is reserved for AWS IoT generated client IDs". AWS does not
+        // say how it refuses one; the mock answers as for any client id it rejects.
+        Some((
+            reason::CLIENT_ID_INVALID,
+            Some(return_code::IDENTIFIER_REJECTED),
+            format!(
+                "client id {id:?} starts with {:?}, which AWS reserves for the ids it generates",
+                rules::RESERVED_CLIENT_ID_PREFIX
+            ),
+        ))
     } else {
         let now = Instant::now();
         let mut state = router.lock();

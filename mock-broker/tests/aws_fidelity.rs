@@ -459,7 +459,11 @@ async fn connack_announces_what_aws_announces() {
         "Subscription Identifier Available"
     );
     assert_eq!(value(0x2A), Some(vec![1]), "Shared Subscription Available");
-    assert!(value(0x27).is_some(), "Maximum Packet Size");
+    assert_eq!(
+        value(0x27),
+        Some(149_504u32.to_be_bytes().to_vec()),
+        "Maximum Packet Size, as AWS IoT Core's CONNACK says"
+    );
 }
 
 #[tokio::test]
