@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::backlog::{Command, Delivery, Outbox};
 use crate::error::DisconnectReason;
-use crate::mqtt::{self, Connect, QoS, Version, reason, return_code};
+use crate::mqtt::{self, Connect, QoS, SubscriptionOptions, Version, reason, return_code};
 use crate::observe::{Event, Publisher};
 use crate::policy::{Action, Principal};
 use crate::router::{ClientEntry, ClientInfo, Message, Router, StoredSession};
@@ -69,6 +69,18 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
         queued = stored.queued.into();
         session_present = true;
     }
+    // A resumed member of shared subscriptions takes what each group queued while no
+    // member was online.
+    let shared: Vec<(String, QoS, SubscriptionOptions)> = info
+        .subscriptions
+        .iter()
+        .filter(|(filter, _)| rules::shared_filter(filter).is_some())
+        .map(|(filter, qos)| {
+            let options = options.get(filter).copied().unwrap_or_default();
+            (filter.clone(), *qos, options)
+        })
+        .collect();
+    let thing_name = info.thing_name.clone();
     state.clients.insert(
         client_id.clone(),
         ClientEntry {
@@ -78,12 +90,24 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
             options,
         },
     );
-    let version = state.lifecycle_versions.entry(client_id).or_insert(0);
+    let version = state
+        .lifecycle_versions
+        .entry(client_id.clone())
+        .or_insert(0);
     *version += 1;
+    let version_number = *version;
+    drop(state);
+    let principal = Principal {
+        client_id: &client_id,
+        thing_name: thing_name.as_deref(),
+    };
+    for (filter, qos, options) in shared {
+        queued.extend(router.take_shared_queued(&filter, qos, options, &principal));
+    }
     Registered {
         connection,
         outbox,
-        version_number: *version,
+        version_number,
         session_present,
         queued,
     }

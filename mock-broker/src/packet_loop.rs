@@ -620,7 +620,19 @@ impl PacketLoop {
             }
         }
         self.reply(&ServerPacket::SubAck { packet_id, codes });
-        for (filter, qos, _, send_retained) in granted {
+        for (filter, qos, options, send_retained) in granted {
+            // A member joining a shared subscription takes what the group queued while
+            // no member was online (AWS, "Shared subscriptions message queuing").
+            if rules::shared_filter(&filter).is_some() {
+                for delivery in
+                    self.router
+                        .take_shared_queued(&filter, qos, options, &self.principal())
+                {
+                    if self.outbox.offer(delivery) != Offer::Queued {
+                        tracing::info!(client = %self.client_id, %filter, "client full: queued shared subscription message dropped");
+                    }
+                }
+            }
             // Retained messages follow the SUBACK, as on AWS, within the client's limits.
             if send_retained
                 && let Some(delivery) = self.router.retained_for(&filter, qos, &self.principal())
