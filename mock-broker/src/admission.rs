@@ -153,6 +153,24 @@ pub(crate) fn unregister(
     *version
 }
 
+/// Why a will delayed since the connection whose disconnected event had lifecycle
+/// version `version_number` must not be published now: a connection for the client id
+/// has been made since (MQTT 5 [MQTT-3.1.3-9]). `None`: publish it.
+pub(crate) fn will_cancelled(
+    router: &Router,
+    client_id: &str,
+    version_number: u64,
+) -> Option<String> {
+    let state = router.lock();
+    let connected_since = state.clients.contains_key(client_id)
+        || state
+            .lifecycle_versions
+            .get(client_id)
+            .is_some_and(|version| *version != version_number);
+    connected_since
+        .then(|| "the client id connected again within the Will Delay Interval".to_owned())
+}
+
 /// An abnormal end publishes the client's last will, if its policy allows the topic.
 pub(crate) fn publish_will(
     router: &Router,

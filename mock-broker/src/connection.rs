@@ -214,9 +214,19 @@ pub(crate) async fn serve(
         Duration::from_secs(secs.into()).min(router.config.max_session_expiry)
     });
     let owed = session.unfinished();
+    let will_due = reason != DisconnectReason::ClientInitiatedDisconnect || session.will_requested;
+    drop(session);
     let version_number =
         admission::unregister(&router, &connect.client_id, connection, persist_for, owed);
-    if (reason != DisconnectReason::ClientInitiatedDisconnect || session.will_requested)
+    // MQTT 5 §3.1.3.2.2: the will waits out its Will Delay Interval, or until the
+    // session ends if that comes first; a new connection for the client id before then
+    // cancels it (waited for below, after the disconnection is reported).
+    let will_delay = connect
+        .will
+        .as_ref()
+        .filter(|_| will_due)
+        .map(|will| Duration::from_secs(will.delay_secs.into()).min(persist_for));
+    if will_delay.is_some_and(|delay| delay.is_zero())
         && let Some(will) = &connect.will
     {
         admission::publish_will(
@@ -241,4 +251,28 @@ pub(crate) async fn serve(
         disconnected_topic(&connect.client_id),
         disconnected_document(&facts, reason, SystemTime::now()),
     );
+    if let (Some(delay), Some(will)) = (will_delay.filter(|d| !d.is_zero()), &connect.will) {
+        tracing::debug!(client = %connect.client_id, ?delay, "last will delayed");
+        let why = tokio::select! {
+            _ = cancel.cancelled() => Some("the broker stopped".to_owned()),
+            _ = tokio::time::sleep(delay) => {
+                admission::will_cancelled(&router, &connect.client_id, version_number)
+            }
+        };
+        match why {
+            None => admission::publish_will(
+                &router,
+                &connect.client_id,
+                accepted.thing_name.as_deref(),
+                will,
+            ),
+            Some(why) => {
+                tracing::info!(client = %connect.client_id, %why, "delayed last will discarded");
+                router.emit(Event::WillDiscarded {
+                    client_id: connect.client_id.clone(),
+                    why,
+                });
+            }
+        }
+    }
 }

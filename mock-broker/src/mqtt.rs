@@ -134,6 +134,8 @@ pub struct Will {
     pub properties: Bytes,
     /// MQTT 5: the will's Message Expiry Interval.
     pub message_expiry_secs: Option<u32>,
+    /// MQTT 5: the Will Delay Interval (absent: 0, published at once).
+    pub delay_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,12 +579,16 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     }
     let client_id = read_string(body)?;
     let will = if will_flag {
-        let (properties, message_expiry_secs) = if version == Version::V5 {
+        let (properties, message_expiry_secs, delay_secs) = if version == Version::V5 {
             let read = read_properties(body, PropertyContext::Will)?;
             let expiry = message_expiry(&read);
-            (read.forwarded, expiry)
+            let delay = read.iter().find_map(|p| match p.value {
+                PropertyValue::U32(secs) if p.id == WILL_DELAY_INTERVAL => Some(secs),
+                _ => None,
+            });
+            (read.forwarded, expiry, delay.unwrap_or(0))
         } else {
-            (Bytes::new(), None)
+            (Bytes::new(), None, 0)
         };
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
@@ -593,6 +599,7 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
             retain: flags & 0b10_0000 != 0,
             properties,
             message_expiry_secs,
+            delay_secs,
         })
     } else {
         None
