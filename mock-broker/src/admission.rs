@@ -54,11 +54,15 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
     let mut session_present = false;
     let mut queued = Vec::new();
     let mut options = HashMap::new();
+    // AWS ("MQTT persistent sessions"): "Cross MQTT version (MQTT 3 and MQTT 5)
+    // persistent sessions are not supported. An MQTT 3 persistent session can't be
+    // resumed as an MQTT 5 session, and vice versa." Such a session is replaced.
+    let stored = stored.filter(|stored| stored.version == info.version);
     if let Some(older) = state.clients.remove(&client_id) {
         older
             .outbox
             .command(Command::Kick(DisconnectReason::DuplicateClientId));
-        if resume {
+        if resume && older.info.version == info.version {
             info.subscriptions = older.info.subscriptions;
             options = older.options;
             session_present = true;
@@ -133,6 +137,7 @@ pub(crate) fn unregister(
         && !persist_for.is_zero()
     {
         let mut stored = StoredSession {
+            version: entry.info.version,
             subscriptions: entry.info.subscriptions,
             options: entry.options,
             thing_name: entry.info.thing_name,
@@ -198,7 +203,7 @@ pub(crate) fn publish_will(
         dup: false,
         expires_at: will
             .message_expiry_secs
-            .map(|secs| Instant::now() + Duration::from_secs(secs.into())),
+            .map(|secs| Instant::now() + rules::effective_message_expiry(secs)),
     });
 }
 

@@ -166,7 +166,15 @@ pub(crate) async fn serve(
         retain_available: Some(true),
         maximum_packet_size: Some(rules::MAX_INBOUND_PACKET_BYTES as u32),
         topic_alias_maximum: Some(rules::TOPIC_ALIAS_MAXIMUM),
-        server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
+        // AWS IoT Core's CONNACK carries Server Keep Alive whether or not it changed the
+        // client's (see FIDELITY.md).
+        server_keep_alive: Some(keep_alive_secs),
+        // "If the value you set exceeds the maximum of your account, AWS IoT Core will
+        // return the adjusted value in the CONNACK" ("MQTT 5 properties").
+        session_expiry_interval: connect
+            .session_expiry_secs
+            .filter(|asked| u64::from(*asked) > persist_for.as_secs())
+            .map(|_| u32::try_from(persist_for.as_secs()).unwrap_or(u32::MAX)),
         receive_maximum: Some(rules::MAX_INBOUND_IN_FLIGHT),
         wildcard_subscription_available: Some(true),
         // AWS does not support subscription identifiers and says so in its CONNACK.

@@ -280,6 +280,8 @@ pub struct ConnAck {
     pub maximum_packet_size: Option<u32>,
     pub topic_alias_maximum: Option<u16>,
     pub server_keep_alive: Option<u16>,
+    /// The Session Expiry Interval the server applies, when it is not the one asked for.
+    pub session_expiry_interval: Option<u32>,
     pub receive_maximum: Option<u16>,
     pub wildcard_subscription_available: Option<bool>,
     pub subscription_identifier_available: Option<bool>,
@@ -1076,6 +1078,10 @@ pub fn encode(packet: &ServerPacket, version: Version, out: &mut BytesMut) {
                 if let Some(secs) = ack.server_keep_alive {
                     props.put_u8(0x13);
                     props.put_u16(secs);
+                }
+                if let Some(secs) = ack.session_expiry_interval {
+                    props.put_u8(SESSION_EXPIRY_INTERVAL);
+                    props.put_u32(secs);
                 }
                 for (id, flag) in [
                     (0x28, ack.wildcard_subscription_available),

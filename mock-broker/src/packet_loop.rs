@@ -501,7 +501,7 @@ impl PacketLoop {
             dup: publish.dup,
             expires_at: publish
                 .message_expiry_secs
-                .map(|secs| received_at + Duration::from_secs(secs.into())),
+                .map(|secs| received_at + rules::effective_message_expiry(secs)),
         });
         if let Some(packet_id) = packet_id {
             self.reply(&ServerPacket::PubAck {

@@ -107,6 +107,8 @@ pub(crate) struct SharedQueued {
 /// A persistent session between connections: its subscriptions and the QoS 1 messages
 /// that arrived for it meanwhile.
 pub(crate) struct StoredSession {
+    /// The MQTT version it was made with: AWS does not resume it in the other one.
+    pub version: Version,
     pub subscriptions: Vec<(String, QoS)>,
     pub options: HashMap<String, SubscriptionOptions>,
     pub thing_name: Option<String>,

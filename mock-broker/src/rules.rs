@@ -45,6 +45,17 @@ pub const MAX_INBOUND_PACKET_BYTES: usize = 149_504;
 // A maximal payload with a maximal topic and room for properties fits in it.
 const _: () = assert!(MAX_INBOUND_PACKET_BYTES > MAX_PAYLOAD_BYTES + MAX_TOPIC_BYTES + 8 * 1024);
 
+/// The Message Expiry Interval AWS applies ("MQTT 5 supported features", message expiry):
+/// "the minimum MEI is 1. If the interval is set to 0 from the client side, it will be
+/// adjusted to 1. The maximum message expiry interval is 604800 (7 days). Any values
+/// higher than this will be adjusted to the maximum value."
+pub fn effective_message_expiry(requested_secs: u32) -> Duration {
+    Duration::from_secs(requested_secs.clamp(1, MAX_MESSAGE_EXPIRY_SECS).into())
+}
+
+/// The longest Message Expiry Interval AWS keeps (7 days).
+pub const MAX_MESSAGE_EXPIRY_SECS: u32 = 604_800;
+
 /// The keep-alive AWS applies for a requested one: clamped to `min_secs..=1200` s (AWS's
 /// `min_secs` is [`MIN_KEEP_ALIVE_SECS`]; tests lower it), 0 is 1200.
 pub fn effective_keep_alive(requested_secs: u16, min_secs: u16) -> u16 {

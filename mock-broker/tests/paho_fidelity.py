@@ -211,14 +211,60 @@ def session_expiry(args, prefix):
 
 
 def connack(args, prefix):
-    """What the CONNACK announces."""
+    """What the CONNACK announces (this client asks for keep-alive 60 s), and the
+    Session Expiry Interval it applies when the one asked for is over the maximum."""
     client = Client(args, prefix)
     _, properties = client.accepted()
     for name in ("ReceiveMaximum", "MaximumQoS", "RetainAvailable", "TopicAliasMaximum",
                  "MaximumPacketSize", "WildcardSubscriptionAvailable",
-                 "SubscriptionIdentifierAvailable", "SharedSubscriptionAvailable"):
+                 "SubscriptionIdentifierAvailable", "SharedSubscriptionAvailable",
+                 "ServerKeepAlive", "SessionExpiryInterval"):
         print(f"{name}={getattr(properties, name, None)}")
     client.disconnect()
+    for asked in (3600, 100000):
+        client = session(args, f"{prefix}-sx", True, asked)
+        _, properties = client.accepted()
+        print(f"asked {asked}: SessionExpiryInterval={getattr(properties, 'SessionExpiryInterval', None)}")
+        client.disconnect(properties=props(kind=PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+
+
+def expiry_bounds(args, prefix):
+    """AWS adjusts a Message Expiry Interval of 0 to 1 and one over 7 days to 7 days."""
+    pub = Client(args, f"{prefix}-pub")
+    pub.accepted()
+    for topic, asked in (("test/mei0", 0), ("test/meimax", 700000)):
+        pub.publish(topic, b"kept", retain=True,
+                    properties=props(kind=PacketTypes.PUBLISH, MessageExpiryInterval=asked))
+    sub = Client(args, f"{prefix}-sub")
+    sub.accepted()
+    for topic in ("test/mei0", "test/meimax"):
+        sub.subscribe(topic)
+        print(describe(sub.message()))
+    sub.disconnect()
+    pub.disconnect()
+
+
+def cross_version(args, prefix):
+    """An MQTT 3.1.1 persistent session is not resumed by an MQTT 5 connection, nor the
+    other way round."""
+    client_id = f"{prefix}-x"
+    for first, second in ((311, 5), (5, 311)):
+        if first == 5:
+            old = session(args, client_id, True, 3600)
+        else:
+            old = Client(args, client_id, 311, clean=False)
+        old.accepted()
+        old.subscribe("test/x")
+        old.disconnect()
+        if second == 5:
+            new = session(args, client_id, False, 3600)
+        else:
+            new = Client(args, client_id, 311, clean=False)
+        flags, _ = new.accepted()
+        print(f"{first} then {second}: session_present={int(flags.session_present)}")
+        new.disconnect()
+        # End both versions' sessions before the next round.
+        Client(args, client_id, 311, clean=True).disconnect()
 
 
 def will(args, prefix):
@@ -351,6 +397,8 @@ ACTIONS = {
     "dollar-id": dollar_id,
     "shared-offline": shared_offline,
     "rap-offline": rap_offline,
+    "expiry-bounds": expiry_bounds,
+    "cross-version": cross_version,
 }
 
 

@@ -128,6 +128,36 @@ async fn paho_mqtt5_connack_announces_what_aws_announces() {
             "WildcardSubscriptionAvailable=1",
             "SubscriptionIdentifierAvailable=0",
             "SharedSubscriptionAvailable=1",
+            "ServerKeepAlive=60",
+            "SessionExpiryInterval=None",
+            "asked 3600: SessionExpiryInterval=None",
+            "asked 100000: SessionExpiryInterval=3600",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn paho_mqtt5_message_expiry_is_kept_between_1_s_and_7_days() {
+    let rig = Rig::new();
+    let (_broker, _, lines) = facts(&rig, rig.config(), "expiry-bounds").await;
+    assert_eq!(
+        lines,
+        [
+            "test/mei0 kept retain=1 expiry=1",
+            "test/meimax kept retain=1 expiry=604800",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn paho_a_persistent_session_is_not_resumed_in_the_other_mqtt_version() {
+    let rig = Rig::new();
+    let (_broker, _, lines) = facts(&rig, rig.config(), "cross-version").await;
+    assert_eq!(
+        lines,
+        [
+            "311 then 5: session_present=0",
+            "5 then 311: session_present=0",
         ]
     );
 }
