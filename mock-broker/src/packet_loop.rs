@@ -405,9 +405,12 @@ impl PacketLoop {
 
     fn on_publish(&mut self, mut publish: Publish) -> Flow {
         let received_at = Instant::now();
-        if self.inbound_window.1 == 0 {
-            // A window opens with the first publish after the last one closed.
-            self.inbound_window.0 = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
+        if self.inbound_window.1 == 0 || now >= self.inbound_window.0 + Duration::from_secs(1) {
+            // A window opens with the first publish after the last one closed (also when
+            // this publish is what ended an idle wait past the window's end: it belongs to
+            // the new second, not the old one).
+            self.inbound_window = (now, 0, 0);
         }
         self.inbound_window.1 += 1;
         self.inbound_window.2 += publish.topic.len() + publish.payload.len();

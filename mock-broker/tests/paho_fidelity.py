@@ -329,6 +329,46 @@ def filters(args, prefix):
         client.disconnect()
 
 
+def subscriptions(args, prefix):
+    """At most 50 subscriptions per connection: SUBSCRIBEs of 8 filters, 56 in all."""
+    for version in (311, 5):
+        client = Client(args, f"{prefix}-{version}", version)
+        client.accepted()
+        codes = []
+        for batch in range(7):
+            codes += client.subscribe([(f"test/{batch}/{n}", 1) for n in range(8)])
+        granted = sum(1 for code in codes if code == 1)
+        print(f"{version} granted={granted} refused={sorted(set(codes[granted:]))}")
+        client.disconnect()
+
+
+def rate(args, prefix):
+    """Per connection and second: publishes past 100 are dropped without a PUBACK (the
+    connection stays), and past 512 KiB the client is read again the next second."""
+    import time
+
+    client = Client(args, f"{prefix}-rate")
+    client.accepted()
+    sent = [client.client.publish("test/rate", b"x", qos=1) for _ in range(101)]
+    for info in sent[:100]:
+        info.wait_for_publish(WAIT)
+    # The next second's publish is acknowledged; a PUBACK for the 101st would have
+    # come before it.
+    time.sleep(1.1)
+    client.publish("test/rate", b"next second")
+    print(f"acked={sum(1 for info in sent if info.is_published())} of {len(sent)}")
+    client.disconnect()
+    client = Client(args, f"{prefix}-bytes")
+    client.accepted()
+    started = time.monotonic()
+    sent = [client.client.publish("test/rate", b"x" * 128 * 1024, qos=1) for _ in range(5)]
+    for info in sent:
+        info.wait_for_publish(WAIT)
+    print(f"5 x 128 KiB acked={all(info.is_published() for info in sent)} "
+          f"over_a_second={time.monotonic() - started >= 1.0}")
+    client.disconnect()
+
+
 def dollar_id(args, prefix):
     """A client id starting with `$` is refused (AWS reserves the prefix)."""
     for version in (311, 5):
@@ -395,6 +435,8 @@ ACTIONS = {
     "topic-alias": topic_alias,
     "filters": filters,
     "dollar-id": dollar_id,
+    "subscriptions": subscriptions,
+    "rate": rate,
     "shared-offline": shared_offline,
     "rap-offline": rap_offline,
     "expiry-bounds": expiry_bounds,

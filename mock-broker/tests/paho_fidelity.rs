@@ -256,3 +256,28 @@ async fn paho_retain_as_published_holds_for_messages_queued_for_an_offline_sessi
         ["test/rapq state retain=1", "test/rapq live retain=0"]
     );
 }
+
+#[tokio::test]
+async fn paho_at_most_50_subscriptions_per_connection() {
+    let rig = Rig::new();
+    let (_broker, _, lines) = facts(&rig, rig.config(), "subscriptions").await;
+    assert_eq!(
+        lines,
+        ["311 granted=50 refused=[128]", "5 granted=50 refused=[151]"]
+    );
+}
+
+#[tokio::test]
+async fn paho_past_100_publishes_a_second_they_are_dropped_and_past_512_kib_the_client_waits() {
+    let rig = Rig::new();
+    let mut config = rig.config();
+    config.inbound_limits = Some(mock_broker::InboundLimits::default());
+    let (_broker, _, lines) = facts(&rig, config, "rate").await;
+    assert_eq!(
+        lines,
+        [
+            "acked=100 of 101",
+            "5 x 128 KiB acked=True over_a_second=True",
+        ]
+    );
+}
