@@ -288,6 +288,64 @@ def will(args, prefix):
     watch.disconnect()
 
 
+def will_delay(args, prefix):
+    """MQTT 5 Will Delay Interval: the will waits out the delay; a reconnection within
+    it discards the will."""
+    import time
+
+    watch = Client(args, f"{prefix}-watch")
+    watch.accepted()
+    watch.subscribe("test/will")
+
+    def dying(name, delay):
+        client = Client(args, f"{prefix}-{name}", 5, True,
+                        props(kind=PacketTypes.CONNECT, SessionExpiryInterval=3600),
+                        will=("test/will", name.encode(),
+                              props(kind=PacketTypes.WILLMESSAGE, WillDelayInterval=delay)))
+        client.accepted()
+        return client
+
+    def drop(client):
+        # No DISCONNECT: the broker sees the connection end abnormally.
+        client.client.loop_stop()
+        client.client.socket().close()
+
+    late = dying("late", 1)
+    drop(late)
+    dropped = time.monotonic()
+    message = watch.message()
+    print(f"will {message.payload.decode()} after_delay={time.monotonic() - dropped >= 1.0}")
+    back = dying("back", 2)
+    fence = dying("fence", 3)
+    drop(back)
+    drop(fence)
+    again = session(args, f"{prefix}-back", False, 3600)
+    flags, _ = again.accepted()
+    print(f"back: session_present={int(flags.session_present)}")
+    # "back"'s will, if published, would come a second before "fence"'s.
+    print(f"next will {watch.message().payload.decode()}")
+    again.disconnect(properties=props(kind=PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+    watch.disconnect()
+
+
+def refusals(args, prefix):
+    """What AWS refuses and how an MQTT 5 client hears it: a SUBSCRIBE with a
+    subscription identifier (DISCONNECT 0xA1), a publish to a reserved topic AWS keeps
+    (DISCONNECT 0x90), a will on such a topic (CONNACK 0x90)."""
+    client = Client(args, f"{prefix}-subid")
+    client.accepted()
+    client.client.subscribe("test/id", qos=1,
+                            properties=props(kind=PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7))
+    print(f"subscription identifier: disconnected {client.gone().value}")
+    client = Client(args, f"{prefix}-reserved")
+    client.accepted()
+    client.client.publish("$aws/events/presence/connected/x", b"forged", qos=1)
+    print(f"reserved topic: disconnected {client.gone().value}")
+    client = Client(args, f"{prefix}-will", will=("$aws/events/x", b"bye", None))
+    _, rc, _ = client.connack()
+    print(f"reserved will topic: connack {rc.value}")
+
+
 def assigned_id(args, prefix):
     """An MQTT 5 client without a client id is assigned one; MQTT 3.1.1 is refused."""
     client = Client(args, "", 5)
@@ -432,6 +490,8 @@ ACTIONS = {
     "connack": connack,
     "will": will,
     "assigned-id": assigned_id,
+    "will-delay": will_delay,
+    "refusals": refusals,
     "topic-alias": topic_alias,
     "filters": filters,
     "dollar-id": dollar_id,

@@ -281,3 +281,39 @@ async fn paho_past_100_publishes_a_second_they_are_dropped_and_past_512_kib_the_
         ]
     );
 }
+
+#[tokio::test]
+async fn paho_mqtt5_a_delayed_will_waits_and_a_reconnection_cancels_it() {
+    let rig = Rig::new();
+    let (_broker, mut observer, lines) = facts(&rig, rig.config(), "will-delay").await;
+    assert_eq!(
+        lines,
+        [
+            "will late after_delay=True",
+            "back: session_present=1",
+            "next will fence",
+        ]
+    );
+    assert!(
+        std::iter::from_fn(|| observer.try_next()).any(|event| matches!(
+            event,
+            Event::WillDiscarded { client_id, .. } if client_id == "ESPthing-paho-back"
+        )),
+        "the broker reports the discarded will"
+    );
+}
+
+#[tokio::test]
+async fn paho_mqtt5_subscription_identifiers_and_reserved_topics_are_refused_with_their_codes() {
+    let rig = Rig::new();
+    // Every topic is allowed: only AWS's rules refuse.
+    let (_broker, _, lines) = facts(&rig, allow_all(&rig), "refusals").await;
+    assert_eq!(
+        lines,
+        [
+            "subscription identifier: disconnected 161",
+            "reserved topic: disconnected 144",
+            "reserved will topic: connack 144",
+        ]
+    );
+}
