@@ -146,6 +146,11 @@ impl State {
                 .retain(|id, _| clients.contains_key(id) || stored.contains_key(id));
         }
         self.stored_sessions.retain(|_, s| s.expires_at > now);
+        // A shared group's queue outlives its members by the session expiry at most.
+        self.shared_queues.retain(|_, queue| {
+            queue.retain(|q| q.drop_after > now);
+            !queue.is_empty()
+        });
     }
 }
 
@@ -430,8 +435,12 @@ impl Router {
                     q.drop_after > now && q.delivery.expires_at.is_none_or(|at| at > now)
                 });
                 // AWS: past the limit "New incoming messages ... are dropped. The system
-                // does not replace older queued messages with newer ones."
-                if queue.len() >= self.config.queue_limits.max_messages {
+                // does not replace older queued messages with newer ones." The mock's limit
+                // is a client's backlog limit, in messages and bytes.
+                let limits = self.config.queue_limits;
+                let held: usize = queue.iter().map(|q| q.delivery.cost()).sum();
+                let cost = message.cost();
+                if queue.len() >= limits.max_messages || held + cost > limits.max_bytes {
                     tracing::info!(%filter, topic = %message.topic, "shared subscription queue full: message dropped");
                     continue;
                 }
