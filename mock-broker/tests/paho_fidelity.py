@@ -346,6 +346,20 @@ def refusals(args, prefix):
     print(f"reserved will topic: connack {rc.value}")
 
 
+def wildcard_id(args, prefix):
+    """A client id with `+` or `#` connects but gets no lifecycle events."""
+    watch = Client(args, f"{prefix}-watch")
+    watch.accepted()
+    watch.subscribe("$aws/events/presence/connected/#")
+    for client_id in (f"{prefix}+plus", f"{prefix}#hash", f"{prefix}-plain"):
+        client = Client(args, client_id)
+        client.accepted()
+        client.disconnect()
+    # Connected events arrive in order: the plain id's fences the other two.
+    print(f"first connected event: {watch.message().topic.rsplit('/', 1)[1]}")
+    watch.disconnect()
+
+
 def assigned_id(args, prefix):
     """An MQTT 5 client without a client id is assigned one; MQTT 3.1.1 is refused."""
     client = Client(args, "", 5)
@@ -492,6 +506,7 @@ ACTIONS = {
     "assigned-id": assigned_id,
     "will-delay": will_delay,
     "refusals": refusals,
+    "wildcard-id": wildcard_id,
     "topic-alias": topic_alias,
     "filters": filters,
     "dollar-id": dollar_id,

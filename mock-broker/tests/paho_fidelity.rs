@@ -317,3 +317,10 @@ async fn paho_mqtt5_subscription_identifiers_and_reserved_topics_are_refused_wit
         ]
     );
 }
+
+#[tokio::test]
+async fn paho_client_ids_with_wildcards_connect_but_get_no_lifecycle_events() {
+    let rig = Rig::new();
+    let (_broker, _, lines) = facts(&rig, rig.config(), "wildcard-id").await;
+    assert_eq!(lines, ["first connected event: ESPthing-paho-plain"]);
+}
