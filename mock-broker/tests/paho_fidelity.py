@@ -33,10 +33,11 @@ class Client:
     """A started paho client whose CONNACK, SUBACKs, PUBACKs, messages and
     disconnection are queued for the script to wait on."""
 
-    def __init__(self, args, client_id, version=5, clean=True, properties=None, will=None):
+    def __init__(self, args, client_id, version=5, clean=True, properties=None, will=None,
+                 manual_ack=False):
         host, port, ca, cert, key = args
         protocol = mqtt.MQTTv5 if version == 5 else mqtt.MQTTv311
-        kwargs = {"client_id": client_id, "protocol": protocol}
+        kwargs = {"client_id": client_id, "protocol": protocol, "manual_ack": manual_ack}
         if version != 5:
             kwargs["clean_session"] = clean
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
@@ -360,6 +361,41 @@ def wildcard_id(args, prefix):
     watch.disconnect()
 
 
+def dup(args, prefix):
+    """A QoS 1 delivery a persistent session never acknowledged is sent again when it
+    resumes, with DUP set and the same packet id (MQTT 3.1.1 §4.4)."""
+    for version in (311, 5):
+        client_id = f"{prefix}-dup{version}"
+
+        def persistent(clean):
+            if version == 5:
+                return Client(args, client_id, 5, clean,
+                              props(kind=PacketTypes.CONNECT, SessionExpiryInterval=3600),
+                              manual_ack=True)
+            return Client(args, client_id, 311, clean=False, manual_ack=True)
+
+        sub = persistent(True)
+        sub.accepted()
+        sub.subscribe("test/dup")
+        pub = Client(args, f"{prefix}-pub{version}", version)
+        pub.accepted()
+        pub.publish("test/dup", b"once")
+        first = sub.message()
+        sub.disconnect()  # without a PUBACK for it
+        back = persistent(False)
+        flags, _ = back.accepted()
+        again = back.message()
+        print(f"{version} session_present={int(flags.session_present)} first dup={int(first.dup)} "
+              f"again {again.payload.decode()} dup={int(again.dup)} same_id={again.mid == first.mid}")
+        back.client.ack(again.mid, again.qos)
+        if version == 5:
+            back.disconnect(properties=props(kind=PacketTypes.DISCONNECT, SessionExpiryInterval=0))
+        else:
+            back.disconnect()
+            Client(args, client_id, 311, clean=True).disconnect()
+        pub.disconnect()
+
+
 def assigned_id(args, prefix):
     """An MQTT 5 client without a client id is assigned one; MQTT 3.1.1 is refused."""
     client = Client(args, "", 5)
@@ -507,6 +543,7 @@ ACTIONS = {
     "will-delay": will_delay,
     "refusals": refusals,
     "wildcard-id": wildcard_id,
+    "dup": dup,
     "topic-alias": topic_alias,
     "filters": filters,
     "dollar-id": dollar_id,

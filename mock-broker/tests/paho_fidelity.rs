@@ -324,3 +324,16 @@ async fn paho_client_ids_with_wildcards_connect_but_get_no_lifecycle_events() {
     let (_broker, _, lines) = facts(&rig, rig.config(), "wildcard-id").await;
     assert_eq!(lines, ["first connected event: ESPthing-paho-plain"]);
 }
+
+#[tokio::test]
+async fn paho_an_unacknowledged_delivery_is_resent_with_dup_to_the_resumed_session() {
+    let rig = Rig::new();
+    let (_broker, _, lines) = facts(&rig, rig.config(), "dup").await;
+    assert_eq!(
+        lines,
+        [
+            "311 session_present=1 first dup=0 again once dup=1 same_id=True",
+            "5 session_present=1 first dup=0 again once dup=1 same_id=True",
+        ]
+    );
+}
