@@ -396,6 +396,19 @@ def dup(args, prefix):
         pub.disconnect()
 
 
+def will_policy(args, prefix):
+    """A will on a topic the policy does not let the client publish to refuses the
+    CONNECT: MQTT 5 CONNACK 0x87, MQTT 3.1.1 closed without a CONNACK."""
+    client = Client(args, f"{prefix}-5", 5, will=("denied/will", b"bye", None))
+    _, rc, _ = client.connack()
+    print(f"5 connack {rc.value}")
+    client.client.loop_stop()
+    client = Client(args, f"{prefix}-311", 311, will=("denied/will", b"bye", None))
+    client.gone()
+    client.client.loop_stop()
+    print(f"311 closed, connacks={client.connacks.qsize()}")
+
+
 def assigned_id(args, prefix):
     """An MQTT 5 client without a client id is assigned one; MQTT 3.1.1 is refused."""
     client = Client(args, "", 5)
@@ -544,6 +557,7 @@ ACTIONS = {
     "refusals": refusals,
     "wildcard-id": wildcard_id,
     "dup": dup,
+    "will-policy": will_policy,
     "topic-alias": topic_alias,
     "filters": filters,
     "dollar-id": dollar_id,

@@ -337,3 +337,11 @@ async fn paho_an_unacknowledged_delivery_is_resent_with_dup_to_the_resumed_sessi
         ]
     );
 }
+
+#[tokio::test]
+async fn paho_a_will_the_policy_does_not_allow_refuses_the_connect() {
+    let rig = Rig::new();
+    // The test policy allows publishing under test/ only.
+    let (_broker, _, lines) = facts(&rig, rig.config(), "will-policy").await;
+    assert_eq!(lines, ["5 connack 135", "311 closed, connacks=0"]);
+}
