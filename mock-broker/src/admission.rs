@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::backlog::{Command, Delivery, Outbox};
 use crate::error::DisconnectReason;
-use crate::mqtt::{self, Connect, QoS, Version, reason, return_code};
+use crate::mqtt::{self, Connect, QoS, SubscriptionOptions, Version, reason, return_code};
 use crate::observe::{Event, Publisher};
 use crate::policy::{Action, Principal};
 use crate::router::{ClientEntry, ClientInfo, Message, Router, StoredSession};
@@ -54,11 +54,15 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
     let mut session_present = false;
     let mut queued = Vec::new();
     let mut options = HashMap::new();
+    // AWS ("MQTT persistent sessions"): "Cross MQTT version (MQTT 3 and MQTT 5)
+    // persistent sessions are not supported. An MQTT 3 persistent session can't be
+    // resumed as an MQTT 5 session, and vice versa." Such a session is replaced.
+    let stored = stored.filter(|stored| stored.version == info.version);
     if let Some(older) = state.clients.remove(&client_id) {
         older
             .outbox
             .command(Command::Kick(DisconnectReason::DuplicateClientId));
-        if resume {
+        if resume && older.info.version == info.version {
             info.subscriptions = older.info.subscriptions;
             options = older.options;
             session_present = true;
@@ -69,6 +73,18 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
         queued = stored.queued.into();
         session_present = true;
     }
+    // A resumed member of shared subscriptions takes what each group queued while no
+    // member was online.
+    let shared: Vec<(String, QoS, SubscriptionOptions)> = info
+        .subscriptions
+        .iter()
+        .filter(|(filter, _)| rules::shared_filter(filter).is_some())
+        .map(|(filter, qos)| {
+            let options = options.get(filter).copied().unwrap_or_default();
+            (filter.clone(), *qos, options)
+        })
+        .collect();
+    let thing_name = info.thing_name.clone();
     state.clients.insert(
         client_id.clone(),
         ClientEntry {
@@ -78,12 +94,24 @@ pub(crate) fn register(router: &Router, mut info: ClientInfo, resume: bool) -> R
             options,
         },
     );
-    let version = state.lifecycle_versions.entry(client_id).or_insert(0);
+    let version = state
+        .lifecycle_versions
+        .entry(client_id.clone())
+        .or_insert(0);
     *version += 1;
+    let version_number = *version;
+    drop(state);
+    let principal = Principal {
+        client_id: &client_id,
+        thing_name: thing_name.as_deref(),
+    };
+    for (filter, qos, options) in shared {
+        queued.extend(router.take_shared_queued(&filter, qos, options, &principal));
+    }
     Registered {
         connection,
         outbox,
-        version_number: *version,
+        version_number,
         session_present,
         queued,
     }
@@ -109,6 +137,7 @@ pub(crate) fn unregister(
         && !persist_for.is_zero()
     {
         let mut stored = StoredSession {
+            version: entry.info.version,
             subscriptions: entry.info.subscriptions,
             options: entry.options,
             thing_name: entry.info.thing_name,
@@ -127,6 +156,24 @@ pub(crate) fn unregister(
         .or_insert(0);
     *version += 1;
     *version
+}
+
+/// Why a will delayed since the connection whose disconnected event had lifecycle
+/// version `version_number` must not be published now: a connection for the client id
+/// has been made since (MQTT 5 [MQTT-3.1.3-9]). `None`: publish it.
+pub(crate) fn will_cancelled(
+    router: &Router,
+    client_id: &str,
+    version_number: u64,
+) -> Option<String> {
+    let state = router.lock();
+    let connected_since = state.clients.contains_key(client_id)
+        || state
+            .lifecycle_versions
+            .get(client_id)
+            .is_some_and(|version| *version != version_number);
+    connected_since
+        .then(|| "the client id connected again within the Will Delay Interval".to_owned())
 }
 
 /// An abnormal end publishes the client's last will, if its policy allows the topic.
@@ -156,7 +203,7 @@ pub(crate) fn publish_will(
         dup: false,
         expires_at: will
             .message_expiry_secs
-            .map(|secs| Instant::now() + Duration::from_secs(secs.into())),
+            .map(|secs| Instant::now() + rules::effective_message_expiry(secs)),
     });
 }
 
@@ -208,6 +255,17 @@ pub(crate) fn admit(
                 "client id of {} bytes (1..={} allowed)",
                 id.len(),
                 rules::MAX_CLIENT_ID_BYTES
+            ),
+        ))
+    } else if id.starts_with(rules::RESERVED_CLIENT_ID_PREFIX) {
+        // AWS's quotas: "$ is reserved for AWS IoT generated client IDs". AWS does not
+        // say how it refuses one; the mock answers as for any client id it rejects.
+        Some((
+            reason::CLIENT_ID_INVALID,
+            Some(return_code::IDENTIFIER_REJECTED),
+            format!(
+                "client id {id:?} starts with {:?}, which AWS reserves for the ids it generates",
+                rules::RESERVED_CLIENT_ID_PREFIX
             ),
         ))
     } else {

@@ -170,7 +170,15 @@ pub(crate) async fn serve(
         retain_available: Some(true),
         maximum_packet_size: Some(rules::MAX_INBOUND_PACKET_BYTES as u32),
         topic_alias_maximum: Some(rules::TOPIC_ALIAS_MAXIMUM),
-        server_keep_alive: (keep_alive_secs != connect.keep_alive_secs).then_some(keep_alive_secs),
+        // AWS IoT Core's CONNACK carries Server Keep Alive whether or not it changed the
+        // client's (see FIDELITY.md).
+        server_keep_alive: Some(keep_alive_secs),
+        // "If the value you set exceeds the maximum of your account, AWS IoT Core will
+        // return the adjusted value in the CONNACK" ("MQTT 5 properties").
+        session_expiry_interval: connect
+            .session_expiry_secs
+            .filter(|asked| u64::from(*asked) > persist_for.as_secs())
+            .map(|_| u32::try_from(persist_for.as_secs()).unwrap_or(u32::MAX)),
         receive_maximum: Some(rules::MAX_INBOUND_IN_FLIGHT),
         wildcard_subscription_available: Some(true),
         // AWS does not support subscription identifiers and says so in its CONNACK.
@@ -218,9 +226,19 @@ pub(crate) async fn serve(
         Duration::from_secs(secs.into()).min(router.config.max_session_expiry)
     });
     let owed = session.unfinished();
+    let will_due = reason != DisconnectReason::ClientInitiatedDisconnect || session.will_requested;
+    drop(session);
     let version_number =
         admission::unregister(&router, &connect.client_id, connection, persist_for, owed);
-    if (reason != DisconnectReason::ClientInitiatedDisconnect || session.will_requested)
+    // MQTT 5 §3.1.3.2.2: the will waits out its Will Delay Interval, or until the
+    // session ends if that comes first; a new connection for the client id before then
+    // cancels it (waited for below, after the disconnection is reported).
+    let will_delay = connect
+        .will
+        .as_ref()
+        .filter(|_| will_due)
+        .map(|will| Duration::from_secs(will.delay_secs.into()).min(persist_for));
+    if will_delay.is_some_and(|delay| delay.is_zero())
         && let Some(will) = &connect.will
     {
         admission::publish_will(
@@ -245,4 +263,28 @@ pub(crate) async fn serve(
         disconnected_topic(&connect.client_id),
         disconnected_document(&facts, reason, SystemTime::now()),
     );
+    if let (Some(delay), Some(will)) = (will_delay.filter(|d| !d.is_zero()), &connect.will) {
+        tracing::debug!(client = %connect.client_id, ?delay, "last will delayed");
+        let why = tokio::select! {
+            _ = cancel.cancelled() => Some("the broker stopped".to_owned()),
+            _ = tokio::time::sleep(delay) => {
+                admission::will_cancelled(&router, &connect.client_id, version_number)
+            }
+        };
+        match why {
+            None => admission::publish_will(
+                &router,
+                &connect.client_id,
+                accepted.thing_name.as_deref(),
+                will,
+            ),
+            Some(why) => {
+                tracing::info!(client = %connect.client_id, %why, "delayed last will discarded");
+                router.emit(Event::WillDiscarded {
+                    client_id: connect.client_id.clone(),
+                    why,
+                });
+            }
+        }
+    }
 }

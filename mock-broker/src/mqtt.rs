@@ -134,6 +134,8 @@ pub struct Will {
     pub properties: Bytes,
     /// MQTT 5: the will's Message Expiry Interval.
     pub message_expiry_secs: Option<u32>,
+    /// MQTT 5: the Will Delay Interval (absent: 0, published at once).
+    pub delay_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +280,8 @@ pub struct ConnAck {
     pub maximum_packet_size: Option<u32>,
     pub topic_alias_maximum: Option<u16>,
     pub server_keep_alive: Option<u16>,
+    /// The Session Expiry Interval the server applies, when it is not the one asked for.
+    pub session_expiry_interval: Option<u32>,
     pub receive_maximum: Option<u16>,
     pub wildcard_subscription_available: Option<bool>,
     pub subscription_identifier_available: Option<bool>,
@@ -577,12 +581,16 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
     }
     let client_id = read_string(body)?;
     let will = if will_flag {
-        let (properties, message_expiry_secs) = if version == Version::V5 {
+        let (properties, message_expiry_secs, delay_secs) = if version == Version::V5 {
             let read = read_properties(body, PropertyContext::Will)?;
             let expiry = message_expiry(&read);
-            (read.forwarded, expiry)
+            let delay = read.iter().find_map(|p| match p.value {
+                PropertyValue::U32(secs) if p.id == WILL_DELAY_INTERVAL => Some(secs),
+                _ => None,
+            });
+            (read.forwarded, expiry, delay.unwrap_or(0))
         } else {
-            (Bytes::new(), None)
+            (Bytes::new(), None, 0)
         };
         let topic = read_string(body)?;
         let payload = read_binary(body)?;
@@ -593,6 +601,7 @@ fn read_connect(body: &mut Bytes) -> Result<Connect, DecodeError> {
             retain: flags & 0b10_0000 != 0,
             properties,
             message_expiry_secs,
+            delay_secs,
         })
     } else {
         None
@@ -1069,6 +1078,10 @@ pub fn encode(packet: &ServerPacket, version: Version, out: &mut BytesMut) {
                 if let Some(secs) = ack.server_keep_alive {
                     props.put_u8(0x13);
                     props.put_u16(secs);
+                }
+                if let Some(secs) = ack.session_expiry_interval {
+                    props.put_u8(SESSION_EXPIRY_INTERVAL);
+                    props.put_u32(secs);
                 }
                 for (id, flag) in [
                     (0x28, ack.wildcard_subscription_available),

@@ -71,6 +71,12 @@ pub enum Event {
         client_id: String,
         fault: String,
     },
+    /// A last will that was waiting out its MQTT 5 Will Delay Interval was not
+    /// published, and why (the client connected again in time, or the broker stopped).
+    WillDiscarded {
+        client_id: String,
+        why: String,
+    },
     /// The SNTP server got a request, and answered it or (as told) did not.
     SntpRequest {
         peer: SocketAddr,
@@ -138,6 +144,11 @@ impl Event {
                 "type": "fault",
                 "client_id": client_id,
                 "fault": fault,
+            }),
+            Event::WillDiscarded { client_id, why } => json!({
+                "type": "will_discarded",
+                "client_id": client_id,
+                "why": why,
             }),
             Event::SntpRequest { peer, answered } => json!({
                 "type": "sntp",

@@ -427,9 +427,12 @@ impl PacketLoop {
 
     fn on_publish(&mut self, mut publish: Publish) -> Flow {
         let received_at = Instant::now();
-        if self.inbound_window.1 == 0 {
-            // A window opens with the first publish after the last one closed.
-            self.inbound_window.0 = tokio::time::Instant::now();
+        let now = tokio::time::Instant::now();
+        if self.inbound_window.1 == 0 || now >= self.inbound_window.0 + Duration::from_secs(1) {
+            // A window opens with the first publish after the last one closed (also when
+            // this publish is what ended an idle wait past the window's end: it belongs to
+            // the new second, not the old one).
+            self.inbound_window = (now, 0, 0);
         }
         self.inbound_window.1 += 1;
         self.inbound_window.2 += publish.topic.len() + publish.payload.len();
@@ -523,7 +526,7 @@ impl PacketLoop {
             dup: publish.dup,
             expires_at: publish
                 .message_expiry_secs
-                .map(|secs| received_at + Duration::from_secs(secs.into())),
+                .map(|secs| received_at + rules::effective_message_expiry(secs)),
         });
         if let Some(packet_id) = packet_id {
             self.reply(&ServerPacket::PubAck {
@@ -642,7 +645,19 @@ impl PacketLoop {
             }
         }
         self.reply(&ServerPacket::SubAck { packet_id, codes });
-        for (filter, qos, _, send_retained) in granted {
+        for (filter, qos, options, send_retained) in granted {
+            // A member joining a shared subscription takes what the group queued while
+            // no member was online (AWS, "Shared subscriptions message queuing").
+            if rules::shared_filter(&filter).is_some() {
+                for delivery in
+                    self.router
+                        .take_shared_queued(&filter, qos, options, &self.principal())
+                {
+                    if self.outbox.offer(delivery) != Offer::Queued {
+                        tracing::info!(client = %self.client_id, %filter, "client full: queued shared subscription message dropped");
+                    }
+                }
+            }
             // Retained messages follow the SUBACK, as on AWS, within the client's limits.
             if send_retained
                 && let Some(delivery) = self.router.retained_for(&filter, qos, &self.principal())

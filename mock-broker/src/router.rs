@@ -90,11 +90,25 @@ pub(crate) struct State {
     pub stored_sessions: HashMap<String, StoredSession>,
     /// Per shared subscription (`$share/group/filter`), whose turn is next.
     pub shared_turns: HashMap<String, usize>,
+    /// Per shared subscription, the QoS 1 messages queued while none of its members was
+    /// online and at least one was an offline persistent session.
+    pub shared_queues: HashMap<String, VecDeque<SharedQueued>>,
+}
+
+/// A message a shared subscription group holds for whichever member comes online next.
+pub(crate) struct SharedQueued {
+    /// RETAIN as published: each member's Retain As Published decides on delivery.
+    pub delivery: Delivery,
+    /// Dropped after this: AWS keeps queued messages for the persistent session expiry
+    /// period unless the message's own expiry (`delivery.expires_at`) says otherwise.
+    pub drop_after: Instant,
 }
 
 /// A persistent session between connections: its subscriptions and the QoS 1 messages
 /// that arrived for it meanwhile.
 pub(crate) struct StoredSession {
+    /// The MQTT version it was made with: AWS does not resume it in the other one.
+    pub version: Version,
     pub subscriptions: Vec<(String, QoS)>,
     pub options: HashMap<String, SubscriptionOptions>,
     pub thing_name: Option<String>,
@@ -132,6 +146,11 @@ impl State {
                 .retain(|id, _| clients.contains_key(id) || stored.contains_key(id));
         }
         self.stored_sessions.retain(|_, s| s.expires_at > now);
+        // A shared group's queue outlives its members by the session expiry at most.
+        self.shared_queues.retain(|_, queue| {
+            queue.retain(|q| q.drop_after > now);
+            !queue.is_empty()
+        });
     }
 }
 
@@ -345,6 +364,7 @@ impl Router {
         // (AWS: "distributes messages ... in a balanced manner"; the mock's balance is a
         // round robin by client id, so tests can predict it).
         let state = &mut *state;
+        let online_groups: Vec<String> = groups.keys().cloned().collect();
         for (filter, mut members) in groups {
             members.sort();
             let turn = state.shared_turns.entry(filter).or_insert(0);
@@ -354,20 +374,45 @@ impl Router {
                 delivered += usize::from(self.offer(client, &message, *qos, *retain_as_published));
             }
         }
-        // Persistent sessions without a connection keep QoS 1 messages for later.
+        // Persistent sessions without a connection keep QoS 1 messages for later, with
+        // the RETAIN flag their subscription's Retain As Published asks for. A shared
+        // subscription none of whose members is online queues them for the group (AWS,
+        // "Shared subscriptions message queuing").
         if message.qos == QoS::AtLeastOnce {
             let now = Instant::now();
             state
                 .stored_sessions
                 .retain(|_, stored| stored.expires_at > now);
+            let mut offline_groups: Vec<String> = Vec::new();
             for (client_id, stored) in state.stored_sessions.iter_mut() {
-                let subscribed = stored.subscriptions.iter().any(|(filter, qos)| {
-                    *qos == QoS::AtLeastOnce && rules::filter_matches(filter, &message.topic)
-                });
                 let principal = Principal {
                     client_id,
                     thing_name: stored.thing_name.as_deref(),
                 };
+                let mut subscribed = false;
+                let mut retain_as_published = false;
+                for (filter, qos) in &stored.subscriptions {
+                    if *qos != QoS::AtLeastOnce {
+                        continue;
+                    }
+                    if let Some((_, inner)) = rules::shared_filter(filter) {
+                        if !online_groups.contains(filter)
+                            && !offline_groups.contains(filter)
+                            && rules::filter_matches(inner, &message.topic)
+                            && self.allowed(Action::Receive, &message.topic, &principal)
+                        {
+                            offline_groups.push(filter.clone());
+                        }
+                        continue;
+                    }
+                    if rules::filter_matches(filter, &message.topic) {
+                        subscribed = true;
+                        retain_as_published |= stored
+                            .options
+                            .get(filter)
+                            .is_some_and(|o| o.retain_as_published);
+                    }
+                }
                 if !subscribed || !self.allowed(Action::Receive, &message.topic, &principal) {
                     continue;
                 }
@@ -377,14 +422,84 @@ impl Router {
                         payload: message.payload.clone(),
                         qos: QoS::AtLeastOnce,
                         properties: message.properties.clone(),
-                        retained: false,
+                        retained: message.retain && retain_as_published,
                         redelivery: None,
                         expires_at: message.expires_at,
                     },
                     self.config.queue_limits,
                 );
             }
+            for filter in offline_groups {
+                let queue = state.shared_queues.entry(filter.clone()).or_default();
+                queue.retain(|q| {
+                    q.drop_after > now && q.delivery.expires_at.is_none_or(|at| at > now)
+                });
+                // AWS: past the limit "New incoming messages ... are dropped. The system
+                // does not replace older queued messages with newer ones." The mock's limit
+                // is a client's backlog limit, in messages and bytes.
+                let limits = self.config.queue_limits;
+                let held: usize = queue.iter().map(|q| q.delivery.cost()).sum();
+                let cost = message.cost();
+                if queue.len() >= limits.max_messages || held + cost > limits.max_bytes {
+                    tracing::info!(%filter, topic = %message.topic, "shared subscription queue full: message dropped");
+                    continue;
+                }
+                queue.push_back(SharedQueued {
+                    delivery: Delivery {
+                        topic: message.topic.clone(),
+                        payload: message.payload.clone(),
+                        qos: QoS::AtLeastOnce,
+                        properties: message.properties.clone(),
+                        retained: message.retain,
+                        redelivery: None,
+                        expires_at: message.expires_at,
+                    },
+                    drop_after: now + self.config.max_session_expiry,
+                });
+                delivered += 1;
+            }
         }
         delivered
+    }
+
+    /// What the shared subscription `filter` queued while no member was online, for a
+    /// member that comes online (a persistent session resuming, or a new subscriber):
+    /// AWS, "Queued messages are delivered when either existing members resume their
+    /// persistent sessions, or new members join the group". Messages the member's policy
+    /// does not let it receive stay queued.
+    pub fn take_shared_queued(
+        &self,
+        filter: &str,
+        granted: QoS,
+        options: SubscriptionOptions,
+        principal: &Principal<'_>,
+    ) -> Vec<Delivery> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let Some(queue) = state.shared_queues.get_mut(filter) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::new();
+        for queued in queue.drain(..) {
+            if queued.drop_after <= now {
+                continue;
+            }
+            if self.allowed(Action::Receive, &queued.delivery.topic, principal) {
+                taken.push(Delivery {
+                    qos: queued.delivery.qos.min(granted),
+                    retained: queued.delivery.retained && options.retain_as_published,
+                    ..queued.delivery
+                });
+            } else {
+                kept.push_back(queued);
+            }
+        }
+        if kept.is_empty() {
+            state.shared_queues.remove(filter);
+        } else {
+            state.shared_queues.insert(filter.to_owned(), kept);
+        }
+        taken
     }
 }

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
+/// A client id may not start with this: AWS quotas, "Restricted client ID prefix": "$ is
+/// reserved for AWS IoT generated client IDs".
+pub const RESERVED_CLIENT_ID_PREFIX: char = '$';
 /// Longest topic name or filter, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 256;
 /// Most forward slashes in a topic name or filter (8 levels).
@@ -33,9 +36,25 @@ pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 50;
 /// Keep-alive bounds; 0 (no keep-alive) is treated as the maximum.
 pub const MIN_KEEP_ALIVE_SECS: u16 = 30;
 pub const MAX_KEEP_ALIVE_SECS: u16 = 1200;
-/// The largest packet the broker reads: a maximal payload plus a maximal topic, packet
-/// id and generous room for MQTT 5 properties. Larger packets are refused unread.
-pub const MAX_INBOUND_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 64 * 1024;
+/// The largest packet the broker reads, and the Maximum Packet Size its CONNACK
+/// announces: what AWS IoT Core's CONNACK announces (149504 = 128 KiB of payload plus
+/// 18 KiB for the topic, packet id and properties; seen in CONNACKs from AWS IoT Core
+/// printed by the AWS IoT Device SDK for Python, see FIDELITY.md). Larger packets are
+/// refused unread.
+pub const MAX_INBOUND_PACKET_BYTES: usize = 149_504;
+// A maximal payload with a maximal topic and room for properties fits in it.
+const _: () = assert!(MAX_INBOUND_PACKET_BYTES > MAX_PAYLOAD_BYTES + MAX_TOPIC_BYTES + 8 * 1024);
+
+/// The Message Expiry Interval AWS applies ("MQTT 5 supported features", message expiry):
+/// "the minimum MEI is 1. If the interval is set to 0 from the client side, it will be
+/// adjusted to 1. The maximum message expiry interval is 604800 (7 days). Any values
+/// higher than this will be adjusted to the maximum value."
+pub fn effective_message_expiry(requested_secs: u32) -> Duration {
+    Duration::from_secs(requested_secs.clamp(1, MAX_MESSAGE_EXPIRY_SECS).into())
+}
+
+/// The longest Message Expiry Interval AWS keeps (7 days).
+pub const MAX_MESSAGE_EXPIRY_SECS: u32 = 604_800;
 
 /// The keep-alive AWS applies for a requested one: clamped to `min_secs..=1200` s (AWS's
 /// `min_secs` is [`MIN_KEEP_ALIVE_SECS`]; tests lower it), 0 is 1200.

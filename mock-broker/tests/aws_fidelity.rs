@@ -459,7 +459,11 @@ async fn connack_announces_what_aws_announces() {
         "Subscription Identifier Available"
     );
     assert_eq!(value(0x2A), Some(vec![1]), "Shared Subscription Available");
-    assert!(value(0x27).is_some(), "Maximum Packet Size");
+    assert_eq!(
+        value(0x27),
+        Some(149_504u32.to_be_bytes().to_vec()),
+        "Maximum Packet Size, as AWS IoT Core's CONNACK says"
+    );
 }
 
 #[tokio::test]
@@ -783,4 +787,125 @@ async fn a_retained_message_past_its_expiry_is_not_sent_to_new_subscribers() {
     let got = received(&mut subscriber).await;
     assert!(got.retain);
     assert!(message_expiry_of(&got.properties).is_some_and(|left| left < 100));
+}
+
+/// Will Delay Interval (0x18) property bytes.
+fn will_delay(secs: u32) -> Vec<u8> {
+    let mut bytes = vec![0x18];
+    bytes.extend_from_slice(&secs.to_be_bytes());
+    bytes
+}
+
+/// Session Expiry Interval (0x11) property bytes.
+fn session_expiry(secs: u32) -> Vec<u8> {
+    let mut bytes = vec![0x11];
+    bytes.extend_from_slice(&secs.to_be_bytes());
+    bytes
+}
+
+#[tokio::test]
+async fn a_will_waits_out_its_delay_and_a_reconnection_in_time_cancels_it() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut watcher = plain(&rig, addr, "ESPthing-watch").await;
+    assert_eq!(subscribed(&mut watcher, 1, "test/will", 1).await, [1]);
+    let mut observer = broker.observe();
+    let delay = Duration::from_secs(2);
+    let delayed = |id: &str, payload: &'static [u8]| {
+        connect_v5(
+            id,
+            0x02 | 0x04,
+            &session_expiry(3600),
+            Some((&will_delay(2), "test/will", payload)),
+        )
+    };
+
+    // Dropped and not back: the will goes out once the delay has passed.
+    let (gone, _) = client(&rig, addr, &delayed("ESPthing-late", b"late")).await;
+    let dropped = Instant::now();
+    drop(gone);
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-late", WAIT)
+            .await
+            .is_some()
+    );
+    nothing_due(&mut watcher, "a will before its delay").await;
+    assert_eq!(received(&mut watcher).await.payload, b"late");
+    assert!(
+        dropped.elapsed() >= delay,
+        "published {:?} after the drop",
+        dropped.elapsed()
+    );
+
+    // Dropped, then back within the delay: the will is never published.
+    let (gone, _) = client(&rig, addr, &delayed("ESPthing-back", b"back")).await;
+    drop(gone);
+    assert!(
+        observer
+            .wait_for_disconnect("ESPthing-back", WAIT)
+            .await
+            .is_some()
+    );
+    let (_back, connack) = client(
+        &rig,
+        addr,
+        &connect_v5("ESPthing-back", 0x00, &session_expiry(3600), None),
+    )
+    .await;
+    assert_eq!(connack[0], 1, "session present");
+    let why = observer
+        .wait_for(WAIT, |event| match event {
+            mock_broker::Event::WillDiscarded { client_id, why }
+                if client_id == "ESPthing-back" =>
+            {
+                Some(why.clone())
+            }
+            _ => None,
+        })
+        .await
+        .expect("the delayed will is discarded");
+    assert!(why.contains("connected again"), "{why}");
+    nothing_due(&mut watcher, "a will after the client came back").await;
+}
+
+#[tokio::test]
+async fn a_delayed_will_goes_out_when_the_session_ends_if_that_is_sooner() {
+    let rig = Rig::new();
+    let broker = rig.start(rig.config()).await;
+    let addr = broker.mqtt_addr();
+    let mut watcher = plain(&rig, addr, "ESPthing-watch").await;
+    assert_eq!(subscribed(&mut watcher, 1, "test/will", 1).await, [1]);
+    // A will delayed 100 s from a session that ends with its connection (no Session
+    // Expiry Interval): published at once, well within WAIT.
+    let (gone, _) = client(
+        &rig,
+        addr,
+        &connect_v5(
+            "ESPthing-brief",
+            0x02 | 0x04,
+            &[],
+            Some((&will_delay(100), "test/will", b"at once")),
+        ),
+    )
+    .await;
+    drop(gone);
+    assert_eq!(received(&mut watcher).await.payload, b"at once");
+    // A session kept 1 s: published when it ends, not after 100 s.
+    let (gone, _) = client(
+        &rig,
+        addr,
+        &connect_v5(
+            "ESPthing-short",
+            0x02 | 0x04,
+            &session_expiry(1),
+            Some((&will_delay(100), "test/will", b"session over")),
+        ),
+    )
+    .await;
+    let dropped = Instant::now();
+    drop(gone);
+    assert_eq!(received(&mut watcher).await.payload, b"session over");
+    assert!(dropped.elapsed() >= Duration::from_secs(1));
 }
