@@ -103,6 +103,16 @@ async fn connack_withheld(run: &mut ScenarioRun) -> CheckResult {
             )));
         };
         connects += 1;
+        // The verdict reads the round's delays from the serial log up to this line: wait
+        // until it has been read, not only seen by the broker.
+        line_after(
+            run,
+            started,
+            &format!("`mqtt: connected` ending round {round}"),
+            RECOVER,
+            |l| is(l, "mqtt", "connected"),
+        )
+        .await?;
         let publishes = |e: &Event| published(e, &client).map(|_| ());
         if events.wait_for(at, RECOVER, publishes).await.is_none() {
             return Err(run.failure(&format!(
