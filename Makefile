@@ -10,6 +10,8 @@ AWS_DIR ?= certs/aws
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
 FLEET ?= 5000
+# Which broker `make broker` runs: mock or mosquitto.
+BROKER ?= mock
 # Every tool is built in one invocation over the whole workspace and run from target/, so
 # shared dependencies are built with one feature set: `cargo run -p X` for each tool
 # would unify features per package and rebuild them every time another tool ran.
@@ -74,6 +76,7 @@ help:
 	@echo "make certs   test PKI and flash image in $(DEV_DIR)/ (kept if present)"
 	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT),"
 	@echo "             the thing's and the observer's policies, a control API; prints how to watch"
+	@echo "             (make broker BROKER=mosquitto: mosquitto with the same PKI on :8883, the mock for SNTP)"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   reconnect figures vs the mock broker (outages, flapping, fleet; ~20 min),"
 	@echo "             then cadence and connect figures vs mosquitto"
@@ -225,9 +228,27 @@ bench:
 	$(CARGO) run -q --release -p hil --example reconnect --locked -- --out target/bench/reconnect
 	$(CARGO) bench -p virtual-device --bench device --locked
 
+# BROKER=mosquitto: mosquitto with an mTLS listener on :8883 serving certs/dev (the
+# certificate's CN as user name), and the mock broker for SNTP only (its MQTT port is
+# a free one nobody uses), stopped with mosquitto. It runs as the invoking user (run as
+# root, mosquitto would otherwise switch to `mosquitto`, who cannot read certs/dev's key).
 broker: certs
 	$(BUILD_TOOLS)
-	$(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT) --control 127.0.0.1:0
+	@case "$(BROKER)" in \
+	mock) exec $(BIN)/mock-broker serve --certs $(DEV_DIR) --sntp 127.0.0.1:$(SNTP_PORT) --control 127.0.0.1:0 ;; \
+	mosquitto) \
+		mkdir -p target/broker; \
+		printf '%s\n' "user $$(id -un)" 'per_listener_settings false' 'persistence false' 'log_dest stdout' \
+			'allow_anonymous false' 'listener 8883 127.0.0.1' "cafile $(abspath $(DEV_DIR))/ca.pem" \
+			"certfile $(abspath $(DEV_DIR))/server.pem" "keyfile $(abspath $(DEV_DIR))/server.key.pem" \
+			'require_certificate true' 'use_identity_as_username true' > target/broker/mosquitto.conf; \
+		$(BIN)/mock-broker serve --certs $(DEV_DIR) --port 0 --sntp 127.0.0.1:$(SNTP_PORT) >/dev/null 2>&1 & sntp=$$!; \
+		trap 'kill $$sntp 2>/dev/null' EXIT; \
+		echo "mosquitto on 127.0.0.1:8883 (target/broker/mosquitto.conf), SNTP on 127.0.0.1:$(SNTP_PORT); watch the device:"; \
+		echo "  mosquitto_sub -h localhost -p 8883 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-watch -t outTopic -v"; \
+		mosquitto -c target/broker/mosquitto.conf ;; \
+	*) echo "make broker: BROKER=$(BROKER)? choose mock (default) or mosquitto" >&2; exit 2 ;; \
+	esac
 
 bench-broker:
 	$(CARGO) run -q --release -p mock-broker --locked --example fleet -- --clients $(FLEET) --seconds 20

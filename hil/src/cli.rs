@@ -62,6 +62,8 @@ pub enum Target {
     Mock,
     /// AWS IoT Core at `--endpoint`.
     Aws,
+    /// A mosquitto process the rig starts (mutual TLS, the rig's test PKI).
+    Mosquitto,
 }
 
 impl Board {
@@ -81,6 +83,7 @@ impl Target {
         match self {
             Self::Mock => "mock",
             Self::Aws => "aws",
+            Self::Mosquitto => "mosquitto",
         }
     }
 }
@@ -359,7 +362,7 @@ pub fn target_settings(args: &DeviceArgs) -> Result<Option<AwsSettings>, RigErro
         ("--observer-ca", &args.observer_ca),
     ];
     match args.target {
-        Target::Mock => {
+        Target::Mock | Target::Mosquitto => {
             let mut stray: Vec<&str> = observer
                 .iter()
                 .filter(|(_, given)| given.is_some())
@@ -427,8 +430,18 @@ fn skip_reason(
     if let Some(why) = vocabulary.skip_reason(scenario.needs_lines) {
         return Some(why);
     }
-    if args.target == Target::Aws && scenario.needs_broker_faults {
-        return Some("needs the mock broker's faults, which AWS IoT does not offer".into());
+    if scenario.needs_broker_faults {
+        match args.target {
+            Target::Mock => {}
+            Target::Aws => {
+                return Some("needs the mock broker's faults, which AWS IoT does not offer".into());
+            }
+            Target::Mosquitto => {
+                return Some(
+                    "needs the mock broker's faults, which mosquitto does not offer".into(),
+                );
+            }
+        }
     }
     // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
     let given_image = args.flash.is_some() && (!named || args.target == Target::Aws);
@@ -455,6 +468,20 @@ async fn start_rig(
         .filter_map(|s| skip_reason(args, named, vocabulary, s).map(|why| (s.name, why)))
         .collect();
     selected.retain(|s| skip_reason(args, named, vocabulary, s).is_none());
+    if args.target == Target::Mosquitto {
+        if args.flash.is_some() || args.pki.is_some() {
+            return Err(RigError::usage(
+                "--flash, --pki: --target mosquitto makes its own test PKI and image",
+            ));
+        }
+        let rig = Rig::mosquitto(binary).await?;
+        eprintln!(
+            "hil: every scenario runs the one thing image (client id {}), one at a time",
+            rig.given_image()
+                .map_or("?", |g| g.config.client_id.as_str())
+        );
+        return Ok((rig, skipped));
+    }
     let rig = match (aws, &args.flash) {
         (Some(aws), _) => {
             let identity = ObserverIdentity::load(

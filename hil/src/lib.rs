@@ -42,4 +42,5 @@ pub mod runner;
 pub mod scenarios;
 pub mod serial;
 pub mod snapshots;
+pub mod third_party;
 pub mod vocabulary;

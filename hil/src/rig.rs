@@ -23,6 +23,7 @@ use mock_broker::{Config, Handle, MockBroker, Observer, Policy, QoS};
 
 use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
 use crate::error::RigError;
+use crate::third_party::Mosquitto;
 
 /// The topic the devices publish to (the tutorial's).
 pub const OUT_TOPIC: &str = "outTopic";
@@ -98,6 +99,16 @@ enum Target {
     Mock(Handle),
     /// The observer connection to AWS IoT (`--target aws`).
     Aws(AwsObserver),
+    /// A mosquitto process, watched through the observer as AWS is (`--target mosquitto`).
+    Mosquitto(Box<ThirdParty>),
+}
+
+/// A third-party broker the rig started, the observer watching it, and the mock broker
+/// that serves the device its time (nothing else of it is used).
+pub struct ThirdParty {
+    observer: AwsObserver,
+    broker: Mosquitto,
+    sntp: Handle,
 }
 
 /// Everything scenarios share.
@@ -244,6 +255,88 @@ impl Rig {
         Self::assemble(Target::Aws(observer), None, device_binary, Some(image))
     }
 
+    /// A mosquitto process with a mutual-TLS listener, serving a fresh test PKI; one
+    /// device identity (its image built here, so scenarios run one at a time, as with
+    /// `--flash`), watched through the observer identity.
+    pub async fn mosquitto(device_binary: PathBuf) -> Result<Self, RigError> {
+        let pki = Pki::generate(&InitOptions {
+            thing: "hil-thing".into(),
+            days: VALIDITY_DAYS,
+            ..InitOptions::default()
+        })
+        .map_err(|e| RigError::make("test PKI", e))?;
+        let workdir = tempfile::Builder::new()
+            .prefix("hil-mosquitto-")
+            .tempdir()
+            .map_err(|e| RigError::io("work folder", e))?;
+        let dir = workdir.path();
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text)
+                .map_err(|e| RigError::io(format!("write {name}"), e))
+        };
+        write("ca.pem", &pki.ca.cert_pem())?;
+        write("server.pem", &pki.server.cert_pem())?;
+        write("server.key.pem", &pki.server.key_pem())?;
+        write("observer.pem", &pki.observer.cert_pem())?;
+        write("observer.key.pem", &pki.observer.key_pem())?;
+        let broker = Mosquitto::start(dir).await?;
+        // The time server: the mock broker's SNTP, on its own (its MQTT port is unused).
+        let credentials = mock_broker::Credentials::with_server_pem(
+            vec![pki.ca.cert_der().to_vec()],
+            &pki.server.cert_pem(),
+            &pki.server.key_pem(),
+        )
+        .map_err(|e| RigError::broker("SNTP server credentials", e))?;
+        let mut config = Config::new(credentials, Policy::allow_all());
+        config.sntp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let sntp = MockBroker::start(config)
+            .await
+            .map_err(|e| RigError::broker("SNTP server", e))?;
+        let sntp_port = sntp.sntp_addr().map_or(0, |a| a.port());
+
+        let client_id = "hil-thing";
+        let mut device = DeviceConfig::new("localhost", client_id)
+            .map_err(|e| RigError::make("device config", format!("{e:?}")))?;
+        device.endpoint.port = broker.addr.port();
+        device.ntp.host = "127.0.0.1"
+            .try_into()
+            .map_err(|_| RigError::make("device config", "ntp host"))?;
+        device.ntp.port = sntp_port;
+        let creds = Credentials::from_pki(&pki).map_err(|e| RigError::make("credentials", e))?;
+        let bytes = image::build_image(&creds, &device, image::DEFAULT_IMAGE_SIZE)
+            .map_err(|e| RigError::make("flash image", e))?;
+        let image_path = dir.join("thing.img");
+        std::fs::write(&image_path, bytes).map_err(|e| RigError::io("write thing.img", e))?;
+        let image = GivenImage::read(&image_path)?;
+
+        let identity = ObserverIdentity::load(
+            &dir.join("observer.pem"),
+            &dir.join("observer.key.pem"),
+            &dir.join("ca.pem"),
+            crate::aws::DEFAULT_CLIENT_ID,
+        )?;
+        let endpoint = Endpoint {
+            host: "localhost".into(),
+            port: broker.addr.port(),
+            alpn: false,
+        };
+        let observer =
+            AwsObserver::connect(&endpoint, &identity, &device.pub_topic, client_id).await?;
+        Ok(Self {
+            target: Target::Mosquitto(Box::new(ThirdParty {
+                observer,
+                broker,
+                sntp,
+            })),
+            ca: None,
+            device_binary,
+            workdir,
+            sabotage: ImageSabotage::default(),
+            given: Some(image),
+            policy: None,
+        })
+    }
+
     /// The rig around a started `target`, with a fresh work folder for its images.
     fn assemble(
         target: Target,
@@ -281,6 +374,9 @@ impl Rig {
             Target::Aws(_) => Err(RigError::Target(
                 "needs the mock broker, and --target aws has none",
             )),
+            Target::Mosquitto(_) => Err(RigError::Target(
+                "needs the mock broker, and --target mosquitto runs mosquitto",
+            )),
         }
     }
 
@@ -295,6 +391,7 @@ impl Rig {
         match &self.target {
             Target::Mock(broker) => broker.observe(),
             Target::Aws(aws) => aws.observe(),
+            Target::Mosquitto(m) => m.observer.observe(),
         }
     }
 
@@ -305,17 +402,25 @@ impl Rig {
         match &self.target {
             Target::Mock(broker) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
             Target::Aws(aws) => aws.publish(topic, payload).await.map(|()| None),
+            Target::Mosquitto(m) => m.observer.publish(topic, payload).await.map(|()| None),
         }
     }
 
     /// What is wrong on the rig's side, for failure messages: the AWS observer's lost
     /// connection (after which nothing the device does is seen).
     pub fn trouble(&self) -> Option<String> {
-        let Target::Aws(aws) = &self.target else {
-            return None;
-        };
-        let why = aws.lost()?;
-        Some(format!("the AWS observer's connection was lost: {why}"))
+        match &self.target {
+            Target::Mock(_) => None,
+            Target::Aws(aws) => aws
+                .lost()
+                .map(|why| format!("the AWS observer's connection was lost: {why}")),
+            Target::Mosquitto(m) => m.observer.lost().map(|why| {
+                format!(
+                    "the observer's connection to mosquitto was lost: {why} (mosquitto's log: {})",
+                    m.broker.log_tail()
+                )
+            }),
+        }
     }
 
     /// Where the rig is connected, for the banner.
@@ -330,6 +435,15 @@ impl Rig {
                     .unwrap_or_else(|| "none".into())
             ),
             Target::Aws(aws) => aws.describe(),
+            Target::Mosquitto(m) => format!(
+                "mosquitto on {} (SNTP {}), watched by observer {}",
+                m.broker.addr,
+                m.sntp
+                    .sntp_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                crate::aws::DEFAULT_CLIENT_ID
+            ),
         }
     }
 
@@ -338,6 +452,16 @@ impl Rig {
         match self.target {
             Target::Mock(broker) => broker.shutdown().await,
             Target::Aws(aws) => aws.shutdown().await,
+            Target::Mosquitto(m) => {
+                let ThirdParty {
+                    observer,
+                    broker,
+                    sntp,
+                } = *m;
+                observer.shutdown().await;
+                drop(broker);
+                sntp.shutdown().await;
+            }
         }
     }
 
