@@ -580,7 +580,9 @@ pub const CIPHER_SUITES: Scenario = Scenario {
     summary: "a broker offering one cipher suite at a time, each of AWS IoT's policy rustls has: which the device negotiates",
     tolerance: "at least one suite negotiated (`mqtt: connected`); each attempt decided within 15 s",
     exclusive: false,
-    needs_rig_ca: false,
+    // It writes an image per suite (each broker has its own port), so it cannot run a
+    // given --flash image.
+    needs_rig_ca: true,
     needs_broker_faults: true,
     needs_lines: &[],
     limit: Some(Duration::from_secs(180)),
