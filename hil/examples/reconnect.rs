@@ -91,6 +91,7 @@ fn scenario(name: String) -> &'static Scenario {
         exclusive: true,
         needs_rig_ca: false,
         needs_broker_faults: true,
+        restarts_broker: false,
         needs_lines: &[],
         limit: None,
         check: unused_check,

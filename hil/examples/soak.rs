@@ -81,6 +81,7 @@ const SOAK: Scenario = Scenario {
     exclusive: true,
     needs_rig_ca: false,
     needs_broker_faults: true,
+    restarts_broker: false,
     needs_lines: &[],
     limit: None,
     check: unused_check,

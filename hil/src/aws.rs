@@ -185,6 +185,28 @@ impl AwsObserver {
         watch_topic: &str,
         device_client_id: &str,
     ) -> Result<Self, RigError> {
+        Self::connect_with(endpoint, identity, watch_topic, device_client_id, false).await
+    }
+
+    /// As [`AwsObserver::connect`], but a lost connection is made again (and the topic
+    /// subscribed again) for as long as it takes, for a broker the rig itself restarts;
+    /// [`AwsObserver::lost`] says why while it is down.
+    pub async fn connect_following(
+        endpoint: &Endpoint,
+        identity: &ObserverIdentity,
+        watch_topic: &str,
+        device_client_id: &str,
+    ) -> Result<Self, RigError> {
+        Self::connect_with(endpoint, identity, watch_topic, device_client_id, true).await
+    }
+
+    async fn connect_with(
+        endpoint: &Endpoint,
+        identity: &ObserverIdentity,
+        watch_topic: &str,
+        device_client_id: &str,
+        follow: bool,
+    ) -> Result<Self, RigError> {
         let mut options = MqttOptions::new(&identity.client_id, &endpoint.host, endpoint.port);
         options
             .set_keep_alive(KEEP_ALIVE)
@@ -238,7 +260,15 @@ impl AwsObserver {
 
         let (ack_tx, acks) = watch::channel(0u64);
         let (lost_tx, lost) = watch::channel(None);
-        let task = tokio::spawn(pump(eventloop, events.clone(), attribute, ack_tx, lost_tx));
+        let follow = follow.then(|| (client.clone(), watch_topic.to_string()));
+        let task = tokio::spawn(pump(
+            eventloop,
+            events.clone(),
+            attribute,
+            ack_tx,
+            lost_tx,
+            follow,
+        ));
         Ok(Self {
             client,
             events,
@@ -282,6 +312,11 @@ impl AwsObserver {
                 )))
             }
         }
+    }
+
+    /// The endpoint it is connected to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Why the connection ended, once it has: from then on nothing more is observed.
@@ -329,25 +364,44 @@ fn observation(publisher: &Publisher, p: rumqttc::Publish) -> Event {
     })
 }
 
-/// Drive the connection: report publishes, count PUBACKs, stop at the first error (a
-/// reconnect would need a fresh subscription and would hide the gap from the scenarios).
+/// Drive the connection: report publishes, count PUBACKs. Without `follow`, stop at the
+/// first error (against AWS a reconnect would hide the gap from the scenarios). With
+/// `follow` (the client and the watched topic), reconnect and subscribe again, for a
+/// broker the rig restarts on purpose.
 async fn pump(
     mut eventloop: EventLoop,
     events: broadcast::Sender<Event>,
     attribute: Publisher,
     acks: watch::Sender<u64>,
     lost: watch::Sender<Option<String>>,
+    follow: Option<(AsyncClient, String)>,
 ) {
+    /// Between reconnect attempts while the broker is down.
+    const RETRY: Duration = Duration::from_millis(200);
     loop {
         match eventloop.poll().await {
             Ok(rumqttc::Event::Incoming(Incoming::Publish(p))) => {
                 let _ = events.send(observation(&attribute, p));
             }
             Ok(rumqttc::Event::Incoming(Incoming::PubAck(_))) => acks.send_modify(|n| *n += 1),
+            Ok(rumqttc::Event::Incoming(Incoming::ConnAck(_))) => {
+                if let Some((client, topic)) = &follow
+                    && lost.borrow().is_some()
+                {
+                    // A clean session: the subscription is made again.
+                    let _ = client.try_subscribe(topic.as_str(), rumqttc::QoS::AtLeastOnce);
+                }
+            }
+            Ok(rumqttc::Event::Incoming(Incoming::SubAck(_))) => {
+                lost.send_replace(None);
+            }
             Ok(_) => {}
             Err(e) => {
                 lost.send_replace(Some(e.to_string()));
-                return;
+                if follow.is_none() {
+                    return;
+                }
+                tokio::time::sleep(RETRY).await;
             }
         }
     }

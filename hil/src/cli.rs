@@ -430,6 +430,9 @@ fn skip_reason(
     if let Some(why) = vocabulary.skip_reason(scenario.needs_lines) {
         return Some(why);
     }
+    if scenario.restarts_broker && args.target == Target::Aws {
+        return Some("restarts the broker, which a test cannot do to AWS IoT".into());
+    }
     if scenario.needs_broker_faults {
         match args.target {
             Target::Mock => {}

@@ -103,11 +103,30 @@ enum Target {
     Mosquitto(Box<ThirdParty>),
 }
 
+impl ThirdParty {
+    /// The broker's port (the observer's, which stays while the broker restarts).
+    fn observer_port(&self) -> u16 {
+        self.observer.endpoint().port
+    }
+
+    fn log_tail(&self) -> String {
+        std::fs::read_to_string(self.dir.join(crate::third_party::LOG))
+            .map(|text| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(5)..].join(" | ")
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// A third-party broker the rig started, the observer watching it, and the mock broker
 /// that serves the device its time (nothing else of it is used).
 pub struct ThirdParty {
     observer: AwsObserver,
-    broker: Mosquitto,
+    /// `None` while stopped ([`Rig::stop_broker`]).
+    broker: std::sync::Mutex<Option<Mosquitto>>,
+    /// Where mosquitto's configuration is, to start it again.
+    dir: PathBuf,
     sntp: Handle,
 }
 
@@ -320,12 +339,15 @@ impl Rig {
             port: broker.addr.port(),
             alpn: false,
         };
+        // It follows the broker's restarts (`reconnect-after-restart`).
         let observer =
-            AwsObserver::connect(&endpoint, &identity, &device.pub_topic, client_id).await?;
+            AwsObserver::connect_following(&endpoint, &identity, &device.pub_topic, client_id)
+                .await?;
         Ok(Self {
             target: Target::Mosquitto(Box::new(ThirdParty {
                 observer,
-                broker,
+                broker: std::sync::Mutex::new(Some(broker)),
+                dir: dir.to_path_buf(),
                 sntp,
             })),
             ca: None,
@@ -380,6 +402,44 @@ impl Rig {
         }
     }
 
+    /// Stop the broker as an outage would: the mock stops listening and drops every
+    /// connection; mosquitto's process is killed. Returns how many connections were
+    /// dropped (mosquitto: 1 if it was running; it does not say).
+    pub async fn stop_broker(&self) -> Result<usize, RigError> {
+        match &self.target {
+            Target::Mock(broker) => {
+                broker.stop_listening().await;
+                Ok(broker.drop_all_connections())
+            }
+            Target::Aws(_) => Err(RigError::Target(
+                "restarts the broker, which a test cannot do to AWS IoT",
+            )),
+            Target::Mosquitto(m) => {
+                let running = m.broker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                Ok(usize::from(running.is_some()))
+            }
+        }
+    }
+
+    /// Start the broker again after [`Rig::stop_broker`], on the same port.
+    pub async fn start_broker(&self) -> Result<(), RigError> {
+        match &self.target {
+            Target::Mock(broker) => broker
+                .resume_listening()
+                .await
+                .map_err(|e| RigError::broker("the broker could not listen again", e)),
+            Target::Aws(_) => Err(RigError::Target(
+                "restarts the broker, which a test cannot do to AWS IoT",
+            )),
+            Target::Mosquitto(m) => {
+                let port = m.observer_port();
+                let restarted = Mosquitto::start_on(&m.dir, port).await?;
+                *m.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(restarted);
+                Ok(())
+            }
+        }
+    }
+
     /// Whether the rig sees the broker's side of things beyond publishes (connections,
     /// subscriptions, refusals): the mock broker does, an AWS observer only sees publishes.
     pub fn sees_broker_events(&self) -> bool {
@@ -417,7 +477,7 @@ impl Rig {
             Target::Mosquitto(m) => m.observer.lost().map(|why| {
                 format!(
                     "the observer's connection to mosquitto was lost: {why} (mosquitto's log: {})",
-                    m.broker.log_tail()
+                    m.log_tail()
                 )
             }),
         }
@@ -436,8 +496,8 @@ impl Rig {
             ),
             Target::Aws(aws) => aws.describe(),
             Target::Mosquitto(m) => format!(
-                "mosquitto on {} (SNTP {}), watched by observer {}",
-                m.broker.addr,
+                "mosquitto on 127.0.0.1:{} (SNTP {}), watched by observer {}",
+                m.observer_port(),
                 m.sntp
                     .sntp_addr()
                     .map(|a| a.to_string())
@@ -457,6 +517,7 @@ impl Rig {
                     observer,
                     broker,
                     sntp,
+                    ..
                 } = *m;
                 observer.shutdown().await;
                 drop(broker);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::RigError;
 
+/// mosquitto's log, in the folder it runs from.
+pub const LOG: &str = "mosquitto.log";
 /// How long mosquitto may take to open its listener.
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
@@ -31,11 +33,19 @@ impl Mosquitto {
             .and_then(|l| l.local_addr())
             .map_err(|e| RigError::io("a free port for mosquitto", e))?
             .port();
+        Self::start_on(dir, port).await
+    }
+
+    /// As [`Mosquitto::start`], on `port` (a restart, on the port it had).
+    pub async fn start_on(dir: &Path, port: u16) -> Result<Self, RigError> {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(&conf, config(dir, port))
             .map_err(|e| RigError::io(format!("write {}", conf.display()), e))?;
-        let log = dir.join("mosquitto.log");
-        let log_file = std::fs::File::create(&log)
+        let log = dir.join(LOG);
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
             .map_err(|e| RigError::io(format!("create {}", log.display()), e))?;
         let err_file = log_file
             .try_clone()

@@ -1,14 +1,15 @@
 //! `hil run --target mosquitto`: the rig starts a real mosquitto with a mutual-TLS
 //! listener on a free port and the rig's test PKI, the device's image points there, and
-//! the observer identity watches and injects. Boot, cadence and inbound pass; every
-//! scenario needing the mock broker's faults is skipped, saying so.
+//! the observer identity watches and injects. Boot, cadence, inbound and a restart of the
+//! mosquitto process pass; every scenario needing the mock broker's faults is skipped,
+//! saying so.
 
 mod common;
 
 use std::process::Command;
 
 #[test]
-fn boot_cadence_and_inbound_pass_against_mosquitto_and_fault_scenarios_are_skipped() {
+fn boot_cadence_inbound_and_a_restart_pass_against_mosquitto_and_fault_scenarios_are_skipped() {
     common::virtual_device();
     let out = Command::new(env!("CARGO_BIN_EXE_hil"))
         .args(["run", "--target", "mosquitto"])
@@ -21,7 +22,7 @@ fn boot_cadence_and_inbound_pass_against_mosquitto_and_fault_scenarios_are_skipp
         "hil failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stderr.contains("hil: mosquitto on 127.0.0.1:"), "{stderr}");
-    for name in ["boot", "cadence", "inbound"] {
+    for name in ["boot", "cadence", "inbound", "reconnect-after-restart"] {
         assert!(
             stdout
                 .lines()
@@ -44,7 +45,7 @@ fn boot_cadence_and_inbound_pass_against_mosquitto_and_fault_scenarios_are_skipp
         );
     }
     assert!(
-        stdout.contains(&format!("3 passed, 0 failed, {} skipped", faulty.len())),
+        stdout.contains(&format!("4 passed, 0 failed, {} skipped", faulty.len())),
         "{stdout}"
     );
 }

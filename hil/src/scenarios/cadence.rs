@@ -24,6 +24,7 @@ pub const SCENARIO: Scenario = Scenario {
     exclusive: false,
     needs_rig_ca: false,
     needs_broker_faults: false,
+    restarts_broker: false,
     needs_lines: &[],
     limit: None,
     check,

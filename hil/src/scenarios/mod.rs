@@ -53,6 +53,9 @@ pub struct Scenario {
     /// Drives the mock broker's fault hooks (outages, bad certificates, withheld
     /// packets), which a real endpoint such as AWS IoT Core does not offer.
     pub needs_broker_faults: bool,
+    /// Stops and starts the broker (the mock's listener, or a third-party broker's
+    /// process), which a test cannot do to AWS IoT.
+    pub restarts_broker: bool,
     /// Log lines (`tag: message`) it cannot judge without; a board whose firmware never
     /// prints one skips it, saying why.
     pub needs_lines: &'static [&'static str],

@@ -35,6 +35,7 @@ pub const SCENARIO: Scenario = Scenario {
     exclusive: false,
     needs_rig_ca: false,
     needs_broker_faults: true,
+    restarts_broker: false,
     needs_lines: &["mqtt: disconnected"],
     limit: None,
     check,

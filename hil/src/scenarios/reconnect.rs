@@ -8,7 +8,6 @@ use firmware_core::log::Line;
 use mock_broker::{Event, Publisher};
 
 use super::{CheckFuture, CheckResult, Scenario, ScenarioRun, is};
-use crate::error::RigError;
 use crate::rig::OUT_TOPIC;
 use firmware_core::session::hello_seq;
 
@@ -26,7 +25,8 @@ pub const SCENARIO: Scenario = Scenario {
     tolerance: "disconnect seen within 5 s; publishing again within 10 s of the broker's return",
     exclusive: true,
     needs_rig_ca: false,
-    needs_broker_faults: true,
+    needs_broker_faults: false,
+    restarts_broker: true,
     needs_lines: &["mqtt: disconnected"],
     limit: None,
     check,
@@ -55,9 +55,7 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
     };
 
     let rig = std::sync::Arc::clone(&run.rig);
-    let broker = rig.broker()?;
-    broker.stop_listening().await;
-    let dropped = broker.drop_all_connections();
+    let dropped = rig.stop_broker().await?;
     let outage = Instant::now();
     // The last number the broker got before the outage.
     while let Some(event) = observer.try_next() {
@@ -83,9 +81,9 @@ async fn reconnect(run: &mut ScenarioRun) -> CheckResult {
         Ok(())
     }
     .await;
-    let resumed = broker.resume_listening().await;
+    let resumed = rig.start_broker().await;
     result?;
-    resumed.map_err(|e| RigError::broker("the broker could not listen again", e))?;
+    resumed?;
     let down_ms = outage.elapsed().as_millis();
     let back = Instant::now();
 
