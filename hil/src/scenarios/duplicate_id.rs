@@ -8,7 +8,7 @@
 //!
 //! The right device behaviour, and the one this scenario asserts: treat the takeover as
 //! any lost connection and reconnect with exponential backoff and full jitter, without
-//! resetting the backoff until a connection has lasted its stable period (30 s). A device
+//! resetting the backoff until a connection has lasted its stable period (5 s). A device
 //! cannot tell whether it or the other one is the rightful owner of the id, so it must not
 //! give up for good (it would stay off-line after the duplicate is gone); but it must not
 //! fight either. Two such devices degrade into a slow alternation whose gaps grow towards
@@ -19,8 +19,8 @@
 //! Asserted: the broker disconnects the original for the duplicate; in the 15 s after the
 //! duplicate starts, the broker sees at most 14 CONNECTs for the id (accepted or refused
 //! by the one-per-second rule; two devices retrying every second would make 15 or more, a
-//! tight loop hundreds); the original's backoff attempts count up without a reset and each
-//! delay stays under its ceiling; once the duplicate is gone the original reconnects
+//! tight loop hundreds); the original's backoff attempts count up, reset only after a
+//! connection that lasted the stable period, and each delay stays under its ceiling; once the duplicate is gone the original reconnects
 //! within its announced delay and stays connected.
 //!
 //! Also asserted: the original names the takeover in its log with the broker's MQTT 5
@@ -49,6 +49,15 @@ pub const MAX_CONNECTS: usize = 14;
 pub const TAKEOVER_WITHIN: Duration = Duration::from_secs(15);
 /// On top of the original's announced delay: handshake, subscribe, one period.
 pub const RECOVER_MARGIN: Duration = Duration::from_secs(10);
+/// A connection that stays up this long resets the device's backoff
+/// (`Settings::stable_after`).
+const STABLE_PERIOD: Duration = Duration::from_millis(
+    firmware_core::session::Settings::new("", "")
+        .stable_after
+        .as_millis(),
+);
+/// Serial latency between a connection's two lines, as the host reads them.
+const STABLE_SLACK: Duration = Duration::from_millis(500);
 /// Publishes in a row without a disconnect once the original is alone.
 const STABLE_PUBLISHES: usize = 3;
 const PERIOD: Duration = Duration::from_secs(2);
@@ -158,27 +167,40 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
         )));
     }
 
-    // The original's backoff while the two took turns.
+    // The original's backoff while the two took turns, with how long the connection
+    // before each backoff stayed up (a connection past the stable period may reset it).
     let log = run.log();
-    let backoffs: Vec<(u32, u64)> = log
-        .iter()
-        .filter(|l| l.at >= arrived && l.at <= window_end)
-        .filter_map(|l| l.line())
-        .filter(|l| is(l, "mqtt", "backoff"))
-        .filter_map(|l| Some((l.field_as("attempt")?, l.field_as("delay_ms")?)))
-        .collect();
-    let Some(&(first, _)) = backoffs.first() else {
+    let mut backoffs: Vec<(u32, u64, Option<Duration>)> = Vec::new();
+    let (mut up_at, mut up_for) = (None, None);
+    for serial in log.iter().filter(|l| l.at >= arrived && l.at <= window_end) {
+        let Some(l) = serial.line() else { continue };
+        if is(l, "mqtt", "connected") {
+            up_at = Some(serial.at);
+        } else if is(l, "mqtt", "disconnected") {
+            up_for = up_at.take().map(|at| serial.at.duration_since(at));
+        } else if is(l, "mqtt", "backoff")
+            && let (Some(attempt), Some(delay_ms)) = (l.field_as("attempt"), l.field_as("delay_ms"))
+        {
+            backoffs.push((attempt, delay_ms, up_for.take()));
+        }
+    }
+    let Some(&(first, _, _)) = backoffs.first() else {
         return Err(run.failure(
             "expected the original to back off after the takeover, saw no `mqtt: backoff`",
         ));
     };
     let series = backoffs
         .iter()
-        .map(|(a, d)| format!("#{a} {d} ms"))
+        .map(|(a, d, _)| format!("#{a} {d} ms"))
         .collect::<Vec<_>>()
         .join(", ");
-    for (i, &(attempt, delay_ms)) in backoffs.iter().enumerate() {
-        let expected = first + i as u32;
+    let mut expected = first;
+    for &(attempt, delay_ms, stayed_up) in &backoffs {
+        // A reset is right after a connection that lasted the stable period (the host
+        // reads the two lines up to a serial latency apart: half a second allowed).
+        if attempt == 1 && stayed_up.is_some_and(|up| up + STABLE_SLACK >= STABLE_PERIOD) {
+            expected = 1;
+        }
         let ceiling = ceiling_ms(attempt);
         if attempt != expected || delay_ms > ceiling || delay_ms < FLOOR_MS.min(ceiling) {
             return Err(run.failure(&format!(
@@ -188,6 +210,7 @@ async fn duplicate_id(run: &mut ScenarioRun) -> CheckResult {
                 FLOOR_MS.min(ceiling)
             )));
         }
+        expected += 1;
     }
 
     // The duplicate leaves; the original must come back by its own schedule and stay.
