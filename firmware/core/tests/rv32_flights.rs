@@ -5,7 +5,7 @@
 //! certificates from an RSA-2048 device CA), runs the very session the emulator runs
 //! (`rv32-budgets/src/session.rs`, same fixed-seed RNG) against a rustls server that
 //! requires and verifies the client certificate and answers MQTT CONNECT, SUBSCRIBE and
-//! PUBLISH, and writes both directions' bytes and the credentials to
+//! PUBLISH, and writes both directions' bytes, the credentials and the server chain to
 //! `firmware/rv32-budgets/flights/<key>/`. The emulator then sends byte-identical client
 //! flights or fails, so what it measured is a handshake rustls accepted.
 //!
@@ -191,6 +191,8 @@ async fn record(name: &str, device_alg: Alg) {
     let dir = out_dir(name);
     let write_file = |file: &str, bytes: &[u8]| std::fs::write(dir.join(file), bytes).expect(file);
     write_file("ca.der", &root.der);
+    write_file("server-leaf.der", &leaf.der);
+    write_file("server-intermediate.der", &inter.der);
     write_file("cert.der", &device.der);
     write_file("private.der", &device_key);
     write_file("server.bin", &rx.lock().unwrap());

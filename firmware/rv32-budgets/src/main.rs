@@ -21,6 +21,7 @@
 
 extern crate alloc;
 
+mod libc;
 mod rng;
 mod session;
 mod vectors;
@@ -43,7 +44,7 @@ use semihosting::println;
 use rng::{FixedRng, SEED};
 
 /// The synced clock the server chain is verified at (the recorder's `NOW`).
-const NOW: u64 = 1_795_000_000;
+pub(crate) const NOW: u64 = 1_795_000_000;
 
 // Start-up: global pointer, stack, zeroed `.bss`, a trap vector that fails the run.
 core::arch::global_asm!(
