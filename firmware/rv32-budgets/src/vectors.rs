@@ -21,6 +21,8 @@ use semihosting::println;
 use crate::session::ENDPOINT;
 
 type Outcome = Result<(), &'static str>;
+/// A named vector.
+type Vector = (&'static str, fn() -> Outcome);
 
 fn check(ok: bool, why: &'static str) -> Outcome {
     if ok { Ok(()) } else { Err(why) }
@@ -28,7 +30,7 @@ fn check(ok: bool, why: &'static str) -> Outcome {
 
 /// Runs every vector; true if all passed.
 pub fn run_all() -> bool {
-    let vectors: [(&str, fn() -> Outcome); 10] = [
+    let vectors: [Vector; 10] = [
         ("log-design-example-round-trip", log_round_trip),
         ("log-parse-fields-and-errors", log_fields),
         ("image-in-memory-credentials", image_credentials),
