@@ -21,7 +21,7 @@ BIN := target/debug
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # chromium: hil's report test renders the HTML report in a real (headless) browser.
 APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-clients \
-	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium
+	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium qemu-system-misc
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
 INSTA_VERSION := 1.49.0
@@ -44,6 +44,12 @@ ESPTOOL_VERSION := 5.6.0
 # The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
 FW_DIR := firmware/esp32c3
 FW_ELF := $(FW_DIR)/target/$(RISCV)/release/firmware-esp32c3
+# The core on an emulated RV32IMC CPU (qemu-system-riscv32, from qemu-system-misc): its own
+# workspace; `.cargo/config.toml` holds the qemu runner.
+RV32_DIR := firmware/rv32-budgets
+RV32_OUT := $(RV32_DIR)/target/budgets
+# Extra budgets.py flags, e.g. RV32_BUDGET_ARGS="--handshake-budget 1000" to see it fail.
+RV32_BUDGET_ARGS ?=
 # Where the bench's storage partition starts, from the firmware's partition table.
 FW_STORAGE_OFFSET = $(shell awk -F, '$$1 == "storage" { gsub(/ /, "", $$4); print $$4 }' $(FW_DIR)/partitions.csv)
 
@@ -55,7 +61,7 @@ export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
 .PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
-	firmware firmware-tests firmware-check hil-target soak structure qualify
+	firmware firmware-tests firmware-check hil-target soak structure qualify rv32-budgets
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
@@ -68,7 +74,10 @@ help:
 	@echo "make deps    install system packages and rustup targets (idempotent)"
 	@echo "make test    everything CI checks: fmt, clippy, host tests, no_std core for $(RISCV),"
 	@echo "             the ESP32-C3 firmware (size limits) and its on-target tests (compiled)"
-	@echo "make firmware  ESP32-C3 release image + size report (app image, flash, static RAM, heap)"
+	@echo "make firmware  ESP32-C3 release image + size report (app image, flash, static RAM, heap,"
+	@echo "             handshake instructions/stack/heap from make rv32-budgets)"
+	@echo "make rv32-budgets  the core's vectors and a TLS + MQTT session on an emulated RV32IMC CPU:"
+	@echo "             instructions, est. ms on the ESP32-C3, stack, heap; fails over the budgets"
 	@echo "make hil-target  on-target tests on a board over USB-JTAG (probe-rs; flashes $(DEV_DIR)/flash.img)"
 	@echo "make fuzz    every fuzz target for FUZZ_SECONDS (default 30) each; fails on any crash"
 	@echo "make soak    one virtual device vs the mock broker for MINUTES (default 30) with inbound"
@@ -118,7 +127,7 @@ fmt:
 structure:
 	@# The check itself must catch a circle: a two-module fixture has one.
 	@! python3 scripts/import-cycles.py scripts/fixtures/import-circle >/dev/null
-	python3 scripts/import-cycles.py firmware/core/src firmware/virtual/src firmware/esp32c3/src \
+	python3 scripts/import-cycles.py firmware/core/src firmware/virtual/src firmware/esp32c3/src $(RV32_DIR)/src \
 		mock-broker/src certs/src hil/src
 
 clippy:
@@ -133,10 +142,28 @@ core-riscv:
 	$(CARGO) build -p firmware-core --target $(RISCV) --features flash-image,tls,mqtt --locked
 
 # The ESP32-C3 firmware, release build, with its size report (fails over the limits:
-# app image 1.5 MiB, static RAM 160 KiB).
-firmware:
+# app image 1.5 MiB, static RAM 160 KiB; the session's stack from rv32-budgets over half
+# the board's main stack).
+firmware: rv32-budgets
 	cd $(FW_DIR) && $(CARGO) build --release --locked
-	python3 $(FW_DIR)/size-report.py $(FW_ELF) --max-app 1572864 --max-ram 163840
+	python3 $(FW_DIR)/size-report.py $(FW_ELF) --max-app 1572864 --max-ram 163840 \
+		--rv32 $(RV32_OUT)/summary.txt --rv32-figures $(RV32_OUT)/run1.txt
+
+# The core on an emulated RV32IMC CPU (qemu -machine virt, -icount shift=0, semihosting):
+# the core's vectors and a replayed TLS 1.3 + MQTT session per device key, run twice (the
+# counts must agree exactly), judged by budgets.py (instructions, stack, heap). The
+# emulator's exit status fails it on any failed vector or session.
+rv32-budgets:
+	cd $(RV32_DIR) && $(CARGO) fmt -- --check
+	cd $(RV32_DIR) && $(CARGO) build --release --locked
+	@mkdir -p $(RV32_OUT)
+	cd $(RV32_DIR) && for run in 1 2; do \
+		timeout 120 $(CARGO) run -q --release --locked > target/budgets/run$$run.txt \
+			|| { cat target/budgets/run$$run.txt; echo "rv32-budgets: the emulated run failed" >&2; exit 1; }; \
+	done
+	python3 $(RV32_DIR)/budgets.py $(RV32_OUT)/run1.txt --again $(RV32_OUT)/run2.txt \
+		--summary $(RV32_OUT)/summary.txt $(RV32_BUDGET_ARGS)
+	cd $(RV32_DIR) && $(CARGO) clippy --release --locked -- -D warnings
 
 # Fuzzing that runs: both fuzz crates (their own workspaces, sharing one target dir) are
 # built with cargo-fuzz (sanitizer coverage + AddressSanitizer), then every target runs

@@ -11,6 +11,10 @@
   reported beside).
 - Heap, connection and credential buffers: the sizes of the statics that hold them, from the symbol
   table.
+- Main stack: `_stack_start_cpu0 - _stack_end_cpu0`, where esp-rtos runs the executor and so
+  the driver's TLS handshake. With --rv32-figures (the `make rv32-budgets` run's output), the
+  session's stack high-water measured on the emulated RV32IMC CPU must fit in half of it;
+  --rv32 prints that run's table (instructions, est. ms at 160 MHz, stack, heap).
 
 Exit status 1 when a limit is exceeded, with the figures printed either way.
 """
@@ -77,6 +81,8 @@ def main():
     ap.add_argument("--max-app", type=int, default=1572864)
     ap.add_argument("--max-ram", type=int, default=163840)
     ap.add_argument("--binutils-prefix", default="riscv64-unknown-elf-")
+    ap.add_argument("--rv32", help="the rv32-budgets table to print beside the sizes")
+    ap.add_argument("--rv32-figures", help="the rv32-budgets run output (stack high-water)")
     args = ap.parse_args()
 
     if not os.path.isfile(args.elf):
@@ -131,6 +137,24 @@ def main():
     print(f"{'heap total':<40}{str(dram_heap + reclaimed) + ' B':>10}")
 
     failed = []
+    addr = {name: a for name, a, _ in syms}
+    addr.update({m.group(2): int(m.group(1), 16) for m in re.finditer(
+        r"^([0-9a-f]+) \S (_stack_\w+_cpu0)$", run(nm, args.elf), re.M)})
+    stack = addr.get("_stack_start_cpu0", 0) - addr.get("_stack_end_cpu0", 0)
+    print(f"{'main stack (driver task)':<40}{str(stack) + ' B':>10}")
+    if args.rv32 and os.path.isfile(args.rv32):
+        with open(args.rv32) as f:
+            print(f.read(), end="")
+    if args.rv32_figures:
+        with open(args.rv32_figures) as f:
+            used = [int(m.group(1)) for m in re.finditer(r"^figure \w+\.stack=(\d+)$", f.read(), re.M)]
+        if not used or stack <= 0:
+            failed.append("no session stack figure or no main stack in the ELF")
+        elif max(used) > stack // 2:
+            failed.append(f"session stack {max(used)} B over half the main stack ({stack // 2} B)")
+        else:
+            print(f"session stack (rv32) {max(used)} B = {100 * max(used) / stack:.0f}% of the main stack"
+                  f"  [limit 50%]")
     if app > args.max_app:
         failed.append(f"app image {app} B exceeds {args.max_app} B")
     if static_ram > args.max_ram:
