@@ -843,7 +843,14 @@ mod tests {
                 Vocabulary::Firmware,
                 &scenario,
             );
-            if scenario.needs_broker_faults {
+            if scenario.restarts_broker {
+                assert_eq!(
+                    why.as_deref(),
+                    Some("restarts the broker, which a test cannot do to AWS IoT"),
+                    "{}",
+                    scenario.name
+                );
+            } else if scenario.needs_broker_faults {
                 assert_eq!(
                     why.as_deref(),
                     Some("needs the mock broker's faults, which AWS IoT does not offer"),
