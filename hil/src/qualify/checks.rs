@@ -329,9 +329,11 @@ async fn persistent_session(run: &mut ScenarioRun) -> CheckResult {
         );
     }
     for payload in &payloads {
+        // From the drop, not the broker's reconnect event: the serial capture can read the
+        // device's lines before the event recorder stamps the reconnect.
         line_after(
             run,
-            back,
+            cut,
             &format!("`inbound: ... payload={payload}` (queued while away)"),
             Duration::from_secs(10),
             |l| l.tag() == "inbound" && l.payload() == Some(payload.as_str()),
