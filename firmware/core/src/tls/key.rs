@@ -234,10 +234,25 @@ impl DeviceKey {
 pub(crate) struct DeviceSigner<'k, R> {
     pub key: &'k DeviceKey,
     pub rng: R,
+    /// The board's RSA exponentiation hardware, if it has one (see [`super::rsa_accel`]).
+    #[cfg(feature = "tls-rsa")]
+    pub rsa: Option<&'k mut dyn super::rsa_accel::RsaExponentiator>,
+    /// Set when the hardware's signature did not verify (the software one was sent).
+    #[cfg(feature = "tls-rsa")]
+    pub rsa_fault: &'k mut bool,
 }
 
 impl<R: CryptoRng + RngCore> SignerMut<DeviceSignature> for DeviceSigner<'_, R> {
     fn try_sign(&mut self, message: &[u8]) -> Result<DeviceSignature, SignatureError> {
+        #[cfg(feature = "tls-rsa")]
+        if let (DeviceKey::Rsa(key), Some(hw)) = (self.key, self.rsa.as_deref_mut()) {
+            use super::rsa_accel::{Signed, sign_pss};
+            match sign_pss(key.as_ref(), hw, &mut self.rng, message) {
+                Signed::Accelerated(signature) => return Ok(signature),
+                Signed::Unsupported => {}
+                Signed::AcceleratorFault => *self.rsa_fault = true,
+            }
+        }
         self.key.sign(&mut self.rng, message)
     }
 }
