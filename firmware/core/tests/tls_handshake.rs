@@ -435,7 +435,7 @@ mod rsa {
             .await
             .unwrap_or_else(|e| panic!("spoil={spoil}: {e:?}"));
             assert_eq!(reply, REPLY);
-            assert_eq!(hw.calls, 1, "one CertificateVerify, one exponentiation");
+            assert_eq!(hw.calls, 2, "one CertificateVerify: two CRT halves");
             assert_eq!(faulted, Some(spoil));
         }
     }

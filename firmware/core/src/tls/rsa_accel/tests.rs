@@ -105,6 +105,21 @@ fn the_hook_signature_equals_the_rsa_crates_for_the_same_salt() {
 }
 
 #[test]
+fn a_key_without_crt_values_signs_with_the_full_exponent() {
+    let mut key = key();
+    key.clear_precomputed();
+    let mut hw = Declines(None);
+    let _ = sign_pss_with_salt(&key, &mut hw, SALT, MESSAGE);
+    assert_eq!(hw.0.unwrap().0, 64, "one 2048-bit exponentiation");
+    let Signed::Accelerated(sig) =
+        sign_pss_with_salt(&key, &mut SoftwareExponentiator, SALT, MESSAGE)
+    else {
+        panic!("software hook signs");
+    };
+    assert!(verifies_with_the_rsa_crate(&key, &sig));
+}
+
+#[test]
 fn signatures_with_a_random_salt_verify_and_differ() {
     let key = key();
     let mut rng = rand_core::OsRng;
@@ -147,7 +162,7 @@ fn a_wrong_result_from_the_hook_is_caught() {
     let key = key();
     for spoil in [
         (|out: &mut [u32]| out[0] ^= 1) as fn(&mut [u32]),
-        |out| out[63] ^= 0x8000_0000,
+        |out| out[out.len() - 1] ^= 0x8000_0000,
         |out| out.fill(0),
         |out| out.fill(u32::MAX),
     ] {
@@ -164,12 +179,11 @@ fn a_declining_hook_gets_the_operands_and_leaves_signing_to_software() {
         sign_pss_with_salt(&key, &mut hw, SALT, MESSAGE),
         Signed::Unsupported
     ));
+    // The first CRT half: modulo the first prime, 1024 bits.
     let (words, m_prime) = hw.0.unwrap();
-    assert_eq!(words, 64);
-    assert_eq!(
-        m_prime,
-        montgomery_m_prime(to_words(key.n(), 64).unwrap()[0])
-    );
+    assert_eq!(words, 32);
+    let p0 = to_words(&key.primes()[0], 32).unwrap()[0];
+    assert_eq!(m_prime, montgomery_m_prime(p0));
 }
 
 #[test]
