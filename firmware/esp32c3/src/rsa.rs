@@ -14,11 +14,12 @@
 //! exponent's secrecy for speed (and esp-hal 1.2's `disable_constant_time(true)` writes
 //! the register's 1, its constant-time value, contrary to its name).
 //!
-//! Sizes: the ESP32-C3 exponentiates up to 3072 bits; a 4096-bit key is left to software.
+//! Sizes: the ESP32-C3 exponentiates up to 3072 bits; with the core's CRT split that
+//! covers RSA-2048, 3072 and 4096 keys (1024-, 1536- and 2048-bit halves).
 
 use esp_hal::Blocking;
 use esp_hal::peripherals::RSA;
-use esp_hal::rsa::operand_sizes::{Op2048, Op3072};
+use esp_hal::rsa::operand_sizes::{Op1024, Op1536, Op2048, Op3072};
 use esp_hal::rsa::{Rsa, RsaMode, RsaModularExponentiation};
 use firmware_core::tls::rsa_accel::{ModExpOperands, RsaExponentiator, Unsupported};
 
@@ -36,7 +37,11 @@ impl RsaAccelerator {
 
 impl RsaExponentiator for RsaAccelerator {
     fn mod_exp(&mut self, op: &ModExpOperands<'_>, out: &mut [u32]) -> Result<(), Unsupported> {
+        // The core's CRT halves of RSA-2048/3072/4096 keys (1024/1536/2048 bits), and the
+        // full-exponent path of keys without CRT values.
         match op.modulus.len() {
+            32 => mod_exp::<Op1024, 32>(&mut self.rsa, op, out),
+            48 => mod_exp::<Op1536, 48>(&mut self.rsa, op, out),
             64 => mod_exp::<Op2048, 64>(&mut self.rsa, op, out),
             96 => mod_exp::<Op3072, 96>(&mut self.rsa, op, out),
             _ => Err(Unsupported),
@@ -44,8 +49,8 @@ impl RsaExponentiator for RsaAccelerator {
     }
 }
 
-/// One blocking exponentiation of `N` words (tens to hundreds of milliseconds: once per
-/// handshake, where the software path blocks for seconds).
+/// One blocking exponentiation of `N` words (two per handshake, tens of milliseconds
+/// where the software path takes about a second).
 fn mod_exp<T, const N: usize>(
     rsa: &mut Rsa<'static, Blocking>,
     op: &ModExpOperands<'_>,
