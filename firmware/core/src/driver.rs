@@ -678,9 +678,11 @@ impl<'a, B: Board> Runner<'a, B> {
         )
         .await;
         #[cfg(feature = "tls-rsa")]
-        if rsa_fault.get() {
-            // A broken or glitched accelerator does not mend itself: software from now on.
-            self.rsa = None;
+        if rsa_fault.get() && self.rsa.take().is_some() {
+            // A broken or glitched accelerator does not mend itself: software from now on,
+            // said once.
+            let line = crate::log::Line::rsa_accelerator_fault(self.clock.now().as_millis());
+            self.board.log(&line);
         }
         match outcome {
             Either3::First(Ok(conn)) => {
