@@ -13,12 +13,13 @@
 //!
 //! RSA signing uses the `rsa` crate with blinding; its private-key arithmetic is not
 //! constant-time (RUSTSEC-2023-0071), the known limit of pure-Rust RSA without an OS.
-//! Prefer P-256 device keys where the choice is free.
+//! A board with RSA hardware signs through it instead ([`super::rsa_accel`], given to
+//! the provider). Prefer P-256 device keys where the choice is free.
 
 use core::fmt;
 
 use embedded_tls::SignatureScheme;
-use p256::ecdsa::signature::{Error as SignatureError, SignerMut};
+use p256::ecdsa::signature::Error as SignatureError;
 use rand_core::{CryptoRng, RngCore};
 
 use super::cert::{
@@ -227,33 +228,6 @@ impl DeviceKey {
                 DeviceSignature::from_slice(&sig.to_bytes()).map_err(|_| SignatureError::new())
             }
         }
-    }
-}
-
-/// The signer handed to embedded-tls for one CertificateVerify.
-pub(crate) struct DeviceSigner<'k, R> {
-    pub key: &'k DeviceKey,
-    pub rng: R,
-    /// The board's RSA exponentiation hardware, if it has one (see [`super::rsa_accel`]).
-    #[cfg(feature = "tls-rsa")]
-    pub rsa: Option<&'k mut dyn super::rsa_accel::RsaExponentiator>,
-    /// Set when the hardware's signature did not verify (the software one was sent).
-    #[cfg(feature = "tls-rsa")]
-    pub rsa_fault: &'k mut bool,
-}
-
-impl<R: CryptoRng + RngCore> SignerMut<DeviceSignature> for DeviceSigner<'_, R> {
-    fn try_sign(&mut self, message: &[u8]) -> Result<DeviceSignature, SignatureError> {
-        #[cfg(feature = "tls-rsa")]
-        if let (DeviceKey::Rsa(key), Some(hw)) = (self.key, self.rsa.as_deref_mut()) {
-            use super::rsa_accel::{Signed, sign_pss};
-            match sign_pss(key.as_ref(), hw, &mut self.rng, message) {
-                Signed::Accelerated(signature) => return Ok(signature),
-                Signed::Unsupported => {}
-                Signed::AcceleratorFault => *self.rsa_fault = true,
-            }
-        }
-        self.key.sign(&mut self.rng, message)
     }
 }
 

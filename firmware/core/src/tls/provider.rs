@@ -11,11 +11,11 @@ use embedded_tls::{
     Aes128GcmSha256, Certificate, CryptoProvider, SignatureScheme, TlsCipherSuite, TlsError,
     TlsVerifier,
 };
-use p256::ecdsa::signature::SignerMut;
+use p256::ecdsa::signature::{Error as SignatureError, SignerMut};
 use rand_core::{CryptoRng, CryptoRngCore, RngCore};
 
 use super::error::VerifyError;
-use super::key::{DeviceKey, DeviceSignature, DeviceSigner};
+use super::key::{DeviceKey, DeviceSignature};
 #[cfg(feature = "tls-rsa")]
 use super::rsa_accel::RsaExponentiator;
 use super::verifier::CertVerifier;
@@ -124,5 +124,32 @@ impl<R: CryptoRng + RngCore, CipherSuite: TlsCipherSuite> CryptoProvider
 
     fn client_cert(&mut self) -> Option<Certificate<impl AsRef<[u8]>>> {
         Some(Certificate::X509(self.certificate))
+    }
+}
+
+/// The signer handed to embedded-tls for one CertificateVerify.
+pub(crate) struct DeviceSigner<'k, R> {
+    pub key: &'k DeviceKey,
+    pub rng: R,
+    /// The board's RSA exponentiation hardware, if it has one (see [`super::rsa_accel`]).
+    #[cfg(feature = "tls-rsa")]
+    pub rsa: Option<&'k mut dyn RsaExponentiator>,
+    /// Set when the hardware's signature did not verify (the software one was sent).
+    #[cfg(feature = "tls-rsa")]
+    pub rsa_fault: &'k mut bool,
+}
+
+impl<R: CryptoRng + RngCore> SignerMut<DeviceSignature> for DeviceSigner<'_, R> {
+    fn try_sign(&mut self, message: &[u8]) -> Result<DeviceSignature, SignatureError> {
+        #[cfg(feature = "tls-rsa")]
+        if let (DeviceKey::Rsa(key), Some(hw)) = (self.key, self.rsa.as_deref_mut()) {
+            use super::rsa_accel::{Signed, sign_pss};
+            match sign_pss(key.as_ref(), hw, &mut self.rng, message) {
+                Signed::Accelerated(signature) => return Ok(signature),
+                Signed::Unsupported => {}
+                Signed::AcceleratorFault => *self.rsa_fault = true,
+            }
+        }
+        self.key.sign(&mut self.rng, message)
     }
 }

@@ -203,7 +203,7 @@ fn the_tls_signer_falls_back_to_software_on_a_fault_and_says_so() {
         (Box::new(Declines(None)), false),
     ] {
         let mut fault = false;
-        let mut signer = crate::tls::key::DeviceSigner {
+        let mut signer = crate::tls::provider::DeviceSigner {
             key: &device,
             rng: rand_core::OsRng,
             rsa: Some(&mut *hw),
