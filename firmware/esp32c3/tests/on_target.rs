@@ -248,12 +248,18 @@ mod tests {
                 m_prime: montgomery_m_prime(modulus[0]),
                 r: &r,
             };
-            let started = esp_hal::time::Instant::now();
-            board
-                .rsa
-                .mod_exp(&op, &mut out)
-                .expect("2048-bit exponentiation");
-            started.elapsed().as_micros()
+            // The fastest of three: the scheduler or an interrupt can only add time.
+            (0..3)
+                .map(|_| {
+                    let started = esp_hal::time::Instant::now();
+                    board
+                        .rsa
+                        .mod_exp(&op, &mut out)
+                        .expect("2048-bit exponentiation");
+                    started.elapsed().as_micros()
+                })
+                .min()
+                .unwrap_or(u64::MAX)
         };
         // Hamming weight 1 and 2048, both with the top bit set (no leading zeros to skip).
         let mut sparse = [0u32; 64];
@@ -262,9 +268,9 @@ mod tests {
         let (a, b) = (time(&sparse), time(&dense));
         esp_println::println!("rsa-2048 exponentiation: weight 1 {a} us, weight 2048 {b} us");
         // The chip's "acceleration" mode skips the multiply for each 0 bit (about half the
-        // work for `sparse`); in constant-time mode both take the same time. Tolerance 2%
-        // (interrupts during the measurement), far below that halving.
-        assert!(a.abs_diff(b) * 50 < a.max(b), "{a} us vs {b} us");
+        // work for `sparse`); in constant-time mode both take the same time. Tolerance 5%
+        // (polling and interrupt jitter), far below that halving.
+        assert!(a.abs_diff(b) * 20 < a.max(b), "{a} us vs {b} us");
     }
 
     #[test]
