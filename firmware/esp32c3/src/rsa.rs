@@ -1,18 +1,22 @@
 //! The chip's RSA accelerator as the core's
 //! [`RsaExponentiator`](firmware_core::tls::rsa_accel::RsaExponentiator): the device-key
-//! signature of every TLS handshake (RSA-2048, the AWS console's default key) is one
-//! modular exponentiation in hardware instead of seconds of software arithmetic.
+//! signature of every TLS handshake (RSA-2048, the AWS console's default key) is two
+//! 1024-bit modular exponentiations in hardware instead of about a second of software
+//! arithmetic.
 //!
-//! The core builds the operands (PSS encoding, Montgomery constants) and checks every
-//! signature with the public key; this only moves words in and out of the peripheral.
+//! The core builds the operands (PSS encoding, CRT split, Montgomery constants) and
+//! checks every signature with the public key; this only moves words in and out of the
+//! peripheral.
 //!
 //! Constant time: the peripheral is used in its reset configuration, `RSA_CONSTANT_TIME_REG`
-//! = 1 ("without acceleration", the default) and `RSA_SEARCH_ENABLE_REG` = 0, in which the
-//! exponentiation's time does not depend on the exponent's bits (ESP32-C3 Technical
-//! Reference Manual, "RSA Accelerator", "Acceleration Options"). Do not call esp-hal's
-//! `disable_constant_time` or `search_acceleration`: both options trade the private
-//! exponent's secrecy for speed (and esp-hal 1.2's `disable_constant_time(true)` writes
-//! the register's 1, its constant-time value, contrary to its name).
+//! = 1 ("without acceleration (default)" in Espressif's register description: the
+//! shortcut on the exponent's 0 bits is off) and `RSA_SEARCH_ENABLE_REG` = 0 (leading
+//! zero bits are not skipped), so the exponentiation's time does not depend on the
+//! private exponent (ESP32-C3 Technical Reference Manual, chapter "RSA Accelerator";
+//! `the_rsa_accelerator_takes_as_long_for_any_exponent` checks it on a board). Do not
+//! call esp-hal's `disable_constant_time` or `search_acceleration`: both options trade
+//! the exponent's secrecy for speed (and esp-hal 1.2.2's `disable_constant_time(true)`
+//! writes the register's 1, its constant-time value, contrary to its name).
 //!
 //! Sizes: the ESP32-C3 exponentiates up to 3072 bits; with the core's CRT split that
 //! covers RSA-2048, 3072 and 4096 keys (1024-, 1536- and 2048-bit halves).

@@ -14,21 +14,25 @@
 //!   `base^exponent mod modulus` into `out` (same length) and touches nothing else;
 //! - it returns [`Unsupported`] for an operand length it cannot do (the core then signs
 //!   in software), and never panics;
-//! - it may block: one exponentiation per handshake, tens of milliseconds in hardware;
+//! - it may block: two exponentiations per handshake (the CRT halves), tens of
+//!   milliseconds each in hardware;
 //! - it runs in constant time in the exponent (the ESP32-C3 accelerator's default mode:
 //!   do not switch on its "acceleration" or "search" options, which leak the exponent).
 //!
 //! Why no blinding on this path: the software path blinds because its big-integer
-//! arithmetic is not constant-time (RUSTSEC-2023-0071). The accelerator's exponentiation
-//! takes the same time whatever the exponent's bits in its default constant-time mode
-//! (ESP32-C3 Technical Reference Manual, chapter "RSA Accelerator (RSA)", "Acceleration
-//! Options": `RSA_CONSTANT_TIME_REG` set, the reset value), and the operand is the padded
-//! message the core itself built, not attacker-chosen ciphertext.
+//! arithmetic is not constant-time (RUSTSEC-2023-0071). The ESP32-C3 accelerator, in its
+//! reset configuration, processes every exponent bit alike: Espressif's register
+//! description of `RSA_CONSTANT_TIME_REG` reads "0: with acceleration, 1: without
+//! acceleration (default)", reset value 1, the acceleration being the shortcut on 0 bits
+//! (ESP32-C3 Technical Reference Manual, chapter "RSA Accelerator"; the board's on-target
+//! test checks the timing). The operand is the PSS encoding the core built with a fresh
+//! random salt, not attacker-chosen ciphertext.
 //!
 //! A result that does not verify (a faulted or broken accelerator, a glitch) is never
-//! sent — with CRT, one wrong half would give the key's factors away to anyone holding
-//! the signature (the Boneh-DeMillo-Lipton fault attack) —: the signature is made again in software and the fault is reported
-//! ([`Signed::AcceleratorFault`]) so the caller can stop using the hardware.
+//! sent: with CRT, one wrong half would give the key's factors to anyone holding the
+//! signature (the Boneh-DeMillo-Lipton fault attack). The signature is made again in
+//! software and the fault is reported ([`Signed::AcceleratorFault`]) so the caller can
+//! stop using the hardware.
 
 use alloc::vec;
 use alloc::vec::Vec;
