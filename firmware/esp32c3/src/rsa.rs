@@ -24,7 +24,7 @@
 use esp_hal::Blocking;
 use esp_hal::peripherals::RSA;
 use esp_hal::rsa::operand_sizes::{Op1024, Op1536, Op2048, Op3072};
-use esp_hal::rsa::{Rsa, RsaMode, RsaModularExponentiation};
+use esp_hal::rsa::{Rsa, RsaMode, RsaModularExponentiation, RsaModularMultiplication};
 use firmware_core::tls::rsa_accel::{ModExpOperands, RsaExponentiator, Unsupported};
 
 /// The RSA peripheral, owned for the program's life.
@@ -64,18 +64,28 @@ where
     T: RsaMode<InputType = [u32; N]>,
 {
     let words = |s: &[u32]| <[u32; N]>::try_from(s).map_err(|_| Unsupported);
-    let (base, modulus, r) = (words(op.base)?, words(op.modulus)?, words(op.r)?);
+    let (mut base, mut modulus, mut r) = (words(op.base)?, words(op.modulus)?, words(op.r)?);
     let mut exponent = words(op.exponent)?;
     let out: &mut [u32; N] = out.try_into().map_err(|_| Unsupported)?;
     let mut exp =
         RsaModularExponentiation::<T, Blocking>::new(rsa, &exponent, &modulus, op.m_prime);
     exp.start_exponentiation(&base, &r);
     exp.read_results(out);
-    // Wipe the private exponent: the stack copy, and the peripheral's operand memory
-    // (esp-hal 1.2 leaves it there on this chip). Setting up an exponentiation with a zero
-    // exponent overwrites it; nothing is started. The other operands are public.
-    exponent.fill(0);
-    core::hint::black_box(&exponent);
-    let _ = RsaModularExponentiation::<T, Blocking>::new(rsa, &exponent, &modulus, 0);
+    // The stack copies: with CRT each of them gives the prime away, not only the exponent.
+    for copy in [&mut exponent, &mut base, &mut modulus, &mut r] {
+        copy.fill(0);
+        core::hint::black_box(copy);
+    }
+    wipe(rsa);
     Ok(())
+}
+
+/// Zero the peripheral's four operand memories (X, Y, Z, M) at the largest size: with
+/// CRT the modulus is a secret prime, and every operand and result of a half gives it
+/// away. esp-hal 1.2.2 leaves them in place on this chip. Setting up an exponentiation
+/// writes Y (exponent) and M, a modular multiplication X, M and Z; neither is started.
+fn wipe(rsa: &mut Rsa<'static, Blocking>) {
+    let zeros = [0u32; 96];
+    let _ = RsaModularExponentiation::<Op3072, Blocking>::new(rsa, &zeros, &zeros, 0);
+    let _ = RsaModularMultiplication::<Op3072, Blocking>::new(rsa, &zeros, &zeros, &zeros, 0);
 }

@@ -253,7 +253,7 @@ fn crt_parts(key: &RsaPrivateKey) -> Option<Crt<'_>> {
 }
 
 /// `base^exponent mod modulus` on `hw`, with the operands in words and the Montgomery
-/// constants; the copy of the (secret) exponent is wiped.
+/// constants; the word copies are wiped afterwards.
 fn exp_mod(
     hw: &mut dyn RsaExponentiator,
     base: &BigUint,
@@ -278,11 +278,20 @@ fn exp_mod(
     };
     let mut out = vec![0u32; words];
     let result = hw.mod_exp(&operands, &mut out);
-    wipe(&mut exponent);
-    result?;
     let value = BigUint::from_slice(&out);
-    wipe(&mut out);
-    Ok(value)
+    // With CRT every one of these gives the prime away, not only the exponent. (The big
+    // integers in between are freed without wiping, as in the `rsa` crate's own path.)
+    let (mut modulus_words, mut base, mut r) = (modulus_words, base, r);
+    for words in [
+        &mut exponent,
+        &mut out,
+        &mut modulus_words,
+        &mut base,
+        &mut r,
+    ] {
+        wipe(words);
+    }
+    result.map(|()| value)
 }
 
 /// Whether `signature` is a valid RSA-PSS-SHA256 signature of `message` by `key`.
