@@ -133,6 +133,10 @@ pub struct Runner<'a, B: Board> {
     /// What the broker says that minimq does not pass on (DISCONNECT code, Maximum QoS).
     notes: &'a BrokerNotes,
     gate: &'a WriteGate,
+    /// The board's RSA exponentiation hardware for an RSA device key; dropped after a
+    /// signature from it fails the public-key check.
+    #[cfg(feature = "tls-rsa")]
+    rsa: Option<&'a mut dyn crate::tls::rsa_accel::RsaExponentiator>,
 }
 
 impl<'a, B: Board> Runner<'a, B> {
@@ -173,7 +177,31 @@ impl<'a, B: Board> Runner<'a, B> {
             tracker: Tracker::new(),
             notes,
             gate,
+            #[cfg(feature = "tls-rsa")]
+            rsa: None,
         }
+    }
+
+    /// Sign CertificateVerify for an RSA device key with the board's hardware `hw` (see
+    /// [`crate::tls::rsa_accel`]); without it, an RSA key signs in software. A signature
+    /// from `hw` that fails the public-key check is replaced by a software one, and `hw`
+    /// is not used again.
+    #[cfg(feature = "tls-rsa")]
+    #[must_use]
+    pub fn with_rsa_exponentiator(
+        mut self,
+        hw: &'a mut dyn crate::tls::rsa_accel::RsaExponentiator,
+    ) -> Self {
+        self.rsa = Some(hw);
+        self
+    }
+
+    /// Whether CertificateVerify is signed with the board's RSA hardware (given and not
+    /// dropped after a fault).
+    #[cfg(feature = "tls-rsa")]
+    #[must_use]
+    pub fn uses_rsa_exponentiator(&self) -> bool {
+        self.rsa.is_some()
     }
 
     /// The board, e.g. to read what it recorded.
@@ -600,17 +628,32 @@ impl<'a, B: Board> Runner<'a, B> {
         let (network, gate, notes) = (&self.network, self.gate, self.notes);
         let clock = &self.clock;
         let connack_ms = self.session.settings().connack_timeout.as_millis();
+        #[cfg(feature = "tls-rsa")]
+        let rsa = self
+            .rsa
+            .as_deref_mut()
+            .map(|hw| hw as &mut dyn crate::tls::rsa_accel::RsaExponentiator);
+        // Set when the RSA hardware's signature failed its check in this attempt.
+        #[cfg(feature = "tls-rsa")]
+        let rsa_fault = core::cell::Cell::new(false);
         let attempt = async {
             let key = DeviceKey::from_der(key)
                 .map_err(|_| ConnectFailure::Tls(TlsSlug::UnsupportedAlgorithm))?;
             let verifier = CertVerifier::new(ca, unix_now);
             let mut provider: DeviceProvider<'_, B::Rng, Suite> =
                 DeviceProvider::new(rng, key, cert, verifier);
+            #[cfg(feature = "tls-rsa")]
+            if let Some(hw) = rsa {
+                provider = provider.with_rsa_exponentiator(hw);
+            }
             let socket = network.open(host, port, socket).await?;
             let records = RecordAtomic::new(Gated::new(socket, gate), &mut tls.record);
             let mut conn = TlsConnection::new(records, &mut tls.read, &mut tls.write);
             let config = TlsConfig::new().with_server_name(host);
-            if let Err(error) = conn.open(TlsContext::new(&config, &mut provider)).await {
+            let opened = conn.open(TlsContext::new(&config, &mut provider)).await;
+            #[cfg(feature = "tls-rsa")]
+            rsa_fault.set(provider.rsa_exponentiator_faulted());
+            if let Err(error) = opened {
                 // Prefer the verifier's precise reason over embedded-tls's coarse error.
                 let kind = handshake_error_kind(&error, provider.verify_error());
                 return Err(ConnectFailure::Tls(handshake_failure(&error, kind)));
@@ -634,6 +677,13 @@ impl<'a, B: Board> Runner<'a, B> {
             self.board.stop_requested(),
         )
         .await;
+        #[cfg(feature = "tls-rsa")]
+        if rsa_fault.get() && self.rsa.take().is_some() {
+            // A broken or glitched accelerator does not mend itself: software from now on,
+            // said once.
+            let line = crate::log::Line::rsa_accelerator_fault(self.clock.now().as_millis());
+            self.board.log(&line);
+        }
         match outcome {
             Either3::First(Ok(conn)) => {
                 let handshake_ms =

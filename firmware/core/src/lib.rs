@@ -27,12 +27,12 @@
 //!   key, the server-certificate verifier, and the record-atomic transport under TLS.
 //!
 //! The crate builds without the standard library (`core` only; `alloc` with the `mqtt`
-//! feature) and never reads a clock or opens a socket, so every behaviour is testable on
+//! and `tls-rsa` features) and never reads a clock or opens a socket, so every behaviour is testable on
 //! the host with explicit time. Unit tests live in files named `tests.rs`, the only place
 //! the standard library appears.
 #![cfg_attr(not(test), no_std)]
 
-#[cfg(feature = "mqtt")]
+#[cfg(any(feature = "mqtt", feature = "tls-rsa"))]
 extern crate alloc;
 
 pub mod config;

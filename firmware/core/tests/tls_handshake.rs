@@ -98,6 +98,17 @@ async fn exchange(
     port: u16,
     device: &Device<'_>,
 ) -> Result<String, (TlsError, Option<VerifyError>)> {
+    exchange_with(port, device, |provider| provider, |_| ()).await
+}
+
+/// [`exchange`], with `setup` applied to the provider before the handshake and `after`
+/// shown it once the handshake is over.
+async fn exchange_with<'d>(
+    port: u16,
+    device: &Device<'d>,
+    setup: impl FnOnce(DeviceProvider<'d, OsRng>) -> DeviceProvider<'d, OsRng>,
+    after: impl FnOnce(&DeviceProvider<'d, OsRng>),
+) -> Result<String, (TlsError, Option<VerifyError>)> {
     let stream = timeout(STEP, TcpStream::connect(("127.0.0.1", port)))
         .await
         .expect("connect in time")
@@ -110,12 +121,12 @@ async fn exchange(
         TlsConnection::new(transport, &mut rx, &mut tx);
     let key = DeviceKey::from_der(device.key_der).expect("device key loads");
     let verifier = CertVerifier::new(device.trust_anchor, Some(device.now));
-    let mut provider: DeviceProvider<'_, _> =
-        DeviceProvider::new(OsRng, key, device.cert_der, verifier);
+    let mut provider = setup(DeviceProvider::new(OsRng, key, device.cert_der, verifier));
     let config = TlsConfig::new().with_server_name(device.server_name);
     let opened = timeout(STEP, tls.open(TlsContext::new(&config, &mut provider)))
         .await
         .expect("handshake in time");
+    after(&provider);
     if let Err(e) = opened {
         let reason = provider.verify_error();
         // The log kind must be the precise one whenever the verifier refused.
@@ -312,6 +323,10 @@ async fn expired_server_certificate_is_refused() {
 
 #[cfg(feature = "tls-rsa")]
 mod rsa {
+    use firmware_core::tls::rsa_accel::{
+        ModExpOperands, RsaExponentiator, SoftwareExponentiator, Unsupported,
+    };
+
     use super::*;
 
     /// Root -> intermediate -> leaf, all RSA-2048 sha256WithRSAEncryption, like Amazon
@@ -373,6 +388,56 @@ mod rsa {
         let inter = aws.inter.clone();
         connect_aws(&mut aws, &[&inter], Alg::Rsa2048, "pkcs1").await;
         connect_aws(&mut aws, &[&inter], Alg::Rsa2048, "pkcs8").await;
+    }
+
+    /// A board's exponentiator in software, counting its calls; `spoil` flips a bit of
+    /// every result, as a broken accelerator would.
+    struct Counting {
+        calls: usize,
+        spoil: bool,
+    }
+
+    impl RsaExponentiator for Counting {
+        fn mod_exp(&mut self, op: &ModExpOperands<'_>, out: &mut [u32]) -> Result<(), Unsupported> {
+            self.calls += 1;
+            SoftwareExponentiator.mod_exp(op, out)?;
+            if self.spoil {
+                out[0] ^= 1;
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn rsa_device_key_signs_through_the_boards_exponentiator() {
+        // OpenSSL checks the CertificateVerify made through the hook; a spoiled result
+        // is caught before it is sent, and the software signature goes instead.
+        for spoil in [false, true] {
+            let mut aws = aws_like();
+            let (client_ca, device) = device_identity(&mut aws.pki, Alg::Rsa2048);
+            let inter = aws.inter.clone();
+            let server = Server::start(&aws.pki, &aws.leaf, &[&inter], &client_ca).await;
+            let key_der = aws.pki.key_der(&device.key, "pkcs8");
+            let mut hw = Counting { calls: 0, spoil };
+            let mut faulted = None;
+            let reply = exchange_with(
+                server.port,
+                &Device {
+                    trust_anchor: &aws.root.der,
+                    key_der: &key_der,
+                    cert_der: &device.der,
+                    server_name: ENDPOINT,
+                    now: now(),
+                },
+                |provider| provider.with_rsa_exponentiator(&mut hw),
+                |provider| faulted = Some(provider.rsa_exponentiator_faulted()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("spoil={spoil}: {e:?}"));
+            assert_eq!(reply, REPLY);
+            assert_eq!(hw.calls, 2, "one CertificateVerify: two CRT halves");
+            assert_eq!(faulted, Some(spoil));
+        }
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use esp_radio::wifi::{ControllerConfig, Interface, WifiController, WifiError};
 use esp_storage::FlashStorage;
 
 use crate::heap;
+use crate::rsa::RsaAccelerator;
 use crate::serial::Serial;
 
 /// Board name in the boot line.
@@ -26,6 +27,8 @@ pub struct Board {
     /// The hardware RNG (SAR ADC noise, and the radio once WiFi runs): TLS randoms,
     /// backoff jitter, SNTP request stamps, TCP/DNS seeds.
     pub rng: Trng,
+    /// The RSA accelerator, for an RSA device key's TLS signature.
+    pub rsa: RsaAccelerator,
     /// The status LED and the level that turns it off, if a `led-*` feature names a pin.
     pub led: Option<(Output<'static>, Level)>,
     // Keeps the TRNG entropy source enabled.
@@ -34,7 +37,7 @@ pub struct Board {
 
 impl Board {
     /// Clocks, heap, the esp-rtos scheduler (embassy time driver, WiFi tasks), the log
-    /// port, RNG, flash, WiFi and the LED pin.
+    /// port, RNG, flash, WiFi, the RSA accelerator and the LED pin.
     pub fn init() -> Self {
         let p = esp_hal::init(esp_hal::Config::default().with_cpu_clock(CpuClock::max()));
         heap::init();
@@ -68,6 +71,7 @@ impl Board {
             serial,
             wifi,
             rng,
+            rsa: RsaAccelerator::new(p.RSA),
             led,
             _entropy: entropy,
         }

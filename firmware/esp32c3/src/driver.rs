@@ -2,8 +2,9 @@
 //!
 //! Only what is the chip's own lives here: embassy-time as the clock, WiFi and
 //! embassy-net TCP as the network, the SNTP task, the `storage` flash partition, the
-//! USB-Serial-JTAG log, esp-alloc's heap figures and the LED. The loop, the TLS
-//! handshake, the buffer sizes and the cancel-safety rules come from the core.
+//! USB-Serial-JTAG log, esp-alloc's heap figures, the LED and the RSA accelerator. The
+//! loop, the TLS handshake, the buffer sizes and the cancel-safety rules come from the
+//! core.
 
 use core::future::pending;
 use core::net::IpAddr;
@@ -29,6 +30,7 @@ use static_cell::{ConstStaticCell, StaticCell};
 
 use crate::board::{BOARD, Board as Peripherals, FIRMWARE};
 use crate::net::{JOIN_TIMEOUT, Net};
+use crate::rsa::RsaAccelerator;
 use crate::serial::Serial;
 use crate::storage::Partition;
 use crate::transport::{IO_TIMEOUT, TcpBuffers};
@@ -39,6 +41,8 @@ static BUFS: ConstStaticCell<ConnBuffers<TcpBuffers>> =
     ConstStaticCell::new(ConnBuffers::new(TcpBuffers::new()));
 static FILES: ConstStaticCell<CredentialBuffers> = ConstStaticCell::new(CredentialBuffers::new());
 static GATE: StaticCell<WriteGate> = StaticCell::new();
+/// The RSA accelerator, lent to the runner for the program's life.
+static RSA: StaticCell<RsaAccelerator> = StaticCell::new();
 /// Atomics only: shared by the connection's reader (inside minimq) and the runner.
 static NOTES: BrokerNotes = BrokerNotes::new();
 
@@ -49,6 +53,7 @@ pub async fn run(spawner: Spawner, peripherals: Peripherals) -> ! {
         mut serial,
         wifi,
         rng,
+        rsa,
         led,
         ..
     } = peripherals;
@@ -84,7 +89,9 @@ pub async fn run(spawner: Spawner, peripherals: Peripherals) -> ! {
     };
     let settings = driver::settings(FIRMWARE, BOARD, env!("BUILD_EPOCH"));
     let gate = GATE.init(WriteGate::new());
+    let rsa = RSA.init(rsa);
     Runner::new(parts, settings, FILES.take(), gate, &NOTES)
+        .with_rsa_exponentiator(rsa)
         .run(BUFS.take())
         .await;
     // Only a stop request ends the session, and the chip never makes one.

@@ -16,6 +16,8 @@
 //! - [`transport`]: the TCP socket's windows and timeout, under the core's TLS + MQTT.
 //! - [`driver`]: the chip's hooks for `firmware_core::driver::Runner`, the loop every
 //!   board runs (clock, WiFi network, SNTP task, flash partition, log, heap, LED).
+//! - [`rsa`]: the RSA accelerator as the core's `RsaExponentiator`: an RSA device key's
+//!   CertificateVerify is signed in hardware (checked with the public key by the core).
 //! - [`serial`]: log lines over USB-Serial-JTAG, dropped lines counted and reported
 //!   in-band ([`serial::lines`], HAL-free); [`heap`]: esp-alloc regions and figures;
 //!   [`led`]: the blinking LED.
@@ -34,6 +36,7 @@ pub mod heap;
 pub mod led;
 pub mod libc;
 pub mod net;
+pub mod rsa;
 pub mod serial;
 pub mod sntp;
 pub mod storage;

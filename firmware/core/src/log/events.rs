@@ -574,6 +574,16 @@ impl Line {
         })
     }
 
+    /// `W tls: rsa accelerator signature failed its check fallback=software`: the board's
+    /// RSA hardware made a signature that did not verify; it is not used again.
+    pub fn rsa_accelerator_fault(uptime_ms: u64) -> Line {
+        line(Level::Warn, uptime_ms, "tls", |l| {
+            l.message_text("rsa accelerator signature failed its check")?
+                .field_display("fallback", "software")?;
+            Ok(())
+        })
+    }
+
     /// `E tls: handshake failed error=certificate-expired` or
     /// `E mqtt: connect failed error=connack-refused`
     pub fn connect_failed(uptime_ms: u64, failure: ConnectFailure) -> Line {

@@ -266,6 +266,10 @@ fn constructors_print_the_documented_lines() {
             "E (   11000) mqtt: connect failed error=connack-refused",
         ),
         (
+            Line::rsa_accelerator_fault(11000),
+            "W (   11000) tls: rsa accelerator signature failed its check fallback=software",
+        ),
+        (
             Line::heap(12000, 41234, 39000),
             "I (   12000) heap: free=41234 min_free=39000",
         ),

@@ -13,12 +13,13 @@
 //!
 //! RSA signing uses the `rsa` crate with blinding; its private-key arithmetic is not
 //! constant-time (RUSTSEC-2023-0071), the known limit of pure-Rust RSA without an OS.
-//! Prefer P-256 device keys where the choice is free.
+//! A board with RSA hardware signs through it instead ([`super::rsa_accel`], given to
+//! the provider). Prefer P-256 device keys where the choice is free.
 
 use core::fmt;
 
 use embedded_tls::SignatureScheme;
-use p256::ecdsa::signature::{Error as SignatureError, SignerMut};
+use p256::ecdsa::signature::Error as SignatureError;
 use rand_core::{CryptoRng, RngCore};
 
 use super::cert::{
@@ -227,18 +228,6 @@ impl DeviceKey {
                 DeviceSignature::from_slice(&sig.to_bytes()).map_err(|_| SignatureError::new())
             }
         }
-    }
-}
-
-/// The signer handed to embedded-tls for one CertificateVerify.
-pub(crate) struct DeviceSigner<'k, R> {
-    pub key: &'k DeviceKey,
-    pub rng: R,
-}
-
-impl<R: CryptoRng + RngCore> SignerMut<DeviceSignature> for DeviceSigner<'_, R> {
-    fn try_sign(&mut self, message: &[u8]) -> Result<DeviceSignature, SignatureError> {
-        self.key.sign(&mut self.rng, message)
     }
 }
 

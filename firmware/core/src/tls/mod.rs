@@ -9,6 +9,9 @@
 //!   CertificateVerify signature. Accepts every chain shape AWS IoT presents (with or
 //!   without the root, ending in a cross-signed root, RSA or ECDSA); refusals carry a
 //!   [`VerifyError`] with a log kind (`certificate-expired`, `unknown-ca`, ...).
+//! - [`rsa_accel`] (`tls-rsa`): RSA-PSS signing through a board's modular-exponentiation
+//!   hardware ([`rsa_accel::RsaExponentiator`], the ESP32-C3's RSA accelerator), each
+//!   signature checked with the public key, software as the fallback.
 //! - [`RecordAtomic`]: the transport under embedded-tls that hands up whole records only,
 //!   so cancelling a read (minimq's `poll()` deadline) never desynchronises the stream.
 //! - [`WriteGate`] and [`Gated`]: the other half of cancel-safety. A write is never
@@ -48,6 +51,8 @@ mod name;
 mod provider;
 pub(crate) mod pubkey;
 mod record;
+#[cfg(feature = "tls-rsa")]
+pub mod rsa_accel;
 mod verifier;
 
 pub use error::{KeyError, VerifyError, handshake_error_kind, handshake_failure};
