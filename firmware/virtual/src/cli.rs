@@ -22,6 +22,21 @@ pub struct Args {
     /// `hil qualify` can be shown to catch it (repeatable). Never use it otherwise.
     #[arg(long, value_enum, value_name = "RULE")]
     pub misbehave: Vec<Misbehave>,
+    /// For tests: sign an RSA device key's CertificateVerify through the core's
+    /// accelerator hook (as the ESP32-C3 does with its RSA peripheral), computed in
+    /// software, or deliberately wrong to show the fallback. Without it the key signs in
+    /// software directly, as before.
+    #[arg(long, value_enum, value_name = "HOOK")]
+    pub rsa_exponentiator: Option<RsaHook>,
+}
+
+/// What stands in for a board's RSA accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RsaHook {
+    /// The core's software exponentiator: the accelerated signing path, exactly.
+    Software,
+    /// Every result off by one: the device must notice, sign in software and say so once.
+    Faulty,
 }
 
 /// A Device Advisor rule the device can be told to break.
@@ -71,6 +86,9 @@ mod tests {
         assert_eq!(a.serial, Target::Path("/dev/pts/3".into()));
         assert!(Args::try_parse_from(["vd"]).is_err());
         assert!(a.misbehave.is_empty());
+        assert_eq!(a.rsa_exponentiator, None);
+        let a = Args::try_parse_from(["vd", "--flash", "f", "--rsa-exponentiator", "faulty"]);
+        assert_eq!(a.unwrap().rsa_exponentiator, Some(RsaHook::Faulty));
     }
 
     #[test]

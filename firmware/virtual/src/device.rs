@@ -26,10 +26,13 @@ use firmware_core::log::{
 use firmware_core::mqtt::BrokerNotes;
 use firmware_core::session::{Event, Instant};
 use firmware_core::tls::WriteGate;
+use firmware_core::tls::rsa_accel::{
+    ModExpOperands, RsaExponentiator, SoftwareExponentiator, Unsupported,
+};
 use rand_core::OsRng;
 use tokio::net::TcpStream;
 
-use crate::cli::Args;
+use crate::cli::{Args, RsaHook};
 use crate::heap::{CountingAlloc, HEAP_BUDGET};
 use crate::net;
 use crate::serial::Serial;
@@ -78,14 +81,39 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         eprintln!("virtual-device: breaking a rule on purpose (--misbehave {name})");
         rule.apply(&mut settings);
     }
-    Runner::new(parts, settings, &mut creds, &gate, &notes)
-        .run(&mut bufs)
-        .await;
+    let mut software = SoftwareExponentiator;
+    let mut faulty = FaultyExponentiator;
+    let runner = Runner::new(parts, settings, &mut creds, &gate, &notes);
+    let mut runner = match args.rsa_exponentiator {
+        None => runner,
+        Some(RsaHook::Software) => runner.with_rsa_exponentiator(&mut software),
+        Some(RsaHook::Faulty) => runner.with_rsa_exponentiator(&mut faulty),
+    };
+    runner.run(&mut bufs).await;
     // The key stays loaded while the device runs, as on the chip; wipe it on the way out.
     creds.key.iter_mut().for_each(|b| {
         // SAFETY: valid, aligned &mut u8.
         unsafe { std::ptr::write_volatile(b, 0) }
     });
+}
+
+/// An RSA accelerator that has gone wrong: the right result plus one, so every signature
+/// it makes fails the core's public-key check (`--rsa-exponentiator faulty`).
+struct FaultyExponentiator;
+
+impl RsaExponentiator for FaultyExponentiator {
+    fn mod_exp(
+        &mut self,
+        operands: &ModExpOperands<'_>,
+        out: &mut [u32],
+    ) -> Result<(), Unsupported> {
+        SoftwareExponentiator.mod_exp(operands, out)?;
+        match out.first_mut() {
+            Some(word) => *word ^= 1,
+            None => return Err(Unsupported),
+        }
+        Ok(())
+    }
 }
 
 /// The serial port, the heap figures and the signals.

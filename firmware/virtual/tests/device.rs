@@ -3,7 +3,8 @@
 //! against Debian's mosquitto (TLS 1.3, client certificates required), observed by a
 //! `mosquitto_sub` on the broker. Cadence, inbound, reconnect and the TLS refusals are
 //! the HIL suite's scenarios (`hil/src/scenarios`), against the mock broker; these are
-//! what no scenario covers: an RSA device key with an AWS-like RSA chain, the QoS 0
+//! what no scenario covers: an RSA device key with an AWS-like RSA chain (signing in
+//! software, through the accelerator hook, and with a faulty accelerator), the QoS 0
 //! keep-alive probe, and TLS records split across the driver's poll deadlines.
 //!
 //! Every scenario waits for observed events with timeouts; the only sleep is the broker's
@@ -51,6 +52,14 @@ fn main() {
             rsa_device_key_and_aws_like_rsa_chain,
         ),
         trial(
+            "rsa_device_key_signs_through_the_accelerator_hook",
+            rsa_device_key_signs_through_the_accelerator_hook,
+        ),
+        trial(
+            "a_faulty_rsa_accelerator_is_caught_and_software_signs",
+            a_faulty_rsa_accelerator_is_caught_and_software_signs,
+        ),
+        trial(
             "qos0_device_probes_a_quiet_link_before_keepalive",
             qos0_device_probes_a_quiet_link_before_keepalive,
         ),
@@ -96,6 +105,28 @@ fn start_device(dir: &Path, pki: &TestPki, port: u16, period_ms: u32) -> Device 
 }
 
 fn start_device_qos(dir: &Path, pki: &TestPki, port: u16, period_ms: u32, qos: u8) -> Device {
+    start_device_full(dir, pki, port, period_ms, qos, &[])
+}
+
+/// As [`start_device`], with more `virtual-device` arguments.
+fn start_device_with(
+    dir: &Path,
+    pki: &TestPki,
+    port: u16,
+    period_ms: u32,
+    extra: &[&str],
+) -> Device {
+    start_device_full(dir, pki, port, period_ms, 1, extra)
+}
+
+fn start_device_full(
+    dir: &Path,
+    pki: &TestPki,
+    port: u16,
+    period_ms: u32,
+    qos: u8,
+    extra: &[&str],
+) -> Device {
     let ntp_port = sntp_server().expect("sntp server");
     let json = config_json(port, ntp_port, period_ms, qos);
     let image = device_image(
@@ -107,10 +138,11 @@ fn start_device_qos(dir: &Path, pki: &TestPki, port: u16, period_ms: u32, qos: u
     let flash = dir.join("flash.img");
     std::fs::write(&flash, image).expect("write image");
     let serial = SerialCapture::open().expect("pty");
-    let process = DeviceProcess::spawn(
+    let process = DeviceProcess::spawn_with(
         Path::new(env!("CARGO_BIN_EXE_virtual-device")),
         &flash,
         serial.path(),
+        extra,
     )
     .expect("spawn device");
     Device { process, serial }
@@ -148,8 +180,10 @@ async fn next_message(observer: &mut Observer, timeout: Duration, what: &str) ->
         .unwrap_or_else(|| panic!("observer saw no {what} within {timeout:?}"))
 }
 
-async fn rsa_device_key_and_aws_like_rsa_chain() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// An RSA-2048 device key from the test CA, a mosquitto whose certificate chains to an
+/// AWS-like RSA root (which the device trusts, as it would Amazon Root CA 1), and an
+/// observer of `outTopic`.
+async fn rsa_rig(dir: &Path) -> (TestPki, Mosquitto, Observer) {
     let options = InitOptions {
         key: KeyAlgorithm::Rsa2048,
         ..InitOptions::default()
@@ -160,7 +194,7 @@ async fn rsa_device_key_and_aws_like_rsa_chain() {
     // against the AWS-like root; one bundle serves both.
     let bundle = pki.ca.cert_pem() + &chain.root.cert_pem();
     let mut test_pki = TestPki::write(
-        dir.path(),
+        dir,
         &pki,
         &bundle,
         &chain.server_chain_pem(),
@@ -170,16 +204,25 @@ async fn rsa_device_key_and_aws_like_rsa_chain() {
     // The device trusts only the AWS-like root, as it would trust Amazon Root CA 1.
     test_pki.ca_der = chain.root.cert_der().to_vec();
     let broker = Mosquitto::start(&test_pki).expect("mosquitto");
-    let mut observer = broker.observe(&["outTopic"]).await.expect("observer");
+    let observer = broker.observe(&["outTopic"]).await.expect("observer");
     assert!(
         test_pki.device_key_der.len() > 1000,
         "an RSA-2048 PKCS#1 key, not P-256: {} bytes",
         test_pki.device_key_der.len()
     );
+    (test_pki, broker, observer)
+}
+
+/// The RSA key signs in software (`None`) or through the accelerator hook, with the
+/// core's software exponentiator standing in for the board's peripheral.
+async fn rsa_device_key_and_aws_like_rsa_chain_with(hook: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (test_pki, broker, mut observer) = rsa_rig(dir.path()).await;
+    let extra: Vec<&str> = hook.map_or(vec![], |h| vec!["--rsa-exponentiator", h]);
     let Device {
         process: _process,
         mut serial,
-    } = start_device(dir.path(), &test_pki, broker.port(), 500);
+    } = start_device_with(dir.path(), &test_pki, broker.port(), 500, &extra);
 
     let connected = serial
         .until("connected", BOOT, |l| l.message() == "connected")
@@ -190,6 +233,71 @@ async fn rsa_device_key_and_aws_like_rsa_chain() {
         .await;
     let msg = next_message(&mut observer, WAIT, "publish #1").await;
     assert_eq!(msg.payload_str(), payload_for(1));
+    let faults = serial
+        .seen()
+        .iter()
+        .filter(|l| is_accelerator_fault(l))
+        .count();
+    assert_eq!(faults, 0, "a sound exponentiator is never reported");
+}
+
+async fn rsa_device_key_and_aws_like_rsa_chain() {
+    rsa_device_key_and_aws_like_rsa_chain_with(None).await;
+}
+
+async fn rsa_device_key_signs_through_the_accelerator_hook() {
+    rsa_device_key_and_aws_like_rsa_chain_with(Some("software")).await;
+}
+
+fn is_accelerator_fault(line: &Line) -> bool {
+    line.message() == "rsa accelerator signature failed its check"
+}
+
+/// A board whose RSA accelerator returns wrong results still connects (the core checks
+/// every signature with the public key and signs in software instead), says so once, and
+/// reconnects after a broker restart without the accelerator and without saying it again.
+async fn a_faulty_rsa_accelerator_is_caught_and_software_signs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (test_pki, mut broker, mut observer) = rsa_rig(dir.path()).await;
+    let Device {
+        process: _process,
+        mut serial,
+    } = start_device_with(
+        dir.path(),
+        &test_pki,
+        broker.port(),
+        500,
+        &["--rsa-exponentiator", "faulty"],
+    );
+
+    let fault = serial
+        .until("the accelerator's fault", BOOT, is_accelerator_fault)
+        .await;
+    assert!(
+        fault.line.to_string().contains("fallback=software"),
+        "the line names the fallback: {}",
+        fault.line
+    );
+    serial
+        .until("connected", WAIT, |l| l.message() == "connected")
+        .await;
+    next_message(&mut observer, WAIT, "publish #1").await;
+
+    broker.restart().expect("restart mosquitto");
+    serial
+        .until("connected after the restart", BOOT, |l| {
+            l.message() == "connected"
+        })
+        .await;
+    let faults = serial
+        .seen()
+        .iter()
+        .filter(|l| is_accelerator_fault(l))
+        .count();
+    assert_eq!(
+        faults, 1,
+        "the fault is said once and the accelerator not used again"
+    );
 }
 
 /// `5 + length` of the TLS record starting at `b`, once its header is there.

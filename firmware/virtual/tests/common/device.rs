@@ -83,11 +83,17 @@ pub struct DeviceProcess(Option<Child>);
 impl DeviceProcess {
     /// Start `bin --flash FLASH --serial SERIAL`.
     pub fn spawn(bin: &Path, flash: &Path, serial: &Path) -> io::Result<Self> {
+        Self::spawn_with(bin, flash, serial, &[])
+    }
+
+    /// As [`DeviceProcess::spawn`], with more arguments after those.
+    pub fn spawn_with(bin: &Path, flash: &Path, serial: &Path, extra: &[&str]) -> io::Result<Self> {
         let child = Command::new(bin)
             .arg("--flash")
             .arg(flash)
             .arg("--serial")
             .arg(serial)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
