@@ -533,6 +533,16 @@ impl Rig {
         }
     }
 
+    /// The broker's name, if it delivers messages larger than the MQTT 5 Maximum Packet
+    /// Size a client announced (rumqttd 0.20 does; the mock broker, AWS IoT and mosquitto
+    /// drop them for that client).
+    pub fn ignores_maximum_packet_size(&self) -> Option<&'static str> {
+        match &self.target {
+            Target::ThirdParty(t) if t.kind == ThirdPartyKind::Rumqttd => Some("rumqttd"),
+            Target::Mock(_) | Target::Aws(_) | Target::ThirdParty(_) => None,
+        }
+    }
+
     /// Whether the rig sees the broker's side of things beyond publishes (connections,
     /// subscriptions, refusals): the mock broker does, an AWS observer only sees publishes.
     pub fn sees_broker_events(&self) -> bool {
