@@ -285,6 +285,8 @@ broker: certs
 		trap 'kill $$sntp 2>/dev/null' EXIT; \
 		echo "rumqttd on 127.0.0.1:8883 (MQTT 5: the device) and 127.0.0.1:8884 (MQTT 3.1.1), SNTP on 127.0.0.1:$(SNTP_PORT); watch the device:"; \
 		echo "  mosquitto_sub -h localhost -p 8883 -V mqttv5 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-watch -t outTopic -v"; \
+		echo "send it a message (MQTT 3.1.1 listener):"; \
+		echo "  mosquitto_pub -h localhost -p 8884 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-send -t inTopic -m '{\"message\": \"hello from the bench\"}'"; \
 		$(BIN)/hil rumqttd-broker --dir $(DEV_DIR) --port 8883 --observer-port 8884 ;; \
 	*) echo "make broker: BROKER=$(BROKER)? choose mock (default), mosquitto or rumqttd" >&2; exit 2 ;; \
 	esac
