@@ -616,7 +616,7 @@ fn rumqttd_broker(args: &RumqttdBrokerArgs) -> ExitCode {
             observer: args.observer_port,
         };
         eprintln!(
-            "hil: rumqttd serving {}: MQTT 5 on 127.0.0.1:{}, MQTT 3.1.1 on 127.0.0.1:{}, client certificates required",
+            "hil: starting rumqttd with {}: MQTT 5 on 127.0.0.1:{}, MQTT 3.1.1 on 127.0.0.1:{}, client certificates required",
             args.dir.display(),
             ports.device,
             ports.observer

@@ -73,6 +73,22 @@ pub fn run(dir: &Path, ports: RumqttdPorts) -> Result<(), String> {
             ));
         }
     }
+    // A listener rumqttd cannot bind only ends its own thread, with a log line, while
+    // the other keeps serving: name a taken port now instead.
+    if ports.device == ports.observer {
+        return Err(format!(
+            "port {}: the MQTT 5 and MQTT 3.1.1 listeners need a port each",
+            ports.device
+        ));
+    }
+    let bound: Result<Vec<_>, String> = [ports.device, ports.observer]
+        .into_iter()
+        .map(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .map_err(|e| format!("127.0.0.1:{port}: {e} (is another broker running there?)"))
+        })
+        .collect();
+    drop(bound?);
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -86,6 +102,35 @@ pub fn run(dir: &Path, ports: RumqttdPorts) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_file_or_a_shared_port_is_named_before_rumqttd_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = |device, observer| RumqttdPorts { device, observer };
+        let why = run(dir.path(), ports(0, 1)).expect_err("no files");
+        assert!(
+            why.starts_with(&format!(
+                "{}: not found",
+                dir.path().join("ca.pem").display()
+            )),
+            "{why}"
+        );
+        for name in TLS_FILES {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let why = run(dir.path(), ports(18883, 18883)).expect_err("one port");
+        assert_eq!(
+            why,
+            "port 18883: the MQTT 5 and MQTT 3.1.1 listeners need a port each"
+        );
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let why = run(dir.path(), ports(port, 0)).expect_err("taken port");
+        assert!(
+            why.starts_with(&format!("127.0.0.1:{port}: ")) && why.contains("another broker"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn both_listeners_are_loopback_tls_with_client_certificates() {
