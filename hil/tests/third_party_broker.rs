@@ -98,3 +98,49 @@ fn a_third_party_broker_with_a_given_image_is_refused_naming_the_flags() {
         );
     }
 }
+
+#[cfg(feature = "rumqttd")]
+#[test]
+fn qualify_runs_against_rumqttd_and_names_the_cases_it_cannot_host() {
+    common::virtual_device();
+    let out = Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args([
+            "qualify",
+            "--target",
+            "rumqttd",
+            "--case",
+            "MQTT_Connect",
+            "--case",
+            "MQTT_Subscribe",
+            "--case",
+            "MQTT_Client_Puback_QoS1",
+        ])
+        .output()
+        .expect("run hil");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "hil qualify failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for case in ["MQTT_Connect ", "MQTT_Subscribe "] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(case) && l.contains(" pass ")),
+            "{case}did not pass:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("MQTT_Client_Puback_QoS1 ")
+                && l.contains("not run")
+                && l.contains("needs the mock broker's faults, which rumqttd does not offer")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("3 case(s): 2 pass, 0 pass with warnings, 0 fail, 1 not run"),
+        "{stdout}"
+    );
+}
