@@ -10,12 +10,13 @@ AWS_DIR ?= certs/aws
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
 FLEET ?= 5000
-# Which broker `make broker` runs: mock or mosquitto.
+# Which broker `make broker` runs: mock, mosquitto or rumqttd.
 BROKER ?= mock
 # Every tool is built in one invocation over the whole workspace and run from target/, so
 # shared dependencies are built with one feature set: `cargo run -p X` for each tool
 # would unify features per package and rebuild them every time another tool ran.
-BUILD_TOOLS = $(CARGO) build -q --workspace --bins --locked
+# hil's `rumqttd` feature: `--target rumqttd` and `make broker BROKER=rumqttd`.
+BUILD_TOOLS = $(CARGO) build -q --workspace --bins --locked --features hil/rumqttd
 BIN := target/debug
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -86,6 +87,8 @@ help:
 	@echo "make broker  the mock AWS IoT broker with the test PKI: MQTT on :8883, SNTP on :$(SNTP_PORT),"
 	@echo "             the thing's and the observer's policies, a control API; prints how to watch"
 	@echo "             (make broker BROKER=mosquitto: mosquitto with the same PKI on :8883, the mock for SNTP)"
+	@echo "             (make broker BROKER=rumqttd: rumqttd with the same PKI, MQTT 5 on :8883 and"
+	@echo "             MQTT 3.1.1 on :8884, the mock for SNTP)"
 	@echo "make bench-broker  fleet of $(FLEET) mTLS clients against the mock broker"
 	@echo "make bench   reconnect figures vs the mock broker (outages, flapping, fleet; ~20 min),"
 	@echo "             then cadence and connect figures vs mosquitto"
@@ -259,6 +262,9 @@ bench:
 # certificate's CN as user name), and the mock broker for SNTP only (its MQTT port is
 # a free one nobody uses), stopped with mosquitto. It runs as the invoking user (run as
 # root, mosquitto would otherwise switch to `mosquitto`, who cannot read certs/dev's key).
+# BROKER=rumqttd: rumqttd (`hil rumqttd-broker`) with the same PKI and client
+# certificates required, MQTT 5 on :8883 and MQTT 3.1.1 on :8884 (one MQTT version per
+# rumqttd listener), and the mock broker for SNTP.
 broker: certs
 	$(BUILD_TOOLS)
 	@case "$(BROKER)" in \
@@ -274,7 +280,15 @@ broker: certs
 		echo "mosquitto on 127.0.0.1:8883 (target/broker/mosquitto.conf), SNTP on 127.0.0.1:$(SNTP_PORT); watch the device:"; \
 		echo "  mosquitto_sub -h localhost -p 8883 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-watch -t outTopic -v"; \
 		mosquitto -c target/broker/mosquitto.conf ;; \
-	*) echo "make broker: BROKER=$(BROKER)? choose mock (default) or mosquitto" >&2; exit 2 ;; \
+	rumqttd) \
+		$(BIN)/mock-broker serve --certs $(DEV_DIR) --port 0 --sntp 127.0.0.1:$(SNTP_PORT) >/dev/null 2>&1 & sntp=$$!; \
+		trap 'kill $$sntp 2>/dev/null' EXIT; \
+		echo "rumqttd on 127.0.0.1:8883 (MQTT 5: the device) and 127.0.0.1:8884 (MQTT 3.1.1), SNTP on 127.0.0.1:$(SNTP_PORT); watch the device:"; \
+		echo "  mosquitto_sub -h localhost -p 8883 -V mqttv5 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-watch -t outTopic -v"; \
+		echo "send it a message (MQTT 3.1.1 listener):"; \
+		echo "  mosquitto_pub -h localhost -p 8884 --cafile $(DEV_DIR)/ca.pem --cert $(DEV_DIR)/observer.pem --key $(DEV_DIR)/observer.key.pem -i hil-observer-send -t inTopic -m '{\"message\": \"hello from the bench\"}'"; \
+		$(BIN)/hil rumqttd-broker --dir $(DEV_DIR) --port 8883 --observer-port 8884 ;; \
+	*) echo "make broker: BROKER=$(BROKER)? choose mock (default), mosquitto or rumqttd" >&2; exit 2 ;; \
 	esac
 
 bench-broker:

@@ -46,6 +46,28 @@ pub enum Command {
     /// Run AWS IoT Device Advisor's qualification cases offline (mock broker) and report
     /// each with Device Advisor's verdict words.
     Qualify(QualifyArgs),
+    /// Run rumqttd in the foreground with mutual TLS from a `certs init` folder: what
+    /// `--target rumqttd` starts and `make broker BROKER=rumqttd` runs. Needs a hil built
+    /// with the `rumqttd` feature.
+    RumqttdBroker(RumqttdBrokerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RumqttdBrokerArgs {
+    /// The folder with ca.pem (client certificates must chain to it), server.pem and
+    /// server.key.pem.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PKI)]
+    pub dir: PathBuf,
+    /// The MQTT 5 listener (devices), on 127.0.0.1.
+    #[arg(long, default_value_t = 8883)]
+    pub port: u16,
+    /// The MQTT 3.1.1 listener (observers, mosquitto_sub/pub without -V 5), on
+    /// 127.0.0.1: rumqttd serves one MQTT version per listener.
+    #[arg(long, default_value_t = 8884)]
+    pub observer_port: u16,
+    /// Exit when standard input closes (the rig holds it open while it runs).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +86,9 @@ pub enum Target {
     Aws,
     /// A mosquitto process the rig starts (mutual TLS, the rig's test PKI).
     Mosquitto,
+    /// rumqttd, which the rig starts in a child process (mutual TLS, the rig's test
+    /// PKI); needs a hil built with the `rumqttd` feature.
+    Rumqttd,
 }
 
 impl Board {
@@ -84,6 +109,7 @@ impl Target {
             Self::Mock => "mock",
             Self::Aws => "aws",
             Self::Mosquitto => "mosquitto",
+            Self::Rumqttd => "rumqttd",
         }
     }
 }
@@ -116,6 +142,8 @@ pub struct DeviceArgs {
     /// dials, watched through the observer identity (--observer-*); no broker is started,
     /// the scenarios that need broker faults are skipped, and publish times are the
     /// observer's receive times (they include the endpoint-to-rig network jitter).
+    /// mosquitto, rumqttd: that broker, started by the rig with the rig's test PKI and
+    /// watched through an observer identity; fault scenarios are skipped.
     #[arg(long, value_enum, default_value = "mock", verbatim_doc_comment)]
     pub target: Target,
     /// AWS IoT data endpoint, HOST[:PORT] (xxxx-ats.iot.REGION.amazonaws.com; port 8883
@@ -362,7 +390,7 @@ pub fn target_settings(args: &DeviceArgs) -> Result<Option<AwsSettings>, RigErro
         ("--observer-ca", &args.observer_ca),
     ];
     match args.target {
-        Target::Mock | Target::Mosquitto => {
+        Target::Mock | Target::Mosquitto | Target::Rumqttd => {
             let mut stray: Vec<&str> = observer
                 .iter()
                 .filter(|(_, given)| given.is_some())
@@ -444,6 +472,9 @@ fn skip_reason(
                     "needs the mock broker's faults, which mosquitto does not offer".into(),
                 );
             }
+            Target::Rumqttd => {
+                return Some("needs the mock broker's faults, which rumqttd does not offer".into());
+            }
         }
     }
     // Named explicitly with --flash, it runs (and fails visibly): the user asked for it.
@@ -471,13 +502,24 @@ async fn start_rig(
         .filter_map(|s| skip_reason(args, named, vocabulary, s).map(|why| (s.name, why)))
         .collect();
     selected.retain(|s| skip_reason(args, named, vocabulary, s).is_none());
-    if args.target == Target::Mosquitto {
+    if matches!(args.target, Target::Mosquitto | Target::Rumqttd) {
         if args.flash.is_some() || args.pki.is_some() {
-            return Err(RigError::usage(
-                "--flash, --pki: --target mosquitto makes its own test PKI and image",
-            ));
+            return Err(RigError::usage(format!(
+                "--flash, --pki: --target {} makes its own test PKI and image",
+                args.target.name()
+            )));
         }
-        let rig = Rig::mosquitto(binary).await?;
+        let rig = if args.target == Target::Rumqttd {
+            if !crate::third_party::RUMQTTD_BUILT {
+                return Err(RigError::usage(format!(
+                    "--target rumqttd: {}",
+                    crate::third_party::RUMQTTD_MISSING
+                )));
+            }
+            Rig::rumqttd(binary).await?
+        } else {
+            Rig::mosquitto(binary).await?
+        };
         eprintln!(
             "hil: every scenario runs the one thing image (client id {}), one at a time",
             rig.given_image()
@@ -529,6 +571,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Qualify(args) => qualify::run(args).await,
+        Command::RumqttdBroker(args) => rumqttd_broker(&args),
         Command::Run(args) => {
             let started = std::time::SystemTime::now();
             match run_suite_command(&args, started).await {
@@ -554,6 +597,45 @@ pub async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `hil rumqttd-broker`: rumqttd until it fails or is killed.
+fn rumqttd_broker(args: &RumqttdBrokerArgs) -> ExitCode {
+    #[cfg(feature = "rumqttd")]
+    {
+        use crate::third_party::{RumqttdPorts, rumqttd_broker};
+        if args.exit_with_parent {
+            std::thread::spawn(|| {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                std::process::exit(0);
+            });
+        }
+        let ports = RumqttdPorts {
+            device: args.port,
+            observer: args.observer_port,
+        };
+        eprintln!(
+            "hil: starting rumqttd with {}: MQTT 5 on 127.0.0.1:{}, MQTT 3.1.1 on 127.0.0.1:{}, client certificates required",
+            args.dir.display(),
+            ports.device,
+            ports.observer
+        );
+        // rumqttd runs its listeners on threads of their own and blocks this one.
+        let failed = rumqttd_broker::run(&args.dir, ports);
+        if let Err(why) = failed {
+            eprintln!("hil rumqttd-broker: {why}");
+        }
+        ExitCode::from(2)
+    }
+    #[cfg(not(feature = "rumqttd"))]
+    {
+        let _ = args;
+        eprintln!(
+            "hil rumqttd-broker: {}",
+            crate::third_party::RUMQTTD_MISSING
+        );
+        ExitCode::from(2)
     }
 }
 
@@ -707,7 +789,7 @@ mod tests {
         let argv = ["hil", "run"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => args,
-            Command::List | Command::Qualify(_) => unreachable!(),
+            Command::List | Command::Qualify(_) | Command::RumqttdBroker(_) => unreachable!(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! The rig a suite runs in: one test PKI, one mock broker (MQTT over TLS and SNTP on
 //! loopback ephemeral ports) and a work folder for the devices' flash images; or, with
-//! `--target aws`, an observer connection to a real AWS IoT endpoint instead of a broker.
+//! `--target aws`, an observer connection to a real AWS IoT endpoint instead of a broker;
+//! or, with `--target mosquitto|rumqttd`, that broker (`crate::third_party`) watched
+//! through the same observer.
 //!
 //! The PKI is fresh for every run by default (nothing on disk to go stale), or the CA of a
 //! `certs init` folder (`--pki DIR`), whose server certificate the broker then presents.
@@ -23,7 +25,7 @@ use mock_broker::{Config, Handle, MockBroker, Observer, Policy, QoS};
 
 use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
 use crate::error::RigError;
-use crate::third_party::Mosquitto;
+use crate::third_party::{Mosquitto, Rumqttd};
 
 /// The topic the devices publish to (the tutorial's).
 pub const OUT_TOPIC: &str = "outTopic";
@@ -99,18 +101,51 @@ enum Target {
     Mock(Handle),
     /// The observer connection to AWS IoT (`--target aws`).
     Aws(AwsObserver),
-    /// A mosquitto process, watched through the observer as AWS is (`--target mosquitto`).
-    Mosquitto(Box<ThirdParty>),
+    /// A mosquitto or rumqttd the rig started, watched through the observer as AWS is
+    /// (`--target mosquitto|rumqttd`).
+    ThirdParty(Box<ThirdParty>),
+}
+
+/// Which third-party broker (`--target mosquitto|rumqttd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThirdPartyKind {
+    Mosquitto,
+    Rumqttd,
+}
+
+impl ThirdPartyKind {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mosquitto => "mosquitto",
+            Self::Rumqttd => "rumqttd",
+        }
+    }
+
+    fn log(self) -> &'static str {
+        match self {
+            Self::Mosquitto => crate::third_party::LOG,
+            Self::Rumqttd => crate::third_party::RUMQTTD_LOG,
+        }
+    }
+}
+
+/// A third-party broker's process. A stopped mosquitto is gone (it is started again from
+/// its folder and port); a stopped [`Rumqttd`] keeps its ports to resume on.
+enum BrokerProcess {
+    Mosquitto(Mosquitto),
+    Rumqttd(Rumqttd),
 }
 
 impl ThirdParty {
-    /// The broker's port (the observer's, which stays while the broker restarts).
+    /// The port the observer connects to, which stays while the broker restarts (the
+    /// device's too for mosquitto; rumqttd serves the observer on a port of its own).
     fn observer_port(&self) -> u16 {
         self.observer.endpoint().port
     }
 
     fn log_tail(&self) -> String {
-        std::fs::read_to_string(self.dir.join(crate::third_party::LOG))
+        std::fs::read_to_string(self.dir.join(self.kind.log()))
             .map(|text| {
                 let lines: Vec<&str> = text.lines().collect();
                 lines[lines.len().saturating_sub(5)..].join(" | ")
@@ -122,11 +157,14 @@ impl ThirdParty {
 /// A third-party broker the rig started, the observer watching it, and the mock broker
 /// that serves the device its time (nothing else of it is used).
 pub struct ThirdParty {
+    kind: ThirdPartyKind,
     observer: AwsObserver,
-    /// `None` while stopped ([`Rig::stop_broker`]).
-    broker: std::sync::Mutex<Option<Mosquitto>>,
-    /// Where mosquitto's configuration is, to start it again.
+    /// `None` while mosquitto is stopped ([`Rig::stop_broker`]) or being started again.
+    broker: std::sync::Mutex<Option<BrokerProcess>>,
+    /// Where the broker's configuration and log are, to start it again.
     dir: PathBuf,
+    /// Where the device connects.
+    device_port: u16,
     sntp: Handle,
 }
 
@@ -278,6 +316,16 @@ impl Rig {
     /// device identity (its image built here, so scenarios run one at a time, as with
     /// `--flash`), watched through the observer identity.
     pub async fn mosquitto(device_binary: PathBuf) -> Result<Self, RigError> {
+        Self::third_party(device_binary, ThirdPartyKind::Mosquitto).await
+    }
+
+    /// As [`Rig::mosquitto`], with rumqttd ([`Rumqttd`]: MQTT 5 for the device, MQTT
+    /// 3.1.1 for the observer, both with client certificates).
+    pub async fn rumqttd(device_binary: PathBuf) -> Result<Self, RigError> {
+        Self::third_party(device_binary, ThirdPartyKind::Rumqttd).await
+    }
+
+    async fn third_party(device_binary: PathBuf, kind: ThirdPartyKind) -> Result<Self, RigError> {
         let pki = Pki::generate(&InitOptions {
             thing: "hil-thing".into(),
             days: VALIDITY_DAYS,
@@ -285,7 +333,7 @@ impl Rig {
         })
         .map_err(|e| RigError::make("test PKI", e))?;
         let workdir = tempfile::Builder::new()
-            .prefix("hil-mosquitto-")
+            .prefix(&format!("hil-{}-", kind.name()))
             .tempdir()
             .map_err(|e| RigError::io("work folder", e))?;
         let dir = workdir.path();
@@ -298,7 +346,18 @@ impl Rig {
         write("server.key.pem", &pki.server.key_pem())?;
         write("observer.pem", &pki.observer.cert_pem())?;
         write("observer.key.pem", &pki.observer.key_pem())?;
-        let broker = Mosquitto::start(dir).await?;
+        let (broker, device_port, observer_port) = match kind {
+            ThirdPartyKind::Mosquitto => {
+                let broker = Mosquitto::start(dir).await?;
+                let port = broker.addr.port();
+                (BrokerProcess::Mosquitto(broker), port, port)
+            }
+            ThirdPartyKind::Rumqttd => {
+                let broker = Rumqttd::start(dir).await?;
+                let ports = broker.ports();
+                (BrokerProcess::Rumqttd(broker), ports.device, ports.observer)
+            }
+        };
         // The time server: the mock broker's SNTP, on its own (its MQTT port is unused).
         let credentials = mock_broker::Credentials::with_server_pem(
             vec![pki.ca.cert_der().to_vec()],
@@ -316,7 +375,7 @@ impl Rig {
         let client_id = "hil-thing";
         let mut device = DeviceConfig::new("localhost", client_id)
             .map_err(|e| RigError::make("device config", format!("{e:?}")))?;
-        device.endpoint.port = broker.addr.port();
+        device.endpoint.port = device_port;
         device.ntp.host = "127.0.0.1"
             .try_into()
             .map_err(|_| RigError::make("device config", "ntp host"))?;
@@ -336,7 +395,7 @@ impl Rig {
         )?;
         let endpoint = Endpoint {
             host: "localhost".into(),
-            port: broker.addr.port(),
+            port: observer_port,
             alpn: false,
         };
         // It follows the broker's restarts (`reconnect-after-restart`).
@@ -344,10 +403,12 @@ impl Rig {
             AwsObserver::connect_following(&endpoint, &identity, &device.pub_topic, client_id)
                 .await?;
         Ok(Self {
-            target: Target::Mosquitto(Box::new(ThirdParty {
+            target: Target::ThirdParty(Box::new(ThirdParty {
+                kind,
                 observer,
                 broker: std::sync::Mutex::new(Some(broker)),
                 dir: dir.to_path_buf(),
+                device_port,
                 sntp,
             })),
             ca: None,
@@ -396,15 +457,20 @@ impl Rig {
             Target::Aws(_) => Err(RigError::Target(
                 "needs the mock broker, and --target aws has none",
             )),
-            Target::Mosquitto(_) => Err(RigError::Target(
-                "needs the mock broker, and --target mosquitto runs mosquitto",
-            )),
+            Target::ThirdParty(t) => Err(RigError::Target(match t.kind {
+                ThirdPartyKind::Mosquitto => {
+                    "needs the mock broker, and --target mosquitto runs mosquitto"
+                }
+                ThirdPartyKind::Rumqttd => {
+                    "needs the mock broker, and --target rumqttd runs rumqttd"
+                }
+            })),
         }
     }
 
     /// Stop the broker as an outage would: the mock stops listening and drops every
-    /// connection; mosquitto's process is killed. Returns how many connections were
-    /// dropped (mosquitto: 1 if it was running; it does not say).
+    /// connection; a third-party broker's process is killed. Returns how many connections
+    /// were dropped (third-party: 1 if it was running; they do not say).
     pub async fn stop_broker(&self) -> Result<usize, RigError> {
         match &self.target {
             Target::Mock(broker) => {
@@ -414,9 +480,21 @@ impl Rig {
             Target::Aws(_) => Err(RigError::Target(
                 "restarts the broker, which a test cannot do to AWS IoT",
             )),
-            Target::Mosquitto(m) => {
-                let running = m.broker.lock().unwrap_or_else(|e| e.into_inner()).take();
-                Ok(usize::from(running.is_some()))
+            Target::ThirdParty(t) => {
+                let mut broker = t.broker.lock().unwrap_or_else(|e| e.into_inner());
+                let was_running = match broker.take() {
+                    None => false,
+                    Some(BrokerProcess::Mosquitto(m)) => {
+                        drop(m);
+                        true
+                    }
+                    Some(BrokerProcess::Rumqttd(mut r)) => {
+                        let running = r.stop();
+                        *broker = Some(BrokerProcess::Rumqttd(r));
+                        running
+                    }
+                };
+                Ok(usize::from(was_running))
             }
         }
     }
@@ -431,12 +509,37 @@ impl Rig {
             Target::Aws(_) => Err(RigError::Target(
                 "restarts the broker, which a test cannot do to AWS IoT",
             )),
-            Target::Mosquitto(m) => {
-                let port = m.observer_port();
-                let restarted = Mosquitto::start_on(&m.dir, port).await?;
-                *m.broker.lock().unwrap_or_else(|e| e.into_inner()) = Some(restarted);
+            Target::ThirdParty(t) => {
+                let stopped = t.broker.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let restarted = match stopped {
+                    Some(BrokerProcess::Rumqttd(mut r)) => {
+                        let resumed = r.resume().await;
+                        // Kept even when it failed: it holds the ports to try again on.
+                        let mut slot = t.broker.lock().unwrap_or_else(|e| e.into_inner());
+                        *slot = Some(BrokerProcess::Rumqttd(r));
+                        return resumed;
+                    }
+                    // Started again, not twice: a running one is replaced.
+                    Some(BrokerProcess::Mosquitto(m)) => {
+                        drop(m);
+                        Mosquitto::start_on(&t.dir, t.device_port).await?
+                    }
+                    None => Mosquitto::start_on(&t.dir, t.device_port).await?,
+                };
+                *t.broker.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(BrokerProcess::Mosquitto(restarted));
                 Ok(())
             }
+        }
+    }
+
+    /// The broker's name, if it delivers messages larger than the MQTT 5 Maximum Packet
+    /// Size a client announced (rumqttd 0.20 does; the mock broker, AWS IoT and mosquitto
+    /// drop them for that client).
+    pub fn ignores_maximum_packet_size(&self) -> Option<&'static str> {
+        match &self.target {
+            Target::ThirdParty(t) if t.kind == ThirdPartyKind::Rumqttd => Some("rumqttd"),
+            Target::Mock(_) | Target::Aws(_) | Target::ThirdParty(_) => None,
         }
     }
 
@@ -451,7 +554,7 @@ impl Rig {
         match &self.target {
             Target::Mock(broker) => broker.observe(),
             Target::Aws(aws) => aws.observe(),
-            Target::Mosquitto(m) => m.observer.observe(),
+            Target::ThirdParty(t) => t.observer.observe(),
         }
     }
 
@@ -462,7 +565,7 @@ impl Rig {
         match &self.target {
             Target::Mock(broker) => Ok(Some(broker.inject(topic, payload, QoS::AtLeastOnce))),
             Target::Aws(aws) => aws.publish(topic, payload).await.map(|()| None),
-            Target::Mosquitto(m) => m.observer.publish(topic, payload).await.map(|()| None),
+            Target::ThirdParty(t) => t.observer.publish(topic, payload).await.map(|()| None),
         }
     }
 
@@ -474,10 +577,11 @@ impl Rig {
             Target::Aws(aws) => aws
                 .lost()
                 .map(|why| format!("the AWS observer's connection was lost: {why}")),
-            Target::Mosquitto(m) => m.observer.lost().map(|why| {
+            Target::ThirdParty(t) => t.observer.lost().map(|why| {
+                let name = t.kind.name();
                 format!(
-                    "the observer's connection to mosquitto was lost: {why} (mosquitto's log: {})",
-                    m.log_tail()
+                    "the observer's connection to {name} was lost: {why} ({name}'s log: {})",
+                    t.log_tail()
                 )
             }),
         }
@@ -495,10 +599,18 @@ impl Rig {
                     .unwrap_or_else(|| "none".into())
             ),
             Target::Aws(aws) => aws.describe(),
-            Target::Mosquitto(m) => format!(
-                "mosquitto on 127.0.0.1:{} (SNTP {}), watched by observer {}",
-                m.observer_port(),
-                m.sntp
+            Target::ThirdParty(t) => format!(
+                "{} on 127.0.0.1:{}{} (SNTP {}), watched by observer {}",
+                t.kind.name(),
+                t.device_port,
+                match t.kind {
+                    ThirdPartyKind::Mosquitto => String::new(),
+                    ThirdPartyKind::Rumqttd => format!(
+                        " (MQTT 5; the observer on MQTT 3.1.1 at 127.0.0.1:{})",
+                        t.observer_port()
+                    ),
+                },
+                t.sntp
                     .sntp_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "none".into()),
@@ -512,13 +624,13 @@ impl Rig {
         match self.target {
             Target::Mock(broker) => broker.shutdown().await,
             Target::Aws(aws) => aws.shutdown().await,
-            Target::Mosquitto(m) => {
+            Target::ThirdParty(t) => {
                 let ThirdParty {
                     observer,
                     broker,
                     sntp,
                     ..
-                } = *m;
+                } = *t;
                 observer.shutdown().await;
                 drop(broker);
                 sntp.shutdown().await;

@@ -10,6 +10,11 @@ use super::{CheckFuture, CheckResult, Scenario, ScenarioRun};
 /// Injection to `inbound:` line, on the host's clock.
 pub const LATENCY: Duration = Duration::from_secs(1);
 const SUBSCRIBED: Duration = Duration::from_secs(15);
+/// A broker that forwards a packet over the device's Maximum Packet Size: injection to
+/// the device's `mqtt: disconnected` line, and that line to `mqtt: connected` again
+/// (the first backoff delay is at most 1 s).
+const DROPS_LINK: Duration = Duration::from_secs(5);
+const RECONNECTS: Duration = Duration::from_secs(10);
 
 pub const SCENARIO: Scenario = Scenario {
     name: "inbound",
@@ -91,8 +96,17 @@ async fn inbound(run: &mut ScenarioRun) -> CheckResult {
         .await?;
     }
 
+    // A broker that ignores the device's Maximum Packet Size (rumqttd) delivers the
+    // 8 KiB payload: it goes last, and the device must then drop the link as a protocol
+    // error (the packet does not fit its receive buffer) and reconnect, never log it.
+    let oversize_delivered = run.rig.ignores_maximum_packet_size();
+    let mut order = payloads();
+    if oversize_delivered.is_some() {
+        order.sort_by_key(|(_, _, expect)| *expect == Expect::DroppedByBroker);
+    }
     let mut slowest = Duration::ZERO;
-    for (name, payload, expect) in payloads() {
+    let mut oversize = "8 KiB dropped by the broker".to_string();
+    for (name, payload, expect) in order {
         let sent = Instant::now();
         let delivered = run.rig.inject(&topic, payload.clone()).await;
         // The mock broker says how many subscribers got it; AWS only acknowledges.
@@ -109,6 +123,31 @@ async fn inbound(run: &mut ScenarioRun) -> CheckResult {
         }
         let size = payload.len();
         if expect == Expect::DroppedByBroker {
+            if let Some(broker) = oversize_delivered {
+                let dropped = run
+                    .expect_line(
+                        &format!("`mqtt: disconnected` after {broker} delivered the {name} payload (over the device's Maximum Packet Size)"),
+                        DROPS_LINK,
+                        |l| l.tag() == "inbound" || super::is(l, "mqtt", "disconnected"),
+                    )
+                    .await?;
+                let line = dropped.line().expect("picked a parsed line");
+                if line.tag() == "inbound" || line.field("reason") != Some("protocol-error") {
+                    return Err(run.failure(&format!(
+                        "expected the {name} payload refused with `mqtt: disconnected reason=protocol-error`, saw `{}`",
+                        dropped.text
+                    )));
+                }
+                run.expect_line(
+                    &format!("`mqtt: connected` after dropping the {name} payload's link"),
+                    RECONNECTS,
+                    |l| super::is(l, "mqtt", "connected"),
+                )
+                .await?;
+                oversize = format!(
+                    "{broker} ignores the Maximum Packet Size: 8 KiB delivered, the device dropped the link (protocol-error) and reconnected"
+                );
+            }
             continue;
         }
         let logged = run
@@ -170,7 +209,7 @@ async fn inbound(run: &mut ScenarioRun) -> CheckResult {
         .filter(|(_, _, e)| *e == Expect::Logged)
         .count();
     Ok(format!(
-        "{logged} logged (slowest {:.1} ms), 8 KiB dropped by the broker",
+        "{logged} logged (slowest {:.1} ms), {oversize}",
         slowest.as_secs_f64() * 1000.0
     ))
 }
