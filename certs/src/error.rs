@@ -33,6 +33,11 @@ pub enum CertsError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 
+    /// An AWS call failed (or no credentials): which call, why, what was created.
+    #[cfg(feature = "aws")]
+    #[error("{0}")]
+    Aws(Box<crate::aws::errors::AwsFailure>),
+
     /// A library refused something we built ourselves: a bug in `certs`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,6 +49,8 @@ impl CertsError {
         match self {
             Self::BadInput { .. } | Self::BadArgument { .. } | Self::BadOutput { .. } => 2,
             Self::Io { .. } | Self::Internal(_) => 1,
+            #[cfg(feature = "aws")]
+            Self::Aws(_) => 1,
         }
     }
 

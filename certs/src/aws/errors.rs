@@ -1,0 +1,128 @@
+//! What went wrong on the AWS side, said so a user can act: which call, AWS's error
+//! code, the likely cause, and the objects already created (to clean up by hand).
+
+use std::fmt;
+
+use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// A failed AWS call, with what `provision` had created before it.
+#[derive(Debug)]
+pub struct AwsFailure {
+    /// The API call, e.g. `CreateThing`.
+    pub call: &'static str,
+    /// AWS's error code (`AccessDeniedException`), or what failed before AWS answered.
+    pub code: String,
+    /// AWS's message or the SDK's error chain.
+    pub detail: String,
+    /// The likely cause and what to do.
+    pub cause: String,
+    /// AWS objects created so far, each with the command that removes it.
+    pub created: Vec<Created>,
+}
+
+/// An object `provision` created in the account.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub what: String,
+    pub cleanup: String,
+}
+
+impl fmt::Display for AwsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AWS call {} failed: {}: {}\n  likely cause: {}",
+            self.call, self.code, self.detail, self.cause
+        )?;
+        if self.created.is_empty() {
+            write!(f, "\n  nothing was created in the AWS account")?;
+        } else {
+            write!(
+                f,
+                "\n  created in the AWS account before the failure (no output folder was written):"
+            )?;
+            for c in &self.created {
+                write!(f, "\n    {}\n      remove: {}", c.what, c.cleanup)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for AwsFailure {}
+
+/// The IAM action each call needs, for "missing permission" hints.
+pub fn iam_action(call: &str) -> String {
+    format!("iot:{call}")
+}
+
+/// Turn an SDK error into a failure of `call`, with the likely cause.
+pub fn from_sdk<E, R>(call: &'static str, region: &str, err: &SdkError<E, R>) -> AwsFailure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: fmt::Debug,
+{
+    let chain = DisplayErrorContext(err).to_string();
+    let (code, detail) = match err {
+        SdkError::ServiceError(_) => (
+            err.code().unwrap_or("UnknownError").to_string(),
+            err.message().unwrap_or("(no message)").to_string(),
+        ),
+        SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), chain.clone()),
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), chain.clone()),
+        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_string(), chain.clone()),
+        _ => ("ResponseError".to_string(), chain.clone()),
+    };
+    let cause = likely_cause(call, region, &code, &chain);
+    AwsFailure {
+        call,
+        code,
+        detail,
+        cause,
+        created: Vec::new(),
+    }
+}
+
+/// The most likely reason for `code` (or the error chain text) on `call`.
+pub fn likely_cause(call: &str, region: &str, code: &str, chain: &str) -> String {
+    let lower = chain.to_ascii_lowercase();
+    match code {
+        "AccessDeniedException" | "AccessDenied" | "UnauthorizedException" => format!(
+            "missing permission: the identity needs IAM action {} (on the resource named above)",
+            iam_action(call)
+        ),
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException" => {
+            "the credentials are not valid for AWS (wrong or deleted access key, or a secret key \
+             that does not belong to it)"
+                .into()
+        }
+        "ExpiredTokenException" | "ExpiredToken" => {
+            "the session credentials have expired: renew them (`aws sso login`, or new STS \
+             credentials)"
+                .into()
+        }
+        "ThrottlingException" | "LimitExceededException" => {
+            "AWS rate or quota limit: wait and run again, or raise the quota".into()
+        }
+        "ResourceAlreadyExistsException" => {
+            "an object of that name exists with different content".into()
+        }
+        "InvalidRequestException" => "AWS refused the request's content (see the message)".into(),
+        _ if lower.contains("credential") => {
+            "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, pass --profile, \
+             or log in (`aws configure`, `aws sso login`)"
+                .into()
+        }
+        _ if lower.contains("dns")
+            || lower.contains("resolve")
+            || lower.contains("connect")
+            || lower.contains("io error") =>
+        {
+            format!(
+                "cannot reach AWS IoT in region {region}: check --region (or AWS_REGION / the \
+                 profile's region) and the network"
+            )
+        }
+        _ => "see AWS's message above".into(),
+    }
+}
