@@ -107,6 +107,11 @@ pub fn likely_cause(call: &str, region: &str, code: &str, chain: &str) -> String
         "ResourceAlreadyExistsException" => {
             "an object of that name exists with different content".into()
         }
+        "VersionsLimitExceededException" => {
+            "the policy already has 5 versions, AWS's limit: delete an old non-default one \
+             (aws iot list-policy-versions / delete-policy-version) or use --policy-name"
+                .into()
+        }
         "InvalidRequestException" => "AWS refused the request's content (see the message)".into(),
         _ if lower.contains("credential") => {
             "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, pass --profile, \

@@ -197,6 +197,26 @@ pub fn run(
     }
 }
 
+/// AWS IoT's thing-name rule (`[a-zA-Z0-9:_-]+`, 1 to 128 characters), checked before
+/// anything is created rather than learnt from CreateThing half-way.
+fn check_thing_name(name: &str) -> Result<(), CertsError> {
+    let valid = (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(CertsError::argument(
+            "--thing",
+            format!(
+                "{}: AWS IoT thing names are 1 to 128 of a-z A-Z 0-9 : _ -",
+                crate::show::text(name)
+            ),
+        ))
+    }
+}
+
 fn server_ca_der(path: Option<&Path>) -> Result<Vec<u8>, CertsError> {
     match path {
         Some(path) => {
@@ -217,6 +237,7 @@ fn run_provision(
     wifi_password: Option<String>,
     out: &mut dyn Write,
 ) -> Result<(), CertsError> {
+    check_thing_name(&args.thing)?;
     // The thing name is the MQTT client id: hold it to the device's limits up front.
     firmware_core::config::DeviceConfig::new("localhost", &args.thing)
         .map_err(|e| CertsError::argument("--thing", e))?;
@@ -428,4 +449,28 @@ fn run_deprovision(
     )
     .ok();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+
+    /// The shipped root is Amazon Root CA 1 itself: its SHA-256 fingerprint as Amazon
+    /// Trust Services publishes it.
+    #[test]
+    fn the_shipped_root_is_amazon_root_ca_1() {
+        let der = pem::parse(AMAZON_ROOT_CA1_PEM).unwrap().into_contents();
+        let fingerprint: String = Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            fingerprint,
+            "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e"
+        );
+        let info = crate::x509::CertInfo::from_der(&der).unwrap();
+        assert_eq!(info.subject, "C=US, O=Amazon, CN=Amazon Root CA 1");
+        assert!(info.usable_as_ca());
+    }
 }
