@@ -585,12 +585,12 @@ pub fn policy_diff(current: &str, wanted: &str) -> String {
             diff.push(format!("  {}", a[i]));
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            diff.push(format!("+ {}", b[j]));
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             diff.push(format!("- {}", a[i]));
             i += 1;
+        } else {
+            diff.push(format!("+ {}", b[j]));
+            j += 1;
         }
     }
     diff.join("\n")
@@ -621,7 +621,7 @@ mod tests {
     #[test]
     fn policy_diff_marks_removed_and_added_lines() {
         let diff = policy_diff(r#"{"a": 1, "b": 2}"#, r#"{"a": 1, "b": 3}"#);
-        assert_eq!(diff, "  {\n  \"a\": 1,\n-   \"b\": 2\n+   \"b\": 3\n  }");
+        assert_eq!(diff, "  {\n    \"a\": 1,\n-   \"b\": 2\n+   \"b\": 3\n  }");
         assert!(same_policy(r#"{"a": [1, 2]}"#, "{\n \"a\":[1,2]}"));
         assert!(!same_policy(r#"{"a": [1, 2]}"#, r#"{"a": [2, 1]}"#));
     }
