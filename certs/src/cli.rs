@@ -98,6 +98,9 @@ pub struct AwsProvisionArgs {
     /// The CA the device trusts for the broker [default: Amazon Root CA 1, built in].
     #[arg(long, value_name = "FILE")]
     pub server_ca: Option<PathBuf>,
+    /// SNTP server for the image [default: pool.ntp.org:123; port 123 if omitted].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub ntp: Option<String>,
     /// Replace an output folder provision did not write, and make the wanted document
     /// the default version of a policy that exists with other content.
     #[arg(long)]

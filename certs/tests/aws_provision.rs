@@ -644,3 +644,163 @@ fn a_thing_name_aws_would_refuse_is_refused_before_anything_is_created() {
     );
     assert_eq!(moto.state()["certificates"], serde_json::json!({}));
 }
+
+/// A workspace binary (`virtual-device`, `mock-broker`) beside this test's, built if
+/// cargo has not built it yet (a package's tests get only its own binaries;
+/// `cargo test --workspace` builds them all anyway).
+fn workspace_binary(package: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let find = || {
+        exe.ancestors()
+            .skip(1)
+            .take(2)
+            .map(|dir| dir.join(package))
+            .find(|path| path.is_file())
+    };
+    if let Some(path) = find() {
+        return path;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", package])
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    find().unwrap_or_else(|| panic!("no {package} binary after building it"))
+}
+
+/// A child process killed when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines of a child's stdout, read on a thread.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The whole chain offline: moto provisions the thing (certificate for the device's key
+/// from the CSR, signed by the test CA that stands in for AWS's issuer: see serve.py),
+/// the mock broker trusts that CA and enforces the policy provision created, and the
+/// virtual device boots from the flash.img provision wrote, connects, subscribes and
+/// publishes.
+#[test]
+fn the_provisioned_image_boots_the_virtual_device_against_the_mock_broker() {
+    if !moto_available() {
+        return;
+    }
+    let work = Work::new();
+    let pki = issuer(&work);
+    let moto = Moto::start(Some(&pki));
+    let broker_bin = workspace_binary("mock-broker");
+    let device_bin = workspace_binary("virtual-device");
+
+    // The image names the broker's port, and the broker starts with the policy
+    // provision created: reserve free ports (bind port 0, release) for both.
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let sntp = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let endpoint = format!("localhost:{port}");
+    let ntp = format!("127.0.0.1:{sntp}");
+    assert_ok(&moto.certs(
+        &work,
+        &[
+            "aws",
+            "provision",
+            "--thing",
+            "chain-thing",
+            "--out",
+            "out",
+            "--endpoint",
+            &endpoint,
+            "--server-ca",
+            "pki/ca.pem",
+            "--ntp",
+            &ntp,
+        ],
+    ));
+    let policy = moto.state()["policies"]["chain-thing-policy"].clone();
+    work.write("aws-policy.json", policy.to_string());
+
+    let mut broker = Command::new(&broker_bin)
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--sntp",
+            &ntp,
+            "--certs",
+        ])
+        .arg(&pki)
+        .arg("--policy")
+        .arg(work.path("aws-policy.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mock-broker");
+    let ready = lines_of(&mut broker);
+    let _broker = Killed(broker);
+    let line = ready
+        .recv_timeout(Duration::from_secs(30))
+        .expect("mock-broker ready line within 30 s");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+
+    let mut device = Command::new(&device_bin)
+        .arg("--flash")
+        .arg(work.path("out/flash.img"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start virtual-device");
+    let log = lines_of(&mut device);
+    let _device = Killed(device);
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Subscribed to inTopic and two publishes to outTopic on one connection: the policy
+    // allowed connect as the thing name, subscribe and publish (a denied publish ends the
+    // connection, as on AWS).
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = log
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("device log so far:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if line.contains("publish: topic=outTopic seq=2") {
+            break;
+        }
+    }
+    let log = seen.join("\n");
+    for fragment in [
+        "client_id=chain-thing",
+        &format!("mqtt: connected endpoint={endpoint}"),
+        "mqtt: subscribed topic=inTopic",
+        "publish: topic=outTopic seq=1",
+    ] {
+        assert!(log.contains(fragment), "no {fragment:?} in:\n{log}");
+    }
+    assert_eq!(
+        log.matches("mqtt: connecting").count(),
+        1,
+        "one connection:\n{log}"
+    );
+}

@@ -247,6 +247,7 @@ fn run_provision(
         wifi_password: args.wifi_ssid.as_ref().and(wifi_password),
         pub_topic: args.pub_topic.clone(),
         sub_topic: args.sub_topic.clone(),
+        ntp: args.ntp.clone(),
         server_ca_der: server_ca_der(args.server_ca.as_deref())?,
     };
     let plan = provision::Plan {

@@ -39,6 +39,8 @@ pub struct DeviceSettings {
     pub wifi_password: Option<String>,
     pub pub_topic: String,
     pub sub_topic: String,
+    /// `HOST[:PORT]` of the SNTP server instead of the default.
+    pub ntp: Option<String>,
     /// DER of the CA the device trusts for the broker (Amazon Root CA 1 unless told).
     pub server_ca_der: Vec<u8>,
 }
@@ -456,6 +458,19 @@ pub fn device_files(
         .map_err(|e| CertsError::argument("--pub-topic", e))?;
     config.sub_topic = config::set_str("sub_topic", &settings.sub_topic)
         .map_err(|e| CertsError::argument("--sub-topic", e))?;
+    if let Some(ntp) = &settings.ntp {
+        let (host, port) = match ntp.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse()
+                    .map_err(|_| CertsError::argument("--ntp", format!("{ntp:?}: bad port")))?,
+            ),
+            None => (ntp.as_str(), config::DEFAULT_NTP_PORT),
+        };
+        config.ntp.host =
+            config::set_str("ntp.host", host).map_err(|e| CertsError::argument("--ntp", e))?;
+        config.ntp.port = port;
+    }
     let img = image::build_image(&creds, &config, image::DEFAULT_IMAGE_SIZE)
         .map_err(|e| CertsError::internal(format!("flash image: {e}")))?;
     Ok(vec![
