@@ -804,3 +804,66 @@ fn the_provisioned_image_boots_the_virtual_device_against_the_mock_broker() {
         "one connection:\n{log}"
     );
 }
+
+#[test]
+fn the_observer_gets_a_certificate_and_the_observer_policy_and_goes_again() {
+    if !moto_available() {
+        return;
+    }
+    let work = Work::new();
+    let moto = Moto::start(Some(&issuer(&work)));
+    let stdout = assert_ok(&moto.certs(&work, &["aws", "observer", "--out", "obs"]));
+    for step in [
+        "[1/4] key and certificate ... created certificate",
+        "[2/4] policy hil-observer-policy ... created",
+        "[3/4] attach policy to the certificate ... attached",
+        "make hil TARGET=aws ENDPOINT=",
+        "OBSERVER_CERT=obs/observer.pem",
+    ] {
+        assert!(stdout.contains(step), "no {step:?} in:\n{stdout}");
+    }
+    assert_eq!(
+        entries(&work.path("obs")),
+        [
+            "AmazonRootCA1.pem",
+            "aws-manifest.json",
+            "observer-policy.json",
+            "observer.key.pem",
+            "observer.pem"
+        ]
+    );
+    let state = moto.state();
+    // The observer policy `certs init` writes, and no thing.
+    let init_policy: serde_json::Value =
+        serde_json::from_slice(&work.read("pki/observer-policy.json")).unwrap();
+    assert_eq!(state["policies"]["hil-observer-policy"], init_policy);
+    assert_eq!(state["things"], serde_json::json!([]));
+    // The key and certificate belong together (as hil loads them).
+    assert_ok(&work.certs(&[
+        "import",
+        "--cert",
+        "obs/observer.pem",
+        "--key",
+        "obs/observer.key.pem",
+        "--ca",
+        "pki/ca.pem",
+        "--out",
+        "recheck",
+    ]));
+
+    assert_ok(&moto.certs(
+        &work,
+        &[
+            "aws",
+            "deprovision",
+            "--observer",
+            "hil-observer",
+            "--out",
+            "obs",
+        ],
+    ));
+    let state = moto.state();
+    assert_eq!(state["certificates"], serde_json::json!({}));
+    assert_eq!(state["policies"], serde_json::json!({}));
+    assert!(!work.path("obs").exists());
+}

@@ -364,7 +364,10 @@ pub async fn provision(
     }
 
     // 5. Attachments (both calls are idempotent on AWS's side).
-    progress.start("attach policy and thing to the certificate");
+    progress.start(match plan.kind {
+        IdentityKind::Thing => "attach policy and thing to the certificate",
+        IdentityKind::Observer => "attach policy to the certificate",
+    });
     client
         .attach_policy()
         .policy_name(&plan.policy_name)
@@ -388,7 +391,7 @@ pub async fn provision(
             })?;
         progress.done("attached");
     } else {
-        progress.done("policy attached");
+        progress.done("attached");
     }
 
     // 6. The endpoint devices connect to.
