@@ -116,7 +116,7 @@ pub struct AwsObserverArgs {
     #[command(flatten)]
     pub account: AwsAccount,
     /// Output folder (written whole at the end, or not at all).
-    #[arg(long, value_name = "DIR", default_value = "certs/aws/observer")]
+    #[arg(long, value_name = "DIR", default_value = "certs/aws-observer")]
     pub out: PathBuf,
     /// Key algorithm.
     #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcP256)]
@@ -142,7 +142,7 @@ pub struct AwsDeprovisionArgs {
     /// The thing provisioned into OUT [OUT default: certs/aws].
     #[arg(long, value_name = "NAME")]
     pub thing: Option<String>,
-    /// The observer provisioned into OUT [OUT default: certs/aws/observer].
+    /// The observer provisioned into OUT [OUT default: certs/aws-observer].
     #[arg(long, value_name = "NAME")]
     pub observer: Option<String>,
     /// Region [default: the manifest's]; profile as for provision.

@@ -399,7 +399,7 @@ fn run_deprovision(
         (None, Some(observer)) => (
             IdentityKind::Observer,
             observer,
-            "certs/aws/observer",
+            "certs/aws-observer",
             OBSERVER_OUTPUTS,
         ),
         (None, None) => return Err(CertsError::argument("--thing", "required (or --observer)")),
