@@ -36,7 +36,7 @@ pub enum CertsError {
     /// An AWS call failed (or no credentials): which call, why, what was created.
     #[cfg(feature = "aws")]
     #[error("{0}")]
-    Aws(Box<crate::aws::errors::AwsFailure>),
+    Aws(Box<AwsFailure>),
 
     /// A library refused something we built ourselves: a bug in `certs`.
     #[error("internal error: {0}")]
@@ -138,3 +138,53 @@ pub enum OutputProblem {
     #[error("image too small: {0}")]
     ImageTooSmall(String),
 }
+
+/// A failed AWS call, with what `provision` had created before it.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+pub struct AwsFailure {
+    /// The API call, e.g. `CreateThing`.
+    pub call: &'static str,
+    /// AWS's error code (`AccessDeniedException`), or what failed before AWS answered.
+    pub code: String,
+    /// AWS's message or the SDK's error chain.
+    pub detail: String,
+    /// The likely cause and what to do.
+    pub cause: String,
+    /// AWS objects created so far, each with the command that removes it.
+    pub created: Vec<Created>,
+}
+
+/// An object `provision` created in the account.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub what: String,
+    pub cleanup: String,
+}
+
+#[cfg(feature = "aws")]
+impl fmt::Display for AwsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AWS call {} failed: {}: {}\n  likely cause: {}",
+            self.call, self.code, self.detail, self.cause
+        )?;
+        if self.created.is_empty() {
+            write!(f, "\n  nothing was created in the AWS account")?;
+        } else {
+            write!(
+                f,
+                "\n  created in the AWS account before the failure (no output folder was written):"
+            )?;
+            for c in &self.created {
+                write!(f, "\n    {}\n      remove: {}", c.what, c.cleanup)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "aws")]
+impl std::error::Error for AwsFailure {}

@@ -5,51 +5,7 @@ use std::fmt;
 
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-/// A failed AWS call, with what `provision` had created before it.
-#[derive(Debug)]
-pub struct AwsFailure {
-    /// The API call, e.g. `CreateThing`.
-    pub call: &'static str,
-    /// AWS's error code (`AccessDeniedException`), or what failed before AWS answered.
-    pub code: String,
-    /// AWS's message or the SDK's error chain.
-    pub detail: String,
-    /// The likely cause and what to do.
-    pub cause: String,
-    /// AWS objects created so far, each with the command that removes it.
-    pub created: Vec<Created>,
-}
-
-/// An object `provision` created in the account.
-#[derive(Debug, Clone)]
-pub struct Created {
-    pub what: String,
-    pub cleanup: String,
-}
-
-impl fmt::Display for AwsFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "AWS call {} failed: {}: {}\n  likely cause: {}",
-            self.call, self.code, self.detail, self.cause
-        )?;
-        if self.created.is_empty() {
-            write!(f, "\n  nothing was created in the AWS account")?;
-        } else {
-            write!(
-                f,
-                "\n  created in the AWS account before the failure (no output folder was written):"
-            )?;
-            for c in &self.created {
-                write!(f, "\n    {}\n      remove: {}", c.what, c.cleanup)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for AwsFailure {}
+pub use crate::error::{AwsFailure, Created};
 
 /// The IAM action each call needs, for "missing permission" hints.
 pub fn iam_action(call: &str) -> String {

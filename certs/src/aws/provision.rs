@@ -115,20 +115,20 @@ pub async fn provision(
         failure.created = created.to_vec();
         CertsError::Aws(Box::new(failure))
     };
-    if let Some((m, _)) = &previous {
-        if m.region != region {
-            return Err(CertsError::argument(
-                "--region",
-                format!(
-                    "{} holds {} provisioned in region {}, not {region}: pass --region {} or \
-                     deprovision it first",
-                    plan.out.display(),
-                    m.name,
-                    m.region,
-                    m.region
-                ),
-            ));
-        }
+    if let Some((m, _)) = &previous
+        && m.region != region
+    {
+        return Err(CertsError::argument(
+            "--region",
+            format!(
+                "{} holds {} provisioned in region {}, not {region}: pass --region {} or \
+                 deprovision it first",
+                plan.out.display(),
+                m.name,
+                m.region,
+                m.region
+            ),
+        ));
     }
 
     // 1-2. Key and certificate: reuse the earlier run's if AWS still has it active.
@@ -148,10 +148,10 @@ pub async fn provision(
                     .and_then(|d| d.certificate_pem())
                     .and_then(|p| pem::parse(p).ok())
                     .map(|p| p.into_contents());
-                if let (true, Some(der)) = (active, der) {
-                    if key_matches(&key, &der) {
-                        reused = Some((m, key, der));
-                    }
+                if let (true, Some(der)) = (active, der)
+                    && key_matches(&key, &der)
+                {
+                    reused = Some((m, key, der));
                 }
             }
             Err(e)
