@@ -143,7 +143,7 @@ pub enum OutputProblem {
 #[cfg(feature = "aws")]
 #[derive(Debug)]
 pub struct AwsFailure {
-    /// The API call, e.g. `CreateThing`.
+    /// The API call, e.g. `CreateThing`, or the step in words (`policy check`).
     pub call: &'static str,
     /// AWS's error code (`AccessDeniedException`), or what failed before AWS answered.
     pub code: String,
@@ -166,10 +166,16 @@ pub struct Created {
 #[cfg(feature = "aws")]
 impl fmt::Display for AwsFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // API calls are one word (`CreateThing`); other steps are described in words.
+        if self.call.contains(' ') {
+            write!(f, "{} failed", self.call)?;
+        } else {
+            write!(f, "AWS call {} failed", self.call)?;
+        }
         write!(
             f,
-            "AWS call {} failed: {}: {}\n  likely cause: {}",
-            self.call, self.code, self.detail, self.cause
+            ": {}: {}\n  likely cause: {}",
+            self.code, self.detail, self.cause
         )?;
         if self.created.is_empty() {
             write!(f, "\n  nothing was created in the AWS account")?;

@@ -867,3 +867,35 @@ fn the_observer_gets_a_certificate_and_the_observer_policy_and_goes_again() {
     assert_eq!(state["policies"], serde_json::json!({}));
     assert!(!work.path("obs").exists());
 }
+
+/// A region that does not exist: the SDK cannot resolve its endpoint, and the error says
+/// to check the region (no moto: the SDK's own endpoint for the region is used).
+#[test]
+fn a_wrong_region_is_named_as_the_likely_cause() {
+    let work = Work::new();
+    let mut command = work.certs_command(&[
+        "aws",
+        "provision",
+        "--thing",
+        "t",
+        "--out",
+        "out",
+        "--region",
+        "nowhere-1",
+    ]);
+    isolate(&mut command);
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing");
+    let out = command.output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    for fragment in [
+        "AWS call CreateCertificateFromCsr failed: DispatchFailure",
+        "likely cause: cannot reach AWS IoT in region nowhere-1: check --region",
+        "nothing was created in the AWS account",
+    ] {
+        assert!(stderr.contains(fragment), "no {fragment:?} in:\n{stderr}");
+    }
+    assert!(!work.path("out").exists());
+}

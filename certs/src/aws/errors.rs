@@ -1,8 +1,7 @@
 //! What went wrong on the AWS side, said so a user can act: which call, AWS's error
 //! code, the likely cause, and the objects already created (to clean up by hand).
 
-use std::fmt;
-
+use aws_sdk_iot::config::http::HttpResponse;
 use aws_sdk_iot::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 pub use crate::error::{AwsFailure, Created};
@@ -13,21 +12,27 @@ pub fn iam_action(call: &str) -> String {
 }
 
 /// Turn an SDK error into a failure of `call`, with the likely cause.
-pub fn from_sdk<E, R>(call: &'static str, region: &str, err: &SdkError<E, R>) -> AwsFailure
+pub fn from_sdk<E>(call: &'static str, region: &str, err: &SdkError<E, HttpResponse>) -> AwsFailure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
 {
     let chain = DisplayErrorContext(err).to_string();
+    let status = err
+        .raw_response()
+        .map(|r| format!(" (HTTP {})", r.status().as_u16()))
+        .unwrap_or_default();
     let (code, detail) = match err {
         SdkError::ServiceError(_) => (
             err.code().unwrap_or("UnknownError").to_string(),
-            err.message().unwrap_or("(no message)").to_string(),
+            format!("{}{status}", err.message().unwrap_or("(no message)")),
         ),
-        SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), chain.clone()),
-        SdkError::TimeoutError(_) => ("Timeout".to_string(), chain.clone()),
-        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_string(), chain.clone()),
-        _ => ("ResponseError".to_string(), chain.clone()),
+        SdkError::DispatchFailure(_) => ("DispatchFailure".to_string(), error_chain(err)),
+        SdkError::TimeoutError(_) => ("Timeout".to_string(), error_chain(err)),
+        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_string(), error_chain(err)),
+        _ => (
+            "ResponseError".to_string(),
+            format!("{}{status}", error_chain(err)),
+        ),
     };
     let cause = likely_cause(call, region, &code, &chain);
     AwsFailure {
@@ -37,6 +42,21 @@ where
         cause,
         created: Vec::new(),
     }
+}
+
+/// An error and its sources, each once, joined by `: ` (the SDK's own context text adds
+/// a Debug dump, too much for a person).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The most likely reason for `code` (or the error chain text) on `call`.

@@ -18,7 +18,6 @@ use std::path::Path;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_iot::config::ProvideCredentials;
-use aws_sdk_iot::error::DisplayErrorContext;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use serde::{Deserialize, Serialize};
 
@@ -117,7 +116,7 @@ pub async fn connect(region: Option<&str>, profile: Option<&str>) -> Result<Sess
     })?;
     let no_credentials = |detail: String| {
         CertsError::Aws(Box::new(AwsFailure {
-            call: "(credentials)",
+            call: "loading AWS credentials",
             code: "NoCredentials".into(),
             detail,
             cause: "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
@@ -133,7 +132,7 @@ pub async fn connect(region: Option<&str>, profile: Option<&str>) -> Result<Sess
     provider
         .provide_credentials()
         .await
-        .map_err(|e| no_credentials(DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| no_credentials(errors::error_chain(&e)))?;
     Ok(Session {
         client: aws_sdk_iot::Client::new(&config),
         region,

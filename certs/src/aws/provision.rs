@@ -317,7 +317,7 @@ pub async fn provision(
             } else {
                 progress.done("differs");
                 let mut failure = AwsFailure {
-                    call: "GetPolicy",
+                    call: "policy check",
                     code: "PolicyDiffers".into(),
                     detail: format!(
                         "policy {} exists with other content (- in AWS, + wanted):\n{}",
