@@ -145,9 +145,12 @@ pub struct AwsDeprovisionArgs {
     /// The observer provisioned into OUT [OUT default: certs/aws-observer].
     #[arg(long, value_name = "NAME")]
     pub observer: Option<String>,
-    /// Region [default: the manifest's]; profile as for provision.
-    #[command(flatten)]
-    pub account: AwsAccount,
+    /// AWS region [default: the one the manifest records].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config [default: AWS_PROFILE, or `default`].
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
     /// The folder provision wrote (its aws-manifest.json says what to remove).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,

@@ -424,12 +424,11 @@ fn run_deprovision(
         ));
     }
     let region = args
-        .account
         .region
         .clone()
         .unwrap_or_else(|| manifest.region.clone());
     block_on(async {
-        let session = connect(Some(&region), args.account.profile.as_deref()).await?;
+        let session = connect(Some(&region), args.profile.as_deref()).await?;
         writeln!(
             out,
             "deprovisioning {} in {}",
