@@ -137,7 +137,7 @@ pub struct AwsObserverArgs {
 
 #[cfg(feature = "aws")]
 #[derive(Debug, Args)]
-#[group(id = "who", required = true, multiple = false, args = ["thing", "observer"])]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["thing", "observer"])))]
 pub struct AwsDeprovisionArgs {
     /// The thing provisioned into OUT [OUT default: certs/aws].
     #[arg(long, value_name = "NAME")]
