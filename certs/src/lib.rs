@@ -35,6 +35,11 @@
 //! and `certs import` writes: SEC1 `ECPrivateKey` (as `openssl ec -outform DER`) or
 //! PKCS#1 `RSAPrivateKey` (as `openssl rsa -traditional -outform DER`).
 //!
+//! `certs aws provision --out DIR` (feature `aws`) writes `DIR/device/{cert,private,ca}.der`,
+//! `DIR/flash.img`, `DIR/policy.json` and `DIR/aws-manifest.json` (the AWS objects it
+//! created, which `certs aws deprovision` removes); `certs aws observer --out DIR` writes
+//! `observer.pem observer.key.pem AmazonRootCA1.pem observer-policy.json aws-manifest.json`.
+//!
 //! `certs import --out DIR` writes `DIR/cert.der DIR/private.der DIR/ca.der`; `certs
 //! image --creds DIR` reads them (or `DIR/device/` of an init output).
 //!
