@@ -899,3 +899,27 @@ fn a_wrong_region_is_named_as_the_likely_cause() {
     }
     assert!(!work.path("out").exists());
 }
+
+#[test]
+fn a_folder_provision_did_not_write_is_refused_before_anything_is_created() {
+    if !moto_available() {
+        return;
+    }
+    let work = Work::new();
+    let moto = Moto::start(Some(&issuer(&work)));
+    work.write("out/notes.txt", "mine");
+    let out = moto.certs(
+        &work,
+        &["aws", "provision", "--thing", "bench-6", "--out", "out"],
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--out")
+            && stderr.contains("has no aws-manifest.json")
+            && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(moto.state()["certificates"], serde_json::json!({}));
+    assert_eq!(work.read("out/notes.txt"), b"mine");
+}
