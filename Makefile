@@ -7,6 +7,7 @@ CARGO ?= cargo
 DEV_DIR := certs/dev
 THING ?= ESPthing
 AWS_DIR ?= certs/aws
+AWS_OBSERVER_DIR ?= certs/aws-observer
 # Where the dev image's device asks for time: the mock broker's SNTP server (`--sntp`).
 SNTP_PORT ?= 1123
 FLEET ?= 5000
@@ -25,6 +26,8 @@ APT_PACKAGES := libudev-dev pkg-config libclang-dev openssl mosquitto mosquitto-
 	socat gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf chromium qemu-system-misc
 RISCV := riscv32imc-unknown-none-elf
 PAHO_VERSION := 2.2.0
+# The AWS API emulator `certs aws`'s tests run against (moto_server + boto3).
+MOTO_VERSION := 5.2.1
 INSTA_VERSION := 1.49.0
 # Drives the libFuzzer targets (`make fuzz`); RUSTC_BOOTSTRAP=1 lets it build on stable.
 CARGO_FUZZ_VERSION := 0.13.1
@@ -61,7 +64,7 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image bench broker bench-broker hil snapshots fuzz \
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image aws-provision aws-observer aws-deprovision bench broker bench-broker hil snapshots fuzz \
 	firmware firmware-tests firmware-check hil-target soak structure qualify rv32-budgets
 
 help:
@@ -96,6 +99,10 @@ help:
 	@echo "make aws-image DOWNLOADS=dir ENDPOINT=host [THING=name WIFI_SSID=s]"
 	@echo "             (WiFi passphrase from the environment: read -rs WIFI_PASSWORD; export WIFI_PASSWORD)"
 	@echo "             AWS console downloads -> $(AWS_DIR)/flash.img"
+	@echo "make aws-provision THING=name [REGION=r PROFILE=p WIFI_SSID=s]"
+	@echo "             AWS account -> thing, certificate, policy, $(AWS_DIR)/flash.img (AWS SDK; no console)"
+	@echo "make aws-observer [REGION=r PROFILE=p]   the rig's observer identity in $(AWS_OBSERVER_DIR)/"
+	@echo "make aws-deprovision THING=name   delete what aws-provision created (and aws-observer's)"
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -112,6 +119,10 @@ deps:
 	@# A third-party MQTT client for the broker's interop tests.
 	@python3 -c "import paho.mqtt.client" 2>/dev/null || python3 -m pip install --quiet "paho-mqtt==$(PAHO_VERSION)" \
 		|| python3 -m pip install --quiet --break-system-packages "paho-mqtt==$(PAHO_VERSION)"
+	@# moto's AWS API server: `certs aws provision` is tested against it.
+	@python3 -c "import moto, moto.server, boto3, sys; sys.exit(moto.__version__ != '$(MOTO_VERSION)')" 2>/dev/null \
+		|| python3 -m pip install --quiet "moto[server]==$(MOTO_VERSION)" \
+		|| python3 -m pip install --quiet --break-system-packages "moto[server]==$(MOTO_VERSION)"
 	@# esptool makes the ESP32-C3 app image the firmware size report measures.
 	@python3 -c "import esptool, sys; sys.exit(esptool.__version__ != '$(ESPTOOL_VERSION)')" 2>/dev/null \
 		|| python3 -m pip install --quiet "esptool==$(ESPTOOL_VERSION)" \
@@ -321,3 +332,23 @@ aws-image:
 	$(BIN)/certs image --creds $(AWS_DIR)/device --out $(AWS_DIR)/flash.img --force --endpoint "$(ENDPOINT)" \
 		--client-id "$(THING)" \
 		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")
+
+# The same from an AWS account, no console: credentials and region as the AWS CLI finds
+# them (AWS_PROFILE, AWS_REGION, SSO, ...); REGION= and PROFILE= override. The `aws`
+# feature adds the AWS SDK to certs (a longer first build).
+AWS_ACCOUNT_ARGS = $(if $(REGION),--region $(REGION)) $(if $(PROFILE),--profile $(PROFILE))
+
+aws-provision:
+	$(BUILD_TOOLS) --features certs/aws
+	$(BIN)/certs aws provision --thing "$(THING)" --out $(AWS_DIR) $(AWS_ACCOUNT_ARGS) \
+		$(if $(WIFI_SSID),--wifi-ssid "$(WIFI_SSID)")
+
+aws-observer:
+	$(BUILD_TOOLS) --features certs/aws
+	$(BIN)/certs aws observer --out $(AWS_OBSERVER_DIR) $(AWS_ACCOUNT_ARGS)
+
+aws-deprovision:
+	$(BUILD_TOOLS) --features certs/aws
+	@if [ -f $(AWS_OBSERVER_DIR)/aws-manifest.json ]; then \
+		$(BIN)/certs aws deprovision --observer hil-observer --out $(AWS_OBSERVER_DIR) $(AWS_ACCOUNT_ARGS); fi
+	$(BIN)/certs aws deprovision --thing "$(THING)" --out $(AWS_DIR) $(AWS_ACCOUNT_ARGS)

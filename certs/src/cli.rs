@@ -25,6 +25,135 @@ pub enum Command {
     Image(ImageArgs),
     /// Describe certificates, keys and flash images (never prints secrets).
     Inspect(InspectArgs),
+    /// Provision or remove AWS IoT identities with the AWS SDK (credentials and region
+    /// as the AWS CLI finds them).
+    #[cfg(feature = "aws")]
+    Aws(AwsArgs),
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    #[command(subcommand)]
+    pub command: AwsCommand,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Subcommand)]
+pub enum AwsCommand {
+    /// Device key (made here), certificate from a CSR, thing, least-privilege policy,
+    /// attachments, endpoint; writes OUT/device/{cert,private,ca}.der and OUT/flash.img.
+    Provision(AwsProvisionArgs),
+    /// The same for the rig's observer identity (`make hil TARGET=aws`) with the
+    /// observer policy; writes OUT/observer.pem, observer.key.pem, AmazonRootCA1.pem.
+    Observer(AwsObserverArgs),
+    /// Detach, deactivate and delete the certificate, and the thing and policy if
+    /// provision created them, as recorded in OUT/aws-manifest.json.
+    Deprovision(AwsDeprovisionArgs),
+}
+
+/// Which account and region: unset flags fall back to the AWS CLI's environment
+/// variables and profiles.
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+pub struct AwsAccount {
+    /// AWS region [default: AWS_REGION, or the profile's region].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config [default: AWS_PROFILE, or `default`].
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+pub struct AwsProvisionArgs {
+    /// Thing name: the certificate's CN and the device's MQTT client id.
+    #[arg(long, value_name = "NAME")]
+    pub thing: String,
+    #[command(flatten)]
+    pub account: AwsAccount,
+    /// Output folder (written whole at the end, or not at all).
+    #[arg(long, value_name = "DIR", default_value = "certs/aws")]
+    pub out: PathBuf,
+    /// WiFi network name for the image (passphrase from WIFI_PASSWORD, never a flag).
+    #[arg(long, value_name = "S")]
+    pub wifi_ssid: Option<String>,
+    /// Device key algorithm.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcP256)]
+    pub key: KeyAlgorithm,
+    /// Policy name [default: THING-policy].
+    #[arg(long, value_name = "NAME")]
+    pub policy_name: Option<String>,
+    /// Topic the device publishes to (and the policy allows).
+    #[arg(long, value_name = "T", default_value = "outTopic")]
+    pub pub_topic: String,
+    /// Topic filter the device subscribes to (and the policy allows).
+    #[arg(long, value_name = "T", default_value = "inTopic")]
+    pub sub_topic: String,
+    /// Broker for the image instead of the account's iot:Data-ATS endpoint (a custom
+    /// domain), HOST[:PORT].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub endpoint: Option<String>,
+    /// The CA the device trusts for the broker [default: Amazon Root CA 1, built in].
+    #[arg(long, value_name = "FILE")]
+    pub server_ca: Option<PathBuf>,
+    /// SNTP server for the image [default: pool.ntp.org:123; port 123 if omitted].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub ntp: Option<String>,
+    /// Replace an output folder provision did not write, and make the wanted document
+    /// the default version of a policy that exists with other content.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+pub struct AwsObserverArgs {
+    /// The observer's MQTT client id (the policy also allows NAME-*).
+    #[arg(long, value_name = "NAME", default_value = "hil-observer")]
+    pub name: String,
+    #[command(flatten)]
+    pub account: AwsAccount,
+    /// Output folder (written whole at the end, or not at all).
+    #[arg(long, value_name = "DIR", default_value = "certs/aws-observer")]
+    pub out: PathBuf,
+    /// Key algorithm.
+    #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcP256)]
+    pub key: KeyAlgorithm,
+    /// Policy name [default: NAME-policy].
+    #[arg(long, value_name = "NAME")]
+    pub policy_name: Option<String>,
+    /// The device's publish topic, which the observer watches.
+    #[arg(long, value_name = "T", default_value = "outTopic")]
+    pub watch_topic: String,
+    /// The device's subscribe topic, on which the observer injects.
+    #[arg(long, value_name = "T", default_value = "inTopic")]
+    pub inject_topic: String,
+    /// Replace an output folder provision did not write, and a policy with other content.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[cfg(feature = "aws")]
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["thing", "observer"])))]
+pub struct AwsDeprovisionArgs {
+    /// The thing provisioned into OUT [OUT default: certs/aws].
+    #[arg(long, value_name = "NAME")]
+    pub thing: Option<String>,
+    /// The observer provisioned into OUT [OUT default: certs/aws-observer].
+    #[arg(long, value_name = "NAME")]
+    pub observer: Option<String>,
+    /// AWS region [default: the one the manifest records].
+    #[arg(long, value_name = "R")]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config [default: AWS_PROFILE, or `default`].
+    #[arg(long, value_name = "P")]
+    pub profile: Option<String>,
+    /// The folder provision wrote (its aws-manifest.json says what to remove).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -33,6 +33,11 @@ pub enum CertsError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 
+    /// An AWS call failed (or no credentials): which call, why, what was created.
+    #[cfg(feature = "aws")]
+    #[error("{0}")]
+    Aws(Box<AwsFailure>),
+
     /// A library refused something we built ourselves: a bug in `certs`.
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,6 +49,8 @@ impl CertsError {
         match self {
             Self::BadInput { .. } | Self::BadArgument { .. } | Self::BadOutput { .. } => 2,
             Self::Io { .. } | Self::Internal(_) => 1,
+            #[cfg(feature = "aws")]
+            Self::Aws(_) => 1,
         }
     }
 
@@ -131,3 +138,59 @@ pub enum OutputProblem {
     #[error("image too small: {0}")]
     ImageTooSmall(String),
 }
+
+/// A failed AWS call, with what `provision` had created before it.
+#[cfg(feature = "aws")]
+#[derive(Debug)]
+pub struct AwsFailure {
+    /// The API call, e.g. `CreateThing`, or the step in words (`policy check`).
+    pub call: &'static str,
+    /// AWS's error code (`AccessDeniedException`), or what failed before AWS answered.
+    pub code: String,
+    /// AWS's message or the SDK's error chain.
+    pub detail: String,
+    /// The likely cause and what to do.
+    pub cause: String,
+    /// AWS objects created so far, each with the command that removes it.
+    pub created: Vec<Created>,
+}
+
+/// An object `provision` created in the account.
+#[cfg(feature = "aws")]
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub what: String,
+    pub cleanup: String,
+}
+
+#[cfg(feature = "aws")]
+impl fmt::Display for AwsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // API calls are one word (`CreateThing`); other steps are described in words.
+        if self.call.contains(' ') {
+            write!(f, "{} failed", self.call)?;
+        } else {
+            write!(f, "AWS call {} failed", self.call)?;
+        }
+        write!(
+            f,
+            ": {}: {}\n  likely cause: {}",
+            self.code, self.detail, self.cause
+        )?;
+        if self.created.is_empty() {
+            write!(f, "\n  nothing was created in the AWS account")?;
+        } else {
+            write!(
+                f,
+                "\n  created in the AWS account before the failure (no output folder was written):"
+            )?;
+            for c in &self.created {
+                write!(f, "\n    {}\n      remove: {}", c.what, c.cleanup)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "aws")]
+impl std::error::Error for AwsFailure {}

@@ -34,7 +34,7 @@ const OID_PKCS12_PBE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1
 pub enum KeyAlgorithm {
     /// ECDSA on NIST P-256 with SHA-256 (fast; the default for the test PKI).
     #[default]
-    #[value(name = "ec-p256")]
+    #[value(name = "ec-p256", alias = "p256")]
     EcP256,
     /// RSA-2048 with PKCS#1 v1.5 SHA-256 (the AWS console's default and AWS's own chain).
     #[value(name = "rsa-2048")]

@@ -5,6 +5,8 @@
 //!   reads, replacing the tutorial's three openssl commands.
 //! - `certs image` builds the LittleFS flash image (DESIGN.md section 3).
 //! - `certs inspect` describes certificates, keys and images, never printing secrets.
+//! - `certs aws provision|observer|deprovision` (cargo feature `aws`) makes the thing's
+//!   or the observer's identity in an AWS account with the AWS SDK, and removes it.
 //!
 //! Bad input ends with exit status 2 and one line on stderr naming the file and the
 //! problem. Outputs are all-or-nothing: files are written under temporary names and
@@ -33,6 +35,11 @@
 //! and `certs import` writes: SEC1 `ECPrivateKey` (as `openssl ec -outform DER`) or
 //! PKCS#1 `RSAPrivateKey` (as `openssl rsa -traditional -outform DER`).
 //!
+//! `certs aws provision --out DIR` (feature `aws`) writes `DIR/device/{cert,private,ca}.der`,
+//! `DIR/flash.img`, `DIR/policy.json` and `DIR/aws-manifest.json` (the AWS objects it
+//! created, which `certs aws deprovision` removes); `certs aws observer --out DIR` writes
+//! `observer.pem observer.key.pem AmazonRootCA1.pem observer-policy.json aws-manifest.json`.
+//!
 //! `certs import --out DIR` writes `DIR/cert.der DIR/private.der DIR/ca.der`; `certs
 //! image --creds DIR` reads them (or `DIR/device/` of an init output).
 //!
@@ -51,6 +58,8 @@
 //! - [`x509`]: certificate facts and PEM/DER input.
 //! - [`show`]: outside text (names, ids, topics) escaped for printing as the device log does.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cli;
 pub mod creds;
 pub mod error;
@@ -95,6 +104,15 @@ pub fn run(cli: Cli) -> Result<(), CertsError> {
         }
         Command::Inspect(args) => {
             inspect::run_inspect(&args.files, args.cert.as_deref(), now, &mut out)?;
+            Vec::new()
+        }
+        #[cfg(feature = "aws")]
+        Command::Aws(args) => {
+            aws::run(
+                args.command,
+                std::env::var(image::WIFI_PASSWORD_ENV).ok(),
+                &mut out,
+            )?;
             Vec::new()
         }
     };
