@@ -22,14 +22,18 @@ pub struct Second {
     pub observed: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct DeviceState {
+    /// When each connection attempt started: an interval spanning one is not the
+    /// cadence's (judged at the end, as a device's record and the broker's observation
+    /// of the same moment reach the collector in either order).
+    attempts: Vec<Instant>,
+    /// Consecutive publishes seen at the broker: (earlier, later).
+    intervals: Vec<(Instant, Instant)>,
     connected: bool,
     ever_connected: bool,
-    /// Counts the device's connections, so intervals spanning a reconnect are told apart.
-    generation: u32,
-    /// The last publish the broker saw: (seq, when, generation at the time).
-    last_seen: Option<(u32, Instant, u32)>,
+    /// The last publish the broker saw: (seq, when).
+    last_seen: Option<(u32, Instant)>,
     /// First connection after the broker came back (kill-broker runs).
     back_at: Option<Instant>,
 }
@@ -47,6 +51,8 @@ pub struct Figures {
     pub duplicates: u64,
     /// Publishes the devices logged that the broker never received.
     pub lost: u64,
+    /// The first few lost publishes: (client id, seq).
+    pub lost_examples: Vec<(String, u32)>,
     pub connects: u64,
     pub reconnects: u64,
     pub connected_at_end: u64,
@@ -75,6 +81,7 @@ pub enum Phase {
 pub struct Collector {
     devices: Vec<DeviceState>,
     index_of: HashMap<String, u32>,
+    client_ids: Vec<String>,
     period: Duration,
     /// Publishes logged and not yet seen at the broker: (device, seq) → when.
     outstanding: HashMap<(u32, u32), Instant>,
@@ -99,6 +106,7 @@ impl Collector {
                 .enumerate()
                 .map(|(i, id)| (id.clone(), i as u32))
                 .collect(),
+            client_ids: client_ids.to_vec(),
             period,
             outstanding: HashMap::new(),
             broker_back: None,
@@ -114,6 +122,7 @@ impl Collector {
                 observed: 0,
                 duplicates: 0,
                 lost: 0,
+                lost_examples: Vec::new(),
                 connects: 0,
                 reconnects: 0,
                 connected_at_end: 0,
@@ -243,11 +252,11 @@ impl Collector {
                     self.figures.reconnects += 1;
                 }
                 device.connected = false;
+                device.attempts.push(record.at);
                 self.second(record.at).connects += 1;
             }
             Happening::Connected => {
                 device.connected = true;
-                device.generation += 1;
                 if !device.ever_connected {
                     device.ever_connected = true;
                     self.figures.ever_connected += 1;
@@ -293,24 +302,38 @@ impl Collector {
         if dup {
             return;
         }
-        let period = self.period;
         let Some(state) = self.devices.get_mut(device as usize) else {
             return;
         };
-        if let Some((last_seq, last_at, generation)) = state.last_seen {
-            if seq == last_seq.wrapping_add(1) && generation == state.generation {
-                let interval = at.saturating_duration_since(last_at);
-                let error = interval.abs_diff(period);
-                self.figures.interval_error.add_us(error.as_micros() as u64);
+        if let Some((last_seq, last_at)) = state.last_seen {
+            if seq == last_seq.wrapping_add(1) {
+                state.intervals.push((last_at, at));
             } else {
                 self.figures.intervals_excluded += 1;
             }
         }
-        state.last_seen = Some((seq, at, state.generation));
+        state.last_seen = Some((seq, at));
     }
 
     fn finish(mut self) -> Figures {
+        for state in &self.devices {
+            for (earlier, later) in &state.intervals {
+                if state.attempts.iter().any(|a| a > earlier && a <= later) {
+                    self.figures.intervals_excluded += 1;
+                    continue;
+                }
+                let error = later.saturating_duration_since(*earlier).abs_diff(self.period);
+                self.figures.interval_error.add_us(error.as_micros() as u64);
+            }
+        }
         self.figures.lost = self.outstanding.len() as u64;
+        let mut lost: Vec<(u32, u32)> = self.outstanding.keys().copied().collect();
+        lost.sort();
+        self.figures.lost_examples = lost
+            .into_iter()
+            .take(10)
+            .map(|(device, seq)| (self.client_ids[device as usize].clone(), seq))
+            .collect();
         // Connected at the end of the last whole second before the devices were told to
         // stop (their goodbyes are not a loss of connection).
         let stopped = self.stopped.unwrap_or_else(Instant::now);

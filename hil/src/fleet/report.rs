@@ -108,6 +108,7 @@ pub fn to_json(run: &RunInfo, f: &Figures) -> Value {
         "observed": f.observed,
         "duplicates": f.duplicates,
         "lost_qos1": f.lost,
+        "lost_examples": f.lost_examples.iter().map(|(id, seq)| json!({"client_id": id, "seq": seq})).collect::<Vec<_>>(),
         "observer_lagged": f.observer_lagged,
         "connects": f.connects,
         "reconnects": f.reconnects,
