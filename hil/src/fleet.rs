@@ -116,7 +116,9 @@ fn images(
 /// write gate in `Cell`s, as on the single-core chip), the broker and the collector on the
 /// runtime's workers: on a 2-core host, one core for the devices and one for the rest.
 pub async fn run(options: &FleetOptions) -> Result<FleetRun, RigError> {
-    tokio::task::LocalSet::new().run_until(run_local(options)).await
+    tokio::task::LocalSet::new()
+        .run_until(run_local(options))
+        .await
 }
 
 async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {

@@ -41,7 +41,9 @@ const INTERVAL_P99_MS: f64 = 250.0;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_fleet_connects_publishes_on_cadence_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let run = fleet::run(&options(20, 10, dir.path())).await.expect("fleet runs");
+    let run = fleet::run(&options(20, 10, dir.path()))
+        .await
+        .expect("fleet runs");
     let j = &run.json;
     assert_eq!(j["schema"], report::SCHEMA);
     assert_eq!(j["devices"], 20);
@@ -108,13 +110,12 @@ async fn two_processes_results_merge_into_one() {
     assert_eq!(f(&merged, &["devices"]), 10.0);
     assert_eq!(f(&merged, &["connected_at_end"]), sum("connected_at_end"));
     assert_eq!(f(&merged, &["published"]), sum("published"));
-    let counts = |key: &str| {
-        runs.iter()
-            .map(|(_, j)| f(j, &[key, "count"]))
-            .sum::<f64>()
-    };
+    let counts = |key: &str| runs.iter().map(|(_, j)| f(j, &[key, "count"])).sum::<f64>();
     assert_eq!(f(&merged, &["latency", "count"]), counts("latency"));
-    assert_eq!(f(&merged, &["interval_error", "count"]), counts("interval_error"));
+    assert_eq!(
+        f(&merged, &["interval_error", "count"]),
+        counts("interval_error")
+    );
     assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
     assert_eq!(merged["runs"][1]["id_offset"], 5);
     // The second process started later: its seconds land later in the merged series.

@@ -134,7 +134,10 @@ async fn fleet_command(args: &FleetArgs) -> Result<(), RigError> {
         }
         None => {
             let options = args.run.options();
-            if options.kill_broker_at.is_some_and(|at| at >= options.duration) {
+            if options
+                .kill_broker_at
+                .is_some_and(|at| at >= options.duration)
+            {
                 return Err(RigError::make(
                     "--kill-broker-at",
                     "must be before the end of the run (--seconds/--minutes)",

@@ -24,7 +24,7 @@ pub struct Second {
 
 #[derive(Debug, Clone, Default)]
 struct DeviceState {
-    /// When each connection attempt started: an interval spanning one is not the
+    /// When each connection attempt started: an interval near one is not the
     /// cadence's (judged at the end, as a device's record and the broker's observation
     /// of the same moment reach the collector in either order).
     attempts: Vec<Instant>,
@@ -75,7 +75,10 @@ pub enum Phase {
     BrokerBack(Instant),
     /// The devices were told to stop at `stopped`: wait for outstanding publishes until
     /// `deadline`.
-    Draining { stopped: Instant, deadline: Instant },
+    Draining {
+        stopped: Instant,
+        deadline: Instant,
+    },
 }
 
 pub struct Collector {
@@ -85,6 +88,9 @@ pub struct Collector {
     period: Duration,
     /// Publishes logged and not yet seen at the broker: (device, seq) → when.
     outstanding: HashMap<(u32, u32), Instant>,
+    /// Publishes seen at the broker before their record reached the collector (the two
+    /// arrive on separate channels): (device, seq) → when seen.
+    seen_first: HashMap<(u32, u32), Instant>,
     broker_back: Option<Instant>,
     stopped: Option<Instant>,
     progress_every: Option<Duration>,
@@ -109,6 +115,7 @@ impl Collector {
             client_ids: client_ids.to_vec(),
             period,
             outstanding: HashMap::new(),
+            seen_first: HashMap::new(),
             broker_back: None,
             stopped: None,
             progress_every,
@@ -281,7 +288,15 @@ impl Collector {
             }
             Happening::Published { seq } => {
                 self.figures.published += 1;
-                self.outstanding.insert((record.device, seq), record.at);
+                match self.seen_first.remove(&(record.device, seq)) {
+                    Some(seen) => self
+                        .figures
+                        .latency
+                        .add_us(seen.saturating_duration_since(record.at).as_micros() as u64),
+                    None => {
+                        self.outstanding.insert((record.device, seq), record.at);
+                    }
+                }
             }
         }
         let connected = self.connected_now();
@@ -295,9 +310,10 @@ impl Collector {
             self.figures
                 .latency
                 .add_us(at.saturating_duration_since(published).as_micros() as u64);
+        } else if dup {
+            self.figures.duplicates += 1;
         } else {
-            // Seen before (a retransmit), or logged after it arrived (too close to call).
-            self.figures.duplicates += u64::from(dup);
+            self.seen_first.entry((device, seq)).or_insert(at);
         }
         if dup {
             return;
@@ -318,11 +334,16 @@ impl Collector {
     fn finish(mut self) -> Figures {
         for state in &self.devices {
             for (earlier, later) in &state.intervals {
-                if state.attempts.iter().any(|a| a > earlier && a <= later) {
+                // The first publish after a reconnect may catch up a missed slot, so its
+                // interval to the next slot is the cadence's realignment, not its error.
+                let from = earlier.checked_sub(self.period).unwrap_or(*earlier);
+                if state.attempts.iter().any(|a| *a > from && a <= later) {
                     self.figures.intervals_excluded += 1;
                     continue;
                 }
-                let error = later.saturating_duration_since(*earlier).abs_diff(self.period);
+                let error = later
+                    .saturating_duration_since(*earlier)
+                    .abs_diff(self.period);
                 self.figures.interval_error.add_us(error.as_micros() as u64);
             }
         }
@@ -341,6 +362,10 @@ impl Collector {
             .saturating_duration_since(self.figures.started)
             .as_secs()
             .checked_sub(1);
+        // The series runs to the stop even if nothing happened in its last seconds.
+        if let Some(i) = last_whole {
+            self.second(self.figures.started + Duration::from_secs(i));
+        }
         self.figures.connected_at_end = last_whole
             .and_then(|i| self.figures.seconds.get(i as usize))
             .map_or(0, |s| s.connected);

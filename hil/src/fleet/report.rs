@@ -375,7 +375,12 @@ pub fn merge(files: &[(PathBuf, Value)]) -> Result<Value, RigError> {
         }
     }
     let mut out = first.1.clone();
-    let sum = |key: &str| -> u64 { files.iter().map(|(_, j)| j[key].as_u64().unwrap_or(0)).sum() };
+    let sum = |key: &str| -> u64 {
+        files
+            .iter()
+            .map(|(_, j)| j[key].as_u64().unwrap_or(0))
+            .sum()
+    };
     for key in [
         "devices",
         "connected_at_end",
