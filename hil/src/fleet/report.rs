@@ -408,8 +408,8 @@ pub fn merge(files: &[(PathBuf, Value)]) -> Result<Value, RigError> {
             if series.len() <= i + shift {
                 series.resize(i + shift + 1, [0; 3]);
             }
-            for k in 0..3 {
-                series[i + shift][k] += s.get(k).and_then(Value::as_u64).unwrap_or(0);
+            for (k, slot) in series[i + shift].iter_mut().enumerate() {
+                *slot += s.get(k).and_then(Value::as_u64).unwrap_or(0);
             }
         }
         cpu_s += j["host"]["cpu_s"].as_f64().unwrap_or(0.0);

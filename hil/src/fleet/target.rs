@@ -69,7 +69,7 @@ enum Kind {
         dir: tempfile::TempDir,
         /// Serves the devices' time; its MQTT side is unused.
         sntp: Handle,
-        observer: AwsObserver,
+        observer: Box<AwsObserver>,
     },
 }
 
@@ -105,7 +105,7 @@ impl Broker {
                 let port = running.addr.port();
                 let sntp_server = mock_with_sntp(pki).await?;
                 let sntp = sntp_addr(&sntp_server)?;
-                let observer = observer(dir.path().to_path_buf(), port).await?;
+                let observer = Box::new(observer(dir.path().to_path_buf(), port).await?);
                 Ok(Self {
                     port,
                     sntp,
