@@ -20,6 +20,7 @@ use crate::rig::{GivenImage, Rig};
 use crate::runner::{Progress, ScenarioReport, run_suite_on};
 use crate::scenarios::{self, Vocabulary};
 
+mod fleet;
 mod qualify;
 
 /// The test PKI the broker serves with `--flash` when `--pki` is absent (`make certs`).
@@ -46,6 +47,10 @@ pub enum Command {
     /// Run AWS IoT Device Advisor's qualification cases offline (mock broker) and report
     /// each with Device Advisor's verdict words.
     Qualify(QualifyArgs),
+    /// Run N virtual devices (the real device core, each with its own identity) in one
+    /// process against one broker, and report connections, cadence, latency, reconnect
+    /// storms, QoS 1 losses and host cost (fleet.json, fleet.html).
+    Fleet(fleet::FleetArgs),
     /// Run rumqttd in the foreground with mutual TLS from a `certs init` folder: what
     /// `--target rumqttd` starts and `make broker BROKER=rumqttd` runs. Needs a hil built
     /// with the `rumqttd` feature.
@@ -572,6 +577,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Qualify(args) => qualify::run(args).await,
         Command::RumqttdBroker(args) => rumqttd_broker(&args),
+        Command::Fleet(args) => fleet::run(args).await,
         Command::Run(args) => {
             let started = std::time::SystemTime::now();
             match run_suite_command(&args, started).await {
@@ -789,7 +795,9 @@ mod tests {
         let argv = ["hil", "run"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("parses").command {
             Command::Run(args) => args,
-            Command::List | Command::Qualify(_) | Command::RumqttdBroker(_) => unreachable!(),
+            Command::List | Command::Qualify(_) | Command::RumqttdBroker(_) | Command::Fleet(_) => {
+                unreachable!()
+            }
         }
     }
 

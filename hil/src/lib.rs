@@ -28,12 +28,15 @@
 //!   that watches and injects on a real AWS IoT endpoint.
 //! - [`error`]: errors, grouped by who is at fault (rig, backend, device, check), so a
 //!   failing scenario and a broken rig read differently.
-//! - [`cli`]: `hil list`, `hil run`.
+//! - [`fleet`]: `hil fleet`: N virtual devices (the real core) in one process against
+//!   one broker, with the fleet's figures and report.
+//! - [`cli`]: `hil list`, `hil run`, `hil qualify`, `hil fleet`.
 
 pub mod aws;
 pub mod backend;
 pub mod cli;
 pub mod error;
+pub mod fleet;
 pub mod normalise;
 pub mod qualify;
 pub mod report;

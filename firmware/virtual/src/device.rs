@@ -24,7 +24,7 @@ use firmware_core::log::{
     TimeError,
 };
 use firmware_core::mqtt::BrokerNotes;
-use firmware_core::session::{Event, Instant};
+use firmware_core::session::{Event, Instant, Settings};
 use firmware_core::tls::WriteGate;
 use firmware_core::tls::rsa_accel::{
     ModExpOperands, RsaExponentiator, SoftwareExponentiator, Unsupported,
@@ -43,6 +43,8 @@ use crate::sntp::{self, SntpOptions};
 pub const BOARD: &str = "virtual";
 /// Firmware version in the boot line.
 pub const FIRMWARE: &str = env!("CARGO_PKG_VERSION");
+/// The build date (Unix seconds): the floor for a plausible SNTP time.
+pub const BUILD_EPOCH: &str = env!("BUILD_EPOCH");
 /// Longest the "wifi" step (resolving the broker) may take, as on the chip.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -55,11 +57,6 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
             None
         }
     };
-    let gate = WriteGate::new();
-    let notes = BrokerNotes::new();
-    // Allocated once, as the chip's static buffers.
-    let mut creds = Box::new(CredentialBuffers::new());
-    let mut bufs = Box::new(ConnBuffers::new(()));
     let parts = Parts {
         board: VirtualBoard {
             serial,
@@ -74,7 +71,7 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
         },
         rng: OsRng,
     };
-    let mut settings = driver::settings(FIRMWARE, BOARD, env!("BUILD_EPOCH"));
+    let mut settings = settings();
     for rule in &args.misbehave {
         let name = clap::ValueEnum::to_possible_value(rule)
             .map_or(String::new(), |v| v.get_name().to_string());
@@ -83,11 +80,39 @@ pub async fn run(args: &Args, serial: &Serial, heap: Option<&'static CountingAll
     }
     let mut software = SoftwareExponentiator;
     let mut faulty = FaultyExponentiator;
+    let rsa: Option<&mut dyn RsaExponentiator> = match args.rsa_exponentiator {
+        None => None,
+        Some(RsaHook::Software) => Some(&mut software),
+        Some(RsaHook::Faulty) => Some(&mut faulty),
+    };
+    run_parts(parts, settings, rsa).await;
+}
+
+/// The session settings of this firmware on the virtual board.
+pub fn settings() -> Settings {
+    driver::settings(FIRMWARE, BOARD, BUILD_EPOCH)
+}
+
+/// Run one device core over `parts` until its board asks it to stop: the entry point for
+/// anything that runs devices in-process (the binary above, `hil fleet`). Allocates the
+/// buffers once, as the chip's static ones, and wipes the key on the way out. `rsa`
+/// stands in for a board's RSA accelerator (`--rsa-exponentiator`); `None` signs an RSA
+/// key in software directly.
+pub async fn run_parts<B: Board>(
+    parts: Parts<B>,
+    settings: Settings,
+    rsa: Option<&mut dyn RsaExponentiator>,
+) where
+    B::Network: Network<SocketBuffers = ()>,
+{
+    let gate = WriteGate::new();
+    let notes = BrokerNotes::new();
+    let mut creds = Box::new(CredentialBuffers::new());
+    let mut bufs = Box::new(ConnBuffers::new(()));
     let runner = Runner::new(parts, settings, &mut creds, &gate, &notes);
-    let mut runner = match args.rsa_exponentiator {
+    let mut runner = match rsa {
+        Some(hw) => runner.with_rsa_exponentiator(hw),
         None => runner,
-        Some(RsaHook::Software) => runner.with_rsa_exponentiator(&mut software),
-        Some(RsaHook::Faulty) => runner.with_rsa_exponentiator(&mut faulty),
     };
     runner.run(&mut bufs).await;
     // The key stays loaded while the device runs, as on the chip; wipe it on the way out.
@@ -301,6 +326,19 @@ impl Storage for ImageFile {
             file: FlashFile::Image,
             error,
         })
+    }
+}
+
+/// A flash image held in memory, for devices run in-process many at a time (`hil fleet`):
+/// the same bytes an image file holds, mounted in place as the chip mounts its partition.
+#[derive(Debug)]
+pub struct ImageInMemory(pub Vec<u8>);
+
+impl Storage for ImageInMemory {
+    type Image<'s> = &'s mut [u8];
+
+    fn image(&mut self) -> Result<&mut [u8], ImageFailure> {
+        Ok(&mut self.0[..])
     }
 }
 

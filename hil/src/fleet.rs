@@ -1,0 +1,232 @@
+//! `hil fleet`: N virtual devices in one process — the real device core (session and
+//! driver, TLS and MQTT, each with its own identity from the fleet's CA) over the
+//! virtual device's host adapters, one tokio runtime — against one broker, with the
+//! figures a fleet operator asks for: connected count over time, publish-interval error
+//! at the broker, publish-to-observe latency, reconnect storms and their spread, lost
+//! QoS 1 messages, CPU and memory per device.
+//!
+//! # Layout
+//! - [`target`]: the broker (mock in-process, mosquitto process), stop/restart, observer.
+//! - [`device`]: one device: the core's `Runner` on a board that records its log lines.
+//! - [`collect`]: records and broker observations in, [`collect::Figures`] out.
+//! - [`stats`]: mergeable histograms, `/proc/self` CPU and memory.
+//! - [`report`]: `fleet.json` (schema [`report::SCHEMA`]), `fleet.html`, and `merge`.
+
+pub mod collect;
+pub mod device;
+pub mod report;
+pub mod stats;
+pub mod target;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use certs::creds::Credentials;
+use certs::image;
+use certs::pki::{CertificateAuthority, KeyAlgorithm, Pki, Validity};
+use firmware_core::config::DeviceConfig;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::RigError;
+use collect::{Collector, Phase};
+pub use target::TargetKind;
+
+/// Longest the devices may take to say goodbye once told to stop.
+const STOP_WITHIN: Duration = Duration::from_secs(15);
+/// Longest to wait for publishes still on their way after the devices stopped.
+const DRAIN_WITHIN: Duration = Duration::from_secs(5);
+
+/// What `hil fleet` runs.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub devices: u32,
+    pub target: TargetKind,
+    /// How long the fleet runs, from the first device's boot.
+    pub duration: Duration,
+    /// Stop the broker this long after the start…
+    pub kill_broker_at: Option<Duration>,
+    /// …for this long.
+    pub outage: Duration,
+    /// Client ids are `fleet-<offset + i>`: disjoint ranges for several processes.
+    pub id_offset: u32,
+    /// Boots are spread evenly over this span (a fleet does not power on in one
+    /// millisecond; zero boots all at once).
+    pub ramp: Duration,
+    /// Where fleet.json and fleet.html go.
+    pub out: PathBuf,
+    /// A progress line this often (None: quiet).
+    pub progress_every: Option<Duration>,
+}
+
+/// A fleet's outcome: the figures and where the report went.
+pub struct FleetRun {
+    pub json: serde_json::Value,
+    pub json_path: PathBuf,
+    pub html_path: PathBuf,
+}
+
+/// The client id of device `index` of a process started with `--id-offset offset`.
+pub fn client_id(offset: u32, index: u32) -> String {
+    format!("fleet-{:06}", u64::from(offset) + u64::from(index))
+}
+
+/// Issue an identity for each device and build its flash image (in memory).
+fn images(
+    options: &FleetOptions,
+    ca: &CertificateAuthority,
+    broker: &target::Broker,
+) -> Result<(Vec<String>, Vec<Vec<u8>>), RigError> {
+    let mut ids = Vec::with_capacity(options.devices as usize);
+    let mut images = Vec::with_capacity(options.devices as usize);
+    for index in 0..options.devices {
+        let id = client_id(options.id_offset, index);
+        let what = || format!("image for {id}");
+        let mut config = DeviceConfig::new("localhost", &id)
+            .map_err(|e| RigError::make(what(), format!("{e:?}")))?;
+        config.endpoint.port = broker.port;
+        config.ntp.host = "127.0.0.1"
+            .try_into()
+            .map_err(|_| RigError::make(what(), "NTP host too long"))?;
+        config.ntp.port = broker.sntp.port();
+        config.pub_topic = target::pub_topic(&id)
+            .as_str()
+            .try_into()
+            .map_err(|_| RigError::make(what(), "topic too long"))?;
+        config.sub_topic = format!("{}/in", target::pub_topic(&id))
+            .as_str()
+            .try_into()
+            .map_err(|_| RigError::make(what(), "topic too long"))?;
+        let identity = ca
+            .issue_client(&id, KeyAlgorithm::EcP256, Validity::days(30))
+            .map_err(|e| RigError::make(format!("identity for {id}"), e))?;
+        let creds = Credentials::new(identity.cert_der, identity.key, ca.cert_der().to_vec())
+            .map_err(|e| RigError::make(what(), e))?;
+        images.push(
+            image::build_image(&creds, &config, image::DEFAULT_IMAGE_SIZE)
+                .map_err(|e| RigError::make(what(), e))?,
+        );
+        ids.push(id);
+    }
+    Ok((ids, images))
+}
+
+/// Run the fleet and write its report.
+///
+/// The devices run on the calling thread (a `LocalSet`: the core's driver keeps its
+/// write gate in `Cell`s, as on the single-core chip), the broker and the collector on the
+/// runtime's workers: on a 2-core host, one core for the devices and one for the rest.
+pub async fn run(options: &FleetOptions) -> Result<FleetRun, RigError> {
+    tokio::task::LocalSet::new()
+        .run_until(run_local(options))
+        .await
+}
+
+async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
+    if options.devices == 0 {
+        return Err(RigError::make("--devices", "must be at least 1"));
+    }
+    let pki: Pki = target::fresh_pki()?;
+    let mut broker = target::Broker::start(options.target, &pki).await?;
+    let issuing = Instant::now();
+    let (ids, images) = images(options, &pki.ca, &broker)?;
+    let issue_s = issuing.elapsed().as_secs_f64();
+    let period = Duration::from_millis(u64::from(firmware_core::config::DEFAULT_PERIOD_MS));
+
+    let (record_tx, record_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let (rss_before_kb, _) = stats::memory_kb();
+    let cpu_before = stats::cpu_seconds();
+    let started = Instant::now();
+    let started_wall = SystemTime::now();
+    let collector = Collector::new(&ids, period, started, options.progress_every);
+    let collecting = tokio::spawn(collector.run(record_rx, broker.observe(), phase_rx));
+
+    let mut devices = tokio::task::JoinSet::new();
+    let count = options.devices;
+    for (index, image) in images.into_iter().enumerate() {
+        let boot_at = started + options.ramp.mul_f64(index as f64 / f64::from(count));
+        let (records, stop) = (record_tx.clone(), stop_rx.clone());
+        devices.spawn_local(async move {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(boot_at)).await;
+            device::run(index as u32, image, records, stop).await;
+        });
+    }
+    drop(record_tx);
+
+    let end = started + options.duration;
+    let mut outage = None;
+    if let Some(at) = options.kill_broker_at.filter(|at| *at < options.duration) {
+        tokio::time::sleep_until(tokio::time::Instant::from_std(started + at)).await;
+        let down = Instant::now();
+        broker.stop().await;
+        if options.progress_every.is_some() {
+            eprintln!(
+                "fleet: broker stopped at {:.1}s for {:.1}s",
+                down.duration_since(started).as_secs_f64(),
+                options.outage.as_secs_f64()
+            );
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(down + options.outage)).await;
+        broker.restart().await?;
+        let back = Instant::now();
+        let _ = phase_tx.send(Phase::BrokerBack(back));
+        if options.progress_every.is_some() {
+            eprintln!(
+                "fleet: broker back at {:.1}s",
+                back.duration_since(started).as_secs_f64()
+            );
+        }
+        outage = Some((down, back));
+    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
+    let broker_clients = broker.connected_clients();
+    let cpu_s = stats::cpu_seconds() - cpu_before;
+    let (rss_kb, peak_kb) = stats::memory_kb();
+    let stopped = Instant::now();
+
+    let _ = phase_tx.send(Phase::Draining {
+        stopped,
+        deadline: stopped + STOP_WITHIN + DRAIN_WITHIN,
+    });
+    let _ = stop_tx.send(true);
+    let goodbye = async { while devices.join_next().await.is_some() {} };
+    if tokio::time::timeout(STOP_WITHIN, goodbye).await.is_err() {
+        devices.abort_all();
+    }
+    let figures = collecting
+        .await
+        .map_err(|e| RigError::make("fleet collector", e))?;
+    broker.shutdown().await;
+
+    let run_info = report::RunInfo {
+        target: options.target,
+        devices: options.devices,
+        id_offset: options.id_offset,
+        period,
+        duration: options.duration,
+        ramp: options.ramp,
+        started_wall,
+        outage: outage.map(|(down, back)| {
+            (
+                down.duration_since(started).as_secs_f64(),
+                back.duration_since(started).as_secs_f64(),
+            )
+        }),
+        issue_s,
+        cpu_s,
+        wall_s: stopped.duration_since(started).as_secs_f64(),
+        rss_before_kb,
+        rss_kb,
+        peak_kb,
+        broker_clients,
+        load: report::load_average(),
+    };
+    let json = report::to_json(&run_info, &figures);
+    let (json_path, html_path) = report::write(&options.out, &json)?;
+    Ok(FleetRun {
+        json,
+        json_path,
+        html_path,
+    })
+}

@@ -1,0 +1,139 @@
+//! `hil fleet` end to end: real device cores (TLS, MQTT, each its own identity) against
+//! the in-process mock broker, checked against the broker's own count; the reconnect
+//! storm after a broker outage; merging two processes' results.
+//!
+//! Small fleets and short runs (the 1,000-device figures are in the README): the
+//! tolerances below are for a debug build on a shared 2-core machine.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hil::fleet::{self, FleetOptions, TargetKind, report};
+use serde_json::Value;
+
+fn options(devices: u32, seconds: u64, out: &Path) -> FleetOptions {
+    FleetOptions {
+        devices,
+        target: TargetKind::Mock,
+        duration: Duration::from_secs(seconds),
+        kill_broker_at: None,
+        outage: Duration::from_secs(3),
+        id_offset: 0,
+        ramp: Duration::from_millis(1000),
+        out: out.to_path_buf(),
+        progress_every: None,
+    }
+}
+
+fn f(j: &Value, path: &[&str]) -> f64 {
+    let mut v = j;
+    for key in path {
+        v = &v[*key];
+    }
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {j}"))
+}
+
+/// Interval error the cadence must stay within at the broker, here (debug build, shared
+/// host); the release figures are in the README.
+const INTERVAL_P99_MS: f64 = 250.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_fleet_connects_publishes_on_cadence_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = fleet::run(&options(20, 10, dir.path()))
+        .await
+        .expect("fleet runs");
+    let j = &run.json;
+    assert_eq!(j["schema"], report::SCHEMA);
+    assert_eq!(j["devices"], 20);
+    assert_eq!(j["connected_at_end"], 20, "{j}");
+    // The broker's own count agrees with the devices' logs.
+    assert_eq!(j["runs"][0]["broker_clients_at_end"], 20, "{j}");
+    assert_eq!(j["lost_qos1"], 0, "{j}");
+    assert_eq!(j["reconnects"], 0, "{j}");
+    // ~10 s at 2 s from boots spread over 1 s: 4 or 5 publishes each.
+    let published = f(j, &["published"]);
+    assert!((60.0..=110.0).contains(&published), "{published} publishes");
+    assert!(f(j, &["observed"]) >= published, "{j}");
+    let intervals = f(j, &["interval_error", "count"]);
+    assert!(intervals >= 40.0, "{intervals} intervals");
+    let p99 = f(j, &["interval_error", "p99_ms"]);
+    assert!(p99 < INTERVAL_P99_MS, "interval error p99 {p99} ms");
+    assert!(f(j, &["latency", "p99_ms"]) < 1000.0, "{j}");
+    assert!(f(j, &["host", "cpu_s"]) > 0.0);
+    assert!(f(j, &["host", "rss_kb"]) > 0.0);
+    // The series covers the run and ends with everyone connected.
+    let seconds = j["seconds"].as_array().unwrap();
+    assert!(seconds.len() >= 9, "{} seconds", seconds.len());
+    assert_eq!(seconds.last().unwrap()[1], 20);
+    let html = std::fs::read_to_string(&run.html_path).unwrap();
+    assert!(html.contains("<svg") && !html.contains("src=\"http"));
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(&run.json_path).unwrap()).unwrap();
+    // The file holds the same run (floats may differ in the last digit on parsing).
+    for key in [
+        "schema",
+        "published",
+        "observed",
+        "seconds",
+        "interval_error_histogram",
+    ] {
+        assert_eq!(on_disk[key], j[key], "{key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_broker_outage_the_fleet_reconnects_spread_over_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(20, 16, dir.path());
+    options.kill_broker_at = Some(Duration::from_secs(4));
+    let run = fleet::run(&options).await.expect("fleet runs");
+    let j = &run.json;
+    let storm = &j["storm"];
+    assert_eq!(storm["reconnected"], 20, "{j}");
+    assert_eq!(j["connected_at_end"], 20, "{j}");
+    assert!(f(j, &["reconnects"]) >= 20.0, "{j}");
+    // The jittered backoff spreads the return: not all within one second.
+    let spread = f(storm, &["back_after_s", "last"]) - f(storm, &["back_after_s", "first"]);
+    assert!(spread > 1.0, "reconnects within {spread:.2} s: {storm}");
+    assert!(f(storm, &["seconds_with_connects"]) >= 2.0, "{storm}");
+    assert!(f(j, &["backoff", "count"]) >= 20.0, "{j}");
+    // Intervals spanning the outage are left out of the cadence figures, not hidden.
+    assert!(f(j, &["intervals_excluded"]) >= 1.0, "{j}");
+    assert!(f(j, &["interval_error", "p99_ms"]) < INTERVAL_P99_MS, "{j}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_results_merge_into_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (offset, name) in [(0, "a"), (5, "b")] {
+        let mut options = options(5, 5, &dir.path().join(name));
+        options.id_offset = offset;
+        let run = fleet::run(&options).await.expect("fleet runs");
+        runs.push((run.json_path.clone(), run.json));
+    }
+    let merged = report::merge(&runs).expect("merges");
+    let sum = |key: &str| runs.iter().map(|(_, j)| f(j, &[key])).sum::<f64>();
+    assert_eq!(f(&merged, &["devices"]), 10.0);
+    assert_eq!(f(&merged, &["connected_at_end"]), sum("connected_at_end"));
+    assert_eq!(f(&merged, &["published"]), sum("published"));
+    let counts = |key: &str| runs.iter().map(|(_, j)| f(j, &[key, "count"])).sum::<f64>();
+    assert_eq!(f(&merged, &["latency", "count"]), counts("latency"));
+    assert_eq!(
+        f(&merged, &["interval_error", "count"]),
+        counts("interval_error")
+    );
+    assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["runs"][1]["id_offset"], 5);
+    // The second process started later: its seconds land later in the merged series.
+    let merged_len = merged["seconds"].as_array().unwrap().len();
+    let first_len = runs[0].1["seconds"].as_array().unwrap().len();
+    assert!(merged_len > first_len, "{merged_len} vs {first_len}");
+    // A file of another schema is refused, naming the file.
+    let mut wrong = runs[1].clone();
+    wrong.1["schema"] = "other/9".into();
+    let err = report::merge(&[runs[0].clone(), wrong]).unwrap_err();
+    assert!(err.to_string().contains("fleet.json"), "{err}");
+}
