@@ -132,6 +132,11 @@ deps:
 		|| $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
 test: fmt clippy structure host-test core-riscv firmware-check fuzz
+# Within `make test` the tools come from host-test's build: `cargo test --no-run` puts the
+# workspace's binaries (built with every feature, as the tests use them) in target/debug
+# again without compiling anything, where `cargo build --bins` would build the whole
+# workspace a third time with another feature set (about 7 min of CPU).
+test: BUILD_TOOLS = $(CARGO) test -q --workspace --all-features --locked --no-run
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -16,6 +16,9 @@ pub enum FleetTarget {
     Mock,
     /// A mosquitto process with a mutual-TLS listener (`make deps` installs it).
     Mosquitto,
+    /// rumqttd with client-certificate checks, in a process of its own (a hil built with
+    /// the `rumqttd` feature).
+    Rumqttd,
     /// AWS IoT Core (not available yet: needs a thing certificate per device).
     Aws,
 }
@@ -25,6 +28,7 @@ impl From<FleetTarget> for TargetKind {
         match t {
             FleetTarget::Mock => TargetKind::Mock,
             FleetTarget::Mosquitto => TargetKind::Mosquitto,
+            FleetTarget::Rumqttd => TargetKind::Rumqttd,
             FleetTarget::Aws => TargetKind::Aws,
         }
     }

@@ -15,7 +15,7 @@ use mock_broker::{Config, Handle, MockBroker, Observer, Policy};
 
 use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
 use crate::error::RigError;
-use crate::third_party::Mosquitto;
+use crate::third_party::{Mosquitto, RUMQTTD_BUILT, RUMQTTD_MISSING, Rumqttd};
 
 /// Which broker the fleet runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum TargetKind {
     Mock,
     /// A mosquitto process with a mutual-TLS listener.
     Mosquitto,
+    /// rumqttd (`verify-client-cert`) in a `hil rumqttd-broker` process.
+    Rumqttd,
     /// AWS IoT Core (needs an endpoint and a list of thing certificates).
     Aws,
 }
@@ -33,6 +35,7 @@ impl TargetKind {
         match self {
             Self::Mock => "mock",
             Self::Mosquitto => "mosquitto",
+            Self::Rumqttd => "rumqttd",
             Self::Aws => "aws",
         }
     }
@@ -71,6 +74,13 @@ enum Kind {
         sntp: Handle,
         observer: Box<AwsObserver>,
     },
+    Rumqttd {
+        /// Stopped (its process killed) during an outage; resumed on the same ports.
+        broker: Rumqttd,
+        dir: tempfile::TempDir,
+        sntp: Handle,
+        observer: Box<AwsObserver>,
+    },
 }
 
 impl Broker {
@@ -88,19 +98,7 @@ impl Broker {
                 })
             }
             TargetKind::Mosquitto => {
-                let dir = tempfile::Builder::new()
-                    .prefix("hil-fleet-mosquitto-")
-                    .tempdir()
-                    .map_err(|e| RigError::io("work folder", e))?;
-                let write = |name: &str, text: &str| {
-                    std::fs::write(dir.path().join(name), text)
-                        .map_err(|e| RigError::io(format!("write {name}"), e))
-                };
-                write("ca.pem", &pki.ca.cert_pem())?;
-                write("server.pem", &pki.server.cert_pem())?;
-                write("server.key.pem", &pki.server.key_pem())?;
-                write("observer.pem", &pki.observer.cert_pem())?;
-                write("observer.key.pem", &pki.observer.key_pem())?;
+                let dir = pki_folder("hil-fleet-mosquitto-", pki)?;
                 let running = Mosquitto::start(dir.path()).await?;
                 let port = running.addr.port();
                 let sntp_server = mock_with_sntp(pki).await?;
@@ -111,6 +109,29 @@ impl Broker {
                     sntp,
                     kind: Kind::Mosquitto {
                         running: Some(running),
+                        dir,
+                        sntp: sntp_server,
+                        observer,
+                    },
+                })
+            }
+            TargetKind::Rumqttd => {
+                if !RUMQTTD_BUILT {
+                    return Err(RigError::Target(RUMQTTD_MISSING));
+                }
+                let dir = pki_folder("hil-fleet-rumqttd-", pki)?;
+                let broker = Rumqttd::start(dir.path()).await?;
+                let port = broker.addr.port();
+                let sntp_server = mock_with_sntp(pki).await?;
+                let sntp = sntp_addr(&sntp_server)?;
+                // rumqttd serves MQTT 3.1.1 (the observer's) on a listener of its own.
+                let observer = observer(dir.path().to_path_buf(), broker.observer_addr.port());
+                let observer = Box::new(observer.await?);
+                Ok(Self {
+                    port,
+                    sntp,
+                    kind: Kind::Rumqttd {
+                        broker,
                         dir,
                         sntp: sntp_server,
                         observer,
@@ -129,7 +150,7 @@ impl Broker {
     pub fn observe(&self) -> Observer {
         match &self.kind {
             Kind::Mock(mock) => mock.observe(),
-            Kind::Mosquitto { observer, .. } => observer.observe(),
+            Kind::Mosquitto { observer, .. } | Kind::Rumqttd { observer, .. } => observer.observe(),
         }
     }
 
@@ -138,7 +159,7 @@ impl Broker {
         match &self.kind {
             // The observer is not one of the mock broker's clients (it watches in-process).
             Kind::Mock(mock) => Some(mock.clients().len()),
-            Kind::Mosquitto { .. } => None,
+            Kind::Mosquitto { .. } | Kind::Rumqttd { .. } => None,
         }
     }
 
@@ -151,6 +172,9 @@ impl Broker {
                 mock.drop_all_connections();
             }
             Kind::Mosquitto { running, .. } => drop(running.take()),
+            Kind::Rumqttd { broker, .. } => {
+                broker.stop();
+            }
         }
     }
 
@@ -165,6 +189,7 @@ impl Broker {
                 *running = Some(Mosquitto::start_on(dir.path(), self.port).await?);
                 Ok(())
             }
+            Kind::Rumqttd { broker, .. } => broker.resume().await,
         }
     }
 
@@ -182,8 +207,38 @@ impl Broker {
                 sntp.shutdown().await;
                 drop(dir);
             }
+            Kind::Rumqttd {
+                broker,
+                dir,
+                sntp,
+                observer,
+            } => {
+                observer.shutdown().await;
+                drop(broker);
+                sntp.shutdown().await;
+                drop(dir);
+            }
         }
     }
+}
+
+/// A temporary folder with `pki`'s CA, server and observer files, as a third-party
+/// broker and the observer read them.
+fn pki_folder(prefix: &str, pki: &Pki) -> Result<tempfile::TempDir, RigError> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .map_err(|e| RigError::io("work folder", e))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(dir.path().join(name), text)
+            .map_err(|e| RigError::io(format!("write {name}"), e))
+    };
+    write("ca.pem", &pki.ca.cert_pem())?;
+    write("server.pem", &pki.server.cert_pem())?;
+    write("server.key.pem", &pki.server.key_pem())?;
+    write("observer.pem", &pki.observer.cert_pem())?;
+    write("observer.key.pem", &pki.observer.key_pem())?;
+    Ok(dir)
 }
 
 /// The mock broker with `pki`, any client allowed (the fleet's devices are all the CA's),
