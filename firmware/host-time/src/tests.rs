@@ -12,7 +12,8 @@ impl Wake for Flag {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.0.store(embassy_time_driver::now().max(1), Ordering::SeqCst);
+        self.0
+            .store(embassy_time_driver::now().max(1), Ordering::SeqCst);
     }
 }
 
@@ -77,7 +78,10 @@ fn the_driver_wakes_each_of_a_thousand_tasks_at_its_moment_not_before() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     while flags.iter().any(|(f, _)| f.0.load(Ordering::SeqCst) == 0) {
-        assert!(Instant::now() < deadline, "not every task was woken within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "not every task was woken within 10 s"
+        );
         std::thread::park_timeout(Duration::from_millis(5));
     }
     for (flag, at) in &flags {
