@@ -28,3 +28,7 @@ pub mod serial;
 pub mod shutdown;
 pub mod sntp;
 pub mod transport;
+
+// embassy-time's driver on the host (minimq's timeouts): linked here, so the binary and
+// every crate that runs devices in-process (`hil fleet`) get it.
+use host_time as _;

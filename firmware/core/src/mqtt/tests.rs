@@ -1,3 +1,5 @@
+// minimq's timeouts need embassy-time's driver on the host.
+use host_time as _;
 use std::cell::RefCell;
 use std::collections::HashMap;
 
