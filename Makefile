@@ -31,8 +31,8 @@ MOTO_VERSION := 5.2.1
 INSTA_VERSION := 1.49.0
 # Drives the libFuzzer targets (`make fuzz`); RUSTC_BOOTSTRAP=1 lets it build on stable.
 CARGO_FUZZ_VERSION := 0.13.1
-# Seconds per fuzz target in `make fuzz` (two run at a time): 20 keeps the full CI run on
-# 2 cores under 30 min; `make fuzz FUZZ_SECONDS=600` for a longer look.
+# Seconds per fuzz target in `make fuzz` (two run at a time): 20 for the full CI run's budget
+# (30 min on 2 cores); `make fuzz FUZZ_SECONDS=600` for a longer look.
 FUZZ_SECONDS ?= 20
 # libFuzzer's seed: fixed so CI's runs reproduce; FUZZ_SEED=0 explores afresh.
 FUZZ_SEED ?= 1
