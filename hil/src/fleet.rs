@@ -6,7 +6,10 @@
 //! QoS 1 messages, CPU and memory per device.
 //!
 //! # Layout
-//! - [`target`]: the broker (mock in-process, mosquitto process), stop/restart, observer.
+//! - [`pki`]: the CA that issues the devices' identities, the server and observer
+//!   identities, the fleet's policies; fresh, or a shared folder (`--pki`).
+//! - [`target`]: the broker (mock in-process, mosquitto or rumqttd process, or a shared
+//!   one at `--broker`), stop/restart, observer.
 //! - [`device`]: one device: the core's `Runner` on a board that records its log lines.
 //! - [`collect`]: records and broker observations in, [`collect::Figures`] out.
 //! - [`stats`]: mergeable histograms, `/proc/self` CPU and memory.
@@ -14,6 +17,7 @@
 
 pub mod collect;
 pub mod device;
+pub mod pki;
 pub mod report;
 pub mod stats;
 pub mod target;
@@ -23,13 +27,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use certs::creds::Credentials;
 use certs::image;
-use certs::pki::{CertificateAuthority, KeyAlgorithm, Pki, Validity};
+use certs::pki::{CertificateAuthority, KeyAlgorithm, Validity};
 use firmware_core::config::DeviceConfig;
 use tokio::sync::{mpsc, watch};
 
 use crate::error::RigError;
 use collect::{Collector, Phase};
-pub use target::TargetKind;
+pub use target::{SharedBroker, TargetKind};
 
 /// Longest the devices may take to say goodbye once told to stop.
 const STOP_WITHIN: Duration = Duration::from_secs(15);
@@ -56,6 +60,11 @@ pub struct FleetOptions {
     pub out: PathBuf,
     /// A progress line this often (None: quiet).
     pub progress_every: Option<Duration>,
+    /// A `certs init`-layout folder whose CA issues the devices' identities (`None`: a
+    /// fresh PKI): processes sharing a broker share its CA.
+    pub pki: Option<PathBuf>,
+    /// Connect to this broker instead of starting `target` (it must trust `pki`'s CA).
+    pub shared: Option<SharedBroker>,
 }
 
 /// A fleet's outcome: the figures and where the report went.
@@ -81,7 +90,7 @@ fn images(
     for index in 0..options.devices {
         let id = client_id(options.id_offset, index);
         let what = || format!("image for {id}");
-        let mut config = DeviceConfig::new("localhost", &id)
+        let mut config = DeviceConfig::new(&broker.host, &id)
             .map_err(|e| RigError::make(what(), format!("{e:?}")))?;
         config.endpoint.port = broker.port;
         config.ntp.host = "127.0.0.1"
@@ -125,8 +134,19 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
     if options.devices == 0 {
         return Err(RigError::make("--devices", "must be at least 1"));
     }
-    let pki: Pki = target::fresh_pki()?;
-    let mut broker = target::Broker::start(options.target, &pki).await?;
+    if options.shared.is_some() && options.kill_broker_at.is_some() {
+        return Err(RigError::usage(
+            "--kill-broker-at stops the broker this process started: not one given with --broker",
+        ));
+    }
+    let pki = match &options.pki {
+        Some(dir) => pki::FleetPki::load(dir)?,
+        None => pki::FleetPki::fresh()?,
+    };
+    let mut broker = match &options.shared {
+        Some(shared) => target::Broker::connect(shared, &pki, options.id_offset).await?,
+        None => target::Broker::start(options.target, &pki, options.id_offset).await?,
+    };
     let issuing = Instant::now();
     let (ids, images) = images(options, &pki.ca, &broker)?;
     let issue_s = issuing.elapsed().as_secs_f64();
@@ -201,6 +221,10 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
 
     let run_info = report::RunInfo {
         target: options.target,
+        shared_broker: options
+            .shared
+            .as_ref()
+            .map(|b| format!("{}:{}", b.host, b.port)),
         devices: options.devices,
         id_offset: options.id_offset,
         period,

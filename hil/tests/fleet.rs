@@ -23,6 +23,8 @@ fn options(devices: u32, seconds: u64, out: &Path) -> FleetOptions {
         ramp: Duration::from_millis(1000),
         out: out.to_path_buf(),
         progress_every: None,
+        pki: None,
+        shared: None,
     }
 }
 
@@ -176,4 +178,89 @@ async fn a_small_fleet_runs_against_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_fleet_runs_against_rumqttd() {
     a_small_fleet_against(TargetKind::Rumqttd).await;
+}
+
+/// Two `hil fleet` processes at once against one broker neither started (`--broker`),
+/// sharing a `hil fleet pki` folder: the broker (the mock, enforcing the folder's
+/// policies as AWS would) takes all of them; each process counts only its own devices,
+/// though its observer sees the other's too; the results merge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_share_one_broker_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    fleet::pki::write_folder(&pki, &[]).expect("fleet PKI folder");
+    let mut config = mock_broker::Config::from_certs_dir(&pki, None).expect("broker config");
+    config.mqtt_addr = ([127, 0, 0, 1], 0).into();
+    let broker = mock_broker::MockBroker::start(config)
+        .await
+        .expect("broker");
+    let port = broker.mqtt_addr().port();
+
+    let fleet_process = |offset: &str, out: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+            .args([
+                "fleet",
+                "--devices",
+                "6",
+                "--seconds",
+                "8",
+                "--ramp-ms",
+                "500",
+            ])
+            .args(["--quiet", "--id-offset", offset, "--broker"])
+            .arg(format!("localhost:{port}"))
+            .arg("--pki")
+            .arg(&pki)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .kill_on_drop(true)
+            .output()
+    };
+    let (a, b) = tokio::join!(fleet_process("0", "a"), fleet_process("100", "b"));
+    let mut runs = Vec::new();
+    for (out, name) in [(a.unwrap(), "a"), (b.unwrap(), "b")] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "fleet {name}: {stderr}");
+        let path = dir.path().join(name).join("fleet.json");
+        let j: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(j["connected_at_end"], 6, "{j}");
+        assert_eq!(j["lost_qos1"], 0, "{j}");
+        assert_eq!(j["runs"][0]["shared_broker"], format!("localhost:{port}"));
+        // Its own devices' publishes only, each seen once or as a duplicate.
+        let published = f(&j, &["published"]);
+        assert!(published >= 18.0, "{published} publishes: {j}");
+        assert!(f(&j, &["observed"]) >= published, "{j}");
+        assert!(
+            f(&j, &["observed"]) <= published + f(&j, &["duplicates"]),
+            "another process's publishes counted: {j}"
+        );
+        runs.push((path, j));
+    }
+    let merged = report::merge(&runs).expect("merges");
+    assert_eq!(f(&merged, &["devices"]), 12.0);
+    assert_eq!(f(&merged, &["connected_at_end"]), 12.0);
+    assert_eq!(f(&merged, &["lost_qos1"]), 0.0);
+    broker.shutdown().await;
+}
+
+/// The mock enforces a `--pki` folder's policy.json: a `certs init` folder (one thing's
+/// policy) would turn every fleet device away, and the run says so before it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pki_folder_whose_policy_refuses_fleet_devices_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = certs::pki::Pki::generate(&certs::pki::InitOptions::default()).unwrap();
+    certs::output::write_set(&dir.path().join("pki"), &pki.files(), false).unwrap();
+    let mut options = options(3, 5, &dir.path().join("out"));
+    options.pki = Some(dir.path().join("pki"));
+    let why = fleet::run(&options)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        why.contains("policy.json")
+            && why.contains("fleet-000000")
+            && why.contains("hil fleet pki"),
+        "{why}"
+    );
 }

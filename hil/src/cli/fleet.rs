@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::aws::Endpoint;
 use crate::error::RigError;
-use crate::fleet::{self, FleetOptions, TargetKind, report};
+use crate::fleet::{self, FleetOptions, SharedBroker, TargetKind, report};
 
 /// Which broker the fleet runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +56,19 @@ pub enum FleetAction {
         #[arg(long, default_value = "target/fleet/merged")]
         out: PathBuf,
     },
+    /// Write a PKI folder for fleets sharing one broker (`certs init`'s layout: a CA the
+    /// fleets issue their devices' identities from, a server certificate, the observer's
+    /// identity, and policies that let any fleet device and the observer do what a fleet
+    /// does), for `--pki DIR` and the broker (`mock-broker serve --certs DIR`).
+    Pki {
+        /// The folder to write; existing files are refused.
+        #[arg(long)]
+        out: PathBuf,
+        /// More names (DNS or IP) for the server certificate, besides `localhost` and
+        /// `127.0.0.1`: the broker's host as other machines' fleets dial it.
+        #[arg(long = "server-name", value_name = "NAME")]
+        server_names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -91,16 +105,43 @@ pub struct FleetRunArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// The PKI folder (`hil fleet pki --out DIR`) whose CA issues the devices'
+    /// identities and whose server and observer identities are used; a fresh one when
+    /// absent. Processes sharing a broker share it.
+    #[arg(long, value_name = "DIR")]
+    pub pki: Option<PathBuf>,
+    /// Connect to the broker at HOST[:PORT] (8883 by default), started by someone else
+    /// and trusting --pki's CA, instead of starting --target: several fleet processes
+    /// share it, each with its own --id-offset range.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "pki", conflicts_with_all = ["target", "kill_broker_at"])]
+    pub broker: Option<String>,
+    /// With --broker: the observer's port, if not the devices' (rumqttd's MQTT 3.1.1
+    /// listener).
+    #[arg(long, value_name = "PORT", requires = "broker")]
+    pub observer_port: Option<u16>,
 }
 
 impl FleetRunArgs {
-    pub fn options(&self) -> FleetOptions {
+    pub fn options(&self) -> Result<FleetOptions, RigError> {
         let secs = match (self.minutes, self.seconds) {
             (Some(m), _) => m.saturating_mul(60),
             (None, Some(s)) => s,
             (None, None) => 60,
         };
-        FleetOptions {
+        let shared = match &self.broker {
+            Some(text) => {
+                let endpoint = Endpoint::parse(text).map_err(|e| {
+                    RigError::usage(e.to_string().replace("--endpoint", "--broker"))
+                })?;
+                Some(SharedBroker {
+                    host: endpoint.host,
+                    port: endpoint.port,
+                    observer_port: self.observer_port,
+                })
+            }
+            None => None,
+        };
+        Ok(FleetOptions {
             devices: self.devices,
             target: self.target.into(),
             duration: Duration::from_secs(secs),
@@ -110,7 +151,9 @@ impl FleetRunArgs {
             ramp: Duration::from_millis(self.ramp_ms),
             out: self.out.clone(),
             progress_every: (!self.quiet).then_some(Duration::from_secs(5)),
-        }
+            pki: self.pki.clone(),
+            shared,
+        })
     }
 }
 
@@ -136,8 +179,16 @@ async fn fleet_command(args: &FleetArgs) -> Result<(), RigError> {
             print_summary(&merged);
             println!("wrote {} and {}", json_path.display(), html_path.display());
         }
+        Some(FleetAction::Pki { out, server_names }) => {
+            fleet::pki::write_folder(out, server_names)?;
+            println!(
+                "wrote {}: serve it (mock-broker serve --certs {0}, or mosquitto/rumqttd with \
+                 its ca.pem, server.pem, server.key.pem) and give each fleet --pki {0}",
+                out.display()
+            );
+        }
         None => {
-            let options = args.run.options();
+            let options = args.run.options()?;
             if options
                 .kill_broker_at
                 .is_some_and(|at| at >= options.duration)

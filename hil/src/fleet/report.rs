@@ -20,6 +20,8 @@ pub const SCHEMA: &str = "hil-fleet/1";
 #[derive(Debug, Clone)]
 pub struct RunInfo {
     pub target: TargetKind,
+    /// `HOST:PORT` of a shared broker (`--broker`); `None`: started by this process.
+    pub shared_broker: Option<String>,
     pub devices: u32,
     pub id_offset: u32,
     pub period: Duration,
@@ -90,6 +92,7 @@ pub fn to_json(run: &RunInfo, f: &Figures) -> Value {
         "schema": SCHEMA,
         "runs": [{
             "target": run.target.name(),
+            "shared_broker": run.shared_broker,
             "devices": run.devices,
             "id_offset": run.id_offset,
             "started_unix_ms": started_ms,

@@ -1,21 +1,21 @@
-//! The broker a fleet runs against: started here with the fleet's PKI, stopped and
-//! started again for `--kill-broker-at`, and watched (every publish on `fleet/+`, with
-//! the time it arrived).
+//! The broker a fleet runs against: started here with the fleet's PKI (stopped and
+//! started again for `--kill-broker-at`) or shared with other fleet processes
+//! (`--broker`), and watched (every publish on `fleet/+`, with the time it arrived).
 //!
 //! Each target is one variant of [`Broker`] and one arm in each of its methods; a new
 //! broker (an embedded rumqttd, say) plugs in as a variant that serves the same PKI on a
 //! loopback port and an [`Observer`] of its publishes.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use certs::pki::{InitOptions, Pki};
+use mock_broker::policy::{AccountScope, Action, Principal};
 use mock_broker::{Config, Handle, MockBroker, Observer, Policy};
 
+use super::pki::FleetPki;
 use crate::aws::{AwsObserver, Endpoint, ObserverIdentity};
 use crate::error::RigError;
-use crate::third_party::{Mosquitto, RUMQTTD_BUILT, RUMQTTD_MISSING, Rumqttd};
+use crate::third_party::{Mosquitto, RUMQTTD_BUILT, RUMQTTD_MISSING, Rumqttd, TLS_FILES};
 
 /// Which broker the fleet runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +55,25 @@ pub fn client_of(topic: &str) -> Option<&str> {
     topic.strip_prefix("fleet/").filter(|id| !id.contains('/'))
 }
 
+/// Where the fleet's devices connect when the broker is not started here (`--broker`):
+/// shared with other `hil fleet` processes, each with its own `--id-offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBroker {
+    /// The host the devices dial; the broker's certificate must name it.
+    pub host: String,
+    pub port: u16,
+    /// Where the observer connects, if not `port` (rumqttd's MQTT 3.1.1 listener).
+    pub observer_port: Option<u16>,
+}
+
 /// A running broker and what the fleet needs of it.
 pub struct Broker {
     kind: Kind,
-    /// Where the devices connect (the server certificate names `localhost`).
+    /// The host the devices dial (the server certificate names it).
+    pub host: String,
+    /// Where the devices connect.
     pub port: u16,
-    /// The SNTP server the devices sync from (the mock broker's).
+    /// The SNTP server the devices sync from (a mock broker's, in this process).
     pub sntp: SocketAddr,
 }
 
@@ -69,6 +82,7 @@ enum Kind {
     Mosquitto {
         /// `None` while stopped.
         running: Option<Mosquitto>,
+        /// mosquitto's configuration and the TLS files it reads.
         dir: tempfile::TempDir,
         /// Serves the devices' time; its MQTT side is unused.
         sntp: Handle,
@@ -81,37 +95,47 @@ enum Kind {
         sntp: Handle,
         observer: Box<AwsObserver>,
     },
+    /// `--broker`: someone else's to start and stop.
+    Shared {
+        sntp: Handle,
+        observer: Box<AwsObserver>,
+    },
 }
 
 impl Broker {
     /// Start `kind` serving `pki` (its CA verifies the devices, its server certificate is
-    /// presented) on a free loopback port.
-    pub async fn start(kind: TargetKind, pki: &Pki) -> Result<Self, RigError> {
+    /// presented; the mock enforces its policy.json) on a free loopback port.
+    /// `id_offset` names this process's observer, so processes sharing a broker do not
+    /// take over each other's session.
+    pub async fn start(kind: TargetKind, pki: &FleetPki, id_offset: u32) -> Result<Self, RigError> {
+        let host = "localhost".to_string();
         match kind {
             TargetKind::Mock => {
-                let mock = mock_with_sntp(pki).await?;
+                let mock = mock_broker(pki, true).await?;
                 let sntp = sntp_addr(&mock)?;
                 Ok(Self {
+                    host,
                     port: mock.mqtt_addr().port(),
                     sntp,
                     kind: Kind::Mock(mock),
                 })
             }
             TargetKind::Mosquitto => {
-                let dir = pki_folder("hil-fleet-mosquitto-", pki)?;
+                let dir = work_folder("hil-fleet-mosquitto-", pki)?;
                 let running = Mosquitto::start(dir.path()).await?;
                 let port = running.addr.port();
-                let sntp_server = mock_with_sntp(pki).await?;
+                let sntp_server = sntp_server(pki).await?;
                 let sntp = sntp_addr(&sntp_server)?;
-                let observer = Box::new(observer(dir.path().to_path_buf(), port).await?);
+                let observer = observer(pki, &host, port, id_offset).await?;
                 Ok(Self {
+                    host,
                     port,
                     sntp,
                     kind: Kind::Mosquitto {
                         running: Some(running),
                         dir,
                         sntp: sntp_server,
-                        observer,
+                        observer: Box::new(observer),
                     },
                 })
             }
@@ -119,22 +143,23 @@ impl Broker {
                 if !RUMQTTD_BUILT {
                     return Err(RigError::Target(RUMQTTD_MISSING));
                 }
-                let dir = pki_folder("hil-fleet-rumqttd-", pki)?;
+                let dir = work_folder("hil-fleet-rumqttd-", pki)?;
                 let broker = Rumqttd::start(dir.path()).await?;
                 let port = broker.addr.port();
-                let sntp_server = mock_with_sntp(pki).await?;
+                let sntp_server = sntp_server(pki).await?;
                 let sntp = sntp_addr(&sntp_server)?;
                 // rumqttd serves MQTT 3.1.1 (the observer's) on a listener of its own.
-                let observer = observer(dir.path().to_path_buf(), broker.observer_addr.port());
-                let observer = Box::new(observer.await?);
+                let observer_port = broker.observer_addr.port();
+                let observer = observer(pki, &host, observer_port, id_offset).await?;
                 Ok(Self {
+                    host,
                     port,
                     sntp,
                     kind: Kind::Rumqttd {
                         broker,
                         dir,
                         sntp: sntp_server,
-                        observer,
+                        observer: Box::new(observer),
                     },
                 })
             }
@@ -146,11 +171,35 @@ impl Broker {
         }
     }
 
+    /// The broker at `shared`, which this process neither starts nor stops; watched
+    /// through `pki`'s observer identity.
+    pub async fn connect(
+        shared: &SharedBroker,
+        pki: &FleetPki,
+        id_offset: u32,
+    ) -> Result<Self, RigError> {
+        let sntp_server = sntp_server(pki).await?;
+        let sntp = sntp_addr(&sntp_server)?;
+        let observer_port = shared.observer_port.unwrap_or(shared.port);
+        let observer = observer(pki, &shared.host, observer_port, id_offset).await?;
+        Ok(Self {
+            host: shared.host.clone(),
+            port: shared.port,
+            sntp,
+            kind: Kind::Shared {
+                sntp: sntp_server,
+                observer: Box::new(observer),
+            },
+        })
+    }
+
     /// Every publish the broker receives on [`WATCH_FILTER`] from now on.
     pub fn observe(&self) -> Observer {
         match &self.kind {
             Kind::Mock(mock) => mock.observe(),
-            Kind::Mosquitto { observer, .. } | Kind::Rumqttd { observer, .. } => observer.observe(),
+            Kind::Mosquitto { observer, .. }
+            | Kind::Rumqttd { observer, .. }
+            | Kind::Shared { observer, .. } => observer.observe(),
         }
     }
 
@@ -159,12 +208,17 @@ impl Broker {
         match &self.kind {
             // The observer is not one of the mock broker's clients (it watches in-process).
             Kind::Mock(mock) => Some(mock.clients().len()),
-            Kind::Mosquitto { .. } | Kind::Rumqttd { .. } => None,
+            Kind::Mosquitto { .. } | Kind::Rumqttd { .. } | Kind::Shared { .. } => None,
         }
     }
 
-    /// An outage: the mock stops listening and drops every connection; mosquitto's
-    /// process is killed.
+    /// Whether [`Broker::stop`] can stop it: not a shared broker.
+    pub fn can_stop(&self) -> bool {
+        !matches!(self.kind, Kind::Shared { .. })
+    }
+
+    /// An outage: the mock stops listening and drops every connection; mosquitto's and
+    /// rumqttd's processes are killed. A shared broker is left alone.
     pub async fn stop(&mut self) {
         match &mut self.kind {
             Kind::Mock(mock) => {
@@ -175,6 +229,7 @@ impl Broker {
             Kind::Rumqttd { broker, .. } => {
                 broker.stop();
             }
+            Kind::Shared { .. } => {}
         }
     }
 
@@ -190,6 +245,7 @@ impl Broker {
                 Ok(())
             }
             Kind::Rumqttd { broker, .. } => broker.resume().await,
+            Kind::Shared { .. } => Ok(()),
         }
     }
 
@@ -218,39 +274,40 @@ impl Broker {
                 sntp.shutdown().await;
                 drop(dir);
             }
+            Kind::Shared { sntp, observer } => {
+                observer.shutdown().await;
+                sntp.shutdown().await;
+            }
         }
     }
 }
 
-/// A temporary folder with `pki`'s CA, server and observer files, as a third-party
-/// broker and the observer read them.
-fn pki_folder(prefix: &str, pki: &Pki) -> Result<tempfile::TempDir, RigError> {
+/// A temporary folder for a third-party broker: its configuration goes here, beside
+/// copies of the TLS files it serves (a `--pki` folder is the user's: nothing is written
+/// there).
+fn work_folder(prefix: &str, pki: &FleetPki) -> Result<tempfile::TempDir, RigError> {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
         .map_err(|e| RigError::io("work folder", e))?;
-    let write = |name: &str, text: &str| {
-        std::fs::write(dir.path().join(name), text)
-            .map_err(|e| RigError::io(format!("write {name}"), e))
-    };
-    write("ca.pem", &pki.ca.cert_pem())?;
-    write("server.pem", &pki.server.cert_pem())?;
-    write("server.key.pem", &pki.server.key_pem())?;
-    write("observer.pem", &pki.observer.cert_pem())?;
-    write("observer.key.pem", &pki.observer.key_pem())?;
+    for name in TLS_FILES {
+        let from = pki.file(name, "the broker")?;
+        std::fs::copy(&from, dir.path().join(name))
+            .map_err(|e| RigError::io(format!("copy {}", from.display()), e))?;
+    }
     Ok(dir)
 }
 
-/// The mock broker with `pki`, any client allowed (the fleet's devices are all the CA's),
-/// and its SNTP server on.
-async fn mock_with_sntp(pki: &Pki) -> Result<Handle, RigError> {
-    let credentials = mock_broker::Credentials::with_server_pem(
-        vec![pki.ca.cert_der().to_vec()],
-        &pki.server.cert_pem(),
-        &pki.server.key_pem(),
-    )
-    .map_err(|e| RigError::broker("broker credentials", e))?;
-    let mut config = Config::new(credentials, Policy::allow_all());
+/// The mock broker serving `pki`'s folder with its policies (the fleet's own allow
+/// exactly what the fleet does), with its SNTP server on. `check_policy`: refuse a
+/// policy that would turn the fleet's devices away, before a thousand of them try.
+async fn mock_broker(pki: &FleetPki, check_policy: bool) -> Result<Handle, RigError> {
+    let mut config = Config::from_certs_dir(&pki.dir, None)
+        .map_err(|e| RigError::broker(format!("mock broker for {}", pki.dir.display()), e))?;
+    if check_policy {
+        check_fleet_policy(pki, &config.policy)?;
+    }
+    config.mqtt_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.sntp_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     // A thousand handshakes at once queue behind each other on two cores: give them
     // time rather than refuse them.
@@ -261,34 +318,65 @@ async fn mock_with_sntp(pki: &Pki) -> Result<Handle, RigError> {
         .map_err(|e| RigError::broker("mock broker", e))
 }
 
+/// A mock broker for its SNTP server (the devices' clock), next to a broker that has
+/// none; its MQTT side is unused.
+async fn sntp_server(pki: &FleetPki) -> Result<Handle, RigError> {
+    mock_broker(pki, false).await
+}
+
+/// The mock enforces policy.json as AWS would: a folder made for one thing (`certs
+/// init`) would refuse every fleet device, which is worth saying before the run.
+fn check_fleet_policy(pki: &FleetPki, policy: &Policy) -> Result<(), RigError> {
+    let id = "fleet-000000";
+    let principal = Principal {
+        client_id: id,
+        thing_name: Some(id),
+    };
+    let scope = AccountScope::default();
+    let topic = pub_topic(id);
+    for (action, name) in [(Action::Connect, id), (Action::Publish, topic.as_str())] {
+        let decision = policy.check(&scope, action, name, &principal);
+        if !decision.is_allowed() {
+            return Err(RigError::file(
+                pki.dir.join("policy.json"),
+                format!(
+                    "{action} on {name} for a fleet device: {decision}; a folder from \
+                     `hil fleet pki --out DIR` has the fleet's policy"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn sntp_addr(mock: &Handle) -> Result<SocketAddr, RigError> {
     mock.sntp_addr()
         .ok_or(RigError::Target("the mock broker has no SNTP server"))
 }
 
-/// The observer identity's MQTT connection to a third-party broker, following its
-/// restarts, subscribed to every device's topic.
-async fn observer(dir: PathBuf, port: u16) -> Result<AwsObserver, RigError> {
+/// The client id of the observer of the fleet process with `id_offset`.
+pub fn observer_client_id(id_offset: u32) -> String {
+    format!("{}-fleet-{id_offset}", crate::aws::DEFAULT_CLIENT_ID)
+}
+
+/// The observer identity's MQTT connection to a broker not in this process, following
+/// its restarts, subscribed to every device's topic.
+async fn observer(
+    pki: &FleetPki,
+    host: &str,
+    port: u16,
+    id_offset: u32,
+) -> Result<AwsObserver, RigError> {
     let identity = ObserverIdentity::load(
-        &dir.join("observer.pem"),
-        &dir.join("observer.key.pem"),
-        &dir.join("ca.pem"),
-        crate::aws::DEFAULT_CLIENT_ID,
+        &pki.file("observer.pem", "the observer")?,
+        &pki.file("observer.key.pem", "the observer")?,
+        &pki.file("ca.pem", "the observer")?,
+        &observer_client_id(id_offset),
     )?;
     let endpoint = Endpoint {
-        host: "localhost".into(),
+        host: host.into(),
         port,
         alpn: false,
     };
     AwsObserver::connect_following(&endpoint, &identity, WATCH_FILTER, "fleet").await
-}
-
-/// A fleet's PKI: a fresh CA, the server certificate and the observer identity.
-pub fn fresh_pki() -> Result<Pki, RigError> {
-    Pki::generate(&InitOptions {
-        thing: "fleet".into(),
-        days: 30,
-        ..InitOptions::default()
-    })
-    .map_err(|e| RigError::make("fleet PKI", e))
 }
