@@ -124,7 +124,8 @@ pub struct AwsObserverArgs {
     /// Policy name [default: NAME-policy].
     #[arg(long, value_name = "NAME")]
     pub policy_name: Option<String>,
-    /// The device's publish topic, which the observer watches.
+    /// The device's publish topic, which the observer watches, or a filter covering a
+    /// fleet's (`fleet/+` for `hil fleet --target aws`).
     #[arg(long, value_name = "T", default_value = "outTopic")]
     pub watch_topic: String,
     /// The device's subscribe topic, on which the observer injects.

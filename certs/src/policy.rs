@@ -36,9 +36,16 @@ pub fn observer_policy_document(client_id: &str, watch_topic: &str, inject_topic
         ("iot:Connect", format!("client/{client_id}")),
         ("iot:Connect", format!("client/{client_id}-*")),
         ("iot:Subscribe", format!("topicfilter/{watch_topic}")),
-        ("iot:Receive", format!("topic/{watch_topic}")),
-        ("iot:Publish", format!("topic/{inject_topic}")),
+        ("iot:Receive", format!("topic/{}", topics_of(watch_topic))),
+        ("iot:Publish", format!("topic/{}", topics_of(inject_topic))),
     ])
+}
+
+/// A `topic/` resource for every topic `filter` matches. MQTT's `+` and `#` are literal
+/// characters in a policy (only a `topicfilter/` resource names a filter as written), so
+/// a filter with them would grant no topic at all; the policy wildcard `*` stands in.
+fn topics_of(filter: &str) -> String {
+    filter.replace(['+', '#'], "*")
 }
 
 /// An AWS IoT policy document with one Allow statement per `(action, resource)`; the
@@ -109,5 +116,21 @@ mod tests {
                 ("iot:Publish".into(), arn("topic/inTopic")),
             ]
         );
+    }
+
+    #[test]
+    fn a_watched_filter_grants_the_topics_it_matches() {
+        let doc = observer_policy_document("hil-observer", "fleet/+", "fleet/+/in");
+        assert!(
+            doc.contains("\"arn:aws:iot:*:*:topicfilter/fleet/+\""),
+            "{doc}"
+        );
+        assert!(doc.contains("\"arn:aws:iot:*:*:topic/fleet/*\""), "{doc}");
+        assert!(
+            doc.contains("\"arn:aws:iot:*:*:topic/fleet/*/in\""),
+            "{doc}"
+        );
+        let all = observer_policy_document("hil-observer", "site/#", "inTopic");
+        assert!(all.contains("\"arn:aws:iot:*:*:topic/site/*\""), "{all}");
     }
 }

@@ -10,6 +10,7 @@
 //!   identities, the fleet's policies; fresh, or a shared folder (`--pki`).
 //! - [`target`]: the broker (mock in-process, mosquitto or rumqttd process, or a shared
 //!   one at `--broker`), stop/restart, observer.
+//! - [`things`]: `--target aws`: the devices from `certs aws provision` folders.
 //! - [`device`]: one device: the core's `Runner` on a board that records its log lines.
 //! - [`collect`]: records and broker observations in, [`collect::Figures`] out.
 //! - [`stats`]: mergeable histograms, `/proc/self` CPU and memory.
@@ -21,6 +22,7 @@ pub mod pki;
 pub mod report;
 pub mod stats;
 pub mod target;
+pub mod things;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -43,7 +45,8 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(5);
 /// What `hil fleet` runs.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    pub devices: u32,
+    /// How many devices: [`DEFAULT_DEVICES`] if `None`, or with `aws` every thing.
+    pub devices: Option<u32>,
     pub target: TargetKind,
     /// How long the fleet runs, from the first device's boot.
     pub duration: Duration,
@@ -65,6 +68,22 @@ pub struct FleetOptions {
     pub pki: Option<PathBuf>,
     /// Connect to this broker instead of starting `target` (it must trust `pki`'s CA).
     pub shared: Option<SharedBroker>,
+    /// `--target aws`: the things and the observer.
+    pub aws: Option<AwsFleet>,
+}
+
+/// Devices in a run that does not say.
+pub const DEFAULT_DEVICES: u32 = 100;
+
+/// `--target aws`: devices that are things of an AWS account.
+#[derive(Debug, Clone)]
+pub struct AwsFleet {
+    /// One folder per thing (`certs aws provision --out DIR/<thing>`).
+    pub things: PathBuf,
+    /// The observer's folder (`certs aws observer --out DIR`).
+    pub observer: PathBuf,
+    /// Dial this instead of the endpoint in the things' images.
+    pub endpoint: Option<crate::aws::Endpoint>,
 }
 
 /// A fleet's outcome: the figures and where the report went.
@@ -85,9 +104,10 @@ fn images(
     ca: &CertificateAuthority,
     broker: &target::Broker,
 ) -> Result<(Vec<String>, Vec<Vec<u8>>), RigError> {
-    let mut ids = Vec::with_capacity(options.devices as usize);
-    let mut images = Vec::with_capacity(options.devices as usize);
-    for index in 0..options.devices {
+    let count = options.devices.unwrap_or(DEFAULT_DEVICES);
+    let mut ids = Vec::with_capacity(count as usize);
+    let mut images = Vec::with_capacity(count as usize);
+    for index in 0..count {
         let id = client_id(options.id_offset, index);
         let what = || format!("image for {id}");
         let mut config = DeviceConfig::new(&broker.host, &id)
@@ -131,7 +151,7 @@ pub async fn run(options: &FleetOptions) -> Result<FleetRun, RigError> {
 }
 
 async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
-    if options.devices == 0 {
+    if options.devices == Some(0) {
         return Err(RigError::make("--devices", "must be at least 1"));
     }
     if options.shared.is_some() && options.kill_broker_at.is_some() {
@@ -139,16 +159,43 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
             "--kill-broker-at stops the broker this process started: not one given with --broker",
         ));
     }
-    let pki = match &options.pki {
-        Some(dir) => pki::FleetPki::load(dir)?,
-        None => pki::FleetPki::fresh()?,
-    };
-    let mut broker = match &options.shared {
-        Some(shared) => target::Broker::connect(shared, &pki, options.id_offset).await?,
-        None => target::Broker::start(options.target, &pki, options.id_offset).await?,
-    };
     let issuing = Instant::now();
-    let (ids, images) = images(options, &pki.ca, &broker)?;
+    let (mut broker, ids, images) = match (&options.aws, options.target) {
+        (Some(aws), _) => {
+            if options.kill_broker_at.is_some() {
+                return Err(RigError::usage(
+                    "--kill-broker-at stops the broker this process started: not AWS IoT",
+                ));
+            }
+            let things = things::read(&aws.things, options.devices)?;
+            let endpoint = things::endpoint(&things, aws.endpoint.as_ref())?;
+            let broker = target::Broker::aws(&endpoint, &aws.observer, options.id_offset).await?;
+            let ids = things.iter().map(|t| t.client_id().to_string()).collect();
+            let images = things
+                .iter()
+                .map(|t| t.image(aws.endpoint.as_ref(), broker.sntp))
+                .collect::<Result<Vec<_>, _>>()?;
+            (broker, ids, images)
+        }
+        (None, TargetKind::Aws) => {
+            return Err(RigError::usage(
+                "--target aws needs --things DIR and --observer DIR (`certs aws provision` \
+                 and `certs aws observer` folders)",
+            ));
+        }
+        (None, _) => {
+            let pki = match &options.pki {
+                Some(dir) => pki::FleetPki::load(dir)?,
+                None => pki::FleetPki::fresh()?,
+            };
+            let broker = match &options.shared {
+                Some(shared) => target::Broker::connect(shared, &pki, options.id_offset).await?,
+                None => target::Broker::start(options.target, &pki, options.id_offset).await?,
+            };
+            let (ids, images) = images(options, &pki.ca, &broker)?;
+            (broker, ids, images)
+        }
+    };
     let issue_s = issuing.elapsed().as_secs_f64();
     let period = Duration::from_millis(u64::from(firmware_core::config::DEFAULT_PERIOD_MS));
 
@@ -163,7 +210,7 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
     let collecting = tokio::spawn(collector.run(record_rx, broker.observe(), phase_rx));
 
     let mut devices = tokio::task::JoinSet::new();
-    let count = options.devices;
+    let count = ids.len() as u32;
     for (index, image) in images.into_iter().enumerate() {
         let boot_at = started + options.ramp.mul_f64(index as f64 / f64::from(count));
         let (records, stop) = (record_tx.clone(), stop_rx.clone());
@@ -201,6 +248,7 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
     }
     tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
     let broker_clients = broker.connected_clients();
+    let shared_broker = (!broker.can_stop()).then(|| format!("{}:{}", broker.host, broker.port));
     let cpu_s = stats::cpu_seconds() - cpu_before;
     let (rss_kb, peak_kb) = stats::memory_kb();
     let stopped = Instant::now();
@@ -221,11 +269,8 @@ async fn run_local(options: &FleetOptions) -> Result<FleetRun, RigError> {
 
     let run_info = report::RunInfo {
         target: options.target,
-        shared_broker: options
-            .shared
-            .as_ref()
-            .map(|b| format!("{}:{}", b.host, b.port)),
-        devices: options.devices,
+        shared_broker,
+        devices: count,
         id_offset: options.id_offset,
         period,
         duration: options.duration,

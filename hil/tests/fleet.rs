@@ -6,7 +6,7 @@
 //! Small fleets and short runs (the 1,000-device figures are in the README): the
 //! tolerances below are for a debug build on a shared 2-core machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hil::fleet::{self, FleetOptions, TargetKind, report};
@@ -14,7 +14,7 @@ use serde_json::Value;
 
 fn options(devices: u32, seconds: u64, out: &Path) -> FleetOptions {
     FleetOptions {
-        devices,
+        devices: Some(devices),
         target: TargetKind::Mock,
         duration: Duration::from_secs(seconds),
         kill_broker_at: None,
@@ -25,6 +25,7 @@ fn options(devices: u32, seconds: u64, out: &Path) -> FleetOptions {
         progress_every: None,
         pki: None,
         shared: None,
+        aws: None,
     }
 }
 
@@ -261,6 +262,136 @@ async fn a_pki_folder_whose_policy_refuses_fleet_devices_is_named() {
         why.contains("policy.json")
             && why.contains("fleet-000000")
             && why.contains("hil fleet pki"),
+        "{why}"
+    );
+}
+
+/// Thing folders in `certs aws provision`'s layout (a `flash.img` each: the thing's
+/// certificate and key, the endpoint's CA, client id = thing name, topics
+/// `fleet/<thing>`), and an observer folder in `certs aws observer`'s.
+fn provisioned_things(dir: &Path, pki: &Path, port: u16, names: &[&str]) -> (PathBuf, PathBuf) {
+    use certs::pki::{CertificateAuthority, KeyAlgorithm, Validity};
+    let ca = CertificateAuthority::load_dir(pki).unwrap();
+    let things = dir.join("things");
+    for name in names {
+        let identity = ca
+            .issue_client(name, KeyAlgorithm::EcP256, Validity::days(30))
+            .unwrap();
+        let creds =
+            certs::creds::Credentials::new(identity.cert_der, identity.key, ca.cert_der().to_vec())
+                .unwrap();
+        let mut config = firmware_core::config::DeviceConfig::new("localhost", name).unwrap();
+        config.endpoint.port = port;
+        config.pub_topic = format!("fleet/{name}").as_str().try_into().unwrap();
+        config.sub_topic = format!("fleet/{name}/in").as_str().try_into().unwrap();
+        let image =
+            certs::image::build_image(&creds, &config, certs::image::DEFAULT_IMAGE_SIZE).unwrap();
+        std::fs::create_dir_all(things.join(name)).unwrap();
+        std::fs::write(things.join(name).join("flash.img"), image).unwrap();
+    }
+    let observer = dir.join("observer");
+    std::fs::create_dir_all(&observer).unwrap();
+    for (from, to) in [
+        ("observer.pem", "observer.pem"),
+        ("observer.key.pem", "observer.key.pem"),
+        ("ca.pem", "AmazonRootCA1.pem"),
+    ] {
+        std::fs::copy(pki.join(from), observer.join(to)).unwrap();
+    }
+    std::fs::write(
+        observer.join("aws-manifest.json"),
+        r#"{"kind": "observer", "name": "hil-observer"}"#,
+    )
+    .unwrap();
+    (things, observer)
+}
+
+/// `hil fleet --target aws` offline: the devices are things from provisioned folders
+/// and the observer is `certs aws observer`'s identity, against a broker standing in for
+/// AWS IoT Core (the mock with the fleet's policies, presenting a certificate of the CA
+/// the images trust).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_provisioned_things_runs_against_an_aws_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    fleet::pki::write_folder(&pki, &[]).expect("PKI folder");
+    let mut config = mock_broker::Config::from_certs_dir(&pki, None).expect("broker config");
+    config.mqtt_addr = ([127, 0, 0, 1], 0).into();
+    let broker = mock_broker::MockBroker::start(config)
+        .await
+        .expect("broker");
+    let port = broker.mqtt_addr().port();
+    let names = ["fleet-bench-a", "fleet-bench-b", "fleet-bench-c"];
+    let (things, observer) = provisioned_things(dir.path(), &pki, port, &names);
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_hil"))
+        .args(["fleet", "--target", "aws", "--seconds", "8", "--quiet"])
+        .arg("--things")
+        .arg(&things)
+        .arg("--observer")
+        .arg(&observer)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let path = dir.path().join("out/fleet.json");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(j["devices"], 3, "{j}");
+    assert_eq!(j["runs"][0]["target"], "aws");
+    assert_eq!(j["runs"][0]["shared_broker"], format!("localhost:{port}"));
+    assert_eq!(j["connected_at_end"], 3, "{j}");
+    assert_eq!(j["lost_qos1"], 0, "{j}");
+    let published = f(&j, &["published"]);
+    assert!(published >= 9.0, "{published} publishes: {j}");
+    assert!(f(&j, &["observed"]) >= published, "{j}");
+    broker.shutdown().await;
+}
+
+/// A thing that publishes where the fleet cannot tell it apart (`outTopic`, the default)
+/// is refused before anything starts, naming its image and the provision flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thing_on_the_default_topic_is_refused_by_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    fleet::pki::write_folder(&pki, &[]).unwrap();
+    let (things, observer) = provisioned_things(dir.path(), &pki, 1, &["fleet-bench-a"]);
+    // As `certs aws provision` writes it without --pub-topic.
+    let ca = certs::pki::CertificateAuthority::load_dir(&pki).unwrap();
+    let identity = ca
+        .issue_client(
+            "plain",
+            certs::pki::KeyAlgorithm::EcP256,
+            certs::pki::Validity::days(1),
+        )
+        .unwrap();
+    let creds =
+        certs::creds::Credentials::new(identity.cert_der, identity.key, ca.cert_der().to_vec())
+            .unwrap();
+    let config = firmware_core::config::DeviceConfig::new("localhost", "plain").unwrap();
+    let image =
+        certs::image::build_image(&creds, &config, certs::image::DEFAULT_IMAGE_SIZE).unwrap();
+    std::fs::create_dir_all(things.join("plain")).unwrap();
+    std::fs::write(things.join("plain/flash.img"), image).unwrap();
+
+    let mut options = options(2, 5, &dir.path().join("out"));
+    options.devices = None;
+    options.target = TargetKind::Aws;
+    options.aws = Some(fleet::AwsFleet {
+        things: things.clone(),
+        observer,
+        endpoint: None,
+    });
+    let why = fleet::run(&options)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        why.contains("plain/flash.img") && why.contains("--pub-topic fleet/plain"),
         "{why}"
     );
 }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::aws::Endpoint;
 use crate::error::RigError;
-use crate::fleet::{self, FleetOptions, SharedBroker, TargetKind, report};
+use crate::fleet::{self, AwsFleet, FleetOptions, SharedBroker, TargetKind, report};
 
 /// Which broker the fleet runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,7 +20,7 @@ pub enum FleetTarget {
     /// rumqttd with client-certificate checks, in a process of its own (a hil built with
     /// the `rumqttd` feature).
     Rumqttd,
-    /// AWS IoT Core (not available yet: needs a thing certificate per device).
+    /// AWS IoT Core: each device is a thing of --things, watched through --observer.
     Aws,
 }
 
@@ -73,9 +73,10 @@ pub enum FleetAction {
 
 #[derive(Debug, Args)]
 pub struct FleetRunArgs {
-    /// Devices to run in this process.
-    #[arg(long, default_value_t = 100)]
-    pub devices: u32,
+    /// Devices to run in this process [default: 100; with --target aws, one per thing
+    /// folder].
+    #[arg(long)]
+    pub devices: Option<u32>,
     /// The broker: started here, serving a fresh test PKI on a free loopback port.
     #[arg(long, value_enum, default_value_t = FleetTarget::Mock)]
     pub target: FleetTarget,
@@ -119,6 +120,16 @@ pub struct FleetRunArgs {
     /// listener).
     #[arg(long, value_name = "PORT", requires = "broker")]
     pub observer_port: Option<u16>,
+    /// --target aws: a folder of thing folders, one per device, each as `certs aws
+    /// provision --thing NAME --pub-topic fleet/NAME --out DIR/NAME` writes it.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["pki", "broker"])]
+    pub things: Option<PathBuf>,
+    /// --target aws: the observer's folder (`certs aws observer --watch-topic 'fleet/+'`).
+    #[arg(long, value_name = "DIR", default_value = "certs/aws-observer")]
+    pub observer: PathBuf,
+    /// --target aws: dial HOST[:PORT] instead of the endpoint in the things' images.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "things")]
+    pub endpoint: Option<String>,
 }
 
 impl FleetRunArgs {
@@ -141,6 +152,22 @@ impl FleetRunArgs {
             }
             None => None,
         };
+        let aws = match (self.target, &self.things) {
+            (FleetTarget::Aws, Some(things)) => Some(AwsFleet {
+                things: things.clone(),
+                observer: self.observer.clone(),
+                endpoint: self.endpoint.as_deref().map(Endpoint::parse).transpose()?,
+            }),
+            (FleetTarget::Aws, None) => {
+                return Err(RigError::usage(
+                    "--target aws needs --things DIR: one folder per thing, from `certs aws \
+                     provision --thing NAME --pub-topic fleet/NAME --sub-topic fleet/NAME/in \
+                     --out DIR/NAME`",
+                ));
+            }
+            (_, Some(_)) => return Err(RigError::usage("--things goes with --target aws")),
+            (_, None) => None,
+        };
         Ok(FleetOptions {
             devices: self.devices,
             target: self.target.into(),
@@ -153,6 +180,7 @@ impl FleetRunArgs {
             progress_every: (!self.quiet).then_some(Duration::from_secs(5)),
             pki: self.pki.clone(),
             shared,
+            aws,
         })
     }
 }

@@ -20,7 +20,8 @@ pub const SCHEMA: &str = "hil-fleet/1";
 #[derive(Debug, Clone)]
 pub struct RunInfo {
     pub target: TargetKind,
-    /// `HOST:PORT` of a shared broker (`--broker`); `None`: started by this process.
+    /// `HOST:PORT` of a broker this process did not start (`--broker`, AWS IoT); `None`:
+    /// started by this process.
     pub shared_broker: Option<String>,
     pub devices: u32,
     pub id_offset: u32,

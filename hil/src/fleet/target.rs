@@ -7,6 +7,7 @@
 //! loopback port and an [`Observer`] of its publishes.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use mock_broker::policy::{AccountScope, Action, Principal};
@@ -163,12 +164,55 @@ impl Broker {
                     },
                 })
             }
-            TargetKind::Aws => Err(RigError::Target(
-                "`hil fleet --target aws` is not available yet: it needs one thing \
-                 certificate per device (a list made with `certs`) and an endpoint; run \
-                 the fleet against mock or mosquitto",
+            TargetKind::Aws => Err(RigError::usage(
+                "--target aws needs --things DIR and --observer DIR (`certs aws provision` \
+                 and `certs aws observer` folders)",
             )),
         }
+    }
+
+    /// AWS IoT Core at `endpoint` (or a broker standing in for it), watched through the
+    /// identity in `observer_dir` (`certs aws observer --out`: observer.pem,
+    /// observer.key.pem, AmazonRootCA1.pem and aws-manifest.json for its client id).
+    pub async fn aws(
+        endpoint: &Endpoint,
+        observer_dir: &Path,
+        id_offset: u32,
+    ) -> Result<Self, RigError> {
+        let file = |name: &str| {
+            let path = observer_dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(RigError::file(
+                    &path,
+                    "missing: the fleet's observer needs it (`certs aws observer --out DIR \
+                     --watch-topic 'fleet/+'`)",
+                ))
+            }
+        };
+        let (cert, key, ca) = (
+            file("observer.pem")?,
+            file("observer.key.pem")?,
+            file("AmazonRootCA1.pem")?,
+        );
+        let base = manifest_name(observer_dir)?;
+        let identity =
+            ObserverIdentity::load(&cert, &key, &ca, &observer_client_id(&base, id_offset))?;
+        // The devices run on this host: their clock comes from here too.
+        let sntp_server = sntp_server(&FleetPki::fresh()?).await?;
+        let sntp = sntp_addr(&sntp_server)?;
+        let observer =
+            AwsObserver::connect_following(endpoint, &identity, WATCH_FILTER, "fleet").await?;
+        Ok(Self {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+            sntp,
+            kind: Kind::Shared {
+                sntp: sntp_server,
+                observer: Box::new(observer),
+            },
+        })
     }
 
     /// The broker at `shared`, which this process neither starts nor stops; watched
@@ -354,9 +398,24 @@ fn sntp_addr(mock: &Handle) -> Result<SocketAddr, RigError> {
         .ok_or(RigError::Target("the mock broker has no SNTP server"))
 }
 
-/// The client id of the observer of the fleet process with `id_offset`.
-pub fn observer_client_id(id_offset: u32) -> String {
-    format!("{}-fleet-{id_offset}", crate::aws::DEFAULT_CLIENT_ID)
+/// The client id of the observer of the fleet process with `id_offset`: `base-…`, which
+/// the observer's policy allows beside `base`.
+pub fn observer_client_id(base: &str, id_offset: u32) -> String {
+    format!("{base}-fleet-{id_offset}")
+}
+
+/// The observer's client id from `certs aws observer`'s manifest, or the default one.
+fn manifest_name(dir: &Path) -> Result<String, RigError> {
+    let path = dir.join("aws-manifest.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(crate::aws::DEFAULT_CLIENT_ID.to_string());
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| RigError::file(&path, e))?;
+    json["name"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| RigError::file(&path, "no \"name\" (the observer's client id)"))
 }
 
 /// The observer identity's MQTT connection to a broker not in this process, following
@@ -371,7 +430,7 @@ async fn observer(
         &pki.file("observer.pem", "the observer")?,
         &pki.file("observer.key.pem", "the observer")?,
         &pki.file("ca.pem", "the observer")?,
-        &observer_client_id(id_offset),
+        &observer_client_id(crate::aws::DEFAULT_CLIENT_ID, id_offset),
     )?;
     let endpoint = Endpoint {
         host: host.into(),
