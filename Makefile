@@ -49,6 +49,7 @@ ESPTOOL_VERSION := 5.6.0
 # The ESP32-C3 firmware: its own cargo workspace, target dir and `.cargo/config.toml`.
 FW_DIR := firmware/esp32c3
 FW_ELF := $(FW_DIR)/target/$(RISCV)/release/firmware-esp32c3
+FW_SIZE_REPORT := $(FW_DIR)/target/size-report.txt
 # The core on an emulated RV32IMC CPU (qemu-system-riscv32, from qemu-system-misc): its own
 # workspace; `.cargo/config.toml` holds the qemu runner.
 RV32_DIR := firmware/rv32-budgets
@@ -65,8 +66,8 @@ export CC_riscv32imc_unknown_none_elf := riscv64-unknown-elf-gcc
 export CFLAGS_riscv32imc_unknown_none_elf := -march=rv32imc_zicsr -mabi=ilp32 --specs=picolibc.specs
 export BINDGEN_EXTRA_CLANG_ARGS_riscv32imc_unknown_none_elf = --target=riscv32 -I$(CLANG_INCLUDE) -I/usr/lib/picolibc/riscv64-unknown-elf/include
 
-.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image aws-provision aws-observer aws-deprovision bench broker bench-broker hil snapshots fuzz \
-	firmware firmware-tests firmware-check hil-target soak structure qualify rv32-budgets
+.PHONY: help deps test fmt clippy host-test core-riscv certs clean-certs aws-image aws-provision aws-observer aws-deprovision bench broker bench-broker hil snapshots fuzz fuzz-build fuzz-run \
+	board-checks-niced firmware firmware-tests firmware-check hil-target soak structure qualify rv32-budgets
 
 help:
 	@echo "make hil     the HIL suite: virtual device + mock broker; JUnit and report in target/hil/"
@@ -132,12 +133,31 @@ deps:
 	@cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $(CARGO_FUZZ_VERSION)" \
 		|| $(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
-test: fmt clippy structure host-test core-riscv firmware-check fuzz
+# Two lanes after the lints. The host tests (their build, then the test binaries two at
+# a time: most of them wait on a device's 2 s cadence, a broker's timeout or an emulator
+# in real time) in the foreground; the checks that only need CPU (the core for the
+# board's target, the firmware, the fuzz targets' build) niced in the background, so they
+# take the CPU the tests leave idle and never the CPU a test wants. Then the fuzzers run
+# on the whole machine.
+test: fmt clippy structure
+	$(MAKE) --no-print-directory -j2 host-test board-checks-niced BUILD_TOOLS="$(BUILD_TOOLS)"
+	$(MAKE) --no-print-directory fuzz-run
 # Within `make test` the tools come from host-test's build: `cargo test --no-run` puts the
 # workspace's binaries (built with every feature, as the tests use them) in target/debug
 # again without compiling anything, where `cargo build --bins` would build the whole
 # workspace a third time with another feature set (about 7 min of CPU).
 test: BUILD_TOOLS = $(CARGO) test -q --workspace --all-features --locked --no-run
+
+# `make test`'s background lane; its output goes to BOARD_LOG, printed on failure (the
+# size report's lines at the end otherwise).
+BOARD_LOG := target/board-checks.log
+board-checks-niced:
+	@mkdir -p $(dir $(BOARD_LOG))
+	@echo "board checks (core-riscv firmware-check fuzz-build) niced in the background: $(BOARD_LOG)"
+	@nice -n 19 $(MAKE) --no-print-directory core-riscv firmware-check fuzz-build BUILD_TOOLS="$(BUILD_TOOLS)" \
+		> $(BOARD_LOG) 2>&1 || { cat $(BOARD_LOG); echo "make test: the board checks failed (log above, in $(BOARD_LOG))" >&2; exit 1; }
+	@echo "board checks passed; the firmware's size report:"
+	@cat $(FW_SIZE_REPORT)
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -153,8 +173,11 @@ structure:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --all-features --locked -- -D warnings
 
+# The test binaries run two at a time (scripts/run-tests.py; TEST_JOBS=1 for one after
+# the other, as `cargo test` runs them); `cargo test` itself runs the doc tests.
+TEST_JOBS ?= 2
 host-test:
-	$(CARGO) test --workspace --all-features --locked
+	python3 scripts/run-tests.py --jobs $(TEST_JOBS) --workspace --all-features --locked
 
 # The core must build without std for the board's target, with every optional part.
 core-riscv:
@@ -167,7 +190,7 @@ core-riscv:
 firmware: rv32-budgets
 	cd $(FW_DIR) && $(CARGO) build --release --locked
 	python3 $(FW_DIR)/size-report.py $(FW_ELF) --max-app 1572864 --max-ram 163840 \
-		--rv32 $(RV32_OUT)/summary.txt --rv32-figures $(RV32_OUT)/run1.txt
+		--rv32 $(RV32_OUT)/summary.txt --rv32-figures $(RV32_OUT)/run1.txt | tee $(FW_SIZE_REPORT)
 
 # The core on an emulated RV32IMC CPU (qemu -machine virt, -icount shift=0, semihosting):
 # the core's vectors and a replayed TLS 1.3 + MQTT session per device key, run twice (the
@@ -177,8 +200,9 @@ rv32-budgets:
 	cd $(RV32_DIR) && $(CARGO) fmt -- --check
 	cd $(RV32_DIR) && $(CARGO) build --release --locked
 	@mkdir -p $(RV32_OUT)
+	@# timeout: a hang guard, with room for a run niced beside the tests (make test).
 	cd $(RV32_DIR) && for run in 1 2; do \
-		timeout 120 $(CARGO) run -q --release --locked > target/budgets/run$$run.txt \
+		timeout 300 $(CARGO) run -q --release --locked > target/budgets/run$$run.txt \
 			|| { cat target/budgets/run$$run.txt; echo "rv32-budgets: the emulated run failed" >&2; exit 1; }; \
 	done
 	python3 $(RV32_DIR)/budgets.py $(RV32_OUT)/run1.txt --again $(RV32_OUT)/run2.txt \
@@ -189,7 +213,9 @@ rv32-budgets:
 # built with cargo-fuzz (sanitizer coverage + AddressSanitizer), then every target runs
 # for FUZZ_SECONDS from its seeds in git plus what earlier runs found. Any crash, hang
 # or leak fails; the table shows libFuzzer's final coverage (cov: edges, ft: features).
-fuzz:
+fuzz: fuzz-build fuzz-run
+
+fuzz-build:
 	cd $(CORE_FUZZ) && $(CARGO) fmt -- --check
 	cd $(BROKER_FUZZ) && $(CARGO) fmt -- --check
 	@# cargo-fuzz has no --locked: check the committed lock files are current first.
@@ -197,6 +223,8 @@ fuzz:
 	cd $(BROKER_FUZZ) && $(CARGO) metadata --locked --format-version 1 >/dev/null
 	cd $(CORE_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
 	cd $(BROKER_FUZZ) && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz build --target-dir $(abspath $(FUZZ_DIR))
+
+fuzz-run:
 	FUZZ_SEED=$(FUZZ_SEED) $(CORE_FUZZ)/run-bounded.sh $(FUZZ_DIR)/x86_64-unknown-linux-gnu/release $(FUZZ_DIR) $(FUZZ_SECONDS) \
 		$(foreach t,$(CORE_FUZZ_TARGETS),$(CORE_FUZZ):$(t)) $(foreach t,$(BROKER_FUZZ_TARGETS),$(BROKER_FUZZ):$(t))
 

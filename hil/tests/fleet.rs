@@ -64,6 +64,13 @@ async fn a_small_fleet_connects_publishes_on_cadence_and_loses_nothing() {
     assert!(intervals >= 40.0, "{intervals} intervals");
     let p99 = f(j, &["interval_error", "p99_ms"]);
     assert!(p99 < INTERVAL_P99_MS, "interval error p99 {p99} ms");
+    // Those that began once all 20 were connected: fewer, none worse than all of them.
+    let settled = f(j, &["interval_error_settled", "count"]);
+    assert!(
+        (20.0..intervals).contains(&settled),
+        "{settled} settled intervals: {j}"
+    );
+    assert!(f(j, &["interval_error_settled", "max_ms"]) <= f(j, &["interval_error", "max_ms"]));
     assert!(f(j, &["latency", "p99_ms"]) < 1000.0, "{j}");
     assert!(f(j, &["host", "cpu_s"]) > 0.0);
     // Devices that wait on timers cost next to nothing (about 2 ms of CPU per device per
@@ -81,6 +88,12 @@ async fn a_small_fleet_connects_publishes_on_cadence_and_loses_nothing() {
     let seconds = j["seconds"].as_array().unwrap();
     assert!(seconds.len() >= 9, "{} seconds", seconds.len());
     assert_eq!(seconds.last().unwrap()[1], 20);
+    // The worst interval error per second is never above the run's.
+    let worst = seconds
+        .iter()
+        .map(|s| s[3].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(worst <= f(j, &["interval_error", "max_ms"]), "{worst}: {j}");
     let html = std::fs::read_to_string(&run.html_path).unwrap();
     assert!(html.contains("<svg") && !html.contains("src=\"http"));
     let on_disk: Value =

@@ -20,6 +20,9 @@ pub struct Second {
     pub connected: u64,
     /// Publishes the broker received.
     pub observed: u64,
+    /// The largest publish-interval error of the intervals that ended in this second,
+    /// in whole milliseconds (where in the run the tail is).
+    pub worst_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +47,10 @@ pub struct Figures {
     pub started: Instant,
     pub seconds: Vec<Second>,
     pub interval_error: Histogram,
+    /// The same, for intervals that began once every device had connected: the fleet's
+    /// cadence without the connection ramp (every TLS handshake runs on the devices'
+    /// thread, so publishes wait behind them while the fleet connects).
+    pub interval_error_settled: Histogram,
     pub latency: Histogram,
     pub backoff: Histogram,
     pub published: u64,
@@ -123,6 +130,7 @@ impl Collector {
                 started,
                 seconds: Vec::new(),
                 interval_error: Histogram::default(),
+                interval_error_settled: Histogram::default(),
                 latency: Histogram::default(),
                 backoff: Histogram::default(),
                 published: 0,
@@ -332,7 +340,12 @@ impl Collector {
     }
 
     fn finish(mut self) -> Figures {
-        for state in &self.devices {
+        let settled = self
+            .figures
+            .all_connected_after
+            .map(|after| self.figures.started + after);
+        let devices = std::mem::take(&mut self.devices);
+        for state in &devices {
             for (earlier, later) in &state.intervals {
                 // The first publish after a reconnect may catch up a missed slot, so its
                 // interval to the next slot is the cadence's realignment, not its error.
@@ -344,9 +357,16 @@ impl Collector {
                 let error = later
                     .saturating_duration_since(*earlier)
                     .abs_diff(self.period);
-                self.figures.interval_error.add_us(error.as_micros() as u64);
+                let us = error.as_micros() as u64;
+                self.figures.interval_error.add_us(us);
+                if settled.is_some_and(|at| *earlier >= at) {
+                    self.figures.interval_error_settled.add_us(us);
+                }
+                let second = self.second(*later);
+                second.worst_interval_ms = second.worst_interval_ms.max(us / 1000);
             }
         }
+        self.devices = devices;
         self.figures.lost = self.outstanding.len() as u64;
         let mut lost: Vec<(u32, u32)> = self.outstanding.keys().copied().collect();
         lost.sort();

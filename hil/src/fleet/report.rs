@@ -14,7 +14,7 @@ use super::target::TargetKind;
 use crate::error::RigError;
 
 /// The JSON file's schema name and version; bumped when a field changes meaning.
-pub const SCHEMA: &str = "hil-fleet/1";
+pub const SCHEMA: &str = "hil-fleet/2";
 
 /// What the run was, besides what it measured.
 #[derive(Debug, Clone)]
@@ -31,7 +31,8 @@ pub struct RunInfo {
     pub started_wall: SystemTime,
     /// Broker down and back, seconds from the start.
     pub outage: Option<(f64, f64)>,
-    /// Seconds spent issuing identities and building images (before the start).
+    /// Seconds spent starting or reaching the broker, issuing identities and building
+    /// images (before the start).
     pub issue_s: f64,
     pub cpu_s: f64,
     pub wall_s: f64,
@@ -119,6 +120,8 @@ pub fn to_json(run: &RunInfo, f: &Figures) -> Value {
         "peak_connects_per_s": peak_connects,
         "interval_error": f.interval_error.summary(),
         "interval_error_histogram": f.interval_error.to_json(),
+        "interval_error_settled": f.interval_error_settled.summary(),
+        "interval_error_settled_histogram": f.interval_error_settled.to_json(),
         "intervals_excluded": f.intervals_excluded,
         "latency": f.latency.summary(),
         "latency_histogram": f.latency.to_json(),
@@ -134,8 +137,9 @@ pub fn to_json(run: &RunInfo, f: &Figures) -> Value {
             "peak_rss_kb": run.peak_kb,
             "rss_kb_per_device": run.rss_kb.saturating_sub(run.rss_before_kb) as f64 / devices,
         },
-        // One entry per second from the start: [connects, connected at its end, publishes seen].
-        "seconds": f.seconds.iter().map(|s| [s.connects, s.connected, s.observed]).collect::<Vec<_>>(),
+        // One entry per second from the start: [connects, connected at its end, publishes
+        // seen, worst interval error (ms) of the intervals that ended in it].
+        "seconds": f.seconds.iter().map(|s| [s.connects, s.connected, s.observed, s.worst_interval_ms]).collect::<Vec<_>>(),
     })
 }
 
@@ -178,6 +182,16 @@ pub fn summary_rows(j: &Value) -> Vec<(String, String)> {
                 ms(&j["interval_error"]["p99_ms"]),
                 ms(&j["interval_error"]["max_ms"]),
                 j["interval_error"]["count"]
+            ),
+        ),
+        (
+            "  once all were connected".into(),
+            format!(
+                "mean {} p99 {} max {} ({} intervals)",
+                ms(&j["interval_error_settled"]["mean_ms"]),
+                ms(&j["interval_error_settled"]["p99_ms"]),
+                ms(&j["interval_error_settled"]["max_ms"]),
+                j["interval_error_settled"]["count"]
             ),
         ),
         (
@@ -355,6 +369,14 @@ pub fn html(j: &Value) -> String {
     )
 }
 
+/// The histograms a fleet.json holds, each as `KEY` (summary) and `KEY_histogram`.
+const HISTOGRAMS: [&str; 4] = [
+    "interval_error",
+    "interval_error_settled",
+    "latency",
+    "backoff",
+];
+
 /// Merge the JSON results of several `hil fleet` processes that ran against one broker
 /// at the same time: counts add up, histograms merge (so percentiles are those of all
 /// devices), the per-second series line up on the wall clock.
@@ -401,7 +423,7 @@ pub fn merge(files: &[(PathBuf, Value)]) -> Result<Value, RigError> {
         out[key] = json!(sum(key));
     }
     let mut runs = Vec::new();
-    let mut series: Vec<[u64; 3]> = Vec::new();
+    let mut series: Vec<[u64; 4]> = Vec::new();
     let (mut cpu_s, mut rss_kb, mut rss_per_device_sum) = (0.0, 0u64, 0.0);
     let mut all_connected_after: Option<f64> = Some(0.0);
     for (path, j) in files {
@@ -410,10 +432,16 @@ pub fn merge(files: &[(PathBuf, Value)]) -> Result<Value, RigError> {
         let shift = ((started - start_ms) / 1000) as usize;
         for (i, s) in j["seconds"].as_array().into_iter().flatten().enumerate() {
             if series.len() <= i + shift {
-                series.resize(i + shift + 1, [0; 3]);
+                series.resize(i + shift + 1, [0; 4]);
             }
             for (k, slot) in series[i + shift].iter_mut().enumerate() {
-                *slot += s.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let value = s.get(k).and_then(Value::as_u64).unwrap_or(0);
+                // Counts add up; the worst interval error is the worst of them.
+                *slot = if k == 3 {
+                    (*slot).max(value)
+                } else {
+                    *slot + value
+                };
             }
         }
         cpu_s += j["host"]["cpu_s"].as_f64().unwrap_or(0.0);
@@ -424,12 +452,12 @@ pub fn merge(files: &[(PathBuf, Value)]) -> Result<Value, RigError> {
             (Some(a), Some(b)) => Some(a.max(b + (started - start_ms) as f64 / 1000.0)),
             _ => None,
         };
-        for key in ["interval_error", "latency", "backoff"] {
+        for key in HISTOGRAMS {
             Histogram::from_json(&j[format!("{key}_histogram")])
                 .map_err(|e| bad(path, format!("{key}_histogram: {e}")))?;
         }
     }
-    for key in ["interval_error", "latency", "backoff"] {
+    for key in HISTOGRAMS {
         let mut h = Histogram::default();
         for (_, j) in files {
             h.merge(&Histogram::from_json(&j[format!("{key}_histogram")]).unwrap_or_default());
