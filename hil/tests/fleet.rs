@@ -64,10 +64,11 @@ async fn a_small_fleet_connects_publishes_on_cadence_and_loses_nothing() {
     assert!(intervals >= 40.0, "{intervals} intervals");
     let p99 = f(j, &["interval_error", "p99_ms"]);
     assert!(p99 < INTERVAL_P99_MS, "interval error p99 {p99} ms");
-    // Those that began once all 20 were connected: fewer, none worse than all of them.
+    // Those that began once all 20 were connected (all or nearly all: the fleet connects
+    // within its 1 s ramp, before the first publishes), none worse than all of them.
     let settled = f(j, &["interval_error_settled", "count"]);
     assert!(
-        (20.0..intervals).contains(&settled),
+        (20.0..=intervals).contains(&settled),
         "{settled} settled intervals: {j}"
     );
     assert!(f(j, &["interval_error_settled", "max_ms"]) <= f(j, &["interval_error", "max_ms"]));
