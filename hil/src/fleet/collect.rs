@@ -344,13 +344,18 @@ impl Collector {
             .figures
             .all_connected_after
             .map(|after| self.figures.started + after);
+        let stopped = self.stopped;
         let devices = std::mem::take(&mut self.devices);
         for state in &devices {
             for (earlier, later) in &state.intervals {
                 // The first publish after a reconnect may catch up a missed slot, so its
                 // interval to the next slot is the cadence's realignment, not its error.
+                // One that ends after every device was told to stop at once is the
+                // goodbye's, not the cadence's (and lies past the per-second series).
                 let from = earlier.checked_sub(self.period).unwrap_or(*earlier);
-                if state.attempts.iter().any(|a| *a > from && a <= later) {
+                if state.attempts.iter().any(|a| *a > from && a <= later)
+                    || stopped.is_some_and(|at| *later >= at)
+                {
                     self.figures.intervals_excluded += 1;
                     continue;
                 }
