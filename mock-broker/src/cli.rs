@@ -143,7 +143,13 @@ pub fn watch_hints(args: &ServeArgs, handle: &Handle) -> Option<String> {
     );
     let mut hints = format!(
         "watch the device:  mosquitto_sub {tls} -i {watch_id} -t {watch} -v\n\
-         send it a message: mosquitto_pub {tls} -i {send_id} -t {inject} -m '{{\"message\": \"hello from the bench\"}}'\n"
+         send it a message: mosquitto_pub {tls} -i {send_id} -t {} -m '{{\"message\": \"hello from the bench\"}}'{}\n",
+        publish_topic(&inject),
+        if inject.contains('*') {
+            format!("  (the policy allows {inject}: put one device's client id for *)")
+        } else {
+            String::new()
+        },
     );
     if let Some(control) = handle.control_addr() {
         hints.push_str(&format!(
@@ -153,6 +159,17 @@ pub fn watch_hints(args: &ServeArgs, handle: &Handle) -> Option<String> {
         ));
     }
     Some(hints)
+}
+
+/// A topic to publish to from the policy's `topic/` resource: a policy wildcard `*` is no
+/// topic (a fleet's `fleet/*/in`), so it becomes a placeholder to fill in, quoted for the
+/// shell.
+fn publish_topic(resource: &str) -> String {
+    if resource.contains('*') {
+        format!("'{}'", resource.replace('*', "<client id>"))
+    } else {
+        resource.to_string()
+    }
 }
 
 /// Start the broker, print the ready line, serve until `shutdown` resolves, then stop
@@ -171,4 +188,15 @@ pub async fn run(
     tracing::info!("shutting down");
     handle.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_topic;
+
+    #[test]
+    fn a_policy_wildcard_in_the_inject_topic_becomes_a_placeholder() {
+        assert_eq!(publish_topic("inTopic"), "inTopic");
+        assert_eq!(publish_topic("fleet/*/in"), "'fleet/<client id>/in'");
+    }
 }
