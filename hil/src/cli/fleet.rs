@@ -77,7 +77,8 @@ pub struct FleetRunArgs {
     /// folder].
     #[arg(long)]
     pub devices: Option<u32>,
-    /// The broker: started here, serving a fresh test PKI on a free loopback port.
+    /// The broker: started here on a free loopback port, serving the fleet's PKI (a fresh
+    /// one, or --pki); or AWS IoT Core (--things, --observer).
     #[arg(long, value_enum, default_value_t = FleetTarget::Mock)]
     pub target: FleetTarget,
     /// How long the fleet runs, in minutes.
